@@ -1,0 +1,204 @@
+//! A series' identity: label pairs kept sorted by name, `__name__` included.
+//!
+//! Sorted order makes equality, hashing and printing canonical, so two label
+//! sets built in different orders compare equal and print identically.
+
+use std::fmt;
+
+/// The label holding the metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Label {
+    pub name: String,
+    pub value: String,
+}
+
+/// Sorted, de-duplicated label pairs. Empty values are never stored: as in
+/// Prometheus, a label set to `""` is the same as an absent label.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Labels(Vec<Label>);
+
+impl Labels {
+    pub fn new() -> Self {
+        Labels(Vec::new())
+    }
+
+    /// Builds from pairs in any order; a later duplicate name wins, empty values are dropped.
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut labels = Labels::new();
+        for (k, v) in pairs {
+            labels.set(k, v);
+        }
+        labels
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.position(name).ok().map(|i| self.0[i].value.as_str())
+    }
+
+    /// Value or `""` when absent, the way relabeling and selectors read labels.
+    pub fn value(&self, name: &str) -> &str {
+        self.get(name).unwrap_or("")
+    }
+
+    pub fn metric_name(&self) -> &str {
+        self.value(METRIC_NAME)
+    }
+
+    /// Sets a label; an empty value removes it.
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let name = name.into();
+        let value = value.into();
+        match self.position(&name) {
+            Ok(i) if value.is_empty() => {
+                self.0.remove(i);
+            }
+            Ok(i) => self.0[i].value = value,
+            Err(_) if value.is_empty() => {}
+            Err(i) => self.0.insert(i, Label { name, value }),
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<String> {
+        self.position(name).ok().map(|i| self.0.remove(i).value)
+    }
+
+    pub fn retain(&mut self, keep: impl FnMut(&Label) -> bool) {
+        self.0.retain(keep)
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn as_slice(&self) -> &[Label] {
+        &self.0
+    }
+
+    /// Labels other than `__name__`, in order.
+    pub fn without_name(&self) -> impl Iterator<Item = &Label> {
+        self.0.iter().filter(|l| l.name != METRIC_NAME)
+    }
+
+    /// `{a="b", c="d"}` without the metric name, values escaped as PromQL strings.
+    pub fn format_without_name(&self) -> String {
+        let mut out = String::from("{");
+        for (i, l) in self.without_name().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&l.name);
+            out.push('=');
+            push_quoted(&mut out, &l.value);
+        }
+        out.push('}');
+        out
+    }
+
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|l| l.name.as_str().cmp(name))
+    }
+}
+
+/// Appends `value` as a double-quoted string with Go/PromQL escapes.
+pub fn push_quoted(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Prints as `name{a="b"}`, the notation of PromQL and vmagent's debug pages.
+impl fmt::Display for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.metric_name();
+        let rest = self.format_without_name();
+        if name.is_empty() {
+            f.write_str(&rest)
+        } else if rest == "{}" {
+            f.write_str(name)
+        } else {
+            write!(f, "{name}{rest}")
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = &'a Label;
+    type IntoIter = std::slice::Iter<'a, Label>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl FromIterator<(String, String)> for Labels {
+    fn from_iter<T: IntoIterator<Item = (String, String)>>(iter: T) -> Self {
+        Labels::from_pairs(iter)
+    }
+}
+
+impl serde::Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for l in &self.0 {
+            map.serialize_entry(&l.name, &l.value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Labels {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = <std::collections::BTreeMap<String, String>>::deserialize(d)?;
+        Ok(Labels::from_pairs(map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_and_unique_whatever_the_input_order() {
+        let a = Labels::from_pairs([("b", "2"), ("__name__", "m"), ("a", "1"), ("b", "3")]);
+        let names: Vec<_> = a.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["__name__", "a", "b"]);
+        assert_eq!(a.get("b"), Some("3"));
+        assert_eq!(a.to_string(), r#"m{a="1", b="3"}"#);
+    }
+
+    #[test]
+    fn empty_value_removes() {
+        let mut a = Labels::from_pairs([("a", "1"), ("z", "")]);
+        assert_eq!(a.len(), 1);
+        a.set("a", "");
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn quoting_escapes() {
+        let a = Labels::from_pairs([("a", "x\"y\\z\n")]);
+        assert_eq!(a.to_string(), r#"{a="x\"y\\z\n"}"#);
+    }
+}

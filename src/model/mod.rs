@@ -1,0 +1,11 @@
+//! Plain data shared by every mode: labels, samples, series, batches,
+//! series selectors and time. Nothing here does I/O.
+
+pub mod labels;
+pub mod selector;
+pub mod series;
+pub mod time;
+
+pub use labels::{Label, Labels};
+pub use selector::{MatchOp, Matcher, Selector, SelectorError};
+pub use series::{Batch, Sample, Series, STALE_NAN_BITS};

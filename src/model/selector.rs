@@ -1,0 +1,401 @@
+//! Series selectors: `metric{a="b", c=~"d.*"}`, as written in PromQL, in
+//! vmagent's `if:` and in spillway's threshold files.
+//!
+//! Regexes are anchored the way Prometheus anchors them (`^(?:re)$`) and use
+//! ASCII classes for `\d \w \s`, as Go's RE2 does. VictoriaMetrics' `or`
+//! inside braces (`{a="1" or b="2"}`) is accepted: the selector then matches
+//! when any of its alternatives matches.
+
+use super::Labels;
+use regex::Regex;
+use std::fmt;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("invalid series selector {input:?}: {reason} (at byte {position})")]
+pub struct SelectorError {
+    pub input: String,
+    pub reason: String,
+    pub position: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchOp {
+    Equal,
+    NotEqual,
+    Regex,
+    NotRegex,
+}
+
+#[derive(Clone, Debug)]
+pub struct Matcher {
+    pub name: String,
+    pub op: MatchOp,
+    pub value: String,
+    regex: Option<Regex>,
+}
+
+impl Matcher {
+    pub fn new(
+        name: impl Into<String>,
+        op: MatchOp,
+        value: impl Into<String>,
+    ) -> Result<Self, String> {
+        let value = value.into();
+        let regex = match op {
+            MatchOp::Regex | MatchOp::NotRegex => Some(anchored_regex(&value)?),
+            _ => None,
+        };
+        Ok(Matcher {
+            name: name.into(),
+            op,
+            value,
+            regex,
+        })
+    }
+
+    pub fn matches(&self, labels: &Labels) -> bool {
+        let v = labels.value(&self.name);
+        match self.op {
+            MatchOp::Equal => v == self.value,
+            MatchOp::NotEqual => v != self.value,
+            MatchOp::Regex => self.regex.as_ref().is_some_and(|r| r.is_match(v)),
+            MatchOp::NotRegex => !self.regex.as_ref().is_some_and(|r| r.is_match(v)),
+        }
+    }
+}
+
+/// Compiles `re` the way Prometheus does: fully anchored, Go-style ASCII classes.
+pub fn anchored_regex(re: &str) -> Result<Regex, String> {
+    compile_go_style(&format!("^(?:{re})$")).map_err(|_| format!("invalid regex {re:?}"))
+}
+
+/// Go's RE2 treats `\d`, `\w`, `\s` and `\b` as ASCII; Rust's `regex` as Unicode
+/// unless told otherwise. Rewriting them as explicit ASCII classes keeps the
+/// rest of the pattern Unicode-aware, like RE2.
+pub fn compile_go_style(pattern: &str) -> Result<Regex, String> {
+    Regex::new(&go_classes_to_ascii(pattern)).map_err(|e| format!("invalid regex {pattern:?}: {e}"))
+}
+
+fn go_classes_to_ascii(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out.push_str("(?-u:\\d)"),
+            Some('D') => out.push_str("(?-u:\\D)"),
+            Some('w') => out.push_str("(?-u:\\w)"),
+            Some('W') => out.push_str("(?-u:\\W)"),
+            Some('s') => out.push_str("(?-u:\\s)"),
+            Some('S') => out.push_str("(?-u:\\S)"),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// One or more alternatives (`or`); each alternative is a conjunction of matchers.
+#[derive(Clone, Debug)]
+pub struct Selector {
+    source: String,
+    alternatives: Vec<Vec<Matcher>>,
+}
+
+impl Selector {
+    pub fn parse(input: &str) -> Result<Self, SelectorError> {
+        Parser::new(input).parse()
+    }
+
+    /// A selector matching series whose `__name__` equals `name`.
+    pub fn metric(name: &str) -> Self {
+        let m = Matcher::new("__name__", MatchOp::Equal, name).expect("equality never fails");
+        Selector {
+            source: name.to_string(),
+            alternatives: vec![vec![m]],
+        }
+    }
+
+    pub fn matches(&self, labels: &Labels) -> bool {
+        self.alternatives
+            .iter()
+            .any(|all| all.iter().all(|m| m.matches(labels)))
+    }
+
+    pub fn alternatives(&self) -> &[Vec<Matcher>] {
+        &self.alternatives
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+/// Parses a label set literal `{a="b", c="d"}` or `metric{a="b"}` (equality only).
+pub fn parse_label_set(input: &str) -> Result<Labels, SelectorError> {
+    let selector = Selector::parse(input)?;
+    let mut labels = Labels::new();
+    let [matchers] = selector.alternatives.as_slice() else {
+        return Err(SelectorError {
+            input: input.into(),
+            reason: "a label set cannot use `or`".into(),
+            position: 0,
+        });
+    };
+    for m in matchers {
+        if m.op != MatchOp::Equal {
+            return Err(SelectorError {
+                input: input.into(),
+                reason: format!("label {:?} must use `=` in a label set", m.name),
+                position: 0,
+            });
+        }
+        labels.set(m.name.clone(), m.value.clone());
+    }
+    Ok(labels)
+}
+
+struct Parser<'a> {
+    input: &'a str,
+    pos: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn new(input: &'a str) -> Self {
+        Parser { input, pos: 0 }
+    }
+
+    fn err(&self, reason: impl Into<String>) -> SelectorError {
+        SelectorError {
+            input: self.input.to_string(),
+            reason: reason.into(),
+            position: self.pos,
+        }
+    }
+
+    fn rest(&self) -> &'a str {
+        &self.input[self.pos..]
+    }
+
+    fn skip_ws(&mut self) {
+        let trimmed = self.rest().trim_start();
+        self.pos = self.input.len() - trimmed.len();
+    }
+
+    fn eat(&mut self, token: &str) -> bool {
+        self.skip_ws();
+        if self.rest().starts_with(token) {
+            self.pos += token.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn ident(&mut self) -> Option<&'a str> {
+        self.skip_ws();
+        let rest = self.rest();
+        let len = rest
+            .char_indices()
+            .find(|&(i, c)| {
+                !(c == '_'
+                    || c == ':'
+                    || c == '.'
+                    || c.is_ascii_alphabetic()
+                    || (i > 0 && c.is_ascii_digit()))
+            })
+            .map_or(rest.len(), |(i, _)| i);
+        if len == 0 {
+            return None;
+        }
+        self.pos += len;
+        Some(&rest[..len])
+    }
+
+    fn parse(mut self) -> Result<Selector, SelectorError> {
+        let metric = self.ident().map(str::to_string);
+        let mut alternatives = vec![Vec::new()];
+        if self.eat("{") {
+            alternatives = self.parse_braces()?;
+        }
+        self.skip_ws();
+        if !self.rest().is_empty() {
+            return Err(self.err(format!("unexpected {:?}", self.rest())));
+        }
+        if metric.is_none() && alternatives.iter().all(Vec::is_empty) {
+            return Err(self.err("expected a metric name or at least one label matcher"));
+        }
+        if let Some(name) = metric {
+            for alt in &mut alternatives {
+                let m = Matcher::new("__name__", MatchOp::Equal, name.clone())
+                    .map_err(|e| self.err(e))?;
+                alt.insert(0, m);
+            }
+        }
+        Ok(Selector {
+            source: self.input.trim().to_string(),
+            alternatives,
+        })
+    }
+
+    fn parse_braces(&mut self) -> Result<Vec<Vec<Matcher>>, SelectorError> {
+        let mut alternatives = vec![Vec::new()];
+        loop {
+            if self.eat("}") {
+                return Ok(alternatives);
+            }
+            let matcher = self.parse_matcher()?;
+            alternatives.last_mut().expect("never empty").push(matcher);
+            if self.eat(",") {
+                continue;
+            }
+            self.skip_ws();
+            if self.rest().starts_with("or")
+                && !self.rest()[2..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+            {
+                self.pos += 2;
+                alternatives.push(Vec::new());
+                continue;
+            }
+            if self.eat("}") {
+                return Ok(alternatives);
+            }
+            return Err(self.err("expected `,`, `or` or `}`"));
+        }
+    }
+
+    fn parse_matcher(&mut self) -> Result<Matcher, SelectorError> {
+        let name = match self.ident() {
+            Some(n) => n.to_string(),
+            None => {
+                self.skip_ws();
+                if self.rest().starts_with('"') {
+                    self.parse_string()?
+                } else {
+                    return Err(self.err("expected a label name"));
+                }
+            }
+        };
+        let op = if self.eat("=~") {
+            MatchOp::Regex
+        } else if self.eat("!~") {
+            MatchOp::NotRegex
+        } else if self.eat("!=") {
+            MatchOp::NotEqual
+        } else if self.eat("=") {
+            MatchOp::Equal
+        } else {
+            return Err(self.err(format!("expected `=`, `!=`, `=~` or `!~` after {name:?}")));
+        };
+        self.skip_ws();
+        let value = self.parse_string()?;
+        Matcher::new(name, op, value).map_err(|e| self.err(e))
+    }
+
+    fn parse_string(&mut self) -> Result<String, SelectorError> {
+        let quote = match self.rest().chars().next() {
+            Some(q @ ('"' | '\'' | '`')) => q,
+            _ => return Err(self.err("expected a quoted string")),
+        };
+        self.pos += 1;
+        let mut out = String::new();
+        let mut chars = self.rest().char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c == quote {
+                self.pos += i + 1;
+                return Ok(out);
+            }
+            if c == '\\' && quote != '`' {
+                let (_, esc) = chars
+                    .next()
+                    .ok_or_else(|| self.err("unterminated escape"))?;
+                out.push(match esc {
+                    'n' => '\n',
+                    't' => '\t',
+                    'r' => '\r',
+                    other => other,
+                });
+            } else {
+                out.push(c);
+            }
+        }
+        Err(self.err("unterminated string"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn metric_and_matchers() {
+        let s = Selector::parse(r#"up{job=~"node|vm", instance!="a"}"#).unwrap();
+        assert!(s.matches(&labels(&[
+            ("__name__", "up"),
+            ("job", "node"),
+            ("instance", "b")
+        ])));
+        assert!(!s.matches(&labels(&[("__name__", "up"), ("job", "nodes")])));
+        assert!(!s.matches(&labels(&[
+            ("__name__", "up"),
+            ("job", "vm"),
+            ("instance", "a")
+        ])));
+    }
+
+    #[test]
+    fn regex_is_anchored_and_absent_label_is_empty() {
+        let s = Selector::parse(r#"{x=~"a"}"#).unwrap();
+        assert!(!s.matches(&labels(&[("x", "ab")])));
+        let s = Selector::parse(r#"{x=~".*"}"#).unwrap();
+        assert!(s.matches(&labels(&[])));
+        let s = Selector::parse(r#"{x!~".+"}"#).unwrap();
+        assert!(s.matches(&labels(&[])));
+    }
+
+    #[test]
+    fn go_ascii_classes() {
+        let s = Selector::parse(r#"{x=~"\\d+"}"#).unwrap();
+        assert!(s.matches(&labels(&[("x", "123")])));
+        assert!(!s.matches(&labels(&[("x", "١٢٣")])));
+    }
+
+    #[test]
+    fn or_alternatives_and_dotted_names() {
+        let s = Selector::parse(r#"{a="1" or foo.bar="2"}"#).unwrap();
+        assert!(s.matches(&labels(&[("foo.bar", "2")])));
+        assert!(s.matches(&labels(&[("a", "1")])));
+        assert!(!s.matches(&labels(&[("a", "2")])));
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let e = Selector::parse(r#"{a="1""#).unwrap_err();
+        assert!(e.reason.contains("expected"), "{e}");
+        assert!(Selector::parse("{}").is_err());
+        assert!(Selector::parse(r#"{a=~"("}"#).is_err());
+    }
+
+    #[test]
+    fn label_set_literal() {
+        let l = parse_label_set(r#"{__name__="x", a="b"}"#).unwrap();
+        assert_eq!(l.to_string(), r#"x{a="b"}"#);
+        assert!(parse_label_set(r#"{a=~"b"}"#).is_err());
+    }
+}

@@ -2,6 +2,16 @@
 //! VictoriaLogs when thresholds are crossed, and route them where they belong.
 //!
 //! Layers, each using only those below it:
-//! commands (`export`) → `source`, `transform`, `sink` → `client` → `model`.
+//! `cli` → commands (`export`) → `source`, `transform`, `sink` → `client` → `model`.
 
+pub mod cli;
+pub mod client;
+pub mod codec;
+pub mod export;
 pub mod model;
+pub mod queue;
+pub mod run;
+pub mod sink;
+pub mod source;
+pub mod telemetry;
+pub mod transform;

@@ -1,1 +1,88 @@
-fn main() {}
+//! The `spillway` binary: parse arguments, start logging, run the command,
+//! map the outcome to an exit code (0 ok, 1 partial failure, 2 error, 130 interrupted).
+
+use clap::Parser;
+use spillway::cli::{progress::WindowProgress, Cli, Command, LogFormat};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    spillway::telemetry::init(
+        cli.global.verbose,
+        cli.global.quiet,
+        cli.global.log_format == LogFormat::Json,
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        tokio::select! {
+            code = run(cli) => code,
+            _ = tokio::signal::ctrl_c() => {
+                // Dropping the command's future drops its sinks, which remove their temp files.
+                eprintln!("interrupted; no partial output was kept");
+                ExitCode::from(130)
+            }
+        }
+    })
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Export(args) => export(args, cli.global.quiet).await,
+    }
+}
+
+fn fail(errors: &[String]) -> ExitCode {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    ExitCode::from(2)
+}
+
+async fn export(args: spillway::cli::ExportArgs, quiet: bool) -> ExitCode {
+    let file = match &args.config {
+        Some(path) => match spillway::export::ExportFile::load(path) {
+            Ok(f) => f,
+            Err(e) => return fail(&[format!("config {e}")]),
+        },
+        None => Default::default(),
+    };
+    let opts = match file.overlay(args.to_file()).check() {
+        Ok(o) => o,
+        Err(errs) => return fail(&errs),
+    };
+    let progress = WindowProgress::new(quiet);
+    match spillway::export::run(opts, &progress).await {
+        Ok(report) => {
+            if !quiet {
+                print!("{}", report.summary.render());
+            }
+            println!("summary: {}", report.summary_path.display());
+            if report.summary.samples == 0 && report.summary.failed_queries.is_empty() {
+                eprintln!(
+                    "note: the queries returned no data in {} .. {}",
+                    report.summary.from, report.summary.to
+                );
+            }
+            if report.summary.failed_queries.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                for q in &report.summary.queries {
+                    if let Some(e) = &q.error {
+                        eprintln!("error: query {:?} failed: {e}", q.query);
+                    }
+                }
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(&[format!("{e:#}")]),
+    }
+}

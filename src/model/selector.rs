@@ -69,36 +69,10 @@ pub fn anchored_regex(re: &str) -> Result<Regex, String> {
     compile_go_style(&format!("^(?:{re})$")).map_err(|_| format!("invalid regex {re:?}"))
 }
 
-/// Go's RE2 treats `\d`, `\w`, `\s` and `\b` as ASCII; Rust's `regex` as Unicode
-/// unless told otherwise. Rewriting them as explicit ASCII classes keeps the
-/// rest of the pattern Unicode-aware, like RE2.
+/// Compiles a Go RE2 pattern with Rust's `regex`, keeping Go's meaning.
 pub fn compile_go_style(pattern: &str) -> Result<Regex, String> {
-    Regex::new(&go_classes_to_ascii(pattern)).map_err(|e| format!("invalid regex {pattern:?}: {e}"))
-}
-
-fn go_classes_to_ascii(pattern: &str) -> String {
-    let mut out = String::with_capacity(pattern.len() + 8);
-    let mut chars = pattern.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('d') => out.push_str("(?-u:\\d)"),
-            Some('D') => out.push_str("(?-u:\\D)"),
-            Some('w') => out.push_str("(?-u:\\w)"),
-            Some('W') => out.push_str("(?-u:\\W)"),
-            Some('s') => out.push_str("(?-u:\\s)"),
-            Some('S') => out.push_str("(?-u:\\S)"),
-            Some(other) => {
-                out.push('\\');
-                out.push(other);
-            }
-            None => out.push('\\'),
-        }
-    }
-    out
+    Regex::new(&super::goregex::go_to_rust(pattern))
+        .map_err(|e| format!("invalid regex {pattern:?}: {e}"))
 }
 
 /// One or more alternatives (`or`); each alternative is a conjunction of matchers.
@@ -374,6 +348,15 @@ mod tests {
         let s = Selector::parse(r#"{x=~"\\d+"}"#).unwrap();
         assert!(s.matches(&labels(&[("x", "123")])));
         assert!(!s.matches(&labels(&[("x", "١٢٣")])));
+    }
+
+    #[test]
+    fn go_classes_inside_brackets_and_negated() {
+        let s = Selector::parse(r#"{a=~"[\\d.]+"}"#).unwrap();
+        assert!(s.matches(&labels(&[("a", "1.2")])));
+        assert!(!s.matches(&labels(&[("a", "ABC")])));
+        let s = Selector::parse(r#"{a=~"\\W"}"#).unwrap();
+        assert!(s.matches(&labels(&[("a", "-")])));
     }
 
     #[test]

@@ -1,0 +1,109 @@
+//! Throughput of the wire formats, swept over batch sizes (100, 1k, 10k
+//! series × 10 samples): remote write encode (reused encoder) and decode, and
+//! VictoriaMetrics JSON lines write and read.
+//!
+//! A plain `main` timed with `Instant` (`harness = false`), so it needs no
+//! benchmark crate: `cargo bench --bench codec`. Each case repeats for about
+//! a second and prints the mean time per batch, samples per second and bytes
+//! per second of the wire format.
+
+use spillway::codec::remote_write::RemoteWriteEncoder;
+use spillway::codec::{decode_write_request, write_vm_json_lines, VmJsonLineReader};
+use spillway::model::{Labels, Sample, Series};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const SAMPLES_PER_SERIES: usize = 10;
+const BATCHES: [usize; 3] = [100, 1_000, 10_000];
+const TARGET: Duration = Duration::from_secs(1);
+
+/// Series shaped like a scrape: six labels, half counters (integral values,
+/// the common case), half gauges (fractional values), 15 s apart.
+fn batch(series: usize) -> Vec<Series> {
+    (0..series)
+        .map(|i| {
+            let labels = Labels::from_pairs([
+                ("__name__", "http_requests_total".to_string()),
+                ("job", "api-server".to_string()),
+                (
+                    "instance",
+                    format!("10.0.{}.{}:9100", (i / 256) % 256, i % 256),
+                ),
+                ("method", ["GET", "POST", "PUT"][i % 3].to_string()),
+                ("code", ["200", "404", "500", "503"][i % 4].to_string()),
+                ("path", format!("/api/v1/items/{}", i % 97)),
+            ]);
+            let samples = (0..SAMPLES_PER_SERIES)
+                .map(|j| {
+                    let value = if i % 2 == 0 {
+                        (i * 1000 + j * 7) as f64
+                    } else {
+                        i as f64 * 0.37 + j as f64 * 0.011
+                    };
+                    Sample::new(1_700_000_000_000 + j as i64 * 15_000, value)
+                })
+                .collect();
+            Series::new(labels, samples)
+        })
+        .collect()
+}
+
+/// Runs `f` until `TARGET` has passed (at least 3 times) and returns the mean.
+fn time(mut f: impl FnMut()) -> Duration {
+    f(); // warm up caches and buffers
+    let start = Instant::now();
+    let mut runs = 0u32;
+    while runs < 3 || start.elapsed() < TARGET {
+        f();
+        runs += 1;
+    }
+    start.elapsed() / runs
+}
+
+fn report(format: &str, op: &str, series: usize, bytes: usize, per_batch: Duration) {
+    let samples = series * SAMPLES_PER_SERIES;
+    let secs = per_batch.as_secs_f64();
+    println!(
+        "{format:<14} {op:<8} {series:>7} {samples:>8} {bytes:>12} {:>12.3} {:>12.2} {:>10.1}",
+        secs * 1e3,
+        samples as f64 / secs / 1e6,
+        bytes as f64 / secs / (1 << 20) as f64,
+    );
+}
+
+fn main() {
+    println!(
+        "{:<14} {:<8} {:>7} {:>8} {:>12} {:>12} {:>12} {:>10}",
+        "format", "op", "series", "samples", "wire bytes", "ms/batch", "Msamples/s", "MiB/s"
+    );
+    for &n in &BATCHES {
+        let series = batch(n);
+
+        let mut encoder = RemoteWriteEncoder::new();
+        let mut body = Vec::new();
+        let t = time(|| encoder.encode(black_box(&series), &mut body).unwrap());
+        report("remote_write", "encode", n, body.len(), t);
+
+        let t = time(|| {
+            black_box(decode_write_request(black_box(&body)).unwrap());
+        });
+        report("remote_write", "decode", n, body.len(), t);
+
+        let mut text = Vec::new();
+        let t = time(|| {
+            text.clear();
+            write_vm_json_lines(black_box(&series), &mut text);
+        });
+        report("vm_json", "write", n, text.len(), t);
+
+        let t = time(|| {
+            let mut read = 0;
+            for series in VmJsonLineReader::new(black_box(text.as_slice())) {
+                black_box(series.unwrap());
+                read += 1;
+            }
+            assert_eq!(read, n);
+        });
+        report("vm_json", "read", n, text.len(), t);
+    }
+}

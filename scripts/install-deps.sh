@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need, only where missing (idempotent).
+# Debian/Ubuntu; run as root or with sudo available.
+set -euo pipefail
+
+need=()
+command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
+command -v vmagent >/dev/null 2>&1 || need+=(victoria-metrics)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+for extra in "$@"; do
+  case "$extra" in
+    chromium) command -v chromium >/dev/null 2>&1 || need+=(chromium) ;;
+    *) need+=("$extra") ;;
+  esac
+done
+
+if [ ${#need[@]} -gt 0 ]; then
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "need root or sudo to install: ${need[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The Debian packages enable system services; the tests start their own
+# instances on free ports, so stop the packaged ones if they are running.
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  for svc in victoria-metrics prometheus vmagent vmalert vmauth; do
+    systemctl is-active --quiet "$svc" 2>/dev/null && { ${sudo:-} systemctl stop "$svc" || true; }
+  done
+fi
+
+command -v cargo >/dev/null 2>&1 || { echo "cargo is missing: install a Rust toolchain (rustup) first" >&2; exit 1; }
+exit 0

@@ -1,0 +1,63 @@
+//! Progress for long commands: a bar with ETA on a terminal, plain log
+//! lines when stderr is a file or CI log.
+
+use crate::export::Progress;
+use crate::model::time::format_rfc3339_ms;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+
+pub enum WindowProgress {
+    Bar(ProgressBar),
+    Log,
+    Silent,
+}
+
+impl WindowProgress {
+    pub fn new(quiet: bool) -> Self {
+        if quiet {
+            WindowProgress::Silent
+        } else if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} windows, ETA {eta} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            WindowProgress::Bar(bar)
+        } else {
+            WindowProgress::Log
+        }
+    }
+}
+
+impl Progress for WindowProgress {
+    fn start(&self, total: u64) {
+        if let WindowProgress::Bar(b) = self {
+            b.set_length(total);
+        }
+    }
+
+    fn window_done(&self, query: &str, start_ms: i64, end_ms: i64, samples: u64) {
+        match self {
+            WindowProgress::Bar(b) => {
+                b.set_message(query.chars().take(40).collect::<String>());
+                b.inc(1);
+            }
+            WindowProgress::Log => tracing::info!(
+                %query,
+                from = %format_rfc3339_ms(start_ms),
+                to = %format_rfc3339_ms(end_ms),
+                samples,
+                "window exported"
+            ),
+            WindowProgress::Silent => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let WindowProgress::Bar(b) = self {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! URL forms users give us: single-node `http://vm:8428`, cluster
+//! `http://vmselect:8481/select/0:1/prometheus` or
+//! `http://vminsert:8480/insert/0/prometheus`, any vmauth prefix, and
+//! Prometheus. API paths are appended to the base as given, which is what
+//! makes all of these work the same way.
+
+use super::{Auth, ClientError, Secret};
+use url::Url;
+
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    base: Url,
+}
+
+impl Endpoint {
+    /// Parses a base URL; credentials in it are taken out and returned as basic auth.
+    pub fn parse(input: &str) -> Result<(Endpoint, Option<Auth>), ClientError> {
+        let input = input.trim();
+        let mut url = Url::parse(input).map_err(|e| {
+            ClientError::Config(format!(
+                "invalid URL {:?}: {e}; expected e.g. http://127.0.0.1:8428 or http://vmselect:8481/select/0/prometheus",
+                redact(input)
+            ))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ClientError::Config(format!(
+                "invalid URL {:?}: scheme must be http or https",
+                redact(input)
+            )));
+        }
+        let auth = if url.username().is_empty() {
+            None
+        } else {
+            let username = percent_decode(url.username());
+            let password = Secret::new(url.password().map(percent_decode).unwrap_or_default());
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            Some(Auth::Basic { username, password })
+        };
+        let path = strip_api_suffix(url.path().trim_end_matches('/')).to_string();
+        url.set_path(&path);
+        Ok((Endpoint { base: url }, auth))
+    }
+
+    /// `base + path`, keeping the base's own query parameters.
+    pub fn join(&self, path: &str) -> Url {
+        let mut url = self.base.clone();
+        let joined = format!(
+            "{}/{}",
+            self.base.path().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
+        url.set_path(&joined);
+        url
+    }
+
+    /// The URL as it may be shown: never with credentials.
+    pub fn display(&self) -> String {
+        self.base.as_str().trim_end_matches('/').to_string()
+    }
+
+    /// The tenant written in a cluster URL path (`/select/1:2/...`), if any.
+    pub fn path_tenant(&self) -> Option<&str> {
+        let mut segs = self.base.path_segments()?;
+        while let Some(s) = segs.next() {
+            if s == "select" || s == "insert" {
+                return segs.next();
+            }
+        }
+        None
+    }
+
+    /// Whether the path has the cluster vmselect form.
+    pub fn is_cluster_select(&self) -> bool {
+        self.base.path().contains("/select/")
+    }
+
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+}
+
+/// Users paste `.../api/v1/query` or `.../api/v1/write`; the base is what comes before.
+fn strip_api_suffix(path: &str) -> &str {
+    match path.find("/api/v1/") {
+        Some(i) => &path[..i],
+        None => path.strip_suffix("/api/v1").unwrap_or(path),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Removes `user:pass@` from a URL-looking string for error messages.
+pub fn redact(input: &str) -> String {
+    match (input.find("://"), input.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            format!("{}<redacted>@{}", &input[..s + 3], &input[at + 1..])
+        }
+        _ => input.to_string(),
+    }
+}
+
+/// A VictoriaMetrics cluster tenant, sent as `AccountID` / `ProjectID` headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    pub account_id: u32,
+    pub project_id: u32,
+}
+
+impl Tenant {
+    pub fn parse(input: &str) -> Result<Tenant, String> {
+        let err = || {
+            format!("invalid tenant {input:?}: expected AccountID or AccountID:ProjectID, e.g. 42 or 42:7")
+        };
+        let (a, p) = input.split_once(':').unwrap_or((input, "0"));
+        Ok(Tenant {
+            account_id: a.trim().parse().map_err(|_| err())?,
+            project_id: p.trim().parse().map_err(|_| err())?,
+        })
+    }
+
+    pub(super) fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        req.header("AccountID", self.account_id.to_string())
+            .header("ProjectID", self.project_id.to_string())
+    }
+}
+
+impl std::fmt::Display for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.account_id, self.project_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_forms() {
+        let (e, a) = Endpoint::parse("http://127.0.0.1:8428/").unwrap();
+        assert!(a.is_none());
+        assert_eq!(
+            e.join("/api/v1/query").as_str(),
+            "http://127.0.0.1:8428/api/v1/query"
+        );
+        let (e, _) = Endpoint::parse("http://vmselect:8481/select/1:2/prometheus").unwrap();
+        assert_eq!(
+            e.join("/api/v1/query_range").as_str(),
+            "http://vmselect:8481/select/1:2/prometheus/api/v1/query_range"
+        );
+        assert_eq!(e.path_tenant(), Some("1:2"));
+        assert!(e.is_cluster_select());
+        let (e, _) = Endpoint::parse("http://vm:8428/api/v1/query?x=1").unwrap();
+        assert_eq!(
+            e.join("/api/v1/export").as_str(),
+            "http://vm:8428/api/v1/export?x=1"
+        );
+    }
+
+    #[test]
+    fn credentials_leave_the_url() {
+        let (e, a) = Endpoint::parse("http://bob:s%40cret@vm:8428").unwrap();
+        assert_eq!(e.display(), "http://vm:8428");
+        match a {
+            Some(Auth::Basic { username, password }) => {
+                assert_eq!(username, "bob");
+                assert_eq!(password.expose(), "s@cret");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(redact("http://u:p@h:1/x"), "http://<redacted>@h:1/x");
+        assert!(Endpoint::parse("ftp://x").is_err());
+        assert!(Endpoint::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn tenants() {
+        assert_eq!(Tenant::parse("42").unwrap().to_string(), "42:0");
+        assert_eq!(Tenant::parse("42:7").unwrap().project_id, 7);
+        assert!(Tenant::parse("x").is_err());
+    }
+}

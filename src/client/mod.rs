@@ -1,0 +1,253 @@
+//! The only HTTP client in spillway: every datasource and destination call
+//! goes through [`Client`], which owns auth, tenant headers, TLS, timeouts
+//! and the retry policy, so those behave the same in every mode.
+//!
+//! Uses only `model`. URLs are shown without credentials everywhere
+//! (errors, logs, metrics), and secrets print as `<redacted>`.
+
+mod auth;
+mod endpoint;
+mod prom_api;
+mod retry;
+mod spec;
+mod vm_api;
+
+pub use auth::{Auth, Secret};
+pub use endpoint::{Endpoint, Tenant};
+pub use prom_api::{InstantResult, QueryParams, SeriesStream};
+pub use retry::RetryPolicy;
+pub use spec::{BasicAuthSpec, ConnectionSpec, TlsSpec};
+pub use vm_api::{BuildInfo, TsdbStatus};
+
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+/// Everything needed to talk to one server.
+#[derive(Clone, Debug, Default)]
+pub struct ClientConfig {
+    pub url: String,
+    pub auth: Auth,
+    pub tenant: Option<Tenant>,
+    /// Extra headers, sent as given (`X-Scope-OrgID: 1`).
+    pub headers: Vec<(String, Secret)>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_insecure_skip_verify: bool,
+    pub timeout: Option<Duration>,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("{url} did not answer within {after:?}; raise --timeout if the query is expected to be slow")]
+    Timeout { url: String, after: Duration },
+    #[error("{url} answered {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("cannot read the answer of {url}: {reason}")]
+    Decode { url: String, reason: String },
+}
+
+impl ClientError {
+    /// Connection errors, timeouts, 5xx and 429 may succeed later; other 4xx will not.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Timeout { .. } => true,
+            ClientError::Status { status, .. } => *status >= 500 || *status == 429,
+            ClientError::Config(_) | ClientError::Decode { .. } => false,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A cheap-to-clone handle on one server.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    endpoint: Endpoint,
+    auth: Auth,
+    tenant: Option<Tenant>,
+    headers: Vec<(String, Secret)>,
+    timeout: Option<Duration>,
+    retry: RetryPolicy,
+}
+
+static CRYPTO: Once = Once::new();
+
+fn install_crypto_provider() {
+    // reqwest is built without a provider so that aws-lc-sys is not compiled; ring is ours.
+    CRYPTO.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        install_crypto_provider();
+        let (endpoint, url_auth) = Endpoint::parse(&config.url)?;
+        let auth = match (config.auth, url_auth) {
+            (Auth::None, Some(from_url)) => from_url,
+            (auth, _) => auth,
+        };
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("spillway/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .no_proxy();
+        if let Some(ca) = &config.tls_ca_file {
+            let pem = std::fs::read(ca).map_err(|e| {
+                ClientError::Config(format!("cannot read TLS CA file {}: {e}", ca.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                ClientError::Config(format!("TLS CA file {} is not PEM: {e}", ca.display()))
+            })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if config.tls_insecure_skip_verify {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ClientError::Config(format!("cannot build HTTP client: {e}")))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                endpoint,
+                auth,
+                tenant: config.tenant,
+                headers: config.headers,
+                timeout: config.timeout,
+                retry: config.retry,
+            }),
+        })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.retry
+    }
+
+    /// A request to `path` under the base URL with auth, tenant and headers applied.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        let url = self.inner.endpoint.join(path);
+        let mut req = self.inner.http.request(method, url);
+        if let Some(t) = self.inner.timeout {
+            req = req.timeout(t);
+        }
+        req = self.inner.auth.apply(req)?;
+        if let Some(t) = &self.inner.tenant {
+            req = t.apply(req);
+        }
+        for (k, v) in &self.inner.headers {
+            req = req.header(k.as_str(), v.expose());
+        }
+        Ok(req)
+    }
+
+    /// Sends once; non-2xx becomes [`ClientError::Status`] with the server's body.
+    pub async fn send_once(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let display = self.inner.endpoint.display();
+        let resp = req.send().await.map_err(|e| self.map_reqwest(e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        Err(ClientError::Status {
+            url: display,
+            status: status.as_u16(),
+            body: short_body(&body),
+        })
+    }
+
+    /// Sends with the retry policy: `make` builds a fresh request for every attempt.
+    pub async fn send(
+        &self,
+        what: &str,
+        make: impl Fn() -> Result<reqwest::RequestBuilder, ClientError>,
+    ) -> Result<reqwest::Response, ClientError> {
+        self.inner
+            .retry
+            .run(what, || async { self.send_once(make()?).await })
+            .await
+    }
+
+    pub(crate) fn map_reqwest(&self, e: reqwest::Error) -> ClientError {
+        let url = self.inner.endpoint.display();
+        if e.is_timeout() {
+            return ClientError::Timeout {
+                url,
+                after: self.inner.timeout.unwrap_or_default(),
+            };
+        }
+        if e.is_connect() || e.is_request() {
+            return ClientError::Connect {
+                url,
+                reason: error_chain(&e),
+            };
+        }
+        ClientError::Decode {
+            url,
+            reason: error_chain(&e),
+        }
+    }
+}
+
+/// The full `source()` chain in one line: reqwest hides the useful part ("connection refused") in it.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+/// Servers sometimes answer with whole HTML pages; keep errors readable.
+fn short_body(body: &str) -> String {
+    const MAX: usize = 2000;
+    let body = body.trim();
+    if body.len() <= MAX {
+        return body.to_string();
+    }
+    let mut cut = MAX;
+    while !body.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… ({} bytes)", &body[..cut], body.len())
+}

@@ -1,0 +1,442 @@
+//! Prometheus query API (`query`, `query_range`, `series`), answered by
+//! Prometheus, VictoriaMetrics and VictoriaLogs' `stats_query*` alike.
+//!
+//! Range answers are parsed while they arrive: a blocking thread reads the
+//! body from a channel and hands over one series at a time, so memory holds
+//! one series, not the whole answer, however long the range.
+
+use super::{Client, ClientError};
+use crate::model::{Labels, Sample, Series};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use tokio::sync::mpsc;
+
+/// Series arriving one by one; an `Err` ends the stream.
+pub type SeriesStream = mpsc::Receiver<Result<Series, ClientError>>;
+
+/// Each series of an instant query carries one sample at the evaluation time.
+pub type InstantResult = Vec<Series>;
+
+/// Extra URL parameters (vmalert's group `params`, `nocache`, ...).
+#[derive(Clone, Debug, Default)]
+pub struct QueryParams {
+    pub extra: Vec<(String, String)>,
+}
+
+fn seconds(ms: i64) -> String {
+    if ms % 1000 == 0 {
+        (ms / 1000).to_string()
+    } else {
+        format!("{:.3}", ms as f64 / 1000.0)
+    }
+}
+
+fn form(pairs: &[(&str, String)], extra: &QueryParams) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    for (k, v) in &extra.extra {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+impl Client {
+    /// Instant query at `time_ms` against `path` (`/api/v1/query` or VictoriaLogs' `/select/logsql/stats_query`).
+    pub async fn query_at(
+        &self,
+        path: &str,
+        expr: &str,
+        time_ms: i64,
+        params: &QueryParams,
+    ) -> Result<InstantResult, ClientError> {
+        let body = form(
+            &[("query", expr.to_string()), ("time", seconds(time_ms))],
+            params,
+        );
+        let mut stream = self.post_form_stream(path, body).await?;
+        let mut out = Vec::new();
+        while let Some(s) = stream.recv().await {
+            out.push(s?);
+        }
+        Ok(out)
+    }
+
+    pub async fn query(
+        &self,
+        expr: &str,
+        time_ms: i64,
+        params: &QueryParams,
+    ) -> Result<InstantResult, ClientError> {
+        self.query_at("/api/v1/query", expr, time_ms, params).await
+    }
+
+    /// Range query; series stream in as the answer is read.
+    pub async fn query_range_at(
+        &self,
+        path: &str,
+        expr: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        params: &QueryParams,
+    ) -> Result<SeriesStream, ClientError> {
+        let body = form(
+            &[
+                ("query", expr.to_string()),
+                ("start", seconds(start_ms)),
+                ("end", seconds(end_ms)),
+                ("step", format!("{}ms", step_ms.max(1))),
+            ],
+            params,
+        );
+        self.post_form_stream(path, body).await
+    }
+
+    pub async fn query_range(
+        &self,
+        expr: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        params: &QueryParams,
+    ) -> Result<SeriesStream, ClientError> {
+        self.query_range_at(
+            "/api/v1/query_range",
+            expr,
+            start_ms,
+            end_ms,
+            step_ms,
+            params,
+        )
+        .await
+    }
+
+    /// Label sets of series matching any of `matches` in `[start, end]`.
+    pub async fn series(
+        &self,
+        matches: &[String],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Labels>, ClientError> {
+        let mut pairs: Vec<(&str, String)> =
+            matches.iter().map(|m| ("match[]", m.clone())).collect();
+        pairs.push(("start", seconds(start_ms)));
+        pairs.push(("end", seconds(end_ms)));
+        let body = form(&pairs, &QueryParams::default());
+        let resp = self
+            .send("series", || {
+                Ok(self
+                    .request(reqwest::Method::POST, "/api/v1/series")?
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(body.clone()))
+            })
+            .await?;
+        let parsed: ApiEnvelope<Vec<BTreeMap<String, String>>> = self.json(resp).await?;
+        Ok(parsed.data.into_iter().map(Labels::from_pairs).collect())
+    }
+
+    pub(crate) async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        resp: reqwest::Response,
+    ) -> Result<T, ClientError> {
+        let bytes = resp.bytes().await.map_err(|e| self.map_reqwest(e))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url: self.endpoint().display(),
+            reason: format!("{e}"),
+        })
+    }
+
+    async fn post_form_stream(
+        &self,
+        path: &str,
+        body: String,
+    ) -> Result<SeriesStream, ClientError> {
+        let resp = self
+            .send(path, || {
+                Ok(self
+                    .request(reqwest::Method::POST, path)?
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(body.clone()))
+            })
+            .await?;
+        Ok(self.stream_series(resp))
+    }
+
+    fn stream_series(&self, resp: reqwest::Response) -> SeriesStream {
+        let (bytes_tx, bytes_rx) = mpsc::channel::<Result<Bytes, ClientError>>(8);
+        let (tx, rx) = mpsc::channel(256);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut body = resp.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| this.map_reqwest(e));
+                let stop = chunk.is_err();
+                if bytes_tx.send(chunk).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let url = self.endpoint().display();
+        tokio::task::spawn_blocking(move || {
+            let mut reader = ChannelReader {
+                rx: bytes_rx,
+                current: Bytes::new(),
+                error: None,
+            };
+            let result = {
+                let buffered = std::io::BufReader::with_capacity(64 * 1024, &mut reader);
+                let mut de = serde_json::Deserializer::from_reader(buffered);
+                ResponseSeed { tx: &tx }
+                    .deserialize(&mut de)
+                    .and_then(|()| de.end())
+            };
+            if let Err(e) = result {
+                let err = reader.error.take().unwrap_or(ClientError::Decode {
+                    url,
+                    reason: e.to_string(),
+                });
+                // The receiver may be gone (the caller stopped reading): nothing left to tell.
+                let _ = tx.blocking_send(Err(err));
+            }
+        });
+        rx
+    }
+}
+
+/// `{"status":"success","data":...}` for small answers parsed at once.
+#[derive(serde::Deserialize)]
+pub(crate) struct ApiEnvelope<T> {
+    pub data: T,
+}
+
+struct ChannelReader {
+    rx: mpsc::Receiver<Result<Bytes, ClientError>>,
+    current: Bytes,
+    error: Option<ClientError>,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => {
+                    let msg = e.to_string();
+                    self.error = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+type Tx<'a> = &'a mpsc::Sender<Result<Series, ClientError>>;
+
+/// Signals that the consumer hung up; surfaces as a serde error and ends parsing.
+const CONSUMER_GONE: &str = "consumer stopped reading";
+
+struct ResponseSeed<'a> {
+    tx: Tx<'a>,
+}
+
+impl<'de> DeserializeSeed<'de> for ResponseSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ResponseSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Prometheus API answer object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut status = None::<String>;
+        let mut error = None::<String>;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "data" => map.next_value_seed(DataSeed { tx: self.tx })?,
+                "status" => status = Some(map.next_value()?),
+                "error" => error = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        match status.as_deref() {
+            Some("error") => Err(serde::de::Error::custom(format!(
+                "the server answered status \"error\": {}",
+                error.unwrap_or_default()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+struct DataSeed<'a> {
+    tx: Tx<'a>,
+}
+
+impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DataSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a `data` object with resultType and result")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut result_type = String::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "resultType" => result_type = map.next_value()?,
+                "result" => map.next_value_seed(ResultSeed {
+                    tx: self.tx,
+                    scalar: matches!(result_type.as_str(), "scalar" | "string"),
+                })?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct ResultSeed<'a> {
+    tx: Tx<'a>,
+    scalar: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ResultSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ResultSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a result array")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.scalar {
+            let ts: f64 = seq
+                .next_element()?
+                .ok_or_else(|| serde::de::Error::custom("scalar without timestamp"))?;
+            let v: String = seq
+                .next_element()?
+                .ok_or_else(|| serde::de::Error::custom("scalar without value"))?;
+            let sample = Sample::new(
+                to_ms(ts),
+                parse_value(&v).map_err(serde::de::Error::custom)?,
+            );
+            return self.send(Series::new(Labels::new(), vec![sample]));
+        }
+        while let Some(raw) = seq.next_element::<RawSeries>()? {
+            let series = raw.into_series().map_err(serde::de::Error::custom)?;
+            self.send(series)?;
+        }
+        Ok(())
+    }
+}
+
+impl ResultSeed<'_> {
+    fn send<E: serde::de::Error>(&self, s: Series) -> Result<(), E> {
+        self.tx
+            .blocking_send(Ok(s))
+            .map_err(|_| E::custom(CONSUMER_GONE))
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RawSeries {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    #[serde(default)]
+    values: Vec<(f64, String)>,
+    #[serde(default)]
+    value: Option<(f64, String)>,
+}
+
+impl RawSeries {
+    fn into_series(self) -> Result<Series, String> {
+        let mut samples = Vec::with_capacity(self.values.len() + 1);
+        for (ts, v) in self.values.iter().chain(self.value.iter()) {
+            samples.push(Sample::new(to_ms(*ts), parse_value(v)?));
+        }
+        Ok(Series::new(Labels::from_pairs(self.metric), samples))
+    }
+}
+
+fn to_ms(seconds: f64) -> i64 {
+    (seconds * 1000.0).round() as i64
+}
+
+/// Prometheus sends values as strings: `"1.5"`, `"NaN"`, `"+Inf"`, `"-Inf"`.
+pub fn parse_value(v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .map_err(|_| format!("invalid sample value {v:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<Vec<Series>, String> {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let mut de = serde_json::Deserializer::from_str(body);
+        ResponseSeed { tx: &tx }
+            .deserialize(&mut de)
+            .map_err(|e| e.to_string())?;
+        drop(tx);
+        let mut out = vec![];
+        while let Ok(s) = rx.try_recv() {
+            out.push(s.unwrap());
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn matrix_vector_scalar() {
+        let m = parse(r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up","job":"a"},"values":[[1.5,"1"],[3,"NaN"]]}]}}"#).unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].labels.to_string(), r#"up{job="a"}"#);
+        assert_eq!(m[0].samples[0], Sample::new(1500, 1.0));
+        assert!(m[0].samples[1].value.is_nan());
+        let v = parse(r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[2,"+Inf"]}]}}"#).unwrap();
+        assert_eq!(v[0].samples[0].value, f64::INFINITY);
+        let s = parse(r#"{"status":"success","data":{"resultType":"scalar","result":[2,"-4"]}}"#)
+            .unwrap();
+        assert_eq!(s[0].samples[0], Sample::new(2000, -4.0));
+    }
+
+    #[test]
+    fn error_status_is_an_error() {
+        let e = parse(r#"{"status":"error","errorType":"bad_data","error":"boom"}"#).unwrap_err();
+        assert!(e.contains("boom"), "{e}");
+    }
+
+    #[test]
+    fn seconds_format() {
+        assert_eq!(seconds(1_700_000_000_000), "1700000000");
+        assert_eq!(seconds(1_700_000_000_500), "1700000000.500");
+    }
+}

@@ -1,0 +1,88 @@
+//! VictoriaMetrics extras and server introspection: `/api/v1/export`,
+//! `/api/v1/import`, `status/buildinfo`, `status/tsdb`.
+
+use super::prom_api::ApiEnvelope;
+use super::{Client, ClientError};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+pub struct BuildInfo {
+    #[serde(default)]
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TsdbStatus {
+    #[serde(default)]
+    pub total_series: Option<u64>,
+    #[serde(default)]
+    pub series_count_by_metric_name: Vec<NameCount>,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+pub struct NameCount {
+    pub name: String,
+    pub value: u64,
+}
+
+impl Client {
+    /// `/api/v1/status/buildinfo`; VictoriaMetrics answers it since v1.80, Prometheus always.
+    pub async fn build_info(&self) -> Result<BuildInfo, ClientError> {
+        let resp = self
+            .send("buildinfo", || {
+                self.request(reqwest::Method::GET, "/api/v1/status/buildinfo")
+            })
+            .await?;
+        let env: ApiEnvelope<BuildInfo> = self.json(resp).await?;
+        Ok(env.data)
+    }
+
+    pub async fn tsdb_status(&self) -> Result<TsdbStatus, ClientError> {
+        let resp = self
+            .send("status/tsdb", || {
+                self.request(reqwest::Method::GET, "/api/v1/status/tsdb")
+            })
+            .await?;
+        let env: ApiEnvelope<TsdbStatus> = self.json(resp).await?;
+        Ok(env.data)
+    }
+
+    /// Streams `/api/v1/export` JSON lines for the matched series in `[start, end]`.
+    pub async fn export(
+        &self,
+        matches: &[String],
+        start_ms: i64,
+        end_ms: i64,
+        extra: &BTreeMap<String, String>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        for m in matches {
+            s.append_pair("match[]", m);
+        }
+        s.append_pair("start", &(start_ms / 1000).to_string());
+        s.append_pair("end", &(end_ms / 1000).to_string());
+        for (k, v) in extra {
+            s.append_pair(k, v);
+        }
+        let body = s.finish();
+        self.send("export", || {
+            Ok(self
+                .request(reqwest::Method::POST, "/api/v1/export")?
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(body.clone()))
+        })
+        .await
+    }
+
+    /// Sends one body of JSON lines to `/api/v1/import`, with the retry policy.
+    pub async fn import(&self, body: bytes::Bytes) -> Result<(), ClientError> {
+        self.send("import", || {
+            Ok(self
+                .request(reqwest::Method::POST, "/api/v1/import")?
+                .body(body.clone()))
+        })
+        .await
+        .map(|_| ())
+    }
+}

@@ -1,0 +1,868 @@
+//! VictoriaMetrics JSON lines: the `/api/v1/export` output, `/api/v1/import`
+//! input and the `metrics.jsonl` of support bundles.
+//!
+//! One series per line:
+//! `{"metric":{"__name__":"up","job":"a"},"values":[1,0.5],"timestamps":[1700000000000,1700000015000]}`.
+//! The writer prints what VictoriaMetrics' export prints (checked byte for
+//! byte against victoria-metrics 1.79): `__name__` first, then the other labels
+//! (sorted; VictoriaMetrics moves a few common names such as `job` forward,
+//! which JSON readers ignore); `<` and `'` escaped as `\u003c` and `\u0027`
+//! like its template engine; integral values as integers; other values in
+//! shortest round-trip form without an exponent (Go's
+//! `FormatFloat(v, 'f', -1, 64)`, Rust's `{}`).
+//!
+//! Special values are where versions differ. Export writes NaN as `null`
+//! and infinities as bare `+Inf`/`-Inf` (1.79) or as `"Infinity"`/`"-Infinity"`
+//! (current); import in 1.79 refuses `null` and strings, dropping the whole
+//! line. We write the bare tokens `NaN`, `+Inf`, `-Inf`: not strict JSON, but
+//! the only spelling every version's import (fastjson) reads. The reader
+//! accepts all of these spellings, the quoted ones in any case
+//! (`"NaN"`, `"inf"`, `"-Infinity"`), and `null`.
+//!
+//! Every NaN read becomes the Prometheus staleness marker: VictoriaMetrics
+//! drops other NaNs at ingestion, so a NaN in its export is always a stale
+//! marker, and reading it back as one keeps its meaning when forwarded by
+//! remote write. (No JSON spelling imports a stale marker into
+//! VictoriaMetrics: it parses them as plain NaN and drops them; remote write
+//! carries them.) The reader needs serde_json's `float_roundtrip` feature so a
+//! written value reads back to the same bits.
+
+use super::CodecError;
+use crate::model::{labels::METRIC_NAME, Labels, Sample, Series, STALE_NAN_BITS};
+use serde::de::{self, Deserializer, MapAccess, Unexpected, Visitor};
+use std::fmt;
+use std::io::{BufRead, Write};
+
+/// Longest line [`VmJsonLineReader`] accepts by default: VictoriaMetrics'
+/// `-import.maxLineLen` default, so what it would import we read too.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 10 << 20;
+
+/// Appends `series` as one line, newline included. A series without samples
+/// writes nothing, as VictoriaMetrics' export does (its import rejects a line
+/// with empty `values`).
+pub fn write_vm_json_line(series: &Series, out: &mut Vec<u8>) {
+    if series.samples.is_empty() {
+        return;
+    }
+    out.extend_from_slice(b"{\"metric\":{");
+    let mut first = true;
+    // VictoriaMetrics prints the metric name first even where a label name
+    // (`A`, `0`) sorts before `__name__`.
+    if let Some(name) = series.labels.get(METRIC_NAME) {
+        put_json_string(out, METRIC_NAME);
+        out.push(b':');
+        put_json_string(out, name);
+        first = false;
+    }
+    for label in series.labels.without_name() {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        put_json_string(out, &label.name);
+        out.push(b':');
+        put_json_string(out, &label.value);
+    }
+    out.extend_from_slice(b"},\"values\":[");
+    for (i, s) in series.samples.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        put_value(out, s.value);
+    }
+    out.extend_from_slice(b"],\"timestamps\":[");
+    for (i, s) in series.samples.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        put_i64(out, s.timestamp_ms);
+    }
+    out.extend_from_slice(b"]}\n");
+}
+
+/// Appends one line per series (series without samples are skipped).
+pub fn write_vm_json_lines(batch: &[Series], out: &mut Vec<u8>) {
+    for s in batch {
+        write_vm_json_line(s, out);
+    }
+}
+
+/// Parses one line (trailing `\r`/`\n` allowed). The error names what is
+/// wrong and the column; [`VmJsonLineReader`] adds the line number.
+pub fn parse_vm_json_line(line: &[u8]) -> Result<Series, CodecError> {
+    let invalid = |reason: String| CodecError::VmJson {
+        line_number: None,
+        reason,
+    };
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Err(invalid("empty line".into()));
+    }
+    let parsed: Line = match serde_json::from_slice(line) {
+        Ok(p) => p,
+        // Bare NaN/Inf are rare (stale markers, infinities), so the rewrite
+        // that quotes them runs only after the strict parse failed.
+        Err(first) => match quote_bare_specials(line) {
+            Some(quoted) => serde_json::from_slice(&quoted).map_err(|e| invalid(describe(&e)))?,
+            None => return Err(invalid(describe(&first))),
+        },
+    };
+    let Line {
+        metric: MetricLabels(labels),
+        values,
+        timestamps,
+    } = parsed;
+    if labels.is_empty() {
+        return Err(invalid(
+            "`metric` has no labels; a series needs at least `__name__`".into(),
+        ));
+    }
+    if values.len() != timestamps.len() {
+        return Err(invalid(format!(
+            "`values` has {} entries but `timestamps` has {}; each value needs its timestamp",
+            values.len(),
+            timestamps.len()
+        )));
+    }
+    let samples = timestamps
+        .into_iter()
+        .zip(values)
+        .map(|(VmTimestamp(t), VmValue(v))| Sample::new(t, v))
+        .collect();
+    Ok(Series::new(labels, samples))
+}
+
+/// Reads series from a JSON-lines stream, one `Result` per non-blank line,
+/// the line number in every error. Lines over the limit are skipped whole and
+/// reported, so one bad line does not end the stream; an I/O error does.
+pub struct VmJsonLineReader<R> {
+    inner: R,
+    line: Vec<u8>,
+    line_number: u64,
+    max_line_bytes: usize,
+    done: bool,
+}
+
+enum LineRead {
+    Line,
+    TooLong,
+    Eof,
+}
+
+impl<R: BufRead> VmJsonLineReader<R> {
+    pub fn new(inner: R) -> Self {
+        VmJsonLineReader {
+            inner,
+            line: Vec::new(),
+            line_number: 0,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            done: false,
+        }
+    }
+
+    /// Sets the longest line accepted, in bytes, newline excluded.
+    pub fn with_max_line_bytes(mut self, max_line_bytes: usize) -> Self {
+        self.max_line_bytes = max_line_bytes;
+        self
+    }
+
+    /// Number of the line last read, 1-based (0 before the first).
+    pub fn line_number(&self) -> u64 {
+        self.line_number
+    }
+
+    /// The bytes of the line last read (without its newline), for callers
+    /// that pass lines through unchanged.
+    pub fn raw_line(&self) -> &[u8] {
+        &self.line
+    }
+
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
+    /// Reads up to the next `\n` into `self.line`, never buffering more than
+    /// the limit: an over-long line is consumed and dropped.
+    fn read_line(&mut self) -> std::io::Result<LineRead> {
+        self.line.clear();
+        let mut too_long = false;
+        let mut any = false;
+        loop {
+            let buf = match self.inner.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                return Ok(match (any, too_long) {
+                    (false, _) => LineRead::Eof,
+                    (true, true) => LineRead::TooLong,
+                    (true, false) => LineRead::Line,
+                });
+            }
+            any = true;
+            let (chunk, used, end_of_line) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (&buf[..i], i + 1, true),
+                None => (buf, buf.len(), false),
+            };
+            if !too_long {
+                if self.line.len() + chunk.len() > self.max_line_bytes {
+                    too_long = true;
+                    self.line.clear();
+                } else {
+                    self.line.extend_from_slice(chunk);
+                }
+            }
+            self.inner.consume(used);
+            if end_of_line {
+                return Ok(if too_long {
+                    LineRead::TooLong
+                } else {
+                    LineRead::Line
+                });
+            }
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for VmJsonLineReader<R> {
+    type Item = Result<Series, CodecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let line_number = self.line_number + 1;
+            let read = self.read_line();
+            match read {
+                Ok(LineRead::Eof) => self.done = true,
+                Err(error) => {
+                    self.done = true;
+                    return Some(Err(CodecError::Io { line_number, error }));
+                }
+                Ok(LineRead::TooLong) => {
+                    self.line_number = line_number;
+                    return Some(Err(CodecError::LineTooLong {
+                        line_number,
+                        limit_bytes: self.max_line_bytes,
+                    }));
+                }
+                Ok(LineRead::Line) => {
+                    self.line_number = line_number;
+                    // VictoriaMetrics' import skips blank lines too.
+                    if self.line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    return Some(parse_vm_json_line(&self.line).map_err(|e| match e {
+                        CodecError::VmJson { reason, .. } => CodecError::VmJson {
+                            line_number: Some(line_number),
+                            reason,
+                        },
+                        other => other,
+                    }));
+                }
+            }
+        }
+        None
+    }
+}
+
+// ---- writing ----
+
+/// Bytes that need escaping inside a JSON string as VictoriaMetrics writes
+/// it: control characters, `"` and `\`, plus `<` and `'` which its template
+/// engine escapes for HTML safety.
+const fn needs_escape_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'\'' as usize] = true;
+    t
+}
+static NEEDS_ESCAPE: [bool; 256] = needs_escape_table();
+
+fn put_json_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !NEEDS_ESCAPE[b as usize] {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]),
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// 2^63: integral values below it print as integers, as Go's `int(f)` path
+/// in VictoriaMetrics does.
+const I64_LIMIT: f64 = 9_223_372_036_854_775_808.0;
+
+fn put_value(out: &mut Vec<u8>, v: f64) {
+    if v.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if v == f64::INFINITY {
+        out.extend_from_slice(b"+Inf");
+    } else if v == f64::NEG_INFINITY {
+        out.extend_from_slice(b"-Inf");
+    } else if v.fract() == 0.0 && v.abs() < I64_LIMIT {
+        // Integers are most samples (counters, flags) and print much faster
+        // this way; -0.0 prints as 0, as VictoriaMetrics prints it.
+        put_i64(out, v as i64);
+    } else {
+        // Rust's `{}` for f64 is the shortest string that reads back to the
+        // same bits, never in exponent form: the digits of Go's 'f', -1.
+        write!(out, "{v}").expect("writing to a Vec cannot fail");
+    }
+}
+
+fn put_i64(out: &mut Vec<u8>, v: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+// ---- reading ----
+
+#[derive(serde::Deserialize)]
+struct Line {
+    metric: MetricLabels,
+    values: Vec<VmValue>,
+    timestamps: Vec<VmTimestamp>,
+}
+
+/// `metric` read straight into the model's labels (they own their strings,
+/// so the parser hands over owned ones instead of borrowing and copying).
+struct MetricLabels(Labels);
+
+impl<'de> serde::Deserialize<'de> for MetricLabels {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MetricLabels;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of label names to string values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetricLabels, A::Error> {
+                let mut labels = Labels::new();
+                while let Some((name, value)) = map.next_entry::<String, String>()? {
+                    labels.set(name, value);
+                }
+                Ok(MetricLabels(labels))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A sample value: a number, `null`, or a special value as a string.
+struct VmValue(f64);
+
+impl<'de> serde::Deserialize<'de> for VmValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = VmValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number, null, NaN, +Inf or -Inf in `values`")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<VmValue, E> {
+                Ok(VmValue(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<VmValue, E> {
+                Ok(VmValue(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<VmValue, E> {
+                Ok(VmValue(v as f64))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<VmValue, E> {
+                Ok(VmValue(f64::from_bits(STALE_NAN_BITS)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<VmValue, E> {
+                special_value(s.as_bytes())
+                    .map(VmValue)
+                    .ok_or_else(|| E::invalid_value(Unexpected::Str(s), &self))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A timestamp: integer unix milliseconds. Floats are refused, as
+/// VictoriaMetrics refuses them, so what we accept it accepts too.
+struct VmTimestamp(i64);
+
+impl<'de> serde::Deserialize<'de> for VmTimestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = VmTimestamp;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an integer unix time in milliseconds in `timestamps`")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<VmTimestamp, E> {
+                Ok(VmTimestamp(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<VmTimestamp, E> {
+                i64::try_from(v)
+                    .map(VmTimestamp)
+                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The special values VictoriaMetrics' import understands, in any case, with
+/// an optional sign: `nan`, `null`, `inf`, `infinity`. NaN is the stale
+/// marker (see the module doc).
+fn special_value(word: &[u8]) -> Option<f64> {
+    let (negative, rest) = match word.first() {
+        Some(b'-') => (true, &word[1..]),
+        Some(b'+') => (false, &word[1..]),
+        _ => (false, word),
+    };
+    if rest.eq_ignore_ascii_case(b"inf") || rest.eq_ignore_ascii_case(b"infinity") {
+        Some(if negative {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        })
+    } else if rest.eq_ignore_ascii_case(b"nan") || rest.eq_ignore_ascii_case(b"null") {
+        Some(f64::from_bits(STALE_NAN_BITS))
+    } else {
+        None
+    }
+}
+
+/// Copies `line` with bare special values (`NaN`, `+Inf`, `-Infinity`...)
+/// outside strings turned into JSON strings, or `None` when there are none.
+fn quote_bare_specials(line: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(line.len() + 16);
+    let mut changed = false;
+    let mut in_string = false;
+    let mut i = 0;
+    while i < line.len() {
+        let b = line[i];
+        if in_string {
+            out.push(b);
+            match b {
+                b'\\' if i + 1 < line.len() => {
+                    out.push(line[i + 1]);
+                    i += 1;
+                }
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let word_start = i + usize::from(b == b'+' || b == b'-');
+        let word_end = word_start
+            + line[word_start..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .count();
+        let word = &line[i..word_end];
+        // `null` is valid JSON already; everything else that is a special
+        // value gets quotes.
+        if word_end > word_start && word != b"null" && special_value(word).is_some() {
+            out.push(b'"');
+            out.extend_from_slice(word);
+            out.push(b'"');
+            changed = true;
+            i = word_end;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    changed.then_some(out)
+}
+
+/// serde_json's message with its "at line 1 column N" turned into a column
+/// only: a line of JSON lines is always line 1 to serde_json.
+fn describe(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let msg = msg
+        .rsplit_once(" at line ")
+        .map_or(msg.as_str(), |(m, _)| m);
+    format!("{msg} (at column {})", e.column())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn line(series: &Series) -> String {
+        let mut out = Vec::new();
+        write_vm_json_line(series, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> Series {
+        Series::new(
+            Labels::from_pairs(pairs.iter().copied()),
+            samples.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
+        )
+    }
+
+    fn parse_err(input: &str) -> String {
+        parse_vm_json_line(input.as_bytes())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn golden_lines() {
+        // Byte for byte what victoria-metrics 1.79 exports for this series
+        // after receiving it by remote write.
+        let s = series(
+            &[
+                ("__name__", "rw_labels"),
+                ("q", "a\"b\\c\nd<>&'é\u{1}\t\u{8}\u{c}"),
+                ("A", "x"),
+            ],
+            &[(1_700_000_000_000, 1.0), (1_700_000_015_000, 0.5)],
+        );
+        assert_eq!(
+            line(&s),
+            concat!(
+                r#"{"metric":{"__name__":"rw_labels","A":"x","q":"a\"b\\c\nd\u003c>&\u0027é\u0001\t\u0008\u000c"},"#,
+                r#""values":[1,0.5],"timestamps":[1700000000000,1700000015000]}"#,
+                "\n"
+            )
+        );
+        let s = series(
+            &[("__name__", "t")],
+            &[
+                (1, 1e300),
+                (2, 1e-10),
+                (3, -0.0),
+                (4, -3.25),
+                (-5, 123456789.0),
+            ],
+        );
+        let expected = format!(
+            "{}{}{}",
+            r#"{"metric":{"__name__":"t"},"values":[1"#,
+            "0".repeat(300),
+            ",0.0000000001,0,-3.25,123456789],\"timestamps\":[1,2,3,4,-5]}\n"
+        );
+        assert_eq!(line(&s), expected);
+        let s = Series::new(
+            Labels::from_pairs([("__name__", "s")]),
+            vec![
+                Sample::stale(1),
+                Sample::new(2, f64::INFINITY),
+                Sample::new(3, f64::NEG_INFINITY),
+            ],
+        );
+        assert_eq!(
+            line(&s),
+            "{\"metric\":{\"__name__\":\"s\"},\"values\":[NaN,+Inf,-Inf],\"timestamps\":[1,2,3]}\n"
+        );
+        // No name: labels only. No samples: no line.
+        assert_eq!(
+            line(&series(&[("a", "b")], &[(7, 2.0)])),
+            "{\"metric\":{\"a\":\"b\"},\"values\":[2],\"timestamps\":[7]}\n"
+        );
+        assert_eq!(line(&series(&[("__name__", "x")], &[])), "");
+    }
+
+    fn assert_round_trip(s: &Series) {
+        let text = line(s);
+        let back = parse_vm_json_line(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(back.labels, s.labels, "{text}");
+        assert_eq!(back.samples.len(), s.samples.len());
+        for (a, b) in s.samples.iter().zip(&back.samples) {
+            assert_eq!(a.timestamp_ms, b.timestamp_ms);
+            if a.value.is_nan() {
+                // Every NaN comes back as the stale marker.
+                assert_eq!(b.value.to_bits(), STALE_NAN_BITS, "{text}");
+            } else if a.value == 0.0 {
+                assert_eq!(b.value, 0.0);
+            } else {
+                assert_eq!(
+                    a.value.to_bits(),
+                    b.value.to_bits(),
+                    "{} in {text}",
+                    a.value
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn round_trip_special_values_and_odd_labels() {
+        let s = Series::new(
+            Labels::from_pairs([
+                ("__name__", "m"),
+                ("quote", "a\"b"),
+                ("backslash", "c:\\dir\\"),
+                ("newline", "x\ny\r\n"),
+                ("unicode", "ünï €😀 ∂"),
+                ("control", "\u{0}\u{1f}\u{7f}"),
+                ("empty", ""),
+                ("A", "before __name__"),
+            ]),
+            vec![
+                Sample::new(1, f64::NAN),
+                Sample::stale(2),
+                Sample::new(3, f64::INFINITY),
+                Sample::new(4, f64::NEG_INFINITY),
+                Sample::new(5, 0.1),
+                Sample::new(6, -0.0),
+                Sample::new(7, f64::MAX),
+                Sample::new(8, f64::MIN_POSITIVE),
+                Sample::new(9, 5e-324),
+                Sample::new(10, 2f64.powi(62)),
+                Sample::new(i64::MIN, -1.5),
+                Sample::new(i64::MAX, 9_007_199_254_740_993.0),
+            ],
+        );
+        assert!(
+            s.labels.get("empty").is_none(),
+            "the model drops empty values"
+        );
+        assert_round_trip(&s);
+    }
+
+    #[test]
+    fn round_trip_many_floats_bit_exact() {
+        // A cheap deterministic generator over all bit patterns, to catch a
+        // parser that is off by one ulp (serde_json without float_roundtrip).
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let samples: Vec<Sample> = (0..20_000)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let v = f64::from_bits(x);
+                Sample::new(i, if v.is_nan() { 1.0 } else { v })
+            })
+            .collect();
+        assert_round_trip(&Series::new(
+            Labels::from_pairs([("__name__", "r")]),
+            samples,
+        ));
+        let decimals: Vec<Sample> = (0..10_000)
+            .map(|i| Sample::new(i, i as f64 * 0.001 + 0.3))
+            .collect();
+        assert_round_trip(&Series::new(
+            Labels::from_pairs([("__name__", "d")]),
+            decimals,
+        ));
+    }
+
+    #[test]
+    fn reads_every_special_spelling() {
+        let text = r#"{"metric":{"__name__":"x"},"values":[NaN,"NaN",null,"nan",+Inf,"Inf",Inf,inf,"infinity","+Infinity",-Inf,"-Inf","-infinity",1.5e3,-2],"timestamps":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]}"#;
+        let s = parse_vm_json_line(text.as_bytes()).unwrap();
+        let v: Vec<f64> = s.samples.iter().map(|s| s.value).collect();
+        for x in &v[..4] {
+            assert_eq!(x.to_bits(), STALE_NAN_BITS);
+        }
+        assert!(v[4..10].iter().all(|&x| x == f64::INFINITY), "{v:?}");
+        assert!(v[10..13].iter().all(|&x| x == f64::NEG_INFINITY), "{v:?}");
+        assert_eq!(&v[13..], &[1500.0, -2.0]);
+    }
+
+    #[test]
+    fn reads_what_each_victoriametrics_exports() {
+        // victoria-metrics 1.79, a stale marker received by remote write:
+        // `null` for NaN, bare `+Inf`/`-Inf`.
+        let old = r#"{"metric":{"__name__":"rw_special","job":"x"},"values":[1,null,+Inf,-Inf,0.25],"timestamps":[1700000000000,1700000001000,1700000002000,1700000003000,1700000004000]}"#;
+        // Current VictoriaMetrics (convertValueToSpecialJSON): strict JSON.
+        let new = r#"{"metric":{"__name__":"rw_special","job":"x"},"values":[1,null,"Infinity","-Infinity",0.25],"timestamps":[1700000000000,1700000001000,1700000002000,1700000003000,1700000004000]}"#;
+        for text in [old, new] {
+            let s = parse_vm_json_line(text.as_bytes()).unwrap();
+            assert_eq!(s.labels.to_string(), r#"rw_special{job="x"}"#);
+            let v: Vec<f64> = s.samples.iter().map(|s| s.value).collect();
+            assert_eq!(v[0], 1.0);
+            assert!(s.samples[1].is_stale(), "{text}");
+            assert_eq!(&v[2..], &[f64::INFINITY, f64::NEG_INFINITY, 0.25]);
+        }
+    }
+
+    #[test]
+    fn bare_words_inside_strings_are_left_alone() {
+        let text = r#"{"metric":{"__name__":"NaN","v":"\"Inf,","w":"-Infinity"},"values":[Inf],"timestamps":[1]}"#;
+        let s = parse_vm_json_line(text.as_bytes()).unwrap();
+        assert_eq!(s.labels.get("__name__"), Some("NaN"));
+        assert_eq!(s.labels.get("v"), Some("\"Inf,"));
+        assert_eq!(s.labels.get("w"), Some("-Infinity"));
+        assert_eq!(s.samples[0].value, f64::INFINITY);
+    }
+
+    #[test]
+    fn extra_fields_whitespace_and_crlf_are_fine() {
+        let text = "  { \"timestamps\" : [ 5 ] , \"values\":[ 1 ], \"extra\": {\"a\": [1]}, \"metric\":{\"__name__\":\"x\"} }\r\n";
+        let s = parse_vm_json_line(text.as_bytes()).unwrap();
+        assert_eq!(s.samples, vec![Sample::new(5, 1.0)]);
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let e = parse_err(r#"{"metric":{"__name__":"x"},"values":[1,2],"timestamps":[1]}"#);
+        assert!(
+            e.contains("`values` has 2 entries but `timestamps` has 1"),
+            "{e}"
+        );
+        let e = parse_err(r#"{"metric":{"__name__":"x"},"values":[1]}"#);
+        assert!(e.contains("missing field `timestamps`"), "{e}");
+        let e = parse_err(r#"{"metric":{"__name__":"x"},"values":[1],"timestamps":[1.7e12]}"#);
+        assert!(e.contains("integer unix time in milliseconds"), "{e}");
+        let e = parse_err(r#"{"metric":{"__name__":"x"},"values":["high"],"timestamps":[1]}"#);
+        assert!(
+            e.contains("\"high\"") && e.contains("NaN, +Inf or -Inf"),
+            "{e}"
+        );
+        let e = parse_err(r#"{"metric":{"__name__":1},"values":[1],"timestamps":[1]}"#);
+        assert!(e.contains("invalid type: integer `1`"), "{e}");
+        let e = parse_err(r#"{"metric":{},"values":[1],"timestamps":[1]}"#);
+        assert!(e.contains("no labels"), "{e}");
+        let e = parse_err(r#"{"metric":{"__name__":"x"},"values":[1,],"timestamps":[1]}"#);
+        assert!(e.contains("column"), "{e}");
+        assert!(!e.contains("line 1"), "{e}");
+        let e = parse_err(r#"{"metric":{"__name__":"x"},"values":[Infinite],"timestamps":[1]}"#);
+        assert!(e.contains("invalid VictoriaMetrics JSON line"), "{e}");
+        assert!(parse_err("  \r").contains("empty line"));
+        let e = parse_err(r#"{"metric":{"a":"b"},"values":[1],"timestamps":[1]} x"#);
+        assert!(e.contains("trailing characters"), "{e}");
+    }
+
+    #[test]
+    fn reader_streams_with_line_numbers() {
+        let mut text = Vec::new();
+        write_vm_json_line(&series(&[("__name__", "a")], &[(1, 1.0)]), &mut text);
+        text.extend_from_slice(b"\n   \r\n");
+        text.extend_from_slice(
+            b"{\"metric\":{\"__name__\":\"b\"},\"values\":[1,2],\"timestamps\":[1]}\n",
+        );
+        write_vm_json_line(&series(&[("__name__", "c")], &[(2, 2.0)]), &mut text);
+        text.pop(); // last line without its newline
+        let results: Vec<_> = VmJsonLineReader::new(Cursor::new(text)).collect();
+        assert_eq!(results.len(), 3);
+        assert_eq!(results[0].as_ref().unwrap().labels.metric_name(), "a");
+        let e = results[1].as_ref().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CodecError::VmJson {
+                    line_number: Some(4),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("line 4: "), "{e}");
+        assert_eq!(results[2].as_ref().unwrap().labels.metric_name(), "c");
+    }
+
+    #[test]
+    fn reader_skips_over_long_lines_and_goes_on() {
+        let mut text = Vec::new();
+        write_vm_json_line(
+            &series(&[("__name__", "long")], &vec![(1, 1.0); 100]),
+            &mut text,
+        );
+        write_vm_json_line(&series(&[("__name__", "ok")], &[(1, 1.0)]), &mut text);
+        // A tiny BufReader capacity exercises lines spanning many buffer fills.
+        let reader = std::io::BufReader::with_capacity(7, Cursor::new(text));
+        let mut r = VmJsonLineReader::new(reader).with_max_line_bytes(100);
+        let e = r.next().unwrap().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CodecError::LineTooLong {
+                    line_number: 1,
+                    limit_bytes: 100
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("max_rows_per_line"), "{e}");
+        let ok = r.next().unwrap().unwrap();
+        assert_eq!(ok.labels.metric_name(), "ok");
+        assert_eq!(r.line_number(), 2);
+        assert!(r.next().is_none());
+        assert!(r.next().is_none());
+    }
+
+    #[test]
+    fn reader_stops_after_io_error() {
+        struct Failing;
+        impl std::io::Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk on fire"))
+            }
+        }
+        let mut r = VmJsonLineReader::new(std::io::BufReader::new(Failing));
+        let e = r.next().unwrap().unwrap_err();
+        assert!(
+            e.to_string().contains("reading line 1: disk on fire"),
+            "{e}"
+        );
+        assert!(r.next().is_none());
+    }
+
+    #[test]
+    fn write_many_then_read_back() {
+        let batch: Vec<Series> = (0..50)
+            .map(|i| {
+                series(
+                    &[("__name__", "m"), ("i", &i.to_string())],
+                    &[(i, i as f64 / 3.0), (i + 1, -(i as f64))],
+                )
+            })
+            .collect();
+        let mut out = Vec::new();
+        write_vm_json_lines(&batch, &mut out);
+        let back: Vec<Series> = VmJsonLineReader::new(Cursor::new(out))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(back, batch);
+    }
+}

@@ -1,0 +1,265 @@
+//! `spillway export`: fetch a time range by PromQL/MetricsQL, flag every
+//! sample against thresholds, write everything (and the alerts apart) to
+//! CSV / JSON / JSONL / SQLite / Parquet.
+//!
+//! Pipeline: windowed `query_range` (source) → threshold flags (transform)
+//! → a writer thread owning the file sinks. Network parsing and file
+//! writing overlap, and memory is bounded by the channel between them.
+//! A failing query is reported and the others still run; files appear only
+//! complete (temp name + rename); the incremental state moves only for
+//! queries that succeeded, after the files are in place.
+
+pub mod config;
+pub mod state;
+pub mod summary;
+
+use crate::client::{Client, ClientError, QueryParams};
+use crate::model::time::{file_stamp, format_rfc3339_ms, now_ms};
+use crate::model::Labels;
+use crate::sink::atomic::AtomicFile;
+use crate::sink::file::{self, FlaggedSample, RecordSink, RunInfo, RunOutcome};
+use crate::source::query::RangePlan;
+pub use config::{ExportFile, ExportOptions};
+use state::{IncrementalState, QueryState};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use summary::{QuerySummary, RunSummary};
+
+/// How a run ended, for the exit code: 0 all queries fine, 1 some failed.
+#[derive(Debug)]
+pub struct ExportReport {
+    pub summary: RunSummary,
+    pub summary_path: PathBuf,
+}
+
+/// How progress is shown: a bar on a terminal, log lines otherwise.
+pub trait Progress: Send + Sync {
+    fn start(&self, total_windows: u64);
+    fn window_done(&self, query: &str, start_ms: i64, end_ms: i64, samples: u64);
+    fn finish(&self);
+}
+
+struct Chunk {
+    query: Arc<str>,
+    labels: Labels,
+    samples: Vec<FlaggedSample>,
+}
+
+/// Runs one export; `Err` means nothing usable was written (bad output dir, sink failure).
+pub async fn run(opts: ExportOptions, progress: &dyn Progress) -> anyhow::Result<ExportReport> {
+    use anyhow::Context;
+    let started = Instant::now();
+    let started_ms = now_ms();
+    let run_id = file_stamp(started_ms);
+    let client = Client::new(opts.client.clone()).context("datasource")?;
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create output directory {}", opts.out.display()))?;
+
+    let mut state = match &opts.incremental {
+        Some(p) => Some(IncrementalState::load(p).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let plans: Vec<(String, Option<RangePlan>)> = opts
+        .queries
+        .iter()
+        .map(|q| {
+            let from = state
+                .as_ref()
+                .and_then(|s| s.queries.get(q))
+                .map_or(opts.from_ms, |s| s.next_from_ms);
+            (
+                q.clone(),
+                RangePlan::new(from, opts.to_ms, opts.step_ms, opts.window_points),
+            )
+        })
+        .collect();
+
+    let run_info = RunInfo {
+        run_id: run_id.clone(),
+        started_ms,
+        from_ms: plans
+            .iter()
+            .filter_map(|p| p.1.map(|r| r.first_ms))
+            .min()
+            .unwrap_or(opts.from_ms),
+        to_ms: opts.to_ms,
+        step_ms: opts.step_ms,
+        queries: opts.queries.clone(),
+    };
+    let mut sinks: Vec<Box<dyn RecordSink>> = Vec::new();
+    for f in &opts.formats {
+        sinks.push(
+            file::open(*f, &opts.out, &run_info)
+                .with_context(|| format!("cannot open the {f} output"))?,
+        );
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(64);
+    let writer = std::thread::spawn(move || -> Result<Vec<Box<dyn RecordSink>>, String> {
+        while let Some(chunk) = rx.blocking_recv() {
+            for s in sinks.iter_mut() {
+                s.write(&chunk.query, &chunk.labels, &chunk.samples)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(sinks)
+    });
+
+    progress.start(
+        plans
+            .iter()
+            .filter_map(|p| p.1.map(|r| r.window_count()))
+            .sum(),
+    );
+    let mut summaries = Vec::new();
+    for (query, plan) in &plans {
+        let mut qs = QuerySummary::new(query);
+        let t0 = Instant::now();
+        match plan {
+            None => {
+                qs.from = format_rfc3339_ms(opts.from_ms);
+                qs.to = format_rfc3339_ms(opts.to_ms);
+                tracing::info!(%query, "nothing new to export for this query in the range");
+            }
+            Some(plan) => {
+                qs.from = format_rfc3339_ms(plan.first_ms);
+                qs.to = format_rfc3339_ms(plan.last_ms);
+                if let Err(e) =
+                    export_query(&client, query, plan, &opts, &tx, &mut qs, progress).await
+                {
+                    tracing::error!(%query, error = %e, "query failed; continuing with the others");
+                    qs.error = Some(e.to_string());
+                }
+            }
+        }
+        qs.duration_seconds = t0.elapsed().as_secs_f64();
+        summaries.push(qs);
+    }
+    drop(tx);
+    progress.finish();
+    let sinks = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the file writer thread panicked"))?
+        .map_err(anyhow::Error::msg)?;
+
+    let failed: Vec<String> = summaries
+        .iter()
+        .filter(|q| q.error.is_some())
+        .map(|q| q.query.clone())
+        .collect();
+    let outcome = RunOutcome {
+        finished_ms: now_ms(),
+        samples: summaries.iter().map(|q| q.samples).sum(),
+        alerts: summaries.iter().map(|q| q.alerts).sum(),
+        failed_queries: failed.clone(),
+    };
+    let mut files = Vec::new();
+    for s in sinks {
+        files.extend(
+            s.finish(&outcome)
+                .context("cannot complete the output files")?,
+        );
+    }
+    let summary = RunSummary {
+        run_id: run_id.clone(),
+        url: client.endpoint().display(),
+        from: format_rfc3339_ms(run_info.from_ms),
+        to: format_rfc3339_ms(opts.to_ms),
+        step_seconds: opts.step_ms as f64 / 1000.0,
+        formats: opts.formats.iter().map(|f| f.to_string()).collect(),
+        files: files.iter().map(|p| p.display().to_string()).collect(),
+        samples: outcome.samples,
+        alerts: outcome.alerts,
+        failed_queries: failed,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        queries: summaries,
+    };
+    let summary_path = write_summary(&opts.out, &summary).context("cannot write the summary")?;
+
+    if let (Some(path), Some(state)) = (&opts.incremental, state.as_mut()) {
+        for ((query, plan), qs) in plans.iter().zip(&summary.queries) {
+            if let (Some(plan), None) = (plan, &qs.error) {
+                state.queries.insert(
+                    query.clone(),
+                    QueryState {
+                        next_from_ms: plan.next_from_ms(),
+                        step_ms: opts.step_ms,
+                        last_run: run_id.clone(),
+                    },
+                );
+            }
+        }
+        state.version = 1;
+        state
+            .save(path)
+            .with_context(|| format!("cannot save the incremental state {}", path.display()))?;
+    }
+    Ok(ExportReport {
+        summary,
+        summary_path,
+    })
+}
+
+async fn export_query(
+    client: &Client,
+    query: &str,
+    plan: &RangePlan,
+    opts: &ExportOptions,
+    tx: &tokio::sync::mpsc::Sender<Chunk>,
+    qs: &mut QuerySummary,
+    progress: &dyn Progress,
+) -> Result<(), ClientError> {
+    let query_arc: Arc<str> = Arc::from(query);
+    // VictoriaMetrics would otherwise move start/end to its cache grid; ours is already aligned.
+    let params = QueryParams {
+        extra: vec![("nocache".into(), "1".into())],
+    };
+    for (start, end) in plan.windows() {
+        let mut stream = client
+            .query_range(query, start, end, opts.step_ms, &params)
+            .await?;
+        let before = qs.samples;
+        qs.windows += 1;
+        while let Some(series) = stream.recv().await {
+            let series = series?;
+            if series.samples.is_empty() {
+                continue;
+            }
+            qs.add_series(&series.labels);
+            let threshold = opts.thresholds.find(query, &series.labels);
+            let samples: Vec<FlaggedSample> = series
+                .samples
+                .iter()
+                .map(|s| {
+                    let flags = threshold.map(|t| t.flags(s.value)).unwrap_or_default();
+                    qs.add_sample(s.value, flags.out_of_range, flags.alert);
+                    FlaggedSample {
+                        timestamp_ms: s.timestamp_ms,
+                        value: s.value,
+                        out_of_range: flags.out_of_range,
+                        alert: flags.alert,
+                    }
+                })
+                .collect();
+            let chunk = Chunk {
+                query: query_arc.clone(),
+                labels: series.labels,
+                samples,
+            };
+            if tx.send(chunk).await.is_err() {
+                // The writer stopped on an error; its message is reported when it is joined.
+                return Ok(());
+            }
+        }
+        progress.window_done(query, start, end, qs.samples - before);
+    }
+    Ok(())
+}
+
+fn write_summary(out: &std::path::Path, summary: &RunSummary) -> std::io::Result<PathBuf> {
+    let mut f = AtomicFile::create(out, &format!("summary_{}.json", summary.run_id))?;
+    f.write_all(&serde_json::to_vec_pretty(summary).map_err(std::io::Error::other)?)?;
+    f.write_all(b"\n")?;
+    f.commit()
+}

@@ -1,0 +1,899 @@
+//! The queue broken on purpose: torn tails at every byte, flipped bits,
+//! garbage cursors, a full disk, a second opener and a `kill -9` mid-write,
+//! each followed by a check of exactly what came back and what was counted.
+//!
+//! Sizes are picked so offsets are easy to follow: a 76-byte payload makes a
+//! 100-byte record, and `segment_bytes = 300` puts three in a segment.
+
+use std::collections::{btree_map, BTreeMap};
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::*;
+
+const REC100: usize = 100 - HEADER_LEN;
+
+fn opts(max_disk_bytes: u64, segment_bytes: u64) -> QueueOptions {
+    QueueOptions {
+        max_disk_bytes,
+        segment_bytes,
+        max_in_flight: 1 << 20,
+        cursor_sync_interval: Duration::ZERO,
+    }
+}
+
+fn roomy() -> QueueOptions {
+    opts(1 << 30, 1 << 20)
+}
+
+/// Payload `k`: recognisable, and different for every `k` and length.
+fn payload(k: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (k as usize * 31 + i * 7) as u8).collect()
+}
+
+fn open(dir: &Path, o: QueueOptions) -> (Queue, RecoveryReport) {
+    Queue::open(dir, o).unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
+}
+
+/// Pushes records 0..n, each alone, with 100-byte records and `samples = k + 1`.
+fn push_n(q: &Queue, ks: std::ops::Range<u64>) -> Vec<u64> {
+    ks.map(|k| {
+        let out = q.push(&payload(k, REC100), k + 1).unwrap();
+        assert_eq!((out.dropped_records, out.dropped_samples), (0, 0));
+        out.ids[0]
+    })
+    .collect()
+}
+
+/// Everything readable, without acknowledging.
+fn read_all(q: &Queue) -> Vec<Record> {
+    std::iter::from_fn(|| q.read_next().unwrap()).collect()
+}
+
+fn samples_of(records: &[Record]) -> Vec<u64> {
+    records.iter().map(|r| r.samples).collect()
+}
+
+fn seg_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn seg(start: u64) -> String {
+    segment::segment_file_name(start)
+}
+
+fn flip(path: &Path, pos: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[pos as usize] ^= 0x10;
+    fs::write(path, bytes).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn round_trip() {
+    let tmp = TempDir::new().unwrap();
+    let (q, report) = open(tmp.path(), roomy());
+    assert!(report.is_clean());
+    assert_eq!(report.cursor, CursorStatus::Missing);
+    let bodies = [b"".to_vec(), b"x".to_vec(), payload(7, 70_000)];
+    let batch: Vec<(&[u8], u64)> = bodies
+        .iter()
+        .zip([0, 1, 999])
+        .map(|(b, s)| (b.as_slice(), s))
+        .collect();
+    let out = q.push_batch(&batch).unwrap();
+    assert_eq!(out.ids, vec![0, 24, 49]);
+    let st = q.stats();
+    assert_eq!(
+        (
+            st.pending_records,
+            st.pending_samples,
+            st.pending_bytes,
+            st.disk_bytes
+        ),
+        (3, 1000, 3 * 24 + 70_001, 3 * 24 + 70_001)
+    );
+    let got = read_all(&q);
+    assert_eq!(got.iter().map(|r| r.id).collect::<Vec<_>>(), out.ids);
+    assert_eq!(
+        got.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
+        bodies
+    );
+    assert_eq!(samples_of(&got), vec![0, 1, 999]);
+    assert_eq!(q.stats().in_flight_records, 3);
+    for r in &got {
+        q.ack(r.id).unwrap();
+    }
+    let st = q.stats();
+    assert_eq!(
+        (
+            st.pending_records,
+            st.pending_samples,
+            st.pending_bytes,
+            st.in_flight_records
+        ),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(q.read_next().unwrap(), None);
+}
+
+#[test]
+fn order_holds_across_batches_and_segments() {
+    let tmp = TempDir::new().unwrap();
+    let (q, _) = open(tmp.path(), opts(1 << 20, 1000));
+    let mut pushed = Vec::new();
+    let mut k = 0u64;
+    for batch_len in [1, 5, 2, 17, 1, 9, 30] {
+        let bodies: Vec<Vec<u8>> = (k..k + batch_len)
+            .map(|k| payload(k, (k as usize * 37) % 300))
+            .collect();
+        let batch: Vec<(&[u8], u64)> = bodies
+            .iter()
+            .zip(k..)
+            .map(|(b, k)| (b.as_slice(), k))
+            .collect();
+        pushed.extend(q.push_batch(&batch).unwrap().ids.into_iter().zip(bodies));
+        k += batch_len;
+    }
+    assert!(seg_files(tmp.path()).len() > 5, "want several segments");
+    let got = read_all(&q);
+    assert_eq!(got.len(), pushed.len());
+    for (i, (r, (id, body))) in got.iter().zip(&pushed).enumerate() {
+        assert_eq!((r.id, &r.payload, r.samples), (*id, body, i as u64));
+    }
+    assert!(got.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+#[test]
+fn ack_out_of_order_moves_cursor_only_over_a_contiguous_prefix() {
+    let tmp = TempDir::new().unwrap();
+    let ids = {
+        let (q, _) = open(tmp.path(), roomy());
+        let ids = push_n(&q, 0..3);
+        assert_eq!(read_all(&q).len(), 3);
+        q.ack(ids[1]).unwrap();
+        q.ack(ids[1]).unwrap(); // twice is a no-op
+        let st = q.stats();
+        assert_eq!(
+            (st.pending_records, st.pending_samples, st.in_flight_records),
+            (2, 1 + 3, 2)
+        );
+        assert!(matches!(
+            q.ack(ids[1] + 1),
+            Err(QueueError::UnknownId { .. })
+        ));
+        ids
+    };
+    // Record 1 was never acknowledged, so the cursor stayed in front of it.
+    let (q, report) = open(tmp.path(), roomy());
+    assert_eq!(report.cursor, CursorStatus::Loaded { offset: ids[0] });
+    assert_eq!(samples_of(&read_all(&q)), vec![1, 2, 3]);
+    q.ack(ids[2]).unwrap();
+    q.ack(ids[0]).unwrap();
+    drop(q);
+    let (q, report) = open(tmp.path(), roomy());
+    assert_eq!(report.cursor, CursorStatus::Loaded { offset: ids[1] });
+    assert_eq!(samples_of(&read_all(&q)), vec![2, 3]);
+    q.ack(ids[1]).unwrap();
+    q.ack(ids[2]).unwrap();
+    drop(q);
+    let (q, report) = open(tmp.path(), roomy());
+    assert_eq!(report.pending_records, 0);
+    assert_eq!(q.read_next().unwrap(), None);
+    // Below the cursor: already done, not an error.
+    q.ack(ids[0]).unwrap();
+}
+
+#[test]
+fn restart_after_clean_close_resumes_at_cursor() {
+    let tmp = TempDir::new().unwrap();
+    let ids = {
+        let (q, _) = open(tmp.path(), roomy());
+        let ids = push_n(&q, 0..10);
+        for _ in 0..4 {
+            let r = q.read_next().unwrap().unwrap();
+            q.ack(r.id).unwrap();
+        }
+        q.close().unwrap();
+        assert!(matches!(q.push(b"late", 1), Err(QueueError::Closed)));
+        assert_eq!(q.read_next().unwrap(), None);
+        ids
+    };
+    let (q, report) = open(tmp.path(), roomy());
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.cursor, CursorStatus::Loaded { offset: ids[4] });
+    assert_eq!(
+        (report.pending_records, report.pending_samples),
+        (6, (5..=10).sum())
+    );
+    let got = read_all(&q);
+    assert_eq!(got.iter().map(|r| r.id).collect::<Vec<_>>(), ids[4..]);
+    assert_eq!(got[0].payload, payload(4, REC100));
+}
+
+#[test]
+fn restart_without_ack_replays_everything() {
+    let tmp = TempDir::new().unwrap();
+    {
+        let (q, _) = open(tmp.path(), roomy());
+        push_n(&q, 0..5);
+        assert_eq!(read_all(&q).len(), 5);
+    }
+    let (q, _) = open(tmp.path(), roomy());
+    assert_eq!(samples_of(&read_all(&q)), vec![1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn torn_final_record_is_cut_at_every_byte_and_nothing_before_it() {
+    let pristine = TempDir::new().unwrap();
+    let sizes = [100usize, 200, 300, 400, 37];
+    let ids = {
+        let (q, _) = open(pristine.path(), roomy());
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| q.push(&payload(k as u64, n), k as u64).unwrap().ids[0])
+            .collect::<Vec<_>>()
+    };
+    let last = ids[4];
+    let full = (HEADER_LEN + 37) as u64;
+    for cut in 0..=full {
+        let tmp = TempDir::new().unwrap();
+        copy_dir(pristine.path(), tmp.path());
+        let path = tmp.path().join(seg(0));
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(last + cut)
+            .unwrap();
+
+        let (q, report) = open(tmp.path(), roomy());
+        let torn = cut < full;
+        assert_eq!(
+            report.truncated_bytes,
+            if torn { cut } else { 0 },
+            "cut {cut}"
+        );
+        assert!(report.corruptions.is_empty(), "cut {cut}: {report:?}");
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            if torn { last } else { last + full }
+        );
+        let got = read_all(&q);
+        let kept = if torn { 4 } else { 5 };
+        assert_eq!(got.len(), kept, "cut {cut}");
+        for (k, r) in got.iter().enumerate() {
+            assert_eq!(
+                (r.id, &r.payload),
+                (ids[k], &payload(k as u64, sizes[k])),
+                "cut {cut}"
+            );
+        }
+        // The writer carries on right after the last good record.
+        let id = q.push(b"after", 77).unwrap().ids[0];
+        assert_eq!(id, if torn { last } else { last + full });
+        drop(q);
+        let (q, report) = open(tmp.path(), roomy());
+        assert!(report.is_clean(), "cut {cut}: {report:?}");
+        let got = read_all(&q);
+        assert_eq!(got.len(), kept + 1);
+        assert_eq!(
+            (got[kept].id, got[kept].payload.as_slice()),
+            (id, &b"after"[..])
+        );
+    }
+}
+
+#[test]
+fn zeros_after_the_last_record_are_cut() {
+    // What a power cut can leave: the file grew, the data never landed.
+    let tmp = TempDir::new().unwrap();
+    {
+        let (q, _) = open(tmp.path(), roomy());
+        push_n(&q, 0..3);
+    }
+    let path = tmp.path().join(seg(0));
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&[0u8; 4096])
+        .unwrap();
+    let (q, report) = open(tmp.path(), roomy());
+    assert_eq!(report.truncated_bytes, 4096);
+    assert_eq!(samples_of(&read_all(&q)), vec![1, 2, 3]);
+}
+
+/// Three segments of three 100-byte records; samples of record k are k + 1.
+fn nine_records() -> (TempDir, Vec<u64>) {
+    let tmp = TempDir::new().unwrap();
+    let (q, _) = open(tmp.path(), opts(1 << 20, 300));
+    let ids = push_n(&q, 0..9);
+    assert_eq!(seg_files(tmp.path()), vec![seg(0), seg(300), seg(600)]);
+    (tmp, ids)
+}
+
+#[test]
+fn flipped_payload_bit_drops_exactly_that_record() {
+    let (tmp, _) = nine_records();
+    // Record 1 in the first segment, record 7 in the middle of the last one.
+    flip(&tmp.path().join(seg(0)), 100 + 24 + 10);
+    flip(&tmp.path().join(seg(600)), 100 + 24 + 75);
+    let (q, report) = open(tmp.path(), opts(1 << 20, 300));
+    let offsets: Vec<_> = report
+        .corruptions
+        .iter()
+        .map(|c| (c.offset, c.skipped_bytes, c.records, c.samples))
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![(100, 100, 1, Some(2)), (700, 100, 1, Some(8))]
+    );
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!((report.dropped_records, report.dropped_samples), (2, 10));
+    let st = q.stats();
+    assert_eq!(
+        (st.dropped_records_total, st.dropped_samples_total),
+        (2, 10)
+    );
+    assert_eq!(samples_of(&read_all(&q)), vec![1, 3, 4, 5, 6, 7, 9]);
+}
+
+#[test]
+fn flipped_bit_in_the_final_record_counts_as_a_torn_write() {
+    let (tmp, _) = nine_records();
+    flip(&tmp.path().join(seg(600)), 200 + 24 + 3);
+    let (q, report) = open(tmp.path(), opts(1 << 20, 300));
+    assert_eq!(report.truncated_bytes, 100);
+    assert!(report.corruptions.is_empty());
+    assert_eq!(samples_of(&read_all(&q)), (1..=8).collect::<Vec<_>>());
+}
+
+#[test]
+fn flipped_header_bit_in_an_older_segment_loses_the_rest_of_that_segment_only() {
+    let (tmp, _) = nine_records();
+    flip(&tmp.path().join(seg(0)), 100 + 5); // the length field of record 1
+    let (q, report) = open(tmp.path(), opts(1 << 20, 300));
+    assert_eq!(report.corruptions.len(), 1);
+    let c = &report.corruptions[0];
+    assert_eq!(
+        (c.offset, c.skipped_bytes, c.records, c.samples),
+        (100, 200, 1, None)
+    );
+    assert!(c.reason.contains("header checksum"), "{}", c.reason);
+    assert_eq!(c.segment, tmp.path().join(seg(0)));
+    assert_eq!(samples_of(&read_all(&q)), vec![1, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(q.stats().dropped_records_total, 1);
+}
+
+#[test]
+fn short_older_segment_counts_the_cut_record_with_its_samples() {
+    let (tmp, _) = nine_records();
+    OpenOptions::new()
+        .write(true)
+        .open(tmp.path().join(seg(0)))
+        .unwrap()
+        .set_len(290)
+        .unwrap();
+    let (q, report) = open(tmp.path(), opts(1 << 20, 300));
+    let c = &report.corruptions[0];
+    assert_eq!(
+        (c.offset, c.skipped_bytes, c.records, c.samples),
+        (200, 90, 1, Some(3))
+    );
+    assert_eq!(samples_of(&read_all(&q)), vec![1, 2, 4, 5, 6, 7, 8, 9]);
+}
+
+#[test]
+fn damage_after_open_is_caught_on_read() {
+    let tmp = TempDir::new().unwrap();
+    let (q, _) = open(tmp.path(), roomy());
+    push_n(&q, 0..3);
+    flip(&tmp.path().join(seg(0)), 100 + 24 + 1);
+    assert_eq!(samples_of(&read_all(&q)), vec![1, 3]);
+    let st = q.stats();
+    assert_eq!((st.dropped_records_total, st.dropped_samples_total), (1, 2));
+    assert_eq!((st.pending_records, st.pending_samples), (2, 4));
+}
+
+#[test]
+fn garbled_or_missing_cursor_replays_from_the_oldest_segment() {
+    for garble in [Some(&b"hello"[..]), Some(&[0u8; 20][..]), None] {
+        let tmp = TempDir::new().unwrap();
+        let ids = {
+            let (q, _) = open(tmp.path(), opts(1 << 20, 300));
+            let ids = push_n(&q, 0..10);
+            for _ in 0..5 {
+                let r = q.read_next().unwrap().unwrap();
+                q.ack(r.id).unwrap();
+            }
+            ids
+        };
+        assert_eq!(seg_files(tmp.path()), vec![seg(300), seg(600), seg(900)]);
+        let cursor = tmp.path().join(meta::CURSOR_FILE);
+        match garble {
+            Some(bytes) => fs::write(&cursor, bytes).unwrap(),
+            None => fs::remove_file(&cursor).unwrap(),
+        }
+        let (q, report) = open(tmp.path(), opts(1 << 20, 300));
+        match garble {
+            Some(_) => assert!(
+                matches!(report.cursor, CursorStatus::Garbled { .. }),
+                "{report:?}"
+            ),
+            None => assert_eq!(report.cursor, CursorStatus::Missing),
+        }
+        // Records 3 and 4 come again (they share a segment with unacknowledged
+        // ones); none of the unacknowledged 5..9 is missing.
+        let got = read_all(&q);
+        assert_eq!(got.iter().map(|r| r.id).collect::<Vec<_>>(), ids[3..]);
+        drop(q);
+        let (_, report) = open(tmp.path(), opts(1 << 20, 300));
+        assert_eq!(report.cursor, CursorStatus::Loaded { offset: ids[3] });
+    }
+}
+
+#[test]
+fn cursor_sync_interval_defers_the_store_until_flush() {
+    let tmp = TempDir::new().unwrap();
+    let o = QueueOptions {
+        cursor_sync_interval: Duration::from_secs(3600),
+        ..opts(1 << 20, 300)
+    };
+    let (q, _) = open(tmp.path(), o);
+    let ids = push_n(&q, 0..4);
+    for _ in 0..3 {
+        let r = q.read_next().unwrap().unwrap();
+        q.ack(r.id).unwrap();
+    }
+    let stored = || meta::load_cursor(tmp.path()).unwrap();
+    assert_eq!(stored(), CursorStatus::Loaded { offset: 0 });
+    // Acknowledged segments go at once all the same.
+    assert_eq!(seg_files(tmp.path()), vec![seg(300)]);
+    q.flush().unwrap();
+    assert_eq!(stored(), CursorStatus::Loaded { offset: ids[3] });
+    drop(q);
+    let (q, report) = open(tmp.path(), o);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(samples_of(&read_all(&q)), vec![4]);
+}
+
+#[test]
+fn leftover_temp_files_are_removed() {
+    let tmp = TempDir::new().unwrap();
+    fs::write(tmp.path().join("cursor.tmp"), b"half").unwrap();
+    fs::write(tmp.path().join("0000000000000000.seg.tmp"), b"half").unwrap();
+    let (_q, report) = open(tmp.path(), roomy());
+    assert_eq!(report.removed_temp_files, 2);
+    assert!(!tmp.path().join("cursor.tmp").exists());
+}
+
+#[test]
+fn disk_cap_drops_oldest_and_counts_exactly() {
+    let tmp = TempDir::new().unwrap();
+    let o = opts(1000, 300);
+    let (q, _) = open(tmp.path(), o);
+    let ids = push_n(&q, 0..10); // exactly 1000 bytes: fits
+    assert_eq!(q.stats().disk_bytes, 1000);
+    let r0 = q.read_next().unwrap().unwrap();
+    q.ack(r0.id).unwrap();
+    let r1 = q.read_next().unwrap().unwrap(); // in flight when dropped
+
+    // Segment 0 goes: record 0 was acknowledged (not counted), 1 and 2 were not.
+    let out = q.push(&payload(10, REC100), 11).unwrap();
+    assert_eq!((out.dropped_records, out.dropped_samples), (2, 2 + 3));
+    q.ack(r1.id).unwrap(); // dropped while in flight: a no-op
+    let st = q.stats();
+    assert_eq!(
+        st,
+        QueueStats {
+            pending_bytes: 800,
+            pending_records: 8,
+            pending_samples: (4..=11).sum(),
+            in_flight_records: 0,
+            disk_bytes: 800,
+            dropped_records_total: 2,
+            dropped_samples_total: 5,
+        }
+    );
+    assert!(!tmp.path().join(seg(0)).exists());
+
+    push_n(&q, 11..13);
+    let out = q.push(&payload(13, REC100), 14).unwrap();
+    assert_eq!((out.dropped_records, out.dropped_samples), (3, 4 + 5 + 6));
+
+    // Too big for the cap: refused, nothing touched.
+    let before = q.stats();
+    let err = q.push(&payload(0, 1000 - 24 + 1), 1).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QueueError::TooLarge {
+                what: "record",
+                bytes: 1001,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("raise max_disk_bytes"), "{err}");
+    let half = payload(0, 500);
+    let err = q.push_batch(&[(&half, 1), (&half, 1)]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QueueError::TooLarge {
+                what: "batch",
+                bytes: 1048,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(q.stats(), before);
+
+    // A record the size of the cap leaves room for nothing else.
+    let out = q.push(&payload(99, 1000 - 24), 1000).unwrap();
+    assert_eq!(
+        (out.dropped_records, out.dropped_samples),
+        (8, (7..=14).sum())
+    );
+    assert_eq!(out.ids, vec![1400]);
+    let st = q.stats();
+    assert_eq!(
+        (st.dropped_records_total, st.dropped_samples_total),
+        (13, 5 + 15 + 84)
+    );
+    assert_eq!((st.pending_records, st.disk_bytes), (1, 1000));
+    assert_eq!(seg_files(tmp.path()), vec![seg(1400)]);
+    drop(q);
+
+    let (q, report) = open(tmp.path(), o);
+    assert!(report.is_clean(), "{report:?}");
+    let got = read_all(&q);
+    assert_eq!((got.len(), got[0].id, got[0].samples), (1, 1400, 1000));
+    assert_eq!(ids.len(), 10);
+}
+
+#[test]
+fn segments_roll_over_and_acknowledged_ones_are_deleted() {
+    let tmp = TempDir::new().unwrap();
+    let o = opts(1 << 20, 300);
+    {
+        let (q, _) = open(tmp.path(), o);
+        let ids = push_n(&q, 0..10);
+        // Files are named by the id of their first record.
+        assert_eq!(
+            seg_files(tmp.path()),
+            vec![seg(ids[0]), seg(ids[3]), seg(ids[6]), seg(ids[9])]
+        );
+        let ack_next = |n: usize| {
+            for _ in 0..n {
+                let r = q.read_next().unwrap().unwrap();
+                q.ack(r.id).unwrap();
+            }
+        };
+        ack_next(2);
+        assert_eq!(seg_files(tmp.path()).len(), 4);
+        ack_next(1);
+        assert_eq!(seg_files(tmp.path()), vec![seg(300), seg(600), seg(900)]);
+        ack_next(7);
+        // The segment being appended to stays, even when fully acknowledged.
+        assert_eq!(seg_files(tmp.path()), vec![seg(900)]);
+        assert_eq!(q.stats().disk_bytes, 100);
+    }
+    let (q, report) = open(tmp.path(), o);
+    assert!(report.is_clean());
+    assert_eq!(report.pending_records, 0);
+    let ids = push_n(&q, 10..13);
+    assert_eq!(ids, vec![1000, 1100, 1200]);
+    assert_eq!(seg_files(tmp.path()), vec![seg(900), seg(1200)]);
+    for r in read_all(&q) {
+        q.ack(r.id).unwrap();
+    }
+    assert_eq!(seg_files(tmp.path()), vec![seg(1200)]);
+    assert_eq!(q.stats().disk_bytes, 100);
+}
+
+#[test]
+fn second_open_of_the_same_directory_fails_clearly() {
+    let tmp = TempDir::new().unwrap();
+    let (q, _) = open(tmp.path(), roomy());
+    let err = Queue::open(tmp.path(), roomy())
+        .err()
+        .expect("second open must fail");
+    let msg = err.to_string();
+    assert!(matches!(err, QueueError::Locked { .. }), "{msg}");
+    assert!(
+        msg.contains(&format!("in use by process {}", std::process::id())),
+        "{msg}"
+    );
+    assert!(msg.contains("storage.path"), "{msg}");
+    drop(q);
+    open(tmp.path(), roomy());
+}
+
+#[test]
+fn bad_options_are_all_reported() {
+    let tmp = TempDir::new().unwrap();
+    let bad = QueueOptions {
+        max_disk_bytes: 10,
+        segment_bytes: 0,
+        max_in_flight: 0,
+        cursor_sync_interval: Duration::ZERO,
+    };
+    let msg = Queue::open(tmp.path(), bad).err().unwrap().to_string();
+    for want in ["max_disk_bytes", "segment_bytes", "max_in_flight"] {
+        assert!(msg.contains(want), "{msg}");
+    }
+}
+
+#[test]
+fn in_flight_limit_wait_rewind_and_hook() {
+    let tmp = TempDir::new().unwrap();
+    let o = QueueOptions {
+        max_in_flight: 2,
+        ..roomy()
+    };
+    let (q, _) = open(tmp.path(), o);
+    let q = Arc::new(q);
+    let wakeups = Arc::new(AtomicUsize::new(0));
+    let w = Arc::clone(&wakeups);
+    q.set_notify_hook(move || {
+        w.fetch_add(1, Ordering::SeqCst);
+    });
+    assert!(!q.wait_for_data(Duration::from_millis(10)));
+
+    let pusher = {
+        let q = Arc::clone(&q);
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            push_n(&q, 0..3)
+        })
+    };
+    let started = Instant::now();
+    assert!(q.wait_for_data(Duration::from_secs(10)));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let ids = pusher.join().unwrap();
+    assert!(wakeups.load(Ordering::SeqCst) >= 3);
+
+    let r0 = q.read_next().unwrap().unwrap();
+    let r1 = q.read_next().unwrap().unwrap();
+    assert_eq!((r0.id, r1.id), (ids[0], ids[1]));
+    assert_eq!(q.read_next().unwrap(), None, "two in flight is the limit");
+    assert!(!q.wait_for_data(Duration::from_millis(10)));
+    q.ack(r1.id).unwrap();
+    assert!(q.wait_for_data(Duration::from_millis(10)));
+    assert_eq!(q.read_next().unwrap().unwrap().id, ids[2]);
+
+    // A sender gave up on what it held: hand it out again, oldest first.
+    assert_eq!(q.rewind(), 2);
+    assert_eq!(q.read_next().unwrap().unwrap().id, ids[0]);
+    assert_eq!(q.read_next().unwrap().unwrap().id, ids[2]);
+
+    let waiter = {
+        let q = Arc::clone(&q);
+        thread::spawn(move || q.wait_for_data(Duration::from_secs(10)))
+    };
+    thread::sleep(Duration::from_millis(20));
+    q.close().unwrap();
+    assert!(!waiter.join().unwrap(), "close wakes waiters");
+    q.ack(ids[0]).unwrap();
+    q.ack(ids[2]).unwrap();
+    assert_eq!(q.stats().pending_records, 0);
+}
+
+// --- kill -9 -------------------------------------------------------------
+
+const CRASH_CHILD_ENV: &str = "SPILLWAY_QUEUE_CRASH_CHILD_DIR";
+
+/// Helper, not a test: with `SPILLWAY_QUEUE_CRASH_CHILD_DIR` set (by
+/// `kill_9_loses_nothing_pushed`) it pushes until killed, printing each id
+/// once its push returned, and each id it acknowledges before and after the
+/// ack. Without the variable it does nothing.
+#[test]
+fn crash_child() {
+    let Some(dir) = std::env::var_os(CRASH_CHILD_ENV) else {
+        return;
+    };
+    let o = QueueOptions {
+        max_disk_bytes: 1 << 30,
+        segment_bytes: 256 << 10,
+        max_in_flight: 1,
+        cursor_sync_interval: Duration::ZERO,
+    };
+    let (q, _) = Queue::open(&dir, o).unwrap();
+    let mut out = std::io::stdout().lock();
+    let seq0: u64 = std::env::var("SPILLWAY_QUEUE_CRASH_SEQ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seq = seq0;
+    let mut budget: usize = 96 << 20;
+    for round in 0..200_000u64 {
+        if Instant::now() > deadline {
+            break;
+        }
+        if budget == 0 {
+            thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let bodies: Vec<(u64, Vec<u8>)> = (0..1 + round % 4)
+            .map(|i| {
+                let s = seq + i;
+                // Mostly small, now and then big, so kills land mid-write too.
+                let len = if s.is_multiple_of(7) {
+                    200_000 + (s as usize % 50_000)
+                } else {
+                    (s as usize * 613) % 9000
+                };
+                (s, payload(s, len))
+            })
+            .collect();
+        budget = budget.saturating_sub(bodies.iter().map(|(_, b)| b.len()).sum());
+        let batch: Vec<(&[u8], u64)> = bodies.iter().map(|(s, b)| (b.as_slice(), *s)).collect();
+        let ids = q.push_batch(&batch).unwrap().ids;
+        for (id, (s, b)) in ids.iter().zip(&bodies) {
+            writeln!(out, "pushed {id} {s} {}", b.len()).unwrap();
+        }
+        seq += bodies.len() as u64;
+        if round % 3 == 0 {
+            if let Some(r) = q.read_next().unwrap() {
+                // A kill between the ack and its line leaves the parent unsure.
+                writeln!(out, "acking {}", r.id).unwrap();
+                q.ack(r.id).unwrap();
+                writeln!(out, "acked {}", r.id).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn kill_9_loses_nothing_pushed() {
+    let tmp = TempDir::new().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let name = format!(
+        "{}::crash_child",
+        module_path!().split_once("::").unwrap().1
+    );
+    // What must be in the queue: id -> (sequence number, payload length).
+    let mut expected: BTreeMap<u64, (u64, usize)> = BTreeMap::new();
+    let mut next_seq = 0u64;
+    for kill_after in [
+        Duration::from_millis(250),
+        Duration::from_millis(700),
+        Duration::from_millis(1500),
+    ] {
+        let mut child = Command::new(&exe)
+            .args(["--exact", &name, "--nocapture", "--test-threads=1", "-q"])
+            .env(CRASH_CHILD_ENV, tmp.path())
+            .env("SPILLWAY_QUEUE_CRASH_SEQ", next_seq.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = thread::spawn(move || {
+            let mut lines = Vec::new();
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            // Only whole lines: a kill may cut the last one short.
+            while r.read_until(b'\n', &mut buf).unwrap() > 0 {
+                if buf.ends_with(b"\n") {
+                    lines.push(String::from_utf8(buf.clone()).unwrap());
+                }
+                buf.clear();
+            }
+            lines
+        });
+        let started = Instant::now();
+        while started.elapsed() < kill_after && child.try_wait().unwrap().is_none() {
+            thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        // Killed by us, not finished and not panicked.
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "child ended by itself: {status:?}"
+        );
+        let lines = reader.join().unwrap();
+
+        let mut acked = Vec::new();
+        let mut acking = None;
+        let mut max_pushed = None;
+        for line in &lines {
+            // libtest may print "test ... " in front of the child's first line.
+            let start = ["pushed ", "acking ", "acked "]
+                .iter()
+                .filter_map(|k| line.find(k))
+                .min()
+                .unwrap_or(0);
+            let f: Vec<&str> = line[start..].split_whitespace().collect();
+            match f.as_slice() {
+                ["pushed", id, seq, len] => {
+                    let id: u64 = id.parse().unwrap();
+                    let seq: u64 = seq.parse().unwrap();
+                    expected.insert(id, (seq, len.parse().unwrap()));
+                    max_pushed = Some(id);
+                    next_seq = next_seq.max(seq + 1);
+                }
+                ["acking", id] => acking = Some(id.parse::<u64>().unwrap()),
+                ["acked", id] => acked.push(id.parse::<u64>().unwrap()),
+                _ => {}
+            }
+        }
+        let max_pushed = max_pushed.expect("the child pushed nothing before it was killed");
+        for id in &acked {
+            expected.remove(id);
+        }
+        // Acknowledged when the kill came, or not yet: either way is right.
+        let unsure = acking.filter(|id| !acked.contains(id));
+        if let Some(id) = unsure {
+            expected.remove(&id);
+        }
+
+        let (q, report) = Queue::open(tmp.path(), roomy()).unwrap();
+        assert!(report.corruptions.is_empty(), "{report:?}");
+        let got = read_all(&q);
+        let got_ids: BTreeMap<u64, &Record> = got.iter().map(|r| (r.id, r)).collect();
+        for (id, (seq, len)) in &expected {
+            let r = got_ids
+                .get(id)
+                .unwrap_or_else(|| panic!("id {id} was pushed, then lost by kill -9 ({report:?})"));
+            assert_eq!(
+                (r.samples, &r.payload),
+                (*seq, &payload(*seq, *len)),
+                "id {id}"
+            );
+        }
+        for id in &acked {
+            assert!(
+                !got_ids.contains_key(id),
+                "id {id} was acknowledged, yet replayed"
+            );
+        }
+        // Extra records can only be the batch whose push had not returned
+        // yet, or the one whose ack had not. From now on they must stay.
+        for r in &got {
+            if let btree_map::Entry::Vacant(slot) = expected.entry(r.id) {
+                if Some(r.id) != unsure {
+                    assert!(r.id > max_pushed, "unexpected id {} ({report:?})", r.id);
+                }
+                assert_eq!(r.payload, payload(r.samples, r.payload.len()));
+                slot.insert((r.samples, r.payload.len()));
+                next_seq = next_seq.max(r.samples + 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn queue_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Queue>();
+}

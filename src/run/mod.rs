@@ -1,0 +1,4 @@
+//! `spillway run`: continuous threshold export. For now the vmalert
+//! rule-file loader that `run`, `replay` and `rules check` share.
+
+pub mod rules;

@@ -1,0 +1,475 @@
+//! Parquet: typed columns for DuckDB, pandas/pyarrow and Spark.
+//!
+//! Schema (one row per sample):
+//! ```text
+//! message spillway_sample {
+//!   required binary query (STRING);
+//!   required binary metric (STRING);
+//!   required group labels (MAP) {          -- without __name__
+//!     repeated group key_value {
+//!       required binary key (STRING);
+//!       required binary value (STRING);
+//!     }
+//!   }
+//!   required int64 timestamp (TIMESTAMP(MILLIS,true));
+//!   required double value;                 -- NaN and ±Inf as IEEE 754
+//!   required boolean out_of_range;
+//!   required boolean alert;
+//! }
+//! ```
+//! The run header and outcome are in the footer's key-value metadata as
+//! JSON (`spillway.run`, `spillway.outcome`), the same objects the JSON
+//! format writes.
+//!
+//! Written with parquet's low-level column writers (no arrow): rows are
+//! buffered column-wise and flushed as a row group every [`ROW_GROUP_ROWS`]
+//! rows, so memory is bounded by one row group. Strings of one write call
+//! are stored once per call (a `Segment`) and repeated per row only while a
+//! row group is being written. Compression is Snappy; `timestamp` uses
+//! delta encoding (regular steps compress to almost nothing) and, like
+//! `value`, no dictionary, while the string columns keep the default
+//! dictionary encoding since they repeat for every sample of a series.
+//!
+//! The `labels` leaves `key` and `value` both have max repetition level 1
+//! (`key_value` is repeated) and max definition level 1: a row with labels
+//! writes one entry per label, repetition 0 for the first and 1 for the
+//! rest, definition 1; a row without labels writes one level pair (0, 0)
+//! and no value, which readers read as an empty map.
+
+use super::{outcome_json, run_json, Encoder, FlaggedSample, RunInfo, RunOutcome, SinkError};
+use crate::model::Labels;
+use crate::sink::atomic::AtomicFile;
+use ::parquet::basic::{Compression, Encoding};
+use ::parquet::data_type::{BoolType, ByteArray, ByteArrayType, DataType, DoubleType, Int64Type};
+use ::parquet::errors::ParquetError;
+use ::parquet::file::metadata::KeyValue;
+use ::parquet::file::properties::WriterProperties;
+use ::parquet::file::writer::{
+    SerializedColumnWriter, SerializedFileWriter, SerializedRowGroupWriter,
+};
+use ::parquet::schema::parser::parse_message_type;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Rows per row group: bounds memory (a few MB) while keeping row groups
+/// large enough for readers to skip efficiently.
+pub(super) const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+const SCHEMA: &str = "
+message spillway_sample {
+  required binary query (STRING);
+  required binary metric (STRING);
+  required group labels (MAP) {
+    repeated group key_value {
+      required binary key (STRING);
+      required binary value (STRING);
+    }
+  }
+  required int64 timestamp (TIMESTAMP(MILLIS,true));
+  required double value;
+  required boolean out_of_range;
+  required boolean alert;
+}";
+
+/// Consecutive rows of one series in the buffer: its strings, once.
+struct Segment {
+    query: String,
+    labels: Labels,
+    query_bytes: ByteArray,
+    metric: ByteArray,
+    keys: Vec<ByteArray>,
+    values: Vec<ByteArray>,
+    rows: usize,
+}
+
+impl Segment {
+    fn new(query: &str, labels: &Labels) -> Segment {
+        let bytes = |s: &str| ByteArray::from(s.as_bytes().to_vec());
+        Segment {
+            query: query.to_string(),
+            labels: labels.clone(),
+            query_bytes: bytes(query),
+            metric: bytes(labels.metric_name()),
+            keys: labels.without_name().map(|l| bytes(&l.name)).collect(),
+            values: labels.without_name().map(|l| bytes(&l.value)).collect(),
+            rows: 0,
+        }
+    }
+}
+
+pub(super) struct ParquetFile {
+    path: PathBuf,
+    writer: SerializedFileWriter<AtomicFile>,
+    segments: Vec<Segment>,
+    timestamps: Vec<i64>,
+    values: Vec<f64>,
+    out_of_range: Vec<bool>,
+    alerts: Vec<bool>,
+}
+
+impl ParquetFile {
+    fn error(&self, error: ParquetError) -> SinkError {
+        SinkError::Parquet {
+            path: self.path.clone(),
+            error,
+        }
+    }
+
+    /// Writes the buffered rows as one row group, leaf columns in schema order.
+    fn flush(&mut self) -> Result<(), ParquetError> {
+        if self.timestamps.is_empty() {
+            return Ok(());
+        }
+        let mut group = self.writer.next_row_group()?;
+        let segments = &self.segments;
+        write_column::<ByteArrayType>(&mut group, |w| {
+            for s in segments {
+                w.write_batch(&vec![s.query_bytes.clone(); s.rows], None, None)?;
+            }
+            Ok(())
+        })?;
+        write_column::<ByteArrayType>(&mut group, |w| {
+            for s in segments {
+                w.write_batch(&vec![s.metric.clone(); s.rows], None, None)?;
+            }
+            Ok(())
+        })?;
+        let leaves: [fn(&Segment) -> &[ByteArray]; 2] = [|s| &s.keys, |s| &s.values];
+        for leaf in leaves {
+            write_column::<ByteArrayType>(&mut group, |w| {
+                for s in segments {
+                    let (values, def, rep) = map_rows(leaf(s), s.rows);
+                    w.write_batch(&values, Some(&def), Some(&rep))?;
+                }
+                Ok(())
+            })?;
+        }
+        write_column::<Int64Type>(&mut group, |w| {
+            w.write_batch(&self.timestamps, None, None).map(drop)
+        })?;
+        write_column::<DoubleType>(&mut group, |w| {
+            w.write_batch(&self.values, None, None).map(drop)
+        })?;
+        write_column::<BoolType>(&mut group, |w| {
+            w.write_batch(&self.out_of_range, None, None).map(drop)
+        })?;
+        write_column::<BoolType>(&mut group, |w| {
+            w.write_batch(&self.alerts, None, None).map(drop)
+        })?;
+        group.close()?;
+        self.segments.clear();
+        self.timestamps.clear();
+        self.values.clear();
+        self.out_of_range.clear();
+        self.alerts.clear();
+        Ok(())
+    }
+}
+
+/// Opens the next leaf column of `group`, lets `write` fill it, closes it.
+fn write_column<T: DataType>(
+    group: &mut SerializedRowGroupWriter<'_, AtomicFile>,
+    write: impl FnOnce(
+        &mut ::parquet::column::writer::ColumnWriterImpl<'_, T>,
+    ) -> Result<(), ParquetError>,
+) -> Result<(), ParquetError> {
+    let mut column: SerializedColumnWriter<'_> = group
+        .next_column()?
+        .ok_or_else(|| ParquetError::General("more columns written than the schema has".into()))?;
+    write(column.typed::<T>())?;
+    column.close()
+}
+
+/// Values and levels of one map leaf (`key` or `value`) for `rows` rows that
+/// all hold `entries`; see the module docs for the levels.
+fn map_rows(entries: &[ByteArray], rows: usize) -> (Vec<ByteArray>, Vec<i16>, Vec<i16>) {
+    if entries.is_empty() {
+        return (Vec::new(), vec![0; rows], vec![0; rows]);
+    }
+    let n = entries.len() * rows;
+    let mut values = Vec::with_capacity(n);
+    let mut def = Vec::with_capacity(n);
+    let mut rep = Vec::with_capacity(n);
+    for _ in 0..rows {
+        for (i, e) in entries.iter().enumerate() {
+            values.push(e.clone());
+            def.push(1);
+            rep.push(if i == 0 { 0 } else { 1 });
+        }
+    }
+    (values, def, rep)
+}
+
+impl Encoder for ParquetFile {
+    fn start(file: AtomicFile, run: &RunInfo) -> Result<Self, SinkError> {
+        let path = file.path().to_path_buf();
+        let perr = |error| SinkError::Parquet {
+            path: path.clone(),
+            error,
+        };
+        let schema = Arc::new(parse_message_type(SCHEMA).map_err(perr)?);
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_created_by(format!("spillway {}", env!("CARGO_PKG_VERSION")))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_column_dictionary_enabled("timestamp".into(), false)
+            .set_column_encoding("timestamp".into(), Encoding::DELTA_BINARY_PACKED)
+            .set_column_dictionary_enabled("value".into(), false)
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                "spillway.run".into(),
+                run_json(run).to_string(),
+            )]))
+            .build();
+        let writer = SerializedFileWriter::new(file, schema, Arc::new(props)).map_err(perr)?;
+        Ok(ParquetFile {
+            path,
+            writer,
+            segments: Vec::new(),
+            timestamps: Vec::with_capacity(ROW_GROUP_ROWS),
+            values: Vec::with_capacity(ROW_GROUP_ROWS),
+            out_of_range: Vec::with_capacity(ROW_GROUP_ROWS),
+            alerts: Vec::with_capacity(ROW_GROUP_ROWS),
+        })
+    }
+
+    fn write(
+        &mut self,
+        query: &str,
+        labels: &Labels,
+        mut samples: &[FlaggedSample],
+    ) -> Result<(), SinkError> {
+        while !samples.is_empty() {
+            let room = ROW_GROUP_ROWS - self.timestamps.len();
+            let (now, later) = samples.split_at(samples.len().min(room));
+            let continues = matches!(self.segments.last(),
+                Some(s) if s.query == query && &s.labels == labels);
+            if !continues {
+                self.segments.push(Segment::new(query, labels));
+            }
+            let segment = self.segments.last_mut().expect("pushed above");
+            segment.rows += now.len();
+            for s in now {
+                self.timestamps.push(s.timestamp_ms);
+                self.values.push(s.value);
+                self.out_of_range.push(s.out_of_range);
+                self.alerts.push(s.alert);
+            }
+            if self.timestamps.len() >= ROW_GROUP_ROWS {
+                self.flush().map_err(|e| self.error(e))?;
+            }
+            samples = later;
+        }
+        Ok(())
+    }
+
+    fn close(mut self, outcome: &RunOutcome) -> Result<AtomicFile, SinkError> {
+        self.flush().map_err(|e| self.error(e))?;
+        self.writer.append_key_value_metadata(KeyValue::new(
+            "spillway.outcome".into(),
+            outcome_json(outcome).to_string(),
+        ));
+        let path = self.path;
+        self.writer
+            .into_inner()
+            .map_err(|error| SinkError::Parquet { path, error })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{self, Row};
+    use super::super::{open, Format};
+    use super::*;
+    use ::parquet::basic::{LogicalType, TimeUnit};
+    use ::parquet::file::reader::{FileReader, SerializedFileReader};
+    use ::parquet::record::Field;
+    use std::path::Path;
+
+    fn reader(path: &Path) -> SerializedFileReader<std::fs::File> {
+        SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap()
+    }
+
+    fn text(f: &Field) -> String {
+        match f {
+            Field::Str(s) => s.clone(),
+            other => panic!("expected a string, got {other:?}"),
+        }
+    }
+
+    fn read(path: &Path) -> Vec<Row> {
+        let reader = reader(path);
+        let mut rows = Vec::new();
+        for row in reader.get_row_iter(None).unwrap() {
+            let row = row.unwrap();
+            let fields: Vec<(&String, &Field)> = row.get_column_iter().collect();
+            let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "query",
+                    "metric",
+                    "labels",
+                    "timestamp",
+                    "value",
+                    "out_of_range",
+                    "alert"
+                ]
+            );
+            let Field::MapInternal(map) = fields[2].1 else {
+                panic!("labels is not a map: {:?}", fields[2].1)
+            };
+            let Field::TimestampMillis(timestamp_ms) = *fields[3].1 else {
+                panic!("timestamp is not TIMESTAMP(MILLIS): {:?}", fields[3].1)
+            };
+            let Field::Double(value) = *fields[4].1 else {
+                panic!("value is not a double")
+            };
+            let (Field::Bool(out_of_range), Field::Bool(alert)) = (fields[5].1, fields[6].1) else {
+                panic!("flags are not booleans")
+            };
+            rows.push(Row {
+                query: text(fields[0].1),
+                metric: text(fields[1].1),
+                labels: map
+                    .entries()
+                    .iter()
+                    .map(|(k, v)| (text(k), text(v)))
+                    .collect(),
+                timestamp_ms,
+                value,
+                out_of_range: *out_of_range,
+                alert: *alert,
+            });
+        }
+        rows
+    }
+
+    fn metadata(path: &Path, key: &str) -> serde_json::Value {
+        let reader = reader(path);
+        let kv = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .unwrap();
+        let value = kv.iter().find(|kv| kv.key == key).unwrap().value.as_ref();
+        serde_json::from_str(value.unwrap()).unwrap()
+    }
+
+    #[test]
+    fn writes_every_sample_and_the_alerts_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(Format::Parquet, dir.path(), &testutil::run_info()).unwrap();
+        testutil::feed(sink.as_mut());
+        let paths = sink.finish(&testutil::outcome()).unwrap();
+        assert_eq!(
+            paths,
+            [
+                dir.path().join("samples_20240102T150405Z.parquet"),
+                dir.path().join("alerts_20240102T150405Z.parquet")
+            ]
+        );
+        let samples = read(&paths[0]);
+        // Bit-exact values: Parquet keeps NaN payloads and -0.
+        for (got, want) in samples.iter().zip(testutil::expected(false)) {
+            assert_eq!(got.value.to_bits(), want.value.to_bits());
+        }
+        assert_eq!(samples, testutil::expected(false));
+        assert_eq!(read(&paths[1]), testutil::expected(true));
+        assert_eq!(
+            metadata(&paths[0], "spillway.run")["run_id"],
+            "20240102T150405Z"
+        );
+        assert_eq!(metadata(&paths[1], "spillway.outcome")["alerts"], 3);
+        assert_eq!(testutil::files(dir.path()).len(), 2, "no temp files left");
+    }
+
+    #[test]
+    fn schema_uses_logical_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(Format::Parquet, dir.path(), &testutil::run_info()).unwrap();
+        testutil::feed(sink.as_mut());
+        let paths = sink.finish(&testutil::outcome()).unwrap();
+        let reader = reader(&paths[0]);
+        let schema = reader.metadata().file_metadata().schema_descr();
+        let root = schema.root_schema();
+        let labels = &root.get_fields()[2];
+        assert_eq!(
+            labels.get_basic_info().logical_type_ref(),
+            Some(&LogicalType::Map)
+        );
+        let kv = &labels.get_fields()[0];
+        assert_eq!(
+            kv.get_basic_info().repetition(),
+            ::parquet::basic::Repetition::REPEATED
+        );
+        let key = schema.column(2);
+        assert_eq!(key.path().string(), "labels.key_value.key");
+        assert_eq!((key.max_def_level(), key.max_rep_level()), (1, 1));
+        assert_eq!(key.logical_type_ref(), Some(&LogicalType::String));
+        assert_eq!(
+            schema.column(4).logical_type_ref(),
+            Some(&LogicalType::timestamp(true, TimeUnit::MILLIS))
+        );
+        assert_eq!(
+            reader.metadata().row_group(0).column(0).compression(),
+            Compression::SNAPPY
+        );
+    }
+
+    #[test]
+    fn row_groups_bound_the_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(Format::Parquet, dir.path(), &testutil::run_info()).unwrap();
+        let a = Labels::from_pairs([("__name__", "m"), ("i", "a")]);
+        let b = Labels::from_pairs([("__name__", "m")]);
+        let n = ROW_GROUP_ROWS * 2 + 10;
+        let samples: Vec<FlaggedSample> = (0..n as i64)
+            .map(|i| FlaggedSample {
+                timestamp_ms: i * 1000,
+                value: i as f64,
+                out_of_range: i % 2 == 0,
+                alert: i % 1000 == 0,
+            })
+            .collect();
+        // One huge write, then small ones alternating series across a boundary.
+        sink.write("q", &a, &samples[..ROW_GROUP_ROWS + 5]).unwrap();
+        for chunk in samples[ROW_GROUP_ROWS + 5..].chunks(7) {
+            sink.write("q", &b, chunk).unwrap();
+            sink.write("q", &a, &chunk[..1]).unwrap();
+        }
+        let paths = sink.finish(&RunOutcome::default()).unwrap();
+        let reader = reader(&paths[0]);
+        let groups: Vec<i64> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        assert!(
+            groups.iter().all(|&r| r <= ROW_GROUP_ROWS as i64),
+            "{groups:?}"
+        );
+        assert_eq!(groups.len(), 3, "{groups:?}");
+        let rows = read(&paths[0]);
+        let tail = n - ROW_GROUP_ROWS - 5;
+        assert_eq!(rows.len(), n + tail.div_ceil(7));
+        assert_eq!(
+            rows[ROW_GROUP_ROWS + 4].labels,
+            [("i".to_string(), "a".to_string())]
+        );
+        assert!(rows[ROW_GROUP_ROWS + 5].labels.is_empty());
+        assert_eq!(
+            rows[ROW_GROUP_ROWS + 5].timestamp_ms,
+            (ROW_GROUP_ROWS as i64 + 5) * 1000
+        );
+        assert_eq!(
+            read(&paths[1]).len(),
+            rows.iter().filter(|r| r.alert).count()
+        );
+    }
+
+    #[test]
+    fn abort_leaves_no_file() {
+        testutil::abort_leaves_nothing(Format::Parquet);
+    }
+}

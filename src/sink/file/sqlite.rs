@@ -1,0 +1,580 @@
+//! SQLite: one database per output directory, `spillway.sqlite`, that
+//! accumulates runs, so cron jobs build a history to query with SQL.
+//!
+//! What users query (schema version 1, in `PRAGMA user_version`, created
+//! when absent):
+//! ```text
+//! runs(run_id TEXT PRIMARY KEY, started_at TEXT, finished_at TEXT,   -- RFC 3339 UTC
+//!      from_ms, to_ms, step_ms INTEGER, queries TEXT,               -- JSON array
+//!      samples, alerts INTEGER, failed_queries TEXT)                -- JSON array
+//! samples(run_id, query, metric, labels, timestamp_ms, value, out_of_range, alert)  -- view
+//! alerts(...)   -- view, same columns, only the alert-flagged samples
+//! ```
+//! `labels` is a JSON object without `__name__` (query it with
+//! `json_extract(labels, '$.instance')`); `value` is REAL, NULL for NaN
+//! (SQLite cannot store NaN), ±Inf kept, -0 reads back as 0; flags are 0/1.
+//!
+//! Storage is normalised because a run can hold tens of millions of rows and
+//! the strings of a series would otherwise repeat on every one (measured:
+//! 254 bytes per row flat, about 100 normalised). `series(id, query, metric,
+//! labels)` holds each (query, labels) once, `UNIQUE(metric, labels,
+//! query)`; `sample_rows` and `alert_rows` hold `(run_id, series_id,
+//! timestamp_ms, value, out_of_range, alert)`; the `samples` and `alerts`
+//! views join them back into the flat shape. Indexes: `series(metric, ..)`
+//! (the unique constraint), `sample_rows(series_id, timestamp_ms)` and
+//! `sample_rows(run_id)`, `alert_rows(timestamp_ms)` and `alert_rows(run_id)`,
+//! so `WHERE metric = .. AND timestamp_ms > ..` on the views uses indexes, and
+//! deleting a run (from the `*_rows` tables) is cheap.
+//!
+//! A run is one transaction: `open` begins it (`BEGIN IMMEDIATE`, so a
+//! concurrent run waits for the lock instead of failing mid-way) and inserts
+//! the `runs` row; `finish` completes that row and commits. Dropping the sink
+//! rolls everything back, so a failed run leaves no rows. The database file
+//! itself is never renamed. Journal mode is WAL so readers (dashboards,
+//! `sqlite3`) keep reading earlier runs during a long run, at the price of
+//! the WAL file growing to the run's size until the commit's checkpoint.
+//! Inserts reuse prepared statements; the series id is looked up once per
+//! write call, not per row.
+
+use super::{FlaggedSample, RecordSink, RunInfo, RunOutcome, SinkError};
+use crate::model::time::format_rfc3339_ms;
+use crate::model::Labels;
+use rusqlite::{Connection, ErrorCode};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub(super) const DB_NAME: &str = "spillway.sqlite";
+
+/// Bumped with every incompatible schema change; newer databases are refused.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    from_ms INTEGER NOT NULL,
+    to_ms INTEGER NOT NULL,
+    step_ms INTEGER NOT NULL,
+    queries TEXT NOT NULL,
+    samples INTEGER,
+    alerts INTEGER,
+    failed_queries TEXT
+);
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    query TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    UNIQUE (metric, labels, query)
+);
+CREATE TABLE IF NOT EXISTS sample_rows (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    series_id INTEGER NOT NULL REFERENCES series(id),
+    timestamp_ms INTEGER NOT NULL,
+    value REAL,
+    out_of_range INTEGER NOT NULL,
+    alert INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_rows (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    series_id INTEGER NOT NULL REFERENCES series(id),
+    timestamp_ms INTEGER NOT NULL,
+    value REAL,
+    out_of_range INTEGER NOT NULL,
+    alert INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sample_rows_series_time ON sample_rows(series_id, timestamp_ms);
+CREATE INDEX IF NOT EXISTS sample_rows_run ON sample_rows(run_id);
+CREATE INDEX IF NOT EXISTS alert_rows_time ON alert_rows(timestamp_ms);
+CREATE INDEX IF NOT EXISTS alert_rows_run ON alert_rows(run_id);
+CREATE VIEW IF NOT EXISTS samples AS
+    SELECT r.run_id, s.query, s.metric, s.labels, r.timestamp_ms, r.value, r.out_of_range, r.alert
+    FROM sample_rows r JOIN series s ON s.id = r.series_id;
+CREATE VIEW IF NOT EXISTS alerts AS
+    SELECT r.run_id, s.query, s.metric, s.labels, r.timestamp_ms, r.value, r.out_of_range, r.alert
+    FROM alert_rows r JOIN series s ON s.id = r.series_id;
+";
+
+const INSERT_SERIES: &str =
+    "INSERT INTO series (query, metric, labels) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+const SELECT_SERIES: &str =
+    "SELECT id FROM series WHERE metric = ?2 AND labels = ?3 AND query = ?1";
+const INSERT_SAMPLE: &str = "INSERT INTO sample_rows \
+    (run_id, series_id, timestamp_ms, value, out_of_range, alert) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const INSERT_ALERT: &str = "INSERT INTO alert_rows \
+    (run_id, series_id, timestamp_ms, value, out_of_range, alert) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+pub(super) struct SqliteSink {
+    path: PathBuf,
+    conn: Connection,
+    run_id: String,
+    /// The last write's (query, labels) and series id: a series arriving in
+    /// consecutive calls is looked up once.
+    last_series: Option<(String, Labels, i64)>,
+    committed: bool,
+}
+
+impl SqliteSink {
+    pub(super) fn open(dir: &Path, run: &RunInfo) -> Result<SqliteSink, SinkError> {
+        let path = dir.join(DB_NAME);
+        let conn = Connection::open(&path).map_err(|error| SinkError::Sqlite {
+            path: path.clone(),
+            action: "open",
+            error,
+        })?;
+        let mut sink = SqliteSink {
+            path,
+            conn,
+            run_id: run.run_id.clone(),
+            last_series: None,
+            committed: false,
+        };
+        sink.begin(run)?;
+        Ok(sink)
+    }
+
+    fn err(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> SinkError + '_ {
+        move |error| SinkError::Sqlite {
+            path: self.path.clone(),
+            action,
+            error,
+        }
+    }
+
+    /// Sets up the connection, starts the run's transaction, checks or
+    /// creates the schema and records the run.
+    fn begin(&mut self, run: &RunInfo) -> Result<(), SinkError> {
+        let conn = &self.conn;
+        // Another run appending to the same database holds the write lock
+        // for its whole duration; wait for it rather than fail.
+        conn.busy_timeout(Duration::from_secs(600))
+            .map_err(self.err("open"))?;
+        // WAL: readers keep working during a run. NORMAL sync is durable at
+        // checkpoints and never corrupts. The page cache (64 MiB) keeps index
+        // pages resident during a long transaction; the WAL is cut back after
+        // the checkpoint so a big run does not leave a big file behind.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA cache_size = -65536;
+             PRAGMA journal_size_limit = 67108864;",
+        )
+        .map_err(self.err("configure"))?;
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(self.err("lock"))?;
+
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(self.err("read the schema version of"))?;
+        if version > SCHEMA_VERSION {
+            return Err(SinkError::SchemaVersion {
+                path: self.path.clone(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version < SCHEMA_VERSION {
+            conn.execute_batch(SCHEMA)
+                .map_err(self.err("create the schema in"))?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(self.err("create the schema in"))?;
+        }
+
+        let queries = serde_json::to_string(&run.queries).expect("strings always serialize");
+        let inserted = conn.execute(
+            "INSERT INTO runs (run_id, started_at, from_ms, to_ms, step_ms, queries) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![
+                run.run_id,
+                format_rfc3339_ms(run.started_ms),
+                run.from_ms,
+                run.to_ms,
+                run.step_ms,
+                queries
+            ],
+        );
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == ErrorCode::ConstraintViolation =>
+            {
+                Err(SinkError::RunExists {
+                    path: self.path.clone(),
+                    run_id: run.run_id.clone(),
+                })
+            }
+            Err(e) => Err(self.err("insert into")(e)),
+        }
+    }
+}
+
+/// The id of (query, labels) in `series`, inserting it when new.
+fn series_id(conn: &Connection, query: &str, labels: &Labels) -> rusqlite::Result<i64> {
+    let mut json = String::new();
+    super::push_json_labels(&mut json, labels);
+    let params = rusqlite::params![query, labels.metric_name(), json];
+    conn.prepare_cached(INSERT_SERIES)?.execute(params)?;
+    conn.prepare_cached(SELECT_SERIES)?
+        .query_row(params, |row| row.get(0))
+}
+
+/// Inserts rows with one prepared statement; the run and series are bound
+/// once and stay bound (SQLite keeps bindings across executions).
+fn insert_rows<'a>(
+    conn: &Connection,
+    sql: &str,
+    run_id: &str,
+    series_id: i64,
+    samples: impl Iterator<Item = &'a FlaggedSample>,
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    stmt.raw_bind_parameter(1, run_id)?;
+    stmt.raw_bind_parameter(2, series_id)?;
+    for s in samples {
+        stmt.raw_bind_parameter(3, s.timestamp_ms)?;
+        // SQLite turns NaN into NULL anyway; saying so keeps it explicit.
+        stmt.raw_bind_parameter(4, (!s.value.is_nan()).then_some(s.value))?;
+        stmt.raw_bind_parameter(5, s.out_of_range)?;
+        stmt.raw_bind_parameter(6, s.alert)?;
+        stmt.raw_execute()?;
+    }
+    Ok(())
+}
+
+impl RecordSink for SqliteSink {
+    fn write(
+        &mut self,
+        query: &str,
+        labels: &Labels,
+        samples: &[FlaggedSample],
+    ) -> Result<(), SinkError> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let series = match &self.last_series {
+            Some((q, l, id)) if q == query && l == labels => *id,
+            _ => {
+                let id = series_id(&self.conn, query, labels).map_err(self.err("insert into"))?;
+                self.last_series = Some((query.to_string(), labels.clone(), id));
+                id
+            }
+        };
+        let conn = &self.conn;
+        let run_id = self.run_id.as_str();
+        insert_rows(conn, INSERT_SAMPLE, run_id, series, samples.iter())
+            .and_then(|()| {
+                insert_rows(
+                    conn,
+                    INSERT_ALERT,
+                    run_id,
+                    series,
+                    samples.iter().filter(|s| s.alert),
+                )
+            })
+            .map_err(self.err("insert into"))
+    }
+
+    fn finish(mut self: Box<Self>, outcome: &RunOutcome) -> Result<Vec<PathBuf>, SinkError> {
+        let failed =
+            serde_json::to_string(&outcome.failed_queries).expect("strings always serialize");
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?1, samples = ?2, alerts = ?3, failed_queries = ?4 \
+                 WHERE run_id = ?5",
+                rusqlite::params![
+                    format_rfc3339_ms(outcome.finished_ms),
+                    outcome.samples as i64,
+                    outcome.alerts as i64,
+                    failed,
+                    self.run_id
+                ],
+            )
+            .map_err(self.err("record the run in"))?;
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(self.err("commit to"))?;
+        self.committed = true;
+        Ok(vec![self.path.clone()])
+    }
+}
+
+impl Drop for SqliteSink {
+    /// Abort: nothing of this run stays. Closing the connection would roll
+    /// back too; doing it here makes it explicit and immediate.
+    fn drop(&mut self) {
+        if !self.committed {
+            self.conn.execute_batch("ROLLBACK").ok();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{self, Row};
+    use super::super::{open, Format};
+    use super::*;
+
+    /// Rows of a view for one run, sorted (views have no insertion order).
+    fn rows(db: &Connection, table: &str, run_id: &str) -> Vec<Row> {
+        let mut stmt = db
+            .prepare(&format!(
+                "SELECT query, metric, labels, timestamp_ms, value, out_of_range, alert \
+                 FROM {table} WHERE run_id = ?1"
+            ))
+            .unwrap();
+        let rows = stmt
+            .query_map([run_id], |r| {
+                let labels: String = r.get(2)?;
+                let labels: serde_json::Value = serde_json::from_str(&labels).unwrap();
+                Ok(Row {
+                    query: r.get(0)?,
+                    metric: r.get(1)?,
+                    labels: testutil::json_labels(&labels),
+                    timestamp_ms: r.get(3)?,
+                    value: r.get::<_, Option<f64>>(4)?.unwrap_or(f64::NAN),
+                    out_of_range: r.get(5)?,
+                    alert: r.get(6)?,
+                })
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        sorted(rows)
+    }
+
+    fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
+        rows.sort_by(|a, b| {
+            (&a.query, &a.metric, &a.labels, a.timestamp_ms).cmp(&(
+                &b.query,
+                &b.metric,
+                &b.labels,
+                b.timestamp_ms,
+            ))
+        });
+        rows
+    }
+
+    fn count(db: &Connection, sql: &str) -> i64 {
+        db.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    fn second_run() -> RunInfo {
+        RunInfo {
+            run_id: "20240102T160405Z".into(),
+            started_ms: 1_704_211_445_000,
+            ..testutil::run_info()
+        }
+    }
+
+    #[test]
+    fn appends_runs_and_reads_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        for run in [testutil::run_info(), second_run()] {
+            let mut sink = open(Format::Sqlite, dir.path(), &run).unwrap();
+            testutil::feed(sink.as_mut());
+            let paths = sink.finish(&testutil::outcome()).unwrap();
+            assert_eq!(paths, [dir.path().join(DB_NAME)]);
+        }
+        let db = Connection::open(dir.path().join(DB_NAME)).unwrap();
+        // SQLite stores integral REALs compactly and loses the sign of -0.
+        let expected = |alerts_only| {
+            let mut rows = testutil::expected(alerts_only);
+            for r in &mut rows {
+                if r.value == 0.0 {
+                    r.value = 0.0;
+                }
+            }
+            sorted(rows)
+        };
+        for run in [testutil::run_info(), second_run()] {
+            assert_eq!(rows(&db, "samples", &run.run_id), expected(false));
+            assert_eq!(rows(&db, "alerts", &run.run_id), expected(true));
+        }
+        assert_eq!(count(&db, "SELECT count(*) FROM runs"), 2);
+        let run: (
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            i64,
+            String,
+            i64,
+            i64,
+            String,
+        ) = db
+            .query_row(
+                "SELECT run_id, started_at, finished_at, from_ms, to_ms, step_ms, queries, \
+                 samples, alerts, failed_queries FROM runs ORDER BY run_id LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            run,
+            (
+                "20240102T150405Z".into(),
+                "2024-01-02T15:04:05Z".into(),
+                "2024-01-02T15:05:00.500Z".into(),
+                1_704_121_445_000,
+                1_704_207_845_000,
+                60_000,
+                r#"["cpu","q,\"odd\"\nquery"]"#.into(),
+                9,
+                3,
+                r#"["broken("]"#.into(),
+            )
+        );
+        // NaN is NULL, infinities are kept, labels are queryable JSON.
+        assert_eq!(
+            count(&db, "SELECT count(*) FROM samples WHERE value IS NULL"),
+            2
+        );
+        assert_eq!(
+            count(&db, "SELECT count(*) FROM samples WHERE value > 1e308"),
+            2
+        );
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM samples WHERE json_extract(labels, '$.instance') = 'h1:9100'"
+            ),
+            10
+        );
+        // Each (query, labels) is stored once, whatever the number of runs.
+        assert_eq!(count(&db, "SELECT count(*) FROM series"), 3);
+        let version: i64 = db
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn indexes_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = open(Format::Sqlite, dir.path(), &testutil::run_info()).unwrap();
+        sink.finish(&RunOutcome::default()).unwrap();
+        let db = Connection::open(dir.path().join(DB_NAME)).unwrap();
+        let plan: Vec<String> = db
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT * FROM samples WHERE metric = 'x' AND timestamp_ms > 5",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let plan = plan.join("; ");
+        // The view's filter reaches both indexes: series by metric, rows by time.
+        assert!(
+            plan.contains("INDEX sqlite_autoindex_series_1 (metric=?)"),
+            "{plan}"
+        );
+        assert!(
+            plan.contains("USING INDEX sample_rows_series_time (series_id=? AND timestamp_ms>?)"),
+            "{plan}"
+        );
+        let mut names: Vec<String> = db
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "alert_rows_run",
+                "alert_rows_time",
+                "sample_rows_run",
+                "sample_rows_series_time"
+            ]
+        );
+    }
+
+    #[test]
+    fn abort_rolls_back_the_whole_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = open(Format::Sqlite, dir.path(), &testutil::run_info()).unwrap();
+        testutil::feed(first.as_mut());
+        first.finish(&testutil::outcome()).unwrap();
+
+        let mut aborted = open(Format::Sqlite, dir.path(), &second_run()).unwrap();
+        testutil::feed(aborted.as_mut());
+        drop(aborted);
+
+        let db = Connection::open(dir.path().join(DB_NAME)).unwrap();
+        assert_eq!(count(&db, "SELECT count(*) FROM runs"), 1);
+        assert_eq!(count(&db, "SELECT count(*) FROM samples"), 9);
+        assert_eq!(count(&db, "SELECT count(*) FROM alerts"), 3);
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM samples WHERE run_id = '20240102T160405Z'"
+            ),
+            0
+        );
+    }
+
+    #[test]
+    fn aborted_first_run_leaves_no_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(Format::Sqlite, dir.path(), &testutil::run_info()).unwrap();
+        testutil::feed(sink.as_mut());
+        drop(sink);
+        let db = Connection::open(dir.path().join(DB_NAME)).unwrap();
+        let tables = count(
+            &db,
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+        );
+        assert_eq!(tables, 0, "even the schema is rolled back");
+        // The next run creates the schema again.
+        let sink = open(Format::Sqlite, dir.path(), &testutil::run_info()).unwrap();
+        sink.finish(&RunOutcome::default()).unwrap();
+        assert_eq!(count(&db, "SELECT count(*) FROM runs"), 1);
+    }
+
+    #[test]
+    fn same_run_id_twice_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = open(Format::Sqlite, dir.path(), &testutil::run_info()).unwrap();
+        sink.finish(&RunOutcome::default()).unwrap();
+        let err = match open(Format::Sqlite, dir.path(), &testutil::run_info()) {
+            Err(e) => e,
+            Ok(_) => panic!("second open succeeded"),
+        };
+        assert!(matches!(err, SinkError::RunExists { .. }), "{err}");
+        assert!(err.to_string().contains(DB_NAME), "{err}");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Connection::open(dir.path().join(DB_NAME)).unwrap();
+        db.pragma_update(None, "user_version", 7).unwrap();
+        drop(db);
+        let err = match open(Format::Sqlite, dir.path(), &testutil::run_info()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("open succeeded"),
+        };
+        assert!(
+            err.contains("schema version 7") && err.contains(DB_NAME),
+            "{err}"
+        );
+    }
+}

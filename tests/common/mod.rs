@@ -1,0 +1,301 @@
+//! Real servers for integration tests: victoria-metrics, vmauth, vmagent,
+//! vmalert and prometheus from Debian's packages, each on a free loopback
+//! port with its own temp data dir, stopped on drop (also when a test panics).
+//! A missing binary fails the test with the command that installs it.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn spillway_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_spillway"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+fn require_binary(name: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "`{name}` is not installed. The integration tests run against real servers: \
+         run scripts/test.sh (it installs them) or `apt-get install -y victoria-metrics prometheus`."
+    );
+}
+
+/// A child process that is killed and reaped on drop; its output goes to a log file.
+pub struct Server {
+    pub name: String,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    args: Vec<String>,
+    binary: PathBuf,
+}
+
+impl Server {
+    pub fn start(binary: &str, port: u16, args: Vec<String>) -> Server {
+        Self::start_in(binary, port, tempfile::tempdir().expect("temp dir"), args)
+    }
+
+    /// Starts with a prepared temp dir; `{dir}` in `args` stands for its path.
+    pub fn start_in(binary: &str, port: u16, dir: tempfile::TempDir, args: Vec<String>) -> Server {
+        let binary = require_binary(binary);
+        let d = dir.path().display().to_string();
+        let args = args.into_iter().map(|a| a.replace("{dir}", &d)).collect();
+        let mut server = Server {
+            name: binary.file_name().unwrap().to_string_lossy().into_owned(),
+            port,
+            dir,
+            child: None,
+            args,
+            binary,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        self.child = Some(child);
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the process (SIGKILL) and keeps its data dir.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again with the same arguments and data dir.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn wait_ready(&self, path: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("{}{}", self.url(), path);
+        while Instant::now() < deadline {
+            if let Ok(out) = curl(&["-sf", "-o", "/dev/null", &url]) {
+                if out.status.success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{} did not become ready at {url}; log:\n{}", self.name, self.log());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Tests talk HTTP through curl so that they do not depend on the code under test.
+pub fn curl(args: &[&str]) -> std::io::Result<Output> {
+    Command::new("curl").args(args).output()
+}
+
+pub fn http_get(url: &str) -> String {
+    let out = curl(&["-sS", "--fail-with-body", url]).expect("curl");
+    assert!(out.status.success(), "GET {url} failed: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn http_post(url: &str, body: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body");
+    std::fs::write(&file, body).unwrap();
+    let data = format!("@{}", file.display());
+    let out = curl(&["-sS", "--fail-with-body", "-X", "POST", "--data-binary", &data, url]).expect("curl");
+    assert!(out.status.success(), "POST {url} failed: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A single-node VictoriaMetrics.
+pub struct Vm {
+    pub server: Server,
+}
+
+impl Vm {
+    pub fn start() -> Vm {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Vm {
+        let port = free_port();
+        let mut args = vec![
+            format!("-httpListenAddr=127.0.0.1:{port}"),
+            "-storageDataPath={dir}/data".into(),
+            "-retentionPeriod=100y".into(),
+            "-search.latencyOffset=0s".into(),
+            "-search.disableCache".into(),
+            "-loggerLevel=WARN".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let server = Server::start("victoria-metrics", port, args);
+        server.wait_ready("/health");
+        Vm { server }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Imports JSON lines and makes them searchable at once.
+    pub fn import(&self, lines: &str) {
+        http_post(&format!("{}/api/v1/import", self.url()), lines.as_bytes());
+        self.flush();
+    }
+
+    pub fn flush(&self) {
+        http_get(&format!("{}/internal/force_flush", self.url()));
+    }
+
+    /// `/api/v1/export` lines for `selector`, sorted, for comparisons.
+    pub fn export_lines(&self, selector: &str) -> Vec<String> {
+        self.flush();
+        let url = format!("{}/api/v1/export?match[]={}", self.url(), urlencode(selector));
+        let mut lines: Vec<String> = http_get(&url).lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    }
+
+    pub fn series_count(&self, selector: &str) -> usize {
+        self.export_lines(selector).len()
+    }
+}
+
+/// A vmauth in front of other servers, configured with `config_yaml`.
+pub struct VmAuth {
+    pub server: Server,
+}
+
+impl VmAuth {
+    pub fn start(config_yaml: &str) -> VmAuth {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("auth.yml"), config_yaml).unwrap();
+        let args = vec![
+            format!("-httpListenAddr=127.0.0.1:{port}"),
+            "-auth.config={dir}/auth.yml".into(),
+            "-loggerLevel=WARN".into(),
+        ];
+        let server = Server::start_in("vmauth", port, dir, args);
+        server.wait_ready("/health");
+        VmAuth { server }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Builds `/api/v1/import` JSON lines: one series per (labels, samples).
+pub fn vm_line(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> String {
+    let metric: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+        .collect();
+    let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
+    let timestamps: Vec<i64> = samples.iter().map(|s| s.0).collect();
+    serde_json::json!({"metric": metric, "values": values, "timestamps": timestamps}).to_string()
+}
+
+/// Runs the spillway binary and returns its output; prints everything on failure to help debugging.
+pub struct Run {
+    pub output: Output,
+    pub command: String,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+    pub fn code(&self) -> i32 {
+        self.output.status.code().unwrap_or(-1)
+    }
+    pub fn describe(&self) -> String {
+        format!(
+            "command: {}\nexit: {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.command,
+            self.output.status,
+            self.stdout(),
+            self.stderr()
+        )
+    }
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code(), code, "{}", self.describe());
+        self
+    }
+}
+
+pub fn spillway(args: &[&str]) -> Run {
+    spillway_in(None, args)
+}
+
+pub fn spillway_in(cwd: Option<&Path>, args: &[&str]) -> Run {
+    let mut cmd = Command::new(spillway_bin());
+    cmd.args(args).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
+    let output = cmd.output().expect("run spillway");
+    Run {
+        output,
+        command: format!("spillway {}", args.join(" ")),
+    }
+}

@@ -218,8 +218,23 @@ impl Encoder for ParquetFile {
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 "spillway.run".into(),
                 run_json(run).to_string(),
-            )]))
-            .build();
+            )]));
+        let props = if std::env::var("NOSTATS").is_ok() {
+            props.set_statistics_enabled(::parquet::file::properties::EnabledStatistics::None)
+        } else {
+            props
+        };
+        let props = if std::env::var("NODICT").is_ok() {
+            props.set_dictionary_enabled(false)
+        } else {
+            props
+        };
+        let props = if std::env::var("NOPI").is_ok() {
+            props.set_offset_index_disabled(true)
+        } else {
+            props
+        };
+        let props = props.build();
         let writer = SerializedFileWriter::new(file, schema, Arc::new(props)).map_err(perr)?;
         Ok(ParquetFile {
             path,

@@ -9,9 +9,11 @@ command -v vmagent >/dev/null 2>&1 || need+=(victoria-metrics)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 for extra in "$@"; do
   case "$extra" in
     chromium) command -v chromium >/dev/null 2>&1 || need+=(chromium) ;;
+    time) [ -x /usr/bin/time ] || need+=(time) ;;
     *) need+=("$extra") ;;
   esac
 done

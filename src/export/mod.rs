@@ -14,7 +14,7 @@ pub mod state;
 pub mod summary;
 
 use crate::client::{Client, ClientError, QueryParams};
-use crate::model::time::{file_stamp, format_rfc3339_ms, now_ms};
+use crate::model::time::{format_rfc3339_ms, now_ms};
 use crate::model::Labels;
 use crate::sink::atomic::AtomicFile;
 use crate::sink::file::{self, FlaggedSample, RecordSink, RunInfo, RunOutcome};
@@ -52,7 +52,8 @@ pub async fn run(opts: ExportOptions, progress: &dyn Progress) -> anyhow::Result
     use anyhow::Context;
     let started = Instant::now();
     let started_ms = now_ms();
-    let run_id = file_stamp(started_ms);
+    // Milliseconds keep run ids (and file names) of back-to-back cron runs apart.
+    let run_id = run_stamp(started_ms);
     let client = Client::new(opts.client.clone()).context("datasource")?;
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create output directory {}", opts.out.display()))?;
@@ -262,4 +263,11 @@ fn write_summary(out: &std::path::Path, summary: &RunSummary) -> std::io::Result
     f.write_all(&serde_json::to_vec_pretty(summary).map_err(std::io::Error::other)?)?;
     f.write_all(b"\n")?;
     f.commit()
+}
+
+/// `20240102T150405.123Z`: sortable, file-name safe, distinct for runs a millisecond apart.
+fn run_stamp(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y%m%dT%H%M%S%.3fZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
 }

@@ -80,7 +80,8 @@ impl Format {
 
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        // pad, not write_str: honours widths in tables (`{:8}`).
+        f.pad(self.name())
     }
 }
 

@@ -23,9 +23,10 @@
 //!
 //! Written with parquet's low-level column writers (no arrow): rows are
 //! buffered column-wise and flushed as a row group every [`ROW_GROUP_ROWS`]
-//! rows, so memory is bounded by one row group. Strings of one write call
-//! are stored once per call (a `Segment`) and repeated per row only while a
-//! row group is being written. Compression is Snappy; `timestamp` uses
+//! rows, or earlier once the buffered strings pass [`SEGMENT_BYTES`], so
+//! memory is bounded by one row group. Strings of one write call are stored
+//! once per call (a `Segment`, extended by consecutive calls for the same
+//! series) and repeated per row only while a row group is being written. Compression is Snappy; `timestamp` uses
 //! delta encoding (regular steps compress to almost nothing) and, like
 //! `value`, no dictionary, while the string columns keep the default
 //! dictionary encoding since they repeat for every sample of a series.
@@ -71,11 +72,18 @@ message spillway_sample {
   required boolean alert;
 }";
 
+/// Cap on the strings buffered with a row group. Series written one or two
+/// samples at a time (sparse alerts) make a segment per row; this flushes
+/// such row groups early instead of holding 64k copies of label sets.
+pub(super) const SEGMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Rows a segment's strings are repeated for at a time while writing, so
+/// the temporary per-row vectors stay small even for wide label sets.
+const EXPAND_ROWS: usize = 4096;
+
 /// Consecutive rows of one series in the buffer: its strings, once.
 struct Segment {
-    query: String,
-    labels: Labels,
-    query_bytes: ByteArray,
+    query: ByteArray,
     metric: ByteArray,
     keys: Vec<ByteArray>,
     values: Vec<ByteArray>,
@@ -86,14 +94,34 @@ impl Segment {
     fn new(query: &str, labels: &Labels) -> Segment {
         let bytes = |s: &str| ByteArray::from(s.as_bytes().to_vec());
         Segment {
-            query: query.to_string(),
-            labels: labels.clone(),
-            query_bytes: bytes(query),
+            query: bytes(query),
             metric: bytes(labels.metric_name()),
             keys: labels.without_name().map(|l| bytes(&l.name)).collect(),
             values: labels.without_name().map(|l| bytes(&l.value)).collect(),
             rows: 0,
         }
+    }
+
+    /// Whether this segment holds (query, labels), so a write can extend it.
+    fn is(&self, query: &str, labels: &Labels) -> bool {
+        let mut pairs = self.keys.iter().zip(&self.values);
+        self.query.data() == query.as_bytes()
+            && self.metric.data() == labels.metric_name().as_bytes()
+            && labels.without_name().all(|l| {
+                pairs.next().is_some_and(|(k, v)| {
+                    k.data() == l.name.as_bytes() && v.data() == l.value.as_bytes()
+                })
+            })
+            && pairs.next().is_none()
+    }
+
+    /// Rough heap cost: the strings plus a shared-buffer header per string.
+    fn heap_bytes(&self) -> usize {
+        let strings = [&self.query, &self.metric]
+            .into_iter()
+            .chain(&self.keys)
+            .chain(&self.values);
+        std::mem::size_of::<Segment>() + strings.map(|b| b.len() + 64).sum::<usize>()
     }
 }
 
@@ -101,6 +129,8 @@ pub(super) struct ParquetFile {
     path: PathBuf,
     writer: SerializedFileWriter<AtomicFile>,
     segments: Vec<Segment>,
+    /// [`Segment::heap_bytes`] of `segments`.
+    segment_bytes: usize,
     timestamps: Vec<i64>,
     values: Vec<f64>,
     out_of_range: Vec<bool>,
@@ -122,24 +152,33 @@ impl ParquetFile {
         }
         let mut group = self.writer.next_row_group()?;
         let segments = &self.segments;
-        write_column::<ByteArrayType>(&mut group, |w| {
-            for s in segments {
-                w.write_batch(&vec![s.query_bytes.clone(); s.rows], None, None)?;
-            }
-            Ok(())
-        })?;
-        write_column::<ByteArrayType>(&mut group, |w| {
-            for s in segments {
-                w.write_batch(&vec![s.metric.clone(); s.rows], None, None)?;
-            }
-            Ok(())
-        })?;
+        let strings: [fn(&Segment) -> &ByteArray; 2] = [|s| &s.query, |s| &s.metric];
+        for string in strings {
+            write_column::<ByteArrayType>(&mut group, |w| {
+                for s in segments {
+                    let values = vec![string(s).clone(); s.rows.min(EXPAND_ROWS)];
+                    for n in chunks(s.rows, values.len()) {
+                        w.write_batch(&values[..n], None, None)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
         let leaves: [fn(&Segment) -> &[ByteArray]; 2] = [|s| &s.keys, |s| &s.values];
         for leaf in leaves {
             write_column::<ByteArrayType>(&mut group, |w| {
                 for s in segments {
-                    let (values, def, rep) = map_rows(leaf(s), s.rows);
-                    w.write_batch(&values, Some(&def), Some(&rep))?;
+                    let entries = leaf(s);
+                    let (values, def, rep) = map_rows(entries, s.rows.min(EXPAND_ROWS));
+                    // A row is one level pair per entry, or one for no entries.
+                    let levels_per_row = entries.len().max(1);
+                    for n in chunks(s.rows, EXPAND_ROWS) {
+                        w.write_batch(
+                            &values[..n * entries.len()],
+                            Some(&def[..n * levels_per_row]),
+                            Some(&rep[..n * levels_per_row]),
+                        )?;
+                    }
                 }
                 Ok(())
             })?;
@@ -158,12 +197,19 @@ impl ParquetFile {
         })?;
         group.close()?;
         self.segments.clear();
+        self.segment_bytes = 0;
         self.timestamps.clear();
         self.values.clear();
         self.out_of_range.clear();
         self.alerts.clear();
         Ok(())
     }
+}
+
+/// Sizes of the pieces `rows` splits into, none larger than `max`.
+fn chunks(rows: usize, max: usize) -> impl Iterator<Item = usize> {
+    let max = max.max(1);
+    (0..rows.div_ceil(max)).map(move |i| max.min(rows - i * max))
 }
 
 /// Opens the next leaf column of `group`, lets `write` fill it, closes it.
@@ -218,28 +264,14 @@ impl Encoder for ParquetFile {
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 "spillway.run".into(),
                 run_json(run).to_string(),
-            )]));
-        let props = if std::env::var("NOSTATS").is_ok() {
-            props.set_statistics_enabled(::parquet::file::properties::EnabledStatistics::None)
-        } else {
-            props
-        };
-        let props = if std::env::var("NODICT").is_ok() {
-            props.set_dictionary_enabled(false)
-        } else {
-            props
-        };
-        let props = if std::env::var("NOPI").is_ok() {
-            props.set_offset_index_disabled(true)
-        } else {
-            props
-        };
-        let props = props.build();
+            )]))
+            .build();
         let writer = SerializedFileWriter::new(file, schema, Arc::new(props)).map_err(perr)?;
         Ok(ParquetFile {
             path,
             writer,
             segments: Vec::new(),
+            segment_bytes: 0,
             timestamps: Vec::with_capacity(ROW_GROUP_ROWS),
             values: Vec::with_capacity(ROW_GROUP_ROWS),
             out_of_range: Vec::with_capacity(ROW_GROUP_ROWS),
@@ -256,10 +288,10 @@ impl Encoder for ParquetFile {
         while !samples.is_empty() {
             let room = ROW_GROUP_ROWS - self.timestamps.len();
             let (now, later) = samples.split_at(samples.len().min(room));
-            let continues = matches!(self.segments.last(),
-                Some(s) if s.query == query && &s.labels == labels);
-            if !continues {
-                self.segments.push(Segment::new(query, labels));
+            if !self.segments.last().is_some_and(|s| s.is(query, labels)) {
+                let segment = Segment::new(query, labels);
+                self.segment_bytes += segment.heap_bytes();
+                self.segments.push(segment);
             }
             let segment = self.segments.last_mut().expect("pushed above");
             segment.rows += now.len();
@@ -269,7 +301,7 @@ impl Encoder for ParquetFile {
                 self.out_of_range.push(s.out_of_range);
                 self.alerts.push(s.alert);
             }
-            if self.timestamps.len() >= ROW_GROUP_ROWS {
+            if self.timestamps.len() >= ROW_GROUP_ROWS || self.segment_bytes >= SEGMENT_BYTES {
                 self.flush().map_err(|e| self.error(e))?;
             }
             samples = later;
@@ -481,6 +513,42 @@ mod tests {
             read(&paths[1]).len(),
             rows.iter().filter(|r| r.alert).count()
         );
+    }
+
+    #[test]
+    fn chunks_cover_the_rows() {
+        assert_eq!(chunks(10, 4).collect::<Vec<_>>(), [4, 4, 2]);
+        assert_eq!(chunks(8, 4).collect::<Vec<_>>(), [4, 4]);
+        assert_eq!(chunks(3, 4).collect::<Vec<_>>(), [3]);
+        assert_eq!(chunks(0, 4).count(), 0);
+    }
+
+    #[test]
+    fn many_small_series_flush_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(Format::Parquet, dir.path(), &testutil::run_info()).unwrap();
+        let long = "x".repeat(1000);
+        let n = 2 * SEGMENT_BYTES / 1000;
+        for i in 0..n {
+            let labels =
+                Labels::from_pairs([("__name__", "m".to_string()), ("i", format!("{i}{long}"))]);
+            let s = FlaggedSample {
+                timestamp_ms: i as i64,
+                value: 1.0,
+                out_of_range: false,
+                alert: false,
+            };
+            sink.write("q", &labels, &[s]).unwrap();
+        }
+        let paths = sink.finish(&RunOutcome::default()).unwrap();
+        let reader = reader(&paths[0]);
+        assert!(reader.metadata().num_row_groups() >= 2);
+        let rows = read(&paths[0]);
+        assert_eq!(rows.len(), n);
+        assert!(rows
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.labels[0].1 == format!("{i}{long}")));
     }
 
     #[test]

@@ -1,0 +1,280 @@
+//! The shared client's connection options end to end through the binary:
+//! auth headers, tenant headers, custom headers, TLS CA and skip-verify,
+//! retries on 5xx but not on 4xx.
+
+mod common;
+
+use common::*;
+use std::sync::{Arc, Mutex};
+
+type Seen = Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>;
+
+/// A fake datasource recording request headers; answers 503 `fail_first` times first.
+fn fake_datasource(rt: &tokio::runtime::Runtime, fail_first: usize) -> (u16, Seen) {
+    let port = free_port();
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let failures = Arc::new(Mutex::new(fail_first));
+    rt.spawn(async move {
+        use axum::http::{HeaderMap, StatusCode, Uri};
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+            let s = s.clone();
+            let failures = failures.clone();
+            async move {
+                let hs = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                s.lock().unwrap().push((uri.path().to_string(), hs));
+                let mut f = failures.lock().unwrap();
+                if *f > 0 {
+                    *f -= 1;
+                    return (StatusCode::SERVICE_UNAVAILABLE, "busy".to_string());
+                }
+                (
+                    StatusCode::OK,
+                    r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#
+                        .to_string(),
+                )
+            }
+        });
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        axum::serve(l, app).await.unwrap();
+    });
+    (port, seen)
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn auth_tenant_and_custom_headers_are_sent() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (port, seen) = fake_datasource(&rt, 0);
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, "tok-from-file\n").unwrap();
+    let url = format!("http://127.0.0.1:{port}/select/3:4/prometheus");
+    let out = tmp.path().join("out");
+    spillway(&[
+        "export",
+        "--url",
+        &url,
+        "-Q",
+        "up",
+        "--since",
+        "5m",
+        "--tenant",
+        "3:4",
+        "--header",
+        "X-Scope-OrgID: team-a",
+        "--bearer-token-file",
+        token_file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .assert_code(0);
+    spillway(&[
+        "export",
+        "--url",
+        &format!("http://127.0.0.1:{port}"),
+        "-Q",
+        "up",
+        "--since",
+        "5m",
+        "--username",
+        "bob",
+        "--password",
+        "pw",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .assert_code(0);
+    let seen = seen.lock().unwrap();
+    let (path, h) = &seen[0];
+    assert_eq!(path, "/select/3:4/prometheus/api/v1/query_range");
+    assert_eq!(header(h, "accountid"), Some("3"));
+    assert_eq!(header(h, "projectid"), Some("4"));
+    assert_eq!(header(h, "x-scope-orgid"), Some("team-a"));
+    assert_eq!(header(h, "authorization"), Some("Bearer tok-from-file"));
+    let (_, h) = seen.last().unwrap();
+    assert_eq!(header(h, "authorization"), Some("Basic Ym9iOnB3")); // bob:pw
+    assert!(header(h, "user-agent").unwrap().starts_with("spillway/"));
+}
+
+#[test]
+fn retries_5xx_until_success() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (port, seen) = fake_datasource(&rt, 2);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = spillway(&[
+        "export",
+        "--url",
+        &format!("http://127.0.0.1:{port}"),
+        "-Q",
+        "up",
+        "--since",
+        "5m",
+        "--retries",
+        "3",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
+    run.assert_code(0);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        3,
+        "two 503 answers, then success"
+    );
+    let (port, seen) = fake_datasource(&rt, 10);
+    let run = spillway(&[
+        "export",
+        "--url",
+        &format!("http://127.0.0.1:{port}"),
+        "-Q",
+        "up",
+        "--since",
+        "5m",
+        "--retries",
+        "1",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
+    run.assert_code(1);
+    assert_eq!(seen.lock().unwrap().len(), 2, "gives up after --retries");
+    assert!(
+        run.stderr().contains("503") && run.stderr().contains("busy"),
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn tls_ca_file_and_skip_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A CA and a server certificate it signs (rustls refuses a CA used as the server's own cert).
+    let (ca, ca_key) = (tmp.path().join("ca.pem"), tmp.path().join("ca.key"));
+    let (cert, key, csr) = (
+        tmp.path().join("cert.pem"),
+        tmp.path().join("key.pem"),
+        tmp.path().join("req.csr"),
+    );
+    let ext = tmp.path().join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(tmp.path())
+            .output()
+            .expect("openssl is needed for the TLS test: apt-get install -y openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=spillway test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "req.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    let _ = (&ca_key, &csr);
+    let vm = Vm::start();
+    let port = free_port();
+    let args = vec![
+        format!("-httpListenAddr=127.0.0.1:{port}"),
+        "-auth.config={dir}/auth.yml".into(),
+        "-tls".into(),
+        format!("-tlsCertFile={}", cert.display()),
+        format!("-tlsKeyFile={}", key.display()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("auth.yml"),
+        format!(
+            "users:\n  - username: u\n    password: p\n    url_prefix: \"{}\"\n",
+            vm.url()
+        ),
+    )
+    .unwrap();
+    let _auth = Server::start_in("vmauth", port, dir, args);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let url = format!("https://127.0.0.1:{port}");
+    let out = tmp.path().join("out");
+    let base = [
+        "export",
+        "--url",
+        url.as_str(),
+        "-Q",
+        "up",
+        "--since",
+        "5m",
+        "--username",
+        "u",
+        "--password",
+        "p",
+        "--retries",
+        "0",
+    ];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        spillway(&a)
+    };
+    let run = with(&[]);
+    run.assert_code(1);
+    assert!(
+        run.stderr().to_lowercase().contains("certificate"),
+        "{}",
+        run.describe()
+    );
+    with(&["--tls-ca-file", ca.to_str().unwrap()]).assert_code(0);
+    with(&["--tls-insecure-skip-verify"]).assert_code(0);
+}

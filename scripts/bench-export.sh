@@ -70,6 +70,10 @@ run_range() {
   measure "spillway-$label" "$bin" --quiet export --url "$vm" --query bench_metric --from "$from" --to "$to" \
     --step ${step}s --thresholds "$work/thresholds.yml" --format csv,parquet,sqlite --out "$work/out-$label"
   ls -l "$work/out-$label" | tail -n +2
+  # The same without SQLite, to show what the database costs on its own.
+  measure "spillway-$label-csv,parquet" "$bin" --quiet export --url "$vm" --query bench_metric --from "$from" --to "$to" \
+    --step ${step}s --thresholds "$work/thresholds.yml" --format csv,parquet --out "$work/out-$label-nosql"
+  rm -rf "$work/out-$label" "$work/out-$label-nosql"
 }
 
 run_range 6h $(( end - 6 * 3600 )) "$end"
@@ -79,6 +83,7 @@ echo
 echo "== ratios (spillway / curl)"
 for r in 6h 24h; do
   echo "$r: wall $(ratio spillway-$r curl-$r 2)x (target <= 1.5), cpu $(ratio spillway-$r curl-$r 3)x," \
-       "spillway peak RSS $(awk -v n=spillway-$r '$1==n{printf "%.1f", $4/1024}' "$results") MB (target <= 150)"
+       "spillway peak RSS $(awk -v n=spillway-$r '$1==n{printf "%.1f", $4/1024}' "$results") MB (target <= 150);" \
+       "without sqlite: wall $(ratio spillway-$r-csv,parquet curl-$r 2)x"
 done
 echo "RSS 24h / 6h: $(ratio spillway-24h spillway-6h 4)x (flat memory: about 1)"

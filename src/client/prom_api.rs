@@ -371,18 +371,49 @@ struct RawSeries {
     #[serde(default)]
     metric: BTreeMap<String, String>,
     #[serde(default)]
-    values: Vec<(f64, String)>,
+    values: Vec<(f64, Value)>,
     #[serde(default)]
-    value: Option<(f64, String)>,
+    value: Option<(f64, Value)>,
 }
 
 impl RawSeries {
     fn into_series(self) -> Result<Series, String> {
-        let mut samples = Vec::with_capacity(self.values.len() + 1);
-        for (ts, v) in self.values.iter().chain(self.value.iter()) {
-            samples.push(Sample::new(to_ms(*ts), parse_value(v)?));
-        }
+        let samples = self
+            .values
+            .iter()
+            .chain(self.value.iter())
+            .map(|(ts, v)| Sample::new(to_ms(*ts), v.0))
+            .collect();
         Ok(Series::new(Labels::from_pairs(self.metric), samples))
+    }
+}
+
+/// A sample value parsed straight from the transient string serde hands us:
+/// no allocation per point, which dominates long range answers.
+struct Value(f64);
+
+impl<'de> serde::Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a sample value string such as \"1.5\" or \"NaN\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+                parse_value(v).map(Value).map_err(E::custom)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+                Ok(Value(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+                Ok(Value(v as f64))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+                Ok(Value(v as f64))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

@@ -96,17 +96,8 @@ pub async fn run(opts: ExportOptions, progress: &dyn Progress) -> anyhow::Result
                 .with_context(|| format!("cannot open the {f} output"))?,
         );
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(64);
-    let writer = std::thread::spawn(move || -> Result<Vec<Box<dyn RecordSink>>, String> {
-        while let Some(chunk) = rx.blocking_recv() {
-            for s in sinks.iter_mut() {
-                s.write(&chunk.query, &chunk.labels, &chunk.samples)
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(sinks)
-    });
-
+    let writers = SinkWriters::spawn(sinks);
+    let tx = writers.sender();
     progress.start(
         plans
             .iter()
@@ -139,10 +130,7 @@ pub async fn run(opts: ExportOptions, progress: &dyn Progress) -> anyhow::Result
     }
     drop(tx);
     progress.finish();
-    let sinks = writer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the file writer thread panicked"))?
-        .map_err(anyhow::Error::msg)?;
+    let sinks = writers.join().map_err(anyhow::Error::msg)?;
 
     let failed: Vec<String> = summaries
         .iter()
@@ -207,7 +195,7 @@ async fn export_query(
     query: &str,
     plan: &RangePlan,
     opts: &ExportOptions,
-    tx: &tokio::sync::mpsc::Sender<Chunk>,
+    tx: &ChunkSender,
     qs: &mut QuerySummary,
     progress: &dyn Progress,
 ) -> Result<(), ClientError> {
@@ -243,11 +231,11 @@ async fn export_query(
                     }
                 })
                 .collect();
-            let chunk = Chunk {
+            let chunk = Arc::new(Chunk {
                 query: query_arc.clone(),
                 labels: series.labels,
                 samples,
-            };
+            });
             if tx.send(chunk).await.is_err() {
                 // The writer stopped on an error; its message is reported when it is joined.
                 return Ok(());
@@ -256,6 +244,71 @@ async fn export_query(
         progress.window_done(query, start, end, qs.samples - before);
     }
     Ok(())
+}
+
+/// One thread per output format, so CSV, Parquet and SQLite encode in
+/// parallel: the run takes as long as the slowest format, not their sum.
+struct SinkWriters {
+    senders: Vec<tokio::sync::mpsc::Sender<Arc<Chunk>>>,
+    threads: Vec<std::thread::JoinHandle<Result<Box<dyn RecordSink>, String>>>,
+}
+
+/// Hands each chunk to every format's thread; fails once any of them stopped.
+#[derive(Clone)]
+struct ChunkSender(Vec<tokio::sync::mpsc::Sender<Arc<Chunk>>>);
+
+impl ChunkSender {
+    async fn send(&self, chunk: Arc<Chunk>) -> Result<(), ()> {
+        for s in &self.0 {
+            s.send(chunk.clone()).await.map_err(|_| ())?;
+        }
+        Ok(())
+    }
+}
+
+impl SinkWriters {
+    fn spawn(sinks: Vec<Box<dyn RecordSink>>) -> SinkWriters {
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        for mut sink in sinks {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<Chunk>>(256);
+            senders.push(tx);
+            threads.push(std::thread::spawn(move || {
+                while let Some(chunk) = rx.blocking_recv() {
+                    sink.write(&chunk.query, &chunk.labels, &chunk.samples)
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(sink)
+            }));
+        }
+        SinkWriters { senders, threads }
+    }
+
+    fn sender(&self) -> ChunkSender {
+        ChunkSender(self.senders.clone())
+    }
+
+    /// Waits for every writer; the first error wins (its sinks are dropped, removing temp files).
+    fn join(self) -> Result<Vec<Box<dyn RecordSink>>, String> {
+        drop(self.senders);
+        let mut sinks = Vec::new();
+        let mut first_error = None;
+        for t in self.threads {
+            match t.join() {
+                Ok(Ok(s)) => sinks.push(s),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert("a file writer thread panicked".to_string());
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(sinks),
+        }
+    }
 }
 
 fn write_summary(out: &std::path::Path, summary: &RunSummary) -> std::io::Result<PathBuf> {

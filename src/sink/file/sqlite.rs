@@ -18,11 +18,12 @@
 //! the strings of a series would otherwise repeat on every one (measured:
 //! 254 bytes per row flat, about 100 normalised). `series(id, query, metric,
 //! labels)` holds each (query, labels) once, `UNIQUE(metric, labels,
-//! query)`; `sample_rows` and `alert_rows` hold `(run_id, series_id,
-//! timestamp_ms, value, out_of_range, alert)`; the `samples` and `alerts`
-//! views join them back into the flat shape. Indexes: `series(metric, ..)`
-//! (the unique constraint), `sample_rows(series_id, timestamp_ms)` and
-//! `sample_rows(run_id)`, `alert_rows(timestamp_ms)` and `alert_rows(run_id)`,
+//! query)`; `sample_rows` and `alert_rows` hold `(run, series_id,
+//! timestamp_ms, value, out_of_range, alert)` where `run` is the rowid of the
+//! run in `runs`; the `samples` and `alerts` views join them back into the
+//! flat shape. Indexes: `series(metric, ..)` (the unique constraint),
+//! `sample_rows(series_id, timestamp_ms)` and `sample_rows(run)`,
+//! `alert_rows(timestamp_ms)` and `alert_rows(run)`,
 //! so `WHERE metric = .. AND timestamp_ms > ..` on the views uses indexes, and
 //! deleting a run (from the `*_rows` tables) is cheap.
 //!
@@ -71,7 +72,7 @@ CREATE TABLE IF NOT EXISTS series (
     UNIQUE (metric, labels, query)
 );
 CREATE TABLE IF NOT EXISTS sample_rows (
-    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    run INTEGER NOT NULL,
     series_id INTEGER NOT NULL REFERENCES series(id),
     timestamp_ms INTEGER NOT NULL,
     value REAL,
@@ -79,7 +80,7 @@ CREATE TABLE IF NOT EXISTS sample_rows (
     alert INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS alert_rows (
-    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    run INTEGER NOT NULL,
     series_id INTEGER NOT NULL REFERENCES series(id),
     timestamp_ms INTEGER NOT NULL,
     value REAL,
@@ -87,15 +88,15 @@ CREATE TABLE IF NOT EXISTS alert_rows (
     alert INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sample_rows_series_time ON sample_rows(series_id, timestamp_ms);
-CREATE INDEX IF NOT EXISTS sample_rows_run ON sample_rows(run_id);
+CREATE INDEX IF NOT EXISTS sample_rows_run ON sample_rows(run);
 CREATE INDEX IF NOT EXISTS alert_rows_time ON alert_rows(timestamp_ms);
-CREATE INDEX IF NOT EXISTS alert_rows_run ON alert_rows(run_id);
+CREATE INDEX IF NOT EXISTS alert_rows_run ON alert_rows(run);
 CREATE VIEW IF NOT EXISTS samples AS
-    SELECT r.run_id, s.query, s.metric, s.labels, r.timestamp_ms, r.value, r.out_of_range, r.alert
-    FROM sample_rows r JOIN series s ON s.id = r.series_id;
+    SELECT u.run_id, s.query, s.metric, s.labels, r.timestamp_ms, r.value, r.out_of_range, r.alert
+    FROM sample_rows r JOIN series s ON s.id = r.series_id JOIN runs u ON u.rowid = r.run;
 CREATE VIEW IF NOT EXISTS alerts AS
-    SELECT r.run_id, s.query, s.metric, s.labels, r.timestamp_ms, r.value, r.out_of_range, r.alert
-    FROM alert_rows r JOIN series s ON s.id = r.series_id;
+    SELECT u.run_id, s.query, s.metric, s.labels, r.timestamp_ms, r.value, r.out_of_range, r.alert
+    FROM alert_rows r JOIN series s ON s.id = r.series_id JOIN runs u ON u.rowid = r.run;
 ";
 
 const INSERT_SERIES: &str =
@@ -103,14 +104,16 @@ const INSERT_SERIES: &str =
 const SELECT_SERIES: &str =
     "SELECT id FROM series WHERE metric = ?2 AND labels = ?3 AND query = ?1";
 const INSERT_SAMPLE: &str = "INSERT INTO sample_rows \
-    (run_id, series_id, timestamp_ms, value, out_of_range, alert) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    (run, series_id, timestamp_ms, value, out_of_range, alert) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const INSERT_ALERT: &str = "INSERT INTO alert_rows \
-    (run_id, series_id, timestamp_ms, value, out_of_range, alert) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    (run, series_id, timestamp_ms, value, out_of_range, alert) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 pub(super) struct SqliteSink {
     path: PathBuf,
     conn: Connection,
     run_id: String,
+    /// The run's rowid in `runs`, stored in every row instead of the longer id.
+    run_key: i64,
     /// The last write's (query, labels) and series id: a series arriving in
     /// consecutive calls is looked up once.
     last_series: Option<(String, Labels, i64)>,
@@ -129,6 +132,7 @@ impl SqliteSink {
             path,
             conn,
             run_id: run.run_id.clone(),
+            run_key: 0,
             last_series: None,
             committed: false,
         };
@@ -152,16 +156,15 @@ impl SqliteSink {
         // for its whole duration; wait for it rather than fail.
         conn.busy_timeout(Duration::from_secs(600))
             .map_err(self.err("open"))?;
-        // WAL: readers keep working during a run. FULL sync costs one fsync
-        // per run (one commit) and makes a finished run survive a power cut.
-        // The page cache (64 MiB) keeps index pages resident during a long
-        // transaction; the WAL is cut back after the checkpoint so a big run
-        // does not leave a big file behind.
+        // A rollback journal, not WAL: a run only appends, and appended pages
+        // need no journal entry, while WAL would write every page twice (log,
+        // then checkpoint). FULL sync makes a finished run survive a power
+        // cut. The page cache (64 MiB) keeps index pages resident during a
+        // long transaction.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
+            "PRAGMA journal_mode = TRUNCATE;
              PRAGMA synchronous = FULL;
-             PRAGMA cache_size = -65536;
-             PRAGMA journal_size_limit = 67108864;",
+             PRAGMA cache_size = -65536;",
         )
         .map_err(self.err("configure"))?;
         conn.execute_batch("BEGIN IMMEDIATE")
@@ -198,7 +201,10 @@ impl SqliteSink {
             ],
         );
         match inserted {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.run_key = conn.last_insert_rowid();
+                Ok(())
+            }
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == ErrorCode::ConstraintViolation =>
             {
@@ -227,12 +233,12 @@ fn series_id(conn: &Connection, query: &str, labels: &Labels) -> rusqlite::Resul
 fn insert_rows<'a>(
     conn: &Connection,
     sql: &str,
-    run_id: &str,
+    run_key: i64,
     series_id: i64,
     samples: impl Iterator<Item = &'a FlaggedSample>,
 ) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(sql)?;
-    stmt.raw_bind_parameter(1, run_id)?;
+    stmt.raw_bind_parameter(1, run_key)?;
     stmt.raw_bind_parameter(2, series_id)?;
     for s in samples {
         stmt.raw_bind_parameter(3, s.timestamp_ms)?;
@@ -264,13 +270,13 @@ impl RecordSink for SqliteSink {
             }
         };
         let conn = &self.conn;
-        let run_id = self.run_id.as_str();
-        insert_rows(conn, INSERT_SAMPLE, run_id, series, samples.iter())
+        let run_key = self.run_key;
+        insert_rows(conn, INSERT_SAMPLE, run_key, series, samples.iter())
             .and_then(|()| {
                 insert_rows(
                     conn,
                     INSERT_ALERT,
-                    run_id,
+                    run_key,
                     series,
                     samples.iter().filter(|s| s.alert),
                 )

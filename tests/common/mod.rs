@@ -14,11 +14,26 @@ pub fn spillway_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_spillway"))
 }
 
+/// A port nobody listens on. Picked at random below the kernel's ephemeral
+/// range (which outgoing connections and `bind(0)` in other test processes
+/// use), never handed out twice by this process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    for _ in 0..1000 {
+        let port = 10_000 + (fastrand::u16(..) % 20_000);
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port found in 10000..30000");
 }
 
 fn require_binary(name: &str) -> PathBuf {

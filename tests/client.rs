@@ -244,8 +244,12 @@ fn tls_ca_file_and_skip_verify() {
     )
     .unwrap();
     let _auth = Server::start_in("vmauth", port, dir, args);
-    std::thread::sleep(std::time::Duration::from_millis(800));
     let url = format!("https://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !curl(&["-skf", "-o", "/dev/null", &format!("{url}/health")]).unwrap().status.success() {
+        assert!(std::time::Instant::now() < deadline, "vmauth with TLS did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let out = tmp.path().join("out");
     let base = [
         "export",

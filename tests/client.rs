@@ -246,8 +246,15 @@ fn tls_ca_file_and_skip_verify() {
     let _auth = Server::start_in("vmauth", port, dir, args);
     let url = format!("https://127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !curl(&["-skf", "-o", "/dev/null", &format!("{url}/health")]).unwrap().status.success() {
-        assert!(std::time::Instant::now() < deadline, "vmauth with TLS did not start");
+    while !curl(&["-skf", "-o", "/dev/null", &format!("{url}/health")])
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "vmauth with TLS did not start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let out = tmp.path().join("out");

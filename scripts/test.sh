@@ -12,7 +12,7 @@ echo "== cargo clippy -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast --all-targets
+  cargo nextest run --locked --no-fail-fast
   cargo test --locked --doc
 else
   cargo test --locked --no-fail-fast

@@ -13,7 +13,6 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast
-  cargo test --locked --doc
 else
   cargo test --locked --no-fail-fast
 fi

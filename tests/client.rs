@@ -289,3 +289,82 @@ fn tls_ca_file_and_skip_verify() {
     with(&["--tls-ca-file", ca.to_str().unwrap()]).assert_code(0);
     with(&["--tls-insecure-skip-verify"]).assert_code(0);
 }
+
+/// The library client against a real VictoriaMetrics: every API it offers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_apis_against_victoria_metrics() {
+    use spillway::client::{Client, ClientConfig, QueryParams};
+    let vm = tokio::task::spawn_blocking(Vm::start).await.unwrap();
+    let client = Client::new(ClientConfig {
+        url: vm.url(),
+        ..Default::default()
+    })
+    .unwrap();
+    let now = chrono::Utc::now().timestamp_millis() / 60_000 * 60_000 - 600_000;
+    let lines = format!(
+        "{}\n{}\n",
+        vm_line(
+            &[("__name__", "m"), ("job", "a")],
+            &[(now, 1.0), (now + 60_000, 2.0)]
+        ),
+        vm_line(&[("__name__", "m"), ("job", "b")], &[(now, 3.0)])
+    );
+    client.import(bytes::Bytes::from(lines)).await.unwrap();
+    vm.flush();
+
+    let series = client
+        .series(&["m".to_string()], now - 60_000, now + 120_000)
+        .await
+        .unwrap();
+    assert_eq!(series.len(), 2);
+    let instant = client
+        .query("sum(m)", now + 60_000, &QueryParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        instant[0].samples[0].value, 5.0,
+        "2 (job a at +60s) + 3 (job b, looked back)"
+    );
+    let mut stream = client
+        .query_range(
+            "m{job=\"a\"}",
+            now,
+            now + 60_000,
+            60_000,
+            &QueryParams::default(),
+        )
+        .await
+        .unwrap();
+    let s = stream.recv().await.unwrap().unwrap();
+    assert_eq!(
+        s.samples.iter().map(|p| p.value).collect::<Vec<_>>(),
+        [1.0, 2.0]
+    );
+    assert!(stream.recv().await.is_none());
+
+    let resp = client
+        .export(
+            &["m".to_string()],
+            now - 60_000,
+            now + 120_000,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let body = resp.text().await.unwrap();
+    assert_eq!(body.lines().count(), 2, "{body}");
+    let tsdb = client.tsdb_status().await.unwrap();
+    assert!(tsdb
+        .series_count_by_metric_name
+        .iter()
+        .any(|n| n.name == "m"));
+    // VictoriaMetrics 1.79 answers buildinfo without a version; it must still parse.
+    client.build_info().await.unwrap();
+
+    let err = client
+        .query("sum(", now, &QueryParams::default())
+        .await
+        .unwrap_err();
+    assert!(!err.is_retriable());
+    assert!(matches!(err.status(), Some(400 | 422)), "{err}");
+}

@@ -43,7 +43,7 @@ awk -v n="$series" -v start="$start" -v end="$end" -v step="$step" 'BEGIN {
     for (t = start; t <= end; t += step) printf "%s%d000", (t == start ? "" : ","), t
     printf "]}\n"
   }
-}' | curl -sf --data-binary @- "$vm/api/v1/import"
+}' | curl -sf -X POST -T - "$vm/api/v1/import"
 curl -sf "$vm/internal/force_flush" >/dev/null
 sleep 2
 

@@ -204,10 +204,26 @@ async fn export_query(
     let params = QueryParams {
         extra: vec![("nocache".into(), "1".into())],
     };
-    for (start, end) in plan.windows() {
-        let mut stream = client
-            .query_range(query, start, end, opts.step_ms, &params)
-            .await?;
+    // The next window is requested while this one is consumed, so the
+    // server computes it while we write: wall time is max(server, us), not the sum.
+    let fetch = |(start, end): (i64, i64)| {
+        let (client, query, params, step) = (
+            client.clone(),
+            query.to_string(),
+            params.clone(),
+            opts.step_ms,
+        );
+        tokio::spawn(async move { client.query_range(&query, start, end, step, &params).await })
+    };
+    let windows: Vec<(i64, i64)> = plan.windows().collect();
+    let mut next = windows.first().map(|w| fetch(*w));
+    for (i, &(start, end)) in windows.iter().enumerate() {
+        let pending = next.take().expect("one fetch per window");
+        let mut stream = pending.await.map_err(|e| ClientError::Decode {
+            url: client.endpoint().display(),
+            reason: format!("request task failed: {e}"),
+        })??;
+        next = windows.get(i + 1).map(|w| fetch(*w));
         let before = qs.samples;
         qs.windows += 1;
         while let Some(series) = stream.recv().await {

@@ -4,8 +4,9 @@
 //! `labels` is the PromQL notation without the name (`{a="b", c="d"}`),
 //! `timestamp` RFC 3339 UTC, `value` as the Prometheus API prints it
 //! (`NaN`, `+Inf`, `-Inf` included), booleans `true`/`false`. Quoting follows
-//! RFC 4180 (the `csv` crate), so quotes, commas and newlines in labels or
-//! queries survive. No trailer: the run summary lives in the JSON outputs and
+//! RFC 4180 as the `csv` crate does, so quotes, commas and newlines in labels
+//! or queries survive; rows are built by hand because the per-field quoting
+//! scan of a generic writer was the largest cost of a big export. No trailer: the run summary lives in the JSON outputs and
 //! in SQLite.
 
 use super::{
@@ -13,7 +14,7 @@ use super::{
 };
 use crate::model::Labels;
 use crate::sink::atomic::AtomicFile;
-use std::io;
+use std::io::{self, Write};
 
 pub(super) const HEADER: [&str; 8] = [
     "metric",
@@ -27,49 +28,52 @@ pub(super) const HEADER: [&str; 8] = [
 ];
 
 pub(super) struct CsvFile {
-    out: csv::Writer<AtomicFile>,
+    out: AtomicFile,
     timestamps: TimestampFormatter,
-    /// Per-row text fields, reused so rows allocate nothing.
-    timestamp: String,
-    timestamp_ms: String,
-    value: String,
+    /// One series' rows, built here and written at once: rows allocate nothing.
+    rows: String,
 }
 
 impl CsvFile {
-    fn error(&self, error: csv::Error) -> SinkError {
+    fn error(&self, error: io::Error) -> SinkError {
         SinkError::Write {
-            path: self.out.get_ref().path().to_path_buf(),
-            error: csv_io(error),
+            path: self.out.path().to_path_buf(),
+            error,
         }
     }
 }
 
-/// The `csv` writer only fails on I/O or on misuse (unequal row lengths,
-/// which our fixed row shape rules out).
-fn csv_io(error: csv::Error) -> io::Error {
-    match error.into_kind() {
-        csv::ErrorKind::Io(e) => e,
-        other => io::Error::other(format!("{other:?}")),
+/// Appends `field` as RFC 4180 does (quoted when it holds `,`, `"`, CR or LF,
+/// quotes doubled), the way the `csv` crate's default writer quotes.
+fn push_field(out: &mut String, field: &str) {
+    if !field.contains([',', '"', '\n', '\r']) {
+        out.push_str(field);
+        return;
     }
+    out.push('"');
+    for c in field.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 impl Encoder for CsvFile {
-    fn start(file: AtomicFile, _run: &RunInfo) -> Result<Self, SinkError> {
-        // AtomicFile buffers already; a small csv buffer avoids copying twice.
-        let out = csv::WriterBuilder::new()
-            .buffer_capacity(8 * 1024)
-            .from_writer(file);
-        let mut this = CsvFile {
-            out,
-            timestamps: TimestampFormatter::default(),
-            timestamp: String::new(),
-            timestamp_ms: String::new(),
-            value: String::new(),
-        };
-        if let Err(e) = this.out.write_record(HEADER) {
-            return Err(this.error(e));
+    fn start(mut file: AtomicFile, _run: &RunInfo) -> Result<Self, SinkError> {
+        let header = format!("{}\n", HEADER.join(","));
+        if let Err(error) = file.write_all(header.as_bytes()) {
+            return Err(SinkError::Write {
+                path: file.path().to_path_buf(),
+                error,
+            });
         }
-        Ok(this)
+        Ok(CsvFile {
+            out: file,
+            timestamps: TimestampFormatter::default(),
+            rows: String::new(),
+        })
     }
 
     fn write(
@@ -78,39 +82,38 @@ impl Encoder for CsvFile {
         labels: &Labels,
         samples: &[FlaggedSample],
     ) -> Result<(), SinkError> {
-        let metric = labels.metric_name();
-        let label_text = labels.format_without_name();
+        // The series' own columns are the same on every row: escape them once.
+        let mut prefix = String::new();
+        push_field(&mut prefix, labels.metric_name());
+        prefix.push(',');
+        push_field(&mut prefix, &labels.format_without_name());
+        prefix.push(',');
+        let mut suffix = String::from(",");
+        push_field(&mut suffix, query);
+        suffix.push('\n');
+        self.rows.clear();
         for s in samples {
-            self.timestamp.clear();
-            self.timestamps.push(&mut self.timestamp, s.timestamp_ms);
-            self.timestamp_ms.clear();
-            self.timestamp_ms
-                .push_str(itoa(s.timestamp_ms, &mut [0; 20]));
-            self.value.clear();
-            push_value(&mut self.value, s.value);
-            let row = [
-                metric,
-                &label_text,
-                &self.timestamp,
-                &self.timestamp_ms,
-                &self.value,
-                bool_text(s.out_of_range),
-                bool_text(s.alert),
-                query,
-            ];
-            if let Err(e) = self.out.write_record(row) {
-                return Err(self.error(e));
-            }
+            self.rows.push_str(&prefix);
+            self.timestamps.push(&mut self.rows, s.timestamp_ms);
+            self.rows.push(',');
+            self.rows.push_str(itoa(s.timestamp_ms, &mut [0; 20]));
+            self.rows.push(',');
+            push_value(&mut self.rows, s.value);
+            self.rows.push(',');
+            self.rows.push_str(bool_text(s.out_of_range));
+            self.rows.push(',');
+            self.rows.push_str(bool_text(s.alert));
+            self.rows.push_str(&suffix);
         }
-        Ok(())
+        let result = self.out.write_all(self.rows.as_bytes());
+        if self.rows.capacity() > 1 << 20 {
+            self.rows = String::new();
+        }
+        result.map_err(|e| self.error(e))
     }
 
     fn close(self, _outcome: &RunOutcome) -> Result<AtomicFile, SinkError> {
-        let path = self.out.get_ref().path().to_path_buf();
-        self.out.into_inner().map_err(|e| SinkError::Write {
-            path,
-            error: e.into_error(),
-        })
+        Ok(self.out)
     }
 }
 

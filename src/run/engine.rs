@@ -116,6 +116,16 @@ pub struct EngineOptions {
     pub history_len: usize,
     /// Add `alertgroup` to alert series (vmalert unless `-disableAlertgroupLabel`).
     pub alertgroup_label: bool,
+    /// How long after a timestamp is due the group wakes (capped at 3/4 of
+    /// the interval). VictoriaMetrics clamps a query's time to `now -
+    /// max(search.latencyOffset, 1s)`: measured on 1.79, a query for T sent
+    /// before T+1s (latencyOffset 0) or T+5s (latencyOffset 5s) answers for
+    /// T-1s while still stamping T. `eval_delay` is meant to equal the
+    /// latency offset, so waking exactly at `T + eval_delay` would hit this
+    /// in every evaluation. vmalert escapes it (mostly) by waking at a random
+    /// phase of the interval; spillway waits this fixed margin (1.2s: one
+    /// second plus room for clock skew between the hosts).
+    pub wake_margin: Duration,
 }
 
 impl Default for EngineOptions {
@@ -127,6 +137,7 @@ impl Default for EngineOptions {
             external_labels: BTreeMap::new(),
             history_len: 30,
             alertgroup_label: true,
+            wake_margin: Duration::from_millis(1200),
         }
     }
 }

@@ -85,6 +85,8 @@ pub(crate) struct GroupTask {
     sink: Arc<dyn ResultSink>,
     clock: Arc<dyn Clock>,
     max_catch_up: Duration,
+    /// Added to the due time of each timestamp (see `EngineOptions::wake_margin`).
+    wake_margin_ms: i64,
     metric_labels: Vec<metrics::Label>,
 }
 
@@ -195,6 +197,7 @@ impl GroupTask {
             sink,
             clock,
             max_catch_up: opts.max_catch_up,
+            wake_margin_ms: (opts.wake_margin.as_millis() as i64).min(schedule.interval_ms * 3 / 4),
             metric_labels: group_labels,
         };
         (task, shared)
@@ -213,7 +216,7 @@ impl GroupTask {
         );
         let mut next_ts = self.schedule.timestamp_at(self.clock.now_ms());
         loop {
-            let wake = self.schedule.due_at(next_ts);
+            let wake = self.schedule.due_at(next_ts) + self.wake_margin_ms;
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,

@@ -515,7 +515,8 @@ async fn api_json_after_evaluations() {
     assert_eq!(rules[0]["health"], "ok");
     assert_eq!(rules[0]["lastSamples"], 1);
     assert_eq!(rules[0]["updates"].as_array().unwrap().len(), 2);
-    assert_eq!(rules[0]["lastEvaluation"], "2023-11-14T22:13:30Z");
+    // +10 is due at 22:13:30; the group wakes 1.2s later (wake_margin).
+    assert_eq!(rules[0]["lastEvaluation"], "2023-11-14T22:13:31.200Z");
     assert_eq!(rules[1]["health"], "err");
     assert_eq!(
         rules[1]["lastError"],
@@ -526,7 +527,7 @@ async fn api_json_after_evaluations() {
     assert_eq!(rules[2]["alerts"][0]["activeAt"], "2023-11-14T22:13:20Z");
     assert_eq!(
         v["data"]["groups"][0]["lastEvaluation"],
-        "2023-11-14T22:13:30Z"
+        "2023-11-14T22:13:31.200Z"
     );
     // The alert exported at +10 only.
     let alerts: Vec<Labels> = sink

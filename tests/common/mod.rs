@@ -119,7 +119,11 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("{} did not become ready at {url}; log:\n{}", self.name, self.log());
+        panic!(
+            "{} did not become ready at {url}; log:\n{}",
+            self.name,
+            self.log()
+        );
     }
 }
 
@@ -136,7 +140,11 @@ pub fn curl(args: &[&str]) -> std::io::Result<Output> {
 
 pub fn http_get(url: &str) -> String {
     let out = curl(&["-sS", "--fail-with-body", url]).expect("curl");
-    assert!(out.status.success(), "GET {url} failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "GET {url} failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -145,8 +153,21 @@ pub fn http_post(url: &str, body: &[u8]) -> String {
     let file = dir.path().join("body");
     std::fs::write(&file, body).unwrap();
     let data = format!("@{}", file.display());
-    let out = curl(&["-sS", "--fail-with-body", "-X", "POST", "--data-binary", &data, url]).expect("curl");
-    assert!(out.status.success(), "POST {url} failed: {}", String::from_utf8_lossy(&out.stdout));
+    let out = curl(&[
+        "-sS",
+        "--fail-with-body",
+        "-X",
+        "POST",
+        "--data-binary",
+        &data,
+        url,
+    ])
+    .expect("curl");
+    assert!(
+        out.status.success(),
+        "POST {url} failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -193,7 +214,11 @@ impl Vm {
     /// `/api/v1/export` lines for `selector`, sorted, for comparisons.
     pub fn export_lines(&self, selector: &str) -> Vec<String> {
         self.flush();
-        let url = format!("{}/api/v1/export?match[]={}", self.url(), urlencode(selector));
+        let url = format!(
+            "{}/api/v1/export?match[]={}",
+            self.url(),
+            urlencode(selector)
+        );
         let mut lines: Vec<String> = http_get(&url).lines().map(str::to_string).collect();
         lines.sort();
         lines

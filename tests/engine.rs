@@ -106,6 +106,18 @@ async fn live_evaluation_exports_breaches_at_aligned_timestamps() {
     expr: temp > 60
     for: 4s
     labels: {summary: "{{ $labels.sensor }} is hot"}
+- name: filtered
+  interval: 2s
+  params: {extra_label: ["sensor=s1"]}
+  rules:
+  - record: only_s1
+    expr: temp
+- name: limited
+  interval: 2s
+  limit: 2
+  rules:
+  - record: too_many
+    expr: temp
 "#,
     );
     let sink = MemorySink::new();
@@ -119,6 +131,7 @@ async fn live_evaluation_exports_breaches_at_aligned_timestamps() {
             s.iter().any(|s| s.samples[0].timestamp_ms >= t0 + 12_000)
         })
         .await;
+    let api = engine.rules_api_json();
     engine.shutdown().await;
     assert!(
         done,
@@ -126,11 +139,42 @@ async fn live_evaluation_exports_breaches_at_aligned_timestamps() {
         points(&sink.series())
     );
 
-    // Evaluated timestamps: t0, t0+2s, ... without gaps or repeats.
+    // Group `params` reach VictoriaMetrics (extra_label filters to s1);
+    // `limit` discards a result that is too long, with vmalert's message.
     let last = t0 + 10_000;
-    let got: Vec<_> = points(&sink.series())
+    let all: Vec<_> = points(&sink.series())
         .into_iter()
         .filter(|p| p.1 <= last)
+        .collect();
+    let only_s1: Vec<_> = all
+        .iter()
+        .filter(|p| p.0.starts_with("only_s1"))
+        .cloned()
+        .collect();
+    let want_s1: Vec<_> = (0..=5)
+        .map(|k| t0 + 2000 * k)
+        .map(|t| {
+            (
+                r#"only_s1{sensor="s1"}"#.to_string(),
+                t,
+                temp(1, t).to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(only_s1, want_s1);
+    assert!(all.iter().all(|p| !p.0.starts_with("too_many")));
+    let limited = &api["data"]["groups"][2]["rules"][0];
+    assert_eq!(limited["health"], "err");
+    assert_eq!(
+        limited["lastError"],
+        "exec exceeded limit of 2 with 3 series"
+    );
+    assert_eq!(limited["lastSamples"], 3);
+
+    // Evaluated timestamps: t0, t0+2s, ... without gaps or repeats.
+    let got: Vec<_> = all
+        .into_iter()
+        .filter(|p| p.0.starts_with("hot") || p.0.starts_with("ALERTS"))
         .collect();
     let stamps: BTreeSet<i64> = got.iter().map(|p| p.1).collect();
     let want_stamps: Vec<i64> = (0..)
@@ -1009,4 +1053,118 @@ async fn differential_against_vmalert() {
     eprintln!(
         "differential: {compared} samples identical in vmalert's and spillway's destinations"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_matches_vmalert_replay() {
+    let src = Vm::start();
+    let dst_a = Vm::start();
+    let dst_b = Vm::start();
+    let start = past_hour() - 4 * 3_600_000;
+    let end = start + 2 * 3_600_000;
+    let value =
+        |i: i64, t: i64| -> f64 { ((t / 60_000 * (i + 2) + 5 * i).rem_euclid(23)) as f64 * 7.0 };
+    let mut lines = String::new();
+    for i in 0..4 {
+        let host = format!("h{i}");
+        let samples: Vec<(i64, f64)> = (0..=3 * 60)
+            .map(|m| start - 1_800_000 + m * 60_000)
+            .map(|t| (t, value(i, t)))
+            .collect();
+        lines.push_str(&vm_line(&[("__name__", "load"), ("host", &host)], &samples));
+        lines.push('\n');
+    }
+    src.import(&lines);
+    let rules_yaml = r#"groups:
+- name: backfill
+  interval: 1m
+  labels: {origin: replay}
+  rules:
+  - record: load:high
+    expr: load > 100
+    labels: {tier: gold}
+  - alert: LoadHigh
+    expr: load > 80
+    for: 3m
+    labels: {host_alias: "{{ $labels.host }}-x"}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("replay.yml");
+    std::fs::write(&file, rules_yaml).unwrap();
+
+    let rfc = |ms: i64| spillway::model::time::format_rfc3339_ms(ms);
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new("vmalert")
+            .args([
+                format!("-rule={}", file.display()),
+                format!("-datasource.url={}", src.url()),
+                format!("-remoteWrite.url={}", dst_a.url()),
+                format!("-replay.timeFrom={}", rfc(start)),
+                format!("-replay.timeTo={}", rfc(end)),
+                "-replay.disableProgressBar".into(),
+                "-replay.rulesDelay=0s".into(),
+                // 1.79 steps range queries by -datasource.queryStep (5m)
+                // when set; later versions, and spillway, by the interval.
+                "-datasource.queryStep=0s".into(),
+                "-loggerLevel=ERROR".into(),
+            ])
+            .output()
+            .expect("vmalert")
+    });
+    assert!(
+        out.status.success(),
+        "vmalert replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let rules = groups(&file.display().to_string(), rules_yaml);
+    let ds = ClientDatasource::new(Some(client(&src.url())), None);
+    let sink = RemoteWriteSink {
+        client: client(&dst_b.url()),
+    };
+    // Smaller requests than vmalert's: the alert state must carry over.
+    let opts = ReplayOptions {
+        max_datapoints_per_query: 17,
+        ..ReplayOptions::default()
+    };
+    let report = replay(&rules, &ds, &sink, start, end, &opts, &NoProgress)
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.requests, 2 * 8);
+
+    let a = exported(&dst_a, r#"{__name__=~"load:high|ALERTS.*"}"#);
+    let b = exported(&dst_b, r#"{__name__=~"load:high|ALERTS.*"}"#);
+    // vmalert also writes pending alerts; spillway exports firing ones only.
+    let firing: BTreeMap<String, BTreeSet<i64>> = a
+        .iter()
+        .filter(|(l, _)| l.contains(r#"alertstate="firing""#))
+        .map(|(l, s)| {
+            let key = l
+                .replace(r#", alertstate="firing""#, "")
+                .replace("ALERTS{", "ALERTS_FOR_STATE{");
+            (key, s.iter().map(|x| x.0).collect())
+        })
+        .collect();
+    let a: BTreeMap<String, Vec<(i64, String)>> = a
+        .into_iter()
+        .filter(|(l, _)| !l.contains(r#"alertstate="pending""#))
+        .map(|(l, s)| {
+            if !l.starts_with("ALERTS_FOR_STATE") {
+                return (l, s);
+            }
+            let at = firing.get(&l).cloned().unwrap_or_default();
+            let s = s.into_iter().filter(|x| at.contains(&x.0)).collect();
+            (l, s)
+        })
+        .filter(|(_, s): &(String, Vec<(i64, String)>)| !s.is_empty())
+        .collect();
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    let mut compared = 0;
+    for (labels, sa) in &a {
+        assert_eq!(sa, &b[labels], "{labels}");
+        compared += sa.len();
+    }
+    assert!(b.keys().any(|l| l.starts_with("ALERTS{")));
+    assert!(compared > 100, "compared only {compared} samples");
 }

@@ -460,3 +460,47 @@ fn describe_metrics() {
         );
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_from_the_run_config() {
+        let spec = EvaluationSpec {
+            interval: Some("30s".into()),
+            max_catch_up: Some("0".into()),
+            eval_delay: Some("10s".into()),
+            ..EvaluationSpec::default()
+        };
+        let labels = BTreeMap::from([("cluster".to_string(), "eu1".to_string())]);
+        let o = EngineOptions::from_spec(&spec, &labels).unwrap();
+        assert_eq!(o.default_interval, Duration::from_secs(30));
+        assert_eq!(o.max_catch_up, Duration::ZERO);
+        assert_eq!(o.default_eval_delay, Duration::from_secs(10));
+        assert_eq!(o.external_labels, labels);
+        let d = EngineOptions::from_spec(&EvaluationSpec::default(), &BTreeMap::new()).unwrap();
+        assert_eq!(
+            (d.default_interval, d.default_eval_delay, d.max_catch_up),
+            (
+                Duration::from_secs(60),
+                Duration::from_secs(30),
+                Duration::from_secs(3600)
+            )
+        );
+        let bad = EvaluationSpec {
+            max_catch_up: Some("an hour".into()),
+            ..EvaluationSpec::default()
+        };
+        let e = EngineOptions::from_spec(&bad, &BTreeMap::new()).unwrap_err();
+        assert!(
+            e.starts_with("evaluation.max_catch_up: invalid duration \"an hour\""),
+            "{e}"
+        );
+        let zero = EvaluationSpec {
+            interval: Some("0s".into()),
+            ..EvaluationSpec::default()
+        };
+        assert!(EngineOptions::from_spec(&zero, &BTreeMap::new()).is_err());
+    }
+}

@@ -538,3 +538,94 @@ async fn api_json_after_evaluations() {
         .collect();
     assert_eq!(alerts.len(), 2);
 }
+
+#[test]
+fn self_metrics() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            // Queries at +10 take 25s, so +20 starts late.
+            let ds = FnDatasource::with_delay(
+                |expr, ts| match expr {
+                    "bad" => Err(QueryError::new("422: bad query", false)),
+                    _ => Ok(vec![one("m", ts, 1.0)]),
+                },
+                |ts| {
+                    if ts == BASE + 10_000 {
+                        Duration::from_secs(25)
+                    } else {
+                        Duration::ZERO
+                    }
+                },
+            );
+            let yaml = "groups:\n- name: g\n  interval: 10s\n  eval_delay: 0s\n  rules:\n  - record: ok\n    expr: slow\n- name: h\n  interval: 10s\n  eval_delay: 0s\n  rules:\n  - record: err\n    expr: bad\n";
+            let engine = start(groups(yaml), ds, MemorySink::new());
+            tokio::time::sleep(Duration::from_secs(45)).await;
+            engine.shutdown().await;
+        })
+    });
+    let mut counters = std::collections::BTreeMap::new();
+    let mut histograms = 0;
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        let mut labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        labels.sort();
+        let name = format!("{}{{{}}}", key.name(), labels.join(","));
+        match value {
+            DebugValue::Counter(n) => {
+                counters.insert(name, n as f64);
+            }
+            DebugValue::Gauge(g) => {
+                counters.insert(name, g.into_inner());
+            }
+            DebugValue::Histogram(h) => {
+                assert_eq!(key.name(), "spillway_group_iteration_duration_seconds");
+                assert!(
+                    labels == ["file=rules.yml", "group=g"]
+                        || labels == ["file=rules.yml", "group=h"],
+                    "{labels:?}"
+                );
+                histograms += h.len();
+            }
+        }
+    }
+    // +0 .. +40 for both rules; `err` fails each time.
+    assert_eq!(
+        counters["spillway_rule_evaluations_total{file=rules.yml,group=g,rule=ok}"],
+        5.0
+    );
+    assert_eq!(
+        counters["spillway_rule_evaluations_total{file=rules.yml,group=h,rule=err}"],
+        5.0
+    );
+    assert_eq!(
+        counters["spillway_rule_evaluation_errors_total{file=rules.yml,group=h,rule=err}"],
+        5.0
+    );
+    assert!(!counters
+        .contains_key("spillway_rule_evaluation_errors_total{file=rules.yml,group=g,rule=ok}"));
+    assert_eq!(
+        counters["spillway_rule_last_samples{file=rules.yml,group=g,rule=ok}"],
+        1.0
+    );
+    assert_eq!(
+        counters["spillway_group_iterations_missed_total{file=rules.yml,group=g}"],
+        1.0
+    );
+    assert_eq!(
+        counters["spillway_group_iterations_missed_total{file=rules.yml,group=h}"],
+        1.0
+    );
+    // Per group: +0, +10 (slow), +20 and +30 caught up together, +40.
+    assert_eq!(histograms, 8);
+}

@@ -162,7 +162,10 @@ impl GroupTask {
         let mut shared_rules = Vec::new();
         for (index, rule) in group.rules.iter().enumerate() {
             let spec = rule_spec(&group, rule, opts);
-            let kept = carry.remove(&rule.id).unwrap_or_default();
+            let mut kept = carry.remove(&rule.id).unwrap_or_default();
+            // A new interval or offset moves the grid: continue from the
+            // first new timestamp after what the old grid already did.
+            kept.cursor = kept.cursor.map(|c| schedule.first_at_or_after(c));
             let status = kept
                 .status
                 .unwrap_or_else(|| RuleStatus::new(history_len(rule, opts)));
@@ -267,6 +270,8 @@ impl GroupTask {
     /// Evaluates every rule up to `due`.
     async fn iterate(&mut self, due: i64) {
         let started = std::time::Instant::now();
+        // vmalert's group `lastEvaluation` is when the iteration started.
+        let started_ms = self.clock.now_ms();
         let ds_down = AtomicBool::new(false);
         let ctx = Ctx {
             shared: &self.shared,
@@ -287,7 +292,7 @@ impl GroupTask {
         )
         .record(started.elapsed().as_secs_f64());
         if let Ok(mut last) = self.shared.last_evaluation_ms.lock() {
-            *last = Some(self.clock.now_ms());
+            *last = Some(started_ms);
         }
     }
 }

@@ -629,3 +629,45 @@ fn self_metrics() {
     // Per group: +0, +10 (slow), +20 and +30 caught up together, +40.
     assert_eq!(histograms, 8);
 }
+
+#[tokio::test(start_paused = true)]
+async fn reload_with_a_new_interval_starts_on_the_new_grid() {
+    let ds = FnDatasource::new(|_, ts| Ok(vec![one("m", ts, 1.0)]));
+    let sink = MemorySink::new();
+    let engine = start(groups(TEN_SECONDS), ds, sink.clone());
+    tokio::time::sleep(Duration::from_secs(15)).await; // +0, +10
+    let v2 = TEN_SECONDS.replace("interval: 10s", "interval: 15s");
+    let summary = engine.reload(groups(&v2)).await.unwrap();
+    assert_eq!(summary.restarted, ["rules.yml: g"]);
+    tokio::time::sleep(Duration::from_secs(25)).await; // now +43
+    engine.shutdown().await;
+    let ts: Vec<i64> = exported(&sink).iter().map(|e| e.1).collect();
+    // The 15s grid here is +10, +25, +40. +10 was done on the old grid and
+    // the old cursor was +20, so the new one continues at +25: nothing is
+    // evaluated twice, nothing after +20 is skipped.
+    assert_eq!(ts, [0, 10, 25, 40]);
+}
+
+/// The handle lives in the HTTP server's state and `reload` runs in a
+/// handler: both must cross threads.
+#[test]
+fn handle_and_its_futures_are_send() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ds = FnDatasource::new(|_, _| Ok(vec![]));
+        let engine = start(groups(TEN_SECONDS), ds, MemorySink::new());
+        send_sync(&engine);
+        let reload = engine.reload(groups(TEN_SECONDS));
+        send(&reload);
+        reload.await.unwrap();
+        let shutdown = engine.shutdown();
+        send(&shutdown);
+        shutdown.await;
+    });
+}

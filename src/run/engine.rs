@@ -429,6 +429,66 @@ impl EngineHandle {
     }
 }
 
+/// One rule's result in [`preview`].
+#[derive(Clone, Debug)]
+pub struct PreviewRule {
+    pub file: String,
+    pub group: String,
+    pub rule: String,
+    /// The evaluation timestamp used.
+    pub at_ms: i64,
+    /// What the rule would export (for `alert:` rules: firing alerts, so
+    /// only those with `for: 0` can appear in a single evaluation).
+    pub series: Vec<Series>,
+    pub error: Option<String>,
+}
+
+/// Evaluates every rule once, at the timestamp its group would use at
+/// `now_ms`, without state (no stale markers) and without exporting:
+/// `spillway rules preview`.
+pub async fn preview(
+    groups: &[Group],
+    ds: &dyn Datasource,
+    opts: &EngineOptions,
+    now_ms: i64,
+) -> Result<Vec<PreviewRule>, EngineError> {
+    use crate::run::schedule::Schedule;
+    check_groups(groups, ds, opts)?;
+    let mut out = Vec::new();
+    for g in groups {
+        let sched = Schedule::for_group(g, opts.default_interval, opts.default_eval_delay, now_ms);
+        let at_ms = sched.timestamp_at(now_ms);
+        for rule in &g.rules {
+            let spec = crate::run::group::rule_spec(g, rule, opts);
+            let query = crate::run::datasource::RuleQuery::new(g, &rule.expr, sched.interval_ms);
+            let (series, error) = match ds.instant(&query, at_ms).await {
+                Err(e) => (
+                    Vec::new(),
+                    Some(format!("failed to execute query {:?}: {e}", rule.expr)),
+                ),
+                Ok(answer) => {
+                    let o = crate::run::eval::evaluate(
+                        &spec,
+                        &crate::run::eval::RuleMemory::default(),
+                        at_ms,
+                        answer.series,
+                    );
+                    (o.export, o.error)
+                }
+            };
+            out.push(PreviewRule {
+                file: g.file.clone(),
+                group: g.name.clone(),
+                rule: rule.name().to_string(),
+                at_ms,
+                series,
+                error,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// HELP texts for the engine's metrics (shown by the exporter).
 fn describe_metrics() {
     static ONCE: std::sync::Once = std::sync::Once::new();

@@ -20,7 +20,10 @@ pub mod state;
 mod tests;
 
 pub use datasource::{ClientDatasource, Datasource, QueryError, RuleQuery};
-pub use engine::{Engine, EngineError, EngineHandle, EngineOptions, MemorySink, ResultSink};
+pub use engine::{
+    preview, Engine, EngineError, EngineHandle, EngineOptions, MemorySink, PreviewRule,
+    ReloadSummary, ResultSink,
+};
 pub use replay::{replay, ReplayOptions, ReplayProgress, ReplayReport};
 pub use schedule::{Clock, Schedule, SystemClock, TokioClock};
 pub use state::GroupsState;

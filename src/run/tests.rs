@@ -671,3 +671,26 @@ fn handle_and_its_futures_are_send() {
         shutdown.await;
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn preview_evaluates_once_without_state() {
+    let ds = FnDatasource::new(|expr, ts| match expr {
+        "bad" => Err(QueryError::new("422: bad query", false)),
+        _ => Ok(vec![one(r#"m{a="1"}"#, ts, 7.0)]),
+    });
+    let yaml = "groups:\n- name: g\n  interval: 10s\n  rules:\n  - record: r\n    expr: m\n  - record: e\n    expr: bad\n  - alert: A\n    expr: m\n";
+    let opts = EngineOptions::default();
+    let out = super::preview(&groups(yaml), &*ds, &opts, T0)
+        .await
+        .unwrap();
+    // Default eval_delay 30s: truncate(+3s - 30s, 10s) = -30s.
+    assert!(out.iter().all(|r| r.at_ms == BASE - 30_000));
+    assert_eq!(out[0].series[0].labels.to_string(), r#"r{a="1"}"#);
+    assert_eq!(out[0].series[0].samples, [Sample::new(BASE - 30_000, 7.0)]);
+    assert!(out[1].error.as_ref().unwrap().contains("422: bad query"));
+    assert_eq!(
+        out[2].series.len(),
+        2,
+        "ALERTS and ALERTS_FOR_STATE of a for: 0 alert"
+    );
+}

@@ -10,13 +10,21 @@ mod endpoint;
 mod prom_api;
 mod retry;
 mod spec;
+mod vlogs_api;
 mod vm_api;
 
 pub use auth::{Auth, Secret};
 pub use endpoint::{Endpoint, Tenant};
-pub use prom_api::{InstantResult, QueryParams, SeriesStream};
+pub use prom_api::{
+    duration_param, seconds as seconds_param, InstantAnswer, InstantResult, QueryForm, QueryParams,
+    SeriesStream,
+};
 pub use retry::RetryPolicy;
 pub use spec::{BasicAuthSpec, ConnectionSpec, TlsSpec};
+pub use vlogs_api::{
+    logsql_has_time_filter, rename_stats_result, stats_query_form, stats_query_range_form,
+    STATS_QUERY_PATH, STATS_QUERY_RANGE_PATH, STATS_RESULT_LABEL,
+};
 pub use vm_api::{BuildInfo, TsdbStatus};
 
 use std::path::PathBuf;

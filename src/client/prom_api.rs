@@ -27,7 +27,9 @@ pub struct QueryParams {
     pub extra: Vec<(String, String)>,
 }
 
-fn seconds(ms: i64) -> String {
+/// Unix seconds as the query APIs take them: `1700000000`, or with
+/// milliseconds when there are some (`1700000000.500`).
+pub fn seconds(ms: i64) -> String {
     if ms % 1000 == 0 {
         (ms / 1000).to_string()
     } else {
@@ -44,6 +46,72 @@ fn form(pairs: &[(&str, String)], extra: &QueryParams) -> String {
         s.append_pair(k, v);
     }
     s.finish()
+}
+
+/// A `step` (or other duration) parameter: whole seconds as `300s`, the
+/// form vmalert sends and every Prometheus-compatible server reads, else `1500ms`.
+pub fn duration_param(ms: i64) -> String {
+    let ms = ms.max(1);
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Every form parameter of one query request, plus headers for this request
+/// only. Callers that need full control over the parameters (vmalert's group
+/// `params` replace parameters of the same name) build one of these instead
+/// of using [`QueryParams`].
+#[derive(Clone, Debug, Default)]
+pub struct QueryForm {
+    /// Sent in order, as `application/x-www-form-urlencoded`.
+    pub pairs: Vec<(String, String)>,
+    /// Replace the client's own headers of the same name (group `headers:`
+    /// win over the datasource's, as in vmalert).
+    pub headers: Vec<(String, String)>,
+}
+
+impl QueryForm {
+    /// `base` parameters, then `extra` ones; a name present in `extra`
+    /// drops every `base` parameter of that name (vmalert's `setReqParams`:
+    /// group `params` are prior to the defaults, and may repeat a name).
+    pub fn with_overrides(base: Vec<(String, String)>, extra: &[(String, String)]) -> QueryForm {
+        let mut pairs: Vec<(String, String)> = base
+            .into_iter()
+            .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+            .collect();
+        pairs.extend(extra.iter().cloned());
+        QueryForm {
+            pairs,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The first value of parameter `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn encode(&self) -> String {
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.pairs {
+            s.append_pair(k, v);
+        }
+        s.finish()
+    }
+}
+
+/// The answer of an instant query with the statistics VictoriaMetrics
+/// (v1.90+) adds: `stats.seriesFetched`, shown as `lastSeriesFetched` by
+/// vmalert. `None` when the server does not say.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InstantAnswer {
+    pub series: Vec<Series>,
+    pub series_fetched: Option<u64>,
 }
 
 impl Client {
@@ -139,6 +207,58 @@ impl Client {
             .await?;
         let parsed: ApiEnvelope<Vec<BTreeMap<String, String>>> = self.json(resp).await?;
         Ok(parsed.data.into_iter().map(Labels::from_pairs).collect())
+    }
+
+    /// Instant query with every parameter given by `form`, answered in full
+    /// (instant answers are bounded by the number of series, and the
+    /// statistics come after the data).
+    pub async fn query_instant_form(
+        &self,
+        path: &str,
+        form: &QueryForm,
+    ) -> Result<InstantAnswer, ClientError> {
+        let resp = self.post_query_form(path, form).await?;
+        let bytes = resp.bytes().await.map_err(|e| self.map_reqwest(e))?;
+        parse_instant_answer(&bytes).map_err(|reason| ClientError::Decode {
+            url: self.endpoint().display(),
+            reason,
+        })
+    }
+
+    /// Range query with every parameter given by `form`; series stream in as
+    /// the answer is read.
+    pub async fn query_range_form(
+        &self,
+        path: &str,
+        form: &QueryForm,
+    ) -> Result<SeriesStream, ClientError> {
+        let resp = self.post_query_form(path, form).await?;
+        Ok(self.stream_series(resp))
+    }
+
+    async fn post_query_form(
+        &self,
+        path: &str,
+        form: &QueryForm,
+    ) -> Result<reqwest::Response, ClientError> {
+        let body = form.encode();
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in &form.headers {
+            let name = reqwest::header::HeaderName::from_bytes(k.trim().as_bytes())
+                .map_err(|_| ClientError::Config(format!("invalid header name {k:?}")))?;
+            let value = reqwest::header::HeaderValue::from_str(v.trim())
+                .map_err(|_| ClientError::Config(format!("invalid value for header {k:?}")))?;
+            headers.insert(name, value);
+        }
+        self.send(path, || {
+            // `headers()` replaces headers of the same name set by the client.
+            Ok(self
+                .request(reqwest::Method::POST, path)?
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .headers(headers.clone())
+                .body(body.clone()))
+        })
+        .await
     }
 
     pub(crate) async fn json<T: serde::de::DeserializeOwned>(
@@ -427,9 +547,127 @@ pub fn parse_value(v: &str) -> Result<f64, String> {
         .map_err(|_| format!("invalid sample value {v:?}"))
 }
 
+/// Parses a whole instant-query answer: vector, scalar, string or matrix
+/// (VictoriaLogs answers matrices to some stats queries), plus `stats`.
+pub(crate) fn parse_instant_answer(body: &[u8]) -> Result<InstantAnswer, String> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(default)]
+        status: Option<String>,
+        #[serde(default, rename = "errorType")]
+        error_type: Option<String>,
+        #[serde(default)]
+        error: Option<String>,
+        #[serde(default)]
+        data: Option<Data>,
+        #[serde(default)]
+        stats: Option<Stats>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Data {
+        #[serde(default, rename = "resultType")]
+        result_type: String,
+        #[serde(default)]
+        result: serde_json::Value,
+    }
+    #[derive(serde::Deserialize)]
+    struct Stats {
+        #[serde(default, rename = "seriesFetched")]
+        series_fetched: Option<serde_json::Value>,
+    }
+    let env: Envelope = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if env.status.as_deref() == Some("error") {
+        return Err(format!(
+            "the server answered status \"error\" ({}): {}",
+            env.error_type.unwrap_or_default(),
+            env.error.unwrap_or_default()
+        ));
+    }
+    let mut series = Vec::new();
+    if let Some(data) = env.data {
+        match data.result_type.as_str() {
+            "scalar" | "string" => {
+                let (ts, v): (f64, String) =
+                    serde_json::from_value(data.result).map_err(|e| e.to_string())?;
+                series.push(Series::new(
+                    Labels::new(),
+                    vec![Sample::new(to_ms(ts), parse_value(&v)?)],
+                ));
+            }
+            _ if data.result.is_null() => {}
+            _ => {
+                let raw: Vec<RawSeries> =
+                    serde_json::from_value(data.result).map_err(|e| e.to_string())?;
+                for r in raw {
+                    series.push(r.into_series()?);
+                }
+            }
+        }
+    }
+    // VictoriaMetrics sends the count as a string ("12"); accept a number too.
+    let series_fetched = env
+        .stats
+        .and_then(|s| s.series_fetched)
+        .and_then(|v| match v {
+            serde_json::Value::String(s) => s.parse().ok(),
+            serde_json::Value::Number(n) => n.as_u64(),
+            _ => None,
+        });
+    Ok(InstantAnswer {
+        series,
+        series_fetched,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instant_answer_with_stats() {
+        let a = parse_instant_answer(br#"{"status":"success","isPartial":false,"data":{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"a"},"value":[1700000000,"1"]}]},"stats":{"seriesFetched": "3","executionTimeMsec":1}}"#).unwrap();
+        assert_eq!(a.series.len(), 1);
+        assert_eq!(a.series[0].samples[0], Sample::new(1_700_000_000_000, 1.0));
+        assert_eq!(a.series_fetched, Some(3));
+        let a = parse_instant_answer(
+            br#"{"status":"success","data":{"resultType":"scalar","result":[1700000000.5,"2"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(a.series[0].samples[0], Sample::new(1_700_000_000_500, 2.0));
+        assert_eq!(a.series_fetched, None);
+        let a = parse_instant_answer(
+            br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+        )
+        .unwrap();
+        assert!(a.series.is_empty());
+        let e = parse_instant_answer(
+            br#"{"status":"error","errorType":"422","error":"missing `| stats ...` pipe"}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("missing `| stats ...` pipe"), "{e}");
+    }
+
+    #[test]
+    fn group_params_replace_defaults() {
+        let f = QueryForm::with_overrides(
+            vec![
+                ("query".into(), "up".into()),
+                ("step".into(), "300s".into()),
+            ],
+            &[
+                ("step".into(), "1m".into()),
+                ("extra_label".into(), "a=1".into()),
+                ("extra_label".into(), "b=2".into()),
+            ],
+        );
+        assert_eq!(
+            f.encode(),
+            "query=up&step=1m&extra_label=a%3D1&extra_label=b%3D2"
+        );
+        assert_eq!(f.get("step"), Some("1m"));
+        assert_eq!(duration_param(300_000), "300s");
+        assert_eq!(duration_param(1500), "1500ms");
+    }
 
     fn parse(body: &str) -> Result<Vec<Series>, String> {
         let (tx, mut rx) = mpsc::channel(1024);

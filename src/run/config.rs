@@ -10,6 +10,7 @@
 //! evaluation:
 //!   interval: 1m         # groups without `interval:` (vmalert -evaluationInterval)
 //!   max_catch_up: 1h     # how far back missed evaluations are made up after an outage
+//!   eval_delay: 30s      # query time = now - eval_delay, aligned (vmalert -rule.evalDelay)
 //! external_labels: {cluster: eu1}
 //! global_relabel_configs: []
 //! destinations:
@@ -57,6 +58,10 @@ pub struct EvaluationSpec {
     pub max_catch_up: Option<String>,
     /// vmalert's -rule.defaultRuleType: `prometheus` (default) or `vlogs`.
     pub default_rule_type: Option<String>,
+    /// `eval_delay` of groups that set none (vmalert's -rule.evalDelay, default 30s).
+    pub eval_delay: Option<String>,
+    /// `step` of instant queries (vmalert's -datasource.queryStep, default 5m; 0 = the group interval).
+    pub query_step: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, serde::Deserialize)]

@@ -130,7 +130,7 @@ pub struct Group {
     pub limit: usize,
     /// Rules evaluated at once; at least 1.
     pub concurrency: usize,
-    /// Added to every rule's labels, winning over the rule's own
+    /// Added to every rule's labels; the rule's own win
     /// (see [`Group::rule_labels`]).
     pub labels: BTreeMap<String, String>,
     /// Extra URL query parameters for every request of the group.
@@ -153,12 +153,15 @@ impl Group {
         (&self.file, &self.name)
     }
 
-    /// The labels a rule's results get: the rule's own, then the group's on
-    /// top (vmalert gives group labels priority). Empty values are kept: they
-    /// mean "remove this label from the result".
+    /// The labels a rule's results get: the group's, then the rule's own on
+    /// top. vmalert's `NewGroup` merges them this way ("apply rules labels,
+    /// it has priority on other labels"), and vmalert 1.79 logs `label "env"="group"
+    /// for rule "g"."r" overwritten with external label "env"="rule"` when
+    /// both set one. Empty values are kept: they mean "remove this label from
+    /// the result".
     pub fn rule_labels(&self, rule: &Rule) -> BTreeMap<String, String> {
-        let mut out = rule.labels.clone();
-        out.extend(self.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut out = self.labels.clone();
+        out.extend(rule.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         out
     }
 

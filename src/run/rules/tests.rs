@@ -582,19 +582,19 @@ groups:
     assert_eq!(annotations["summary"], "{{ $value | humanize }}");
     assert_eq!(alert.update_entries_limit, Some(-1));
     assert!(!g.rule_debug(alert));
-    // Group labels win over the rule's own.
+    // The rule's own labels win over the group's.
     let merged = g.rule_labels(alert);
     assert_eq!(merged["severity"], "{{ $labels.sev }}");
     assert_eq!(merged["team"], "core");
 }
 
 #[test]
-fn group_labels_override_rule_labels() {
+fn rule_labels_override_group_labels() {
     let g = &load("groups:\n- name: g\n  labels: {env: prod}\n  rules:\n  - record: r\n    expr: x\n    labels: {env: dev, a: b}\n").unwrap()[0];
     let merged = g.rule_labels(&g.rules[0]);
     assert_eq!(
         merged,
-        BTreeMap::from([("a".into(), "b".into()), ("env".into(), "prod".into())])
+        BTreeMap::from([("a".into(), "b".into()), ("env".into(), "dev".into())])
     );
 }
 

@@ -1,0 +1,273 @@
+//! VictoriaLogs stats API: `/select/logsql/stats_query` (instant) and
+//! `/select/logsql/stats_query_range`, whose answers have the Prometheus
+//! query-API shape and go through the same parsers.
+//!
+//! Two things are done the way vmalert does them (`datasource/client_vlogs.go`):
+//! the stats function's result name, which VictoriaLogs returns as
+//! `__name__`, becomes the label `stats_result` (one query may compute
+//! several stats, so the name is kept rather than dropped); and a query
+//! without a `_time` filter is bounded to `[time - interval, time]` with
+//! the `start` / `end` parameters, so an instant evaluation reads the last
+//! interval of logs, not all of them. Tenants travel as the `AccountID` /
+//! `ProjectID` headers VictoriaLogs reads, like everywhere else.
+
+use super::prom_api::{seconds, InstantAnswer, QueryForm, SeriesStream};
+use super::{duration_param, Client, ClientError};
+use crate::model::{Labels, Series};
+use tokio::sync::mpsc;
+
+pub const STATS_QUERY_PATH: &str = "/select/logsql/stats_query";
+pub const STATS_QUERY_RANGE_PATH: &str = "/select/logsql/stats_query_range";
+/// The label that receives VictoriaLogs' `__name__` (vmalert's name for it).
+pub const STATS_RESULT_LABEL: &str = "stats_result";
+
+impl Client {
+    /// `stats_query` evaluated at `time_ms`. `bound_ms` (the group interval
+    /// for queries without a `_time` filter, see [`logsql_has_time_filter`])
+    /// adds `start=time-bound&end=time`. `extra` parameters replace the
+    /// defaults of the same name; `headers` replace the client's own.
+    pub async fn stats_query(
+        &self,
+        expr: &str,
+        time_ms: i64,
+        bound_ms: Option<i64>,
+        extra: &[(String, String)],
+        headers: &[(String, String)],
+    ) -> Result<InstantAnswer, ClientError> {
+        let form = stats_query_form(expr, time_ms, bound_ms, extra, headers);
+        let mut answer = self.query_instant_form(STATS_QUERY_PATH, &form).await?;
+        for s in &mut answer.series {
+            rename_stats_result(&mut s.labels);
+        }
+        Ok(answer)
+    }
+
+    /// `stats_query_range` over `[start, end]` with `step`; series stream in
+    /// with `__name__` already renamed to `stats_result`.
+    pub async fn stats_query_range(
+        &self,
+        expr: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        extra: &[(String, String)],
+        headers: &[(String, String)],
+    ) -> Result<SeriesStream, ClientError> {
+        let form = stats_query_range_form(expr, start_ms, end_ms, step_ms, extra, headers);
+        let mut inner = self.query_range_form(STATS_QUERY_RANGE_PATH, &form).await?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(item) = inner.recv().await {
+                let item = item.map(|mut s: Series| {
+                    rename_stats_result(&mut s.labels);
+                    s
+                });
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+/// The parameters of an instant stats query, as vmalert sends them.
+pub fn stats_query_form(
+    expr: &str,
+    time_ms: i64,
+    bound_ms: Option<i64>,
+    extra: &[(String, String)],
+    headers: &[(String, String)],
+) -> QueryForm {
+    let mut base = vec![
+        ("query".to_string(), expr.to_string()),
+        ("time".to_string(), seconds(time_ms)),
+    ];
+    if let Some(bound) = bound_ms.filter(|b| *b > 0) {
+        base.push(("start".to_string(), seconds(time_ms - bound)));
+        base.push(("end".to_string(), seconds(time_ms)));
+    }
+    let mut form = QueryForm::with_overrides(base, extra);
+    form.headers = headers.to_vec();
+    form
+}
+
+/// The parameters of a range stats query.
+pub fn stats_query_range_form(
+    expr: &str,
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+    extra: &[(String, String)],
+    headers: &[(String, String)],
+) -> QueryForm {
+    let base = vec![
+        ("query".to_string(), expr.to_string()),
+        ("start".to_string(), seconds(start_ms)),
+        ("end".to_string(), seconds(end_ms)),
+        ("step".to_string(), duration_param(step_ms)),
+    ];
+    let mut form = QueryForm::with_overrides(base, extra);
+    form.headers = headers.to_vec();
+    form
+}
+
+/// Moves `__name__` to `stats_result`, as vmalert does with every series a
+/// VictoriaLogs datasource returns.
+pub fn rename_stats_result(labels: &mut Labels) {
+    if let Some(name) = labels.remove(crate::model::labels::METRIC_NAME) {
+        labels.set(STATS_RESULT_LABEL, name);
+    }
+}
+
+/// Whether a LogsQL query restricts `_time` for the whole query, i.e. has a
+/// `_time:` filter joined by AND at the top level of the filter part (before
+/// the first `|` pipe). vmalert asks VictoriaLogs' own parser
+/// (`HasGlobalTimeFilter`); no Rust LogsQL parser exists, so this reads just
+/// enough of the syntax: quoted strings, parentheses, `{...}` stream
+/// filters, `or`, and negation (`not`, `!`, `-`). A top-level `or` means the
+/// time filter does not bound every branch, so the answer is `false`.
+pub fn logsql_has_time_filter(query: &str) -> bool {
+    let words = top_level_words(query);
+    if words.iter().any(|w| w.eq_ignore_ascii_case("or")) {
+        return false;
+    }
+    let mut negated = false;
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i].as_str();
+        if w.eq_ignore_ascii_case("not") || w == "!" || w == "-" {
+            negated = true;
+            i += 1;
+            continue;
+        }
+        let (neg, body) = match w.strip_prefix(['!', '-']) {
+            Some(rest) => (true, rest),
+            None => (false, w),
+        };
+        // `_time:5m`, or `_time :5m` / `_time: 5m` split by spaces.
+        let is_time = body.starts_with("_time:")
+            || (body == "_time" && words.get(i + 1).is_some_and(|n| n.starts_with(':')));
+        if is_time && !negated && !neg {
+            return true;
+        }
+        negated = false;
+        i += 1;
+    }
+    false
+}
+
+/// The whitespace-separated words of the filter part of `query` that are
+/// not inside parentheses or braces; quoted text stays inside its word.
+fn top_level_words(query: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut depth = 0usize;
+    let mut chars = query.chars().peekable();
+    let flush = |cur: &mut String, words: &mut Vec<String>, depth: usize| {
+        if !cur.is_empty() {
+            if depth == 0 {
+                words.push(std::mem::take(cur));
+            } else {
+                cur.clear();
+            }
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\'' | '`' => {
+                cur.push(c);
+                while let Some(q) = chars.next() {
+                    cur.push(q);
+                    if q == '\\' && c != '`' {
+                        if let Some(esc) = chars.next() {
+                            cur.push(esc);
+                        }
+                    } else if q == c {
+                        break;
+                    }
+                }
+            }
+            '(' | '{' => {
+                flush(&mut cur, &mut words, depth);
+                depth += 1;
+            }
+            ')' | '}' => {
+                flush(&mut cur, &mut words, depth);
+                depth = depth.saturating_sub(1);
+            }
+            '|' if depth == 0 => break,
+            c if c.is_whitespace() => flush(&mut cur, &mut words, depth),
+            c => cur.push(c),
+        }
+    }
+    flush(&mut cur, &mut words, depth);
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_filters() {
+        for q in [
+            "_time:5m level:error | stats count()",
+            "level:error _time:5m | stats count()",
+            "_time:[2024-01-01, 2024-01-02) error | stats count() c",
+            "_time:>1h error | stats count()",
+            "error AND _time:5m | stats count()",
+            "_time: 5m error | stats count()",
+            "{app=\"x|y\"} _time:5m | stats count()",
+        ] {
+            assert!(logsql_has_time_filter(q), "{q}");
+        }
+        for q in [
+            "level:error | stats count()",
+            "level:error | stats count() | filter _time:5m",
+            "\"_time:5m\" error | stats count()",
+            "(_time:5m or error) | stats count()",
+            "_time:5m error or warn | stats count()",
+            "not _time:5m | stats count()",
+            "-_time:5m | stats count()",
+            "!_time:5m | stats count()",
+            "msg:_time | stats count()",
+        ] {
+            assert!(!logsql_has_time_filter(q), "{q}");
+        }
+    }
+
+    #[test]
+    fn forms_as_vmalert_sends_them() {
+        let f = stats_query_form(
+            "error | stats count()",
+            1_700_000_060_000,
+            Some(60_000),
+            &[],
+            &[],
+        );
+        assert_eq!(f.get("time"), Some("1700000060"));
+        assert_eq!(f.get("start"), Some("1700000000"));
+        assert_eq!(f.get("end"), Some("1700000060"));
+        let f = stats_query_form(
+            "_time:5m | stats count()",
+            1_700_000_060_000,
+            None,
+            &[],
+            &[],
+        );
+        assert_eq!(f.get("start"), None);
+        let f = stats_query_range_form("x | stats count()", 0, 3_600_000, 60_000, &[], &[]);
+        assert_eq!(f.get("step"), Some("60s"));
+    }
+
+    #[test]
+    fn stats_result_label() {
+        let mut l = Labels::from_pairs([("__name__", "error_count"), ("service", "api")]);
+        rename_stats_result(&mut l);
+        assert_eq!(
+            l.to_string(),
+            r#"{service="api", stats_result="error_count"}"#
+        );
+    }
+}

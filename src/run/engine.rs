@@ -1,0 +1,566 @@
+//! The evaluation engine of `spillway run`: one task per rule group,
+//! started together, reloaded in place, stopped together.
+//!
+//! The seam to the rest of `run` is [`ResultSink`]: the engine hands it
+//! every batch of series a rule produced at one timestamp (results, alert
+//! series and stale markers) and waits for `Ok` before it remembers having
+//! exported them. `spillway run` implements it with the router, which
+//! relabels and writes into each destination's durable queue; tests use
+//! [`MemorySink`]. An `Err` keeps the timestamp pending: it is evaluated
+//! again at the next iteration (see `group.rs` for catch-up).
+//!
+//! Reload ([`EngineHandle::reload`]) compares groups by file and name:
+//! identical ones (same checksum) keep running untouched; changed ones are
+//! stopped and started again with the new definition, and each rule whose
+//! id (name, expression, labels) is unchanged keeps its cursor, stale-marker
+//! memory, alerts and history, as vmalert keeps them; removed ones stop.
+//! New definitions are checked first, so a refused reload changes nothing.
+
+use crate::model::Series;
+use crate::run::config::EvaluationSpec;
+use crate::run::datasource::Datasource;
+use crate::run::group::{GroupShared, GroupTask, RuleCarry};
+use crate::run::rules::Group;
+use crate::run::schedule::Clock;
+use crate::run::state::{GroupState, GroupsState, RuleState};
+use futures_util::future::BoxFuture;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Where evaluated series go.
+///
+/// `export` gets the series one rule produced at one evaluation timestamp
+/// (at most the rule's result, its stale markers, or its `ALERTS` series)
+/// and resolves once they are safe: for `spillway run`, written to the
+/// queue of every destination that keeps them. `Err(reason)` means "not
+/// taken": the engine logs the reason on the rule, keeps its state, and
+/// evaluates the same timestamp again later.
+pub trait ResultSink: Send + Sync + 'static {
+    fn export(&self, batch: Vec<Series>) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// A sink that keeps every batch in memory (tests, `rules preview`).
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    batches: Mutex<Vec<Vec<Series>>>,
+    changed: tokio::sync::Notify,
+}
+
+impl MemorySink {
+    pub fn new() -> Arc<MemorySink> {
+        Arc::new(MemorySink::default())
+    }
+
+    /// Every batch so far, in arrival order.
+    pub fn batches(&self) -> Vec<Vec<Series>> {
+        self.batches.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    /// Every series so far, in arrival order.
+    pub fn series(&self) -> Vec<Series> {
+        self.batches().into_iter().flatten().collect()
+    }
+
+    /// Takes every batch so far.
+    pub fn take(&self) -> Vec<Vec<Series>> {
+        self.batches
+            .lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default()
+    }
+
+    /// Waits until `done` holds for the series received so far, or
+    /// `timeout` passes; returns whether it held.
+    pub async fn wait_until(&self, timeout: Duration, done: impl Fn(&[Series]) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            if done(&self.series()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return done(&self.series());
+            }
+        }
+    }
+}
+
+impl ResultSink for MemorySink {
+    fn export(&self, batch: Vec<Series>) -> BoxFuture<'_, Result<(), String>> {
+        if let Ok(mut b) = self.batches.lock() {
+            b.push(batch);
+        }
+        self.changed.notify_waiters();
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Settings that apply to all groups.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Interval of groups without `interval:` (vmalert's `-evaluationInterval`, 1m).
+    pub default_interval: Duration,
+    /// `eval_delay` of groups that set none (vmalert's `-rule.evalDelay`, 30s:
+    /// VictoriaMetrics hides the last 30s by default, `-search.latencyOffset`).
+    pub default_eval_delay: Duration,
+    /// How far back missed evaluations are made up (1h; zero disables).
+    pub max_catch_up: Duration,
+    /// `external_labels` of the run config: added to every rule's labels
+    /// with the lowest priority, as vmalert's `-external.label`.
+    pub external_labels: BTreeMap<String, String>,
+    /// Evaluations kept per rule for the API (overridden by a rule's
+    /// `update_entries_limit`).
+    pub history_len: usize,
+    /// Add `alertgroup` to alert series (vmalert unless `-disableAlertgroupLabel`).
+    pub alertgroup_label: bool,
+    /// How long after a timestamp is due the group wakes (capped at 3/4 of
+    /// the interval). VictoriaMetrics clamps a query's time to `now -
+    /// max(search.latencyOffset, 1s)`: measured on 1.79, a query for T sent
+    /// before T+1s (latencyOffset 0) or T+5s (latencyOffset 5s) answers for
+    /// T-1s while still stamping T. `eval_delay` is meant to equal the
+    /// latency offset, so waking exactly at `T + eval_delay` would hit this
+    /// in every evaluation. vmalert escapes it (mostly) by waking at a random
+    /// phase of the interval; spillway waits this fixed margin (1.2s: one
+    /// second plus room for clock skew between the hosts).
+    pub wake_margin: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            default_interval: Duration::from_secs(60),
+            default_eval_delay: Duration::from_secs(30),
+            max_catch_up: Duration::from_secs(3600),
+            external_labels: BTreeMap::new(),
+            history_len: 30,
+            alertgroup_label: true,
+            wake_margin: Duration::from_millis(1200),
+        }
+    }
+}
+
+impl EngineOptions {
+    /// Reads `evaluation:` of the run config; errors name the field.
+    pub fn from_spec(
+        spec: &EvaluationSpec,
+        external_labels: &BTreeMap<String, String>,
+    ) -> Result<EngineOptions, String> {
+        use crate::model::time::parse_duration;
+        let mut o = EngineOptions {
+            external_labels: external_labels.clone(),
+            ..EngineOptions::default()
+        };
+        let field = |name: &str, v: &Option<String>| -> Result<Option<Duration>, String> {
+            v.as_deref()
+                .map(|s| parse_duration(s).map_err(|e| format!("evaluation.{name}: {e}")))
+                .transpose()
+        };
+        if let Some(d) = field("interval", &spec.interval)? {
+            if d.is_zero() {
+                return Err("evaluation.interval: must be above 0, e.g. 1m".into());
+            }
+            o.default_interval = d;
+        }
+        if let Some(d) = field("max_catch_up", &spec.max_catch_up)? {
+            o.max_catch_up = d;
+        }
+        if let Some(d) = field("eval_delay", &spec.eval_delay)? {
+            o.default_eval_delay = d;
+        }
+        Ok(o)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Groups that cannot be evaluated, one line each.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// What a reload did, by group (`file: name`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub kept: Vec<String>,
+    pub restarted: Vec<String>,
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+}
+
+struct Running {
+    key: (String, String),
+    checksum: String,
+    shared: Arc<GroupShared>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<HashMap<u64, RuleCarry>>,
+}
+
+struct Inner {
+    ds: Arc<dyn Datasource>,
+    sink: Arc<dyn ResultSink>,
+    clock: Arc<dyn Clock>,
+    opts: EngineOptions,
+    running: tokio::sync::Mutex<Vec<Running>>,
+    /// What the API reads, in config order.
+    shared: RwLock<Vec<Arc<GroupShared>>>,
+}
+
+/// The entry point: [`Engine::start`].
+pub struct Engine;
+
+impl Engine {
+    /// Checks `groups` and starts one task per group on the current tokio
+    /// runtime.
+    pub fn start(
+        groups: Vec<Group>,
+        ds: Arc<dyn Datasource>,
+        sink: Arc<dyn ResultSink>,
+        clock: Arc<dyn Clock>,
+        opts: EngineOptions,
+    ) -> Result<EngineHandle, EngineError> {
+        describe_metrics();
+        check_groups(&groups, &*ds, &opts)?;
+        let inner = Arc::new(Inner {
+            ds,
+            sink,
+            clock,
+            opts,
+            running: tokio::sync::Mutex::new(Vec::new()),
+            shared: RwLock::new(Vec::new()),
+        });
+        let mut running = Vec::new();
+        for g in groups {
+            running.push(inner.spawn(g, HashMap::new()));
+        }
+        inner.publish(&running);
+        *inner
+            .running
+            .try_lock()
+            .expect("nobody else holds the lock yet") = running;
+        Ok(EngineHandle { inner })
+    }
+}
+
+/// Refuses what vmalert would evaluate but spillway cannot: graphite
+/// groups, a type without a datasource, intervals of zero.
+fn check_groups(
+    groups: &[Group],
+    ds: &dyn Datasource,
+    opts: &EngineOptions,
+) -> Result<(), EngineError> {
+    let mut problems = Vec::new();
+    for g in groups {
+        if let Err(reason) = ds.supports(g.rule_type) {
+            problems.push(format!(
+                "{}:{}: group {:?}: {reason}",
+                g.file, g.line, g.name
+            ));
+        }
+        let interval = g.interval.unwrap_or(opts.default_interval);
+        if interval < Duration::from_millis(1) {
+            problems.push(format!(
+                "{}:{}: group {:?}: the evaluation interval must be at least 1ms",
+                g.file, g.line, g.name
+            ));
+        }
+        if let Some(off) = g.eval_offset {
+            if off >= interval {
+                problems.push(format!(
+                    "{}:{}: group {:?}: eval_offset should be smaller than interval; now eval_offset: {:?}, interval: {:?}",
+                    g.file, g.line, g.name, off, interval
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::Invalid(problems))
+    }
+}
+
+impl Inner {
+    fn spawn(&self, group: Group, carry: HashMap<u64, RuleCarry>) -> Running {
+        let key = (group.file.clone(), group.name.clone());
+        let checksum = group.checksum.clone();
+        let (task, shared) = GroupTask::new(
+            group,
+            self.ds.clone(),
+            self.sink.clone(),
+            self.clock.clone(),
+            &self.opts,
+            carry,
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(task.run(stop_rx));
+        Running {
+            key,
+            checksum,
+            shared,
+            stop,
+            task,
+        }
+    }
+
+    fn publish(&self, running: &[Running]) {
+        if let Ok(mut s) = self.shared.write() {
+            *s = running.iter().map(|r| r.shared.clone()).collect();
+        }
+    }
+}
+
+async fn stop(r: Running) -> HashMap<u64, RuleCarry> {
+    let _ = r.stop.send(true);
+    match r.task.await {
+        Ok(carry) => carry,
+        Err(e) => {
+            tracing::error!(group = %r.key.1, file = %r.key.0, error = %e, "group task ended abnormally");
+            HashMap::new()
+        }
+    }
+}
+
+/// A running engine; cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    inner: Arc<Inner>,
+}
+
+impl EngineHandle {
+    /// Replaces the groups: unchanged ones keep running, changed ones
+    /// restart (rules keep their state by id), removed ones stop. Invalid
+    /// groups refuse the whole reload and leave everything as it was.
+    pub async fn reload(&self, groups: Vec<Group>) -> Result<ReloadSummary, EngineError> {
+        check_groups(&groups, &*self.inner.ds, &self.inner.opts)?;
+        let mut running = self.inner.running.lock().await;
+        let mut old: Vec<Option<Running>> = std::mem::take(&mut *running)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut summary = ReloadSummary::default();
+        let mut next = Vec::with_capacity(groups.len());
+        for g in groups {
+            let name = format!("{}: {}", g.file, g.name);
+            let found = old.iter().position(|o| {
+                o.as_ref()
+                    .is_some_and(|o| o.key.0 == g.file && o.key.1 == g.name)
+            });
+            match found.and_then(|i| old[i].take()) {
+                Some(o) if o.checksum == g.checksum => {
+                    summary.kept.push(name);
+                    next.push(o);
+                }
+                Some(o) => {
+                    let carry = stop(o).await;
+                    summary.restarted.push(name);
+                    next.push(self.inner.spawn(g, carry));
+                }
+                None => {
+                    summary.started.push(name);
+                    next.push(self.inner.spawn(g, HashMap::new()));
+                }
+            }
+        }
+        for o in old.into_iter().flatten() {
+            summary.stopped.push(format!("{}: {}", o.key.0, o.key.1));
+            stop(o).await;
+        }
+        self.inner.publish(&next);
+        *running = next;
+        tracing::info!(
+            kept = summary.kept.len(),
+            restarted = summary.restarted.len(),
+            started = summary.started.len(),
+            stopped = summary.stopped.len(),
+            "rule groups reloaded"
+        );
+        Ok(summary)
+    }
+
+    /// Stops every group (an evaluation in progress is abandoned; its
+    /// timestamp was not recorded as done) and waits for them.
+    pub async fn shutdown(&self) {
+        let mut running = self.inner.running.lock().await;
+        for r in std::mem::take(&mut *running) {
+            stop(r).await;
+        }
+        self.inner.publish(&[]);
+    }
+
+    /// The groups, their rules and their status now.
+    pub fn snapshot(&self) -> GroupsState {
+        let shared = self
+            .inner
+            .shared
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        GroupsState {
+            groups: shared
+                .iter()
+                .map(|g| GroupState {
+                    group: g.group.clone(),
+                    interval: g.interval,
+                    last_evaluation_ms: g.last_evaluation_ms.lock().ok().and_then(|l| *l),
+                    rules: g
+                        .rules
+                        .iter()
+                        .map(|r| RuleState {
+                            rule: r.rule.clone(),
+                            labels: r.labels.clone(),
+                            status: r
+                                .status
+                                .lock()
+                                .map(|s| s.clone())
+                                .unwrap_or_else(|_| crate::run::state::RuleStatus::new(1)),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// `GET /api/v1/rules`, in vmalert's shape.
+    pub fn rules_api_json(&self) -> serde_json::Value {
+        self.snapshot().to_api_json()
+    }
+}
+
+/// One rule's result in [`preview`].
+#[derive(Clone, Debug)]
+pub struct PreviewRule {
+    pub file: String,
+    pub group: String,
+    pub rule: String,
+    /// The evaluation timestamp used.
+    pub at_ms: i64,
+    /// What the rule would export (for `alert:` rules: firing alerts, so
+    /// only those with `for: 0` can appear in a single evaluation).
+    pub series: Vec<Series>,
+    pub error: Option<String>,
+}
+
+/// Evaluates every rule once, at the timestamp its group would use at
+/// `now_ms`, without state (no stale markers) and without exporting:
+/// `spillway rules preview`.
+pub async fn preview(
+    groups: &[Group],
+    ds: &dyn Datasource,
+    opts: &EngineOptions,
+    now_ms: i64,
+) -> Result<Vec<PreviewRule>, EngineError> {
+    use crate::run::schedule::Schedule;
+    check_groups(groups, ds, opts)?;
+    let mut out = Vec::new();
+    for g in groups {
+        let sched = Schedule::for_group(g, opts.default_interval, opts.default_eval_delay, now_ms);
+        let at_ms = sched.timestamp_at(now_ms);
+        for rule in &g.rules {
+            let spec = crate::run::group::rule_spec(g, rule, opts);
+            let query = crate::run::datasource::RuleQuery::new(g, &rule.expr, sched.interval_ms);
+            let (series, error) = match ds.instant(&query, at_ms).await {
+                Err(e) => (
+                    Vec::new(),
+                    Some(format!("failed to execute query {:?}: {e}", rule.expr)),
+                ),
+                Ok(answer) => {
+                    let o = crate::run::eval::evaluate(
+                        &spec,
+                        &crate::run::eval::RuleMemory::default(),
+                        at_ms,
+                        answer.series,
+                    );
+                    (o.export, o.error)
+                }
+            };
+            out.push(PreviewRule {
+                file: g.file.clone(),
+                group: g.name.clone(),
+                rule: rule.name().to_string(),
+                at_ms,
+                series,
+                error,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// HELP texts for the engine's metrics (shown by the exporter).
+fn describe_metrics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        metrics::describe_counter!(
+            "spillway_rule_evaluations_total",
+            "Rule evaluations, including catch-up ones."
+        );
+        metrics::describe_counter!(
+            "spillway_rule_evaluation_errors_total",
+            "Rule evaluations that ended with an error (query, limit, duplicates, templates, sink)."
+        );
+        metrics::describe_gauge!(
+            "spillway_rule_last_samples",
+            "Series the datasource returned at the rule's last evaluation."
+        );
+        metrics::describe_histogram!(
+            "spillway_group_iteration_duration_seconds",
+            metrics::Unit::Seconds,
+            "Time to evaluate all rules of a group once (catch-up included)."
+        );
+        metrics::describe_counter!(
+            "spillway_group_iterations_missed_total",
+            "Evaluation timestamps a group did not start on time (evaluated late by catch-up)."
+        );
+        metrics::describe_counter!(
+            "spillway_rule_catch_up_dropped_total",
+            "Missed evaluation timestamps older than max_catch_up, given up."
+        );
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_from_the_run_config() {
+        let spec = EvaluationSpec {
+            interval: Some("30s".into()),
+            max_catch_up: Some("0".into()),
+            eval_delay: Some("10s".into()),
+            ..EvaluationSpec::default()
+        };
+        let labels = BTreeMap::from([("cluster".to_string(), "eu1".to_string())]);
+        let o = EngineOptions::from_spec(&spec, &labels).unwrap();
+        assert_eq!(o.default_interval, Duration::from_secs(30));
+        assert_eq!(o.max_catch_up, Duration::ZERO);
+        assert_eq!(o.default_eval_delay, Duration::from_secs(10));
+        assert_eq!(o.external_labels, labels);
+        let d = EngineOptions::from_spec(&EvaluationSpec::default(), &BTreeMap::new()).unwrap();
+        assert_eq!(
+            (d.default_interval, d.default_eval_delay, d.max_catch_up),
+            (
+                Duration::from_secs(60),
+                Duration::from_secs(30),
+                Duration::from_secs(3600)
+            )
+        );
+        let bad = EvaluationSpec {
+            max_catch_up: Some("an hour".into()),
+            ..EvaluationSpec::default()
+        };
+        let e = EngineOptions::from_spec(&bad, &BTreeMap::new()).unwrap_err();
+        assert!(
+            e.starts_with("evaluation.max_catch_up: invalid duration \"an hour\""),
+            "{e}"
+        );
+        let zero = EvaluationSpec {
+            interval: Some("0s".into()),
+            ..EvaluationSpec::default()
+        };
+        assert!(EngineOptions::from_spec(&zero, &BTreeMap::new()).is_err());
+    }
+}

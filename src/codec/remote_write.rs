@@ -147,6 +147,26 @@ impl RemoteWriteEncoder {
         compress(&mut self.snappy, &self.proto, out)
     }
 
+    /// Appends one series to the request being assembled, for callers that
+    /// build a request series by series (a destination cutting blocks as it
+    /// relabels); [`RemoteWriteEncoder::finish`] compresses it.
+    pub fn add(&mut self, labels: &Labels, samples: &[Sample]) {
+        put_timeseries(&mut self.proto, labels, samples);
+    }
+
+    /// Bytes of uncompressed protobuf added since the last `finish`.
+    pub fn pending_len(&self) -> usize {
+        self.proto.len()
+    }
+
+    /// Replaces `out` with the compressed request of everything added since
+    /// the last `finish` (or `encode`), and starts a new one.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let result = compress(&mut self.snappy, &self.proto, out);
+        self.proto.clear();
+        result
+    }
+
     /// Replaces `out` with the uncompressed protobuf, for tests and debugging.
     pub fn encode_uncompressed(&mut self, series: &[Series], out: &mut Vec<u8>) {
         out.clear();

@@ -150,6 +150,29 @@ impl RelabelRules {
         Ok(RelabelRules { rules, dialect })
     }
 
+    /// Compiles configs embedded in a larger file whose positions the caller
+    /// read itself: `items[i]` is entry `i`'s line and the line of each of
+    /// its fields, so messages read `FILE:LINE: PATH[i].field: ...` with the
+    /// field's own line.
+    pub fn from_configs_at(
+        configs: Vec<RelabelConfig>,
+        dialect: Dialect,
+        source_name: &str,
+        path: &str,
+        items: Vec<(u64, std::collections::HashMap<String, u64>)>,
+    ) -> Result<Self, RelabelError> {
+        let locations = config::Locations {
+            source: Some(source_name.to_string()),
+            path: path.to_string(),
+            items: items
+                .into_iter()
+                .map(|(line, fields)| config::ItemLocation { line, fields })
+                .collect(),
+        };
+        let rules = compile::compile(&configs, dialect, &locations)?;
+        Ok(RelabelRules { rules, dialect })
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }

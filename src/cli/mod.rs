@@ -46,6 +46,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once per process: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Batch threshold export: fetch a range by PromQL, flag samples against

@@ -160,9 +160,23 @@ fn render(input: &Labels, stages: &[Stage]) -> String {
         for (i, step) in stage.rules.apply_debug(&current).iter().enumerate() {
             let _ = writeln!(out, "step {}:\n{step}", i + 1);
         }
-        if !stage.rules.apply(&mut current) {
-            let _ = writeln!(out, "\nresult: dropped");
-            return out;
+        if !stage.rules.is_empty() {
+            if !stage.rules.apply(&mut current) {
+                let _ = writeln!(out, "\nresult: dropped");
+                return out;
+            }
+            let relabeled = current.clone();
+            crate::transform::relabel::finalize(&mut current);
+            if relabeled != current {
+                let _ = writeln!(
+                    out,
+                    "labels starting with __ removed (as vmagent does after relabeling):\n  in:  {relabeled}\n  out: {current}"
+                );
+            }
+            if current.is_empty() {
+                let _ = writeln!(out, "\nresult: dropped (no label left)");
+                return out;
+            }
         }
         if !stage.external_labels.is_empty() {
             let before = current.clone();

@@ -15,8 +15,10 @@
 //! client does); destinations that had already taken it then hold it twice,
 //! which is harmless downstream.
 //!
-//! External labels follow Prometheus: added to a series that does not
-//! have the label already. They are applied after global relabeling, and a
+//! Relabeling works as in vmagent's remote-write path: after the rules,
+//! labels starting with `__` (other than `__name__`) are removed, and a
+//! series left without labels is dropped. External labels follow
+//! Prometheus: added to a series that does not have the label already. They are applied after global relabeling, and a
 //! destination's own `external_labels` after its own relabeling.
 
 use super::config::{DestinationLines, DestinationSpec, ItemLines, LoadedConfig, RunConfig};
@@ -471,7 +473,7 @@ fn global_stage(
 ) -> (Vec<Series>, u64) {
     let mut dropped = 0u64;
     batch.retain_mut(|s| {
-        if !rules.is_empty() && !rules.apply(&mut s.labels) {
+        if !rules.is_empty() && !destination::relabel_like_vmagent(rules, &mut s.labels) {
             dropped += s.samples.len() as u64;
             return false;
         }

@@ -475,6 +475,18 @@ async fn join_all(handles: &mut Vec<JoinHandle<()>>) {
     }
 }
 
+/// Relabels as vmagent's remote-write path does: the rules, then labels
+/// starting with `__` (but `__name__`) are removed, the usual home of
+/// temporary labels; a series left without labels is dropped. `false`
+/// means dropped.
+pub fn relabel_like_vmagent(rules: &RelabelRules, labels: &mut Labels) -> bool {
+    if !rules.apply(labels) {
+        return false;
+    }
+    crate::transform::relabel::finalize(labels);
+    !labels.is_empty()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -514,7 +526,7 @@ impl Shared {
                 Cow::Borrowed(&s.labels)
             } else {
                 let mut l = s.labels.clone();
-                if !self.relabel.is_empty() && !self.relabel.apply(&mut l) {
+                if !self.relabel.is_empty() && !relabel_like_vmagent(&self.relabel, &mut l) {
                     out.relabel_dropped += s.samples.len() as u64;
                     continue;
                 }

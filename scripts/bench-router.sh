@@ -31,8 +31,10 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
+  rm -rf "$WORK" 2>/dev/null || { sleep 1; rm -rf "$WORK"; }
 }
 trap cleanup EXIT
 
@@ -115,7 +117,7 @@ vmagent -httpListenAddr=127.0.0.1:$AGENT_PORT -loggerLevel=WARN \
   >"$WORK/vmagent.log" 2>&1 &
 AGENT_PID=$!; PIDS+=($AGENT_PID)
 wait_http "http://127.0.0.1:$AGENT_PORT/health"
-AGENT_VERSION=$(curl -s "http://127.0.0.1:$AGENT_PORT/metrics" | sed -n 's/^vm_app_version{.*short_version="\([^"]*\)".*/\1/p' | head -1)
+AGENT_VERSION=$(curl -s "http://127.0.0.1:$AGENT_PORT/metrics" | grep -o 'short_version="[^"]*"' | head -1 | cut -d'"' -f2)
 read -r A_RATE A_CPU A_RSS A_SECS A_CPUS < <(measure vmagent "$AGENT_PID" \
   "http://127.0.0.1:$AGENT_PORT/api/v1/write" "$VA" "$VB")
 kill "$AGENT_PID"

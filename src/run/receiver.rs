@@ -41,10 +41,33 @@ pub const IMPORT_BATCH_SAMPLES: usize = 10_000;
 /// Bad import lines named in an answer; the rest are counted.
 const SHOWN_BAD_LINES: usize = 5;
 
+/// Decoded batches handed back by the pipeline, decoded into again so a
+/// busy receiver does not allocate per label (bounded: a burst's extra
+/// batches are freed).
+const SPARE_BATCHES: usize = 4;
+
 #[derive(Clone)]
 struct Receiver {
     pipeline: Arc<Pipeline>,
     limits: Limits,
+    spare: Arc<std::sync::Mutex<Vec<Vec<Series>>>>,
+}
+
+impl Receiver {
+    fn take_spare(&self) -> Vec<Series> {
+        self.spare
+            .lock()
+            .map(|mut s| s.pop().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, batch: Option<Vec<Series>>) {
+        if let (Some(b), Ok(mut spare)) = (batch, self.spare.lock()) {
+            if spare.len() < SPARE_BATCHES {
+                spare.push(b);
+            }
+        }
+    }
 }
 
 /// Size limits, changeable for tests.
@@ -67,7 +90,11 @@ impl Default for Limits {
 
 /// The receiver's routes.
 pub fn router(pipeline: Arc<Pipeline>, limits: Limits) -> Router {
-    let state = Receiver { pipeline, limits };
+    let state = Receiver {
+        pipeline,
+        limits,
+        spare: Default::default(),
+    };
     Router::new()
         .route("/api/v1/write", post(remote_write))
         .route("/prometheus/api/v1/write", post(remote_write))
@@ -118,8 +145,9 @@ async fn remote_write_inner(
     let limit = rx.limits.max_remote_write_bytes;
     let body = read_body(body, headers, limit).await?;
     let max_decoded = rx.limits.max_decoded_bytes;
+    let mut batch = rx.take_spare();
     let batch = tokio::task::spawn_blocking(move || {
-        codec::decode_write_request_with_limit(&body, max_decoded)
+        codec::decode_write_request_into(&body, max_decoded, &mut batch).map(|()| batch)
     })
     .await
     .map_err(|e| ApiError::Internal(anyhow::anyhow!("decoding task failed: {e}")))?
@@ -128,7 +156,9 @@ async fn remote_write_inner(
         other => ApiError::BadRequest(other.to_string()),
     })?;
     let samples = crate::model::series::sample_count(&batch);
-    route(&rx.pipeline, batch).await?;
+    let (result, batch) = rx.pipeline.route_and_return(batch).await;
+    rx.give_back(batch);
+    result.map_err(route_error)?;
     Ok(samples)
 }
 
@@ -165,7 +195,11 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 async fn route(pipeline: &Pipeline, batch: Vec<Series>) -> Result<(), ApiError> {
-    pipeline.route(batch).await.map_err(|e| match e {
+    pipeline.route(batch).await.map_err(route_error)
+}
+
+fn route_error(e: RouteError) -> ApiError {
+    match e {
         RouteError::ShuttingDown => ApiError::Unavailable {
             message: e.to_string(),
             cause: None,
@@ -173,7 +207,7 @@ async fn route(pipeline: &Pipeline, batch: Vec<Series>) -> Result<(), ApiError> 
         RouteError::Destinations(_) => {
             ApiError::unavailable(format!("cannot queue the data, retry later: {e}"), e)
         }
-    })
+    }
 }
 
 async fn import(

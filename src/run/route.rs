@@ -391,11 +391,21 @@ impl Pipeline {
     /// on disk. This is the entry point of the receiver and of the rule
     /// engine; see the module docs for what `Ok` and `Err` promise.
     pub async fn route(&self, batch: Vec<Series>) -> Result<(), RouteError> {
+        self.route_and_return(batch).await.0
+    }
+
+    /// [`Pipeline::route`] that also hands the batch back once every
+    /// destination is done with it (`None` if it was consumed), so the
+    /// receiver can decode the next request into the same strings.
+    pub async fn route_and_return(
+        &self,
+        batch: Vec<Series>,
+    ) -> (Result<(), RouteError>, Option<Vec<Series>>) {
         if self.closed.load(Ordering::SeqCst) {
-            return Err(RouteError::ShuttingDown);
+            return (Err(RouteError::ShuttingDown), Some(batch));
         }
         if batch.is_empty() {
-            return Ok(());
+            return (Ok(()), Some(batch));
         }
         let samples: u64 = batch.iter().map(|s| s.samples.len() as u64).sum();
         self.routed_samples.fetch_add(samples, Ordering::Relaxed);
@@ -412,7 +422,7 @@ impl Pipeline {
             batch
         };
         if batch.is_empty() {
-            return Ok(());
+            return (Ok(()), Some(batch));
         }
         let batch = Arc::new(batch);
         let accepts = self
@@ -424,7 +434,8 @@ impl Pipeline {
             .into_iter()
             .filter_map(Result::err)
             .collect();
-        if errors.is_empty() {
+        let batch = Arc::try_unwrap(batch).ok();
+        let result = if errors.is_empty() {
             Ok(())
         } else if errors
             .iter()
@@ -433,7 +444,8 @@ impl Pipeline {
             Err(RouteError::ShuttingDown)
         } else {
             Err(RouteError::Destinations(errors))
-        }
+        };
+        (result, batch)
     }
 
     pub fn destinations(&self) -> &[Arc<Destination>] {

@@ -517,25 +517,13 @@ impl Shared {
             source,
         };
         let mut out = Accepted::default();
-        let plain = self.relabel.is_empty() && self.external_labels.is_empty();
         for s in batch {
             if s.samples.is_empty() {
                 continue;
             }
-            let labels: Cow<'_, Labels> = if plain {
-                Cow::Borrowed(&s.labels)
-            } else {
-                let mut l = s.labels.clone();
-                if !self.relabel.is_empty() && !relabel_like_vmagent(&self.relabel, &mut l) {
-                    out.relabel_dropped += s.samples.len() as u64;
-                    continue;
-                }
-                for (k, v) in &self.external_labels {
-                    if l.get(k).is_none() {
-                        l.set(k.as_str(), v.as_str());
-                    }
-                }
-                Cow::Owned(l)
+            let Some(labels) = self.relabeled(&s.labels) else {
+                out.relabel_dropped += s.samples.len() as u64;
+                continue;
             };
             enc.add(&labels, &s.samples).map_err(encode_err)?;
         }
@@ -573,6 +561,54 @@ impl Shared {
             }
             Err(source) => Err(self.queue_err(source)),
         }
+    }
+
+    /// The series' labels as this destination sends them, or `None` when
+    /// relabeling drops it. Copies the labels only when something changes
+    /// them: filter-only rules (`keep`, `drop`, ...) decide on the original.
+    fn relabeled<'a>(&self, labels: &'a Labels) -> Option<Cow<'a, Labels>> {
+        let verdict = if self.relabel.is_empty() {
+            Some(true)
+        } else {
+            self.relabel.keeps(labels)
+        };
+        let mut owned = match verdict {
+            Some(false) => return None,
+            Some(true) => {
+                let temporary = !self.relabel.is_empty()
+                    && labels
+                        .iter()
+                        .any(|l| l.name.starts_with("__") && l.name != "__name__");
+                let missing = self
+                    .external_labels
+                    .iter()
+                    .any(|(k, _)| labels.get(k).is_none());
+                if !temporary && !missing {
+                    return Some(Cow::Borrowed(labels));
+                }
+                let mut l = labels.clone();
+                if temporary {
+                    crate::transform::relabel::finalize(&mut l);
+                    if l.is_empty() {
+                        return None;
+                    }
+                }
+                l
+            }
+            None => {
+                let mut l = labels.clone();
+                if !relabel_like_vmagent(&self.relabel, &mut l) {
+                    return None;
+                }
+                l
+            }
+        };
+        for (k, v) in &self.external_labels {
+            if owned.get(k).is_none() {
+                owned.set(k.as_str(), v.as_str());
+            }
+        }
+        Some(Cow::Owned(owned))
     }
 
     /// Pushes one block; one that cannot fit in `max_disk_bytes` at all is

@@ -202,6 +202,28 @@ impl RelabelRules {
         !labels.is_empty()
     }
 
+    /// Whether every rule only keeps or drops series (`keep`, `drop`,
+    /// `keep_if_equal`, ...): then [`RelabelRules::keeps`] decides without
+    /// copying or editing the labels.
+    pub fn is_filter_only(&self) -> bool {
+        self.rules.iter().all(|r| r.is_filter())
+    }
+
+    /// For filter-only rules, whether `labels` survive them, without
+    /// touching the labels; `None` when some rule may edit labels (use
+    /// [`RelabelRules::apply`] on a copy then). Same verdict as `apply`.
+    pub fn keeps(&self, labels: &Labels) -> Option<bool> {
+        if !self.is_filter_only() {
+            return None;
+        }
+        for rule in &self.rules {
+            if !rule.decide(labels)? {
+                return Some(false);
+            }
+        }
+        Some(!labels.is_empty())
+    }
+
     /// Applies the rules one at a time and records each step. Stops at the
     /// step that drops the series (its `after` is `None`) or, under the
     /// vmagent dialect, leaves it without labels.

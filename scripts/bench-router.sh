@@ -117,7 +117,8 @@ vmagent -httpListenAddr=127.0.0.1:$AGENT_PORT -loggerLevel=WARN \
   >"$WORK/vmagent.log" 2>&1 &
 AGENT_PID=$!; PIDS+=($AGENT_PID)
 wait_http "http://127.0.0.1:$AGENT_PORT/health"
-AGENT_VERSION=$(curl -s "http://127.0.0.1:$AGENT_PORT/metrics" | grep -o 'short_version="[^"]*"' | head -1 | cut -d'"' -f2)
+# Debian's build reports an empty vm_app_version; ask the package instead.
+AGENT_VERSION=$(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null | cut -d- -f1 || true)
 read -r A_RATE A_CPU A_RSS A_SECS A_CPUS < <(measure vmagent "$AGENT_PID" \
   "http://127.0.0.1:$AGENT_PORT/api/v1/write" "$VA" "$VB")
 kill "$AGENT_PID"

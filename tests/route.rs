@@ -105,7 +105,7 @@ fn destination_down_for_30s_under_load_gets_every_sample() {
         requests += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(requests > 200, "steady load: {requests} requests");
+    assert!(requests > 100, "steady load: {requests} requests");
     sp.wait_delivered(Duration::from_secs(30));
     let got = distinct_points(&vm.export_lines("{__name__=\"load\"}"));
     assert_eq!(got.len(), expected.len(), "distinct series x timestamps");

@@ -146,6 +146,11 @@ async fn deliver(shared: &Arc<Shared>, mut records: Vec<Record>) {
                 Prepared::Nothing
             } else if let Some(b) = &body {
                 Prepared::Body(b.clone())
+            } else if let [only] = records.as_mut_slice() {
+                // One block goes as queued: move it, no copy.
+                let b = bytes::Bytes::from(std::mem::take(&mut only.payload));
+                body = Some(b.clone());
+                Prepared::Body(b)
             } else {
                 let parts: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
                 match encode::merge(shared.kind, &parts) {

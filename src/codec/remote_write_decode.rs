@@ -98,6 +98,12 @@ impl<'a> Reader<'a> {
 }
 
 fn utf8<'a>(bytes: &'a [u8], at: usize, what: &str) -> Result<&'a str, CodecError> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8. Label names and values are nearly
+        // always ASCII, and this check is several times cheaper than full
+        // validation on such short strings.
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
     std::str::from_utf8(bytes).map_err(|_| bad(at, &format!("{what} is not valid UTF-8")))
 }
 

@@ -11,6 +11,7 @@ pub mod export;
 pub mod model;
 pub mod queue;
 pub mod run;
+pub mod server;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

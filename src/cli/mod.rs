@@ -6,6 +6,9 @@ use crate::client::{BasicAuthSpec, ConnectionSpec, TlsSpec};
 use crate::export::ExportFile;
 use crate::transform::threshold::ThresholdSpec;
 pub mod progress;
+pub mod run;
+
+pub use run::{RelabelArgs, RunArgs};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -43,11 +46,18 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once per process: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Batch threshold export: fetch a range by PromQL, flag samples against
     /// thresholds, write CSV / JSON / JSONL / SQLite / Parquet (alerts apart).
     Export(ExportArgs),
+    /// Continuous export: receive (remote write, VM import) and route series
+    /// through relabeling to queued remote-write / VM-import destinations.
+    Run(RunArgs),
+    /// Show what relabel_configs do to one series, step by step.
+    Relabel(RelabelArgs),
 }
 
 /// How to reach a server: shared by every command that talks to one.
@@ -209,7 +219,9 @@ mod tests {
             "2h",
         ])
         .unwrap();
-        let Command::Export(e) = cli.command;
+        let Command::Export(e) = cli.command else {
+            panic!("not export")
+        };
         let f = e.to_file();
         assert_eq!(f.queries, ["a", "b"]);
         assert_eq!(f.format.unwrap(), ["csv", "parquet"]);

@@ -147,6 +147,26 @@ impl RemoteWriteEncoder {
         compress(&mut self.snappy, &self.proto, out)
     }
 
+    /// Appends one series to the request being assembled, for callers that
+    /// build a request series by series (a destination cutting blocks as it
+    /// relabels); [`RemoteWriteEncoder::finish`] compresses it.
+    pub fn add(&mut self, labels: &Labels, samples: &[Sample]) {
+        put_timeseries(&mut self.proto, labels, samples);
+    }
+
+    /// Bytes of uncompressed protobuf added since the last `finish`.
+    pub fn pending_len(&self) -> usize {
+        self.proto.len()
+    }
+
+    /// Replaces `out` with the compressed request of everything added since
+    /// the last `finish` (or `encode`), and starts a new one.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let result = compress(&mut self.snappy, &self.proto, out);
+        self.proto.clear();
+        result
+    }
+
     /// Replaces `out` with the uncompressed protobuf, for tests and debugging.
     pub fn encode_uncompressed(&mut self, series: &[Series], out: &mut Vec<u8>) {
         out.clear();
@@ -224,28 +244,25 @@ pub fn decode_write_request_with_limit(
     body: &[u8],
     max_decoded_bytes: usize,
 ) -> Result<Vec<Series>, CodecError> {
-    let request = decode_proto(body, max_decoded_bytes)?;
-    Ok(request
-        .timeseries
-        .into_iter()
-        .map(|ts| {
-            let labels = Labels::from_pairs(ts.labels.into_iter().map(|l| (l.name, l.value)));
-            let samples = ts
-                .samples
-                .into_iter()
-                .map(|s| Sample::new(s.timestamp, s.value))
-                .collect();
-            Series::new(labels, samples)
-        })
-        .collect())
+    let raw = decompress(body, max_decoded_bytes)?;
+    super::remote_write_decode::decode_series(&raw)
 }
 
-/// Decompresses and decodes into the raw protobuf message, metadata included.
-pub fn decode_proto(
+/// [`decode_write_request_with_limit`] into `out`, reusing the series,
+/// label strings and sample vectors it holds (its content is replaced).
+/// On error `out` holds an unspecified part of the request.
+pub fn decode_write_request_into(
     body: &[u8],
     max_decoded_bytes: usize,
-) -> Result<proto::WriteRequest, CodecError> {
-    use prost::Message;
+    out: &mut Vec<Series>,
+) -> Result<(), CodecError> {
+    let raw = decompress(body, max_decoded_bytes)?;
+    super::remote_write_decode::decode_series_into(&raw, out)
+}
+
+/// Undoes the snappy block, refusing the framed format and outputs past
+/// `max_decoded_bytes` before allocating them.
+fn decompress(body: &[u8], max_decoded_bytes: usize) -> Result<Vec<u8>, CodecError> {
     if body.starts_with(FRAMED_SNAPPY_MAGIC) {
         return Err(CodecError::FramedSnappy);
     }
@@ -262,6 +279,16 @@ pub fn decode_proto(
         .decompress(body, &mut raw)
         .map_err(|e| CodecError::Snappy(e.to_string()))?;
     raw.truncate(n);
+    Ok(raw)
+}
+
+/// Decompresses and decodes into the raw protobuf message, metadata included.
+pub fn decode_proto(
+    body: &[u8],
+    max_decoded_bytes: usize,
+) -> Result<proto::WriteRequest, CodecError> {
+    use prost::Message;
+    let raw = decompress(body, max_decoded_bytes)?;
     proto::WriteRequest::decode(raw.as_slice()).map_err(|e| CodecError::Protobuf(e.to_string()))
 }
 

@@ -41,20 +41,26 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 10 << 20;
 /// writes nothing, as VictoriaMetrics' export does (its import rejects a line
 /// with empty `values`).
 pub fn write_vm_json_line(series: &Series, out: &mut Vec<u8>) {
-    if series.samples.is_empty() {
+    write_vm_json_parts(&series.labels, &series.samples, out)
+}
+
+/// [`write_vm_json_line`] for labels and samples held apart (a relabeled
+/// copy of the labels with the original samples, say).
+pub fn write_vm_json_parts(labels: &Labels, samples: &[Sample], out: &mut Vec<u8>) {
+    if samples.is_empty() {
         return;
     }
     out.extend_from_slice(b"{\"metric\":{");
     let mut first = true;
     // VictoriaMetrics prints the metric name first even where a label name
     // (`A`, `0`) sorts before `__name__`.
-    if let Some(name) = series.labels.get(METRIC_NAME) {
+    if let Some(name) = labels.get(METRIC_NAME) {
         put_json_string(out, METRIC_NAME);
         out.push(b':');
         put_json_string(out, name);
         first = false;
     }
-    for label in series.labels.without_name() {
+    for label in labels.without_name() {
         if !first {
             out.push(b',');
         }
@@ -64,14 +70,14 @@ pub fn write_vm_json_line(series: &Series, out: &mut Vec<u8>) {
         put_json_string(out, &label.value);
     }
     out.extend_from_slice(b"},\"values\":[");
-    for (i, s) in series.samples.iter().enumerate() {
+    for (i, s) in samples.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         put_value(out, s.value);
     }
     out.extend_from_slice(b"],\"timestamps\":[");
-    for (i, s) in series.samples.iter().enumerate() {
+    for (i, s) in samples.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }

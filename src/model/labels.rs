@@ -38,7 +38,45 @@ impl Labels {
         labels
     }
 
+    /// Builds from a vector in any order with the same rules as
+    /// [`Labels::from_pairs`] (a later duplicate wins, empty values are
+    /// dropped), reusing the vector: already sorted input, the usual case
+    /// from a wire format, is only checked.
+    pub fn from_vec(mut v: Vec<Label>) -> Self {
+        let clean =
+            v.windows(2).all(|w| w[0].name < w[1].name) && v.iter().all(|l| !l.value.is_empty());
+        if clean {
+            return Labels(v);
+        }
+        // Stable, so among equal names the last one stays last.
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out: Vec<Label> = Vec::with_capacity(v.len());
+        for l in v {
+            match out.last_mut() {
+                Some(prev) if prev.name == l.name => *prev = l,
+                _ => out.push(l),
+            }
+        }
+        out.retain(|l| !l.value.is_empty());
+        Labels(out)
+    }
+
+    /// The label vector, for reuse of its strings (see [`Labels::from_vec`]).
+    pub fn into_vec(self) -> Vec<Label> {
+        self.0
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
+        // Series rarely have many labels: a scan that compares lengths
+        // (stored inline) before bytes (behind a pointer) touches less
+        // memory than a binary search, which is what lookups cost here.
+        if self.0.len() <= 16 {
+            return self
+                .0
+                .iter()
+                .find(|l| l.name.len() == name.len() && l.name == name)
+                .map(|l| l.value.as_str());
+        }
         self.position(name).ok().map(|i| self.0[i].value.as_str())
     }
 
@@ -186,6 +224,27 @@ mod tests {
         assert_eq!(names, ["__name__", "a", "b"]);
         assert_eq!(a.get("b"), Some("3"));
         assert_eq!(a.to_string(), r#"m{a="1", b="3"}"#);
+    }
+
+    #[test]
+    fn from_vec_matches_from_pairs() {
+        let pairs = [
+            ("b", "2"),
+            ("__name__", "m"),
+            ("a", ""),
+            ("b", "3"),
+            ("c", "1"),
+        ];
+        let v: Vec<Label> = pairs
+            .iter()
+            .map(|(n, v)| Label {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect();
+        assert_eq!(Labels::from_vec(v), Labels::from_pairs(pairs));
+        let sorted = Labels::from_pairs([("a", "1"), ("b", "2")]);
+        assert_eq!(Labels::from_vec(sorted.as_slice().to_vec()), sorted);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod goregex;
 pub mod labels;
 pub mod selector;
 pub mod series;
+pub mod size;
 pub mod time;
 pub mod yaml;
 

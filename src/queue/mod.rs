@@ -859,6 +859,16 @@ impl Queue {
         Ok(())
     }
 
+    /// Whether `id` is still waiting for its `ack`: false once it was
+    /// acknowledged, or dropped to make room. A sender retrying a record
+    /// asks before each attempt, so a record dropped (and counted) while
+    /// the destination was down is not delivered after all.
+    pub fn is_pending(&self, id: u64) -> bool {
+        let st = lock(&self.state);
+        st.find(id)
+            .is_some_and(|i| st.index[i].state != EntryState::Acked)
+    }
+
     /// Makes every record handed out and not yet acknowledged readable
     /// again, oldest first. For a sender restarting after it gave up on its
     /// in-flight records; returns how many there were.

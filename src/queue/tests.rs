@@ -897,3 +897,27 @@ fn queue_can_be_shared_between_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Queue>();
 }
+
+#[test]
+fn is_pending_turns_false_on_ack_and_on_drop_for_space() {
+    let dir = TempDir::new().unwrap();
+    // Three 100-byte records per segment, room for two segments.
+    let (q, _) = open(dir.path(), opts(600, 300));
+    let ids = push_n(&q, 0..3);
+    let first = q.read_next().unwrap().unwrap();
+    assert_eq!(first.id, ids[0]);
+    assert!(q.is_pending(ids[0]) && q.is_pending(ids[1]));
+    q.ack(ids[1]).unwrap();
+    assert!(!q.is_pending(ids[1]));
+    // Three more fill the second segment; three after that drop the first
+    // segment, in-flight record included.
+    push_n(&q, 3..6);
+    assert!(q.is_pending(ids[0]));
+    let out = q.push(&payload(6, REC100), 7).unwrap();
+    assert_eq!(
+        out.dropped_records, 2,
+        "the first segment's unacked records"
+    );
+    assert!(!q.is_pending(ids[0]), "dropped while in flight");
+    assert!(!q.is_pending(u64::MAX));
+}

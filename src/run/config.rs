@@ -23,8 +23,10 @@
 //! ```
 
 use crate::client::ConnectionSpec;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use serde::de::IgnoredAny;
+use serde_saphyr::Spanned;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,5 +122,173 @@ impl DestinationSpec {
             timeout: self.timeout.clone(),
             retries: None,
         }
+    }
+}
+
+/// A run config read from its file, with the lines of the parts that are
+/// checked after parsing, so those problems still name a line.
+#[derive(Clone, Debug)]
+pub struct LoadedConfig {
+    pub config: RunConfig,
+    /// The file as named on the command line, for messages.
+    pub source: String,
+    pub lines: ConfigLines,
+}
+
+/// Lines of the lists whose content is judged after parsing.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigLines {
+    pub global_relabel_configs: Vec<ItemLines>,
+    pub destinations: Vec<DestinationLines>,
+}
+
+/// An entry of a YAML list: its line and the line of each of its fields.
+#[derive(Clone, Debug, Default)]
+pub struct ItemLines {
+    pub line: u64,
+    pub fields: HashMap<String, u64>,
+}
+
+impl ItemLines {
+    /// The field's line, or the entry's when the field is absent.
+    pub fn field(&self, name: &str) -> u64 {
+        self.fields.get(name).copied().unwrap_or(self.line)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DestinationLines {
+    pub item: ItemLines,
+    pub relabel_configs: Vec<ItemLines>,
+}
+
+type SpannedItems = Vec<Spanned<HashMap<String, Spanned<IgnoredAny>>>>;
+
+/// The same text read for layout only: which line each entry and field is on.
+#[derive(serde::Deserialize, Default)]
+struct Layout {
+    #[serde(default)]
+    global_relabel_configs: Option<SpannedItems>,
+    #[serde(default)]
+    destinations: Option<SpannedItems>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct DestinationsLayout {
+    #[serde(default)]
+    destinations: Option<Vec<RelabelLayout>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RelabelLayout {
+    #[serde(default)]
+    relabel_configs: Option<SpannedItems>,
+}
+
+fn item_lines(items: Option<SpannedItems>) -> Vec<ItemLines> {
+    items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|it| ItemLines {
+            line: it.referenced.line(),
+            fields: it
+                .value
+                .into_iter()
+                .map(|(k, v)| (k, v.referenced.line()))
+                .collect(),
+        })
+        .collect()
+}
+
+impl RunConfig {
+    /// Reads and parses `path`. Unknown fields and wrong types are reported
+    /// with file:line and the field; what needs more than parsing (relabel
+    /// rules, URLs, sizes) is checked by the parts that use the config.
+    pub fn load(path: &Path) -> Result<LoadedConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// [`RunConfig::load`] from text; `source` names it in messages.
+    pub fn parse(text: &str, source: &str) -> Result<LoadedConfig, String> {
+        let config: RunConfig = if text.trim().is_empty() {
+            RunConfig::default()
+        } else {
+            crate::model::yaml::from_str(text, source).map_err(|e| e.message)?
+        };
+        // The text parsed as a RunConfig, so its layout reads too; a failure
+        // here only costs line numbers.
+        let layout: Layout = serde_saphyr::from_str(text).unwrap_or_default();
+        let relabel: DestinationsLayout = serde_saphyr::from_str(text).unwrap_or_default();
+        let mut destinations: Vec<DestinationLines> = item_lines(layout.destinations)
+            .into_iter()
+            .map(|item| DestinationLines {
+                item,
+                relabel_configs: Vec::new(),
+            })
+            .collect();
+        for (d, r) in destinations
+            .iter_mut()
+            .zip(relabel.destinations.unwrap_or_default())
+        {
+            d.relabel_configs = item_lines(r.relabel_configs);
+        }
+        Ok(LoadedConfig {
+            config,
+            source: source.to_string(),
+            lines: ConfigLines {
+                global_relabel_configs: item_lines(layout.global_relabel_configs),
+                destinations,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "\
+external_labels: {cluster: eu1}
+global_relabel_configs:
+  - action: drop
+    regex: x
+destinations:
+  - name: a
+    url: http://127.0.0.1:1/api/v1/write
+    max_disk_bytes: 1048576
+  - name: b
+    type: vm_import
+    url: http://127.0.0.1:2
+    max_disk_bytes: 500MiB
+    relabel_configs:
+      - source_labels: [x]
+        regex: y
+        action: keep
+";
+
+    #[test]
+    fn loads_with_lines() {
+        let loaded = RunConfig::parse(CONFIG, "run.yml").unwrap();
+        let c = &loaded.config;
+        assert_eq!(c.destinations.len(), 2);
+        assert_eq!(c.destinations[0].max_disk_bytes.as_deref(), Some("1048576"));
+        assert_eq!(c.destinations[1].max_disk_bytes.as_deref(), Some("500MiB"));
+        let lines = &loaded.lines;
+        assert_eq!(lines.global_relabel_configs[0].line, 3);
+        assert_eq!(lines.global_relabel_configs[0].field("regex"), 4);
+        assert_eq!(lines.destinations[1].item.line, 9);
+        assert_eq!(lines.destinations[1].item.field("url"), 11);
+        assert_eq!(lines.destinations[1].relabel_configs[0].field("action"), 16);
+        assert!(lines.destinations[0].relabel_configs.is_empty());
+    }
+
+    #[test]
+    fn unknown_field_names_file_and_line() {
+        let text = CONFIG.replace("    max_disk_bytes: 500MiB", "    max_disk_byte: 500MiB");
+        let e = RunConfig::parse(&text, "run.yml").unwrap_err();
+        assert!(e.starts_with("run.yml:12:"), "{e}");
+        assert!(e.contains("max_disk_byte"), "{e}");
     }
 }

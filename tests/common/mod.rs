@@ -66,7 +66,16 @@ impl Server {
 
     /// Starts with a prepared temp dir; `{dir}` in `args` stands for its path.
     pub fn start_in(binary: &str, port: u16, dir: tempfile::TempDir, args: Vec<String>) -> Server {
-        let binary = require_binary(binary);
+        Self::start_path(require_binary(binary), port, dir, args)
+    }
+
+    /// Starts a binary given by path (e.g. the spillway under test).
+    pub fn start_path(
+        binary: PathBuf,
+        port: u16,
+        dir: tempfile::TempDir,
+        args: Vec<String>,
+    ) -> Server {
         let d = dir.path().display().to_string();
         let args = args.into_iter().map(|a| a.replace("{dir}", &d)).collect();
         let mut server = Server {
@@ -115,6 +124,36 @@ impl Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits up to `timeout` for it;
+    /// returns its exit code, or kills it and panics after the timeout.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} did not stop within {timeout:?} of SIGTERM; log:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Starts again with the same arguments and data dir.
@@ -344,5 +383,240 @@ pub fn spillway_in(cwd: Option<&Path>, args: &[&str]) -> Run {
     Run {
         output,
         command: format!("spillway {}", args.join(" ")),
+    }
+}
+
+/// A vmagent on a free port; `extra` are its flags (`-remoteWrite.url=...`).
+/// Its queue lives in its temp dir; data is pushed to its `/api/v1/import`.
+pub struct Vmagent {
+    pub server: Server,
+}
+
+impl Vmagent {
+    /// `files` are written into its temp dir first; `{dir}` in `extra` is that dir.
+    pub fn start(files: &[(&str, &str)], extra: &[String]) -> Vmagent {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let mut args = vec![
+            format!("-httpListenAddr=127.0.0.1:{port}"),
+            "-remoteWrite.tmpDataPath={dir}/queue".into(),
+            "-loggerLevel=WARN".into(),
+        ];
+        args.extend(extra.iter().cloned());
+        let server = Server::start_in("vmagent", port, dir, args);
+        server.wait_ready("/health");
+        Vmagent { server }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+}
+
+/// `spillway run` with a config written into its temp dir (`{dir}` in the
+/// config text stands for that dir, e.g. `storage: {path: "{dir}/data"}`).
+pub struct SpillwayRun {
+    pub server: Server,
+}
+
+impl SpillwayRun {
+    pub fn start(config: &str) -> SpillwayRun {
+        Self::start_with(config, &[])
+    }
+
+    pub fn start_with(config: &str, extra: &[&str]) -> SpillwayRun {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let text = config.replace("{dir}", &dir.path().display().to_string());
+        std::fs::write(dir.path().join("run.yml"), text).unwrap();
+        let mut args = vec![
+            "run".to_string(),
+            "-c".into(),
+            "{dir}/run.yml".into(),
+            "--http.listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let server = Server::start_path(spillway_bin(), port, dir, args);
+        server.wait_ready("/health");
+        SpillwayRun { server }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn restart(&mut self) {
+        self.server.restart();
+        self.server.wait_ready("/health");
+    }
+
+    /// `/api/v1/destinations`, by destination name.
+    pub fn destinations(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let text = http_get(&format!("{}/api/v1/destinations", self.url()));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["data"]["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["name"].as_str().unwrap().to_string(), d.clone()))
+            .collect()
+    }
+
+    /// One value from `/metrics`: `name{labels}` exactly as rendered
+    /// (labels in any order are matched as a set); 0 when absent.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = http_get(&format!("{}/metrics", self.url()));
+        metric_value(&text, name, labels).unwrap_or(0.0)
+    }
+
+    /// Waits (bounded) until every destination has nothing pending.
+    pub fn wait_delivered(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ds = self.destinations();
+            if ds.values().all(|d| d["pending_samples"] == 0) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "destinations still pending after {timeout:?}: {ds:?}\nlog:\n{}",
+                self.server.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Finds `name{a="b",...}` in Prometheus text output.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, rest) = match series.find('{') {
+            Some(i) => (&series[..i], &series[i..]),
+            None => (series, ""),
+        };
+        if n != name {
+            continue;
+        }
+        let all = labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        let count = rest.matches("=\"").count();
+        if all && count == labels.len() {
+            return value.parse().ok();
+        }
+    }
+    None
+}
+
+/// `(labels without order, timestamp)` pairs in export lines: what a
+/// destination holds, duplicates (at-least-once) folded.
+pub fn distinct_points(lines: &[String]) -> std::collections::BTreeSet<(String, i64)> {
+    let mut out = std::collections::BTreeSet::new();
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let metric: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(v["metric"].clone()).unwrap();
+        let key = format!("{metric:?}");
+        for t in v["timestamps"].as_array().unwrap() {
+            out.insert((key.clone(), t.as_i64().unwrap()));
+        }
+    }
+    out
+}
+
+/// POSTs `body` and returns the HTTP status (0 when there was no answer,
+/// e.g. connection refused) and the answer's body.
+pub fn post_status(url: &str, body: &[u8]) -> (u16, String) {
+    use std::io::Write;
+    let mut child = Command::new("curl")
+        .args([
+            "-sS",
+            "-m",
+            "30",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--data-binary",
+            "@-",
+            url,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (answer, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    (code.trim().parse().unwrap_or(0), answer.to_string())
+}
+
+/// A destination that no real server can play: answers every request with
+/// `status` and `body` after `delay`, counting requests. Runs on its own
+/// runtime thread; stops on drop.
+pub struct FakeDestination {
+    pub url: String,
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl FakeDestination {
+    pub fn start(status: u16, body: &'static str, delay: Duration) -> FakeDestination {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let requests = std::sync::Arc::new(AtomicUsize::new(0));
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let counter = std::sync::Arc::clone(&requests);
+        let app = axum::Router::new().fallback(move || {
+            let counter = std::sync::Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                (axum::http::StatusCode::from_u16(status).unwrap(), body)
+            }
+        });
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeDestination {
+            url,
+            requests,
+            _runtime: runtime,
+        }
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Waits (bounded) for `cond`, panicking with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -74,12 +74,61 @@ impl<'a> Work<'a> {
 }
 
 impl Rule {
+    /// For rules that only keep or drop (never edit labels): whether the
+    /// series survives, read from borrowed labels. `None` for rules that
+    /// may edit. The vmagent dialect's empty-valued labels need no care
+    /// here: filtering reads an absent label and an empty one alike.
+    pub(crate) fn decide(&self, labels: &Labels) -> Option<bool> {
+        if !self.is_filter() {
+            return None;
+        }
+        if !self.filter.is_empty() && !self.filter.iter().any(|s| s.matches(labels)) {
+            return Some(!self.drop_on_filter_miss);
+        }
+        Some(self.filter_op(labels).expect("is_filter checked the op"))
+    }
+
+    /// Whether this rule only keeps or drops series.
+    pub(crate) fn is_filter(&self) -> bool {
+        matches!(
+            self.op,
+            Op::Keep { .. }
+                | Op::Drop { .. }
+                | Op::KeepEqual { .. }
+                | Op::DropEqual { .. }
+                | Op::KeepIfEqual { .. }
+                | Op::DropIfEqual { .. }
+                | Op::KeepIfContains { .. }
+                | Op::DropIfContains { .. }
+        )
+    }
+
+    /// The verdict of a filtering op; `None` for ops that edit.
+    fn filter_op(&self, labels: &Labels) -> Option<bool> {
+        Some(match &self.op {
+            Op::Keep { sources, regex } => regex.is_any() || regex.is_match(&sources.join(labels)),
+            Op::Drop { sources, regex } => {
+                !(regex.is_any() || regex.is_match(&sources.join(labels)))
+            }
+            Op::KeepEqual { sources, target } => sources.join(labels) == labels.value(target),
+            Op::DropEqual { sources, target } => sources.join(labels) != labels.value(target),
+            Op::KeepIfEqual { names } => all_equal(labels, names),
+            Op::DropIfEqual { names } => !all_equal(labels, names),
+            Op::KeepIfContains { names, target } => contains_all(labels, target, names),
+            Op::DropIfContains { names, target } => !contains_all(labels, target, names),
+            _ => return None,
+        })
+    }
+
     /// Applies this rule; `false` means the series is dropped.
     pub(crate) fn apply(&self, work: &mut Work<'_>) -> bool {
         if !self.filter.is_empty() && !self.filter.iter().any(|s| s.matches(work.labels)) {
             return !self.drop_on_filter_miss;
         }
         let labels: &Labels = work.labels;
+        if let Some(keep) = self.filter_op(labels) {
+            return keep;
+        }
         match &self.op {
             Op::Replace {
                 sources,
@@ -123,22 +172,14 @@ impl Rule {
                     work.set_if_changed(target, Cow::Owned(value));
                 }
             }
-            Op::Keep { sources, regex } => {
-                return regex.is_any() || regex.is_match(&sources.join(labels));
-            }
-            Op::Drop { sources, regex } => {
-                return !(regex.is_any() || regex.is_match(&sources.join(labels)));
-            }
-            Op::KeepEqual { sources, target } => {
-                return sources.join(labels) == labels.value(target);
-            }
-            Op::DropEqual { sources, target } => {
-                return sources.join(labels) != labels.value(target);
-            }
-            Op::KeepIfEqual { names } => return all_equal(labels, names),
-            Op::DropIfEqual { names } => return !all_equal(labels, names),
-            Op::KeepIfContains { names, target } => return contains_all(labels, target, names),
-            Op::DropIfContains { names, target } => return !contains_all(labels, target, names),
+            Op::Keep { .. }
+            | Op::Drop { .. }
+            | Op::KeepEqual { .. }
+            | Op::DropEqual { .. }
+            | Op::KeepIfEqual { .. }
+            | Op::DropIfEqual { .. }
+            | Op::KeepIfContains { .. }
+            | Op::DropIfContains { .. } => unreachable!("filter_op decided"),
             Op::HashMod {
                 sources,
                 target,

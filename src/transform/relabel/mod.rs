@@ -150,6 +150,29 @@ impl RelabelRules {
         Ok(RelabelRules { rules, dialect })
     }
 
+    /// Compiles configs embedded in a larger file whose positions the caller
+    /// read itself: `items[i]` is entry `i`'s line and the line of each of
+    /// its fields, so messages read `FILE:LINE: PATH[i].field: ...` with the
+    /// field's own line.
+    pub fn from_configs_at(
+        configs: Vec<RelabelConfig>,
+        dialect: Dialect,
+        source_name: &str,
+        path: &str,
+        items: Vec<(u64, std::collections::HashMap<String, u64>)>,
+    ) -> Result<Self, RelabelError> {
+        let locations = config::Locations {
+            source: Some(source_name.to_string()),
+            path: path.to_string(),
+            items: items
+                .into_iter()
+                .map(|(line, fields)| config::ItemLocation { line, fields })
+                .collect(),
+        };
+        let rules = compile::compile(&configs, dialect, &locations)?;
+        Ok(RelabelRules { rules, dialect })
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
@@ -177,6 +200,28 @@ impl RelabelRules {
             }
         }
         !labels.is_empty()
+    }
+
+    /// Whether every rule only keeps or drops series (`keep`, `drop`,
+    /// `keep_if_equal`, ...): then [`RelabelRules::keeps`] decides without
+    /// copying or editing the labels.
+    pub fn is_filter_only(&self) -> bool {
+        self.rules.iter().all(|r| r.is_filter())
+    }
+
+    /// For filter-only rules, whether `labels` survive them, without
+    /// touching the labels; `None` when some rule may edit labels (use
+    /// [`RelabelRules::apply`] on a copy then). Same verdict as `apply`.
+    pub fn keeps(&self, labels: &Labels) -> Option<bool> {
+        if !self.is_filter_only() {
+            return None;
+        }
+        for rule in &self.rules {
+            if !rule.decide(labels)? {
+                return Some(false);
+            }
+        }
+        Some(!labels.is_empty())
     }
 
     /// Applies the rules one at a time and records each step. Stops at the

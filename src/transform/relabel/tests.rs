@@ -450,3 +450,43 @@ fn throughput() {
         );
     }
 }
+
+#[test]
+fn keeps_agrees_with_apply_for_filter_only_rules() {
+    let configs = [
+        "- action: keep\n  source_labels: [job]\n  regex: node|api",
+        "- action: drop\n  source_labels: [__name__, job]\n  separator: '/'\n  regex: up/.*",
+        "- action: keep_if_equal\n  source_labels: [a, b]\n- action: drop_if_equal\n  source_labels: [a, c]",
+        "- if: '{env=\"prod\"}'\n  action: keep\n  source_labels: [job]\n  regex: api",
+        "- if: 'up'\n  action: drop",
+        "- action: keep_metrics\n  regex: up|down\n- action: drop_metrics\n  regex: down",
+        "- action: keep_if_contains\n  source_labels: [a]\n  target_label: b",
+        "- action: keepequal\n  source_labels: [a]\n  target_label: b",
+    ];
+    let inputs = [
+        r#"up{job="node"}"#,
+        r#"up{job="db", a="1", b="1"}"#,
+        r#"down{job="api", env="prod", a="1", b="12", c="1"}"#,
+        r#"other{job="api", env="dev"}"#,
+        "{}",
+    ];
+    for dialect in [P, VM] {
+        for yaml in configs {
+            let rules = RelabelRules::from_yaml(yaml, "t.yml", dialect).unwrap();
+            assert!(rules.is_filter_only(), "{yaml}");
+            for input in inputs {
+                let mut labels = series(input);
+                let before = labels.clone();
+                let applied = rules.apply(&mut labels);
+                assert_eq!(rules.keeps(&before), Some(applied), "{yaml} on {input}");
+                if applied {
+                    assert_eq!(labels, before, "filters do not edit");
+                }
+            }
+        }
+    }
+    let edits =
+        RelabelRules::from_yaml("- target_label: a\n  replacement: b", "t.yml", VM).unwrap();
+    assert!(!edits.is_filter_only());
+    assert_eq!(edits.keeps(&series("{x=\"y\"}")), None);
+}

@@ -1,0 +1,231 @@
+//! The receiver's answers, through `oneshot` (no socket). Destinations are
+//! opened but not started, so what was accepted stays in their queues where
+//! the tests can count it.
+
+use super::*;
+use crate::client::ClientConfig;
+use crate::codec::encode_write_request;
+use crate::model::{Labels, Sample};
+use crate::run::route::PipelineConfig;
+use crate::sink::destination::{DestinationConfig, DestinationKind};
+use crate::transform::relabel::RelabelRules;
+use axum::http::Request;
+use tower::ServiceExt;
+
+fn pipeline(dir: &std::path::Path, global: &str) -> Arc<Pipeline> {
+    let dest = DestinationConfig::new(
+        "d",
+        DestinationKind::RemoteWrite,
+        ClientConfig {
+            url: "http://127.0.0.1:1".into(),
+            ..Default::default()
+        },
+        dir,
+    );
+    let config = PipelineConfig {
+        global_relabel: RelabelRules::from_yaml(global, "test", Default::default()).unwrap(),
+        external_labels: vec![("cluster".into(), "c1".into())],
+        destinations: vec![dest],
+    };
+    Arc::new(Pipeline::open(config).unwrap())
+}
+
+fn small_limits() -> Limits {
+    Limits {
+        max_remote_write_bytes: 1 << 10,
+        max_decoded_bytes: 4 << 10,
+        max_line_bytes: 200,
+    }
+}
+
+async fn call(
+    app: &Router,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (StatusCode, String) {
+    let mut req = Request::post(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn series(name: &str, n: usize) -> Series {
+    Series::new(
+        Labels::from_pairs([("__name__", name)]),
+        (0..n).map(|i| Sample::new(i as i64, 1.0)).collect(),
+    )
+}
+
+fn pending(p: &Pipeline) -> u64 {
+    p.statuses()[0].pending_samples
+}
+
+#[tokio::test]
+async fn remote_write_is_queued_before_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(
+        dir.path(),
+        "- action: drop\n  regex: dropme\n  source_labels: [__name__]\n",
+    );
+    let app = router(Arc::clone(&p), small_limits());
+    let mut body = Vec::new();
+    encode_write_request(&[series("a", 3), series("dropme", 2)], &mut body).unwrap();
+    let (status, text) = call(
+        &app,
+        "/api/v1/write",
+        &[("Content-Encoding", "snappy")],
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    assert_eq!(pending(&p), 3, "global relabeling dropped 2");
+}
+
+#[tokio::test]
+async fn remote_write_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "[]");
+    let app = router(Arc::clone(&p), small_limits());
+
+    let (status, text) = call(&app, "/api/v1/write", &[], b"\x05not snappy".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("not a valid raw snappy block"), "{text}");
+
+    let (status, text) = call(
+        &app,
+        "/api/v1/write",
+        &[],
+        b"\xff\x06\x00\x00sNaPpY".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("framed snappy"), "{text}");
+
+    let garbage = snap::raw::Encoder::new()
+        .compress_vec(b"\xff\xff\xff\xff")
+        .unwrap();
+    let (status, text) = call(&app, "/api/v1/write", &[], garbage).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("not a valid protobuf WriteRequest"), "{text}");
+
+    let (status, text) = call(&app, "/api/v1/write", &[], vec![0u8; 2000]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(text.contains("1024-byte limit"), "{text}");
+
+    // Small on the wire, too big once decompressed.
+    let mut big = Vec::new();
+    let wide = Series::new(
+        Labels::from_pairs([("__name__", "a"), ("pad", &"x".repeat(8000))]),
+        vec![Sample::new(1, 1.0)],
+    );
+    encode_write_request(&[wide], &mut big).unwrap();
+    assert!(big.len() < 1 << 10, "{}", big.len());
+    let (status, text) = call(&app, "/api/v1/write", &[], big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(text.contains("decompresses to"), "{text}");
+
+    let (status, text) = call(
+        &app,
+        "/api/v1/write",
+        &[("Content-Encoding", "gzip")],
+        vec![1],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(text.contains("snappy"), "{text}");
+    assert_eq!(pending(&p), 0);
+}
+
+#[tokio::test]
+async fn import_reads_lines_and_names_the_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "[]");
+    let app = router(Arc::clone(&p), small_limits());
+    let long = format!(
+        "{{\"metric\":{{\"__name__\":\"{}\"}},\"values\":[1],\"timestamps\":[1]}}",
+        "x".repeat(300)
+    );
+    let body = format!(
+        "{}\n{}\n\n{}\n{long}\n{}",
+        r#"{"metric":{"__name__":"a"},"values":[1,2],"timestamps":[1,2]}"#,
+        r#"{"metric":{"__name__":"b"},"values":[1],"timestamps":"#,
+        r#"{"metric":{"__name__":"c"},"values":[1,2],"timestamps":[1]}"#,
+        r#"{"metric":{"__name__":"d"},"values":[5],"timestamps":[9]}"#,
+    );
+    let (status, text) = call(&app, "/api/v1/import", &[], body.into_bytes()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.starts_with("3 of 6 lines could not be read"), "{text}");
+    assert!(text.contains("line 2: "), "{text}");
+    assert!(text.contains("line 4: `values` has 2 entries"), "{text}");
+    assert!(
+        text.contains("line 5: longer than the 200-byte line limit"),
+        "{text}"
+    );
+    assert_eq!(pending(&p), 3, "lines 1 and 6 were accepted");
+}
+
+#[tokio::test]
+async fn import_of_good_lines_answers_204_and_routes_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "[]");
+    let app = router(Arc::clone(&p), Limits::default());
+    let mut body = String::new();
+    for i in 0..25 {
+        let values: Vec<String> = (0..1000).map(|v| v.to_string()).collect();
+        body.push_str(&format!(
+            "{{\"metric\":{{\"__name__\":\"m\",\"i\":\"{i}\"}},\"values\":[{}],\"timestamps\":[{}]}}\n",
+            values.join(","),
+            values.join(",")
+        ));
+    }
+    let (status, text) = call(&app, "/api/v1/import", &[], body.into_bytes()).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    let st = &p.statuses()[0];
+    assert_eq!(st.pending_samples, 25_000);
+    assert!(
+        st.pending_blocks >= 3,
+        "routed in several batches: {}",
+        st.pending_blocks
+    );
+}
+
+#[tokio::test]
+async fn shutting_down_answers_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "[]");
+    let app = router(Arc::clone(&p), small_limits());
+    p.shutdown(std::time::Duration::from_millis(10)).await;
+    let mut body = Vec::new();
+    encode_write_request(&[series("a", 1)], &mut body).unwrap();
+    let (status, text) = call(&app, "/api/v1/write", &[], body).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.contains("shutting down"), "{text}");
+}
+
+#[test]
+fn line_splitter_handles_chunk_boundaries() {
+    let mut s = LineSplitter::new(5);
+    let mut got = Vec::new();
+    let mut on = |n: u64, l: Line<'_>| {
+        got.push(match l {
+            Line::Text(t) => format!("{n}:{}", String::from_utf8_lossy(t)),
+            Line::TooLong => format!("{n}:TOO LONG"),
+        })
+    };
+    for chunk in ["ab", "c\nde", "fghij", "k\n\nxy"] {
+        s.feed(chunk.as_bytes(), &mut on);
+    }
+    s.finish(&mut on);
+    assert_eq!(got, ["1:abc", "2:TOO LONG", "3:", "4:xy"]);
+}

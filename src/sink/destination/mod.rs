@@ -1,0 +1,653 @@
+//! Destinations of `spillway run`: Prometheus remote write 1.0 or
+//! VictoriaMetrics `/api/v1/import` endpoints, each fed from its own
+//! crash-safe disk queue ([`crate::queue`]). Uses `queue`, `client`, `codec`,
+//! `model`, and the relabel engine of `transform` for the destination's own
+//! `relabel_configs`.
+//!
+//! # Flow
+//!
+//! ```text
+//! accept(batch) ──► relabel_configs ──► external_labels ──► encode blocks ──► queue.push_batch (fsync) ──► Ok
+//!                     (per series, a copy only when a rule changes it)        │
+//! sender × concurrency ◄── read_next ◄────────────────────────────────────────┘
+//!   └─ POST ─► 2xx: ack │ 5xx, 429, no answer: retry forever (backoff + jitter) │ other 4xx: log body, count, ack
+//! ```
+//!
+//! [`Destination::accept`] returns only once the series are on disk: a
+//! receiver answers its client after every destination accepted, so the
+//! client's own retry covers everything before our queue, and the queue
+//! covers everything after. Series are encoded once, on accept, into blocks
+//! of at most `max_batch_samples` samples (remote write: protobuf + snappy;
+//! vm_import: JSON lines), and those bytes are what the queue keeps and the
+//! sender posts, so a replay after a restart rebuilds nothing.
+//!
+//! # Guarantee: at-least-once
+//!
+//! Data accepted is delivered or counted as dropped, never silently lost,
+//! `kill -9` included. What can happen instead:
+//! - duplicates: a crash after a send but before its acknowledgement is
+//!   stored re-sends it. The queue stores its read position at most once a
+//!   second ([`CURSOR_SYNC_INTERVAL`], as vmagent stores its queue
+//!   metadata), so a crash re-sends up to a second of delivered data.
+//!   VictoriaMetrics and Prometheus keep one sample per series and
+//!   timestamp, so duplicates do not show in queries.
+//! - drops, each counted in `spillway_samples_dropped_total{reason}`:
+//!   `disk_full` (past `max_disk_bytes` the oldest blocks go, in whole queue
+//!   segments), `rejected_4xx` (the destination answered 4xx other than 429:
+//!   retrying the same bytes cannot succeed; its body is logged),
+//!   `too_large` (one block does not fit in `max_disk_bytes` at all),
+//!   `damaged` (a block that fails its checksum on disk), and `relabel` (the
+//!   destination's `relabel_configs` filtered the series out: by design, but
+//!   counted so that accepted = sent + dropped + pending adds up).
+//!
+//! # Cost per sample
+//!
+//! Encoding happens once (remote write: about 20 bytes of protobuf per
+//! sample plus the labels of its series, snappy-compressed). Each accept
+//! costs one `fdatasync` for all its blocks; each delivered block costs an
+//! in-memory acknowledgement, with the read position written (temp file,
+//! fsync, rename) at most once a second. On disk a block carries a 24-byte
+//! header. Small blocks (rule results of a few samples) are merged by the
+//! sender into requests of up to `max_batch_samples`, waiting at most
+//! `flush_interval` for company, so a trickle of tiny results does not
+//! become a trickle of tiny requests.
+//!
+//! # Queue directories
+//!
+//! `<storage.path>/<name>` with the name reduced to `[A-Za-z0-9._-]` (other
+//! characters become `_`). A destination removed from the config leaves its
+//! directory alone: its pending data is not deleted by an edit, and comes
+//! back if the destination does (vmagent deletes such queues; we prefer not
+//! to destroy data on a typo). Delete the directory by hand when it is no
+//! longer wanted.
+
+mod encode;
+mod sender;
+mod stats;
+
+pub use stats::{DestinationStatus, DropReason};
+
+use crate::client::{Client, ClientConfig, RetryPolicy};
+use crate::codec::CodecError;
+use crate::model::{Labels, Series};
+use crate::queue::{Queue, QueueError, QueueOptions, RecoveryReport};
+use crate::transform::relabel::RelabelRules;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+/// Samples per block (and per request) unless configured: vmagent's
+/// `-remoteWrite.maxRowsPerBlock` default.
+pub const DEFAULT_MAX_BATCH_SAMPLES: usize = 10_000;
+/// Longest a small block waits for others to share a request with.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Queue cap unless configured.
+pub const DEFAULT_MAX_DISK_BYTES: u64 = 1 << 30;
+/// Smallest `max_disk_bytes` accepted: a few blocks of default size.
+pub const MIN_MAX_DISK_BYTES: u64 = 1 << 20;
+/// How often the queue's read position is stored (see the module docs).
+pub const CURSOR_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Requests in parallel unless configured: two per CPU, vmagent's
+/// `-remoteWrite.queues` default, so spillway behind a vmalert keeps up
+/// like the vmagent it replaces. A destination that must see samples in
+/// order sets `concurrency: 1`.
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| 2 * n.get())
+}
+
+/// The retry policy of every destination: forever (the queue holds the
+/// data meanwhile), from 0.5 s up to 10 s between attempts, so a destination
+/// that comes back is found within seconds.
+pub fn retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: None,
+        initial_backoff: Duration::from_millis(500),
+        max_backoff: Duration::from_secs(10),
+    }
+}
+
+/// The wire format a destination speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationKind {
+    /// Prometheus remote write 1.0: protobuf `WriteRequest`, snappy block.
+    RemoteWrite,
+    /// VictoriaMetrics `/api/v1/import` JSON lines.
+    VmImport,
+}
+
+impl DestinationKind {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "remote_write" => Ok(DestinationKind::RemoteWrite),
+            "vm_import" => Ok(DestinationKind::VmImport),
+            other => Err(format!(
+                "unknown destination type {other:?}: expected remote_write or vm_import"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationKind::RemoteWrite => "remote_write",
+            DestinationKind::VmImport => "vm_import",
+        }
+    }
+
+    /// The path requests go to, from the URL the user gave: remote write
+    /// URLs are taken as given (`/api/v1/write`, `/api/v1/push`, ...), and a
+    /// bare server or cluster-insert URL gets `/api/v1/write`; vm_import
+    /// always posts to `<base>/api/v1/import`, whichever API path the URL
+    /// named (`http://vm:8428`, `.../insert/0/prometheus`, `.../api/v1/import`).
+    pub fn request_path(self, url: &str) -> String {
+        match self {
+            DestinationKind::VmImport => "/api/v1/import".to_string(),
+            DestinationKind::RemoteWrite => {
+                let path = url::Url::parse(url.trim())
+                    .map(|u| u.path().trim_end_matches('/').to_string())
+                    .unwrap_or_default();
+                match path.find("/api/v1/") {
+                    Some(i) => path[i..].to_string(),
+                    None if path.ends_with("/api/v1") => "/api/v1/write".to_string(),
+                    // Anything else is the base; the client joins this to it.
+                    None => "/api/v1/write".to_string(),
+                }
+            }
+        }
+    }
+}
+
+/// A checked destination config; `run` builds it from the YAML.
+#[derive(Clone, Debug)]
+pub struct DestinationConfig {
+    pub name: String,
+    pub kind: DestinationKind,
+    /// URL, auth, tenant, TLS, headers, timeout. Its retry policy is
+    /// replaced by [`retry_policy`].
+    pub client: ClientConfig,
+    pub relabel: RelabelRules,
+    /// Added to series that lack them, after `relabel` (Prometheus'
+    /// `external_labels` rule: the series' own value wins).
+    pub external_labels: Vec<(String, String)>,
+    pub max_batch_samples: usize,
+    pub flush_interval: Duration,
+    pub concurrency: usize,
+    pub max_disk_bytes: u64,
+    /// The queue directory, `<storage.path>/<queue_dir_name(name)>`.
+    pub queue_dir: PathBuf,
+}
+
+impl DestinationConfig {
+    /// A config with every default, for code and tests.
+    pub fn new(
+        name: &str,
+        kind: DestinationKind,
+        client: ClientConfig,
+        storage: &Path,
+    ) -> DestinationConfig {
+        DestinationConfig {
+            name: name.to_string(),
+            kind,
+            client,
+            relabel: RelabelRules::empty(Default::default()),
+            external_labels: Vec::new(),
+            max_batch_samples: DEFAULT_MAX_BATCH_SAMPLES,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            concurrency: default_concurrency(),
+            max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
+            queue_dir: storage.join(queue_dir_name(name)),
+        }
+    }
+}
+
+/// The directory name of a destination's queue: the name with everything
+/// but `[A-Za-z0-9._-]` turned into `_` (and `.`/`..` made harmless).
+pub fn queue_dir_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.chars().all(|c| c == '.') {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    #[error("destination {name}: {reason}")]
+    Config { name: String, reason: String },
+    #[error("destination {name} is shutting down and takes no more data")]
+    Closed { name: String },
+    #[error("destination {name}: queue {dir}: {source}")]
+    Queue {
+        name: String,
+        dir: PathBuf,
+        #[source]
+        source: QueueError,
+    },
+    #[error("destination {name}: cannot encode the batch: {source}")]
+    Encode {
+        name: String,
+        #[source]
+        source: CodecError,
+    },
+}
+
+/// What one accept did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Samples now in the queue.
+    pub samples: u64,
+    /// Samples the destination's relabeling filtered out.
+    pub relabel_dropped: u64,
+    /// Blocks written.
+    pub blocks: usize,
+}
+
+/// Lifecycle of the senders, broadcast to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Deliver what is queued, then stop.
+    Draining,
+    /// Stop now; what is in flight stays queued for the next start.
+    Stopped,
+}
+
+/// One destination: its queue and its senders. Share it in an `Arc`.
+pub struct Destination {
+    shared: Arc<Shared>,
+    tasks: Mutex<Tasks>,
+}
+
+pub(crate) struct Shared {
+    name: String,
+    kind: DestinationKind,
+    /// Where requests go, relative to the client's base URL.
+    path: String,
+    display_url: String,
+    relabel: RelabelRules,
+    external_labels: Vec<(String, String)>,
+    max_batch_samples: usize,
+    flush_interval: Duration,
+    concurrency: usize,
+    queue: Queue,
+    client: Client,
+    retry: RetryPolicy,
+    stats: stats::Stats,
+    encoders: Mutex<Vec<encode::BlockEncoder>>,
+    /// Woken by the queue whenever a record may have become readable.
+    wake: Arc<Notify>,
+    phase: watch::Sender<Phase>,
+    accepting: AtomicBool,
+}
+
+impl Destination {
+    /// Opens (and repairs, after a crash) the queue and the client. Senders
+    /// start with [`Destination::start`]. Blocking: opening a queue reads
+    /// what it holds, so call it before serving or from `spawn_blocking`.
+    pub fn open(
+        config: DestinationConfig,
+    ) -> Result<(Destination, RecoveryReport), DestinationError> {
+        let name = config.name.clone();
+        let cfg_err = |reason: String| DestinationError::Config {
+            name: name.clone(),
+            reason,
+        };
+        if config.max_batch_samples == 0 {
+            return Err(cfg_err("max_batch_samples must be at least 1".into()));
+        }
+        if config.concurrency == 0 {
+            return Err(cfg_err("concurrency must be at least 1".into()));
+        }
+        let path = config.kind.request_path(&config.client.url);
+        let mut client_config = config.client;
+        client_config.retry = retry_policy();
+        let client = Client::new(client_config).map_err(|e| cfg_err(e.to_string()))?;
+        let display_url = client.endpoint().join(&path).to_string();
+
+        let mut opts = QueueOptions::new(config.max_disk_bytes);
+        // Senders merge small blocks, so each may hold many at once.
+        opts.max_in_flight = config.concurrency.saturating_mul(256);
+        opts.cursor_sync_interval = CURSOR_SYNC_INTERVAL;
+        let (queue, report) =
+            Queue::open(&config.queue_dir, opts).map_err(|source| DestinationError::Queue {
+                name: name.clone(),
+                dir: config.queue_dir.clone(),
+                source,
+            })?;
+        let wake = Arc::new(Notify::new());
+        let hook = Arc::clone(&wake);
+        queue.set_notify_hook(move || hook.notify_waiters());
+        let (phase, _) = watch::channel(Phase::Running);
+        let shared = Shared {
+            stats: stats::Stats::new(&name),
+            name,
+            kind: config.kind,
+            path,
+            display_url,
+            relabel: config.relabel,
+            external_labels: config.external_labels,
+            max_batch_samples: config.max_batch_samples,
+            flush_interval: config.flush_interval,
+            concurrency: config.concurrency,
+            queue,
+            client,
+            retry: retry_policy(),
+            encoders: Mutex::new(Vec::new()),
+            wake,
+            phase,
+            accepting: AtomicBool::new(true),
+        };
+        Ok((
+            Destination {
+                shared: Arc::new(shared),
+                tasks: Mutex::new(Tasks::default()),
+            },
+            report,
+        ))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn kind(&self) -> DestinationKind {
+        self.shared.kind
+    }
+
+    /// The URL requests go to, without credentials.
+    pub fn display_url(&self) -> &str {
+        &self.shared.display_url
+    }
+
+    /// Starts the senders (and the timer that stores the queue's read
+    /// position). Call once, from inside the runtime.
+    pub fn start(&self) {
+        let mut tasks = lock(&self.tasks);
+        if tasks.timer.is_some() {
+            return;
+        }
+        for worker in 0..self.shared.concurrency {
+            let task = sender::run(Arc::clone(&self.shared), worker);
+            tasks.senders.push(tokio::spawn(task));
+        }
+        tasks.timer = Some(tokio::spawn(sender::sync_cursor(Arc::clone(&self.shared))));
+    }
+
+    /// Relabels, encodes and durably queues `batch` (see the module docs).
+    /// Blocking (it waits for fsync): async callers use
+    /// [`Destination::accept_async`].
+    pub fn accept(&self, batch: &[Series]) -> Result<Accepted, DestinationError> {
+        self.shared.accept(batch)
+    }
+
+    /// [`Destination::accept`] on the blocking pool.
+    pub async fn accept_async(
+        &self,
+        batch: Arc<Vec<Series>>,
+    ) -> Result<Accepted, DestinationError> {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || shared.accept(&batch))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// Queue depth and counters, for `/api/v1/destinations`.
+    pub fn status(&self) -> DestinationStatus {
+        self.shared.stats.status(&self.shared)
+    }
+
+    /// Refreshes this destination's `/metrics` gauges and counters.
+    pub fn collect_metrics(&self) {
+        self.shared.stats.collect(
+            &self.shared.queue.stats(),
+            self.shared.queue.options().max_disk_bytes,
+        );
+    }
+
+    /// Stops taking data, delivers what is queued for at most `timeout`,
+    /// then stops the senders and closes the queue. What was not delivered
+    /// stays queued for the next start.
+    pub async fn shutdown(&self, timeout: Duration) {
+        let shared = &self.shared;
+        shared.accepting.store(false, Ordering::SeqCst);
+        shared.phase.send_replace(Phase::Draining);
+        shared.wake.notify_waiters();
+        let Tasks { mut senders, timer } = std::mem::take(&mut *lock(&self.tasks));
+        let drained = tokio::time::timeout(timeout, join_all(&mut senders))
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(
+                destination = %shared.name,
+                pending_samples = shared.queue.stats().pending_samples,
+                "shutdown timeout reached before the queue was delivered; the rest stays queued for the next start"
+            );
+        }
+        shared.phase.send_replace(Phase::Stopped);
+        shared.wake.notify_waiters();
+        join_all(&mut senders).await;
+        if let Some(t) = timer {
+            t.abort();
+            let _ = t.await;
+        }
+        let queue_owner = Arc::clone(shared);
+        match tokio::task::spawn_blocking(move || queue_owner.queue.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(destination = %shared.name, "closing the queue: {e}"),
+            Err(e) => tracing::error!(destination = %shared.name, "closing the queue: {e}"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tasks {
+    senders: Vec<JoinHandle<()>>,
+    /// Stores the queue's read position every [`CURSOR_SYNC_INTERVAL`].
+    timer: Option<JoinHandle<()>>,
+}
+
+/// Awaits every handle, removing each as it finishes, so a caller that gave
+/// up (a timeout) can await the rest again later.
+async fn join_all(handles: &mut Vec<JoinHandle<()>>) {
+    while let Some(h) = handles.last_mut() {
+        let result = h.await;
+        handles.pop();
+        if let Err(e) = result {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+    }
+}
+
+/// Relabels as vmagent's remote-write path does: the rules, then labels
+/// starting with `__` (but `__name__`) are removed, the usual home of
+/// temporary labels; a series left without labels is dropped. `false`
+/// means dropped.
+pub fn relabel_like_vmagent(rules: &RelabelRules, labels: &mut Labels) -> bool {
+    if !rules.apply(labels) {
+        return false;
+    }
+    crate::transform::relabel::finalize(labels);
+    !labels.is_empty()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn accept(&self, batch: &[Series]) -> Result<Accepted, DestinationError> {
+        if !self.accepting.load(Ordering::SeqCst) {
+            return Err(DestinationError::Closed {
+                name: self.name.clone(),
+            });
+        }
+        let mut enc = lock(&self.encoders)
+            .pop()
+            .unwrap_or_else(|| encode::BlockEncoder::new(self.kind, self.max_batch_samples));
+        let result = self.encode_and_push(batch, &mut enc);
+        enc.reset();
+        lock(&self.encoders).push(enc);
+        result
+    }
+
+    fn encode_and_push(
+        &self,
+        batch: &[Series],
+        enc: &mut encode::BlockEncoder,
+    ) -> Result<Accepted, DestinationError> {
+        let encode_err = |source| DestinationError::Encode {
+            name: self.name.clone(),
+            source,
+        };
+        let mut out = Accepted::default();
+        for s in batch {
+            if s.samples.is_empty() {
+                continue;
+            }
+            let Some(labels) = self.relabeled(&s.labels) else {
+                out.relabel_dropped += s.samples.len() as u64;
+                continue;
+            };
+            enc.add(&labels, &s.samples).map_err(encode_err)?;
+        }
+        let blocks = enc.finish().map_err(encode_err)?;
+        self.stats.relabel_dropped(out.relabel_dropped);
+        if blocks.is_empty() {
+            return Ok(out);
+        }
+        out.blocks = blocks.len();
+        out.samples = blocks.iter().map(|b| b.1).sum();
+        let records: Vec<(&[u8], u64)> = blocks.iter().map(|(b, n)| (b.as_slice(), *n)).collect();
+        match self.queue.push_batch(&records) {
+            Ok(outcome) => {
+                self.stats.queued(out.samples, outcome.dropped_samples);
+                if outcome.dropped_samples > 0 {
+                    tracing::warn!(
+                        destination = %self.name,
+                        dropped_samples = outcome.dropped_samples,
+                        "queue reached max_disk_bytes: dropped its oldest data; raise max_disk_bytes or fix the destination"
+                    );
+                }
+                Ok(out)
+            }
+            Err(QueueError::TooLarge { .. }) if records.len() > 1 => {
+                // The batch as a whole does not fit: queue what does, block by block.
+                for (bytes, samples) in records {
+                    self.push_one(bytes, samples)?;
+                }
+                Ok(out)
+            }
+            Err(QueueError::TooLarge { .. }) => {
+                let (bytes, samples) = records[0];
+                self.push_one(bytes, samples)?;
+                Ok(out)
+            }
+            Err(source) => Err(self.queue_err(source)),
+        }
+    }
+
+    /// The series' labels as this destination sends them, or `None` when
+    /// relabeling drops it. Copies the labels only when something changes
+    /// them: filter-only rules (`keep`, `drop`, ...) decide on the original.
+    fn relabeled<'a>(&self, labels: &'a Labels) -> Option<Cow<'a, Labels>> {
+        let verdict = if self.relabel.is_empty() {
+            Some(true)
+        } else {
+            self.relabel.keeps(labels)
+        };
+        let mut owned = match verdict {
+            Some(false) => return None,
+            Some(true) => {
+                let temporary = !self.relabel.is_empty()
+                    && labels
+                        .iter()
+                        .any(|l| l.name.starts_with("__") && l.name != "__name__");
+                let missing = self
+                    .external_labels
+                    .iter()
+                    .any(|(k, _)| labels.get(k).is_none());
+                if !temporary && !missing {
+                    return Some(Cow::Borrowed(labels));
+                }
+                let mut l = labels.clone();
+                if temporary {
+                    crate::transform::relabel::finalize(&mut l);
+                    if l.is_empty() {
+                        return None;
+                    }
+                }
+                l
+            }
+            None => {
+                let mut l = labels.clone();
+                if !relabel_like_vmagent(&self.relabel, &mut l) {
+                    return None;
+                }
+                l
+            }
+        };
+        for (k, v) in &self.external_labels {
+            if owned.get(k).is_none() {
+                owned.set(k.as_str(), v.as_str());
+            }
+        }
+        Some(Cow::Owned(owned))
+    }
+
+    /// Pushes one block; one that cannot fit in `max_disk_bytes` at all is
+    /// dropped and counted (retrying it could never succeed).
+    fn push_one(&self, bytes: &[u8], samples: u64) -> Result<(), DestinationError> {
+        match self.queue.push(bytes, samples) {
+            Ok(outcome) => {
+                self.stats.queued(samples, outcome.dropped_samples);
+                Ok(())
+            }
+            Err(QueueError::TooLarge {
+                bytes: size,
+                max_disk_bytes,
+                ..
+            }) => {
+                self.stats.dropped(DropReason::TooLarge, samples);
+                let msg = format!(
+                    "a block of {samples} samples ({size} bytes) cannot fit in max_disk_bytes = {max_disk_bytes}: dropped; raise max_disk_bytes or lower max_batch_samples"
+                );
+                tracing::error!(destination = %self.name, "{msg}");
+                self.stats.set_last_error(msg);
+                Ok(())
+            }
+            Err(source) => Err(self.queue_err(source)),
+        }
+    }
+
+    fn queue_err(&self, source: QueueError) -> DestinationError {
+        DestinationError::Queue {
+            name: self.name.clone(),
+            dir: self.queue.dir().to_path_buf(),
+            source,
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+}
+
+#[cfg(test)]
+mod tests;

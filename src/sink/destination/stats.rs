@@ -1,0 +1,243 @@
+//! A destination's counters, and how they show on `/metrics` and
+//! `/api/v1/destinations`. Every metric carries `destination="<name>"`:
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `spillway_queue_pending_bytes` | gauge | queued bytes not yet delivered (headers included) |
+//! | `spillway_queue_pending_samples` | gauge | samples in those bytes |
+//! | `spillway_queue_pending_blocks` | gauge | blocks (queue records) not yet delivered |
+//! | `spillway_queue_disk_bytes` | gauge | queue files on disk, delivered data not yet deleted included |
+//! | `spillway_queue_max_disk_bytes` | gauge | the configured cap |
+//! | `spillway_samples_queued_total` | counter | samples accepted into the queue |
+//! | `spillway_samples_sent_total` | counter | samples the destination answered 2xx for |
+//! | `spillway_samples_dropped_total{reason}` | counter | `relabel`, `disk_full`, `rejected_4xx`, `too_large`, `damaged` (see the module docs) |
+//! | `spillway_requests_total{status_code}` | counter | send attempts by HTTP status; `error` when no answer came |
+//! | `spillway_retries_total` | counter | attempts after a first one failed |
+//! | `spillway_send_duration_seconds` | histogram | time of one send attempt |
+//!
+//! Once the queue is idle, `queued = sent + dropped (all reasons but
+//! relabel)`; while it works, the difference is `pending_samples`.
+//! Counters live in atomics here and are copied into the metrics registry
+//! when `/metrics` is scraped, so both views always agree.
+
+use super::Shared;
+use crate::model::time::{format_rfc3339_ms, now_ms};
+use crate::queue::QueueStats;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// Why samples did not reach a destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The destination's `relabel_configs` filtered them out.
+    Relabel,
+    /// Pushed out of the queue by newer data past `max_disk_bytes`.
+    DiskFull,
+    /// The destination answered 4xx (not 429).
+    Rejected4xx,
+    /// One block larger than `max_disk_bytes`.
+    TooLarge,
+    /// A queued block failed its checksum or could not be decoded.
+    Damaged,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 5] = [
+        DropReason::Relabel,
+        DropReason::DiskFull,
+        DropReason::Rejected4xx,
+        DropReason::TooLarge,
+        DropReason::Damaged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Relabel => "relabel",
+            DropReason::DiskFull => "disk_full",
+            DropReason::Rejected4xx => "rejected_4xx",
+            DropReason::TooLarge => "too_large",
+            DropReason::Damaged => "damaged",
+        }
+    }
+}
+
+/// What `/api/v1/destinations` shows for one destination.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DestinationStatus {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Without credentials.
+    pub url: String,
+    pub pending_bytes: u64,
+    pub pending_samples: u64,
+    pub pending_blocks: u64,
+    pub in_flight_blocks: u64,
+    pub disk_bytes: u64,
+    pub max_disk_bytes: u64,
+    pub samples_queued: u64,
+    pub samples_sent: u64,
+    pub samples_dropped: BTreeMap<&'static str, u64>,
+    pub retries: u64,
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    pub last_error_time: Option<String>,
+}
+
+pub(super) struct Stats {
+    name: String,
+    queued: AtomicU64,
+    sent: AtomicU64,
+    relabel: AtomicU64,
+    /// Dropped by pushes for room; the queue's own total also holds damage.
+    disk_full: AtomicU64,
+    rejected: AtomicU64,
+    too_large: AtomicU64,
+    /// Damage the sender found (a block that would not decompress).
+    undecodable: AtomicU64,
+    retries: AtomicU64,
+    last_error: Mutex<Option<(String, i64)>>,
+    duration: metrics::Histogram,
+}
+
+impl Stats {
+    pub fn new(name: &str) -> Self {
+        Stats {
+            name: name.to_string(),
+            queued: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            relabel: AtomicU64::new(0),
+            disk_full: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            too_large: AtomicU64::new(0),
+            undecodable: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            duration: metrics::histogram!(
+                "spillway_send_duration_seconds",
+                "destination" => name.to_string()
+            ),
+        }
+    }
+
+    pub fn queued(&self, samples: u64, dropped_for_room: u64) {
+        self.queued.fetch_add(samples, Relaxed);
+        self.disk_full.fetch_add(dropped_for_room, Relaxed);
+    }
+
+    pub fn relabel_dropped(&self, samples: u64) {
+        if samples > 0 {
+            self.relabel.fetch_add(samples, Relaxed);
+        }
+    }
+
+    pub fn sent(&self, samples: u64) {
+        self.sent.fetch_add(samples, Relaxed);
+    }
+
+    pub fn dropped(&self, reason: DropReason, samples: u64) {
+        let counter = match reason {
+            DropReason::Relabel => &self.relabel,
+            DropReason::DiskFull => &self.disk_full,
+            DropReason::Rejected4xx => &self.rejected,
+            DropReason::TooLarge => &self.too_large,
+            DropReason::Damaged => &self.undecodable,
+        };
+        counter.fetch_add(samples, Relaxed);
+    }
+
+    pub fn retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    /// One send attempt: its duration and its answer (`None`: no answer).
+    pub fn attempt(&self, seconds: f64, status: Option<u16>) {
+        self.duration.record(seconds);
+        let code = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+        metrics::counter!(
+            "spillway_requests_total",
+            "destination" => self.name.clone(),
+            "status_code" => code
+        )
+        .increment(1);
+    }
+
+    pub fn set_last_error(&self, message: String) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((message, now_ms()));
+    }
+
+    fn dropped_by_reason(&self, queue: &QueueStats) -> [(DropReason, u64); 5] {
+        let disk_full = self.disk_full.load(Relaxed);
+        let damaged =
+            queue.dropped_samples_total.saturating_sub(disk_full) + self.undecodable.load(Relaxed);
+        [
+            (DropReason::Relabel, self.relabel.load(Relaxed)),
+            (DropReason::DiskFull, disk_full),
+            (DropReason::Rejected4xx, self.rejected.load(Relaxed)),
+            (DropReason::TooLarge, self.too_large.load(Relaxed)),
+            (DropReason::Damaged, damaged),
+        ]
+    }
+
+    /// Copies the counters and the queue's gauges into the metrics registry.
+    pub fn collect(&self, queue: &QueueStats, max_disk_bytes: u64) {
+        let d = || ("destination", self.name.clone());
+        let gauges = [
+            ("spillway_queue_pending_bytes", queue.pending_bytes),
+            ("spillway_queue_pending_samples", queue.pending_samples),
+            ("spillway_queue_pending_blocks", queue.pending_records),
+            ("spillway_queue_disk_bytes", queue.disk_bytes),
+            ("spillway_queue_max_disk_bytes", max_disk_bytes),
+        ];
+        for (name, value) in gauges {
+            metrics::gauge!(name, &[d()]).set(value as f64);
+        }
+        let counters = [
+            ("spillway_samples_queued_total", self.queued.load(Relaxed)),
+            ("spillway_samples_sent_total", self.sent.load(Relaxed)),
+            ("spillway_retries_total", self.retries.load(Relaxed)),
+        ];
+        for (name, value) in counters {
+            metrics::counter!(name, &[d()]).absolute(value);
+        }
+        for (reason, value) in self.dropped_by_reason(queue) {
+            metrics::counter!(
+                "spillway_samples_dropped_total",
+                "destination" => self.name.clone(),
+                "reason" => reason.as_str()
+            )
+            .absolute(value);
+        }
+    }
+
+    pub(super) fn status(&self, shared: &Shared) -> DestinationStatus {
+        let queue = shared.queue.stats();
+        let last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        DestinationStatus {
+            name: self.name.clone(),
+            kind: shared.kind.as_str(),
+            url: shared.display_url.clone(),
+            pending_bytes: queue.pending_bytes,
+            pending_samples: queue.pending_samples,
+            pending_blocks: queue.pending_records,
+            in_flight_blocks: queue.in_flight_records,
+            disk_bytes: queue.disk_bytes,
+            max_disk_bytes: shared.queue.options().max_disk_bytes,
+            samples_queued: self.queued.load(Relaxed),
+            samples_sent: self.sent.load(Relaxed),
+            samples_dropped: self
+                .dropped_by_reason(&queue)
+                .into_iter()
+                .map(|(r, n)| (r.as_str(), n))
+                .collect(),
+            retries: self.retries.load(Relaxed),
+            last_error_time: last.as_ref().map(|(_, t)| format_rfc3339_ms(*t)),
+            last_error: last.map(|(m, _)| m),
+        }
+    }
+}

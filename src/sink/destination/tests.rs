@@ -1,0 +1,390 @@
+//! Destinations against a tiny in-process HTTP server that records what it
+//! gets and answers what the test tells it to (the fault injection no real
+//! server does on demand; real servers are in `tests/route.rs`).
+
+use super::*;
+use crate::client::ClientConfig;
+use crate::codec::decode_write_request;
+use crate::model::Sample;
+use axum::http::{HeaderMap, StatusCode};
+use std::collections::VecDeque;
+use std::sync::Mutex as StdMutex;
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+struct Received {
+    path: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    /// What the fake answered.
+    status: u16,
+}
+
+/// Answers from `script` first, then `default`.
+#[derive(Default)]
+struct Fake {
+    received: StdMutex<Vec<Received>>,
+    script: StdMutex<VecDeque<(u16, &'static str)>>,
+    default: StdMutex<(u16, &'static str)>,
+}
+
+impl Fake {
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+async fn fake_server(default: u16) -> (Arc<Fake>, String) {
+    let fake = Arc::new(Fake::default());
+    *fake.default.lock().unwrap() = (default, "");
+    let state = Arc::clone(&fake);
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
+            let state = Arc::clone(&state);
+            async move {
+                let (code, text) = state
+                    .script
+                    .lock()
+                    .unwrap()
+                    .pop_front()
+                    .unwrap_or(*state.default.lock().unwrap());
+                state.received.lock().unwrap().push(Received {
+                    path: uri.path().to_string(),
+                    headers,
+                    body: body.to_vec(),
+                    status: code,
+                });
+                (StatusCode::from_u16(code).unwrap(), text)
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (fake, url)
+}
+
+fn config(name: &str, kind: DestinationKind, url: &str, dir: &Path) -> DestinationConfig {
+    let mut c = DestinationConfig::new(
+        name,
+        kind,
+        ClientConfig {
+            url: url.to_string(),
+            ..Default::default()
+        },
+        dir,
+    );
+    c.concurrency = 1;
+    c.flush_interval = Duration::from_millis(50);
+    c.max_disk_bytes = 1 << 20;
+    c
+}
+
+fn series(name: &str, job: &str, samples: &[(i64, f64)]) -> Series {
+    Series::new(
+        Labels::from_pairs([("__name__", name), ("job", job)]),
+        samples.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
+    )
+}
+
+/// Polls `cond` for up to 10 s.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn decode_all(received: &[Received]) -> Vec<Series> {
+    received
+        .iter()
+        .flat_map(|r| decode_write_request(&r.body).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_write_delivers_with_the_spec_headers_and_acks() {
+    let (fake, url) = fake_server(204).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _) = Destination::open(config(
+        "rw_delivers",
+        DestinationKind::RemoteWrite,
+        &format!("{url}/api/v1/write"),
+        dir.path(),
+    ))
+    .unwrap();
+    d.start();
+    let batch = vec![
+        series("up", "a", &[(1000, 1.0), (2000, 0.0)]),
+        series(
+            "up",
+            "b",
+            &[(1000, f64::from_bits(crate::model::STALE_NAN_BITS))],
+        ),
+    ];
+    let acc = d.accept(&batch).unwrap();
+    assert_eq!((acc.samples, acc.blocks), (3, 1));
+    eventually("delivery", || d.status().samples_sent == 3).await;
+    let got = fake.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].path, "/api/v1/write");
+    let h = &got[0].headers;
+    assert_eq!(h["content-encoding"], "snappy");
+    assert_eq!(h["content-type"], "application/x-protobuf");
+    assert_eq!(h["x-prometheus-remote-write-version"], "0.1.0");
+    let back = decode_all(&got);
+    assert_eq!(back.len(), 2);
+    assert_eq!(back[0], batch[0]);
+    assert!(back[1].samples[0].is_stale(), "stale marker bits survive");
+    let st = d.status();
+    assert_eq!((st.pending_samples, st.pending_blocks), (0, 0));
+    d.shutdown(Duration::from_secs(1)).await;
+    assert!(matches!(
+        d.accept(&batch),
+        Err(DestinationError::Closed { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4xx_is_counted_logged_and_not_retried() {
+    let (fake, url) = fake_server(400).await;
+    *fake.default.lock().unwrap() = (400, "cannot parse: label name too long");
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _) = Destination::open(config(
+        "rw_400",
+        DestinationKind::RemoteWrite,
+        &url,
+        dir.path(),
+    ))
+    .unwrap();
+    d.start();
+    d.accept(&[series("up", "a", &[(1, 1.0), (2, 2.0)])])
+        .unwrap();
+    eventually("drop", || d.status().samples_dropped["rejected_4xx"] == 2).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(fake.received().len(), 1, "a 4xx is not retried");
+    let st = d.status();
+    assert_eq!((st.samples_sent, st.pending_samples), (0, 0));
+    let err = st.last_error.unwrap();
+    assert!(
+        err.contains("400") && err.contains("label name too long"),
+        "{err}"
+    );
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_and_429_are_retried_until_delivered() {
+    let (fake, url) = fake_server(204).await;
+    fake.script
+        .lock()
+        .unwrap()
+        .extend([(503, "busy"), (429, "slow down")]);
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _) = Destination::open(config(
+        "rw_retry",
+        DestinationKind::VmImport,
+        &url,
+        dir.path(),
+    ))
+    .unwrap();
+    d.start();
+    let batch = vec![series("up", "a", &[(1000, 1.5)])];
+    d.accept(&batch).unwrap();
+    eventually("delivery after retries", || d.status().samples_sent == 1).await;
+    let got = fake.received();
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|r| r.path == "/api/v1/import"));
+    assert_eq!(got[0].body, got[2].body, "the same bytes each time");
+    assert_eq!(
+        String::from_utf8(got[2].body.clone()).unwrap(),
+        "{\"metric\":{\"__name__\":\"up\",\"job\":\"a\"},\"values\":[1.5],\"timestamps\":[1000]}\n"
+    );
+    let st = d.status();
+    assert_eq!(st.retries, 2);
+    assert!(st.last_error.unwrap().contains("429"));
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relabel_and_external_labels_apply_per_destination() {
+    let (fake, url) = fake_server(204).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("rw_relabel", DestinationKind::RemoteWrite, &url, dir.path());
+    c.relabel = RelabelRules::from_yaml(
+        "- action: keep\n  source_labels: [job]\n  regex: keep.*\n",
+        "test",
+        Default::default(),
+    )
+    .unwrap();
+    c.external_labels = vec![("dc".into(), "x".into()), ("job".into(), "ignored".into())];
+    let (d, _) = Destination::open(c).unwrap();
+    d.start();
+    let batch = vec![
+        series("m", "keep1", &[(1, 1.0)]),
+        series("m", "other", &[(1, 1.0), (2, 2.0)]),
+        series("m", "empty", &[]),
+    ];
+    let acc = d.accept(&batch).unwrap();
+    assert_eq!((acc.samples, acc.relabel_dropped), (1, 2));
+    eventually("delivery", || d.status().samples_sent == 1).await;
+    let back = decode_all(&fake.received());
+    assert_eq!(
+        back[0].labels,
+        Labels::from_pairs([("__name__", "m"), ("job", "keep1"), ("dc", "x")])
+    );
+    assert_eq!(d.status().samples_dropped["relabel"], 2);
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_blocks_are_merged_and_big_batches_split() {
+    let (fake, url) = fake_server(204).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("rw_merge", DestinationKind::RemoteWrite, &url, dir.path());
+    c.max_batch_samples = 10;
+    c.flush_interval = Duration::from_millis(300);
+    let (d, _) = Destination::open(c).unwrap();
+    // Queue first, then start: the sender finds three small blocks waiting.
+    for job in ["a", "b", "c"] {
+        d.accept(&[series("m", job, &[(1, 1.0)])]).unwrap();
+    }
+    let long: Vec<(i64, f64)> = (0..25).map(|i| (i, i as f64)).collect();
+    let acc = d.accept(&[series("m", "long", &long)]).unwrap();
+    assert_eq!(acc.blocks, 3, "25 samples in blocks of 10");
+    d.start();
+    eventually("delivery", || d.status().samples_sent == 28).await;
+    let got = fake.received();
+    let sizes: Vec<usize> = got
+        .iter()
+        .map(|r| {
+            decode_write_request(&r.body)
+                .unwrap()
+                .iter()
+                .map(|s| s.samples.len())
+                .sum()
+        })
+        .collect();
+    // Three 1-sample blocks travel together; full blocks go alone.
+    assert_eq!(sizes.iter().sum::<usize>(), 28);
+    assert!(sizes.contains(&3) || sizes.contains(&13), "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= 10), "{sizes:?}");
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_destination_keeps_data_queued_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1.
+    let c = config(
+        "rw_down",
+        DestinationKind::RemoteWrite,
+        "http://127.0.0.1:1",
+        dir.path(),
+    );
+    let (d, _) = Destination::open(c.clone()).unwrap();
+    d.start();
+    d.accept(&[series("m", "a", &[(1, 1.0), (2, 2.0)])])
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    d.shutdown(Duration::from_millis(200)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "shutdown is bounded"
+    );
+    assert!(d.status().last_error.unwrap().contains("cannot connect"));
+    drop(d);
+
+    let (fake, url) = fake_server(204).await;
+    let mut c = c;
+    c.client.url = url;
+    let (d, report) = Destination::open(c).unwrap();
+    assert_eq!(report.pending_samples, 2, "still queued after the restart");
+    d.start();
+    eventually("delivery after restart", || d.status().samples_sent == 2).await;
+    assert_eq!(decode_all(&fake.received()).len(), 1);
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_cap_drops_oldest_and_counts_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, url) = fake_server(503).await;
+    let mut c = config("rw_cap", DestinationKind::VmImport, &url, dir.path());
+    c.max_disk_bytes = 1 << 20;
+    let (d, _) = Destination::open(c).unwrap();
+    d.start();
+    // ~100 KB blocks of 10000 samples: 30 of them cannot all fit in 1 MiB.
+    let mut accepted = 0u64;
+    for i in 0..30 {
+        let samples: Vec<(i64, f64)> = (0..10_000).map(|t| (t, (i * 10_000 + t) as f64)).collect();
+        accepted += d
+            .accept(&[series("m", &format!("j{i}"), &samples)])
+            .unwrap()
+            .samples;
+    }
+    let st = d.status();
+    assert!(st.disk_bytes <= 1 << 20, "{}", st.disk_bytes);
+    let dropped = st.samples_dropped["disk_full"];
+    assert!(dropped > 0);
+    assert_eq!(dropped % 10_000, 0, "whole blocks go");
+    assert_eq!(st.pending_samples + dropped, accepted);
+    // Back up: what is still queued arrives, nothing dropped arrives too.
+    *fake.default.lock().unwrap() = (204, "");
+    eventually("delivery", || d.status().pending_samples == 0).await;
+    let st = d.status();
+    assert_eq!(st.samples_sent + st.samples_dropped["disk_full"], accepted);
+    let delivered: std::collections::BTreeSet<String> = fake
+        .received()
+        .iter()
+        .filter(|r| r.status == 204)
+        .flat_map(|r| {
+            String::from_utf8(r.body.clone())
+                .unwrap()
+                .lines()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let delivered_samples = delivered.len() as u64 * 10_000;
+    assert_eq!(
+        delivered_samples, st.samples_sent,
+        "no dropped block was sent after all"
+    );
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+#[test]
+fn request_paths_follow_the_url_forms() {
+    let rw = DestinationKind::RemoteWrite;
+    assert_eq!(
+        rw.request_path("http://vm:8428/api/v1/write"),
+        "/api/v1/write"
+    );
+    assert_eq!(rw.request_path("http://vm:8428"), "/api/v1/write");
+    assert_eq!(rw.request_path("http://mimir/api/v1/push"), "/api/v1/push");
+    assert_eq!(
+        rw.request_path("http://vminsert:8480/insert/0/prometheus/api/v1/write"),
+        "/api/v1/write"
+    );
+    assert_eq!(
+        rw.request_path("http://vminsert:8480/insert/0/prometheus"),
+        "/api/v1/write"
+    );
+    let vm = DestinationKind::VmImport;
+    assert_eq!(
+        vm.request_path("http://vm:8428/api/v1/import"),
+        "/api/v1/import"
+    );
+    assert_eq!(vm.request_path("http://vm:8428"), "/api/v1/import");
+}
+
+#[test]
+fn queue_dir_names_are_safe() {
+    assert_eq!(queue_dir_name("incident_storage"), "incident_storage");
+    assert_eq!(queue_dir_name("a/b c"), "a_b_c");
+    assert_eq!(queue_dir_name(".."), "_..");
+    assert_eq!(queue_dir_name(""), "_");
+}

@@ -1,0 +1,418 @@
+//! Reliability of `spillway run`'s routing against real VictoriaMetrics
+//! servers (and, where only a fake can misbehave on demand, a tiny axum
+//! server): outages, `kill -9`, refusals, a full disk cap, a slow
+//! destination. Data is pushed with curl to the receiver's `/api/v1/import`
+//! (and by a real vmagent to `/api/v1/write`); what arrived is read back
+//! with `/api/v1/export` and compared as distinct series × timestamps (a
+//! retry may store a point twice; at-least-once allows that).
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A base timestamp an hour ago, whole seconds: inside any retention.
+fn base_ts() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    (now - 3_600_000) / 1000 * 1000
+}
+
+/// One import body: `series` series named `name`, each with one sample at `ts`.
+fn body(name: &str, request: usize, series: usize, ts: i64) -> String {
+    let mut out = String::new();
+    for s in 0..series {
+        out.push_str(&vm_line(
+            &[
+                ("__name__", name),
+                ("req", &request.to_string()),
+                ("s", &s.to_string()),
+            ],
+            &[(ts, request as f64)],
+        ));
+        out.push('\n');
+    }
+    out
+}
+
+/// The points of `body(name, request, series, ts)` as `distinct_points` spells them.
+fn points(name: &str, request: usize, series: usize, ts: i64) -> Vec<(String, i64)> {
+    points_with(name, request, series, ts, &[])
+}
+
+/// [`points`] of series that also carry `extra` labels.
+fn points_with(
+    name: &str,
+    request: usize,
+    series: usize,
+    ts: i64,
+    extra: &[(&str, &str)],
+) -> Vec<(String, i64)> {
+    (0..series)
+        .map(|s| {
+            let mut m: std::collections::BTreeMap<String, String> = [
+                ("__name__".to_string(), name.to_string()),
+                ("req".to_string(), request.to_string()),
+                ("s".to_string(), s.to_string()),
+            ]
+            .into();
+            m.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            (format!("{m:?}"), ts)
+        })
+        .collect()
+}
+
+fn import_url(sp: &SpillwayRun) -> String {
+    format!("{}/api/v1/import", sp.url())
+}
+
+#[test]
+fn destination_down_for_30s_under_load_gets_every_sample() {
+    let mut vm = Vm::start();
+    let sp = SpillwayRun::start(&format!(
+        "destinations:\n  - name: vm\n    url: {}/api/v1/write\n    flush_interval: 200ms\nstorage: {{path: \"{{dir}}/data\"}}\n",
+        vm.url()
+    ));
+    let base = base_ts();
+    let started = Instant::now();
+    let (mut requests, mut down, mut back) = (0usize, false, false);
+    let mut expected = BTreeSet::new();
+    while started.elapsed() < Duration::from_secs(33) {
+        let t = started.elapsed();
+        if t >= Duration::from_secs(2) && !down {
+            // SIGTERM: VictoriaMetrics flushes what it acknowledged (a
+            // SIGKILL would lose its last seconds, which is not ours to test).
+            vm.server.terminate(Duration::from_secs(10));
+            down = true;
+        }
+        if t >= Duration::from_secs(32) && !back {
+            vm.server.restart();
+            vm.server.wait_ready("/health");
+            back = true;
+        }
+        let ts = base + requests as i64 * 1000;
+        let (code, text) = post_status(&import_url(&sp), body("load", requests, 10, ts).as_bytes());
+        assert_eq!(
+            code, 204,
+            "spillway refused while the destination was down: {text}"
+        );
+        expected.extend(points("load", requests, 10, ts));
+        requests += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(requests > 100, "steady load: {requests} requests");
+    sp.wait_delivered(Duration::from_secs(30));
+    let got = distinct_points(&vm.export_lines("{__name__=\"load\"}"));
+    assert_eq!(got.len(), expected.len(), "distinct series x timestamps");
+    assert_eq!(got, expected);
+    assert!(sp.metric("spillway_retries_total", &[("destination", "vm")]) > 0.0);
+    for reason in ["disk_full", "rejected_4xx", "damaged", "too_large"] {
+        let dropped = sp.metric(
+            "spillway_samples_dropped_total",
+            &[("destination", "vm"), ("reason", reason)],
+        );
+        assert_eq!(dropped, 0.0, "{reason}");
+    }
+}
+
+#[test]
+fn sigkill_mid_stream_loses_nothing_accepted() {
+    let mut vm = Vm::start();
+    let mut sp = SpillwayRun::start(&format!(
+        "destinations:\n  - name: vm\n    url: {}/api/v1/write\n    flush_interval: 100ms\nstorage: {{path: \"{{dir}}/data\"}}\n",
+        vm.url()
+    ));
+    let base = base_ts();
+    let mut accepted = BTreeSet::new();
+
+    // 1. The destination is down: everything accepted waits in the queue.
+    vm.server.stop();
+    for r in 0..20 {
+        let ts = base + r as i64 * 1000;
+        let (code, text) = post_status(&import_url(&sp), body("kill", r, 50, ts).as_bytes());
+        assert_eq!(code, 204, "{text}");
+        accepted.extend(points("kill", r, 50, ts));
+    }
+    let pending = sp.destinations()["vm"]["pending_samples"].as_u64().unwrap();
+    assert_eq!(pending, 1000);
+    sp.server.stop(); // SIGKILL
+    sp.restart();
+    let pending = sp.destinations()["vm"]["pending_samples"].as_u64().unwrap();
+    assert_eq!(pending, 1000, "the queue survived kill -9");
+    vm.server.restart();
+    vm.server.wait_ready("/health");
+
+    // 2. kill -9 while data streams in and out.
+    let url = import_url(&sp);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let pusher = {
+        let (log, stop) = (Arc::clone(&log), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut r = 20;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let ts = base + r as i64 * 1000;
+                let (code, _) = post_status(&url, body("kill", r, 50, ts).as_bytes());
+                log.lock().unwrap().push((r, ts, code));
+                r += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    sp.server.stop(); // SIGKILL, mid-stream
+    std::thread::sleep(Duration::from_millis(300));
+    sp.restart();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::SeqCst);
+    pusher.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    let ok = log.iter().filter(|(_, _, c)| *c == 204).count();
+    let refused = log.iter().filter(|(_, _, c)| *c != 204).count();
+    assert!(ok > 20, "requests accepted around the kill: {ok}");
+    assert!(refused > 0, "some requests hit the killed process");
+    for (r, ts, code) in &log {
+        if *code == 204 {
+            accepted.extend(points("kill", *r, 50, *ts));
+        }
+    }
+    sp.wait_delivered(Duration::from_secs(30));
+    let got = distinct_points(&vm.export_lines("{__name__=\"kill\"}"));
+    let lost: Vec<_> = accepted.difference(&got).take(5).collect();
+    assert!(
+        lost.is_empty(),
+        "accepted but lost: {lost:?} (and maybe more)"
+    );
+}
+
+#[test]
+fn a_destination_that_always_answers_400_is_counted_and_does_not_hold_others() {
+    let vm = Vm::start();
+    let bad = FakeDestination::start(400, "cannot parse: label value too long", Duration::ZERO);
+    let sp = SpillwayRun::start(&format!(
+        "destinations:
+  - name: vm
+    url: {}/api/v1/write
+    flush_interval: 100ms
+  - name: bad
+    url: {}/api/v1/write
+    flush_interval: 100ms
+storage: {{path: \"{{dir}}/data\"}}
+",
+        vm.url(),
+        bad.url
+    ));
+    let base = base_ts();
+    let mut expected = BTreeSet::new();
+    for r in 0..10 {
+        let ts = base + r as i64 * 1000;
+        let (code, text) = post_status(&import_url(&sp), body("refused", r, 10, ts).as_bytes());
+        assert_eq!(code, 204, "{text}");
+        expected.extend(points("refused", r, 10, ts));
+    }
+    sp.wait_delivered(Duration::from_secs(20));
+    let dropped = |sp: &SpillwayRun| {
+        sp.metric(
+            "spillway_samples_dropped_total",
+            &[("destination", "bad"), ("reason", "rejected_4xx")],
+        )
+    };
+    assert_eq!(dropped(&sp), 100.0);
+    let requests = bad.requests();
+    assert!((1..=10).contains(&requests), "{requests} requests");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(bad.requests(), requests, "a 400 is never retried");
+    assert_eq!(
+        sp.metric(
+            "spillway_requests_total",
+            &[("destination", "bad"), ("status_code", "400")]
+        ),
+        requests as f64
+    );
+    assert_eq!(
+        sp.metric("spillway_samples_sent_total", &[("destination", "bad")]),
+        0.0
+    );
+    assert_eq!(
+        sp.metric("spillway_samples_sent_total", &[("destination", "vm")]),
+        100.0
+    );
+    let got = distinct_points(&vm.export_lines("{__name__=\"refused\"}"));
+    assert_eq!(got, expected, "the other destination got everything");
+    let log = sp.server.log();
+    assert!(
+        log.contains("cannot parse: label value too long"),
+        "the destination's answer is logged:\n{log}"
+    );
+    let status = &sp.destinations()["bad"];
+    assert!(
+        status["last_error"].as_str().unwrap().contains("400"),
+        "{status}"
+    );
+}
+
+#[test]
+fn disk_cap_drops_the_oldest_and_counts_exactly() {
+    let mut vm = Vm::start();
+    let sp = SpillwayRun::start(&format!(
+        "destinations:
+  - name: vm
+    type: vm_import
+    url: {}
+    flush_interval: 100ms
+    max_disk_bytes: 1MiB
+storage: {{path: \"{{dir}}/data\"}}
+",
+        vm.url()
+    ));
+    vm.server.stop();
+    let base = base_ts();
+    let (requests, per_request) = (60usize, 2000usize);
+    for r in 0..requests {
+        let ts = base + r as i64 * 1000;
+        let (code, text) =
+            post_status(&import_url(&sp), body("cap", r, per_request, ts).as_bytes());
+        assert_eq!(code, 204, "{text}");
+    }
+    let pushed = (requests * per_request) as f64;
+    let labels = [("destination", "vm"), ("reason", "disk_full")];
+    let dropped = sp.metric("spillway_samples_dropped_total", &labels);
+    let pending = sp.metric("spillway_queue_pending_samples", &[("destination", "vm")]);
+    let disk = sp.metric("spillway_queue_disk_bytes", &[("destination", "vm")]);
+    assert!(dropped > 0.0, "1 MiB cannot hold {pushed} samples");
+    assert_eq!(dropped % per_request as f64, 0.0, "whole blocks go");
+    assert_eq!(
+        dropped + pending,
+        pushed,
+        "every sample is pending or counted"
+    );
+    assert!(disk <= (1 << 20) as f64, "disk {disk}");
+
+    vm.server.restart();
+    vm.server.wait_ready("/health");
+    sp.wait_delivered(Duration::from_secs(30));
+    let sent = sp.metric("spillway_samples_sent_total", &[("destination", "vm")]);
+    let dropped = sp.metric("spillway_samples_dropped_total", &labels);
+    assert_eq!(sent + dropped, pushed);
+    let got = distinct_points(&vm.export_lines("{__name__=\"cap\"}"));
+    assert_eq!(
+        got.len() as f64,
+        sent,
+        "what was sent arrived, what was dropped did not"
+    );
+    // The oldest went: the requests that arrived are the newest ones.
+    let first_kept = requests - (sent as usize / per_request);
+    let mut expected = BTreeSet::new();
+    for r in first_kept..requests {
+        expected.extend(points("cap", r, per_request, base + r as i64 * 1000));
+    }
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn a_slow_destination_does_not_slow_the_others() {
+    let vm = Vm::start();
+    let slow = FakeDestination::start(204, "", Duration::from_secs(30));
+    let sp = SpillwayRun::start(&format!(
+        "destinations:
+  - name: vm
+    url: {}/api/v1/write
+    flush_interval: 100ms
+  - name: slow
+    url: {}/api/v1/write
+    flush_interval: 100ms
+    concurrency: 1
+storage: {{path: \"{{dir}}/data\"}}
+",
+        vm.url(),
+        slow.url
+    ));
+    let base = base_ts();
+    let mut expected = BTreeSet::new();
+    let started = Instant::now();
+    for r in 0..30 {
+        let ts = base + r as i64 * 1000;
+        let t0 = Instant::now();
+        let (code, text) = post_status(&import_url(&sp), body("slow", r, 20, ts).as_bytes());
+        assert_eq!(code, 204, "{text}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "push {r} took {:?}",
+            t0.elapsed()
+        );
+        expected.extend(points("slow", r, 20, ts));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for(
+        "the fast destination to get everything",
+        Duration::from_secs(10),
+        || sp.destinations()["vm"]["pending_samples"] == 0,
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let got = distinct_points(&vm.export_lines("{__name__=\"slow\"}"));
+    assert_eq!(got, expected);
+    let slow_status = &sp.destinations()["slow"];
+    assert!(slow.requests() >= 1, "the slow one is being tried");
+    assert!(
+        slow_status["samples_sent"] == 0 && slow_status["pending_samples"].as_u64().unwrap() > 0,
+        "{slow_status}"
+    );
+}
+
+#[test]
+fn vmagent_remote_writes_through_spillway_and_sigterm_drains() {
+    let vm = Vm::start();
+    let mut sp = SpillwayRun::start_with(
+        &format!(
+            "external_labels: {{via: spillway}}
+destinations:
+  - name: vm
+    type: vm_import
+    url: {}
+    flush_interval: 100ms
+storage: {{path: \"{{dir}}/data\"}}
+",
+            vm.url()
+        ),
+        &["--shutdown-timeout", "5s"],
+    );
+    let agent = Vmagent::start(
+        &[],
+        &[
+            format!("-remoteWrite.url={}/api/v1/write", sp.url()),
+            "-remoteWrite.flushInterval=100ms".into(),
+        ],
+    );
+    let base = base_ts();
+    let mut expected = BTreeSet::new();
+    let mut lines = String::new();
+    for r in 0..5 {
+        let ts = base + r as i64 * 1000;
+        lines.push_str(&body("through", r, 100, ts));
+        expected.extend(points_with("through", r, 100, ts, &[("via", "spillway")]));
+    }
+    http_post(&format!("{}/api/v1/import", agent.url()), lines.as_bytes());
+    wait_for(
+        "vmagent to deliver to spillway",
+        Duration::from_secs(20),
+        || {
+            sp.metric(
+                "spillway_receiver_samples_total",
+                &[("path", "/api/v1/write")],
+            ) >= 500.0
+        },
+    );
+    // SIGTERM: spillway delivers what it holds before exiting 0.
+    let code = sp.server.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{}", sp.server.log());
+    let log = sp.server.log();
+    assert!(log.contains("spillway run stopped"), "{log}");
+    let got = distinct_points(&vm.export_lines("{__name__=\"through\"}"));
+    assert_eq!(got, expected);
+}

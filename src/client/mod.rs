@@ -150,6 +150,58 @@ impl Client {
         &self.inner.retry
     }
 
+    /// The same server, connection pool and credentials under another base
+    /// path (vmauth path fix-ups such as `/rw/prometheus` → `/prometheus`).
+    pub fn with_base_path(&self, path: &str) -> Client {
+        let mut endpoint = self.inner.endpoint.clone();
+        endpoint.set_path(path);
+        self.with_endpoint(endpoint)
+    }
+
+    /// The same connection settings with another retry policy.
+    pub fn with_retry(&self, retry: RetryPolicy) -> Client {
+        let i = &self.inner;
+        Client {
+            inner: Arc::new(Inner {
+                http: i.http.clone(),
+                endpoint: i.endpoint.clone(),
+                auth: i.auth.clone(),
+                tenant: i.tenant.clone(),
+                headers: i.headers.clone(),
+                timeout: i.timeout,
+                retry,
+            }),
+        }
+    }
+
+    fn with_endpoint(&self, endpoint: Endpoint) -> Client {
+        let i = &self.inner;
+        Client {
+            inner: Arc::new(Inner {
+                http: i.http.clone(),
+                endpoint,
+                auth: i.auth.clone(),
+                tenant: i.tenant.clone(),
+                headers: i.headers.clone(),
+                timeout: i.timeout,
+                retry: i.retry.clone(),
+            }),
+        }
+    }
+
+    /// A request to `path` at the server's root, ignoring the base path: the
+    /// server's own pages (`/metrics`, `/health`, `/flags`) live there even
+    /// when the API sits under `/select/0/prometheus`.
+    pub fn request_at_root(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        let mut endpoint = self.inner.endpoint.clone();
+        endpoint.set_path("");
+        self.with_endpoint(endpoint).request(method, path)
+    }
+
     /// A request to `path` under the base URL with auth, tenant and headers applied.
     pub fn request(
         &self,

@@ -31,7 +31,10 @@ pub use remote_write::{
     decode_write_request, decode_write_request_with_limit, encode_write_request, split_for_limit,
     RemoteWriteEncoder,
 };
-pub use vm_json::{parse_vm_json_line, write_vm_json_line, write_vm_json_lines, VmJsonLineReader};
+pub use vm_json::{
+    parse_vm_json_line, write_vm_json_line, write_vm_json_lines, write_vm_json_metric,
+    VmJsonLineReader,
+};
 
 /// What can go wrong reading or writing a wire format. Callers match on it:
 /// everything but `Io` means the input itself is bad and retrying the same

@@ -44,26 +44,9 @@ pub fn write_vm_json_line(series: &Series, out: &mut Vec<u8>) {
     if series.samples.is_empty() {
         return;
     }
-    out.extend_from_slice(b"{\"metric\":{");
-    let mut first = true;
-    // VictoriaMetrics prints the metric name first even where a label name
-    // (`A`, `0`) sorts before `__name__`.
-    if let Some(name) = series.labels.get(METRIC_NAME) {
-        put_json_string(out, METRIC_NAME);
-        out.push(b':');
-        put_json_string(out, name);
-        first = false;
-    }
-    for label in series.labels.without_name() {
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        put_json_string(out, &label.name);
-        out.push(b':');
-        put_json_string(out, &label.value);
-    }
-    out.extend_from_slice(b"},\"values\":[");
+    out.extend_from_slice(b"{\"metric\":");
+    write_vm_json_metric(&series.labels, out);
+    out.extend_from_slice(b",\"values\":[");
     for (i, s) in series.samples.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -78,6 +61,31 @@ pub fn write_vm_json_line(series: &Series, out: &mut Vec<u8>) {
         put_i64(out, s.timestamp_ms);
     }
     out.extend_from_slice(b"]}\n");
+}
+
+/// Appends the `metric` object of a line, `{"__name__":"up","job":"a"}`, as
+/// VictoriaMetrics prints it; for callers that copy the rest of a line as is.
+pub fn write_vm_json_metric(labels: &Labels, out: &mut Vec<u8>) {
+    out.push(b'{');
+    let mut first = true;
+    // VictoriaMetrics prints the metric name first even where a label name
+    // (`A`, `0`) sorts before `__name__`.
+    if let Some(name) = labels.get(METRIC_NAME) {
+        put_json_string(out, METRIC_NAME);
+        out.push(b':');
+        put_json_string(out, name);
+        first = false;
+    }
+    for label in labels.without_name() {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        put_json_string(out, &label.name);
+        out.push(b':');
+        put_json_string(out, &label.value);
+    }
+    out.push(b'}');
 }
 
 /// Appends one line per series (series without samples are skipped).

@@ -312,10 +312,12 @@ async fn run(
     let existing = read_state(&state_path)?;
     let mut retention_source = None;
     let mut state = match (params.resume, existing) {
-        (true, None) => return Err(BundleError::Params(format!(
+        (true, None) => {
+            return Err(BundleError::Params(format!(
             "--resume: no saved import state at {}; run without --resume to import from the start",
             state_path.display()
-        ))),
+        )))
+        }
         (true, Some(s)) => {
             if s.metrics_sha256 != check.metrics_sha256 {
                 return Err(BundleError::Params(format!(
@@ -558,11 +560,7 @@ fn produce(
         let mut chunk = new_chunk();
         let mut scratch = Vec::new();
         let path = reader.path().to_path_buf();
-        loop {
-            let (n, l) = match reader.next_line()? {
-                Some(x) => x,
-                None => break,
-            };
+        while let Some((n, l)) = reader.next_line()? {
             let scanned = line::scan_line(l).map_err(|e| BundleError::Rejected {
                 path: path.clone(),
                 reason: format!("metrics.jsonl line {n}: {e}"),

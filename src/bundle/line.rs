@@ -48,10 +48,12 @@ pub fn scan_line(line: &[u8]) -> Result<ScannedLine<'_>, String> {
             b"metric" => &mut metric,
             b"values" => &mut values,
             b"timestamps" => &mut timestamps,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unexpected key {:?}; an export line has only `metric`, `values` and `timestamps`",
                 String::from_utf8_lossy(other)
-            )),
+            ))
+            }
         };
         if slot.is_some() {
             return Err(format!(

@@ -110,14 +110,16 @@ pub fn open_bundle(path: &Path, limits: SafetyLimits) -> Result<OpenedBundle, Bu
     let archive_checksum = match read_checksum_file(path)? {
         None => None,
         Some(expected) if expected == archive_sha256 => Some(true),
-        Some(expected) => return Err(reject(
-            path,
-            format!(
+        Some(expected) => {
+            return Err(reject(
+                path,
+                format!(
                 "checksum mismatch: the file's SHA-256 is {archive_sha256}, {} says {expected}; \
                      the bundle is damaged or was changed (copy it again)",
                 checksum_path(path).display()
             ),
-        )),
+            ))
+        }
     };
     if !is_zip {
         return Ok(OpenedBundle {
@@ -462,7 +464,8 @@ impl MetricsReader<'_> {
     pub fn skip_to(&mut self, offset: u64) -> Result<(), BundleError> {
         while self.offset < offset {
             self.line.clear();
-            let n = (&mut self.reader)
+            let n = self
+                .reader
                 .read_until(b'\n', &mut self.line)
                 .map_err(|e| reject(&self.path, format!("reading metrics.jsonl: {e}")))?;
             if n == 0 {
@@ -582,14 +585,16 @@ pub fn scan(
     r.metrics_checksum = match r.metadata.as_ref().and_then(|m| m.metrics_sha256.clone()) {
         None => None,
         Some(expected) if expected.eq_ignore_ascii_case(&r.metrics_sha256) => Some(true),
-        Some(expected) => return Err(reject(
-            &bundle.path,
-            format!(
+        Some(expected) => {
+            return Err(reject(
+                &bundle.path,
+                format!(
                 "checksum mismatch: metrics.jsonl has SHA-256 {}, metadata.json says {expected}; \
                      the bundle is damaged or was changed",
                 r.metrics_sha256
             ),
-        )),
+            ))
+        }
     };
     if r.lines == 0 {
         return Err(reject(&bundle.path, "metrics.jsonl holds no series"));

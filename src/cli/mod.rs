@@ -5,6 +5,7 @@
 use crate::client::{BasicAuthSpec, ConnectionSpec, TlsSpec};
 use crate::export::ExportFile;
 use crate::transform::threshold::ThresholdSpec;
+pub mod bundle;
 pub mod progress;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -48,6 +49,11 @@ pub enum Command {
     /// Batch threshold export: fetch a range by PromQL, flag samples against
     /// thresholds, write CSV / JSON / JSONL / SQLite / Parquet (alerts apart).
     Export(ExportArgs),
+    /// Support bundle: export series (obfuscated, windowed, resumable) into a
+    /// checksummed ZIP in vmgather's layout; or validate, discover, sample, verify.
+    Gather(bundle::GatherArgs),
+    /// Load a support bundle (.zip or .jsonl) into VictoriaMetrics, resumably.
+    Import(bundle::ImportArgs),
 }
 
 /// How to reach a server: shared by every command that talks to one.
@@ -209,7 +215,9 @@ mod tests {
             "2h",
         ])
         .unwrap();
-        let Command::Export(e) = cli.command;
+        let Command::Export(e) = cli.command else {
+            panic!("not export")
+        };
         let f = e.to_file();
         assert_eq!(f.queries, ["a", "b"]);
         assert_eq!(f.format.unwrap(), ["csv", "parquet"]);

@@ -76,20 +76,37 @@ fn range_secs(from_ms: i64, to_ms: i64) -> i64 {
     ((to_ms - from_ms) / 1000).max(60)
 }
 
-/// Components, jobs and series estimates for the selected series in `[from, to]`.
-pub async fn discover(
+/// Only the components (one cheap `vm_app_version` query), for a gather's
+/// metadata and job names; [`discover`] adds instances and series counts.
+pub async fn discover_components(client: &Client, from_ms: i64, to_ms: i64) -> Discovery {
+    let mut d = Discovery::default();
+    let (job_component, versions) = components(client, from_ms, to_ms, &mut d.notes).await;
+    d.jobs = job_component
+        .iter()
+        .map(|(job, c)| JobInfo {
+            job: job.clone(),
+            component: Some(c.clone()),
+            instances: 0,
+            series: None,
+        })
+        .collect();
+    d.components = group_components(&job_component, &versions);
+    d
+}
+
+type Versions = BTreeMap<String, BTreeSet<String>>;
+
+async fn components(
     client: &Client,
-    selectors: &[String],
     from_ms: i64,
     to_ms: i64,
-) -> Result<Discovery, BundleError> {
+    notes: &mut Vec<String>,
+) -> (BTreeMap<String, String>, Versions) {
     let range = range_secs(from_ms, to_ms);
-    let params = QueryParams::default();
-    let mut d = Discovery::default();
     let mut job_component: BTreeMap<String, String> = BTreeMap::new();
-    let mut versions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut versions: Versions = BTreeMap::new();
     let q = format!("max by (job, version) (last_over_time(vm_app_version[{range}s]))");
-    match client.query(&q, to_ms, &params).await {
+    match client.query(&q, to_ms, &QueryParams::default()).await {
         Ok(rows) => {
             for s in rows {
                 let (Some(job), Some(c)) = (
@@ -105,8 +122,43 @@ pub async fn discover(
                 job_component.insert(job.to_string(), c);
             }
         }
-        Err(e) => d.notes.push(format!("components (vm_app_version): {e}")),
+        Err(e) => notes.push(format!("components (vm_app_version): {e}")),
     }
+    (job_component, versions)
+}
+
+fn group_components(
+    job_component: &BTreeMap<String, String>,
+    versions: &Versions,
+) -> Vec<Component> {
+    let mut by_component: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (job, c) in job_component {
+        by_component.entry(c.clone()).or_default().push(job.clone());
+    }
+    by_component
+        .into_iter()
+        .map(|(name, jobs)| Component {
+            versions: versions
+                .get(&name)
+                .map(|v| v.iter().cloned().collect())
+                .unwrap_or_default(),
+            name,
+            jobs,
+        })
+        .collect()
+}
+
+/// Components, jobs and series estimates for the selected series in `[from, to]`.
+pub async fn discover(
+    client: &Client,
+    selectors: &[String],
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Discovery, BundleError> {
+    let range = range_secs(from_ms, to_ms);
+    let params = QueryParams::default();
+    let mut d = Discovery::default();
+    let (job_component, versions) = components(client, from_ms, to_ms, &mut d.notes).await;
     let mut instances: BTreeMap<String, u64> = BTreeMap::new();
     let q = format!("count by (job) (max by (job, instance) (last_over_time(up[{range}s])))");
     match client.query(&q, to_ms, &params).await {
@@ -148,21 +200,7 @@ pub async fn discover(
             job,
         });
     }
-    let mut by_component: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (job, c) in &job_component {
-        by_component.entry(c.clone()).or_default().push(job.clone());
-    }
-    d.components = by_component
-        .into_iter()
-        .map(|(name, jobs)| Component {
-            versions: versions
-                .get(&name)
-                .map(|v| v.iter().cloned().collect())
-                .unwrap_or_default(),
-            name,
-            jobs,
-        })
-        .collect();
+    d.components = group_components(&job_component, &versions);
     Ok(d)
 }
 

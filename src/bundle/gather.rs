@@ -8,23 +8,32 @@
 //! - `window-<index>.jsonl`: the lines of one finished window, already
 //!   obfuscated (nothing un-obfuscated touches the disk). Written under a
 //!   temp name and renamed when the window is complete, so a window file is
-//!   whole or absent.
+//!   whole or absent after a process crash. Not fsynced (that would cost as
+//!   much as the export itself): the journal records each file's size and
+//!   xxh64, and a resumed run checks them and fetches again any window whose
+//!   file an OS crash left short or damaged.
 //! - `windows.jsonl`: an append-only journal, one line per finished window
-//!   (`index`, lines, samples, bytes, jobs seen), fsynced after the window
-//!   file's rename. A window counts as done only once it is in the journal;
-//!   a torn last line (crash while appending) is ignored and that window is
-//!   fetched again, overwriting its file. So `--resume` never duplicates a
-//!   window and never skips one.
+//!   (`index`, lines, samples, bytes, xxh64, jobs seen), fsynced after the
+//!   window file's rename. A window counts as done only once it is in the
+//!   journal and its file matches; a torn last line (crash while appending)
+//!   is ignored and that window is fetched again, overwriting its file. So
+//!   `--resume` never duplicates a window and never skips one.
 //! - `obfuscation.json`: the obfuscator's state (salt, counters, salted
 //!   digests; no original value), saved before the window that introduced
 //!   new mappings is renamed, so a resumed run maps every value the same way.
 //!
 //! Order per window: fetch → write temp file → save obfuscation state (if
-//! changed) → rename window file → append journal. Packing streams the window
-//! files in order into `metrics.jsonl` of the ZIP (see `sink::zip`), writes
-//! `metadata.json` and `README.txt`, then `<name>.zip.sha256`, and finally
-//! removes the staging directory. Cancelling drops the HTTP stream and the
-//! unfinished temp files; finished windows stay for `--resume`.
+//! changed) → rename window file → append journal.
+//!
+//! Packing overlaps fetching: a packer thread deflates each window's bytes
+//! into `metrics.jsonl` of the ZIP (see `sink::zip`) as they are staged (a
+//! resumed run first feeds it the staged windows). If a window fails after
+//! some of its bytes reached the archive, the archive is dropped and packed
+//! from the staged files at the end instead. Then `metadata.json` and
+//! `README.txt` are added, the archive is renamed into place,
+//! `<name>.zip.sha256` is written, and the staging directory is removed.
+//! Cancelling drops the HTTP stream, the unfinished window and the
+//! unfinished archive; finished windows stay for `--resume`.
 
 use super::metadata::{BundleMetadata, ObfuscationSummary, TimeRange};
 use super::{
@@ -44,6 +53,7 @@ use crate::transform::obfuscate::{
 use std::collections::BTreeSet;
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 /// What to export and where.
@@ -164,6 +174,9 @@ struct WindowDone {
     bytes: u64,
     #[serde(default)]
     jobs: Vec<String>,
+    /// Hex xxh64 of the window file, checked on resume.
+    #[serde(default)]
+    xxh64: Option<String>,
 }
 
 const PLAN: &str = "gather.json";
@@ -227,11 +240,8 @@ async fn run(
         _ = cancel.cancelled() => return Err(BundleError::Cancelled),
     };
     let existing = read_plan(&staging)?;
-    let discovery = super::discover(&client, &selectors, params.from_ms, params.to_ms).await;
-    let job_components = discovery
-        .as_ref()
-        .map(|d| d.job_components())
-        .unwrap_or_default();
+    let discovery = super::discover_components(&client, params.from_ms, params.to_ms).await;
+    let job_components = discovery.job_components();
 
     let mut plan = match (existing, params.resume) {
         (Some(plan), true) => {
@@ -273,10 +283,7 @@ async fn run(
                 step_ms: params.step_ms,
                 method,
                 obfuscation: params.obfuscation.clone(),
-                components: discovery
-                    .as_ref()
-                    .map(|d| d.components_of(&params.jobs))
-                    .unwrap_or_default(),
+                components: discovery.components_of(&params.jobs),
                 bundle_name: None,
             };
             write_plan(&staging, &plan)?;
@@ -293,7 +300,14 @@ async fn run(
     let all = windows(plan.from_ms, plan.to_ms, plan.window_ms);
     let total = all.len() as u64;
     let mut done = read_journal(&staging)?;
-    done.retain(|w| w.index < total && staging.join(window_file(w.index)).is_file());
+    // A window counts only if its file is what the journal recorded.
+    let staging_check = staging.clone();
+    done = tokio::task::spawn_blocking(move || {
+        done.retain(|w| w.index < total && window_intact(&staging_check, w));
+        done
+    })
+    .await
+    .map_err(|e| BundleError::Params(format!("checking staged windows panicked: {e}")))?;
     let resumed = done.len() as u64;
     for w in &done {
         totals.lines += w.lines;
@@ -312,6 +326,27 @@ async fn run(
         report(ExportStage::Exporting, resumed, total, &totals, message),
     );
 
+    let bundle_name = match &plan.bundle_name {
+        Some(n) => n.clone(),
+        None => {
+            let stamp = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now_ms())
+                .map(|t| t.format("%Y%m%d_%H%M%S").to_string())
+                .unwrap_or_default();
+            let name = format!("vmexport_{}_{stamp}.zip", plan.export_id);
+            plan.bundle_name = Some(name.clone());
+            write_plan(&staging, &plan)?;
+            name
+        }
+    };
+    // Deflate while fetching when the staged windows form a prefix (always,
+    // unless a journal was damaged); otherwise pack from staging at the end.
+    let prefix = done_set.iter().copied().eq(0..resumed);
+    let mut packer = if prefix {
+        Packer::start(&params.out_dir, &bundle_name, &staging, resumed)
+    } else {
+        None
+    };
+
     let mut source = VmExportSource::new(client.clone(), plan.selectors.clone(), plan.method);
     let mut journal = open_journal(&staging)?;
     let fetch_started = Instant::now();
@@ -326,12 +361,23 @@ async fn run(
         }
         let mut attempt = 0u32;
         let (out, stats, jobs) = loop {
-            let writer = WindowWriter::create(&staging, index, obf, plan_step(&plan))?;
+            let mut writer = WindowWriter::create(&staging, index, obf, plan_step(&plan))?;
+            writer.tee = packer.as_ref().and_then(|p| p.sender());
+            let t0 = Instant::now();
             let (writer, result) = source
                 .fetch_window(start, end, writer, cancel.cancelled())
                 .await;
+            tracing::debug!(window = index, took = ?t0.elapsed(), "window fetched");
+            let teed = writer.teed;
             let (out, o, stats, jobs) = writer.into_parts();
             obf = o;
+            if result.is_err() && teed {
+                // Part of a failed window reached the archive: it cannot be
+                // taken back from a stream, so pack from staging at the end.
+                if let Some(p) = packer.take() {
+                    p.abort();
+                }
+            }
             match result {
                 Ok(_) => match out {
                     Some(out) => break (out, stats, jobs),
@@ -381,10 +427,11 @@ async fn run(
             samples: stats.samples,
             bytes: stats.bytes,
             jobs: jobs.into_iter().collect(),
+            xxh64: None,
         };
         // fsyncs and renames: off the async threads.
         let (staging2, map2) = (staging.clone(), params.obfuscation_map.clone());
-        let entry2 = entry.clone();
+        let mut entry2 = entry.clone();
         let (o, j, committed) = tokio::task::spawn_blocking(move || {
             let mut obf = obf;
             let mut journal = journal;
@@ -394,7 +441,7 @@ async fn run(
                 &mut obf,
                 map2.as_deref(),
                 &mut journal,
-                &entry2,
+                &mut entry2,
             );
             (obf, journal, r)
         })
@@ -403,6 +450,7 @@ async fn run(
         obf = o;
         journal = j;
         committed?;
+        tracing::debug!(window = index, "window committed");
         jobs_seen.extend(entry.jobs.iter().cloned());
         totals.lines += stats.lines;
         totals.samples += stats.samples;
@@ -429,18 +477,6 @@ async fn run(
         report(ExportStage::Packing, total, total, &totals, None),
     );
     let export_date = now_ms();
-    let bundle_name = match &plan.bundle_name {
-        Some(n) => n.clone(),
-        None => {
-            let stamp = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(export_date)
-                .map(|t| t.format("%Y%m%d_%H%M%S").to_string())
-                .unwrap_or_default();
-            let name = format!("vmexport_{}_{stamp}.zip", plan.export_id);
-            plan.bundle_name = Some(name.clone());
-            write_plan(&staging, &plan)?;
-            name
-        }
-    };
     let mut metadata = BundleMetadata {
         export_id: plan.export_id.clone(),
         export_date: format_rfc3339_ms(export_date),
@@ -487,6 +523,12 @@ async fn run(
         cancel.clone(),
     );
     let (written, md) = tokio::task::spawn_blocking(move || {
+        if let Some(p) = packer {
+            match p.finish(metadata.clone()) {
+                Ok(done) => return Ok(done),
+                Err(e) => tracing::warn!(error = %e, "packing while fetching failed; packing from staging"),
+            }
+        }
         pack(&out_dir, &name2, &staging2, total, metadata, &token)
     })
     .await
@@ -563,9 +605,13 @@ fn check_resume(
 /// obfuscated and printed again; samples copied as they came (re-encoded only
 /// for `--step` or for special values an older import would refuse).
 struct WindowWriter {
-    out: Option<AtomicFile>,
+    out: Option<StagedFile>,
     obf: Obfuscator,
     step_ms: Option<i64>,
+    /// The packer deflating while we fetch, if any; gets each flushed buffer.
+    tee: Option<SyncSender<PackMsg>>,
+    /// Something was handed to the packer.
+    teed: bool,
     buf: Vec<u8>,
     stats: WindowStats,
     jobs: BTreeSet<String>,
@@ -586,19 +632,21 @@ impl WindowWriter {
         step_ms: Option<i64>,
     ) -> Result<WindowWriter, BundleError> {
         let name = window_file(index);
-        let out = AtomicFile::create(dir, &name).map_err(io_err(&dir.join(&name)))?;
+        let out = StagedFile::create(dir, &name).map_err(io_err(&dir.join(&name)))?;
         Ok(WindowWriter {
             out: Some(out),
             obf,
             step_ms,
-            buf: Vec::with_capacity(64 * 1024),
+            tee: None,
+            teed: false,
+            buf: Vec::with_capacity(FLUSH_BYTES + 64 * 1024),
             stats: WindowStats::default(),
             jobs: BTreeSet::new(),
         })
     }
 
     fn write_line(&mut self, line: &[u8]) -> Result<(), String> {
-        let scanned = line::scan_line(line)?;
+        let scanned = line::scan_line_fast(line)?;
         let mut labels = line::parse_metric(scanned.metric)?;
         self.obf.apply(&mut labels);
         if let Some(job) = labels.get("job") {
@@ -630,18 +678,32 @@ impl WindowWriter {
             self.stats.samples += samples as u64;
             self.stats.bytes += (self.buf.len() - start) as u64;
         }
-        if self.buf.len() >= 256 * 1024 {
+        if self.buf.len() >= FLUSH_BYTES {
             self.flush()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), String> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
         if let Some(out) = &mut self.out {
             out.write_all(&self.buf)
                 .map_err(|e| format!("cannot write {}: {e}", out.path().display()))?;
         }
-        self.buf.clear();
+        match &self.tee {
+            Some(tee) => {
+                let data =
+                    std::mem::replace(&mut self.buf, Vec::with_capacity(FLUSH_BYTES + 64 * 1024));
+                self.teed = true;
+                if tee.send(PackMsg::Data(data)).is_err() {
+                    // The packer gave up; the end of the run packs from staging.
+                    self.tee = None;
+                }
+            }
+            None => self.buf.clear(),
+        }
         Ok(())
     }
 }
@@ -659,7 +721,7 @@ impl WindowWriter {
     fn into_parts(
         mut self,
     ) -> (
-        Option<AtomicFile>,
+        Option<StagedFile>,
         Obfuscator,
         WindowStats,
         BTreeSet<String>,
@@ -674,19 +736,103 @@ impl WindowWriter {
 /// Makes a fetched window durable, in the order the module doc gives.
 fn commit_window(
     staging: &Path,
-    out: AtomicFile,
+    out: StagedFile,
     obf: &mut Obfuscator,
     map_path: Option<&Path>,
     journal: &mut std::fs::File,
-    entry: &WindowDone,
+    entry: &mut WindowDone,
 ) -> Result<(), BundleError> {
     // The state that maps this window's values must be on disk before the window.
     if obf.take_dirty() {
         save_obfuscator(staging, obf, map_path)?;
     }
     let path = out.path().to_path_buf();
-    out.commit().map_err(io_err(&path))?;
+    let (bytes, hash) = out.commit().map_err(io_err(&path))?;
+    entry.bytes = bytes;
+    entry.xxh64 = Some(hash);
     append_journal(journal, staging, entry)
+}
+
+/// A window file under a hidden temp name until renamed by [`StagedFile::commit`];
+/// removed when dropped uncommitted. Not fsynced: the journal records its
+/// size and xxh64, and a resumed run fetches again any window whose file
+/// does not match (what an OS crash could leave).
+struct StagedFile {
+    temp: PathBuf,
+    path: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    hasher: xxhash_rust::xxh64::Xxh64,
+    bytes: u64,
+}
+
+impl StagedFile {
+    fn create(dir: &Path, name: &str) -> std::io::Result<StagedFile> {
+        let temp = dir.join(format!(".{name}.tmp"));
+        let file = std::fs::File::create(&temp)?;
+        Ok(StagedFile {
+            temp,
+            path: dir.join(name),
+            file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            hasher: xxhash_rust::xxh64::Xxh64::new(0),
+            bytes: 0,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.hasher.update(data);
+        self.bytes += data.len() as u64;
+        self.file
+            .as_mut()
+            .expect("file present until commit")
+            .write_all(data)
+    }
+
+    /// Renames into place; returns the size and hex xxh64.
+    fn commit(mut self) -> std::io::Result<(u64, String)> {
+        let file = self.file.take().expect("file present until commit");
+        file.into_inner().map_err(|e| e.into_error())?;
+        std::fs::rename(&self.temp, &self.path)?;
+        Ok((self.bytes, format!("{:016x}", self.hasher.digest())))
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            std::fs::remove_file(&self.temp).ok();
+        }
+    }
+}
+
+/// Whether a staged window file still holds what the journal recorded.
+fn window_intact(staging: &Path, w: &WindowDone) -> bool {
+    let p = staging.join(window_file(w.index));
+    let Ok(meta) = std::fs::metadata(&p) else {
+        return false;
+    };
+    if meta.len() != w.bytes {
+        return false;
+    }
+    let Some(expected) = &w.xxh64 else {
+        return true;
+    };
+    let Ok(mut f) = std::fs::File::open(&p) else {
+        return false;
+    };
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
+    &format!("{:016x}", h.digest()) == expected
 }
 
 /// The last sample of each step-aligned interval, as VictoriaMetrics'
@@ -878,13 +1024,139 @@ fn save_map(path: &Path, obf: &Obfuscator) -> Result<(), BundleError> {
     Ok(())
 }
 
+/// Window data is written (and teed to the packer) in pieces of this size.
+const FLUSH_BYTES: usize = 256 * 1024;
+
+enum PackMsg {
+    /// Copy a staged window (from an earlier, interrupted run).
+    File(PathBuf),
+    Data(Vec<u8>),
+    Finish(Box<BundleMetadata>),
+}
+
+type PackResult = Result<(crate::sink::zip::WrittenBundle, BundleMetadata), BundleError>;
+
+/// Deflates windows into the archive on its own thread while the next ones
+/// are fetched. Dropping its sender without `Finish` (cancel, abort) makes
+/// it drop the unfinished archive, which removes the temp file.
+struct Packer {
+    tx: Option<SyncSender<PackMsg>>,
+    thread: Option<std::thread::JoinHandle<Option<PackResult>>>,
+}
+
+impl Packer {
+    fn start(out_dir: &Path, name: &str, staging: &Path, staged: u64) -> Option<Packer> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<PackMsg>(16);
+        let bundle_path = out_dir.join(name);
+        // ZIP64 sizes: the final size is unknown while streaming.
+        let mut w = match BundleWriter::create(out_dir, name, true) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, path = %bundle_path.display(), "cannot start the archive; packing at the end");
+                return None;
+            }
+        };
+        let staged: Vec<PathBuf> = (0..staged).map(|i| staging.join(window_file(i))).collect();
+        let thread = std::thread::spawn(move || -> Option<PackResult> {
+            let mut buf = vec![0u8; 1 << 20];
+            let fail = |e: std::io::Error| Some(Err(io_err(&bundle_path)(e)));
+            let msgs = staged.into_iter().map(PackMsg::File).chain(rx);
+            for msg in msgs {
+                match msg {
+                    PackMsg::Data(d) => {
+                        if let Err(e) = w.write_metrics(&d) {
+                            return fail(e);
+                        }
+                    }
+                    PackMsg::File(p) => {
+                        let mut f = match std::fs::File::open(&p) {
+                            Ok(f) => f,
+                            Err(e) => return Some(Err(io_err(&p)(e))),
+                        };
+                        loop {
+                            match f.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if let Err(e) = w.write_metrics(&buf[..n]) {
+                                        return fail(e);
+                                    }
+                                }
+                                Err(e) => return Some(Err(io_err(&p)(e))),
+                            }
+                        }
+                    }
+                    PackMsg::Finish(md) => return Some(finish_bundle(w, *md, &bundle_path)),
+                }
+            }
+            None
+        });
+        Some(Packer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn sender(&self) -> Option<SyncSender<PackMsg>> {
+        self.tx.clone()
+    }
+
+    /// Stops and discards the archive (see `Drop`).
+    fn abort(self) {}
+
+    fn finish(mut self, metadata: BundleMetadata) -> PackResult {
+        let tx = self.tx.take().expect("sender present until finish");
+        let sent = tx.send(PackMsg::Finish(Box::new(metadata)));
+        drop(tx);
+        let thread = self.thread.take().expect("thread present until finish");
+        match thread.join() {
+            Ok(Some(r)) => r,
+            Ok(None) => Err(BundleError::Params(format!(
+                "the archive writer stopped early{}",
+                if sent.is_err() {
+                    " (it had failed)"
+                } else {
+                    ""
+                }
+            ))),
+            Err(_) => Err(BundleError::Params("the archive writer panicked".into())),
+        }
+    }
+}
+
+impl Drop for Packer {
+    /// Without `Finish` the thread drops the unfinished archive (its temp file
+    /// goes with it); wait for that, so nothing is left behind on exit.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Closes `metrics.jsonl`, adds metadata (with its digest) and README, commits.
+fn finish_bundle(
+    mut w: BundleWriter,
+    mut metadata: BundleMetadata,
+    bundle_path: &Path,
+) -> PackResult {
+    let (sha, _) = w.finish_metrics().map_err(io_err(bundle_path))?;
+    metadata.metrics_sha256 = Some(sha);
+    w.add_file("metadata.json", &metadata.to_json())
+        .map_err(io_err(bundle_path))?;
+    w.add_file("README.txt", metadata.readme().as_bytes())
+        .map_err(io_err(bundle_path))?;
+    let written = w.commit().map_err(io_err(bundle_path))?;
+    Ok((written, metadata))
+}
+
 /// Streams the staged windows into the archive (blocking).
 fn pack(
     out_dir: &Path,
     name: &str,
     staging: &Path,
     windows: u64,
-    mut metadata: BundleMetadata,
+    metadata: BundleMetadata,
     cancel: &CancelToken,
 ) -> Result<(crate::sink::zip::WrittenBundle, BundleMetadata), BundleError> {
     let mut total = 0u64;
@@ -911,14 +1183,7 @@ fn pack(
             w.write_metrics(&buf[..n]).map_err(io_err(&bundle_path))?;
         }
     }
-    let (sha, _) = w.finish_metrics().map_err(io_err(&bundle_path))?;
-    metadata.metrics_sha256 = Some(sha);
-    w.add_file("metadata.json", &metadata.to_json())
-        .map_err(io_err(&bundle_path))?;
-    w.add_file("README.txt", metadata.readme().as_bytes())
-        .map_err(io_err(&bundle_path))?;
-    let written = w.commit().map_err(io_err(&bundle_path))?;
-    Ok((written, metadata))
+    finish_bundle(w, metadata, &bundle_path)
 }
 
 #[cfg(test)]
@@ -950,7 +1215,9 @@ mod tests {
         w.line(br#"{"metric":{"__name__":"up","job":"node"},"timestamps":[3000],"values":[null]}"#)
             .unwrap();
         let (out, _, stats, jobs) = w.into_parts();
-        let path = out.unwrap().commit().unwrap();
+        let out = out.unwrap();
+        let path = out.path().to_path_buf();
+        out.commit().unwrap();
         let text = std::fs::read_to_string(path).unwrap();
         assert_eq!(
             text,

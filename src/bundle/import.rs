@@ -135,6 +135,11 @@ pub struct ImportOutcome {
     pub series_found: Option<u64>,
     pub verified: Option<bool>,
     pub verify_note: Option<String>,
+    /// Time spent checking the bundle, uploading, and waiting for the
+    /// series to show up on the target.
+    pub check_elapsed: Duration,
+    pub upload_elapsed: Duration,
+    pub verify_elapsed: Duration,
     pub elapsed: Duration,
 }
 
@@ -170,7 +175,34 @@ struct ImportState {
     chunks: u64,
     shift_ms: i64,
     retention_cutoff_ms: Option<i64>,
+    /// Acknowledged byte ranges past `committed_offset` (requests run in
+    /// parallel and may finish out of order); a resumed run skips them.
+    #[serde(default)]
+    acked: Vec<[u64; 2]>,
     updated: String,
+}
+
+impl ImportState {
+    /// Records an acknowledged chunk and moves the committed offset over
+    /// every range that now joins it.
+    fn acknowledge(&mut self, c: &Chunk) {
+        self.lines += c.lines;
+        self.samples += c.samples;
+        self.skipped_samples += c.skipped_samples;
+        self.skipped_lines += c.skipped_lines;
+        self.chunks += 1;
+        self.acked.push([c.start_offset, c.end_offset]);
+        self.acked.sort_unstable();
+        let mut rest = Vec::new();
+        for r in self.acked.drain(..) {
+            if r[0] <= self.committed_offset {
+                self.committed_offset = self.committed_offset.max(r[1]);
+            } else {
+                rest.push(r);
+            }
+        }
+        self.acked = rest;
+    }
 }
 
 /// Saves the state when the job ends without finishing, however it ends
@@ -238,9 +270,14 @@ fn read_state(path: &Path) -> Result<Option<ImportState>, BundleError> {
     }
 }
 
-/// One request's worth of whole lines.
+/// Requests in flight at once: the target parses them in parallel, and a
+/// single stream of small requests would leave it idle between them.
+const IN_FLIGHT: usize = 4;
+
+/// One request's worth of whole lines: bytes `[start, end)` of `metrics.jsonl`.
 struct Chunk {
     body: Vec<u8>,
+    start_offset: u64,
     end_offset: u64,
     lines: u64,
     samples: u64,
@@ -307,6 +344,7 @@ async fn run(
     .await
     .map_err(|e| BundleError::Params(format!("check panicked: {e}")))??;
     let (min_ts, max_ts) = (check.min_ts.unwrap_or(0), check.max_ts.unwrap_or(0));
+    let check_elapsed = started.elapsed();
 
     // 2. Plan.
     let existing = read_state(&state_path)?;
@@ -397,13 +435,31 @@ async fn run(
         state,
         armed: !params.dry_run,
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk, BundleError>>(4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk, BundleError>>(IN_FLIGHT);
+    let raw = cutoff.is_none()
+        && shift_ms == 0
+        && check.special_lines == 0
+        && guard.state.acked.is_empty();
     let producer = {
         let opened = opened.clone();
         let cancel = cancel.clone();
+        let acked = guard.state.acked.clone();
         let (chunk_bytes, skip) = (params.chunk_bytes, resumed_from);
         tokio::task::spawn_blocking(move || {
-            let r = produce(&opened, skip, chunk_bytes, shift_ms, cutoff, &tx, &cancel);
+            let r = if raw {
+                produce_raw(&opened, skip, chunk_bytes, &tx, &cancel)
+            } else {
+                produce(
+                    &opened,
+                    skip,
+                    &acked,
+                    chunk_bytes,
+                    shift_ms,
+                    cutoff,
+                    &tx,
+                    &cancel,
+                )
+            };
             if let Err(e) = r {
                 let _ = tx.blocking_send(Err(e));
             }
@@ -412,34 +468,53 @@ async fn run(
     let upload_started = Instant::now();
     let mut last_save = Instant::now();
     let importer = client.clone();
-    while let Some(chunk) = rx.recv().await {
-        let chunk = chunk?;
-        if !params.dry_run && !chunk.body.is_empty() {
-            let body = Bytes::from(chunk.body);
-            let sent = tokio::select! {
-                r = importer.import(body) => r,
+    let mut inflight = futures_util::stream::FuturesUnordered::new();
+    let mut producing = true;
+    let mut failure: Option<String> = None;
+    loop {
+        // Keep IN_FLIGHT requests going; stop feeding after a failure.
+        while producing && failure.is_none() && inflight.len() < IN_FLIGHT {
+            let next = tokio::select! {
+                c = rx.recv() => c,
                 _ = cancel.cancelled() => {
                     guard.save()?;
                     return Err(BundleError::Cancelled);
                 }
             };
-            if let Err(e) = sent {
-                guard.save()?;
-                return Err(BundleError::Interrupted {
-                    reason: format!("upload to {target} failed: {e}"),
-                    committed: guard.state.committed_offset,
-                    total: check.bytes,
-                    state: state_path.clone(),
-                });
+            match next {
+                None => producing = false,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(chunk)) => {
+                    let importer = importer.clone();
+                    let dry = params.dry_run;
+                    inflight.push(async move {
+                        let Chunk { body, .. } = &chunk;
+                        let sent = if dry || body.is_empty() {
+                            Ok(())
+                        } else {
+                            importer.import(Bytes::copy_from_slice(body)).await
+                        };
+                        (chunk, sent)
+                    });
+                }
             }
         }
-        let s = &mut guard.state;
-        s.committed_offset = chunk.end_offset;
-        s.lines += chunk.lines;
-        s.samples += chunk.samples;
-        s.skipped_samples += chunk.skipped_samples;
-        s.skipped_lines += chunk.skipped_lines;
-        s.chunks += 1;
+        if inflight.is_empty() {
+            break;
+        }
+        let (chunk, sent) = tokio::select! {
+            Some(done) = futures_util::StreamExt::next(&mut inflight) => done,
+            _ = cancel.cancelled() => {
+                guard.save()?;
+                return Err(BundleError::Cancelled);
+            }
+        };
+        if let Err(e) = sent {
+            // Wait for the other requests: what they land must be recorded.
+            failure.get_or_insert_with(|| format!("upload to {target} failed: {e}"));
+            continue;
+        }
+        guard.state.acknowledge(&chunk);
         if !params.dry_run && last_save.elapsed() >= Duration::from_secs(1) {
             guard.save()?;
             last_save = Instant::now();
@@ -450,7 +525,12 @@ async fn run(
             bytes_done: s.committed_offset,
             bytes_total: check.bytes,
             lines: s.lines,
-            samples: s.samples,
+            samples: if raw {
+                (check.samples as f64 * s.committed_offset as f64 / check.bytes.max(1) as f64)
+                    as u64
+            } else {
+                s.samples
+            },
             skipped_samples: s.skipped_samples,
             chunks: s.chunks,
             elapsed: started.elapsed(),
@@ -464,9 +544,23 @@ async fn run(
         );
         emit(&progress, e);
     }
+    if let Some(reason) = failure {
+        guard.save()?;
+        return Err(BundleError::Interrupted {
+            reason,
+            committed: guard.state.committed_offset,
+            total: check.bytes,
+            state: state_path.clone(),
+        });
+    }
     producer
         .await
         .map_err(|e| BundleError::Params(format!("reader panicked: {e}")))?;
+    if raw {
+        // Lines are passed on unread in raw mode: the check counted them.
+        guard.state.lines = check.lines;
+        guard.state.samples = check.samples;
+    }
     guard.armed = false;
     let done = guard.state.clone();
     if !params.dry_run {
@@ -480,6 +574,8 @@ async fn run(
     }
 
     // 5. Verify.
+    let upload_elapsed = upload_started.elapsed();
+    let verify_started = Instant::now();
     let (series_found, verified, verify_note) = if params.dry_run {
         (None, None, Some("dry run: nothing was sent".to_string()))
     } else {
@@ -519,6 +615,9 @@ async fn run(
         series_found,
         verified,
         verify_note,
+        check_elapsed,
+        upload_elapsed,
+        verify_elapsed: verify_started.elapsed(),
         elapsed: started.elapsed(),
     };
     let mut last = ev(
@@ -535,10 +634,44 @@ async fn run(
     Ok(outcome)
 }
 
-/// The blocking half: reads lines from `skip`, rewrites where needed, cuts chunks.
+/// The blocking half when nothing changes: whole lines passed on unread.
+fn produce_raw(
+    bundle: &OpenedBundle,
+    skip: u64,
+    chunk_bytes: usize,
+    tx: &tokio::sync::mpsc::Sender<Result<Chunk, BundleError>>,
+    cancel: &CancelToken,
+) -> Result<(), BundleError> {
+    let mut reader = bundle.metrics_reader();
+    reader.skip_to(skip)?;
+    loop {
+        let start = reader.offset;
+        let mut body = Vec::with_capacity(chunk_bytes + 64 * 1024);
+        if !reader.read_lines(chunk_bytes, &mut body)? {
+            return Ok(());
+        }
+        let chunk = Chunk {
+            lines: memchr::memchr_iter(b'\n', &body).count() as u64,
+            body,
+            start_offset: start,
+            end_offset: reader.offset,
+            samples: 0,
+            skipped_samples: 0,
+            skipped_lines: 0,
+        };
+        if tx.blocking_send(Ok(chunk)).is_err() || cancel.is_cancelled() {
+            return Ok(());
+        }
+    }
+}
+
+/// The blocking half: reads lines from `skip` (leaving out acknowledged
+/// ranges), drops or shifts points where needed, cuts chunks.
+#[allow(clippy::too_many_arguments)]
 fn produce(
     bundle: &OpenedBundle,
     skip: u64,
+    acked: &[[u64; 2]],
     chunk_bytes: usize,
     shift_ms: i64,
     cutoff: Option<i64>,
@@ -547,73 +680,90 @@ fn produce(
 ) -> Result<(), BundleError> {
     // In the bundle's own time: points before this are older than the retention.
     let min_keep = cutoff.map(|c| c - shift_ms);
-    let new_chunk = || Chunk {
+    let new_chunk = |start: u64| Chunk {
         body: Vec::with_capacity(chunk_bytes + 64 * 1024),
-        end_offset: 0,
+        start_offset: start,
+        end_offset: start,
         lines: 0,
         samples: 0,
         skipped_samples: 0,
         skipped_lines: 0,
     };
-    bundle.with_metrics(|mut reader| {
-        reader.skip_to(skip)?;
-        let mut chunk = new_chunk();
-        let mut scratch = Vec::new();
-        let path = reader.path().to_path_buf();
-        while let Some((n, l)) = reader.next_line()? {
-            let scanned = line::scan_line(l).map_err(|e| BundleError::Rejected {
-                path: path.clone(),
-                reason: format!("metrics.jsonl line {n}: {e}"),
-            })?;
-            let keep_all = min_keep.is_none_or(|k| scanned.min_ts >= k);
-            let drop_all = min_keep.is_some_and(|k| scanned.max_ts < k);
-            scratch.clear();
-            let (samples, skipped) = if drop_all {
-                (0, scanned.samples as u64)
-            } else if keep_all && shift_ms == 0 && scanned.plain_values {
-                scratch.extend_from_slice(l);
-                scratch.push(b'\n');
-                (scanned.samples as u64, 0)
-            } else {
-                let mut series = parse_vm_json_line(l).map_err(|e| BundleError::Rejected {
-                    path: path.clone(),
-                    reason: format!("metrics.jsonl line {n}: {e}"),
-                })?;
-                let before = series.samples.len();
-                if let Some(k) = min_keep {
-                    series.samples.retain(|s| s.timestamp_ms >= k);
-                }
-                for s in &mut series.samples {
-                    s.timestamp_ms += shift_ms;
-                }
-                write_vm_json_line(&series, &mut scratch);
-                (
-                    series.samples.len() as u64,
-                    (before - series.samples.len()) as u64,
-                )
-            };
-            if !chunk.body.is_empty() && chunk.body.len() + scratch.len() > chunk_bytes {
-                let full = std::mem::replace(&mut chunk, new_chunk());
+    let mut reader = bundle.metrics_reader();
+    reader.skip_to(skip)?;
+    let mut chunk = new_chunk(skip);
+    let mut scratch = Vec::new();
+    let path = reader.path().to_path_buf();
+    let mut line_start = reader.offset;
+    while let Some((n, line_end, l)) = reader.next_line()? {
+        let already = acked.iter().any(|r| r[0] <= line_start && line_end <= r[1]);
+        let this_start = std::mem::replace(&mut line_start, line_end);
+        if already {
+            // Sent by the interrupted run: close the chunk around the gap.
+            if chunk.end_offset > chunk.start_offset {
+                let full = std::mem::replace(&mut chunk, new_chunk(line_end));
                 if tx.blocking_send(Ok(full)).is_err() || cancel.is_cancelled() {
                     return Ok(());
                 }
-            }
-            chunk.body.extend_from_slice(&scratch);
-            chunk.end_offset = reader.offset;
-            chunk.samples += samples;
-            chunk.skipped_samples += skipped;
-            if samples > 0 {
-                chunk.lines += 1;
             } else {
-                chunk.skipped_lines += 1;
+                chunk = new_chunk(line_end);
+            }
+            continue;
+        }
+        let scanned = line::scan_line(l).map_err(|e| BundleError::Rejected {
+            path: path.clone(),
+            reason: format!("metrics.jsonl line {n}: {e}"),
+        })?;
+        let keep_all = min_keep.is_none_or(|k| scanned.min_ts >= k);
+        let drop_all = min_keep.is_some_and(|k| scanned.max_ts < k);
+        scratch.clear();
+        let (samples, skipped) = if drop_all {
+            (0, scanned.samples as u64)
+        } else if keep_all && shift_ms == 0 && scanned.plain_values {
+            scratch.extend_from_slice(l);
+            scratch.push(b'\n');
+            (scanned.samples as u64, 0)
+        } else {
+            let mut series = parse_vm_json_line(l).map_err(|e| BundleError::Rejected {
+                path: path.clone(),
+                reason: format!("metrics.jsonl line {n}: {e}"),
+            })?;
+            let before = series.samples.len();
+            if let Some(k) = min_keep {
+                series.samples.retain(|s| s.timestamp_ms >= k);
+            }
+            for s in &mut series.samples {
+                s.timestamp_ms += shift_ms;
+            }
+            write_vm_json_line(&series, &mut scratch);
+            (
+                series.samples.len() as u64,
+                (before - series.samples.len()) as u64,
+            )
+        };
+        if !chunk.body.is_empty() && chunk.body.len() + scratch.len() > chunk_bytes {
+            let full = std::mem::replace(&mut chunk, new_chunk(this_start));
+            if tx.blocking_send(Ok(full)).is_err() || cancel.is_cancelled() {
+                return Ok(());
             }
         }
-        chunk.end_offset = reader.offset;
-        if chunk.end_offset > skip || !chunk.body.is_empty() {
-            let _ = tx.blocking_send(Ok(chunk));
+        chunk.body.extend_from_slice(&scratch);
+        chunk.end_offset = line_end;
+        chunk.samples += samples;
+        chunk.skipped_samples += skipped;
+        if samples > 0 {
+            chunk.lines += 1;
+        } else {
+            chunk.skipped_lines += 1;
         }
-        Ok(())
-    })
+    }
+    // Blank lines at the end still move the offset.
+    chunk.end_offset = reader.offset;
+    if chunk.end_offset > chunk.start_offset {
+        let _ = tx.blocking_send(Ok(chunk));
+    }
+    reader.finish()?;
+    Ok(())
 }
 
 /// `(cutoff, where the retention came from)`; `(None, None)` when unknown.

@@ -101,6 +101,52 @@ pub fn scan_line(line: &[u8]) -> Result<ScannedLine<'_>, String> {
     })
 }
 
+/// [`scan_line`] for lines straight from the server, in the layout
+/// VictoriaMetrics prints (`{"metric":{..},"values":[..],"timestamps":[..]}`):
+/// the arrays are found with `memchr` and counted, not parsed, and
+/// `min_ts`/`max_ts` are left at 0. Any other layout goes through
+/// [`scan_line`]. The server is trusted to send numbers or special values;
+/// any of those marks the line not plain.
+pub fn scan_line_fast(line: &[u8]) -> Result<ScannedLine<'_>, String> {
+    const HEAD: &[u8] = b"{\"metric\":";
+    const VALUES: &[u8] = b",\"values\":[";
+    const TIMESTAMPS: &[u8] = b"],\"timestamps\":[";
+    let fast = || -> Option<ScannedLine<'_>> {
+        let rest = line.strip_prefix(HEAD)?;
+        let mut c = Cursor { b: rest, i: 0 };
+        let metric = c.object().ok()?;
+        let rest = rest[c.i..].strip_prefix(VALUES)?;
+        let v_end = memchr::memchr(b']', rest)?;
+        let values = &rest[..v_end];
+        let rest = rest[v_end..].strip_prefix(TIMESTAMPS)?;
+        let t_end = memchr::memchr(b']', rest)?;
+        let timestamps = &rest[..t_end];
+        if &rest[t_end..] != b"]}" || values.is_empty() || timestamps.is_empty() {
+            return None;
+        }
+        let samples = memchr::memchr_iter(b',', timestamps).count() + 1;
+        if memchr::memchr_iter(b',', values).count() + 1 != samples {
+            return None;
+        }
+        // Every special spelling (NaN, Inf, Infinity, null, quoted) has an
+        // `n`, an `N` or a quote; numbers have none of them.
+        let plain = memchr::memchr3(b'n', b'N', b'"', values).is_none();
+        Some(ScannedLine {
+            metric,
+            values,
+            timestamps,
+            samples,
+            min_ts: 0,
+            max_ts: 0,
+            plain_values: plain,
+        })
+    };
+    match fast() {
+        Some(l) => Ok(l),
+        None => scan_line(line),
+    }
+}
+
 /// The labels of a `metric` object; `__name__` is required, values must be strings.
 pub fn parse_metric(metric: &[u8]) -> Result<Labels, String> {
     let mut de = serde_json::Deserializer::from_slice(metric);
@@ -141,36 +187,90 @@ pub fn series_hash(labels: &Labels) -> u64 {
     h.digest()
 }
 
+/// Count, min and max of an array of integer milliseconds, in one pass.
 fn scan_timestamps(b: &[u8]) -> Result<(usize, i64, i64), String> {
     let mut count = 0usize;
     let (mut min, mut max) = (i64::MAX, i64::MIN);
-    for tok in tokens(b) {
-        let tok = tok?;
-        let (neg, digits) = match tok.strip_prefix(b"-") {
-            Some(d) => (true, d),
-            None => (false, tok),
-        };
-        if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
-            return Err(format!(
-                "timestamp {:?} is not an integer in milliseconds",
-                String::from_utf8_lossy(tok)
-            ));
+    let (mut acc, mut digits, mut neg, mut ended) = (0i64, 0usize, false, false);
+    let bad = |b: &[u8]| {
+        format!(
+            "timestamps [{}] are not all integers in milliseconds",
+            String::from_utf8_lossy(&b[..b.len().min(60)])
+        )
+    };
+    let mut finish = |acc: i64, digits: usize, neg: bool| -> bool {
+        if digits == 0 || digits > 18 {
+            return false;
         }
-        let mut v: i64 = 0;
-        for d in digits {
-            v = v * 10 + i64::from(d - b'0');
-        }
-        if neg {
-            v = -v;
-        }
+        let v = if neg { -acc } else { acc };
         min = min.min(v);
         max = max.max(v);
         count += 1;
+        true
+    };
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Ok((0, 0, 0));
+    }
+    for &c in b {
+        match c {
+            b'0'..=b'9' if !ended => {
+                acc = acc.wrapping_mul(10).wrapping_add(i64::from(c - b'0'));
+                digits += 1;
+            }
+            b'-' if digits == 0 && !neg && !ended => neg = true,
+            b',' => {
+                if !finish(acc, digits, neg) {
+                    return Err(bad(b));
+                }
+                (acc, digits, neg, ended) = (0, 0, false, false);
+            }
+            c if c.is_ascii_whitespace() => ended = digits > 0 || neg,
+            _ => return Err(bad(b)),
+        }
+    }
+    if !finish(acc, digits, neg) {
+        return Err(bad(b));
     }
     Ok((count, min, max))
 }
 
+/// Bytes a plain number may hold.
+const NUMBER_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = b'0';
+    while c <= b'9' {
+        t[c as usize] = true;
+        c += 1;
+    }
+    t[b'.' as usize] = true;
+    t[b'e' as usize] = true;
+    t[b'E' as usize] = true;
+    t[b'+' as usize] = true;
+    t[b'-' as usize] = true;
+    t
+};
+
 fn scan_values(b: &[u8]) -> Result<(usize, bool), String> {
+    // Plain numbers only (the usual case): one pass over the bytes.
+    if memchr::memchr3(b'n', b'N', b'"', b).is_none() {
+        let (mut count, mut digit, mut ok) = (0usize, false, true);
+        for &c in b {
+            if c == b',' {
+                ok &= digit;
+                count += 1;
+                digit = false;
+            } else if c.is_ascii_digit() {
+                digit = true;
+            } else if !NUMBER_BYTES[c as usize] && !c.is_ascii_whitespace() {
+                ok = false;
+            }
+        }
+        let empty = b.iter().all(u8::is_ascii_whitespace);
+        if ok && (digit || empty) {
+            return Ok((if empty { 0 } else { count + 1 }, true));
+        }
+        // Fall through for the precise error.
+    }
     let mut count = 0usize;
     let mut plain = true;
     for tok in tokens(b) {
@@ -333,21 +433,17 @@ impl<'a> Cursor<'a> {
         }
         self.i += 1;
         let start = self.i;
-        while self.i < self.b.len() {
+        while let Some(k) = memchr::memchr3(b']', b'"', b'[', &self.b[self.i..]) {
+            self.i += k;
             match self.b[self.i] {
-                b'"' => {
-                    self.string()?;
-                    continue;
-                }
+                b'"' => self.string()?,
                 b']' => {
                     let inside = &self.b[start..self.i];
                     self.i += 1;
                     return Ok(inside);
                 }
-                b'[' | b'{' => return Err("arrays must hold numbers, not arrays or objects".into()),
-                _ => {}
+                _ => return Err("arrays must hold numbers, not arrays or objects".into()),
             }
-            self.i += 1;
         }
         Err("an array is not closed".into())
     }
@@ -403,7 +499,15 @@ mod tests {
             ),
             (
                 r#"{"metric":{"__name__":"x"},"values":[1],"timestamps":[1.5]}"#,
-                "not an integer",
+                "not all integers",
+            ),
+            (
+                r#"{"metric":{"__name__":"x"},"values":[1,2],"timestamps":[1 2,3]}"#,
+                "not all integers",
+            ),
+            (
+                r#"{"metric":{"__name__":"x"},"values":[1,-],"timestamps":[1,2]}"#,
+                "neither a number",
             ),
             (
                 r#"{"metric":{"__name__":"x"},"values":["a"],"timestamps":[1]}"#,
@@ -431,6 +535,35 @@ mod tests {
             .unwrap_err()
             .contains("__name__"));
         assert!(parse_metric(br#"{"__name__":1}"#).is_err());
+    }
+
+    #[test]
+    fn fast_scan_agrees_with_the_strict_one() {
+        for line in [
+            r#"{"metric":{"__name__":"up","job":"a]"},"values":[1,0.5,2e3],"timestamps":[3,1,2]}"#,
+            r#"{"metric":{"__name__":"up"},"values":[NaN],"timestamps":[3]}"#,
+            r#"{"metric":{"__name__":"up"},"timestamps":[3],"values":[null]}"#,
+            r#"{"metric":{"__name__":"up"},"values":["Infinity"],"timestamps":[3]}"#,
+        ] {
+            let (f, s) = (
+                scan_line_fast(line.as_bytes()).unwrap(),
+                scan_line(line.as_bytes()).unwrap(),
+            );
+            assert_eq!(
+                (f.metric, f.values, f.timestamps),
+                (s.metric, s.values, s.timestamps),
+                "{line}"
+            );
+            assert_eq!(
+                (f.samples, f.plain_values),
+                (s.samples, s.plain_values),
+                "{line}"
+            );
+        }
+        let bad = r#"{"metric":{"__name__":"up"},"values":[1,2],"timestamps":[3]}"#;
+        assert!(scan_line_fast(bad.as_bytes())
+            .unwrap_err()
+            .contains("2 entries"));
     }
 
     #[test]

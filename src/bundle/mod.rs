@@ -24,7 +24,7 @@ pub mod metadata;
 pub mod validate;
 pub mod verify;
 
-pub use discover::{discover, sample, Discovery, SampleRow};
+pub use discover::{discover, discover_components, sample, Discovery, SampleRow};
 pub use gather::{ExportJob, ExportOutcome, ExportParams, ExportProgress, ExportStage};
 pub use import::{ImportJob, ImportOutcome, ImportParams, ImportProgress, ImportStage};
 pub use metadata::BundleMetadata;

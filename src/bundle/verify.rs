@@ -361,9 +361,59 @@ impl<R: Read> Read for Guard<R> {
     }
 }
 
+/// Blocks of `metrics.jsonl`, inflated, hashed and checked against the
+/// limits on a thread of their own, so inflating overlaps whatever the
+/// reader does with the lines.
+enum Block {
+    Data(Vec<u8>),
+    Failed(BundleError),
+    /// End of the entry, with the hex SHA-256 of all of it.
+    Done(String),
+}
+
+/// A `Read` over the blocks; the digest and any failure are kept aside.
+struct BlockRead {
+    rx: std::sync::mpsc::Receiver<Block>,
+    current: Vec<u8>,
+    pos: usize,
+    digest: Option<String>,
+    failure: Option<BundleError>,
+}
+
+impl Read for BlockRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.current.len() {
+            if self.digest.is_some() {
+                return Ok(0);
+            }
+            if let Some(f) = &self.failure {
+                return Err(io::Error::other(f.to_string()));
+            }
+            match self.rx.recv() {
+                Ok(Block::Data(d)) => {
+                    self.current = d;
+                    self.pos = 0;
+                }
+                Ok(Block::Done(digest)) => self.digest = Some(digest),
+                Ok(Block::Failed(e)) => self.failure = Some(e),
+                Err(_) => {
+                    self.failure = Some(BundleError::Params("the bundle reader stopped".into()))
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// `(line number, offset after the line, the line without its newline)`.
+pub type NumberedLine<'a> = (u64, u64, &'a [u8]);
+
 /// Reads `metrics.jsonl` line by line from the start, checked and hashed.
-pub struct MetricsReader<'a> {
-    reader: BufReader<Guard<Box<dyn Read + 'a>>>,
+pub struct MetricsReader {
+    reader: BufReader<BlockRead>,
     path: PathBuf,
     line: Vec<u8>,
     line_number: u64,
@@ -373,39 +423,26 @@ pub struct MetricsReader<'a> {
 }
 
 impl OpenedBundle {
-    /// Runs `f` with a reader of `metrics.jsonl` (the ZIP entry borrows the
-    /// archive, so the reader lives only inside this call).
-    pub fn with_metrics<T>(
-        &self,
-        f: impl FnOnce(MetricsReader<'_>) -> Result<T, BundleError>,
-    ) -> Result<T, BundleError> {
-        let file = File::open(&self.path).map_err(io_err(&self.path))?;
-        match &self.kind {
-            Kind::Jsonl => f(self.reader(Box::new(file), None)),
-            Kind::Zip {
-                metrics_index,
-                compressed,
-            } => {
-                let mut zip = zip::ZipArchive::new(file)
-                    .map_err(|e| reject(&self.path, format!("not a readable ZIP archive: {e}")))?;
-                let entry = zip
-                    .by_index(*metrics_index)
-                    .map_err(|e| reject(&self.path, format!("metrics.jsonl: {e}")))?;
-                f(self.reader(Box::new(entry), Some(*compressed)))
-            }
-        }
-    }
-
-    fn reader<'a>(&self, inner: Box<dyn Read + 'a>, compressed: Option<u64>) -> MetricsReader<'a> {
+    /// Starts reading `metrics.jsonl` (see [`Block`]).
+    pub fn metrics_reader(&self) -> MetricsReader {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(8);
+        let this = self.clone();
+        std::thread::spawn(move || {
+            let last = match this.pump(&tx) {
+                Ok(digest) => Block::Done(digest),
+                Err(e) => Block::Failed(e),
+            };
+            let _ = tx.send(last);
+        });
         MetricsReader {
             reader: BufReader::with_capacity(
                 1 << 20,
-                Guard {
-                    inner,
-                    hasher: Sha256::new(),
-                    bytes: 0,
-                    compressed,
-                    limits: self.limits,
+                BlockRead {
+                    rx,
+                    current: Vec::new(),
+                    pos: 0,
+                    digest: None,
+                    failure: None,
                 },
             ),
             path: self.path.clone(),
@@ -416,20 +453,82 @@ impl OpenedBundle {
         }
     }
 
+    /// Sends the blocks; returns the digest. Stops quietly when the reader hangs up.
+    fn pump(&self, tx: &std::sync::mpsc::SyncSender<Block>) -> Result<String, BundleError> {
+        let file = File::open(&self.path).map_err(io_err(&self.path))?;
+        match &self.kind {
+            Kind::Jsonl => self.send_all(self.guard(Box::new(file), None), tx),
+            Kind::Zip {
+                metrics_index,
+                compressed,
+            } => {
+                let mut zip = zip::ZipArchive::new(file)
+                    .map_err(|e| reject(&self.path, format!("not a readable ZIP archive: {e}")))?;
+                let entry = zip
+                    .by_index(*metrics_index)
+                    .map_err(|e| reject(&self.path, format!("metrics.jsonl: {e}")))?;
+                self.send_all(self.guard(Box::new(entry), Some(*compressed)), tx)
+            }
+        }
+    }
+
+    fn guard<'a>(
+        &self,
+        inner: Box<dyn Read + 'a>,
+        compressed: Option<u64>,
+    ) -> Guard<Box<dyn Read + 'a>> {
+        Guard {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+            compressed,
+            limits: self.limits,
+        }
+    }
+
+    fn send_all(
+        &self,
+        mut g: Guard<Box<dyn Read + '_>>,
+        tx: &std::sync::mpsc::SyncSender<Block>,
+    ) -> Result<String, BundleError> {
+        loop {
+            let mut block = vec![0u8; 1 << 20];
+            let mut n = 0;
+            while n < block.len() {
+                match g.read(&mut block[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(reject(&self.path, format!("reading metrics.jsonl: {e}")))
+                    }
+                }
+            }
+            if n == 0 {
+                return Ok(hex(&g.hasher.finalize()));
+            }
+            block.truncate(n);
+            if tx.send(Block::Data(block)).is_err() {
+                return Ok(String::new());
+            }
+        }
+    }
+
     pub fn is_zip(&self) -> bool {
         matches!(self.kind, Kind::Zip { .. })
     }
 }
 
-impl MetricsReader<'_> {
-    /// The next non-blank line (without its newline) and its 1-based number.
-    pub fn next_line(&mut self) -> Result<Option<(u64, &[u8])>, BundleError> {
+impl MetricsReader {
+    /// The next non-blank line (without its newline), its 1-based number and
+    /// the offset just after it.
+    pub fn next_line(&mut self) -> Result<Option<NumberedLine<'_>>, BundleError> {
         loop {
             self.line.clear();
             let n = (&mut self.reader)
                 .take(self.max_line as u64 + 1)
                 .read_until(b'\n', &mut self.line)
-                .map_err(|e| reject(&self.path, format!("reading metrics.jsonl: {e}")))?;
+                .map_err(|e| self.failure(e))?;
             if n == 0 {
                 return Ok(None);
             }
@@ -456,7 +555,46 @@ impl MetricsReader<'_> {
             }
             // Reborrow for the caller.
             let len = l.len();
-            return Ok(Some((self.line_number, &self.line[..len])));
+            return Ok(Some((self.line_number, self.offset, &self.line[..len])));
+        }
+    }
+
+    /// Appends whole lines (newlines and blank lines included, unread) until
+    /// `out` holds at least `target` bytes or the entry ends; `false` at the end.
+    pub fn read_lines(&mut self, target: usize, out: &mut Vec<u8>) -> Result<bool, BundleError> {
+        let before = out.len();
+        loop {
+            let buf = match self.reader.fill_buf() {
+                Ok(b) => b,
+                Err(e) => return Err(self.failure(e)),
+            };
+            if buf.is_empty() {
+                return Ok(out.len() > before);
+            }
+            let room = target.saturating_sub(out.len());
+            let take = if buf.len() <= room {
+                buf.len()
+            } else {
+                match memchr::memchr(b'\n', &buf[room..]) {
+                    Some(k) => room + k + 1,
+                    None => buf.len(),
+                }
+            };
+            out.extend_from_slice(&buf[..take]);
+            self.reader.consume(take);
+            self.offset += take as u64;
+            if out.len() >= target && out.last() == Some(&b'\n') {
+                return Ok(true);
+            }
+            if out.len() - before > target + self.max_line {
+                return Err(reject(
+                    &self.path,
+                    format!(
+                        "metrics.jsonl has a line longer than {} bytes",
+                        self.max_line
+                    ),
+                ));
+            }
         }
     }
 
@@ -467,7 +605,7 @@ impl MetricsReader<'_> {
             let n = self
                 .reader
                 .read_until(b'\n', &mut self.line)
-                .map_err(|e| reject(&self.path, format!("reading metrics.jsonl: {e}")))?;
+                .map_err(|e| self.failure(e))?;
             if n == 0 {
                 break;
             }
@@ -486,10 +624,19 @@ impl MetricsReader<'_> {
     /// Reads what is left (so the CRC and the hash cover everything) and
     /// returns the hex SHA-256 of all of `metrics.jsonl`.
     pub fn finish(mut self) -> Result<String, BundleError> {
-        io::copy(&mut self.reader, &mut io::sink())
-            .map_err(|e| reject(&self.path, format!("reading metrics.jsonl: {e}")))?;
-        let guard = self.reader.into_inner();
-        Ok(hex(&guard.hasher.finalize()))
+        io::copy(&mut self.reader, &mut io::sink()).map_err(|e| self.failure(e))?;
+        let inner = self.reader.into_inner();
+        inner
+            .digest
+            .ok_or_else(|| BundleError::Params("metrics.jsonl was not read to its end".into()))
+    }
+
+    /// The reader thread's own error (bomb, CRC, I/O) rather than its echo.
+    fn failure(&mut self, e: io::Error) -> BundleError {
+        match self.reader.get_mut().failure.take() {
+            Some(f) => f,
+            None => reject(&self.path, format!("reading metrics.jsonl: {e}")),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -512,6 +659,8 @@ pub struct VerifyReport {
     pub lines: u64,
     pub samples: u64,
     pub series: u64,
+    /// Lines whose values use NaN/Inf/null/quoted spellings.
+    pub special_lines: u64,
     pub min_ts: Option<i64>,
     pub max_ts: Option<i64>,
     /// Distinct metric names (at most [`MAX_NAMES`]; `names_truncated` says if more).
@@ -536,10 +685,11 @@ pub fn scan(
         metadata: bundle.metadata.clone(),
         ..Default::default()
     };
-    bundle.with_metrics(|mut reader| {
+    let scanned_all: Result<(), BundleError> = (|| {
+        let mut reader = bundle.metrics_reader();
         let (mut min, mut max) = (i64::MAX, i64::MIN);
         let mut last_report = 0u64;
-        while let Some((n, l)) = reader.next_line()? {
+        while let Some((n, _, l)) = reader.next_line()? {
             let scanned: ScannedLine = line::scan_line(l).map_err(|e| {
                 reject(
                     &bundle.path,
@@ -580,7 +730,8 @@ pub fn scan(
             r.max_ts = Some(max);
         }
         Ok(())
-    })?;
+    })();
+    scanned_all?;
     r.series = r.series_last_ts.len() as u64;
     r.metrics_checksum = match r.metadata.as_ref().and_then(|m| m.metrics_sha256.clone()) {
         None => None,

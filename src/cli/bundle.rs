@@ -761,6 +761,14 @@ pub async fn import(args: ImportArgs, quiet: bool) -> ExitCode {
                     String::new()
                 }
             );
+            let secs = |d: Duration| format!("{:.2}s", d.as_secs_f64());
+            println!(
+                "checked in {}, {} in {}, verified in {}",
+                secs(o.check_elapsed),
+                if o.dry_run { "planned" } else { "uploaded" },
+                secs(o.upload_elapsed),
+                secs(o.verify_elapsed)
+            );
             match (o.verified, o.series_found) {
                 (Some(true), Some(found)) => {
                     println!("verified: {found} series visible on the target, {} expected from the bundle", o.series_expected);

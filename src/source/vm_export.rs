@@ -238,7 +238,7 @@ fn run_sink<S: LineSink>(mut sink: S, mut rx: mpsc::Receiver<Bytes>) -> (S, Resu
     let result = (|| {
         while let Some(chunk) = rx.blocking_recv() {
             let mut rest: &[u8] = &chunk;
-            while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            while let Some(nl) = memchr::memchr(b'\n', rest) {
                 let flow = if partial.is_empty() {
                     deliver(&mut sink, &rest[..nl])?
                 } else {

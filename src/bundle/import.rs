@@ -889,18 +889,27 @@ async fn verify_on_target(
     }
     let deadline = Instant::now() + timeout;
     let mut last: Option<u64> = None;
+    let mut use_count = false;
     loop {
-        match reader
-            .series(std::slice::from_ref(&matcher), start_ms, end_ms)
-            .await
-        {
-            Ok(found) => {
-                let n = found.len() as u64;
+        let found = if use_count {
+            count_series(&reader, &matcher, start_ms, end_ms).await
+        } else {
+            reader
+                .series(std::slice::from_ref(&matcher), start_ms, end_ms)
+                .await
+                .map(|s| s.len() as u64)
+        };
+        match found {
+            Ok(n) => {
                 last = Some(n);
                 if n >= expected {
                     return (Some(n), Some(true), None);
                 }
             }
+            // Too many series for `/api/v1/series` (`-search.maxSeries`): count them instead.
+            Err(ClientError::Status {
+                status: 400 | 422, ..
+            }) if !use_count => use_count = true,
             Err(e) if Instant::now() >= deadline => {
                 return (last, None, Some(format!("verification failed: {e}")));
             }
@@ -916,6 +925,24 @@ async fn verify_on_target(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Distinct series matching `matcher` with a point in `[start, end]`, counted by the server.
+async fn count_series(
+    client: &Client,
+    matcher: &str,
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<u64, ClientError> {
+    let range = ((end_ms - start_ms) / 1000).max(1);
+    let q = format!("count(last_over_time({matcher}[{range}s]))");
+    let rows = client
+        .query(&q, end_ms, &crate::client::QueryParams::default())
+        .await?;
+    Ok(rows
+        .first()
+        .and_then(|s| s.samples.first())
+        .map_or(0, |s| s.value as u64))
 }
 
 /// Where `spillway import` keeps its offset for `bundle` by default.

@@ -80,11 +80,10 @@ pub async fn validate(client: &Client) -> Result<ValidateReport, BundleError> {
         .await
     {
         Ok(_) => {}
-        Err(ClientError::Status {
-            status: status @ (401 | 403),
-            body,
-            ..
-        }) => {
+        Err(ClientError::Status { status, body, .. })
+            if matches!(status, 401 | 403)
+                || (status == 400 && body.contains("cannot find the provided auth token")) =>
+        {
             return Err(BundleError::Params(format!(
                 "{url} refused the credentials ({status}: {body}); check --username/--password, \
                  --bearer-token or --header"

@@ -291,9 +291,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Servers sometimes answer with whole HTML pages; keep errors readable.
+/// Some echo the credentials they refused (vmauth 1.79: `cannot find the
+/// provided auth token "Basic Ym9i..."`): those never reach a message.
 fn short_body(body: &str) -> String {
     const MAX: usize = 2000;
-    let body = body.trim();
+    let redacted = redact_auth_tokens(body.trim());
+    let body = redacted.as_str();
     if body.len() <= MAX {
         return body.to_string();
     }
@@ -302,4 +305,54 @@ fn short_body(body: &str) -> String {
         cut -= 1;
     }
     format!("{}… ({} bytes)", &body[..cut], body.len())
+}
+
+/// Replaces the token after `Basic ` / `Bearer ` (any case) with `<redacted>`.
+fn redact_auth_tokens(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let rest = &lower[i..];
+        let scheme = ["basic ", "bearer "]
+            .into_iter()
+            .find(|p| rest.starts_with(p));
+        match scheme {
+            Some(p) => {
+                out.push_str(&text[i..i + p.len()]);
+                i += p.len();
+                let token_len = text[i..]
+                    .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == ',')
+                    .unwrap_or(text.len() - i);
+                if token_len > 0 {
+                    out.push_str("<redacted>");
+                }
+                i += token_len;
+            }
+            None => {
+                let c = text[i..].chars().next().expect("inside the string");
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_credentials_are_redacted() {
+        assert_eq!(
+            short_body("cannot find the provided auth token \"Basic Ym9iOm5vcGU=\" in config"),
+            "cannot find the provided auth token \"Basic <redacted>\" in config"
+        );
+        assert_eq!(
+            short_body("got bearer abc.def ok"),
+            "got bearer <redacted> ok"
+        );
+        assert_eq!(short_body("basically fine"), "basically fine");
+    }
 }

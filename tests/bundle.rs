@@ -1100,3 +1100,169 @@ fn retention_skips_old_points_and_shift_to_now_keeps_them() {
     assert_eq!(got.len(), 4);
     assert_eq!(total_samples(&got), 4 * 61);
 }
+
+#[test]
+fn prometheus_is_recognised_and_read_with_query_range() {
+    let p = Prometheus::start();
+    let end = recent_minute();
+    let start = end - 20 * 60_000;
+    let series: Vec<spillway::model::Series> = (0..3)
+        .map(|i| {
+            let labels = spillway::model::Labels::from_pairs([
+                ("__name__", "node_load1".to_string()),
+                ("job", "node".to_string()),
+                ("instance", format!("10.9.9.{i}:9100")),
+            ]);
+            let samples = (0..=80)
+                .map(|k| spillway::model::Sample::new(start + k * 15_000, (i * 100 + k) as f64))
+                .collect();
+            spillway::model::Series::new(labels, samples)
+        })
+        .collect();
+    let mut body = Vec::new();
+    spillway::codec::encode_write_request(&series, &mut body).unwrap();
+    p.remote_write(&body);
+
+    let v = spillway(&["gather", "--url", &p.url(), "--validate-only", "--json"]);
+    v.assert_code(0);
+    let report: serde_json::Value = serde_json::from_str(&v.stdout()).unwrap();
+    assert_eq!(report["flavour"], "prometheus", "{report}");
+    assert!(
+        report["version"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("2.")),
+        "{report}"
+    );
+    assert_eq!(report["export_api"], false, "{report}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = spillway(&[
+        "gather",
+        "--url",
+        &p.url(),
+        "--from",
+        &secs(start),
+        "--to",
+        &secs(end),
+        "--selector",
+        "node_load1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    run.assert_code(0);
+    assert!(
+        run.stdout().contains("via query_range, prometheus"),
+        "{}",
+        run.describe()
+    );
+    let got = bundle_series(&find_bundle(&out));
+    assert_eq!(got.len(), 3);
+    for samples in got.values() {
+        // A 20 min range: 1 min windows and step, so one point per minute.
+        assert_eq!(samples.len(), 21, "{samples:?}");
+        assert!(samples.iter().all(|(t, _)| t % 60_000 == 0));
+    }
+}
+
+#[test]
+fn export_and_import_jobs_report_progress_and_cancel_cleanly() {
+    use spillway::bundle::{
+        BundleError, ExportJob, ExportParams, ExportStage, ImportJob, ImportParams, ImportStage,
+    };
+    let a = Vm::start();
+    let b = Vm::start();
+    let end = recent_minute();
+    let start = end - 6 * 3_600_000;
+    a.import(&lines_for(&fleet(), start, end, 60_000));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let client = |url: String| spillway::client::ClientConfig {
+        url,
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // 721 windows of 30 s: the job is cancelled long before the end.
+        let params = ExportParams {
+            client: client(a.url()),
+            selectors: vec![],
+            jobs: vec![],
+            from_ms: start,
+            to_ms: end,
+            step_ms: None,
+            batch_window_ms: Some(30_000),
+            obfuscation: Default::default(),
+            obfuscation_map: None,
+            out_dir: out.clone(),
+            staging_dir: None,
+            resume: false,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+        let job = ExportJob::start(params, Some(tx));
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if ev.stage == ExportStage::Exporting && ev.windows_done >= 3 {
+                assert_eq!(ev.windows_total, 721);
+                assert!(ev.samples > 0 && ev.bytes > 0 && ev.eta.is_some(), "{ev:?}");
+                break;
+            }
+        }
+        job.cancel();
+        assert!(matches!(job.wait().await, Err(BundleError::Cancelled)));
+    });
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["spillway-staging"],
+        "no archive or temp file is left"
+    );
+    let staged: Vec<String> = std::fs::read_dir(out.join("spillway-staging"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(staged.iter().all(|n| !n.starts_with('.')), "{staged:?}");
+    assert!(
+        staged.iter().filter(|n| n.starts_with("window-")).count() >= 3,
+        "{staged:?}"
+    );
+
+    // Import: cancelled part-way, the offset is saved for --resume.
+    let bundle = dir.path().join("big.jsonl");
+    let series: Vec<Vec<(&str, String)>> = (0..10_000)
+        .map(|i| vec![("__name__", "m".to_string()), ("i", i.to_string())])
+        .collect();
+    std::fs::write(&bundle, lines_for(&series, end - 6 * 60_000, end, 15_000)).unwrap();
+    rt.block_on(async {
+        let mut params = ImportParams::new(client(b.url()), bundle.clone());
+        params.chunk_bytes = 1024;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+        let job = ImportJob::start(params, Some(tx));
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if ev.stage == ImportStage::Uploading && ev.chunks >= 5 {
+                break;
+            }
+        }
+        job.cancel();
+        assert!(matches!(job.wait().await, Err(BundleError::Cancelled)));
+    });
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("big.jsonl.import-state.json")).unwrap(),
+    )
+    .unwrap();
+    let committed = state["committed_offset"].as_u64().unwrap();
+    assert!(
+        committed > 0 && committed < std::fs::metadata(&bundle).unwrap().len(),
+        "{state}"
+    );
+}

@@ -529,3 +529,62 @@ pub fn export_map(
     }
     map
 }
+
+/// A Prometheus with the remote-write receiver on (data arrives that way).
+pub struct Prometheus {
+    pub server: Server,
+}
+
+impl Prometheus {
+    pub fn start() -> Prometheus {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("prometheus.yml"),
+            "global:\n  scrape_interval: 1h\n",
+        )
+        .unwrap();
+        let args = vec![
+            "--config.file={dir}/prometheus.yml".into(),
+            "--storage.tsdb.path={dir}/data".into(),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--web.enable-remote-write-receiver".into(),
+            "--log.level=warn".into(),
+        ];
+        let server = Server::start_in("prometheus", port, dir, args);
+        server.wait_ready("/-/ready");
+        Prometheus { server }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Sends a remote-write body (snappy-compressed protobuf).
+    pub fn remote_write(&self, body: &[u8]) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("body");
+        std::fs::write(&file, body).unwrap();
+        let out = curl(&[
+            "-sS",
+            "--fail-with-body",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Encoding: snappy",
+            "-H",
+            "Content-Type: application/x-protobuf",
+            "-H",
+            "X-Prometheus-Remote-Write-Version: 0.1.0",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &format!("{}/api/v1/write", self.url()),
+        ])
+        .expect("curl");
+        assert!(
+            out.status.success(),
+            "remote write failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}

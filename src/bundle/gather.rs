@@ -179,6 +179,66 @@ struct WindowDone {
     xxh64: Option<String>,
 }
 
+/// One gather per staging directory: `.lock` holds the owner's pid; a lock
+/// whose process is gone (a crash) is taken over.
+#[derive(Debug)]
+struct StagingLock {
+    path: PathBuf,
+}
+
+impl StagingLock {
+    fn take(staging: &Path) -> Result<StagingLock, BundleError> {
+        let path = staging.join(".lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    let _ = write!(f, "{}", std::process::id());
+                    return Ok(StagingLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                    let pid: Option<u32> = owner.trim().parse().ok();
+                    let alive = pid.is_some_and(|p| p == std::process::id() || process_alive(p));
+                    if alive {
+                        return Err(BundleError::Params(format!(
+                            "{} is in use by another gather (pid {}); give each gather its own --staging",
+                            staging.display(),
+                            owner.trim()
+                        )));
+                    }
+                    std::fs::remove_file(&path).ok();
+                }
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        Err(BundleError::Params(format!(
+            "cannot lock {}",
+            staging.display()
+        )))
+    }
+}
+
+impl Drop for StagingLock {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.path).ok();
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Without /proc, a lock is trusted: remove a stale `.lock` by hand.
+#[cfg(not(target_os = "linux"))]
+fn process_alive(_pid: u32) -> bool {
+    true
+}
+
 const PLAN: &str = "gather.json";
 const JOURNAL: &str = "windows.jsonl";
 const OBF_STATE: &str = "obfuscation.json";
@@ -232,13 +292,13 @@ async fn run(
     );
 
     let staging = params.staging();
-    std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
-    std::fs::create_dir_all(&params.out_dir).map_err(io_err(&params.out_dir))?;
-
     let checked = tokio::select! {
         r = validate(&client) => r?,
         _ = cancel.cancelled() => return Err(BundleError::Cancelled),
     };
+    std::fs::create_dir_all(&params.out_dir).map_err(io_err(&params.out_dir))?;
+    std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+    let _lock = StagingLock::take(&staging)?;
     let existing = read_plan(&staging)?;
     let discovery = super::discover_components(&client, params.from_ms, params.to_ms).await;
     let job_components = discovery.job_components();
@@ -538,6 +598,7 @@ async fn run(
         save_map(map_path, &obf)?;
     }
     clear_staging(&staging)?;
+    drop(_lock);
     std::fs::remove_dir(&staging).ok();
     let outcome = ExportOutcome {
         bundle: written.path,
@@ -1189,6 +1250,23 @@ fn pack(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_gather_per_staging_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = StagingLock::take(dir.path()).unwrap();
+        // The same process again counts as alive: a second job must not share it.
+        std::fs::write(dir.path().join(".lock"), "1").unwrap();
+        assert!(process_alive(1));
+        let e = StagingLock::take(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("in use by another gather"), "{e}");
+        drop(lock);
+        // A crashed owner's lock is taken over.
+        std::fs::write(dir.path().join(".lock"), "4000000000").unwrap();
+        let again = StagingLock::take(dir.path()).unwrap();
+        drop(again);
+        assert!(!dir.path().join(".lock").exists());
+    }
 
     #[test]
     fn downsample_keeps_the_last_per_step() {

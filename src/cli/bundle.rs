@@ -70,7 +70,7 @@ pub struct GatherArgs {
     /// Where finished windows wait until packed (default: <out>/spillway-staging).
     #[arg(long, value_name = "DIR")]
     pub staging: Option<PathBuf>,
-    /// Continue the gather interrupted in the staging directory.
+    /// Continue the gather interrupted in the staging directory (with its range and windows).
     #[arg(long)]
     pub resume: bool,
     /// Only check the connection: reachability, auth, flavour, version, export API.

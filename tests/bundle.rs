@@ -278,6 +278,71 @@ fn obfuscation_is_deterministic_and_leaves_no_trace_in_the_zip() {
         ("peer", "10.20.1.41 and [2001:db8::7]".to_string()),
     ]);
     a.import(&lines_for(&series, start, end, 15_000));
+    // Discovery and the preview, as the wizard will show them.
+    let d = spillway(&[
+        "gather",
+        "--url",
+        &a.url(),
+        "--from",
+        &secs(start),
+        "--to",
+        &secs(end),
+        "--discover",
+        "--json",
+    ]);
+    d.assert_code(0);
+    let disc: serde_json::Value = serde_json::from_str(&d.stdout()).unwrap();
+    let jobs = disc["discover"]["jobs"].as_array().unwrap();
+    let storage = jobs.iter().find(|j| j["job"] == "storage-prod").unwrap();
+    assert_eq!(storage["component"], "vmstorage", "{disc}");
+    assert_eq!(storage["series"], 7, "{disc}");
+    assert_eq!(disc["discover"]["components"][0]["name"], "vmstorage");
+    let sample = spillway(&[
+        "gather",
+        "--url",
+        &a.url(),
+        "--to",
+        &secs(end),
+        "--sample",
+        "5",
+        "--obfuscate",
+        "ips,jobs",
+        "--obfuscate-label",
+        "pod",
+        "--drop-label",
+        "secret",
+        "--json",
+    ]);
+    sample.assert_code(0);
+    let rows: serde_json::Value = serde_json::from_str(&sample.stdout()).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 5, "{rows}");
+    for o in [
+        "10.20.",
+        "payments-api",
+        "checkout-svc",
+        "storage-prod",
+        "hunter2",
+        "checkout-7d9f",
+    ] {
+        assert!(
+            !sample.stdout().contains(o),
+            "the preview shows {o}: {rows}"
+        );
+    }
+    let table = spillway(&[
+        "gather",
+        "--url",
+        &a.url(),
+        "--to",
+        &secs(end),
+        "--sample",
+        "3",
+        "--obfuscate",
+        "ips",
+    ]);
+    table.assert_code(0);
+    assert!(table.stdout().starts_with("METRIC"), "{}", table.describe());
+
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     spillway(&[
@@ -1265,4 +1330,39 @@ fn export_and_import_jobs_report_progress_and_cancel_cleanly() {
         committed > 0 && committed < std::fs::metadata(&bundle).unwrap().len(),
         "{state}"
     );
+}
+
+#[test]
+fn step_keeps_one_point_per_interval() {
+    let a = Vm::start();
+    let end = recent_minute();
+    let start = end - 10 * 60_000;
+    a.import(&lines_for(&fleet(), start, end, 15_000));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    spillway(&[
+        "gather",
+        "--url",
+        &a.url(),
+        "--from",
+        &secs(start),
+        "--to",
+        &secs(end),
+        "--step",
+        "1m",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .assert_code(0);
+    let bundle = find_bundle(&out);
+    assert_eq!(metadata(&bundle)["step_seconds"], 60.0);
+    let src = export_map(&a.url(), r#"{__name__!=""}"#);
+    for (k, samples) in bundle_series(&bundle) {
+        // The last sample of each minute, as -dedup.minScrapeInterval=1m keeps it.
+        let mut want: BTreeMap<i64, (i64, f64)> = BTreeMap::new();
+        for &(t, v) in &src[&k] {
+            want.insert(t.div_euclid(60_000), (t, v));
+        }
+        assert_eq!(samples, want.into_values().collect::<Vec<_>>(), "{k}");
+    }
 }

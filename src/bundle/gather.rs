@@ -320,7 +320,7 @@ async fn run(
                 clear_staging(&staging)?;
             }
             let range = params.to_ms - params.from_ms;
-            let window_ms = batch_window_ms(range, params.batch_window_ms);
+            let window_ms = plan_window_ms(range, params.batch_window_ms, params.step_ms);
             let method = if checked.export_api {
                 ExportMethod::Export
             } else {
@@ -357,7 +357,12 @@ async fn run(
         obf.keep_map();
     }
 
-    let all = windows(plan.from_ms, plan.to_ms, plan.window_ms);
+    let all = windows(
+        plan.from_ms,
+        plan.to_ms,
+        plan.window_ms,
+        plan.step_ms.unwrap_or(1),
+    );
     let total = all.len() as u64;
     let mut done = read_journal(&staging)?;
     // A window counts only if its file is what the journal recorded.
@@ -619,6 +624,16 @@ async fn run(
     Ok(outcome)
 }
 
+/// The window length: by range or custom (see `batch_window_ms`), made whole
+/// steps with `--step` so that a step interval is never split (see `windows`).
+fn plan_window_ms(range_ms: i64, custom_ms: Option<i64>, step_ms: Option<i64>) -> i64 {
+    let w = batch_window_ms(range_ms, custom_ms);
+    match step_ms {
+        Some(step) if step > 0 => (w + step - 1) / step * step,
+        _ => w,
+    }
+}
+
 fn plan_step(plan: &Plan) -> Option<i64> {
     match plan.method {
         ExportMethod::Export => plan.step_ms,
@@ -647,7 +662,7 @@ fn check_resume(
         diffs.push("--step".to_string());
     }
     if params.batch_window_ms.is_some()
-        && batch_window_ms(0, params.batch_window_ms) != plan.window_ms
+        && plan_window_ms(0, params.batch_window_ms, params.step_ms) != plan.window_ms
     {
         diffs.push("--batch-window".to_string());
     }

@@ -445,8 +445,8 @@ async fn run(
             }
             match result {
                 Ok(_) => match out {
-                    Some(out) => break (out, stats, jobs),
-                    None => return Err(BundleError::Params("window writer lost its file".into())),
+                    Ok(out) => break (out, stats, jobs),
+                    Err(reason) => return Err(BundleError::Params(reason)),
                 },
                 Err(e) if e.is_missing_route() && source.method == ExportMethod::Export => {
                     let step_ms = plan
@@ -797,15 +797,19 @@ impl WindowWriter {
     fn into_parts(
         mut self,
     ) -> (
-        Option<StagedFile>,
+        Result<StagedFile, String>,
         Obfuscator,
         WindowStats,
         BTreeSet<String>,
     ) {
-        if self.flush().is_err() {
-            self.out = None;
-        }
-        (self.out, self.obf, self.stats, self.jobs)
+        let out = match self.flush() {
+            Ok(()) => self
+                .out
+                .take()
+                .ok_or_else(|| "the window file is gone".to_string()),
+            Err(e) => Err(e),
+        };
+        (out, self.obf, self.stats, self.jobs)
     }
 }
 

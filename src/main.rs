@@ -50,6 +50,8 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Export(args) => export(args, cli.global.quiet).await,
+        Command::Gather(args) => spillway::cli::bundle::gather(args, cli.global.quiet).await,
+        Command::Import(args) => spillway::cli::bundle::import(args, cli.global.quiet).await,
         Command::Run(args) => run_command(args.to_options()).await,
         Command::Relabel(args) => relabel(args),
     }

@@ -5,6 +5,7 @@
 use crate::client::{BasicAuthSpec, ConnectionSpec, TlsSpec};
 use crate::export::ExportFile;
 use crate::transform::threshold::ThresholdSpec;
+pub mod bundle;
 pub mod progress;
 pub mod run;
 
@@ -58,6 +59,11 @@ pub enum Command {
     Run(RunArgs),
     /// Show what relabel_configs do to one series, step by step.
     Relabel(RelabelArgs),
+    /// Support bundle: export series (obfuscated, windowed, resumable) into a
+    /// checksummed ZIP in vmgather's layout; or validate, discover, sample, verify.
+    Gather(bundle::GatherArgs),
+    /// Load a support bundle (.zip or .jsonl) into VictoriaMetrics, resumably.
+    Import(bundle::ImportArgs),
 }
 
 /// How to reach a server: shared by every command that talks to one.

@@ -17,3 +17,4 @@ pub mod sink;
 pub mod source;
 pub mod telemetry;
 pub mod transform;
+pub mod ui;

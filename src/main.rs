@@ -53,6 +53,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Gather(args) => spillway::cli::bundle::gather(args, cli.global.quiet).await,
         Command::Import(args) => spillway::cli::bundle::import(args, cli.global.quiet).await,
         Command::Run(args) => run_command(args.to_options()).await,
+        Command::Ui(args) => spillway::cli::ui::ui(args).await,
         Command::Relabel(args) => relabel(args),
     }
 }

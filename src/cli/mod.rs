@@ -8,6 +8,7 @@ use crate::transform::threshold::ThresholdSpec;
 pub mod bundle;
 pub mod progress;
 pub mod run;
+pub mod ui;
 
 pub use run::{RelabelArgs, RunArgs};
 
@@ -64,6 +65,8 @@ pub enum Command {
     Gather(bundle::GatherArgs),
     /// Load a support bundle (.zip or .jsonl) into VictoriaMetrics, resumably.
     Import(bundle::ImportArgs),
+    /// Web UI: the gather wizard and the import page, with their REST API under /api.
+    Ui(ui::UiArgs),
 }
 
 /// How to reach a server: shared by every command that talks to one.

@@ -14,7 +14,7 @@ function target() {
 function fail(e) { showMsg($("#msg"), "error", e.message || String(e)); }
 
 const dz = $("#dropzone");
-dz.onclick = () => $("#file").click();
+dz.onclick = e => { if (e.target.id !== "file") $("#file").click(); };
 dz.addEventListener("dragover", e => { e.preventDefault(); dz.classList.add("over"); });
 dz.addEventListener("dragleave", () => dz.classList.remove("over"));
 dz.addEventListener("drop", e => { e.preventDefault(); dz.classList.remove("over"); if (e.dataTransfer.files.length) upload(e.dataTransfer.files[0]); });

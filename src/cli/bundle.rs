@@ -532,7 +532,7 @@ fn print_verify(r: &VerifyReport) {
         vec!["series".into(), r.series.to_string()],
         vec!["samples".into(), r.samples.to_string()],
         vec!["range".into(), range],
-        vec!["size".into(), human_bytes(r.bytes)],
+        vec!["metrics.jsonl".into(), human_bytes(r.bytes)],
     ]);
 }
 

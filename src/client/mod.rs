@@ -216,9 +216,34 @@ impl Client {
         method: reqwest::Method,
         path: &str,
     ) -> Result<reqwest::RequestBuilder, ClientError> {
+        self.build(method, path, self.inner.timeout)
+    }
+
+    /// Like [`request`](Self::request) but without the whole-request timeout:
+    /// for answers streamed for as long as they take (`/api/v1/export`); the
+    /// reader bounds the silence between chunks with [`timeout`](Self::timeout).
+    pub fn request_streaming(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        self.build(method, path, None)
+    }
+
+    /// The configured per-request timeout (`--timeout`).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.inner.timeout
+    }
+
+    fn build(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
         let url = self.inner.endpoint.join(path);
         let mut req = self.inner.http.request(method, url);
-        if let Some(t) = self.inner.timeout {
+        if let Some(t) = timeout {
             req = req.timeout(t);
         }
         req = self.inner.auth.apply(req)?;

@@ -49,7 +49,8 @@ impl Client {
     }
 
     /// Streams `/api/v1/export` JSON lines for the matched series in
-    /// `[start, end]` (both inclusive, millisecond precision).
+    /// `[start, end]` (both inclusive, millisecond precision). No
+    /// whole-request timeout applies (see [`Client::request_streaming`]).
     pub async fn export(
         &self,
         matches: &[String],
@@ -72,9 +73,10 @@ impl Client {
             }
             s.finish()
         };
+        // Streamed for as long as it takes: the reader times out on silence instead.
         self.send("export", || {
             Ok(self
-                .request(reqwest::Method::POST, "/api/v1/export")?
+                .request_streaming(reqwest::Method::POST, "/api/v1/export")?
                 .header("Content-Type", "application/x-www-form-urlencoded")
                 .body(body.clone()))
         })

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How windows are read.
@@ -177,15 +178,37 @@ impl VmExportSource {
     ) -> Result<u64, SourceError> {
         match self.method {
             ExportMethod::Export => {
-                let resp = self
+                // The answer streams for as long as it needs; silence longer
+                // than the client's timeout is what fails it.
+                let idle = self
                     .export_client
-                    .export(&self.selectors, start_ms, end_ms, &BTreeMap::new())
-                    .await?;
+                    .timeout()
+                    .unwrap_or(Duration::from_secs(60));
+                let url = self.export_client.endpoint().display();
+                let resp = tokio::time::timeout(
+                    idle,
+                    self.export_client
+                        .export(&self.selectors, start_ms, end_ms, &BTreeMap::new()),
+                )
+                .await
+                .map_err(|_| ClientError::Timeout {
+                    url: url.clone(),
+                    after: idle,
+                })??;
                 let mut body = resp.bytes_stream();
                 let mut bytes = 0u64;
-                while let Some(chunk) = body.next().await {
+                loop {
+                    let next = tokio::time::timeout(idle, body.next()).await.map_err(|_| {
+                        SourceError::Body {
+                            url: url.clone(),
+                            reason: format!(
+                                "no data for {idle:?} (raise --timeout if the server is that slow)"
+                            ),
+                        }
+                    })?;
+                    let Some(chunk) = next else { break };
                     let chunk = chunk.map_err(|e| SourceError::Body {
-                        url: self.export_client.endpoint().display(),
+                        url: url.clone(),
                         reason: crate::client::error_chain(&e),
                     })?;
                     bytes += chunk.len() as u64;

@@ -249,20 +249,33 @@ pub fn decode_write_request_with_limit(
 }
 
 /// [`decode_write_request_with_limit`] into `out`, reusing the series,
-/// label strings and sample vectors it holds (its content is replaced).
-/// On error `out` holds an unspecified part of the request.
+/// label strings and sample vectors it holds (its content is replaced), and
+/// `scratch` for the decompressed message. A receiver that keeps both
+/// decodes request after request without allocating. On error `out` holds
+/// an unspecified part of the request.
 pub fn decode_write_request_into(
     body: &[u8],
     max_decoded_bytes: usize,
     out: &mut Vec<Series>,
+    scratch: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    let raw = decompress(body, max_decoded_bytes)?;
-    super::remote_write_decode::decode_series_into(&raw, out)
+    decompress_into(body, max_decoded_bytes, scratch)?;
+    super::remote_write_decode::decode_series_into(scratch, out)
 }
 
 /// Undoes the snappy block, refusing the framed format and outputs past
 /// `max_decoded_bytes` before allocating them.
 fn decompress(body: &[u8], max_decoded_bytes: usize) -> Result<Vec<u8>, CodecError> {
+    let mut raw = Vec::new();
+    decompress_into(body, max_decoded_bytes, &mut raw)?;
+    Ok(raw)
+}
+
+fn decompress_into(
+    body: &[u8],
+    max_decoded_bytes: usize,
+    raw: &mut Vec<u8>,
+) -> Result<(), CodecError> {
     if body.starts_with(FRAMED_SNAPPY_MAGIC) {
         return Err(CodecError::FramedSnappy);
     }
@@ -274,12 +287,13 @@ fn decompress(body: &[u8], max_decoded_bytes: usize) -> Result<Vec<u8>, CodecErr
             limit_bytes: max_decoded_bytes,
         });
     }
-    let mut raw = vec![0u8; decoded_bytes];
+    raw.clear();
+    raw.resize(decoded_bytes, 0);
     let n = snap::raw::Decoder::new()
-        .decompress(body, &mut raw)
+        .decompress(body, raw)
         .map_err(|e| CodecError::Snappy(e.to_string()))?;
     raw.truncate(n);
-    Ok(raw)
+    Ok(())
 }
 
 /// Decompresses and decodes into the raw protobuf message, metadata included.

@@ -51,6 +51,8 @@ struct Receiver {
     pipeline: Arc<Pipeline>,
     limits: Limits,
     spare: Arc<std::sync::Mutex<Vec<Vec<Series>>>>,
+    /// Body and decompression buffers, likewise reused.
+    spare_bytes: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Receiver {
@@ -65,6 +67,23 @@ impl Receiver {
         if let (Some(b), Ok(mut spare)) = (batch, self.spare.lock()) {
             if spare.len() < SPARE_BATCHES {
                 spare.push(b);
+            }
+        }
+    }
+
+    fn take_bytes(&self) -> Vec<u8> {
+        self.spare_bytes
+            .lock()
+            .map(|mut s| s.pop().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn give_back_bytes(&self, buffers: [Vec<u8>; 2]) {
+        if let Ok(mut spare) = self.spare_bytes.lock() {
+            for b in buffers {
+                if spare.len() < 2 * SPARE_BATCHES {
+                    spare.push(b);
+                }
             }
         }
     }
@@ -94,6 +113,7 @@ pub fn router(pipeline: Arc<Pipeline>, limits: Limits) -> Router {
         pipeline,
         limits,
         spare: Default::default(),
+        spare_bytes: Default::default(),
     };
     Router::new()
         .route("/api/v1/write", post(remote_write))
@@ -143,15 +163,18 @@ async fn remote_write_inner(
         }
     }
     let limit = rx.limits.max_remote_write_bytes;
-    let body = read_body(body, headers, limit).await?;
+    let body = read_body(body, headers, limit, rx.take_bytes()).await?;
     let max_decoded = rx.limits.max_decoded_bytes;
     let mut batch = rx.take_spare();
-    let batch = tokio::task::spawn_blocking(move || {
-        codec::decode_write_request_into(&body, max_decoded, &mut batch).map(|()| batch)
+    let mut scratch = rx.take_bytes();
+    let (decoded, body, scratch) = tokio::task::spawn_blocking(move || {
+        let r = codec::decode_write_request_into(&body, max_decoded, &mut batch, &mut scratch);
+        (r.map(|()| batch), body, scratch)
     })
     .await
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!("decoding task failed: {e}")))?
-    .map_err(|e| match e {
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("decoding task failed: {e}")))?;
+    rx.give_back_bytes([body, scratch]);
+    let batch = decoded.map_err(|e| match e {
         CodecError::BodyTooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
         other => ApiError::BadRequest(other.to_string()),
     })?;
@@ -162,8 +185,14 @@ async fn remote_write_inner(
     Ok(samples)
 }
 
-/// Reads the whole body, refusing it as soon as it passes `limit`.
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// Reads the whole body into `out` (emptied first), refusing it as soon as
+/// it passes `limit`.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, ApiError> {
     let too_large = |size: String| {
         ApiError::PayloadTooLarge(format!(
             "request body of {size} bytes is over the {limit}-byte limit; send smaller batches \
@@ -174,7 +203,8 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
     if let Some(n) = declared.filter(|&n| n > limit) {
         return Err(too_large(n.to_string()));
     }
-    let mut out = Vec::with_capacity(declared.unwrap_or(0));
+    out.clear();
+    out.reserve(declared.unwrap_or(0));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk

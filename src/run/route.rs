@@ -337,9 +337,8 @@ pub enum RouteError {
 /// Global relabeling, external labels and the destinations. Share it in an
 /// `Arc`; every method takes `&self`.
 pub struct Pipeline {
-    global_relabel: RelabelRules,
-    external_labels: Vec<(String, String)>,
-    destinations: Vec<Arc<Destination>>,
+    global: Arc<GlobalStage>,
+    destinations: Arc<Vec<Arc<Destination>>>,
     closed: AtomicBool,
     routed_samples: AtomicU64,
     relabel_dropped: AtomicU64,
@@ -370,9 +369,11 @@ impl Pipeline {
             destinations.push(Arc::new(dest));
         }
         Ok(Pipeline {
-            global_relabel: config.global_relabel,
-            external_labels: config.external_labels,
-            destinations,
+            global: Arc::new(GlobalStage {
+                rules: config.global_relabel,
+                external_labels: config.external_labels,
+            }),
+            destinations: Arc::new(destinations),
             closed: AtomicBool::new(false),
             routed_samples: AtomicU64::new(0),
             relabel_dropped: AtomicU64::new(0),
@@ -381,14 +382,14 @@ impl Pipeline {
 
     /// Starts every destination's senders. Call from inside the runtime.
     pub fn start(&self) {
-        for d in &self.destinations {
+        for d in self.destinations.iter() {
             d.start();
         }
     }
 
     /// Routes one batch: global relabeling, external labels, then every
-    /// destination's `accept`, in parallel. Returns once all of them hold it
-    /// on disk. This is the entry point of the receiver and of the rule
+    /// destination's `accept`, one after the other on a blocking thread.
+    /// Returns once all of them hold it on disk. This is the entry point of the receiver and of the rule
     /// engine; see the module docs for what `Ok` and `Err` promise.
     pub async fn route(&self, batch: Vec<Series>) -> Result<(), RouteError> {
         self.route_and_return(batch).await.0
@@ -409,32 +410,28 @@ impl Pipeline {
         }
         let samples: u64 = batch.iter().map(|s| s.samples.len() as u64).sum();
         self.routed_samples.fetch_add(samples, Ordering::Relaxed);
-        let batch = if self.global_relabel.is_empty() && self.external_labels.is_empty() {
-            batch
-        } else {
-            let rules = self.global_relabel.clone();
-            let external = self.external_labels.clone();
-            let (batch, dropped) =
-                tokio::task::spawn_blocking(move || global_stage(&rules, &external, batch))
-                    .await
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-            self.relabel_dropped.fetch_add(dropped, Ordering::Relaxed);
-            batch
-        };
-        if batch.is_empty() {
-            return (Ok(()), Some(batch));
-        }
-        let batch = Arc::new(batch);
-        let accepts = self
-            .destinations
-            .iter()
-            .map(|d| d.accept_async(Arc::clone(&batch)));
-        let errors: Vec<DestinationError> = futures_util::future::join_all(accepts)
-            .await
-            .into_iter()
-            .filter_map(Result::err)
-            .collect();
-        let batch = Arc::try_unwrap(batch).ok();
+        // One blocking task does the global stage and every destination's
+        // accept in turn: relabeling and encoding are CPU work, queue pushes
+        // wait for fsync, and one hand-off per batch costs less than one
+        // per destination (the fsyncs are short; concurrent batches overlap).
+        let global = Arc::clone(&self.global);
+        let destinations = Arc::clone(&self.destinations);
+        let (batch, dropped, errors) = tokio::task::spawn_blocking(move || {
+            let (batch, dropped) = global.apply(batch);
+            let errors: Vec<DestinationError> = if batch.is_empty() {
+                Vec::new()
+            } else {
+                destinations
+                    .iter()
+                    .filter_map(|d| d.accept(&batch).err())
+                    .collect()
+            };
+            (batch, dropped, errors)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        self.relabel_dropped.fetch_add(dropped, Ordering::Relaxed);
+        let batch = Some(batch);
         let result = if errors.is_empty() {
             Ok(())
         } else if errors
@@ -462,7 +459,7 @@ impl Pipeline {
             .absolute(self.routed_samples.load(Ordering::Relaxed));
         metrics::counter!("spillway_global_relabel_dropped_samples_total")
             .absolute(self.relabel_dropped.load(Ordering::Relaxed));
-        for d in &self.destinations {
+        for d in self.destinations.iter() {
             d.collect_metrics();
         }
     }
@@ -476,27 +473,36 @@ impl Pipeline {
     }
 }
 
-/// Global relabeling and external labels, in place; returns the samples
-/// of the series relabeling dropped.
-fn global_stage(
-    rules: &RelabelRules,
-    external: &[(String, String)],
-    mut batch: Vec<Series>,
-) -> (Vec<Series>, u64) {
-    let mut dropped = 0u64;
-    batch.retain_mut(|s| {
-        if !rules.is_empty() && !destination::relabel_like_vmagent(rules, &mut s.labels) {
-            dropped += s.samples.len() as u64;
-            return false;
+/// Global relabeling and run-level external labels.
+struct GlobalStage {
+    rules: RelabelRules,
+    external_labels: Vec<(String, String)>,
+}
+
+impl GlobalStage {
+    /// Applies both in place; returns the samples of the series
+    /// relabeling dropped.
+    fn apply(&self, mut batch: Vec<Series>) -> (Vec<Series>, u64) {
+        if self.rules.is_empty() && self.external_labels.is_empty() {
+            return (batch, 0);
         }
-        for (k, v) in external {
-            if s.labels.get(k).is_none() {
-                s.labels.set(k.as_str(), v.as_str());
+        let mut dropped = 0u64;
+        batch.retain_mut(|s| {
+            if !self.rules.is_empty()
+                && !destination::relabel_like_vmagent(&self.rules, &mut s.labels)
+            {
+                dropped += s.samples.len() as u64;
+                return false;
             }
-        }
-        true
-    });
-    (batch, dropped)
+            for (k, v) in &self.external_labels {
+                if s.labels.get(k).is_none() {
+                    s.labels.set(k.as_str(), v.as_str());
+                }
+            }
+            true
+        });
+        (batch, dropped)
+    }
 }
 
 /// The routing part of a config file, checked: what `spillway run` and

@@ -22,6 +22,8 @@ pub(super) struct BlockEncoder {
     /// Samples in the open block.
     in_block: usize,
     blocks: Vec<(Vec<u8>, u64)>,
+    /// Block buffers handed back after their push, reused for the next.
+    spare: Vec<Vec<u8>>,
 }
 
 impl BlockEncoder {
@@ -33,6 +35,7 @@ impl BlockEncoder {
             json: Vec::new(),
             in_block: 0,
             blocks: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -60,13 +63,14 @@ impl BlockEncoder {
         }
         let body = match self.kind {
             DestinationKind::RemoteWrite => {
-                let mut out = Vec::new();
+                let mut out = self.spare.pop().unwrap_or_default();
                 self.remote_write.finish(&mut out)?;
                 out
             }
             DestinationKind::VmImport => {
-                let cap = self.json.capacity();
-                std::mem::replace(&mut self.json, Vec::with_capacity(cap))
+                let mut next = self.spare.pop().unwrap_or_default();
+                next.clear();
+                std::mem::replace(&mut self.json, next)
             }
         };
         self.blocks.push((body, self.in_block as u64));
@@ -78,6 +82,16 @@ impl BlockEncoder {
     pub fn finish(&mut self) -> Result<Vec<(Vec<u8>, u64)>, CodecError> {
         self.cut()?;
         Ok(std::mem::take(&mut self.blocks))
+    }
+
+    /// Takes back block buffers returned by `finish` once they are queued.
+    pub fn recycle(&mut self, blocks: Vec<(Vec<u8>, u64)>) {
+        const KEEP: usize = 4;
+        for (b, _) in blocks {
+            if self.spare.len() < KEEP {
+                self.spare.push(b);
+            }
+        }
     }
 
     /// Forgets a half-built batch (after an error), keeping the buffers.

@@ -534,6 +534,16 @@ impl Shared {
         }
         out.blocks = blocks.len();
         out.samples = blocks.iter().map(|b| b.1).sum();
+        let result = self.push_blocks(&blocks, out);
+        enc.recycle(blocks);
+        result
+    }
+
+    fn push_blocks(
+        &self,
+        blocks: &[(Vec<u8>, u64)],
+        out: Accepted,
+    ) -> Result<Accepted, DestinationError> {
         let records: Vec<(&[u8], u64)> = blocks.iter().map(|(b, n)| (b.as_slice(), *n)).collect();
         match self.queue.push_batch(&records) {
             Ok(outcome) => {

@@ -121,6 +121,33 @@ impl Stats {
         }
     }
 
+    /// Adds the counts of `previous` (the destination this one replaces).
+    pub fn continue_from(&self, previous: &Stats) {
+        for (mine, theirs) in [
+            (&self.queued, &previous.queued),
+            (&self.sent, &previous.sent),
+            (&self.relabel, &previous.relabel),
+            (&self.disk_full, &previous.disk_full),
+            (&self.rejected, &previous.rejected),
+            (&self.too_large, &previous.too_large),
+            (&self.undecodable, &previous.undecodable),
+            (&self.retries, &previous.retries),
+        ] {
+            mine.fetch_add(theirs.load(Relaxed), Relaxed);
+        }
+        let last = previous
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(last) = last {
+            let mut mine = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+            if mine.is_none() {
+                *mine = Some(last);
+            }
+        }
+    }
+
     pub fn queued(&self, samples: u64, dropped_for_room: u64) {
         self.queued.fetch_add(samples, Relaxed);
         self.disk_full.fetch_add(dropped_for_room, Relaxed);

@@ -544,6 +544,11 @@ impl Pipeline {
     /// opened, the destinations already switched stay switched, the failed
     /// one is left out, and the error is returned.
     pub async fn reconfigure(&self, config: PipelineConfig) -> Result<RoutingChange, String> {
+        enum Plan {
+            Keep(Arc<Destination>),
+            Rebuild(Arc<Destination>, DestinationConfig),
+            Add,
+        }
         let _gate = self.gate.write().await;
         let old = self.current();
         let global = Arc::new(GlobalStage {
@@ -554,37 +559,69 @@ impl Pipeline {
             global: global_identity(&global) != global_identity(&old.global),
             ..RoutingChange::default()
         };
-        let mut keep: Vec<Option<(Arc<Destination>, &DestinationConfig)>> = old
+        let mut previous: Vec<Option<(Arc<Destination>, DestinationConfig)>> = old
             .destinations
             .iter()
             .cloned()
-            .zip(&old.configs)
+            .zip(old.configs.iter().cloned())
             .map(Some)
             .collect();
+        let plans: Vec<(DestinationConfig, Plan)> = config
+            .destinations
+            .into_iter()
+            .map(|d| {
+                let found = previous
+                    .iter()
+                    .position(|o| o.as_ref().is_some_and(|o| o.0.name() == d.name))
+                    .and_then(|i| previous[i].take());
+                let plan = match found {
+                    Some((p, was)) if identity(&was) == identity(&d) => Plan::Keep(p),
+                    Some((p, was)) => Plan::Rebuild(p, was),
+                    None => Plan::Add,
+                };
+                (d, plan)
+            })
+            .collect();
+        let removed: Vec<Arc<Destination>> = previous.into_iter().flatten().map(|p| p.0).collect();
+
+        // Batches wait on the gate; the old routing goes now, so the
+        // destinations that stop are referenced from here only.
+        drop(old);
+        let kept_only: Vec<(Arc<Destination>, DestinationConfig)> = plans
+            .iter()
+            .filter_map(|(d, p)| match p {
+                Plan::Keep(k) => Some((Arc::clone(k), d.clone())),
+                _ => None,
+            })
+            .collect();
+        self.publish(
+            Arc::clone(&global),
+            kept_only.iter().map(|k| Arc::clone(&k.0)).collect(),
+            kept_only.into_iter().map(|k| k.1).collect(),
+        );
+
         let mut next: Vec<Arc<Destination>> = Vec::new();
         let mut configs = Vec::new();
         let mut errors = Vec::new();
         let started = self.started.load(Ordering::SeqCst);
-        for d in config.destinations {
+        for (d, plan) in plans {
             let name = d.name.clone();
-            let previous = keep
-                .iter()
-                .position(|o| o.as_ref().is_some_and(|o| o.0.name() == name))
-                .and_then(|i| keep[i].take());
-            let opened = match previous {
-                Some((p, was)) if identity(was) == identity(&d) => {
+            let opened = match plan {
+                Plan::Keep(p) => {
                     change.kept.push(name);
                     next.push(p);
                     configs.push(d);
                     continue;
                 }
-                Some((p, was)) => {
+                Plan::Rebuild(p, was) => {
                     p.stop().await;
-                    release(&p).await;
+                    let counters = p.counters();
+                    // The queue directory is free once the old one is gone.
+                    release(p).await;
                     match open_blocking(d.clone()).await {
                         Ok(dest) => {
                             change.rebuilt.push(name);
-                            Ok((dest, d, Some(p)))
+                            Ok((dest, d, Some(counters)))
                         }
                         Err(e) => {
                             // Keep delivering with the settings that worked.
@@ -597,11 +634,11 @@ impl Pipeline {
                                     ""
                                 }
                             ));
-                            back.map(|dest| (dest, was.clone(), Some(p)))
+                            back.map(|dest| (dest, was, Some(counters)))
                         }
                     }
                 }
-                None => match open_blocking(d.clone()).await {
+                Plan::Add => match open_blocking(d.clone()).await {
                     Ok(dest) => {
                         change.added.push(name);
                         Ok((dest, d, None))
@@ -611,8 +648,8 @@ impl Pipeline {
             };
             match opened {
                 Ok((dest, cfg, previous)) => {
-                    if let Some(p) = previous {
-                        dest.continue_counters(&p);
+                    if let Some(c) = previous {
+                        dest.continue_counters(&c);
                     }
                     if started {
                         dest.start();
@@ -623,20 +660,30 @@ impl Pipeline {
                 Err(e) => errors.push(e),
             }
         }
-        for (p, _) in keep.into_iter().flatten() {
+        for p in removed {
             p.stop().await;
             change.removed.push(p.name().to_string());
+            release(p).await;
         }
-        *self.routing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Routing {
-            global,
-            destinations: Arc::new(next),
-            configs,
-        });
+        self.publish(global, next, configs);
         if errors.is_empty() {
             Ok(change)
         } else {
             Err(errors.join("; "))
         }
+    }
+
+    fn publish(
+        &self,
+        global: Arc<GlobalStage>,
+        destinations: Vec<Arc<Destination>>,
+        configs: Vec<DestinationConfig>,
+    ) {
+        *self.routing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Routing {
+            global,
+            destinations: Arc::new(destinations),
+            configs,
+        });
     }
 
     pub fn destinations(&self) -> Vec<Arc<Destination>> {
@@ -672,8 +719,6 @@ impl Pipeline {
     }
 }
 
-/// Waits (at most a few seconds) until a stopped destination's last users
-/// (a status read, a sender's last blocking call) let go of its queue.
 async fn open_blocking(d: DestinationConfig) -> Result<Destination, String> {
     tokio::task::spawn_blocking(move || open_destination(d))
         .await
@@ -681,9 +726,12 @@ async fn open_blocking(d: DestinationConfig) -> Result<Destination, String> {
         .and_then(|r| r.map_err(|e| e.to_string()))
 }
 
-async fn release(d: &Arc<Destination>) {
+/// Drops a stopped destination once its last users (a status read, a
+/// sender's last blocking call) let go of it, which closes its queue files
+/// and its lock; waits at most a few seconds.
+async fn release(d: Arc<Destination>) {
     for _ in 0..500 {
-        if Arc::strong_count(d) == 1 && d.released() {
+        if Arc::strong_count(&d) == 1 && d.released() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

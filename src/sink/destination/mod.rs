@@ -68,7 +68,7 @@ mod encode;
 mod sender;
 mod stats;
 
-pub use stats::{DestinationStatus, DropReason};
+pub use stats::{Counters, DestinationStatus, DropReason};
 
 use crate::client::{Client, ClientConfig, RetryPolicy};
 use crate::codec::CodecError;
@@ -444,10 +444,15 @@ impl Destination {
         Arc::strong_count(&self.shared) == 1
     }
 
-    /// Carries the counters of the destination this one replaces (same
+    /// The counters so far (see [`Destination::continue_counters`]).
+    pub fn counters(&self) -> Counters {
+        self.shared.stats.snapshot()
+    }
+
+    /// Continues the counters of the destination this one replaces (same
     /// name, rebuilt by a reload), so `/metrics` counters do not restart.
-    pub fn continue_counters(&self, previous: &Destination) {
-        self.shared.stats.continue_from(&previous.shared.stats);
+    pub fn continue_counters(&self, previous: &Counters) {
+        self.shared.stats.continue_from(previous);
     }
 
     async fn halt(&self, drain: Option<Duration>) {

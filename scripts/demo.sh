@@ -89,7 +89,7 @@ destinations:
     type: remote_write
     url: $incidents/api/v1/write
     relabel_configs:
-      - if: '{export_target="incident_storage"} or {severity="critical"}'
+      - if: '{export_target="incident_storage" or severity="critical"}'
         action: keep
   - name: long_term_storage
     type: remote_write

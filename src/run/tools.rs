@@ -65,21 +65,26 @@ impl ReplayOutcome {
             r.samples,
         );
         for d in &self.destinations {
-            let dropped: u64 = d.samples_dropped.values().sum();
+            let filtered = d.samples_dropped.get("relabel").copied().unwrap_or(0);
+            let dropped: Vec<String> = d
+                .samples_dropped
+                .iter()
+                .filter(|(k, n)| **k != "relabel" && **n > 0)
+                .map(|(k, n)| format!("{n} dropped ({k})"))
+                .collect();
             let _ = writeln!(
                 out,
-                "  destination {}: {} samples queued, {} delivered, {} dropped ({}), {} still queued",
+                "  destination {}: {} samples queued, {} delivered, {} still queued, {} not for it (relabeling){}",
                 d.name,
                 d.samples_queued,
                 d.samples_sent,
-                dropped,
-                d.samples_dropped
-                    .iter()
-                    .filter(|(_, n)| **n > 0)
-                    .map(|(k, n)| format!("{k}: {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
                 d.pending_samples,
+                filtered,
+                if dropped.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", dropped.join(", "))
+                },
             );
         }
         if self.destinations.iter().any(|d| d.pending_samples > 0) {
@@ -198,7 +203,13 @@ impl CheckOutcome {
         for f in &self.files {
             match &f.result {
                 Ok((g, r)) => {
-                    let _ = writeln!(out, "{}: OK ({g} groups, {r} rules)", f.name);
+                    let _ = writeln!(
+                        out,
+                        "{}: OK ({g} group{}, {r} rule{})",
+                        f.name,
+                        if *g == 1 { "" } else { "s" },
+                        if *r == 1 { "" } else { "s" }
+                    );
                 }
                 Err(problems) => {
                     for p in problems {

@@ -546,7 +546,7 @@ impl Pipeline {
     pub async fn reconfigure(&self, config: PipelineConfig) -> Result<RoutingChange, String> {
         enum Plan {
             Keep(Arc<Destination>),
-            Rebuild(Arc<Destination>, DestinationConfig),
+            Rebuild(Arc<Destination>, Box<DestinationConfig>),
             Add,
         }
         let _gate = self.gate.write().await;
@@ -576,7 +576,7 @@ impl Pipeline {
                     .and_then(|i| previous[i].take());
                 let plan = match found {
                     Some((p, was)) if identity(&was) == identity(&d) => Plan::Keep(p),
-                    Some((p, was)) => Plan::Rebuild(p, was),
+                    Some((p, was)) => Plan::Rebuild(p, Box::new(was)),
                     None => Plan::Add,
                 };
                 (d, plan)
@@ -625,7 +625,7 @@ impl Pipeline {
                         }
                         Err(e) => {
                             // Keep delivering with the settings that worked.
-                            let back = open_blocking(was.clone()).await;
+                            let back = open_blocking((*was).clone()).await;
                             errors.push(format!(
                                 "destination {name}: cannot apply the new settings: {e}{}",
                                 if back.is_ok() {
@@ -634,7 +634,7 @@ impl Pipeline {
                                     ""
                                 }
                             ));
-                            back.map(|dest| (dest, was, Some(counters)))
+                            back.map(|dest| (dest, *was, Some(counters)))
                         }
                     }
                 }

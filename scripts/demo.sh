@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# The main job on a local demo: starts a loopback VictoriaMetrics (data under
-# .demo/), loads a few hours of synthetic cpu/memory/http series, runs
-# `spillway export` with thresholds on it, and prints where the results are.
+# The product on one machine, end to end (data and logs under .demo/):
+#  1. `spillway run`: a source VictoriaMetrics with 4 hours of synthetic
+#     cpu / memory / http series, two destination VictoriaMetrics, and the
+#     rules of examples/threshold-export evaluated live for about a minute;
+#     then what each destination received, and a replay (backfill) of the
+#     last hour into the same destinations.
+#  2. `spillway export`: the same source exported with thresholds to files.
+# Usage: scripts/demo.sh [RUN_SECONDS]   (default 60)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 demo="$root/.demo"
+run_seconds=${1:-60}
 
 scripts/install-deps.sh
 echo "== building spillway (release)"
@@ -23,30 +29,132 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT INT TERM
 
 wait_ready() {
-  for _ in $(seq 1 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
+  for _ in $(seq 1 150); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
   echo "server at $1 did not start; see $2" >&2; exit 1
 }
 
+start_vm() { # NAME PORT
+  victoria-metrics -httpListenAddr="127.0.0.1:$2" -storageDataPath="$demo/$1" \
+    -retentionPeriod=100y -search.latencyOffset=0s -search.disableCache -loggerLevel=WARN >"$demo/$1.log" 2>&1 &
+  pids+=($!)
+  wait_ready "http://127.0.0.1:$2/health" "$demo/$1.log"
+}
+
+# received URL: per metric name, series and samples a destination holds.
+received() {
+  curl -sf "$1/internal/force_flush" >/dev/null || true
+  curl -sf "$1/api/v1/export" --data-urlencode 'match[]={__name__=~".+"}' |
+    awk '{
+      match($0, /"__name__":"[^"]*"/); name = substr($0, RSTART + 12, RLENGTH - 13)
+      match($0, /"timestamps":\[[^]]*\]/); n = split(substr($0, RSTART + 14, RLENGTH - 15), _, ",")
+      series[name]++; samples[name] += n
+    } END {
+      if (length(series) == 0) print "    (nothing)"
+      for (k in series) printf "    %-32s %3d series %6d samples\n", k, series[k], samples[k]
+    }' | sort
+}
+
+rm -rf "$demo"
 mkdir -p "$demo"
-port=$(free_port 18428)
-vm="http://127.0.0.1:$port"
-echo "== starting VictoriaMetrics on $vm (data: .demo/source-vm)"
-victoria-metrics -httpListenAddr="127.0.0.1:$port" -storageDataPath="$demo/source-vm" \
-  -retentionPeriod=100y -search.latencyOffset=0s -loggerLevel=WARN >"$demo/source-vm.log" 2>&1 &
-pids+=($!)
-wait_ready "$vm/health" "$demo/source-vm.log"
+src_port=$(free_port 18428); src="http://127.0.0.1:$src_port"
+inc_port=$(free_port $((src_port + 1))); incidents="http://127.0.0.1:$inc_port"
+lt_port=$(free_port $((inc_port + 1))); longterm="http://127.0.0.1:$lt_port"
+ui_port=$(free_port 18880)
 
-echo "== loading 4 hours of synthetic cpu / memory / http series"
-scripts/demo-data.sh 4 15 | curl -sf --data-binary @- "$vm/api/v1/import"
-curl -sf "$vm/internal/force_flush" >/dev/null
+echo "== starting VictoriaMetrics: source $src, incident storage $incidents, long-term storage $longterm"
+start_vm source-vm "$src_port"
+start_vm incident-vm "$inc_port"
+start_vm longterm-vm "$lt_port"
 
-out="$demo/export"
-rm -rf "$out"
-echo "== spillway export (thresholds: examples/export/thresholds.yml)"
-(cd examples/export && "$bin" export --config export.yml --url "$vm" --out "$out")
+echo "== loading 4 hours (and the next 5 minutes) of synthetic cpu / memory / http series into the source"
+scripts/demo-data.sh 4 15 5 | curl -sf --data-binary @- "$src/api/v1/import"
+curl -sf "$src/internal/force_flush" >/dev/null
+
+# The demo config: examples/threshold-export/spillway.yml with two of its four
+# destinations (incident storage, long-term storage) pointed at the local
+# VictoriaMetrics, and its metric rules. Its LogsQL rules (rules/logs.yml)
+# need a VictoriaLogs, which no Debian package ships, so they are left out.
+cat >"$demo/spillway.yml" <<EOF
+datasource:
+  url: $src
+rule_files:
+  - $root/examples/threshold-export/rules/metrics.yml
+evaluation:
+  interval: 1m
+  max_catch_up: 1h
+external_labels:
+  exported_by: spillway
+destinations:
+  - name: incident_storage
+    type: remote_write
+    url: $incidents/api/v1/write
+    relabel_configs:
+      - if: '{export_target="incident_storage" or severity="critical"}'
+        action: keep
+  - name: long_term_storage
+    type: remote_write
+    url: $longterm/api/v1/write
+    flush_interval: 5s
+    relabel_configs:
+      - action: labeldrop
+        regex: export_target|prediction_horizon
+storage:
+  path: $demo/spillway-data
+server:
+  listen: 127.0.0.1:$ui_port
+EOF
+echo "   config: .demo/spillway.yml (from examples/threshold-export; two destinations instead of four;"
+echo "   the LogsQL rules of rules/logs.yml are left out: no VictoriaLogs package exists to run them against)"
 
 echo
-echo "== results in $out"
+echo "== spillway rules check"
+"$bin" rules check "$root"/examples/threshold-export/rules/*.yml
+
+echo
+echo "== spillway rules preview: what each destination would get right now (nothing is sent)"
+"$bin" rules preview -c "$demo/spillway.yml" 2>/dev/null || true
+
+echo
+echo "== spillway run for ${run_seconds}s"
+"$bin" run -c "$demo/spillway.yml" >"$demo/spillway.log" 2>&1 &
+run_pid=$!
+pids+=($run_pid)
+wait_ready "http://127.0.0.1:$ui_port/health" "$demo/spillway.log"
+echo "   web page:    http://127.0.0.1:$ui_port/   (open it now; it refreshes itself)"
+echo "   rules API:   http://127.0.0.1:$ui_port/api/v1/rules"
+echo "   metrics:     http://127.0.0.1:$ui_port/metrics"
+echo "   log:         .demo/spillway.log"
+for ((s = 0; s < run_seconds; s += 10)); do
+  sleep 10
+  evals=$(curl -sf "http://127.0.0.1:$ui_port/metrics" | awk '/^spillway_rule_evaluations_total/ {n += $2} END {print n + 0}')
+  sent=$(curl -sf "http://127.0.0.1:$ui_port/metrics" | awk '/^spillway_samples_sent_total/ {n += $2} END {print n + 0}')
+  echo "   t=$((s + 10))s: $evals rule evaluations, $sent samples delivered"
+done
+echo "   stopping spillway (SIGTERM: rules stop, then destinations deliver what they hold)"
+kill -TERM "$run_pid"
+wait "$run_pid" || true
+
+echo
+echo "== what the destinations received"
+echo "  incident storage ($incidents): critical breaches only"
+received "$incidents"
+echo "  long-term storage ($longterm): every breach, routing labels dropped"
+received "$longterm"
+echo "  a sample series in incident storage:"
+curl -sf "$incidents/api/v1/export" --data-urlencode 'match[]={__name__="critical_cpu_usage_export"}' | head -n 1 | cut -c1-300
+
+echo
+echo "== spillway replay: backfill the last hour of static_thresholds into the same destinations"
+"$bin" replay -c "$demo/spillway.yml" --from now-1h --group static_thresholds --drain-timeout 30s
+echo "  incident storage after the replay:"
+received "$incidents"
+
+out="$demo/export"
+echo
+echo "== spillway export (thresholds: examples/export/thresholds.yml)"
+(cd examples/export && "$bin" export --config export.yml --url "$src" --out "$out")
+echo
+echo "== export results in .demo/export"
 ls -l "$out"
 echo
 echo "first alerts:"

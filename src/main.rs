@@ -2,7 +2,10 @@
 //! map the outcome to an exit code (0 ok, 1 partial failure, 2 error, 130 interrupted).
 
 use clap::Parser;
-use spillway::cli::{progress::WindowProgress, Cli, Command, LogFormat};
+use spillway::cli::{
+    progress::{ReplayBar, WindowProgress},
+    Cli, Command, LogFormat, RulesCommand,
+};
 use std::process::ExitCode;
 
 // `run` allocates a label vector and its strings for every series it
@@ -35,12 +38,18 @@ fn main() -> ExitCode {
         let opts = args.to_options();
         return runtime.block_on(run_command(opts));
     }
+    let replaying = matches!(cli.command, Command::Replay(_));
     runtime.block_on(async {
         tokio::select! {
             code = run(cli) => code,
             _ = tokio::signal::ctrl_c() => {
-                // Dropping the command's future drops its sinks, which remove their temp files.
-                eprintln!("interrupted; no partial output was kept");
+                if replaying {
+                    // Queued blocks are on disk; the queues' flocks die with the process.
+                    eprintln!("interrupted; what was queued stays queued and is delivered by the next `spillway run` or replay");
+                } else {
+                    // Dropping the command's future drops its sinks, which remove their temp files.
+                    eprintln!("interrupted; no partial output was kept");
+                }
                 ExitCode::from(130)
             }
         }
@@ -54,7 +63,57 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Import(args) => spillway::cli::bundle::import(args, cli.global.quiet).await,
         Command::Run(args) => run_command(args.to_options()).await,
         Command::Ui(args) => spillway::cli::ui::ui(args).await,
+        Command::Replay(args) => replay(args, cli.global.quiet).await,
+        Command::Rules(args) => match args.command {
+            RulesCommand::Check(c) => rules_check(c),
+            RulesCommand::Preview(p) => rules_preview(p).await,
+        },
         Command::Relabel(args) => relabel(args),
+    }
+}
+
+async fn replay(args: spillway::cli::ReplayArgs, quiet: bool) -> ExitCode {
+    let progress = ReplayBar::new(quiet);
+    match spillway::run::tools::replay_command(&args.to_options(), &progress).await {
+        Ok(outcome) => {
+            print!("{}", outcome.render());
+            if outcome.report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(problems) => fail(&problems),
+    }
+}
+
+fn rules_check(args: spillway::cli::run::RulesCheckArgs) -> ExitCode {
+    match spillway::run::tools::rules_check(&args.to_options()) {
+        Ok(outcome) => {
+            let (out, err) = outcome.render();
+            eprint!("{err}");
+            print!("{out}");
+            if outcome.failed() > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => fail(&[e]),
+    }
+}
+
+async fn rules_preview(args: spillway::cli::run::RulesPreviewArgs) -> ExitCode {
+    match spillway::run::tools::rules_preview(&args.to_options()).await {
+        Ok(outcome) => {
+            print!("{}", outcome.render());
+            if outcome.errors() > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(problems) => fail(&problems),
     }
 }
 

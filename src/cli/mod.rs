@@ -10,7 +10,7 @@ pub mod progress;
 pub mod run;
 pub mod ui;
 
-pub use run::{RelabelArgs, RunArgs};
+pub use run::{RelabelArgs, ReplayArgs, RulesArgs, RulesCommand, RunArgs};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -55,9 +55,16 @@ pub enum Command {
     /// Batch threshold export: fetch a range by PromQL, flag samples against
     /// thresholds, write CSV / JSON / JSONL / SQLite / Parquet (alerts apart).
     Export(ExportArgs),
-    /// Continuous export: receive (remote write, VM import) and route series
-    /// through relabeling to queued remote-write / VM-import destinations.
+    /// Continuous threshold export: evaluate vmalert rule files on a
+    /// schedule and route what breaches (and what arrives by remote write /
+    /// VM import) through relabeling to queued destinations.
     Run(RunArgs),
+    /// Evaluate the rules of a run config over a past range and export the
+    /// breaches with their original timestamps (backfill).
+    Replay(ReplayArgs),
+    /// Rule file tools: `check` (lint) and `preview` (evaluate once, show
+    /// what each destination would get).
+    Rules(RulesArgs),
     /// Show what relabel_configs do to one series, step by step.
     Relabel(RelabelArgs),
     /// Support bundle: export series (obfuscated, windowed, resumable) into a

@@ -61,3 +61,63 @@ impl Progress for WindowProgress {
         }
     }
 }
+
+/// Progress of `spillway replay`: one tick per range request.
+pub enum ReplayBar {
+    Bar(ProgressBar),
+    Log,
+    Silent,
+}
+
+impl ReplayBar {
+    pub fn new(quiet: bool) -> Self {
+        if quiet {
+            ReplayBar::Silent
+        } else if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} requests, ETA {eta} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            ReplayBar::Bar(bar)
+        } else {
+            ReplayBar::Log
+        }
+    }
+}
+
+impl crate::run::ReplayProgress for ReplayBar {
+    fn start(&self, total_requests: u64) {
+        match self {
+            ReplayBar::Bar(b) => b.set_length(total_requests),
+            ReplayBar::Log => tracing::info!(requests = total_requests, "replay started"),
+            ReplayBar::Silent => {}
+        }
+    }
+
+    fn request_done(&self, group: &str, rule: &str, start_ms: i64, end_ms: i64, samples: u64) {
+        match self {
+            ReplayBar::Bar(b) => {
+                b.set_message(format!("{group} / {rule}"));
+                b.inc(1);
+            }
+            ReplayBar::Log => tracing::info!(
+                group,
+                rule,
+                from = %format_rfc3339_ms(start_ms),
+                to = %format_rfc3339_ms(end_ms),
+                samples,
+                "range replayed"
+            ),
+            ReplayBar::Silent => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let ReplayBar::Bar(b) = self {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,23 +1,38 @@
-//! Arguments of `spillway run` and `spillway relabel`.
+//! Arguments of `spillway run`, `replay`, `rules` and `relabel`.
 
-use crate::model::time::parse_duration;
+use crate::model::time::{now_ms, parse_duration, parse_timestamp_ms};
+use crate::run::api::BasicAuth;
 use crate::run::relabel::RelabelOptions;
+use crate::run::tools::{ReplayCommand, RulesCheck, RulesPreview};
 use crate::run::RunOptions;
-use clap::Args;
+use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Args, Debug, Clone)]
 #[command(
     after_help = "Example:\n  spillway run -c spillway.yml --http.listen 127.0.0.1:8880\n\n\
+Web page at http://ADDR/ ; APIs: /api/v1/rules, /api/v1/destinations, /metrics, /health.\n\
+Reload: SIGHUP or `curl -X POST http://ADDR/-/reload` (a bad config is refused; the old one keeps running).\n\
 Stops gracefully on SIGINT/SIGTERM (a second signal stops at once); queued data survives any stop."
 )]
 pub struct RunArgs {
-    /// The run config (YAML): destinations, relabeling, storage, server.
+    /// The run config (YAML): datasources, rule files, destinations, relabeling, storage, server.
     #[arg(long, short = 'c')]
     pub config: PathBuf,
     /// HTTP listen address (overrides server.listen; default 127.0.0.1:8880).
     #[arg(long = "http.listen", value_name = "ADDR")]
     pub http_listen: Option<String>,
+    /// Require HTTP basic auth USER:PASSWORD on every route (web page, APIs,
+    /// /metrics, /health, the receiver). Prefer the environment variable:
+    /// arguments show in `ps`.
+    #[arg(
+        long = "http.auth",
+        value_name = "USER:PASSWORD",
+        env = "SPILLWAY_HTTP_AUTH",
+        hide_env_values = true,
+        value_parser = parse_auth_arg
+    )]
+    pub http_auth: Option<BasicAuth>,
     /// How long a graceful stop waits for requests in progress and for
     /// destinations to deliver what they hold (what is left stays queued).
     #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
@@ -28,12 +43,141 @@ fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
 
+fn parse_auth_arg(s: &str) -> Result<BasicAuth, String> {
+    BasicAuth::parse(s).map_err(|e| e.trim_start_matches("--http.auth: ").to_string())
+}
+
+/// RFC 3339, unix seconds, `now`, or `now-6h` / `-6h` (that long ago).
+fn parse_time_arg(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    if t == "now" {
+        return Ok(now_ms());
+    }
+    if let Some(ago) = t.strip_prefix("now-").or_else(|| t.strip_prefix('-')) {
+        if let Ok(d) = parse_duration(ago) {
+            return Ok(now_ms() - d.as_millis() as i64);
+        }
+    }
+    parse_timestamp_ms(t).map_err(|_| {
+        format!("{s:?}: expected RFC 3339 (2024-05-01T10:00:00Z), unix seconds, `now` or `now-6h`")
+    })
+}
+
 impl RunArgs {
     pub fn to_options(&self) -> RunOptions {
         RunOptions {
             config: self.config.clone(),
             listen: self.http_listen.clone(),
             shutdown_timeout: self.shutdown_timeout,
+            auth: self.http_auth.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(
+    after_help = "Example:\n  spillway replay -c spillway.yml --from 2024-05-01T00:00:00Z --to 2024-05-02T00:00:00Z\n  \
+spillway replay -c spillway.yml --from now-6h --group static_thresholds\n\n\
+Breaches are exported with their original timestamps through global_relabel_configs and each\n\
+destination's relabeling and disk queue. Exit 1 if a rule failed (the others still ran)."
+)]
+pub struct ReplayArgs {
+    /// The run config: the same datasources, rule files and destinations as `spillway run`.
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+    /// Range start: RFC 3339, unix seconds, or now-DURATION.
+    #[arg(long, value_parser = parse_time_arg, allow_hyphen_values = true)]
+    pub from: i64,
+    /// Range end (default: now).
+    #[arg(long, value_parser = parse_time_arg, allow_hyphen_values = true)]
+    pub to: Option<i64>,
+    /// Replay only this group (repeatable).
+    #[arg(long = "group", value_name = "NAME")]
+    pub groups: Vec<String>,
+    /// Points per range request (vmalert's -replay.maxDatapointsPerQuery).
+    #[arg(long, default_value_t = 1000)]
+    pub max_datapoints_per_query: usize,
+    /// How long to wait at the end for the destinations to deliver; what is
+    /// left stays queued for the next run.
+    #[arg(long, default_value = "1m", value_parser = parse_duration_arg)]
+    pub drain_timeout: std::time::Duration,
+    /// Queue directory instead of storage.path (needed while `spillway run` holds those queues).
+    #[arg(long = "storage.path", value_name = "DIR")]
+    pub storage_path: Option<PathBuf>,
+}
+
+impl ReplayArgs {
+    pub fn to_options(&self) -> ReplayCommand {
+        ReplayCommand {
+            config: self.config.clone(),
+            from_ms: self.from,
+            to_ms: self.to.unwrap_or_else(now_ms),
+            groups: self.groups.clone(),
+            max_datapoints_per_query: self.max_datapoints_per_query.max(1),
+            drain_timeout: self.drain_timeout,
+            storage_path: self.storage_path.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RulesArgs {
+    #[command(subcommand)]
+    pub command: RulesCommand,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum RulesCommand {
+    /// Check vmalert rule files as `spillway run` loads them; every file
+    /// is checked and every problem printed with file:line (exit 1 if any).
+    Check(RulesCheckArgs),
+    /// Evaluate every rule once, now, and print per destination the series
+    /// it would receive after relabeling. Nothing is sent.
+    Preview(RulesPreviewArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(
+    after_help = "Example:\n  spillway rules check rules/*.yml\n  spillway rules check --rule-type vlogs logs/*.yml"
+)]
+pub struct RulesCheckArgs {
+    /// Rule files or glob patterns (quoted globs are expanded as vmalert's -rule).
+    #[arg(required = true, value_name = "FILES")]
+    pub files: Vec<String>,
+    /// Type of groups without `type:` (vmalert's -rule.defaultRuleType): prometheus or vlogs.
+    #[arg(long = "rule-type", value_name = "TYPE")]
+    pub rule_type: Option<String>,
+}
+
+impl RulesCheckArgs {
+    pub fn to_options(&self) -> RulesCheck {
+        RulesCheck {
+            files: self.files.clone(),
+            default_rule_type: self.rule_type.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "Example:\n  spillway rules preview -c spillway.yml")]
+pub struct RulesPreviewArgs {
+    /// The run config.
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+    /// Only this group (repeatable).
+    #[arg(long = "group", value_name = "NAME")]
+    pub groups: Vec<String>,
+    /// Evaluate as of this time instead of now (RFC 3339, unix seconds, now-DURATION).
+    #[arg(long, value_parser = parse_time_arg, allow_hyphen_values = true)]
+    pub at: Option<i64>,
+}
+
+impl RulesPreviewArgs {
+    pub fn to_options(&self) -> RulesPreview {
+        RulesPreview {
+            config: self.config.clone(),
+            groups: self.groups.clone(),
+            at_ms: self.at,
         }
     }
 }
@@ -87,6 +231,89 @@ mod tests {
         let o = r.to_options();
         assert_eq!(o.listen.as_deref(), Some("127.0.0.1:1"));
         assert_eq!(o.shutdown_timeout, std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn auth_flag() {
+        let cli =
+            Cli::try_parse_from(["spillway", "run", "-c", "x.yml", "--http.auth", "u:p"]).unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        assert!(r.to_options().auth.is_some());
+        let e = Cli::try_parse_from(["spillway", "run", "-c", "x.yml", "--http.auth", "u"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("USER:PASSWORD"), "{e}");
+    }
+
+    #[test]
+    fn replay_flags() {
+        let cli = Cli::try_parse_from([
+            "spillway",
+            "replay",
+            "-c",
+            "x.yml",
+            "--from",
+            "2024-05-01T00:00:00Z",
+            "--to",
+            "1714525200",
+            "--group",
+            "a",
+            "--group",
+            "b",
+        ])
+        .unwrap();
+        let Command::Replay(r) = cli.command else {
+            panic!("not replay")
+        };
+        let o = r.to_options();
+        assert_eq!(o.from_ms, 1_714_521_600_000);
+        assert_eq!(o.to_ms, 1_714_525_200_000);
+        assert_eq!(o.groups, ["a", "b"]);
+        assert_eq!(o.max_datapoints_per_query, 1000);
+        let cli =
+            Cli::try_parse_from(["spillway", "replay", "-c", "x.yml", "--from", "-6h"]).unwrap();
+        let Command::Replay(r) = cli.command else {
+            panic!("not replay")
+        };
+        let o = r.to_options();
+        assert!((o.to_ms - o.from_ms - 6 * 3_600_000).abs() < 5_000);
+        assert!(
+            Cli::try_parse_from(["spillway", "replay", "-c", "x", "--from", "yesterday"]).is_err()
+        );
+    }
+
+    #[test]
+    fn rules_flags() {
+        use super::RulesCommand;
+        let cli = Cli::try_parse_from([
+            "spillway",
+            "rules",
+            "check",
+            "--rule-type",
+            "vlogs",
+            "a",
+            "b",
+        ])
+        .unwrap();
+        let Command::Rules(r) = cli.command else {
+            panic!("not rules")
+        };
+        let RulesCommand::Check(c) = r.command else {
+            panic!("not check")
+        };
+        let o = c.to_options();
+        assert_eq!(o.files, ["a", "b"]);
+        assert_eq!(o.default_rule_type.as_deref(), Some("vlogs"));
+        assert!(Cli::try_parse_from(["spillway", "rules", "check"]).is_err());
+        let cli = Cli::try_parse_from(["spillway", "rules", "preview", "-c", "x.yml"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Rules(super::RulesArgs {
+                command: RulesCommand::Preview(_)
+            })
+        ));
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl ResultSink for MemorySink {
 }
 
 /// Settings that apply to all groups.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EngineOptions {
     /// Interval of groups without `interval:` (vmalert's `-evaluationInterval`, 1m).
     pub default_interval: Duration,
@@ -199,10 +199,12 @@ struct Running {
 }
 
 struct Inner {
-    ds: Arc<dyn Datasource>,
+    /// Replaced by a reload that changes the datasource or the options;
+    /// each group task holds the ones it was started with.
+    ds: RwLock<Arc<dyn Datasource>>,
     sink: Arc<dyn ResultSink>,
     clock: Arc<dyn Clock>,
-    opts: EngineOptions,
+    opts: RwLock<EngineOptions>,
     running: tokio::sync::Mutex<Vec<Running>>,
     /// What the API reads, in config order.
     shared: RwLock<Vec<Arc<GroupShared>>>,
@@ -224,10 +226,10 @@ impl Engine {
         describe_metrics();
         check_groups(&groups, &*ds, &opts)?;
         let inner = Arc::new(Inner {
-            ds,
+            ds: RwLock::new(ds),
             sink,
             clock,
-            opts,
+            opts: RwLock::new(opts),
             running: tokio::sync::Mutex::new(Vec::new()),
             shared: RwLock::new(Vec::new()),
         });
@@ -245,8 +247,9 @@ impl Engine {
 }
 
 /// Refuses what vmalert would evaluate but spillway cannot: graphite
-/// groups, a type without a datasource, intervals of zero.
-fn check_groups(
+/// groups, a type without a datasource, intervals of zero. [`Engine::start`]
+/// and reloads run it; `run` runs it first, with the rest of the config.
+pub fn check_groups(
     groups: &[Group],
     ds: &dyn Datasource,
     opts: &EngineOptions,
@@ -286,12 +289,14 @@ impl Inner {
     fn spawn(&self, group: Group, carry: HashMap<u64, RuleCarry>) -> Running {
         let key = (group.file.clone(), group.name.clone());
         let checksum = group.checksum.clone();
+        let ds = self.ds.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let opts = self.opts.read().unwrap_or_else(|p| p.into_inner()).clone();
         let (task, shared) = GroupTask::new(
             group,
-            self.ds.clone(),
+            ds,
             self.sink.clone(),
             self.clock.clone(),
-            &self.opts,
+            &opts,
             carry,
         );
         let (stop, stop_rx) = watch::channel(false);
@@ -334,8 +339,44 @@ impl EngineHandle {
     /// restart (rules keep their state by id), removed ones stop. Invalid
     /// groups refuse the whole reload and leave everything as it was.
     pub async fn reload(&self, groups: Vec<Group>) -> Result<ReloadSummary, EngineError> {
-        check_groups(&groups, &*self.inner.ds, &self.inner.opts)?;
+        self.reload_with(groups, None, None).await
+    }
+
+    /// [`EngineHandle::reload`] that may also replace the datasource and the
+    /// options (`None`: keep the current ones). A new datasource, or options
+    /// that differ, restart every group; rules keep their state by id as in
+    /// any restart, so nothing is evaluated twice or skipped.
+    pub async fn reload_with(
+        &self,
+        groups: Vec<Group>,
+        ds: Option<Arc<dyn Datasource>>,
+        opts: Option<EngineOptions>,
+    ) -> Result<ReloadSummary, EngineError> {
         let mut running = self.inner.running.lock().await;
+        let current_opts = self
+            .inner
+            .opts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let opts_changed = opts.as_ref().is_some_and(|o| *o != current_opts);
+        let restart_all = ds.is_some() || opts_changed;
+        {
+            let check_ds = ds.clone().unwrap_or_else(|| {
+                self.inner
+                    .ds
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            });
+            check_groups(&groups, &*check_ds, opts.as_ref().unwrap_or(&current_opts))?;
+        }
+        if let Some(ds) = ds {
+            *self.inner.ds.write().unwrap_or_else(|p| p.into_inner()) = ds;
+        }
+        if let Some(o) = opts.filter(|_| opts_changed) {
+            *self.inner.opts.write().unwrap_or_else(|p| p.into_inner()) = o;
+        }
         let mut old: Vec<Option<Running>> = std::mem::take(&mut *running)
             .into_iter()
             .map(Some)
@@ -349,7 +390,7 @@ impl EngineHandle {
                     .is_some_and(|o| o.key.0 == g.file && o.key.1 == g.name)
             });
             match found.and_then(|i| old[i].take()) {
-                Some(o) if o.checksum == g.checksum => {
+                Some(o) if o.checksum == g.checksum && !restart_all => {
                     summary.kept.push(name);
                     next.push(o);
                 }

@@ -8,16 +8,23 @@
 //!   (start, reload, shutdown, the [`ResultSink`] seam), `state`
 //!   (`/api/v1/rules`) and `replay` (backfill over a past range);
 //! - routing: `route` (global relabeling, queued destinations), `receiver`
-//!   (lets `run` stand where vmagent stands) and the `spillway relabel` tool.
+//!   (lets `run` stand where vmagent stands) and the `spillway relabel` tool;
+//! - the daemon: `setup` (the one check path of start, reload, replay and
+//!   preview), `reload`, `api` (HTTP routes and the embedded web page in
+//!   `ui/`) and `tools` (`replay`, `rules check`, `rules preview`).
 //!
 //! Start-up, in order, each step logged: read and check the whole config
-//! (every problem reported, nothing started), open the destination queues
-//! (repairing what a crash left), bind the listener, start the senders,
-//! serve. Stop (SIGINT/SIGTERM), in reverse: stop taking requests and
-//! finish those in progress, let the destinations deliver what they hold
-//! for up to the shutdown timeout, close the queues. A second signal stops
-//! at once; queued data waits on disk for the next start either way.
+//! and every rule file (every problem reported, nothing started), open the
+//! destination queues (repairing what a crash left), bind the listener,
+//! start the senders, start the rule groups, serve. Stop (SIGINT/SIGTERM),
+//! in reverse: stop taking requests and finish those in progress, stop the
+//! rule groups (an evaluation in progress is abandoned and done again at
+//! the next start), let the destinations deliver what they hold for up to
+//! the shutdown timeout, close the queues. A second signal stops at once;
+//! queued data waits on disk for the next start either way. SIGHUP reloads
+//! (see `reload`).
 
+pub mod api;
 pub mod config;
 pub mod datasource;
 pub mod engine;
@@ -25,11 +32,14 @@ pub mod eval;
 mod group;
 pub mod receiver;
 pub mod relabel;
+pub mod reload;
 pub mod replay;
 pub mod route;
 pub mod rules;
 pub mod schedule;
+pub mod setup;
 pub mod state;
+pub mod tools;
 
 #[cfg(test)]
 mod tests;
@@ -44,7 +54,7 @@ pub use schedule::{Clock, Schedule, SystemClock, TokioClock};
 pub use state::GroupsState;
 
 use crate::server::shutdown::{ReloadSignal, StopSignals};
-use route::{Pipeline, PipelineConfig};
+use route::Pipeline;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +70,8 @@ pub struct RunOptions {
     /// Overrides `server.listen`.
     pub listen: Option<String>,
     pub shutdown_timeout: Duration,
+    /// Basic auth on every HTTP route (`--http.auth`).
+    pub auth: Option<api::BasicAuth>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,33 +83,42 @@ pub enum RunError {
     Fatal(anyhow::Error),
 }
 
-/// The HTTP app of `run`: health, metrics, receiver, destinations API.
-pub fn app(pipeline: Arc<Pipeline>, limits: receiver::Limits) -> axum::Router {
-    let collect_from = Arc::clone(&pipeline);
-    let collect: Arc<dyn Fn() + Send + Sync> = Arc::new(move || collect_from.collect_metrics());
-    axum::Router::new()
-        .merge(crate::server::health::router())
-        .merge(crate::server::metrics::router(collect))
-        .merge(receiver::router(Arc::clone(&pipeline), limits))
-        .merge(route::api_router(pipeline))
-}
-
 /// Runs until SIGINT or SIGTERM; see the module docs for the order of things.
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
-    let loaded = config::RunConfig::load(&opts.config).map_err(|e| RunError::Config(vec![e]))?;
-    let pipeline_config = PipelineConfig::check(&loaded).map_err(RunError::Config)?;
+    let fatal = |e: anyhow::Error| RunError::Fatal(e);
+    let config_path = opts.config.clone();
+    let setup = tokio::task::spawn_blocking(move || setup::Setup::load(&config_path))
+        .await
+        .map_err(|e| fatal(anyhow::anyhow!("reading the config: {e}")))?
+        .map_err(RunError::Config)?;
+    for w in &setup.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(
+        config = %opts.config.display(),
+        groups = setup.groups.len(),
+        rules = setup.groups.iter().map(|g| g.rules.len()).sum::<usize>(),
+        destinations = setup.pipeline.destinations.len(),
+        "config checked"
+    );
     let listen = opts
         .listen
         .clone()
-        .or_else(|| loaded.config.server.listen.clone())
+        .or_else(|| setup.listen().map(str::to_string))
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    let fatal = |e: anyhow::Error| RunError::Fatal(e);
+    if opts.auth.is_none() && !api::is_loopback(&listen) {
+        tracing::warn!(
+            listen = %listen,
+            "listening beyond this machine without authentication: anyone who can reach it may read the rules, reload the config and write data; set --http.auth USER:PASSWORD (or SPILLWAY_HTTP_AUTH)"
+        );
+    }
     let mut signals =
         StopSignals::new().map_err(|e| fatal(anyhow::anyhow!("cannot listen for signals: {e}")))?;
-    let mut reload =
+    let mut hangup =
         ReloadSignal::new().map_err(|e| fatal(anyhow::anyhow!("cannot listen for SIGHUP: {e}")))?;
 
     crate::server::metrics::start();
+    let pipeline_config = setup.pipeline.clone();
     let pipeline = tokio::task::spawn_blocking(move || Pipeline::open(pipeline_config))
         .await
         .map_err(|e| fatal(anyhow::anyhow!("opening destinations: {e}")))?
@@ -111,22 +132,46 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         .map_err(|e| fatal(anyhow::anyhow!("listener address: {e}")))?;
     pipeline.start();
     tracing::info!(
-        listen = %local,
         destinations = pipeline.destinations().len(),
-        "spillway run started: /api/v1/write, /api/v1/import, /api/v1/destinations, /metrics, /health"
+        "destinations started"
     );
+    let engine = Engine::start(
+        setup.groups.clone(),
+        setup.datasource.clone(),
+        Arc::clone(&pipeline) as Arc<dyn ResultSink>,
+        Arc::new(SystemClock),
+        setup.engine.clone(),
+    )
+    .map_err(|e| RunError::Config(e.to_string().lines().map(str::to_string).collect()))?;
+    tracing::info!(groups = setup.groups.len(), "rule groups started");
+    let reloader = Arc::new(reload::Reloader::new(
+        opts.config.clone(),
+        setup,
+        engine.clone(),
+        Arc::clone(&pipeline),
+    ));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = app(Arc::clone(&pipeline), receiver::Limits::default());
+    let state = api::ApiState {
+        pipeline: Arc::clone(&pipeline),
+        engine: engine.clone(),
+        reloader: Arc::clone(&reloader),
+    };
+    let app = api::app(state, receiver::Limits::default(), opts.auth.clone());
     let mut server = tokio::spawn(crate::server::serve(listener, app, async move {
         let _ = stop_rx.await;
     }));
+    tracing::info!(
+        listen = %local,
+        "spillway run started: web page at http://{local}/ ; /api/v1/rules, /api/v1/destinations, /-/reload, /metrics, /health, /api/v1/write, /api/v1/import"
+    );
 
     let signal = loop {
         tokio::select! {
             s = signals.recv() => break Some(s),
-            _ = reload.recv() => {
-                tracing::warn!("SIGHUP received: config reload is not supported yet; restart spillway to apply config changes");
+            _ = hangup.recv() => {
+                // Problems are logged and counted by the reloader.
+                let _ = reloader.reload("SIGHUP").await;
             }
             r = &mut server => {
                 let e = match r {
@@ -154,8 +199,16 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 return Ok(());
             }
         }
-        tracing::info!("HTTP server stopped; delivering what the destinations hold");
+        tracing::info!("HTTP server stopped");
     }
+    tokio::select! {
+        _ = engine.shutdown() => {}
+        s = signals.recv() => {
+            tracing::warn!(signal = %s, "second signal: stopping now; undelivered data stays queued for the next start");
+            return Ok(());
+        }
+    }
+    tracing::info!("rule groups stopped; delivering what the destinations hold");
     tokio::select! {
         _ = pipeline.shutdown(opts.shutdown_timeout) => {}
         s = signals.recv() => {

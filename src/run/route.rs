@@ -335,13 +335,90 @@ pub enum RouteError {
 }
 
 /// Global relabeling, external labels and the destinations. Share it in an
-/// `Arc`; every method takes `&self`.
+/// `Arc`; every method takes `&self`. A reload swaps the routing in place
+/// ([`Pipeline::reconfigure`]), so the receiver and the engine keep the
+/// same `Pipeline`.
 pub struct Pipeline {
-    global: Arc<GlobalStage>,
-    destinations: Arc<Vec<Arc<Destination>>>,
+    /// What batches go through now; replaced whole by a reload.
+    routing: std::sync::RwLock<Arc<Routing>>,
+    /// Held shared by every batch in progress and exclusively by a reload,
+    /// so a destination is never stopped under a batch it is taking.
+    gate: tokio::sync::RwLock<()>,
     closed: AtomicBool,
+    started: AtomicBool,
     routed_samples: AtomicU64,
     relabel_dropped: AtomicU64,
+}
+
+/// One configuration of the pipeline.
+struct Routing {
+    global: Arc<GlobalStage>,
+    destinations: Arc<Vec<Arc<Destination>>>,
+    /// Per destination, the config it was opened with.
+    configs: Vec<DestinationConfig>,
+}
+
+/// What a reload did to the routing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutingChange {
+    /// `global_relabel_configs` or `external_labels` changed.
+    pub global: bool,
+    pub kept: Vec<String>,
+    /// Changed: stopped and opened again on the same queue directory.
+    pub rebuilt: Vec<String>,
+    pub added: Vec<String>,
+    /// Stopped; their queue directories stay (see `sink::destination`).
+    pub removed: Vec<String>,
+}
+
+impl RoutingChange {
+    pub fn is_empty(&self) -> bool {
+        !self.global && self.rebuilt.is_empty() && self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// Everything a destination is built from, credentials included (hashed:
+/// a changed password is a changed destination, and the hash is all that
+/// is kept).
+fn identity(d: &DestinationConfig) -> String {
+    use crate::client::Auth;
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(format!("{d:?}").as_bytes());
+    match &d.client.auth {
+        Auth::Basic { password, .. } => h.update(password.expose().as_bytes()),
+        Auth::Bearer(token) => h.update(token.expose().as_bytes()),
+        Auth::None | Auth::BearerFile(_) => {}
+    }
+    for (_, v) in &d.client.headers {
+        h.update(b"\xff");
+        h.update(v.expose().as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn global_identity(g: &GlobalStage) -> String {
+    format!("{:?}|{:?}", g.rules, g.external_labels)
+}
+
+fn open_destination(d: DestinationConfig) -> Result<Destination, DestinationError> {
+    let (dest, report) = Destination::open(d)?;
+    tracing::info!(
+        destination = dest.name(),
+        url = dest.display_url(),
+        pending_samples = report.pending_samples,
+        pending_bytes = report.pending_bytes,
+        "opened destination queue"
+    );
+    if report.dropped_records > 0 || report.truncated_bytes > 0 {
+        tracing::warn!(
+            destination = dest.name(),
+            dropped_samples = report.dropped_samples,
+            truncated_bytes = report.truncated_bytes,
+            "the queue was repaired after an unclean stop: damaged blocks dropped, a torn write at its end cut off"
+        );
+    }
+    Ok(dest)
 }
 
 impl Pipeline {
@@ -349,50 +426,53 @@ impl Pipeline {
     /// Blocking; senders start with [`Pipeline::start`].
     pub fn open(config: PipelineConfig) -> Result<Pipeline, DestinationError> {
         let mut destinations = Vec::new();
+        let mut configs = Vec::new();
         for d in config.destinations {
-            let (dest, report) = Destination::open(d)?;
-            tracing::info!(
-                destination = dest.name(),
-                url = dest.display_url(),
-                pending_samples = report.pending_samples,
-                pending_bytes = report.pending_bytes,
-                "opened destination queue"
-            );
-            if report.dropped_records > 0 || report.truncated_bytes > 0 {
-                tracing::warn!(
-                    destination = dest.name(),
-                    dropped_samples = report.dropped_samples,
-                    truncated_bytes = report.truncated_bytes,
-                    "the queue was repaired after an unclean stop: damaged blocks dropped, a torn write at its end cut off"
-                );
-            }
-            destinations.push(Arc::new(dest));
+            configs.push(d.clone());
+            destinations.push(Arc::new(open_destination(d)?));
         }
         Ok(Pipeline {
-            global: Arc::new(GlobalStage {
-                rules: config.global_relabel,
-                external_labels: config.external_labels,
-            }),
-            destinations: Arc::new(destinations),
+            routing: std::sync::RwLock::new(Arc::new(Routing {
+                global: Arc::new(GlobalStage {
+                    rules: config.global_relabel,
+                    external_labels: config.external_labels,
+                }),
+                destinations: Arc::new(destinations),
+                configs,
+            })),
+            gate: tokio::sync::RwLock::new(()),
             closed: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             routed_samples: AtomicU64::new(0),
             relabel_dropped: AtomicU64::new(0),
         })
     }
 
+    fn current(&self) -> Arc<Routing> {
+        Arc::clone(&self.routing.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Starts every destination's senders. Call from inside the runtime.
     pub fn start(&self) {
-        for d in self.destinations.iter() {
+        self.started.store(true, Ordering::SeqCst);
+        for d in self.current().destinations.iter() {
             d.start();
         }
     }
 
     /// Routes one batch: global relabeling, external labels, then every
     /// destination's `accept`, one after the other on a blocking thread.
-    /// Returns once all of them hold it on disk. This is the entry point of the receiver and of the rule
-    /// engine; see the module docs for what `Ok` and `Err` promise.
+    /// Returns once all of them hold it on disk. This is the entry point of
+    /// the receiver; see the module docs for what `Ok` and `Err` promise.
     pub async fn route(&self, batch: Vec<Series>) -> Result<(), RouteError> {
         self.route_and_return(batch).await.0
+    }
+
+    /// [`Pipeline::route`] for rule results: the engine added the run's
+    /// `external_labels` already (as vmalert's `-external.label`, before
+    /// global relabeling), so they are not added again here.
+    pub async fn route_results(&self, batch: Vec<Series>) -> Result<(), RouteError> {
+        self.route_inner(batch, false).await.0
     }
 
     /// [`Pipeline::route`] that also hands the batch back once every
@@ -402,22 +482,32 @@ impl Pipeline {
         &self,
         batch: Vec<Series>,
     ) -> (Result<(), RouteError>, Option<Vec<Series>>) {
+        self.route_inner(batch, true).await
+    }
+
+    async fn route_inner(
+        &self,
+        batch: Vec<Series>,
+        external_labels: bool,
+    ) -> (Result<(), RouteError>, Option<Vec<Series>>) {
         if self.closed.load(Ordering::SeqCst) {
             return (Err(RouteError::ShuttingDown), Some(batch));
         }
         if batch.is_empty() {
             return (Ok(()), Some(batch));
         }
+        let _gate = self.gate.read().await;
+        let routing = self.current();
         let samples: u64 = batch.iter().map(|s| s.samples.len() as u64).sum();
         self.routed_samples.fetch_add(samples, Ordering::Relaxed);
         // One blocking task does the global stage and every destination's
         // accept in turn: relabeling and encoding are CPU work, queue pushes
         // wait for fsync, and one hand-off per batch costs less than one
         // per destination (the fsyncs are short; concurrent batches overlap).
-        let global = Arc::clone(&self.global);
-        let destinations = Arc::clone(&self.destinations);
+        let global = Arc::clone(&routing.global);
+        let destinations = Arc::clone(&routing.destinations);
         let (batch, dropped, errors) = tokio::task::spawn_blocking(move || {
-            let (batch, dropped) = global.apply(batch);
+            let (batch, dropped) = global.apply(batch, external_labels);
             let errors: Vec<DestinationError> = if batch.is_empty() {
                 Vec::new()
             } else {
@@ -445,12 +535,167 @@ impl Pipeline {
         (result, batch)
     }
 
-    pub fn destinations(&self) -> &[Arc<Destination>] {
-        &self.destinations
+    /// Applies a reloaded routing config: the global stage is replaced,
+    /// unchanged destinations keep running untouched, changed ones are
+    /// stopped (without draining) and opened again on their queue directory
+    /// (their queued data is kept and sent with the new settings), new ones
+    /// are opened, removed ones are stopped and their queue directory left
+    /// on disk. Batches wait while this runs. If a destination cannot be
+    /// opened, the destinations already switched stay switched, the failed
+    /// one is left out, and the error is returned.
+    pub async fn reconfigure(&self, config: PipelineConfig) -> Result<RoutingChange, String> {
+        enum Plan {
+            Keep(Arc<Destination>),
+            Rebuild(Arc<Destination>, Box<DestinationConfig>),
+            Add,
+        }
+        let _gate = self.gate.write().await;
+        let old = self.current();
+        let global = Arc::new(GlobalStage {
+            rules: config.global_relabel,
+            external_labels: config.external_labels,
+        });
+        let mut change = RoutingChange {
+            global: global_identity(&global) != global_identity(&old.global),
+            ..RoutingChange::default()
+        };
+        let mut previous: Vec<Option<(Arc<Destination>, DestinationConfig)>> = old
+            .destinations
+            .iter()
+            .cloned()
+            .zip(old.configs.iter().cloned())
+            .map(Some)
+            .collect();
+        let plans: Vec<(DestinationConfig, Plan)> = config
+            .destinations
+            .into_iter()
+            .map(|d| {
+                let found = previous
+                    .iter()
+                    .position(|o| o.as_ref().is_some_and(|o| o.0.name() == d.name))
+                    .and_then(|i| previous[i].take());
+                let plan = match found {
+                    Some((p, was)) if identity(&was) == identity(&d) => Plan::Keep(p),
+                    Some((p, was)) => Plan::Rebuild(p, Box::new(was)),
+                    None => Plan::Add,
+                };
+                (d, plan)
+            })
+            .collect();
+        let removed: Vec<Arc<Destination>> = previous.into_iter().flatten().map(|p| p.0).collect();
+
+        // Batches wait on the gate; the old routing goes now, so the
+        // destinations that stop are referenced from here only.
+        drop(old);
+        let kept_only: Vec<(Arc<Destination>, DestinationConfig)> = plans
+            .iter()
+            .filter_map(|(d, p)| match p {
+                Plan::Keep(k) => Some((Arc::clone(k), d.clone())),
+                _ => None,
+            })
+            .collect();
+        self.publish(
+            Arc::clone(&global),
+            kept_only.iter().map(|k| Arc::clone(&k.0)).collect(),
+            kept_only.into_iter().map(|k| k.1).collect(),
+        );
+
+        let mut next: Vec<Arc<Destination>> = Vec::new();
+        let mut configs = Vec::new();
+        let mut errors = Vec::new();
+        let started = self.started.load(Ordering::SeqCst);
+        for (d, plan) in plans {
+            let name = d.name.clone();
+            let opened = match plan {
+                Plan::Keep(p) => {
+                    change.kept.push(name);
+                    next.push(p);
+                    configs.push(d);
+                    continue;
+                }
+                Plan::Rebuild(p, was) => {
+                    p.stop().await;
+                    let counters = p.counters();
+                    // The queue directory is free once the old one is gone.
+                    release(p).await;
+                    match open_blocking(d.clone()).await {
+                        Ok(dest) => {
+                            change.rebuilt.push(name);
+                            Ok((dest, d, Some(counters)))
+                        }
+                        Err(e) => {
+                            // Keep delivering with the settings that worked.
+                            let back = open_blocking((*was).clone()).await;
+                            errors.push(format!(
+                                "destination {name}: cannot apply the new settings: {e}{}",
+                                if back.is_ok() {
+                                    "; it keeps its previous settings"
+                                } else {
+                                    ""
+                                }
+                            ));
+                            back.map(|dest| (dest, *was, Some(counters)))
+                        }
+                    }
+                }
+                Plan::Add => match open_blocking(d.clone()).await {
+                    Ok(dest) => {
+                        change.added.push(name);
+                        Ok((dest, d, None))
+                    }
+                    Err(e) => Err(format!("destination {name}: {e}")),
+                },
+            };
+            match opened {
+                Ok((dest, cfg, previous)) => {
+                    if let Some(c) = previous {
+                        dest.continue_counters(&c);
+                    }
+                    if started {
+                        dest.start();
+                    }
+                    next.push(Arc::new(dest));
+                    configs.push(cfg);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        for p in removed {
+            p.stop().await;
+            change.removed.push(p.name().to_string());
+            release(p).await;
+        }
+        self.publish(global, next, configs);
+        if errors.is_empty() {
+            Ok(change)
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    fn publish(
+        &self,
+        global: Arc<GlobalStage>,
+        destinations: Vec<Arc<Destination>>,
+        configs: Vec<DestinationConfig>,
+    ) {
+        *self.routing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Routing {
+            global,
+            destinations: Arc::new(destinations),
+            configs,
+        });
+    }
+
+    pub fn destinations(&self) -> Vec<Arc<Destination>> {
+        self.current().destinations.iter().cloned().collect()
     }
 
     pub fn statuses(&self) -> Vec<DestinationStatus> {
-        self.destinations.iter().map(|d| d.status()).collect()
+        self.current()
+            .destinations
+            .iter()
+            .map(|d| d.status())
+            .collect()
     }
 
     /// Refreshes the `/metrics` view of the pipeline and its destinations.
@@ -459,7 +704,7 @@ impl Pipeline {
             .absolute(self.routed_samples.load(Ordering::Relaxed));
         metrics::counter!("spillway_global_relabel_dropped_samples_total")
             .absolute(self.relabel_dropped.load(Ordering::Relaxed));
-        for d in self.destinations.iter() {
+        for d in self.current().destinations.iter() {
             d.collect_metrics();
         }
     }
@@ -468,22 +713,62 @@ impl Pipeline {
     /// to deliver what they hold, and closes their queues.
     pub async fn shutdown(&self, timeout: Duration) {
         self.closed.store(true, Ordering::SeqCst);
-        let stops = self.destinations.iter().map(|d| d.shutdown(timeout));
+        let routing = self.current();
+        let stops = routing.destinations.iter().map(|d| d.shutdown(timeout));
         futures_util::future::join_all(stops).await;
     }
 }
 
+async fn open_blocking(d: DestinationConfig) -> Result<Destination, String> {
+    tokio::task::spawn_blocking(move || open_destination(d))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+}
+
+/// Drops a stopped destination once its last users (a status read, a
+/// sender's last blocking call) let go of it, which closes its queue files
+/// and its lock; waits at most a few seconds.
+async fn release(d: Arc<Destination>) {
+    for _ in 0..500 {
+        if Arc::strong_count(&d) == 1 && d.released() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::warn!(
+        destination = d.name(),
+        "the stopped destination is still in use after 5s; reopening its queue may fail"
+    );
+}
+
+/// The engine's seam: rule results go through [`Pipeline::route_results`].
+impl crate::run::engine::ResultSink for Pipeline {
+    fn export(
+        &self,
+        batch: Vec<Series>,
+    ) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.route_results(batch).await.map_err(|e| e.to_string()) })
+    }
+}
+
 /// Global relabeling and run-level external labels.
+#[derive(Debug)]
 struct GlobalStage {
     rules: RelabelRules,
     external_labels: Vec<(String, String)>,
 }
 
 impl GlobalStage {
-    /// Applies both in place; returns the samples of the series
-    /// relabeling dropped.
-    fn apply(&self, mut batch: Vec<Series>) -> (Vec<Series>, u64) {
-        if self.rules.is_empty() && self.external_labels.is_empty() {
+    /// Applies both (external labels only when `external_labels`) in
+    /// place; returns the samples of the series relabeling dropped.
+    fn apply(&self, mut batch: Vec<Series>, external_labels: bool) -> (Vec<Series>, u64) {
+        let external: &[(String, String)] = if external_labels {
+            &self.external_labels
+        } else {
+            &[]
+        };
+        if self.rules.is_empty() && external.is_empty() {
             return (batch, 0);
         }
         let mut dropped = 0u64;
@@ -494,7 +779,7 @@ impl GlobalStage {
                 dropped += s.samples.len() as u64;
                 return false;
             }
-            for (k, v) in &self.external_labels {
+            for (k, v) in external {
                 if s.labels.get(k).is_none() {
                     s.labels.set(k.as_str(), v.as_str());
                 }
@@ -503,6 +788,44 @@ impl GlobalStage {
         });
         (batch, dropped)
     }
+}
+
+/// What each destination would receive of rule results, without opening
+/// a queue or sending anything (`spillway rules preview`): global
+/// relabeling (the run's external labels are the engine's job), then each
+/// destination's relabeling and external labels, as [`Pipeline`] and the
+/// destinations apply them. Returns, per destination in config order, its
+/// name and its series.
+pub fn dry_route(config: &PipelineConfig, batch: Vec<Series>) -> Vec<(String, Vec<Series>)> {
+    let global = GlobalStage {
+        rules: config.global_relabel.clone(),
+        external_labels: Vec::new(),
+    };
+    let (batch, _) = global.apply(batch, false);
+    config
+        .destinations
+        .iter()
+        .map(|d| {
+            let kept = batch
+                .iter()
+                .filter_map(|s| {
+                    let mut labels = s.labels.clone();
+                    if !d.relabel.is_empty()
+                        && !destination::relabel_like_vmagent(&d.relabel, &mut labels)
+                    {
+                        return None;
+                    }
+                    for (k, v) in &d.external_labels {
+                        if labels.get(k).is_none() {
+                            labels.set(k.as_str(), v.as_str());
+                        }
+                    }
+                    Some(Series::new(labels, s.samples.clone()))
+                })
+                .collect();
+            (d.name.clone(), kept)
+        })
+        .collect()
 }
 
 /// The routing part of a config file, checked: what `spillway run` and

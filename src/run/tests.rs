@@ -464,6 +464,41 @@ async fn reload_keeps_unchanged_groups_and_carries_rule_state() {
     assert_eq!(of("n"), [(10, "1".into()), (20, "1".into())]);
 }
 
+#[tokio::test(start_paused = true)]
+async fn reload_with_new_options_restarts_every_group_keeping_rule_state() {
+    let ds = FnDatasource::new(|expr, ts| Ok(vec![one(expr, ts, 1.0)]));
+    let sink = MemorySink::new();
+    let engine = start(groups(TEN_SECONDS), ds.clone(), sink.clone());
+    tokio::time::sleep(Duration::from_secs(15)).await; // +0 and +10
+                                                       // The same groups and options: nothing restarts.
+    let same = engine
+        .reload_with(groups(TEN_SECONDS), None, Some(EngineOptions::default()))
+        .await
+        .unwrap();
+    assert_eq!(same.kept, ["rules.yml: g"]);
+    // New external labels: every group restarts, the rule keeps its state.
+    let opts = EngineOptions {
+        external_labels: [("dc".to_string(), "x".to_string())].into(),
+        ..EngineOptions::default()
+    };
+    let summary = engine
+        .reload_with(groups(TEN_SECONDS), None, Some(opts))
+        .await
+        .unwrap();
+    assert_eq!(summary.restarted, ["rules.yml: g"]);
+    tokio::time::sleep(Duration::from_secs(10)).await; // +20
+    engine.shutdown().await;
+    assert_eq!(
+        exported(&sink),
+        [
+            ("r".to_string(), 0, "1".to_string()),
+            ("r".to_string(), 10, "1".to_string()),
+            ("r".to_string(), 20, "stale".to_string()),
+            (r#"r{dc="x"}"#.to_string(), 20, "1".to_string()),
+        ]
+    );
+}
+
 #[test]
 fn graphite_and_bad_offsets_are_refused_at_start() {
     let rt = tokio::runtime::Builder::new_current_thread()

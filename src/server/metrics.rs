@@ -61,15 +61,34 @@ pub fn start() -> &'static PrometheusHandle {
 
 /// `GET /metrics`; `collect` runs first to refresh mirrored gauges.
 pub fn router<S: Clone + Send + Sync + 'static>(collect: Arc<dyn Fn() + Send + Sync>) -> Router<S> {
+    router_with_text(Arc::new(move || {
+        collect();
+        String::new()
+    }))
+}
+
+/// [`router`] whose `collect` also returns text in the exposition format,
+/// appended to the registry's: for series that must be able to disappear
+/// (the registry cannot remove one).
+pub fn router_with_text<S: Clone + Send + Sync + 'static>(
+    collect: Arc<dyn Fn() -> String + Send + Sync>,
+) -> Router<S> {
     Router::new().route(
         "/metrics",
         get(move || {
             let collect = Arc::clone(&collect);
             async move {
-                collect();
+                let extra = collect();
+                let mut text = handle().render();
+                if !extra.is_empty() {
+                    if !text.is_empty() && !text.ends_with('\n') {
+                        text.push('\n');
+                    }
+                    text.push_str(&extra);
+                }
                 (
                     [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
-                    handle().render(),
+                    text,
                 )
             }
         }),

@@ -884,3 +884,99 @@ impl Prometheus {
         );
     }
 }
+impl SpillwayRun {
+    /// `spillway run -c {dir}/run.yml` with `files` (`run.yml` among them,
+    /// rule files beside it) written into its temp dir first; `{dir}` in
+    /// any file stands for that dir.
+    pub fn start_files(files: &[(&str, &str)], extra: &[&str]) -> SpillwayRun {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path(), files);
+        let mut args = vec![
+            "run".to_string(),
+            "-c".into(),
+            "{dir}/run.yml".into(),
+            "--http.listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let server = Server::start_path(spillway_bin(), port, dir, args);
+        server.wait_ready("/health");
+        SpillwayRun { server }
+    }
+
+    /// Writes (replaces) files in its dir, `{dir}` expanded.
+    pub fn write(&self, files: &[(&str, &str)]) {
+        write_files(self.server.dir.path(), files);
+    }
+
+    /// `/api/v1/rules` as JSON.
+    pub fn rules(&self) -> serde_json::Value {
+        serde_json::from_str(&http_get(&format!("{}/api/v1/rules", self.url()))).unwrap()
+    }
+
+    /// `/metrics` text.
+    pub fn metrics_text(&self) -> String {
+        http_get(&format!("{}/metrics", self.url()))
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...) to the process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.server.pid().expect("running").to_string();
+        let ok = Command::new("kill")
+            .args([format!("-{name}").as_str(), pid.as_str()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} {pid}");
+    }
+}
+
+/// Writes `files` under `dir` (creating directories), `{dir}` expanded.
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    let d = dir.display().to_string();
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text.replace("{dir}", &d)).unwrap();
+    }
+}
+
+/// The series a VictoriaMetrics holds for `selector`: `name{a="b", ...}`
+/// (labels sorted) → `(timestamp, value or "stale")`, sorted by time,
+/// duplicates folded.
+pub fn series_points(
+    vm: &Vm,
+    selector: &str,
+) -> std::collections::BTreeMap<String, Vec<(i64, String)>> {
+    let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<i64, String>> =
+        Default::default();
+    for line in vm.export_lines(selector) {
+        // VictoriaMetrics 1.79 writes a stale marker as `null` or as a bare `NaN`.
+        let json = line.replace("NaN", "null");
+        let v: serde_json::Value =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("export line {line:?}: {e}"));
+        let mut metric: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(v["metric"].clone()).unwrap();
+        let name = metric.remove("__name__").unwrap_or_default();
+        let rest: Vec<String> = metric.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        let key = format!("{name}{{{}}}", rest.join(", "));
+        let entry = out.entry(key).or_default();
+        for (t, x) in v["timestamps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(v["values"].as_array().unwrap())
+        {
+            let x = if x.is_null() {
+                "stale".to_string()
+            } else {
+                x.to_string()
+            };
+            entry.insert(t.as_i64().unwrap(), x);
+        }
+    }
+    out.into_iter()
+        .map(|(k, v)| (k, v.into_iter().collect()))
+        .collect()
+}

@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::{Labels, Sample};
+use std::collections::HashMap;
 
 fn check(text: &str) -> Result<PipelineConfig, Vec<String>> {
     let loaded = RunConfig::parse(text, "run.yml").map_err(|e| vec![e])?;
@@ -123,4 +124,154 @@ destinations:
         p.route(vec![s("a", None)]).await,
         Err(RouteError::ShuttingDown)
     ));
+}
+
+fn series(name: &str) -> Series {
+    Series::new(
+        Labels::from_pairs([("__name__", name)]),
+        vec![Sample::new(1, 1.0)],
+    )
+}
+
+#[tokio::test]
+async fn rule_results_get_no_second_set_of_external_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    // The engine already added `cluster` (lowest priority); a global rule
+    // removed it on purpose. The receiver path still adds it.
+    let p = pipeline_with(
+        dir.path(),
+        "external_labels: {cluster: eu1}
+destinations:
+  - name: with_cluster
+    url: http://127.0.0.1:1
+    relabel_configs:
+      - {action: keep, source_labels: [cluster], regex: eu1}",
+    );
+    p.route_results(vec![series("from_rules")]).await.unwrap();
+    p.route(vec![series("received")]).await.unwrap();
+    let st = &p.statuses()[0];
+    assert_eq!(
+        st.pending_samples, 1,
+        "only the received series has cluster"
+    );
+    assert_eq!(st.samples_dropped["relabel"], 1);
+    p.shutdown(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn reconfigure_keeps_rebuilds_adds_and_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "destinations:
+  - name: same
+    url: http://127.0.0.1:1
+  - name: changed
+    url: http://127.0.0.1:2
+  - name: gone
+    url: http://127.0.0.1:3";
+    let p = pipeline_with(dir.path(), base);
+    // Not started: what is accepted stays queued, where we can count it.
+    p.route(vec![series("a"), series("b")]).await.unwrap();
+    let same_before = Arc::as_ptr(&p.destinations()[0]);
+    let next = format!(
+        "external_labels: {{dc: x}}
+destinations:
+  - name: same
+    url: http://127.0.0.1:1
+  - name: changed
+    url: http://127.0.0.1:22
+    relabel_configs:
+      - {{action: drop, source_labels: [__name__], regex: a}}
+  - name: new
+    url: http://127.0.0.1:4
+storage: {{path: {}}}
+",
+        dir.path().display()
+    );
+    let change = p.reconfigure(check(&next).unwrap()).await.unwrap();
+    assert_eq!(
+        change,
+        RoutingChange {
+            global: true,
+            kept: vec!["same".into()],
+            rebuilt: vec!["changed".into()],
+            added: vec!["new".into()],
+            removed: vec!["gone".into()],
+        }
+    );
+    assert_eq!(Arc::as_ptr(&p.destinations()[0]), same_before);
+    let st: HashMap<String, DestinationStatus> = p
+        .statuses()
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    assert_eq!(st.len(), 3);
+    // The rebuilt destination reopened its queue: the data is still there,
+    // and so are its counters.
+    assert_eq!(st["changed"].pending_samples, 2);
+    assert_eq!(st["changed"].samples_queued, 2);
+    assert!(st["changed"].url.contains(":22/"), "{}", st["changed"].url);
+    assert_eq!(st["new"].pending_samples, 0);
+    // The removed destination's queue stays on disk.
+    assert!(dir.path().join("gone").is_dir());
+
+    // New settings apply to the next batch: the rebuilt one drops `a`, the
+    // new one takes both, with the new external label.
+    p.route(vec![series("a"), series("b")]).await.unwrap();
+    let st: HashMap<String, DestinationStatus> = p
+        .statuses()
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    assert_eq!(st["changed"].pending_samples, 3);
+    assert_eq!(st["new"].pending_samples, 2);
+    assert_eq!(st["same"].pending_samples, 4);
+
+    // The same config again changes nothing.
+    let change = p.reconfigure(check(&next).unwrap()).await.unwrap();
+    assert!(change.is_empty(), "{change:?}");
+    assert_eq!(change.kept.len(), 3);
+    p.shutdown(Duration::from_millis(10)).await;
+    drop(p);
+
+    // A removed destination that comes back finds its data.
+    let back = Pipeline::open(
+        check(&format!(
+            "{base}\nstorage: {{path: {}}}\n",
+            dir.path().display()
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let gone = back
+        .statuses()
+        .into_iter()
+        .find(|s| s.name == "gone")
+        .unwrap();
+    assert_eq!(gone.pending_samples, 2);
+    back.shutdown(Duration::from_millis(10)).await;
+}
+
+#[test]
+fn dry_route_relabels_like_the_destinations() {
+    let c = check(
+        "external_labels: {cluster: eu1}
+global_relabel_configs:
+  - {action: drop, source_labels: [__name__], regex: junk}
+destinations:
+  - name: all
+    url: http://127.0.0.1:1
+    external_labels: {via: all}
+  - name: only_a
+    url: http://127.0.0.1:1
+    relabel_configs:
+      - {action: keep, source_labels: [__name__], regex: a}
+storage: {path: /nonexistent}",
+    )
+    .unwrap();
+    let out = dry_route(&c, vec![series("a"), series("b"), series("junk")]);
+    assert_eq!(out[0].0, "all");
+    let names: Vec<String> = out[0].1.iter().map(|s| s.labels.to_string()).collect();
+    assert_eq!(names, [r#"a{via="all"}"#, r#"b{via="all"}"#]);
+    let names: Vec<String> = out[1].1.iter().map(|s| s.labels.to_string()).collect();
+    assert_eq!(names, ["a"]);
 }

@@ -284,6 +284,12 @@ impl fmt::Display for RuleError {
 
 impl std::error::Error for RuleError {}
 
+/// The files a `-rule`-style pattern names, sorted (see `files.rs`); a
+/// pattern that matches nothing gives an empty list.
+pub fn expand(pattern: &str) -> Result<Vec<PathBuf>, String> {
+    files::expand_glob(pattern)
+}
+
 /// Loads every file matching `patterns` (globs, as vmalert's `-rule`), each
 /// checked on its own. Groups come back file by file (files sorted per
 /// pattern), in the order they are written. All problems of all files are

@@ -66,13 +66,16 @@
 //! directory alone: its pending data is not deleted by an edit, and comes
 //! back if the destination does (vmagent deletes such queues; we prefer not
 //! to destroy data on a typo). Delete the directory by hand when it is no
-//! longer wanted.
+//! longer wanted. A reload that changes a destination stops it without
+//! draining and opens the same directory again with the new settings, so
+//! what was queued is delivered by the new settings (URL included); a
+//! renamed destination is a removed one plus a new, empty one.
 
 mod encode;
 mod sender;
 mod stats;
 
-pub use stats::{DestinationStatus, DropReason};
+pub use stats::{Counters, DestinationStatus, DropReason};
 
 use crate::client::{Client, ClientConfig, RetryPolicy};
 use crate::codec::CodecError;
@@ -430,20 +433,52 @@ impl Destination {
     /// then stops the senders and closes the queue. What was not delivered
     /// stays queued for the next start.
     pub async fn shutdown(&self, timeout: Duration) {
+        self.halt(Some(timeout)).await
+    }
+
+    /// Stops taking data and stops the senders at once, without waiting for
+    /// deliveries (a send in progress is abandoned and stays queued), then
+    /// closes the queue. For a reload that rebuilds or removes the
+    /// destination: its queue directory keeps everything undelivered.
+    pub async fn stop(&self) {
+        self.halt(None).await
+    }
+
+    /// Whether nothing but this handle uses the queue any more (after
+    /// [`Destination::stop`]), so dropping it releases the queue directory
+    /// for a rebuilt destination.
+    pub fn released(&self) -> bool {
+        Arc::strong_count(&self.shared) == 1
+    }
+
+    /// The counters so far (see [`Destination::continue_counters`]).
+    pub fn counters(&self) -> Counters {
+        self.shared.stats.snapshot()
+    }
+
+    /// Continues the counters of the destination this one replaces (same
+    /// name, rebuilt by a reload), so `/metrics` counters do not restart.
+    pub fn continue_counters(&self, previous: &Counters) {
+        self.shared.stats.continue_from(previous);
+    }
+
+    async fn halt(&self, drain: Option<Duration>) {
         let shared = &self.shared;
         shared.accepting.store(false, Ordering::SeqCst);
-        shared.phase.send_replace(Phase::Draining);
-        shared.wake.notify_waiters();
         let Tasks { mut senders, timer } = std::mem::take(&mut *lock(&self.tasks));
-        let drained = tokio::time::timeout(timeout, join_all(&mut senders))
-            .await
-            .is_ok();
-        if !drained {
-            tracing::warn!(
-                destination = %shared.name,
-                pending_samples = shared.queue.stats().pending_samples,
-                "shutdown timeout reached before the queue was delivered; the rest stays queued for the next start"
-            );
+        if let Some(timeout) = drain {
+            shared.phase.send_replace(Phase::Draining);
+            shared.wake.notify_waiters();
+            let drained = tokio::time::timeout(timeout, join_all(&mut senders))
+                .await
+                .is_ok();
+            if !drained {
+                tracing::warn!(
+                    destination = %shared.name,
+                    pending_samples = shared.queue.stats().pending_samples,
+                    "shutdown timeout reached before the queue was delivered; the rest stays queued for the next start"
+                );
+            }
         }
         shared.phase.send_replace(Phase::Stopped);
         shared.wake.notify_waiters();

@@ -62,6 +62,14 @@ impl DropReason {
     }
 }
 
+/// A destination's counters, carried over to its replacement when a
+/// reload rebuilds it, so `/metrics` counters do not restart.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    values: [u64; 8],
+    last_error: Option<(String, i64)>,
+}
+
 /// What `/api/v1/destinations` shows for one destination.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DestinationStatus {
@@ -118,6 +126,48 @@ impl Stats {
                 "spillway_send_duration_seconds",
                 "destination" => name.to_string()
             ),
+        }
+    }
+
+    fn counters(&self) -> [&AtomicU64; 8] {
+        [
+            &self.queued,
+            &self.sent,
+            &self.relabel,
+            &self.disk_full,
+            &self.rejected,
+            &self.too_large,
+            &self.undecodable,
+            &self.retries,
+        ]
+    }
+
+    /// The counts so far, to be continued by a replacement.
+    pub fn snapshot(&self) -> Counters {
+        let mut values = [0u64; 8];
+        for (v, c) in values.iter_mut().zip(self.counters()) {
+            *v = c.load(Relaxed);
+        }
+        Counters {
+            values,
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    /// Adds the counts of the destination this one replaces.
+    pub fn continue_from(&self, previous: &Counters) {
+        for (c, v) in self.counters().into_iter().zip(previous.values) {
+            c.fetch_add(v, Relaxed);
+        }
+        if let Some(last) = &previous.last_error {
+            let mut mine = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+            if mine.is_none() {
+                *mine = Some(last.clone());
+            }
         }
     }
 

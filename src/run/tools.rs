@@ -1,0 +1,372 @@
+//! The one-shot commands around `spillway run`, on the same config and
+//! check path ([`Setup`]):
+//!
+//! - `spillway replay -c CONFIG --from T --to T`: evaluates the rules over a
+//!   past range ([`replay`]) and routes what breaches through the run's
+//!   global relabeling and destinations, queues included, with the original
+//!   timestamps; then gives the destinations time to deliver.
+//! - `spillway rules check FILES...`: checks rule files as `run` loads them,
+//!   every file on its own, every problem with file:line.
+//! - `spillway rules preview -c CONFIG`: evaluates every rule once, now
+//!   ([`preview`]), and shows per destination the series it would receive,
+//!   without sending anything.
+
+use super::replay::{replay, ReplayOptions, ReplayProgress, ReplayReport};
+use super::route::{dry_route, Pipeline};
+use super::rules::load_files;
+use super::setup::{load_options, Setup};
+use super::{preview, PreviewRule, ResultSink};
+use crate::model::time::{format_rfc3339_ms, now_ms};
+use crate::model::Series;
+use crate::sink::destination::{queue_dir_name, DestinationStatus};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `spillway replay`.
+#[derive(Clone, Debug)]
+pub struct ReplayCommand {
+    pub config: PathBuf,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Only these groups (all when empty).
+    pub groups: Vec<String>,
+    /// Points per range request (vmalert's `-replay.maxDatapointsPerQuery`).
+    pub max_datapoints_per_query: usize,
+    /// How long to wait for the destinations to deliver at the end.
+    pub drain_timeout: Duration,
+    /// Replaces `storage.path` (e.g. while `spillway run` holds the queues).
+    pub storage_path: Option<PathBuf>,
+}
+
+/// What a replay did, for the summary.
+#[derive(Debug)]
+pub struct ReplayOutcome {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub report: ReplayReport,
+    pub destinations: Vec<DestinationStatus>,
+    pub elapsed: Duration,
+}
+
+impl ReplayOutcome {
+    pub fn render(&self) -> String {
+        let r = &self.report;
+        let mut out = format!(
+            "replayed {} .. {} in {:.1}s: {} groups, {} rules, {} range requests, {} series, {} samples exported\n",
+            format_rfc3339_ms(self.from_ms),
+            format_rfc3339_ms(self.to_ms),
+            self.elapsed.as_secs_f64(),
+            r.groups,
+            r.rules,
+            r.requests,
+            r.series,
+            r.samples,
+        );
+        for d in &self.destinations {
+            let filtered = d.samples_dropped.get("relabel").copied().unwrap_or(0);
+            let dropped: Vec<String> = d
+                .samples_dropped
+                .iter()
+                .filter(|(k, n)| **k != "relabel" && **n > 0)
+                .map(|(k, n)| format!("{n} dropped ({k})"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  destination {}: {} samples queued, {} delivered, {} still queued, {} not for it (relabeling){}",
+                d.name,
+                d.samples_queued,
+                d.samples_sent,
+                d.pending_samples,
+                filtered,
+                if dropped.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", dropped.join(", "))
+                },
+            );
+        }
+        if self.destinations.iter().any(|d| d.pending_samples > 0) {
+            out.push_str(
+                "  what is still queued is delivered by the next `spillway run` (or replay) with the same storage.path\n",
+            );
+        }
+        for e in &r.errors {
+            let _ = writeln!(out, "  failed: {e}");
+        }
+        out
+    }
+}
+
+/// Runs `spillway replay`. `Err` holds config problems or a fatal error;
+/// rules that failed are in the report (the others still ran).
+pub async fn replay_command(
+    opts: &ReplayCommand,
+    progress: &dyn ReplayProgress,
+) -> Result<ReplayOutcome, Vec<String>> {
+    let started = std::time::Instant::now();
+    let path = opts.config.clone();
+    let mut setup = tokio::task::spawn_blocking(move || Setup::load(&path))
+        .await
+        .map_err(|e| vec![format!("reading the config: {e}")])??;
+    for w in &setup.warnings {
+        tracing::warn!("{w}");
+    }
+    let groups = setup.select_groups(&opts.groups).map_err(|e| vec![e])?;
+    if groups.is_empty() {
+        return Err(vec![format!(
+            "{}: rule_files: no rule groups to replay",
+            setup.loaded.source
+        )]);
+    }
+    if let Some(dir) = &opts.storage_path {
+        for d in &mut setup.pipeline.destinations {
+            d.queue_dir = dir.join(queue_dir_name(&d.name));
+        }
+    }
+    crate::server::metrics::handle();
+    let config = setup.pipeline.clone();
+    let pipeline = tokio::task::spawn_blocking(move || Pipeline::open(config))
+        .await
+        .map_err(|e| vec![format!("opening destinations: {e}")])?
+        .map_err(|e| {
+            vec![format!(
+                "opening destinations: {e}; if `spillway run` uses this storage.path, give replay its own with --storage.path DIR"
+            )]
+        })?;
+    let pipeline = Arc::new(pipeline);
+    pipeline.start();
+    let replay_opts = ReplayOptions {
+        max_datapoints_per_query: opts.max_datapoints_per_query,
+        engine: setup.engine.clone(),
+        ..ReplayOptions::default()
+    };
+    let sink: &dyn ResultSink = &*pipeline;
+    let result = replay(
+        &groups,
+        &*setup.datasource,
+        sink,
+        opts.from_ms,
+        opts.to_ms,
+        &replay_opts,
+        progress,
+    )
+    .await;
+    progress.finish();
+    // Whatever happened, what was queued gets its chance to be delivered.
+    tracing::info!(
+        timeout = ?opts.drain_timeout,
+        "replay done; waiting for the destinations to deliver"
+    );
+    pipeline.shutdown(opts.drain_timeout).await;
+    let report = result.map_err(|e| vec![e.to_string()])?;
+    Ok(ReplayOutcome {
+        from_ms: opts.from_ms,
+        to_ms: opts.to_ms,
+        report,
+        destinations: pipeline.statuses(),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// `spillway rules check`.
+#[derive(Clone, Debug)]
+pub struct RulesCheck {
+    /// Files or glob patterns, each checked on its own.
+    pub files: Vec<String>,
+    /// vmalert's `-rule.defaultRuleType`.
+    pub default_rule_type: Option<String>,
+}
+
+/// One file's verdict.
+#[derive(Clone, Debug)]
+pub struct FileCheck {
+    pub name: String,
+    /// `(groups, rules)` or every problem, each starting with `file:line:`.
+    pub result: Result<(usize, usize), Vec<String>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CheckOutcome {
+    pub files: Vec<FileCheck>,
+}
+
+impl CheckOutcome {
+    pub fn failed(&self) -> usize {
+        self.files.iter().filter(|f| f.result.is_err()).count()
+    }
+
+    /// Good files on stdout's text; problems are returned apart (stderr).
+    pub fn render(&self) -> (String, String) {
+        let (mut out, mut err) = (String::new(), String::new());
+        for f in &self.files {
+            match &f.result {
+                Ok((g, r)) => {
+                    let _ = writeln!(
+                        out,
+                        "{}: OK ({g} group{}, {r} rule{})",
+                        f.name,
+                        if *g == 1 { "" } else { "s" },
+                        if *r == 1 { "" } else { "s" }
+                    );
+                }
+                Err(problems) => {
+                    for p in problems {
+                        let _ = writeln!(err, "{p}");
+                    }
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{} files checked: {} OK, {} with errors",
+            self.files.len(),
+            self.files.len() - self.failed(),
+            self.failed()
+        );
+        (out, err)
+    }
+}
+
+/// Checks every file (or pattern) on its own; `Err` only for bad options.
+pub fn rules_check(opts: &RulesCheck) -> Result<CheckOutcome, String> {
+    let load = load_options(opts.default_rule_type.as_deref())
+        .map_err(|e| e.replace("evaluation.default_rule_type", "--rule-type"))?;
+    let mut files = Vec::new();
+    for pattern in &opts.files {
+        let name = pattern.clone();
+        let result = match super::rules::expand(pattern) {
+            Ok(found) if found.is_empty() => Err(vec![format!(
+                "{pattern}: no such file (nor files matching it)"
+            )]),
+            Err(e) => Err(vec![format!("{pattern}: {e}")]),
+            Ok(_) => match load_files(std::slice::from_ref(pattern), &load) {
+                Ok(groups) => Ok((
+                    groups.len(),
+                    groups.iter().map(|g| g.rules.len()).sum::<usize>(),
+                )),
+                Err(errors) => Err(errors.iter().map(ToString::to_string).collect()),
+            },
+        };
+        files.push(FileCheck { name, result });
+    }
+    Ok(CheckOutcome { files })
+}
+
+/// `spillway rules preview`.
+#[derive(Clone, Debug)]
+pub struct RulesPreview {
+    pub config: PathBuf,
+    /// Only these groups (all when empty).
+    pub groups: Vec<String>,
+    /// Evaluate as if it were this time (default: now).
+    pub at_ms: Option<i64>,
+}
+
+#[derive(Debug)]
+pub struct PreviewOutcome {
+    pub rules: Vec<PreviewRule>,
+    /// Per destination in config order: name, type, URL, and its series.
+    pub destinations: Vec<(String, String, String, Vec<Series>)>,
+}
+
+impl PreviewOutcome {
+    pub fn errors(&self) -> usize {
+        self.rules.iter().filter(|r| r.error.is_some()).count()
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "rules ({} evaluated once, nothing sent):",
+            self.rules.len()
+        );
+        for r in &self.rules {
+            let at = format_rfc3339_ms(r.at_ms);
+            match &r.error {
+                Some(e) => {
+                    let _ = writeln!(out, "  {} / {} @ {at}: error: {e}", r.group, r.rule);
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "  {} / {} @ {at}: {} series",
+                        r.group,
+                        r.rule,
+                        r.series.len()
+                    );
+                }
+            }
+        }
+        for (name, kind, url, series) in &self.destinations {
+            let _ = writeln!(
+                out,
+                "\ndestination {name} ({kind} {url}) would receive {} series:",
+                series.len()
+            );
+            let mut lines: Vec<String> = series
+                .iter()
+                .map(|s| {
+                    let v = s
+                        .samples
+                        .last()
+                        .map(|p| {
+                            if p.is_stale() {
+                                "stale".to_string()
+                            } else {
+                                p.value.to_string()
+                            }
+                        })
+                        .unwrap_or_default();
+                    format!("  {} {v}", s.labels)
+                })
+                .collect();
+            lines.sort();
+            for l in lines {
+                let _ = writeln!(out, "{l}");
+            }
+        }
+        out
+    }
+}
+
+/// Runs `spillway rules preview`.
+pub async fn rules_preview(opts: &RulesPreview) -> Result<PreviewOutcome, Vec<String>> {
+    let path = opts.config.clone();
+    let setup = tokio::task::spawn_blocking(move || Setup::load(&path))
+        .await
+        .map_err(|e| vec![format!("reading the config: {e}")])??;
+    for w in &setup.warnings {
+        tracing::warn!("{w}");
+    }
+    let groups = setup.select_groups(&opts.groups).map_err(|e| vec![e])?;
+    let at = opts.at_ms.unwrap_or_else(now_ms);
+    let rules = preview(&groups, &*setup.datasource, &setup.engine, at)
+        .await
+        .map_err(|e| {
+            e.to_string()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })?;
+    let all: Vec<Series> = rules.iter().flat_map(|r| r.series.clone()).collect();
+    let routed = dry_route(&setup.pipeline, all);
+    let destinations = setup
+        .pipeline
+        .destinations
+        .iter()
+        .zip(routed)
+        .map(|(d, (_, series))| {
+            let url = crate::client::Endpoint::parse(&d.client.url)
+                .map(|(e, _)| e.join(&d.kind.request_path(&d.client.url)).to_string())
+                .unwrap_or_else(|_| "<invalid url>".into());
+            (d.name.clone(), d.kind.as_str().to_string(), url, series)
+        })
+        .collect();
+    Ok(PreviewOutcome {
+        rules,
+        destinations,
+    })
+}

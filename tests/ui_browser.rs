@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{curl, free_port, vm_line, Server, Vm};
+use common::{curl, free_port, vm_line, Server, SpillwayRun, Vm};
 use serde_json::{json, Value};
 use sha2::Digest;
 use spillway::ui::{router, AppState};
@@ -457,4 +457,49 @@ fn wizard_cancel_and_import_in_chromium() {
     assert!(dst.series_count("http_requests_total") >= 2);
     drop(d);
     rt.shutdown_timeout(Duration::from_secs(2));
+}
+
+/// `spillway run`'s page in the browser: a breaching rule shows up with its
+/// health, its last samples and a sparkline of recent result counts, and the
+/// destination with its queue; the page has the shared look.
+#[test]
+fn run_page_shows_a_rule_in_chromium() {
+    let src = Vm::start();
+    let dst = Vm::start();
+    seed(&src);
+    let config = format!(
+        "datasource: {{url: \"{}\"}}\nrule_files: [rules.yml]\nstorage: {{path: \"{{dir}}/data\"}}\n\
+         destinations:\n  - name: incidents\n    url: \"{}/api/v1/write\"\n",
+        src.url(),
+        dst.url()
+    );
+    let rules = "groups:\n- name: web\n  interval: 2s\n  rules:\n  - record: up_export\n    expr: up > 0\n    labels: {export_target: incidents}\n";
+    let run = SpillwayRun::start_files(&[("run.yml", &config), ("rules.yml", rules)], &[]);
+    let driver = Driver::start();
+    driver.go(&format!("{}/", run.url()));
+    driver.wait(
+        "the rule row with a sparkline",
+        "[...document.querySelectorAll('#groups tr')].some(tr => tr.textContent.includes('up_export') && tr.querySelector('svg.spark polyline'))",
+        30,
+    );
+    // The page refreshes itself: wait for a second evaluation to reach it.
+    driver.wait(
+        "three results in the last evaluation",
+        "[...document.querySelectorAll('#groups tr')].some(tr => tr.textContent.includes('up_export') && / 3( |$)/.test(tr.textContent) )",
+        30,
+    );
+    let groups = driver.text("#groups");
+    assert!(
+        groups.contains("web") && groups.contains("up > 0") && groups.contains("ok"),
+        "{groups}"
+    );
+    assert!(driver.text("#destinations").contains("incidents"));
+    let look =
+        driver.js("return getComputedStyle(document.querySelector('header.top')).backgroundColor");
+    assert_eq!(
+        look,
+        json!("rgb(31, 78, 121)"),
+        "the shared look (ui.css) is applied"
+    );
+    driver.screenshot("run-page");
 }

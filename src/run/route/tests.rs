@@ -16,7 +16,7 @@ fn defaults() {
     let d = &c.destinations[0];
     assert_eq!(d.kind, DestinationKind::RemoteWrite);
     assert_eq!(d.max_batch_samples, 10_000);
-    assert_eq!(d.flush_interval, Duration::from_secs(1));
+    assert_eq!(d.flush_interval, Duration::from_millis(250));
     assert_eq!(d.concurrency, destination::default_concurrency());
     assert_eq!(d.max_disk_bytes, 1 << 30);
     assert_eq!(d.queue_dir, PathBuf::from("/tmp/q/a"));

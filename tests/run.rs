@@ -772,6 +772,20 @@ fn config_errors_name_file_and_group_and_auth_guards_every_route() {
         run.describe()
     );
 
+    // The shipped example checks (its servers need not be up).
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/threshold-export/spillway.yml"
+    );
+    let run = spillway(&["run", "--dry-run", "-c", example]);
+    run.assert_code(0);
+    assert!(
+        run.stdout()
+            .contains("OK (5 rule groups, 7 rules, 4 destinations)"),
+        "{}",
+        run.describe()
+    );
+
     let src = source_with(&["s0"], |_, _| 1.0);
     let dst = Vm::start();
     let sp_dir = config(&src.url(), &destination("a", &dst, "a"), "");

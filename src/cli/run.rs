@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// destinations to deliver what they hold (what is left stays queued).
     #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
     pub shutdown_timeout: std::time::Duration,
+    /// Check the config and every rule file it names, print a summary and
+    /// exit (0 valid, 2 with every problem listed); nothing is started.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
@@ -70,6 +74,7 @@ impl RunArgs {
             listen: self.http_listen.clone(),
             shutdown_timeout: self.shutdown_timeout,
             auth: self.http_auth.clone(),
+            dry_run: self.dry_run,
         }
     }
 }

@@ -72,6 +72,8 @@ pub struct RunOptions {
     pub shutdown_timeout: Duration,
     /// Basic auth on every HTTP route (`--http.auth`).
     pub auth: Option<api::BasicAuth>,
+    /// Check the config and every rule file, then exit (vmagent's `-dryRun`).
+    pub dry_run: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,16 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         destinations = setup.pipeline.destinations.len(),
         "config checked"
     );
+    if opts.dry_run {
+        println!(
+            "{}: OK ({} rule groups, {} rules, {} destinations)",
+            opts.config.display(),
+            setup.groups.len(),
+            setup.groups.iter().map(|g| g.rules.len()).sum::<usize>(),
+            setup.pipeline.destinations.len()
+        );
+        return Ok(());
+    }
     let listen = opts
         .listen
         .clone()

@@ -305,11 +305,11 @@ impl SinkWriters {
     }
 
     /// Waits for every writer; the first error wins (its sinks are dropped, removing temp files).
-    fn join(self) -> Result<Vec<Box<dyn RecordSink>>, String> {
-        drop(self.senders);
+    fn join(mut self) -> Result<Vec<Box<dyn RecordSink>>, String> {
+        self.senders.clear();
         let mut sinks = Vec::new();
         let mut first_error = None;
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             match t.join() {
                 Ok(Ok(s)) => sinks.push(s),
                 Ok(Err(e)) => {
@@ -323,6 +323,19 @@ impl SinkWriters {
         match first_error {
             Some(e) => Err(e),
             None => Ok(sinks),
+        }
+    }
+}
+
+/// An interrupted run (its future dropped on Ctrl-C) must not leave temp
+/// files: close the channels and wait for the writers, whose sinks are then
+/// dropped, which removes their temp files and rolls SQLite back, before the
+/// process can exit.
+impl Drop for SinkWriters {
+    fn drop(&mut self) {
+        self.senders.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
 }

@@ -5,7 +5,7 @@
 # samples/s (push start to last sample stored), CPU seconds per million
 # samples and peak RSS of the router process, and spillway/vmagent ratios.
 #
-#   scripts/bench-router.sh                 # 2M samples over 20k series
+#   scripts/bench-router.sh                 # 4M samples over 20k series
 #   SAMPLES=5000000 SERIES=50000 scripts/bench-router.sh
 #
 # Needs victoria-metrics and vmagent (scripts/install-deps.sh) and a release
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SAMPLES=${SAMPLES:-2000000}
+SAMPLES=${SAMPLES:-4000000}
 SERIES=${SERIES:-20000}
 PER_REQUEST=${PER_REQUEST:-10000}
 CONCURRENCY=${CONCURRENCY:-4}

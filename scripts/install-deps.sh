@@ -10,6 +10,9 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The ui browser tests (tests/ui_browser.rs) drive Debian's chromium through chromedriver.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 for extra in "$@"; do
   case "$extra" in
     chromium) command -v chromium >/dev/null 2>&1 || need+=(chromium) ;;

@@ -2,8 +2,9 @@
 //! VictoriaLogs when thresholds are crossed, and route them where they belong.
 //!
 //! Layers, each using only those below it:
-//! `cli` → commands (`export`) → `source`, `transform`, `sink` → `client` → `model`.
+//! `cli` → commands (`export`, `bundle`) → `source`, `transform`, `sink` → `client` → `model`.
 
+pub mod bundle;
 pub mod cli;
 pub mod client;
 pub mod codec;
@@ -16,3 +17,4 @@ pub mod sink;
 pub mod source;
 pub mod telemetry;
 pub mod transform;
+pub mod ui;

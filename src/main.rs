@@ -10,7 +10,9 @@ use std::process::ExitCode;
 
 // `run` allocates a label vector and its strings for every series it
 // receives; with glibc's malloc a third of the router's CPU went to
-// malloc/free and freed memory lingered in per-thread arenas.
+// malloc/free and freed memory lingered in per-thread arenas. Built
+// without transparent huge pages (`no_thp`): with them, every large
+// buffer freed and allocated again cost the kernel a 2 MiB page to zero.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -113,7 +115,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Export(args) => export(args, cli.global.quiet).await,
+        Command::Gather(args) => spillway::cli::bundle::gather(args, cli.global.quiet).await,
+        Command::Import(args) => spillway::cli::bundle::import(args, cli.global.quiet).await,
         Command::Run(args) => run_command(args.to_options()).await,
+        Command::Ui(args) => spillway::cli::ui::ui(args).await,
         Command::Replay(args) => replay(args, cli.global.quiet).await,
         Command::Rules(args) => match args.command {
             RulesCommand::Check(c) => rules_check(c),

@@ -5,8 +5,10 @@
 use crate::client::{BasicAuthSpec, ConnectionSpec, TlsSpec};
 use crate::export::ExportFile;
 use crate::transform::threshold::ThresholdSpec;
+pub mod bundle;
 pub mod progress;
 pub mod run;
+pub mod ui;
 
 pub use run::{RelabelArgs, ReplayArgs, RulesArgs, RulesCommand, RunArgs};
 
@@ -65,6 +67,13 @@ pub enum Command {
     Rules(RulesArgs),
     /// Show what relabel_configs do to one series, step by step.
     Relabel(RelabelArgs),
+    /// Support bundle: export series (obfuscated, windowed, resumable) into a
+    /// checksummed ZIP in vmgather's layout; or validate, discover, sample, verify.
+    Gather(bundle::GatherArgs),
+    /// Load a support bundle (.zip or .jsonl) into VictoriaMetrics, resumably.
+    Import(bundle::ImportArgs),
+    /// Web UI: the gather wizard and the import page, with their REST API under /api.
+    Ui(ui::UiArgs),
 }
 
 /// How to reach a server: shared by every command that talks to one.

@@ -78,6 +78,11 @@ impl Endpoint {
     pub fn base(&self) -> &Url {
         &self.base
     }
+
+    /// Replaces the base path (query parameters of the base are kept).
+    pub fn set_path(&mut self, path: &str) {
+        self.base.set_path(path.trim_end_matches('/'));
+    }
 }
 
 /// Users paste `.../api/v1/query` or `.../api/v1/write`; the base is what comes before.

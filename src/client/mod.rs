@@ -158,15 +158,92 @@ impl Client {
         &self.inner.retry
     }
 
+    /// The same server, connection pool and credentials under another base
+    /// path (vmauth path fix-ups such as `/rw/prometheus` → `/prometheus`).
+    pub fn with_base_path(&self, path: &str) -> Client {
+        let mut endpoint = self.inner.endpoint.clone();
+        endpoint.set_path(path);
+        self.with_endpoint(endpoint)
+    }
+
+    /// The same connection settings with another retry policy.
+    pub fn with_retry(&self, retry: RetryPolicy) -> Client {
+        let i = &self.inner;
+        Client {
+            inner: Arc::new(Inner {
+                http: i.http.clone(),
+                endpoint: i.endpoint.clone(),
+                auth: i.auth.clone(),
+                tenant: i.tenant.clone(),
+                headers: i.headers.clone(),
+                timeout: i.timeout,
+                retry,
+            }),
+        }
+    }
+
+    fn with_endpoint(&self, endpoint: Endpoint) -> Client {
+        let i = &self.inner;
+        Client {
+            inner: Arc::new(Inner {
+                http: i.http.clone(),
+                endpoint,
+                auth: i.auth.clone(),
+                tenant: i.tenant.clone(),
+                headers: i.headers.clone(),
+                timeout: i.timeout,
+                retry: i.retry.clone(),
+            }),
+        }
+    }
+
+    /// A request to `path` at the server's root, ignoring the base path: the
+    /// server's own pages (`/metrics`, `/health`, `/flags`) live there even
+    /// when the API sits under `/select/0/prometheus`.
+    pub fn request_at_root(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        let mut endpoint = self.inner.endpoint.clone();
+        endpoint.set_path("");
+        self.with_endpoint(endpoint).request(method, path)
+    }
+
     /// A request to `path` under the base URL with auth, tenant and headers applied.
     pub fn request(
         &self,
         method: reqwest::Method,
         path: &str,
     ) -> Result<reqwest::RequestBuilder, ClientError> {
+        self.build(method, path, self.inner.timeout)
+    }
+
+    /// Like [`request`](Self::request) but without the whole-request timeout:
+    /// for answers streamed for as long as they take (`/api/v1/export`); the
+    /// reader bounds the silence between chunks with [`timeout`](Self::timeout).
+    pub fn request_streaming(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        self.build(method, path, None)
+    }
+
+    /// The configured per-request timeout (`--timeout`).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.inner.timeout
+    }
+
+    fn build(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
         let url = self.inner.endpoint.join(path);
         let mut req = self.inner.http.request(method, url);
-        if let Some(t) = self.inner.timeout {
+        if let Some(t) = timeout {
             req = req.timeout(t);
         }
         req = self.inner.auth.apply(req)?;
@@ -247,9 +324,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Servers sometimes answer with whole HTML pages; keep errors readable.
+/// Some echo the credentials they refused (vmauth 1.79: `cannot find the
+/// provided auth token "Basic Ym9i..."`): those never reach a message.
 fn short_body(body: &str) -> String {
     const MAX: usize = 2000;
-    let body = body.trim();
+    let redacted = redact_auth_tokens(body.trim());
+    let body = redacted.as_str();
     if body.len() <= MAX {
         return body.to_string();
     }
@@ -258,4 +338,54 @@ fn short_body(body: &str) -> String {
         cut -= 1;
     }
     format!("{}… ({} bytes)", &body[..cut], body.len())
+}
+
+/// Replaces the token after `Basic ` / `Bearer ` (any case) with `<redacted>`.
+fn redact_auth_tokens(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let rest = &lower[i..];
+        let scheme = ["basic ", "bearer "]
+            .into_iter()
+            .find(|p| rest.starts_with(p));
+        match scheme {
+            Some(p) => {
+                out.push_str(&text[i..i + p.len()]);
+                i += p.len();
+                let token_len = text[i..]
+                    .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == ',')
+                    .unwrap_or(text.len() - i);
+                if token_len > 0 {
+                    out.push_str("<redacted>");
+                }
+                i += token_len;
+            }
+            None => {
+                let c = text[i..].chars().next().expect("inside the string");
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_credentials_are_redacted() {
+        assert_eq!(
+            short_body("cannot find the provided auth token \"Basic Ym9iOm5vcGU=\" in config"),
+            "cannot find the provided auth token \"Basic <redacted>\" in config"
+        );
+        assert_eq!(
+            short_body("got bearer abc.def ok"),
+            "got bearer <redacted> ok"
+        );
+        assert_eq!(short_body("basically fine"), "basically fine");
+    }
 }

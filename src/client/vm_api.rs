@@ -48,7 +48,9 @@ impl Client {
         Ok(env.data)
     }
 
-    /// Streams `/api/v1/export` JSON lines for the matched series in `[start, end]`.
+    /// Streams `/api/v1/export` JSON lines for the matched series in
+    /// `[start, end]` (both inclusive, millisecond precision). No
+    /// whole-request timeout applies (see [`Client::request_streaming`]).
     pub async fn export(
         &self,
         matches: &[String],
@@ -56,19 +58,25 @@ impl Client {
         end_ms: i64,
         extra: &BTreeMap<String, String>,
     ) -> Result<reqwest::Response, ClientError> {
-        let mut s = url::form_urlencoded::Serializer::new(String::new());
-        for m in matches {
-            s.append_pair("match[]", m);
-        }
-        s.append_pair("start", &(start_ms / 1000).to_string());
-        s.append_pair("end", &(end_ms / 1000).to_string());
-        for (k, v) in extra {
-            s.append_pair(k, v);
-        }
-        let body = s.finish();
+        // Built in a block: the serializer is not Send and must not live across the await.
+        let body = {
+            let mut s = url::form_urlencoded::Serializer::new(String::new());
+            for m in matches {
+                s.append_pair("match[]", m);
+            }
+            // RFC 3339 with milliseconds: exact, where fractional unix seconds
+            // go through a float on the server and can lose the last millisecond.
+            s.append_pair("start", &rfc3339_ms(start_ms));
+            s.append_pair("end", &rfc3339_ms(end_ms));
+            for (k, v) in extra {
+                s.append_pair(k, v);
+            }
+            s.finish()
+        };
+        // Streamed for as long as it takes: the reader times out on silence instead.
         self.send("export", || {
             Ok(self
-                .request(reqwest::Method::POST, "/api/v1/export")?
+                .request_streaming(reqwest::Method::POST, "/api/v1/export")?
                 .header("Content-Type", "application/x-www-form-urlencoded")
                 .body(body.clone()))
         })
@@ -84,5 +92,13 @@ impl Client {
         })
         .await
         .map(|_| ())
+    }
+}
+
+/// `2024-01-02T15:04:05.123Z`, always with milliseconds.
+fn rfc3339_ms(ms: i64) -> String {
+    match chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        None => (ms / 1000).to_string(),
     }
 }

@@ -33,8 +33,8 @@ pub use remote_write::{
     encode_write_request, split_for_limit, RemoteWriteEncoder,
 };
 pub use vm_json::{
-    parse_vm_json_line, write_vm_json_line, write_vm_json_lines, write_vm_json_parts,
-    VmJsonLineReader,
+    parse_vm_json_line, write_vm_json_line, write_vm_json_lines, write_vm_json_metric,
+    write_vm_json_parts, VmJsonLineReader,
 };
 
 /// What can go wrong reading or writing a wire format. Callers match on it:

@@ -50,7 +50,29 @@ pub fn write_vm_json_parts(labels: &Labels, samples: &[Sample], out: &mut Vec<u8
     if samples.is_empty() {
         return;
     }
-    out.extend_from_slice(b"{\"metric\":{");
+    out.extend_from_slice(b"{\"metric\":");
+    write_vm_json_metric(labels, out);
+    out.extend_from_slice(b",\"values\":[");
+    for (i, s) in samples.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        put_value(out, s.value);
+    }
+    out.extend_from_slice(b"],\"timestamps\":[");
+    for (i, s) in samples.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        put_i64(out, s.timestamp_ms);
+    }
+    out.extend_from_slice(b"]}\n");
+}
+
+/// Appends the `metric` object of a line, `{"__name__":"up","job":"a"}`, as
+/// VictoriaMetrics prints it; for callers that copy the rest of a line as is.
+pub fn write_vm_json_metric(labels: &Labels, out: &mut Vec<u8>) {
+    out.push(b'{');
     let mut first = true;
     // VictoriaMetrics prints the metric name first even where a label name
     // (`A`, `0`) sorts before `__name__`.
@@ -69,21 +91,7 @@ pub fn write_vm_json_parts(labels: &Labels, samples: &[Sample], out: &mut Vec<u8
         out.push(b':');
         put_json_string(out, &label.value);
     }
-    out.extend_from_slice(b"},\"values\":[");
-    for (i, s) in samples.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        put_value(out, s.value);
-    }
-    out.extend_from_slice(b"],\"timestamps\":[");
-    for (i, s) in samples.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        put_i64(out, s.timestamp_ms);
-    }
-    out.extend_from_slice(b"]}\n");
+    out.push(b'}');
 }
 
 /// Appends one line per series (series without samples are skipped).

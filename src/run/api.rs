@@ -27,7 +27,11 @@ use std::sync::Arc;
 
 const INDEX_HTML: &str = include_str!("ui/index.html");
 const APP_JS: &str = include_str!("ui/app.js");
-const STYLE_CSS: &str = include_str!("ui/style.css");
+/// The look shared with `spillway ui`, then what only this page needs.
+const STYLE_CSS: &str = concat!(
+    include_str!("../ui/assets/ui.css"),
+    include_str!("ui/style.css")
+);
 
 /// What the handlers share.
 #[derive(Clone)]

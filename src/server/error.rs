@@ -51,10 +51,10 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status_code();
-        let body = match &self {
+impl ApiError {
+    /// The message for the client; logs the cause of server-side failures.
+    fn client_message(&self) -> String {
+        match self {
             ApiError::Internal(cause) => {
                 tracing::error!(
                     error = format!("{cause:#}"),
@@ -70,10 +70,27 @@ impl IntoResponse for ApiError {
                 message.clone()
             }
             other => {
-                tracing::debug!(status = status.as_u16(), "rejected request: {other}");
+                tracing::debug!(
+                    status = other.status_code().as_u16(),
+                    "rejected request: {other}"
+                );
                 other.to_string()
             }
-        };
+        }
+    }
+
+    /// The same answer as `{"error": message}`, for JSON APIs (`ui`).
+    pub fn into_json_response(self) -> Response {
+        let status = self.status_code();
+        let body = serde_json::json!({ "error": self.client_message() });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let body = self.client_message();
         (
             status,
             [("Content-Type", "text/plain; charset=utf-8")],

@@ -6,3 +6,4 @@
 pub mod atomic;
 pub mod destination;
 pub mod file;
+pub mod zip;

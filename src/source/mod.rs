@@ -3,3 +3,4 @@
 //! `client` and `model` and hand series on as they arrive.
 
 pub mod query;
+pub mod vm_export;

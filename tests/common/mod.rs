@@ -621,6 +621,269 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+impl Server {
+    /// Stops the process with SIGTERM and waits (up to 20 s, then SIGKILL):
+    /// VictoriaMetrics finishes the requests in flight and flushes what it
+    /// acknowledged, which SIGKILL would lose. Keeps the data dir.
+    pub fn stop_gracefully(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again after a stop, with the same arguments and data dir.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "{} is still running", self.name);
+        self.spawn();
+    }
+}
+
+/// What [`Proxy`] does besides forwarding.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyRules {
+    /// Strip `/select/<tenant>/prometheus` from paths, as a cluster vmselect
+    /// would serve them: makes a single node answer the cluster URL form.
+    pub strip_cluster_prefix: bool,
+    /// Break the answer of this export request (1-based): half of the body,
+    /// then the connection is cut.
+    pub break_export: Option<usize>,
+}
+
+/// A tiny HTTP forwarder for what no real server here can do (there is no
+/// cluster vmselect in Debian's package, and faults must be injected on
+/// purpose). Stopped on drop.
+pub struct Proxy {
+    pub port: u16,
+    pub export_requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Clone)]
+struct ProxyState {
+    upstream: String,
+    rules: ProxyRules,
+    http: reqwest::Client,
+    exports: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str, rules: ProxyRules) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let exports = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // reqwest is built without a TLS crypto provider; pick ring as spillway does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let state = ProxyState {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            rules,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            exports: exports.clone(),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = axum::Router::new()
+                    .fallback(proxy_forward)
+                    .with_state(state);
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        Proxy {
+            port,
+            export_requests: exports,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn proxy_forward(
+    axum::extract::State(st): axum::extract::State<ProxyState>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let method = req.method().clone();
+    let mut path = req.uri().path().to_string();
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    if st.rules.strip_cluster_prefix {
+        let parts: Vec<&str> = path.splitn(5, '/').collect();
+        // ["", "select", "<tenant>", "prometheus", rest]
+        if parts.len() == 5 && parts[1] == "select" && parts[3] == "prometheus" {
+            path = format!("/{}", parts[4]);
+        }
+    }
+    let content_type = req.headers().get("content-type").cloned();
+    let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    let mut up = st
+        .http
+        .request(method, format!("{}{path}{query}", st.upstream))
+        .body(body);
+    if let Some(ct) = content_type {
+        up = up.header("content-type", ct);
+    }
+    let resp = match up.send().await {
+        Ok(r) => r,
+        Err(e) => return (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let status = axum::http::StatusCode::from_u16(resp.status().as_u16()).unwrap();
+    let bytes = resp.bytes().await.unwrap_or_default();
+    if path.ends_with("/api/v1/export") {
+        let n = st.exports.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if st.rules.break_export == Some(n) {
+            let half = bytes.slice(..bytes.len() / 2);
+            let parts: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
+                Ok(half),
+                Err(std::io::Error::other("injected fault: connection cut")),
+            ];
+            return axum::response::Response::builder()
+                .status(200)
+                .body(axum::body::Body::from_stream(futures_util::stream::iter(
+                    parts,
+                )))
+                .unwrap();
+        }
+    }
+    (status, bytes).into_response()
+}
+
+/// Every series of `/api/v1/export` for `selector`: canonical label JSON → samples.
+pub fn export_map(
+    url: &str,
+    selector: &str,
+) -> std::collections::BTreeMap<String, Vec<(i64, f64)>> {
+    let out = curl(&[
+        "-sS",
+        "--fail-with-body",
+        &format!("{url}/api/v1/export"),
+        "--data-urlencode",
+        &format!("match[]={selector}"),
+    ])
+    .expect("curl");
+    assert!(
+        out.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut map = std::collections::BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let metric: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(v["metric"].clone()).unwrap();
+        let ts: Vec<i64> = serde_json::from_value(v["timestamps"].clone()).unwrap();
+        let vals: Vec<f64> = serde_json::from_value(v["values"].clone()).unwrap();
+        let entry: &mut Vec<(i64, f64)> = map
+            .entry(serde_json::to_string(&metric).unwrap())
+            .or_default();
+        entry.extend(ts.into_iter().zip(vals));
+    }
+    for v in map.values_mut() {
+        v.sort_by_key(|s| s.0);
+    }
+    map
+}
+
+/// A Prometheus with the remote-write receiver on (data arrives that way).
+pub struct Prometheus {
+    pub server: Server,
+}
+
+impl Prometheus {
+    pub fn start() -> Prometheus {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("prometheus.yml"),
+            "global:\n  scrape_interval: 1h\n",
+        )
+        .unwrap();
+        let args = vec![
+            "--config.file={dir}/prometheus.yml".into(),
+            "--storage.tsdb.path={dir}/data".into(),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--web.enable-remote-write-receiver".into(),
+            "--log.level=warn".into(),
+        ];
+        let server = Server::start_in("prometheus", port, dir, args);
+        server.wait_ready("/-/ready");
+        Prometheus { server }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Sends a remote-write body (snappy-compressed protobuf).
+    pub fn remote_write(&self, body: &[u8]) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("body");
+        std::fs::write(&file, body).unwrap();
+        let out = curl(&[
+            "-sS",
+            "--fail-with-body",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Encoding: snappy",
+            "-H",
+            "Content-Type: application/x-protobuf",
+            "-H",
+            "X-Prometheus-Remote-Write-Version: 0.1.0",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &format!("{}/api/v1/write", self.url()),
+        ])
+        .expect("curl");
+        assert!(
+            out.status.success(),
+            "remote write failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
 impl SpillwayRun {
     /// `spillway run -c {dir}/run.yml` with `files` (`run.yml` among them,
     /// rule files beside it) written into its temp dir first; `{dir}` in

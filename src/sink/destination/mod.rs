@@ -52,6 +52,13 @@
 //! `flush_interval` for company, so a trickle of tiny results does not
 //! become a trickle of tiny requests.
 //!
+//! Measured (`cargo bench --bench relabel`, batches of 10k one-sample
+//! series, fsync included): an accept costs 150–230 ns per series; a
+//! `keep`/`drop`-only rule list decides in about 15 ns per series without
+//! copying labels. End to end, receiving remote write and routing it to two
+//! relabel-routed destinations costs about 0.4 CPU seconds per million
+//! samples (`scripts/bench-router.sh`).
+//!
 //! # Queue directories
 //!
 //! `<storage.path>/<name>` with the name reduced to `[A-Za-z0-9._-]` (other

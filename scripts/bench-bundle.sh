@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Benchmark of `spillway gather` / `spillway import` against their peers (issue 5).
+#
+# Loads SERIES series x HOURS hours at STEP seconds into a local VictoriaMetrics
+# (A), then, in one run:
+#   - curl of /api/v1/export to /dev/null (the server's own limit)
+#     vs `spillway gather --obfuscate ips,jobs` (ZIP, deflate), with the
+#     default windows and with one window (--batch-window 24h);
+#   - curl --data-binary of the bundle's metrics.jsonl to /api/v1/import of a
+#     fresh VictoriaMetrics (B) vs `spillway import` of the bundle;
+#   - vmctl vm-native from A to a fresh B, the migration peer.
+# Prints throughput (samples/s), client CPU and peak RSS (/usr/bin/time -v),
+# the server's CPU (from /proc) and the ratios. Each timed step runs RUNS
+# times; the median is shown. Not a test: nothing fails on slow numbers.
+#
+# Usage: scripts/bench-bundle.sh            (SERIES=20000 HOURS=6 STEP=15 RUNS=3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SERIES=${SERIES:-20000}
+HOURS=${HOURS:-6}
+STEP=${STEP:-15}
+RUNS=${RUNS:-3}
+PORT_A=${PORT_A:-18701}
+PORT_B=${PORT_B:-18702}
+
+[ -x /usr/bin/time ] || scripts/install-deps.sh time
+for b in victoria-metrics vmctl curl unzip script awk; do
+  command -v "$b" >/dev/null || { echo "missing $b: run scripts/install-deps.sh victoria-metrics unzip" >&2; exit 1; }
+done
+cargo build --release --locked --quiet
+BIN=$PWD/target/release/spillway
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# start_vm NAME PORT: a fresh single node; sets VM_PID.
+start_vm() {
+  local name=$1 port=$2
+  rm -rf "$work/$name"
+  victoria-metrics -httpListenAddr=127.0.0.1:$port -storageDataPath="$work/$name" \
+    -retentionPeriod=100y -search.latencyOffset=0s -loggerLevel=WARN >"$work/$name.log" 2>&1 &
+  VM_PID=$!
+  pids+=("$VM_PID")
+  for _ in $(seq 1 100); do
+    curl -sf -o /dev/null "http://127.0.0.1:$port/health" && return 0
+    sleep 0.1
+  done
+  echo "$name did not start; log:" >&2; cat "$work/$name.log" >&2; exit 1
+}
+stop_vm() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+points=$((HOURS * 3600 / STEP))
+samples=$((SERIES * points))
+end=$(( $(date +%s) / 60 * 60 - 120 ))
+from=$(( end - HOURS * 3600 - 60 ))
+to=$(( end + 60 ))
+
+echo "== data: $SERIES series x $points points = $samples samples ($HOURS h at ${STEP}s); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+awk -v series="$SERIES" -v n="$points" -v step="$STEP" -v end="$end" '
+BEGIN {
+  srand(7)
+  ts = ""
+  for (i = 0; i < n; i++) ts = ts (i ? "," : "") sprintf("%d000", end - (n - 1 - i) * step)
+  for (t = 0; t < 100; t++) {
+    v = ""; x = rand() * 100
+    for (i = 0; i < n; i++) { x += (rand() - 0.5) * 2; v = v (i ? "," : "") sprintf("%.3f", x) }
+    tmpl[t] = v
+  }
+  split("node_cpu_seconds_total node_load1 node_memory_MemFree_bytes http_requests_total process_resident_memory_bytes go_goroutines vm_rows_inserted_total up scrape_duration_seconds node_network_receive_bytes_total", names, " ")
+  for (s = 0; s < series; s++) {
+    inst = int(s / 10)
+    printf "{\"metric\":{\"__name__\":\"%s\",\"job\":\"job-%02d\",\"instance\":\"10.%d.%d.%d:9100\"},\"values\":[%s],\"timestamps\":[%s]}\n", names[s % 10 + 1], inst % 20, int(inst / 65536) % 256, int(inst / 256) % 256, inst % 256, tmpl[s % 100], ts
+  }
+}' >"$work/data.jsonl"
+start_vm a "$PORT_A"; A_PID=$VM_PID
+A=http://127.0.0.1:$PORT_A
+B=http://127.0.0.1:$PORT_B
+curl -sf --data-binary @"$work/data.jsonl" "$A/api/v1/import"
+curl -sf "$A/internal/force_flush" >/dev/null
+rm -f "$work/data.jsonl"
+for _ in $(seq 1 300); do
+  n=$(curl -s "$A/api/v1/series/count" | tr -dc '0-9')
+  [ "${n:-0}" -ge "$SERIES" ] && break
+  sleep 0.2
+done
+sleep 5 # let the first background merges settle
+
+# run LABEL SERVER_PID CMD...: one timed run; appends "wall user sys rss_kb server_s" to $work/LABEL.
+run() {
+  local label=$1 spid=$2; shift 2
+  local c0 c1
+  c0=$(cpu_ticks "$spid")
+  /usr/bin/time -v -o "$work/time.txt" "$@" >"$work/$label.out" 2>"$work/$label.err" || {
+    echo "$label failed:" >&2; cat "$work/$label.err" >&2; exit 1; }
+  c1=$(cpu_ticks "$spid")
+  awk -v s="$(( c1 - c0 ))" -v hz="$hz" '
+    /Elapsed \(wall clock\)/ { n = split($NF, p, ":"); w = 0; for (i = 1; i <= n; i++) w = w * 60 + p[i] }
+    /User time/ { u = $NF } /System time/ { sy = $NF } /Maximum resident/ { r = $NF }
+    END { printf "%.3f %.2f %.2f %d %.2f\n", w, u, sy, r, s / hz }' "$work/time.txt" >>"$work/$label"
+}
+# median LABEL FIELD: median of a column over the runs.
+median() { awk -v f="$2" '{print $f}' "$work/$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "== export"
+for i in $(seq 1 "$RUNS"); do
+  run curl_export "$A_PID" curl -sf -o /dev/null "$A/api/v1/export" \
+    --data-urlencode 'match[]={__name__!=""}' -d start=$from -d end=$to
+  rm -rf "$work/g1"
+  run gather_1w "$A_PID" "$BIN" -q gather --url "$A" --from $from --to $to \
+    --obfuscate ips,jobs --batch-window 24h --out "$work/g1"
+done
+rm -rf "$work/gd"
+run gather_default "$A_PID" "$BIN" -q gather --url "$A" --from $from --to $to --obfuscate ips,jobs --out "$work/gd"
+windows_default=$(grep -o '[0-9]* windows' "$work/gather_default.out" | cut -d' ' -f1)
+bundle=$(ls "$work"/g1/*.zip)
+unzip -p "$bundle" metrics.jsonl >"$work/bundle.jsonl"
+bundle_mb=$(( $(stat -c %s "$bundle") / 1048576 ))
+jsonl_mb=$(( $(stat -c %s "$work/bundle.jsonl") / 1048576 ))
+
+echo "== import"
+for i in $(seq 1 "$RUNS"); do
+  start_vm b "$PORT_B"
+  run curl_import "$VM_PID" curl -sf --data-binary @"$work/bundle.jsonl" "$B/api/v1/import"
+  stop_vm "$VM_PID"
+  start_vm b "$PORT_B"
+  run spill_import "$VM_PID" "$BIN" -q import "$bundle" --url "$B"
+  # Check + upload, without the wait for the target to show the new series.
+  awk '/^checked in/ { gsub("s,", ""); gsub("s$", ""); print $3 + $6 }' "$work/spill_import.out" >>"$work/spill_import_cu"
+  stop_vm "$VM_PID"
+done
+
+echo "== vmctl vm-native"
+for i in $(seq 1 "$RUNS"); do
+  start_vm b "$PORT_B"
+  # vmctl 1.79 insists on a terminal for its progress bars.
+  run vmctl "$VM_PID" script -qec "vmctl vm-native --vm-native-src-addr $A --vm-native-dst-addr $B \
+    --vm-native-filter-match '{__name__!=\"\"}' --vm-native-filter-time-start $from --vm-native-filter-time-end $to" /dev/null
+  stop_vm "$VM_PID"
+done
+
+rate() { awk -v s="$samples" -v w="$1" 'BEGIN { printf "%.2fM", s / w / 1e6 }'; }
+row() {
+  local label=$1 name=$2 w u sy r s
+  w=$(median "$label" 1); u=$(median "$label" 2); sy=$(median "$label" 3); r=$(median "$label" 4); s=$(median "$label" 5)
+  printf "%-44s %8s %10s %8.2f %8d %9s\n" "$name" "$w" "$(rate "$w")" "$(awk -v a="$u" -v b="$sy" 'BEGIN{print a+b}')" $(( r / 1024 )) "$s"
+}
+echo
+echo "samples: $samples; bundle: ${bundle_mb} MiB zip, ${jsonl_mb} MiB metrics.jsonl; runs: $RUNS (median); load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf "%-44s %8s %10s %8s %8s %9s\n" "step" "wall s" "samples/s" "cpu s" "rss MiB" "server s"
+row curl_export "curl /api/v1/export > /dev/null"
+row gather_1w "spillway gather (1 window, obfuscated, zip)"
+row gather_default "spillway gather (default: $windows_default windows)"
+row curl_import "curl --data-binary metrics.jsonl > import"
+row spill_import "spillway import (check+upload+verify)"
+printf "%-44s %8s %10s\n" "spillway import (check+upload)" "$(median spill_import_cu 1)" "$(rate "$(median spill_import_cu 1)")"
+row vmctl "vmctl vm-native A -> B"
+echo
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+echo "gather (1 window) / raw export throughput:   $(ratio "$(median curl_export 1)" "$(median gather_1w 1)")   (target >= 0.8)"
+echo "gather (default windows) / raw export:       $(ratio "$(median curl_export 1)" "$(median gather_default 1)")"
+echo "import (check+upload) / raw curl import:     $(ratio "$(median curl_import 1)" "$(median spill_import_cu 1)")   (target >= 0.9)"
+echo "import (with verification) / raw curl import: $(ratio "$(median curl_import 1)" "$(median spill_import 1)")"
+echo "gather+import / vmctl vm-native:             $(ratio "$(median vmctl 1)" "$(awk -v a="$(median gather_1w 1)" -v b="$(median spill_import_cu 1)" 'BEGIN{print a+b}')")"
+echo "peak RSS: gather $(( $(median gather_1w 4) / 1024 )) MiB, import $(( $(median spill_import 4) / 1024 )) MiB   (target <= 100 MiB)"

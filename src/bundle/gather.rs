@@ -1,0 +1,1327 @@
+//! The export job: windows of the selected series, each obfuscated and staged
+//! on disk as it finishes, then packed into the bundle.
+//!
+//! Staging directory (one run at a time; default `<out>/spillway-staging`):
+//! - `gather.json`: the plan, written once (atomically) before the first
+//!   window: export id, source URL (never credentials), selectors, range,
+//!   window length, step, method, obfuscation options, components.
+//! - `window-<index>.jsonl`: the lines of one finished window, already
+//!   obfuscated (nothing un-obfuscated touches the disk). Written under a
+//!   temp name and renamed when the window is complete, so a window file is
+//!   whole or absent after a process crash. Not fsynced (that would cost as
+//!   much as the export itself): the journal records each file's size and
+//!   xxh64, and a resumed run checks them and fetches again any window whose
+//!   file an OS crash left short or damaged.
+//! - `windows.jsonl`: an append-only journal, one line per finished window
+//!   (`index`, lines, samples, bytes, xxh64, jobs seen), fsynced after the
+//!   window file's rename. A window counts as done only once it is in the
+//!   journal and its file matches; a torn last line (crash while appending)
+//!   is ignored and that window is fetched again, overwriting its file. So
+//!   `--resume` never duplicates a window and never skips one.
+//! - `obfuscation.json`: the obfuscator's state (salt, counters, salted
+//!   digests; no original value), saved before the window that introduced
+//!   new mappings is renamed, so a resumed run maps every value the same way.
+//!
+//! Order per window: fetch → write temp file → save obfuscation state (if
+//! changed) → rename window file → append journal.
+//!
+//! Packing overlaps fetching: a packer thread deflates each window's bytes
+//! into `metrics.jsonl` of the ZIP (see `sink::zip`) as they are staged (a
+//! resumed run first feeds it the staged windows). If a window fails after
+//! some of its bytes reached the archive, the archive is dropped and packed
+//! from the staged files at the end instead. Then `metadata.json` and
+//! `README.txt` are added, the archive is renamed into place,
+//! `<name>.zip.sha256` is written, and the staging directory is removed.
+//! Cancelling drops the HTTP stream, the unfinished window and the
+//! unfinished archive; finished windows stay for `--resume`.
+
+use super::metadata::{BundleMetadata, ObfuscationSummary, TimeRange};
+use super::{
+    batch_window_ms, build_selectors, emit, emit_last, eta, io_err, line, validate, windows,
+    BundleError, CancelToken, Flavour, JobHandle, ProgressTx,
+};
+use crate::client::{Client, ClientConfig};
+use crate::codec::{parse_vm_json_line, write_vm_json_line, write_vm_json_metric};
+use crate::model::time::{format_rfc3339_ms, now_ms};
+use crate::model::Sample;
+use crate::sink::atomic::AtomicFile;
+use crate::sink::zip::BundleWriter;
+use crate::source::vm_export::{ExportMethod, Flow, LineSink, SourceError, VmExportSource};
+use crate::transform::obfuscate::{
+    ObfuscationMap, ObfuscationOptions, Obfuscator, ObfuscatorState,
+};
+use std::collections::BTreeSet;
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::SyncSender;
+use std::time::{Duration, Instant};
+
+/// What to export and where.
+#[derive(Clone, Debug)]
+pub struct ExportParams {
+    /// Credentials live here, in memory only.
+    pub client: ClientConfig,
+    pub selectors: Vec<String>,
+    pub jobs: Vec<String>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Downsample to one point per step (export) / the query step (fallback).
+    pub step_ms: Option<i64>,
+    /// Custom window length (clamped to 30 s – 24 h); `None` picks by range.
+    pub batch_window_ms: Option<i64>,
+    pub obfuscation: ObfuscationOptions,
+    /// Write original → replacement here (never into the bundle).
+    pub obfuscation_map: Option<PathBuf>,
+    pub out_dir: PathBuf,
+    /// Default `<out_dir>/spillway-staging`.
+    pub staging_dir: Option<PathBuf>,
+    /// Continue the run recorded in the staging directory.
+    pub resume: bool,
+}
+
+impl ExportParams {
+    pub fn staging(&self) -> PathBuf {
+        self.staging_dir
+            .clone()
+            .unwrap_or_else(|| self.out_dir.join("spillway-staging"))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportStage {
+    Validating,
+    Exporting,
+    Packing,
+    Done,
+}
+
+/// A progress event: running totals and an estimate of the time left.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ExportProgress {
+    pub stage: ExportStage,
+    pub windows_done: u64,
+    pub windows_total: u64,
+    /// Lines of `metrics.jsonl` so far (one per series and window).
+    pub lines: u64,
+    pub samples: u64,
+    /// Uncompressed bytes staged so far.
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub eta: Option<Duration>,
+    /// A notable event (fallback to query_range, resume), once.
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ExportOutcome {
+    pub bundle: PathBuf,
+    pub checksum_file: PathBuf,
+    /// Hex SHA-256 of the archive.
+    pub sha256: String,
+    pub archive_bytes: u64,
+    pub metadata: BundleMetadata,
+    pub windows: u64,
+    /// Windows that an earlier, interrupted run had already staged.
+    pub resumed_windows: u64,
+    pub obfuscation_map: Option<PathBuf>,
+    pub elapsed: Duration,
+}
+
+/// Starts export jobs.
+pub struct ExportJob;
+
+impl ExportJob {
+    /// Runs the export in the background; events go to `progress`.
+    pub fn start(
+        params: ExportParams,
+        progress: ProgressTx<ExportProgress>,
+    ) -> JobHandle<ExportOutcome> {
+        let cancel = CancelToken::default();
+        let token = cancel.clone();
+        let task = tokio::spawn(async move { run(params, progress, token).await });
+        JobHandle { cancel, task }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Plan {
+    format: u32,
+    export_id: String,
+    created_ms: i64,
+    /// For the resume check and messages only; never credentials.
+    source_url: String,
+    flavour: Flavour,
+    version: Option<String>,
+    selectors: Vec<String>,
+    jobs: Vec<String>,
+    from_ms: i64,
+    to_ms: i64,
+    window_ms: i64,
+    step_ms: Option<i64>,
+    method: ExportMethod,
+    obfuscation: ObfuscationOptions,
+    components: Vec<String>,
+    #[serde(default)]
+    bundle_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct WindowDone {
+    index: u64,
+    lines: u64,
+    samples: u64,
+    bytes: u64,
+    #[serde(default)]
+    jobs: Vec<String>,
+    /// Hex xxh64 of the window file, checked on resume.
+    #[serde(default)]
+    xxh64: Option<String>,
+}
+
+/// One gather per staging directory: `.lock` holds the owner's pid; a lock
+/// whose process is gone (a crash) is taken over.
+#[derive(Debug)]
+struct StagingLock {
+    path: PathBuf,
+}
+
+impl StagingLock {
+    fn take(staging: &Path) -> Result<StagingLock, BundleError> {
+        let path = staging.join(".lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    let _ = write!(f, "{}", std::process::id());
+                    return Ok(StagingLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                    let pid: Option<u32> = owner.trim().parse().ok();
+                    let alive = pid.is_some_and(|p| p == std::process::id() || process_alive(p));
+                    if alive {
+                        return Err(BundleError::Params(format!(
+                            "{} is in use by another gather (pid {}); give each gather its own --staging",
+                            staging.display(),
+                            owner.trim()
+                        )));
+                    }
+                    std::fs::remove_file(&path).ok();
+                }
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        Err(BundleError::Params(format!(
+            "cannot lock {}",
+            staging.display()
+        )))
+    }
+}
+
+impl Drop for StagingLock {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.path).ok();
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Without /proc, a lock is trusted: remove a stale `.lock` by hand.
+#[cfg(not(target_os = "linux"))]
+fn process_alive(_pid: u32) -> bool {
+    true
+}
+
+const PLAN: &str = "gather.json";
+const JOURNAL: &str = "windows.jsonl";
+const OBF_STATE: &str = "obfuscation.json";
+
+fn window_file(index: u64) -> String {
+    format!("window-{index:06}.jsonl")
+}
+
+struct Totals {
+    lines: u64,
+    samples: u64,
+    bytes: u64,
+}
+
+async fn run(
+    params: ExportParams,
+    progress: ProgressTx<ExportProgress>,
+    cancel: CancelToken,
+) -> Result<ExportOutcome, BundleError> {
+    let started = Instant::now();
+    params.obfuscation.check().map_err(BundleError::Params)?;
+    if params.from_ms > params.to_ms {
+        return Err(BundleError::Params(format!(
+            "the range starts ({}) after it ends ({})",
+            format_rfc3339_ms(params.from_ms),
+            format_rfc3339_ms(params.to_ms)
+        )));
+    }
+    let selectors =
+        build_selectors(&params.selectors, &params.jobs).map_err(BundleError::Params)?;
+    let client = Client::new(params.client.clone())?;
+    let report = |stage, done, total, t: &Totals, message: Option<String>| ExportProgress {
+        stage,
+        windows_done: done,
+        windows_total: total,
+        lines: t.lines,
+        samples: t.samples,
+        bytes: t.bytes,
+        elapsed: started.elapsed(),
+        eta: None,
+        message,
+    };
+    let mut totals = Totals {
+        lines: 0,
+        samples: 0,
+        bytes: 0,
+    };
+    emit(
+        &progress,
+        report(ExportStage::Validating, 0, 0, &totals, None),
+    );
+
+    let staging = params.staging();
+    let checked = tokio::select! {
+        r = validate(&client) => r?,
+        _ = cancel.cancelled() => return Err(BundleError::Cancelled),
+    };
+    std::fs::create_dir_all(&params.out_dir).map_err(io_err(&params.out_dir))?;
+    std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+    let _lock = StagingLock::take(&staging)?;
+    let existing = read_plan(&staging)?;
+    let discovery = super::discover_components(&client, params.from_ms, params.to_ms).await;
+    let job_components = discovery.job_components();
+
+    let mut plan = match (existing, params.resume) {
+        (Some(plan), true) => {
+            check_resume(&plan, &params, &selectors, &client)?;
+            plan
+        }
+        (None, true) => {
+            return Err(BundleError::Params(format!(
+                "--resume: {} holds no interrupted gather (no {PLAN}); run without --resume to start one",
+                staging.display()
+            )))
+        }
+        (existing, false) => {
+            if existing.is_some() {
+                tracing::warn!(staging = %staging.display(), "discarding an unfinished gather (pass --resume to continue one)");
+                clear_staging(&staging)?;
+            }
+            let range = params.to_ms - params.from_ms;
+            let window_ms = plan_window_ms(range, params.batch_window_ms, params.step_ms);
+            let method = if checked.export_api {
+                ExportMethod::Export
+            } else {
+                ExportMethod::QueryRange {
+                    step_ms: params.step_ms.unwrap_or(batch_window_ms(range, None)),
+                }
+            };
+            let plan = Plan {
+                format: 1,
+                export_id: format!("{:08x}", fastrand::u32(..)),
+                created_ms: now_ms(),
+                source_url: client.endpoint().display(),
+                flavour: checked.flavour,
+                version: checked.version.clone(),
+                selectors: selectors.clone(),
+                jobs: params.jobs.clone(),
+                from_ms: params.from_ms,
+                to_ms: params.to_ms,
+                window_ms,
+                step_ms: params.step_ms,
+                method,
+                obfuscation: params.obfuscation.clone(),
+                components: discovery.components_of(&params.jobs),
+                bundle_name: None,
+            };
+            write_plan(&staging, &plan)?;
+            plan
+        }
+    };
+
+    let mut obf = load_obfuscator(&staging, &plan, params.obfuscation_map.as_deref())?;
+    obf.set_components(job_components);
+    if params.obfuscation_map.is_some() {
+        obf.keep_map();
+    }
+
+    let all = windows(
+        plan.from_ms,
+        plan.to_ms,
+        plan.window_ms,
+        plan.step_ms.unwrap_or(1),
+    );
+    let total = all.len() as u64;
+    let mut done = read_journal(&staging)?;
+    // A window counts only if its file is what the journal recorded.
+    let staging_check = staging.clone();
+    done = tokio::task::spawn_blocking(move || {
+        done.retain(|w| w.index < total && window_intact(&staging_check, w));
+        done
+    })
+    .await
+    .map_err(|e| BundleError::Params(format!("checking staged windows panicked: {e}")))?;
+    let resumed = done.len() as u64;
+    for w in &done {
+        totals.lines += w.lines;
+        totals.samples += w.samples;
+        totals.bytes += w.bytes;
+    }
+    let done_set: BTreeSet<u64> = done.iter().map(|w| w.index).collect();
+    let message = (resumed > 0).then(|| {
+        format!(
+            "resuming export {}: {resumed} of {total} windows already staged",
+            plan.export_id
+        )
+    });
+    emit(
+        &progress,
+        report(ExportStage::Exporting, resumed, total, &totals, message),
+    );
+
+    let bundle_name = match &plan.bundle_name {
+        Some(n) => n.clone(),
+        None => {
+            let stamp = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now_ms())
+                .map(|t| t.format("%Y%m%d_%H%M%S").to_string())
+                .unwrap_or_default();
+            let name = format!("vmexport_{}_{stamp}.zip", plan.export_id);
+            plan.bundle_name = Some(name.clone());
+            write_plan(&staging, &plan)?;
+            name
+        }
+    };
+    // Deflate while fetching when the staged windows form a prefix (always,
+    // unless a journal was damaged); otherwise pack from staging at the end.
+    let prefix = done_set.iter().copied().eq(0..resumed);
+    let mut packer = if prefix {
+        Packer::start(&params.out_dir, &bundle_name, &staging, resumed)
+    } else {
+        None
+    };
+
+    let mut source = VmExportSource::new(client.clone(), plan.selectors.clone(), plan.method);
+    let mut journal = open_journal(&staging)?;
+    let fetch_started = Instant::now();
+    let mut fetched = 0u64;
+    let mut jobs_seen: BTreeSet<String> =
+        done.iter().flat_map(|w| w.jobs.iter().cloned()).collect();
+    let retries = client.retry_policy().clone();
+    for (index, &(start, end)) in all.iter().enumerate() {
+        let index = index as u64;
+        if done_set.contains(&index) {
+            continue;
+        }
+        let mut attempt = 0u32;
+        let (out, stats, jobs) = loop {
+            let mut writer = WindowWriter::create(&staging, index, obf, plan_step(&plan))?;
+            writer.tee = packer.as_ref().and_then(|p| p.sender());
+            let t0 = Instant::now();
+            let (writer, result) = source
+                .fetch_window(start, end, writer, cancel.cancelled())
+                .await;
+            tracing::debug!(window = index, took = ?t0.elapsed(), "window fetched");
+            let teed = writer.teed;
+            let (out, o, stats, jobs) = writer.into_parts();
+            obf = o;
+            if result.is_err() && teed {
+                // Part of a failed window reached the archive: it cannot be
+                // taken back from a stream, so pack from staging at the end.
+                if let Some(p) = packer.take() {
+                    p.abort();
+                }
+            }
+            match result {
+                Ok(_) => match out {
+                    Ok(out) => break (out, stats, jobs),
+                    Err(reason) => return Err(BundleError::Params(reason)),
+                },
+                Err(e) if e.is_missing_route() && source.method == ExportMethod::Export => {
+                    let step_ms = plan
+                        .step_ms
+                        .unwrap_or(batch_window_ms(plan.to_ms - plan.from_ms, None));
+                    plan.method = ExportMethod::QueryRange { step_ms };
+                    write_plan(&staging, &plan)?;
+                    source =
+                        VmExportSource::new(client.clone(), plan.selectors.clone(), plan.method);
+                    emit(
+                        &progress,
+                        report(
+                            ExportStage::Exporting,
+                            resumed + fetched,
+                            total,
+                            &totals,
+                            Some(format!("{e}; falling back to query_range")),
+                        ),
+                    );
+                }
+                Err(SourceError::Cancelled) => return Err(BundleError::Cancelled),
+                Err(e) if e.is_retriable() && retries.max_retries.is_none_or(|m| attempt < m) => {
+                    let pause = retries.backoff(attempt);
+                    tracing::warn!(window = index, error = %e, retry_in = ?pause, "window failed, fetching it again");
+                    attempt += 1;
+                    cancel.sleep(pause).await?;
+                }
+                Err(e) => {
+                    return Err(match e {
+                        SourceError::Sink(reason) => BundleError::Params(format!(
+                            "window {} .. {}: {reason}",
+                            format_rfc3339_ms(start),
+                            format_rfc3339_ms(end)
+                        )),
+                        other => other.into(),
+                    })
+                }
+            }
+        };
+        let entry = WindowDone {
+            index,
+            lines: stats.lines,
+            samples: stats.samples,
+            bytes: stats.bytes,
+            jobs: jobs.into_iter().collect(),
+            xxh64: None,
+        };
+        // fsyncs and renames: off the async threads.
+        let (staging2, map2) = (staging.clone(), params.obfuscation_map.clone());
+        let mut entry2 = entry.clone();
+        let (o, j, committed) = tokio::task::spawn_blocking(move || {
+            let mut obf = obf;
+            let mut journal = journal;
+            let r = commit_window(
+                &staging2,
+                out,
+                &mut obf,
+                map2.as_deref(),
+                &mut journal,
+                &mut entry2,
+            );
+            (obf, journal, r)
+        })
+        .await
+        .map_err(|e| BundleError::Params(format!("window commit panicked: {e}")))?;
+        obf = o;
+        journal = j;
+        committed?;
+        tracing::debug!(window = index, "window committed");
+        jobs_seen.extend(entry.jobs.iter().cloned());
+        totals.lines += stats.lines;
+        totals.samples += stats.samples;
+        totals.bytes += stats.bytes;
+        fetched += 1;
+        let mut ev = report(
+            ExportStage::Exporting,
+            resumed + fetched,
+            total,
+            &totals,
+            None,
+        );
+        ev.eta = eta(
+            fetch_started.elapsed(),
+            fetched as f64,
+            (total - resumed) as f64,
+        );
+        emit(&progress, ev);
+    }
+    drop(journal);
+
+    emit(
+        &progress,
+        report(ExportStage::Packing, total, total, &totals, None),
+    );
+    let export_date = now_ms();
+    let mut metadata = BundleMetadata {
+        export_id: plan.export_id.clone(),
+        export_date: format_rfc3339_ms(export_date),
+        time_range: TimeRange {
+            start: format_rfc3339_ms(plan.from_ms),
+            end: format_rfc3339_ms(plan.to_ms),
+        },
+        components: plan.components.clone(),
+        jobs: jobs_seen.into_iter().collect(),
+        metrics_count: totals.lines,
+        obfuscated: plan.obfuscation.is_enabled(),
+        spillway_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        source_flavour: Some(plan.flavour.as_str().to_string()),
+        source_version: plan.version.clone(),
+        export_method: Some(
+            match plan.method {
+                ExportMethod::Export => "export",
+                ExportMethod::QueryRange { .. } => "query_range",
+            }
+            .to_string(),
+        ),
+        step_seconds: match plan.method {
+            ExportMethod::QueryRange { step_ms } => Some(step_ms as f64 / 1000.0),
+            ExportMethod::Export => plan.step_ms.map(|s| s as f64 / 1000.0),
+        },
+        selectors: plan
+            .selectors
+            .iter()
+            .map(|s| obf.redact_selector(s))
+            .collect(),
+        samples_count: Some(totals.samples),
+        metrics_sha256: None,
+        obfuscation: plan.obfuscation.is_active().then(|| ObfuscationSummary {
+            ips: plan.obfuscation.ips,
+            jobs: plan.obfuscation.jobs,
+            labels: plan.obfuscation.labels.clone(),
+            dropped_labels: plan.obfuscation.drop_labels.clone(),
+        }),
+    };
+    let (out_dir, staging2, name2, token) = (
+        params.out_dir.clone(),
+        staging.clone(),
+        bundle_name.clone(),
+        cancel.clone(),
+    );
+    let (written, md) = tokio::task::spawn_blocking(move || {
+        if let Some(p) = packer {
+            match p.finish(metadata.clone()) {
+                Ok(done) => return Ok(done),
+                Err(e) => tracing::warn!(error = %e, "packing while fetching failed; packing from staging"),
+            }
+        }
+        pack(&out_dir, &name2, &staging2, total, metadata, &token)
+    })
+    .await
+    .map_err(|e| BundleError::Params(format!("packing panicked: {e}")))??;
+    metadata = md;
+    if let Some(map_path) = &params.obfuscation_map {
+        save_map(map_path, &obf)?;
+    }
+    clear_staging(&staging)?;
+    drop(_lock);
+    std::fs::remove_dir(&staging).ok();
+    let outcome = ExportOutcome {
+        bundle: written.path,
+        checksum_file: written.checksum_path,
+        sha256: written.sha256,
+        archive_bytes: written.bytes,
+        metadata,
+        windows: total,
+        resumed_windows: resumed,
+        obfuscation_map: params.obfuscation_map.clone(),
+        elapsed: started.elapsed(),
+    };
+    emit_last(
+        &progress,
+        report(ExportStage::Done, total, total, &totals, None),
+    )
+    .await;
+    Ok(outcome)
+}
+
+/// The window length: by range or custom (see `batch_window_ms`), made whole
+/// steps with `--step` so that a step interval is never split (see `windows`).
+fn plan_window_ms(range_ms: i64, custom_ms: Option<i64>, step_ms: Option<i64>) -> i64 {
+    let w = batch_window_ms(range_ms, custom_ms);
+    match step_ms {
+        Some(step) if step > 0 => (w + step - 1) / step * step,
+        _ => w,
+    }
+}
+
+fn plan_step(plan: &Plan) -> Option<i64> {
+    match plan.method {
+        ExportMethod::Export => plan.step_ms,
+        // query_range already returns one point per step.
+        ExportMethod::QueryRange { .. } => None,
+    }
+}
+
+fn check_resume(
+    plan: &Plan,
+    params: &ExportParams,
+    selectors: &[String],
+    client: &Client,
+) -> Result<(), BundleError> {
+    let mut diffs = Vec::new();
+    if plan.source_url != client.endpoint().display() {
+        diffs.push(format!("--url (was {})", plan.source_url));
+    }
+    if plan.selectors != selectors {
+        diffs.push("--selector/--job".to_string());
+    }
+    if plan.obfuscation != params.obfuscation {
+        diffs.push("--obfuscate/--obfuscate-label/--drop-label".to_string());
+    }
+    if plan.step_ms != params.step_ms {
+        diffs.push("--step".to_string());
+    }
+    if params.batch_window_ms.is_some()
+        && plan_window_ms(0, params.batch_window_ms, params.step_ms) != plan.window_ms
+    {
+        diffs.push("--batch-window".to_string());
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(BundleError::Params(format!(
+            "--resume: {} differ from the interrupted gather {}; give the same options, or drop --resume to start over",
+            diffs.join(", "),
+            plan.export_id
+        )))
+    }
+}
+
+/// Writes one window's lines to its staging file: labels parsed, dropped or
+/// obfuscated and printed again; samples copied as they came (re-encoded only
+/// for `--step` or for special values an older import would refuse).
+struct WindowWriter {
+    out: Option<StagedFile>,
+    obf: Obfuscator,
+    step_ms: Option<i64>,
+    /// The packer deflating while we fetch, if any; gets each flushed buffer.
+    tee: Option<SyncSender<PackMsg>>,
+    /// Something was handed to the packer.
+    teed: bool,
+    buf: Vec<u8>,
+    stats: WindowStats,
+    jobs: BTreeSet<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct WindowStats {
+    lines: u64,
+    samples: u64,
+    bytes: u64,
+}
+
+impl WindowWriter {
+    fn create(
+        dir: &Path,
+        index: u64,
+        obf: Obfuscator,
+        step_ms: Option<i64>,
+    ) -> Result<WindowWriter, BundleError> {
+        let name = window_file(index);
+        let out = StagedFile::create(dir, &name).map_err(io_err(&dir.join(&name)))?;
+        Ok(WindowWriter {
+            out: Some(out),
+            obf,
+            step_ms,
+            tee: None,
+            teed: false,
+            buf: Vec::with_capacity(FLUSH_BYTES + 64 * 1024),
+            stats: WindowStats::default(),
+            jobs: BTreeSet::new(),
+        })
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> Result<(), String> {
+        let scanned = line::scan_line_fast(line)?;
+        let mut labels = line::parse_metric(scanned.metric)?;
+        self.obf.apply(&mut labels);
+        if let Some(job) = labels.get("job") {
+            if !self.jobs.contains(job) {
+                self.jobs.insert(job.to_string());
+            }
+        }
+        let start = self.buf.len();
+        let samples = if self.step_ms.is_some() || !scanned.plain_values {
+            let mut series = parse_vm_json_line(line).map_err(|e| e.to_string())?;
+            series.labels = labels;
+            if let Some(step) = self.step_ms {
+                series.samples = downsample(&series.samples, step);
+            }
+            write_vm_json_line(&series, &mut self.buf);
+            series.samples.len()
+        } else {
+            self.buf.extend_from_slice(b"{\"metric\":");
+            write_vm_json_metric(&labels, &mut self.buf);
+            self.buf.extend_from_slice(b",\"values\":[");
+            self.buf.extend_from_slice(scanned.values);
+            self.buf.extend_from_slice(b"],\"timestamps\":[");
+            self.buf.extend_from_slice(scanned.timestamps);
+            self.buf.extend_from_slice(b"]}\n");
+            scanned.samples
+        };
+        if samples > 0 {
+            self.stats.lines += 1;
+            self.stats.samples += samples as u64;
+            self.stats.bytes += (self.buf.len() - start) as u64;
+        }
+        if self.buf.len() >= FLUSH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Some(out) = &mut self.out {
+            out.write_all(&self.buf)
+                .map_err(|e| format!("cannot write {}: {e}", out.path().display()))?;
+        }
+        match &self.tee {
+            Some(tee) => {
+                let data =
+                    std::mem::replace(&mut self.buf, Vec::with_capacity(FLUSH_BYTES + 64 * 1024));
+                self.teed = true;
+                if tee.send(PackMsg::Data(data)).is_err() {
+                    // The packer gave up; the end of the run packs from staging.
+                    self.tee = None;
+                }
+            }
+            None => self.buf.clear(),
+        }
+        Ok(())
+    }
+}
+
+impl LineSink for WindowWriter {
+    fn line(&mut self, line: &[u8]) -> Result<Flow, String> {
+        self.write_line(line)?;
+        Ok(Flow::Continue)
+    }
+}
+
+impl WindowWriter {
+    /// Writes the buffered tail (on success) and hands the parts back; an
+    /// uncommitted file removes its temp file when dropped.
+    fn into_parts(
+        mut self,
+    ) -> (
+        Result<StagedFile, String>,
+        Obfuscator,
+        WindowStats,
+        BTreeSet<String>,
+    ) {
+        let out = match self.flush() {
+            Ok(()) => self
+                .out
+                .take()
+                .ok_or_else(|| "the window file is gone".to_string()),
+            Err(e) => Err(e),
+        };
+        (out, self.obf, self.stats, self.jobs)
+    }
+}
+
+/// Makes a fetched window durable, in the order the module doc gives.
+fn commit_window(
+    staging: &Path,
+    out: StagedFile,
+    obf: &mut Obfuscator,
+    map_path: Option<&Path>,
+    journal: &mut std::fs::File,
+    entry: &mut WindowDone,
+) -> Result<(), BundleError> {
+    // The state that maps this window's values must be on disk before the window.
+    if obf.take_dirty() {
+        save_obfuscator(staging, obf, map_path)?;
+    }
+    let path = out.path().to_path_buf();
+    let (bytes, hash) = out.commit().map_err(io_err(&path))?;
+    entry.bytes = bytes;
+    entry.xxh64 = Some(hash);
+    append_journal(journal, staging, entry)
+}
+
+/// A window file under a hidden temp name until renamed by [`StagedFile::commit`];
+/// removed when dropped uncommitted. Not fsynced: the journal records its
+/// size and xxh64, and a resumed run fetches again any window whose file
+/// does not match (what an OS crash could leave).
+struct StagedFile {
+    temp: PathBuf,
+    path: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    hasher: xxhash_rust::xxh64::Xxh64,
+    bytes: u64,
+}
+
+impl StagedFile {
+    fn create(dir: &Path, name: &str) -> std::io::Result<StagedFile> {
+        let temp = dir.join(format!(".{name}.tmp"));
+        let file = std::fs::File::create(&temp)?;
+        Ok(StagedFile {
+            temp,
+            path: dir.join(name),
+            file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            hasher: xxhash_rust::xxh64::Xxh64::new(0),
+            bytes: 0,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.hasher.update(data);
+        self.bytes += data.len() as u64;
+        self.file
+            .as_mut()
+            .expect("file present until commit")
+            .write_all(data)
+    }
+
+    /// Renames into place; returns the size and hex xxh64.
+    fn commit(mut self) -> std::io::Result<(u64, String)> {
+        let file = self.file.take().expect("file present until commit");
+        file.into_inner().map_err(|e| e.into_error())?;
+        std::fs::rename(&self.temp, &self.path)?;
+        Ok((self.bytes, format!("{:016x}", self.hasher.digest())))
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            std::fs::remove_file(&self.temp).ok();
+        }
+    }
+}
+
+/// Whether a staged window file still holds what the journal recorded.
+fn window_intact(staging: &Path, w: &WindowDone) -> bool {
+    let p = staging.join(window_file(w.index));
+    let Ok(meta) = std::fs::metadata(&p) else {
+        return false;
+    };
+    if meta.len() != w.bytes {
+        return false;
+    }
+    let Some(expected) = &w.xxh64 else {
+        return true;
+    };
+    let Ok(mut f) = std::fs::File::open(&p) else {
+        return false;
+    };
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
+    &format!("{:016x}", h.digest()) == expected
+}
+
+/// The last sample of each step-aligned interval, as VictoriaMetrics'
+/// deduplication (`-dedup.minScrapeInterval`) keeps it.
+fn downsample(samples: &[Sample], step_ms: i64) -> Vec<Sample> {
+    let mut out: Vec<Sample> = Vec::with_capacity(samples.len());
+    for s in samples {
+        let bucket = s.timestamp_ms.div_euclid(step_ms);
+        match out.last_mut() {
+            Some(last) if last.timestamp_ms.div_euclid(step_ms) == bucket => *last = *s,
+            _ => out.push(*s),
+        }
+    }
+    out
+}
+
+fn read_plan(staging: &Path) -> Result<Option<Plan>, BundleError> {
+    let path = staging.join(PLAN);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            BundleError::Params(format!(
+                "{}: unreadable gather plan ({e}); remove the staging directory to start over",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+fn write_json_atomic<T: serde::Serialize>(
+    dir: &Path,
+    name: &str,
+    value: &T,
+) -> Result<(), BundleError> {
+    let path = dir.join(name);
+    let mut f = AtomicFile::create(dir, name).map_err(io_err(&path))?;
+    serde_json::to_writer_pretty(&mut f, value)
+        .map_err(|e| io_err(&path)(std::io::Error::other(e)))?;
+    f.commit().map_err(io_err(&path))?;
+    Ok(())
+}
+
+fn write_plan(staging: &Path, plan: &Plan) -> Result<(), BundleError> {
+    write_json_atomic(staging, PLAN, plan)
+}
+
+fn read_journal(staging: &Path) -> Result<Vec<WindowDone>, BundleError> {
+    let path = staging.join(JOURNAL);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(io_err(&path))?;
+        // A torn last line: that window is fetched again.
+        match serde_json::from_str::<WindowDone>(&line) {
+            Ok(w) => out.push(w),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+fn open_journal(staging: &Path) -> Result<std::fs::File, BundleError> {
+    let path = staging.join(JOURNAL);
+    // Rewrite the valid entries first, so a torn tail is not followed by good lines.
+    let entries = read_journal(staging)?;
+    let mut text = Vec::new();
+    for e in &entries {
+        serde_json::to_writer(&mut text, e).expect("journal entry serializes");
+        text.push(b'\n');
+    }
+    let tmp = staging.join(format!(".{JOURNAL}.tmp"));
+    std::fs::write(&tmp, &text).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(io_err(&path))
+}
+
+fn append_journal(
+    journal: &mut std::fs::File,
+    staging: &Path,
+    entry: &WindowDone,
+) -> Result<(), BundleError> {
+    let path = staging.join(JOURNAL);
+    let mut line = serde_json::to_vec(entry).expect("journal entry serializes");
+    line.push(b'\n');
+    journal.write_all(&line).map_err(io_err(&path))?;
+    journal.sync_data().map_err(io_err(&path))
+}
+
+fn clear_staging(staging: &Path) -> Result<(), BundleError> {
+    let entries = match std::fs::read_dir(staging) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(staging)(e)),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = name == PLAN
+            || name == JOURNAL
+            || name == OBF_STATE
+            || (name.starts_with("window-") && name.ends_with(".jsonl"))
+            || name.starts_with(".window-")
+            || name.starts_with(&format!(".{JOURNAL}"))
+            || name.starts_with(&format!(".{OBF_STATE}"))
+            || name.starts_with(&format!(".{PLAN}"));
+        if ours {
+            std::fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
+        }
+    }
+    Ok(())
+}
+
+fn load_obfuscator(
+    staging: &Path,
+    plan: &Plan,
+    map_path: Option<&Path>,
+) -> Result<Obfuscator, BundleError> {
+    let path = staging.join(OBF_STATE);
+    let state: Option<ObfuscatorState> = match std::fs::read(&path) {
+        Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| {
+            BundleError::Params(format!(
+                "{}: unreadable obfuscation state ({e})",
+                path.display()
+            ))
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    match state {
+        None => Ok(Obfuscator::new(plan.obfuscation.clone())),
+        Some(state) => {
+            let map = map_path
+                .and_then(|p| std::fs::read(p).ok())
+                .and_then(|b| serde_json::from_slice::<ObfuscationMap>(&b).ok());
+            Obfuscator::restore(plan.obfuscation.clone(), state, map).map_err(BundleError::Params)
+        }
+    }
+}
+
+fn save_obfuscator(
+    staging: &Path,
+    obf: &Obfuscator,
+    map_path: Option<&Path>,
+) -> Result<(), BundleError> {
+    write_json_atomic(staging, OBF_STATE, obf.state())?;
+    if let Some(p) = map_path {
+        save_map(p, obf)?;
+    }
+    Ok(())
+}
+
+/// The user's map file: original → replacement, readable by the owner only.
+fn save_map(path: &Path, obf: &Obfuscator) -> Result<(), BundleError> {
+    let empty = ObfuscationMap::default();
+    let map = obf.map().unwrap_or(&empty);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| {
+            BundleError::Params(format!(
+                "--obfuscation-map {}: not a file name",
+                path.display()
+            ))
+        })?
+        .to_string_lossy()
+        .into_owned();
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let mut f = AtomicFile::create(&dir, &name).map_err(io_err(path))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(f.temp_path(), std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(path))?;
+    }
+    serde_json::to_writer_pretty(&mut f, map)
+        .map_err(|e| io_err(path)(std::io::Error::other(e)))?;
+    f.commit().map_err(io_err(path))?;
+    Ok(())
+}
+
+/// Window data is written (and teed to the packer) in pieces of this size.
+const FLUSH_BYTES: usize = 256 * 1024;
+
+enum PackMsg {
+    /// Copy a staged window (from an earlier, interrupted run).
+    File(PathBuf),
+    Data(Vec<u8>),
+    Finish(Box<BundleMetadata>),
+}
+
+type PackResult = Result<(crate::sink::zip::WrittenBundle, BundleMetadata), BundleError>;
+
+/// Deflates windows into the archive on its own thread while the next ones
+/// are fetched. Dropping its sender without `Finish` (cancel, abort) makes
+/// it drop the unfinished archive, which removes the temp file.
+struct Packer {
+    tx: Option<SyncSender<PackMsg>>,
+    thread: Option<std::thread::JoinHandle<Option<PackResult>>>,
+}
+
+impl Packer {
+    fn start(out_dir: &Path, name: &str, staging: &Path, staged: u64) -> Option<Packer> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<PackMsg>(16);
+        let bundle_path = out_dir.join(name);
+        // ZIP64 sizes: the final size is unknown while streaming.
+        let mut w = match BundleWriter::create(out_dir, name, true) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, path = %bundle_path.display(), "cannot start the archive; packing at the end");
+                return None;
+            }
+        };
+        let staged: Vec<PathBuf> = (0..staged).map(|i| staging.join(window_file(i))).collect();
+        let thread = std::thread::spawn(move || -> Option<PackResult> {
+            let mut buf = vec![0u8; 1 << 20];
+            let fail = |e: std::io::Error| Some(Err(io_err(&bundle_path)(e)));
+            let msgs = staged.into_iter().map(PackMsg::File).chain(rx);
+            for msg in msgs {
+                match msg {
+                    PackMsg::Data(d) => {
+                        if let Err(e) = w.write_metrics(&d) {
+                            return fail(e);
+                        }
+                    }
+                    PackMsg::File(p) => {
+                        let mut f = match std::fs::File::open(&p) {
+                            Ok(f) => f,
+                            Err(e) => return Some(Err(io_err(&p)(e))),
+                        };
+                        loop {
+                            match f.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if let Err(e) = w.write_metrics(&buf[..n]) {
+                                        return fail(e);
+                                    }
+                                }
+                                Err(e) => return Some(Err(io_err(&p)(e))),
+                            }
+                        }
+                    }
+                    PackMsg::Finish(md) => return Some(finish_bundle(w, *md, &bundle_path)),
+                }
+            }
+            None
+        });
+        Some(Packer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn sender(&self) -> Option<SyncSender<PackMsg>> {
+        self.tx.clone()
+    }
+
+    /// Stops and discards the archive (see `Drop`).
+    fn abort(self) {}
+
+    fn finish(mut self, metadata: BundleMetadata) -> PackResult {
+        let tx = self.tx.take().expect("sender present until finish");
+        let sent = tx.send(PackMsg::Finish(Box::new(metadata)));
+        drop(tx);
+        let thread = self.thread.take().expect("thread present until finish");
+        match thread.join() {
+            Ok(Some(r)) => r,
+            Ok(None) => Err(BundleError::Params(format!(
+                "the archive writer stopped early{}",
+                if sent.is_err() {
+                    " (it had failed)"
+                } else {
+                    ""
+                }
+            ))),
+            Err(_) => Err(BundleError::Params("the archive writer panicked".into())),
+        }
+    }
+}
+
+impl Drop for Packer {
+    /// Without `Finish` the thread drops the unfinished archive (its temp file
+    /// goes with it); wait for that, so nothing is left behind on exit.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Closes `metrics.jsonl`, adds metadata (with its digest) and README, commits.
+fn finish_bundle(
+    mut w: BundleWriter,
+    mut metadata: BundleMetadata,
+    bundle_path: &Path,
+) -> PackResult {
+    let (sha, _) = w.finish_metrics().map_err(io_err(bundle_path))?;
+    metadata.metrics_sha256 = Some(sha);
+    w.add_file("metadata.json", &metadata.to_json())
+        .map_err(io_err(bundle_path))?;
+    w.add_file("README.txt", metadata.readme().as_bytes())
+        .map_err(io_err(bundle_path))?;
+    let written = w.commit().map_err(io_err(bundle_path))?;
+    Ok((written, metadata))
+}
+
+/// Streams the staged windows into the archive (blocking).
+fn pack(
+    out_dir: &Path,
+    name: &str,
+    staging: &Path,
+    windows: u64,
+    metadata: BundleMetadata,
+    cancel: &CancelToken,
+) -> Result<(crate::sink::zip::WrittenBundle, BundleMetadata), BundleError> {
+    let mut total = 0u64;
+    for i in 0..windows {
+        let p = staging.join(window_file(i));
+        total += std::fs::metadata(&p).map_err(io_err(&p))?.len();
+    }
+    let bundle_path = out_dir.join(name);
+    let mut w = BundleWriter::create(out_dir, name, total > (4 << 30) - (64 << 20))
+        .map_err(io_err(&bundle_path))?;
+    let mut buf = vec![0u8; 1 << 20];
+    for i in 0..windows {
+        if cancel.is_cancelled() {
+            // Dropping the writer removes the unfinished archive.
+            return Err(BundleError::Cancelled);
+        }
+        let p = staging.join(window_file(i));
+        let mut f = std::fs::File::open(&p).map_err(io_err(&p))?;
+        loop {
+            let n = f.read(&mut buf).map_err(io_err(&p))?;
+            if n == 0 {
+                break;
+            }
+            w.write_metrics(&buf[..n]).map_err(io_err(&bundle_path))?;
+        }
+    }
+    finish_bundle(w, metadata, &bundle_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_gather_per_staging_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = StagingLock::take(dir.path()).unwrap();
+        // The same process again counts as alive: a second job must not share it.
+        std::fs::write(dir.path().join(".lock"), "1").unwrap();
+        assert!(process_alive(1));
+        let e = StagingLock::take(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("in use by another gather"), "{e}");
+        drop(lock);
+        // A crashed owner's lock is taken over.
+        std::fs::write(dir.path().join(".lock"), "4000000000").unwrap();
+        let again = StagingLock::take(dir.path()).unwrap();
+        drop(again);
+        assert!(!dir.path().join(".lock").exists());
+    }
+
+    #[test]
+    fn downsample_keeps_the_last_per_step() {
+        let s: Vec<Sample> = [0, 10, 20, 30, 65, 70]
+            .iter()
+            .map(|&t| Sample::new(t, t as f64))
+            .collect();
+        let d = downsample(&s, 30);
+        let ts: Vec<i64> = d.iter().map(|s| s.timestamp_ms).collect();
+        assert_eq!(ts, [20, 30, 70]);
+    }
+
+    #[test]
+    fn window_writer_rewrites_labels_and_copies_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let obf = Obfuscator::new(ObfuscationOptions {
+            ips: true,
+            jobs: true,
+            drop_labels: vec!["pod".into()],
+            ..Default::default()
+        });
+        let mut w = WindowWriter::create(dir.path(), 0, obf, None).unwrap();
+        w.line(br#"{"metric":{"__name__":"up","job":"node","instance":"10.1.2.3:9100","pod":"p"},"values":[1,2.5],"timestamps":[1000,2000]}"#).unwrap();
+        w.line(br#"{"metric":{"__name__":"up","job":"node"},"timestamps":[3000],"values":[null]}"#)
+            .unwrap();
+        let (out, _, stats, jobs) = w.into_parts();
+        let out = out.unwrap();
+        let path = out.path().to_path_buf();
+        out.commit().unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        assert_eq!(
+            text,
+            "{\"metric\":{\"__name__\":\"up\",\"instance\":\"777.777.1.1:9100\",\"job\":\"other-job-1\"},\"values\":[1,2.5],\"timestamps\":[1000,2000]}\n\
+             {\"metric\":{\"__name__\":\"up\",\"job\":\"other-job-1\"},\"values\":[NaN],\"timestamps\":[3000]}\n"
+        );
+        assert_eq!((stats.lines, stats.samples), (2, 3));
+        assert_eq!(jobs.iter().collect::<Vec<_>>(), ["other-job-1"]);
+    }
+}

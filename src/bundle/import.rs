@@ -1,0 +1,968 @@
+//! The import job: a checked bundle uploaded to `/api/v1/import` in
+//! line-aligned chunks, resumable, then verified with `/api/v1/series`.
+//!
+//! 1. **Check** (`verify.rs`): the archive's `.sha256`, ZIP safety, every line
+//!    of `metrics.jsonl` and its SHA-256 against `metadata.json`. Nothing is
+//!    sent from a bundle that fails any of it.
+//! 2. **Plan**: the target's retention (`retentionTime` of
+//!    `/api/v1/status/tsdb` if the server reports it, else the
+//!    `-retentionPeriod` flag from `/metrics` or `/flags` at the server's
+//!    root; a bare number counts months of 31 days, as VictoriaMetrics does)
+//!    gives a cutoff `now - retention + 10 min` (the margin keeps points
+//!    that would age out while the upload runs from being refused); points
+//!    older are skipped and counted. `--shift-to-now` moves every timestamp
+//!    by `now - last timestamp` (whole seconds).
+//! 3. **Upload**: a blocking reader inflates `metrics.jsonl` again and cuts
+//!    it into chunks of whole lines of about `chunk_bytes`; a line goes
+//!    through unchanged unless points must be dropped or shifted, or its
+//!    values use spellings VictoriaMetrics 1.79 refuses (`null`, quoted),
+//!    then it is re-encoded. Chunks are sent one at a time, in order, with
+//!    the client's retries; the *committed offset* (bytes of `metrics.jsonl`
+//!    whose lines the target acknowledged) only moves after a 2xx.
+//! 4. **State file** (default `<bundle>.import-state.json`, beside the
+//!    bundle; `ImportParams::state_path` moves it): format, bundle name and
+//!    `metrics.jsonl` digest, the target URL (never credentials), the chunk
+//!    size, the committed offset and counters, and the shift and cutoff in
+//!    use, so a resumed run sends the same bytes. It is written (temp +
+//!    rename + fsync) at most once a second while uploading, on every
+//!    failure and when the job is cancelled or dropped, and removed when the
+//!    import completes. `--resume` skips to the saved offset; since a chunk
+//!    is committed only after the target acknowledged it, nothing is sent
+//!    twice and nothing is skipped, as long as the target keeps what it
+//!    acknowledged.
+//! 5. **Verify**: `/api/v1/series` over the imported range (for the bundle's
+//!    metric names, or all names when there are many) is polled until it
+//!    shows at least the bundle's series (minus those wholly older than the
+//!    cutoff) or `verify_timeout` passes; the counts are reported. A target
+//!    URL of the form `/insert/<tenant>/...` is read at `/select/<tenant>/...`.
+
+use super::line;
+use super::verify::{open_bundle, scan, OpenedBundle, SafetyLimits, VerifyReport};
+use super::{emit, emit_last, eta, io_err, BundleError, CancelToken, JobHandle, ProgressTx};
+use crate::client::{Client, ClientConfig, ClientError};
+use crate::codec::{parse_vm_json_line, write_vm_json_line};
+use crate::model::time::{format_rfc3339_ms, now_ms};
+use crate::sink::atomic::AtomicFile;
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_CHUNK_BYTES: usize = 512 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct ImportParams {
+    /// Credentials live here, in memory only.
+    pub client: ClientConfig,
+    /// A `.zip` bundle or a `.jsonl` file.
+    pub bundle: PathBuf,
+    pub chunk_bytes: usize,
+    pub resume: bool,
+    pub shift_to_now: bool,
+    /// Check and plan, send nothing.
+    pub dry_run: bool,
+    pub limits: SafetyLimits,
+    /// Default: `<bundle>.import-state.json`.
+    pub state_path: Option<PathBuf>,
+    /// How long to wait for the imported series to become visible.
+    pub verify_timeout: Duration,
+}
+
+impl ImportParams {
+    pub fn new(client: ClientConfig, bundle: PathBuf) -> ImportParams {
+        ImportParams {
+            client,
+            bundle,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            resume: false,
+            shift_to_now: false,
+            dry_run: false,
+            limits: SafetyLimits::default(),
+            state_path: None,
+            verify_timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.state_path
+            .clone()
+            .unwrap_or_else(|| default_state_path(&self.bundle))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportStage {
+    Checking,
+    Uploading,
+    Verifying,
+    Done,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ImportProgress {
+    pub stage: ImportStage,
+    /// Bytes of `metrics.jsonl` checked (Checking) or committed (Uploading).
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub lines: u64,
+    pub samples: u64,
+    pub skipped_samples: u64,
+    pub chunks: u64,
+    pub elapsed: Duration,
+    pub eta: Option<Duration>,
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ImportOutcome {
+    pub bundle: PathBuf,
+    pub dry_run: bool,
+    pub check: VerifyReport,
+    /// Where the upload started (non-zero when resumed).
+    pub resumed_from: u64,
+    pub lines_sent: u64,
+    pub samples_sent: u64,
+    pub chunks: u64,
+    /// Points older than the target's retention, not sent.
+    pub skipped_samples: u64,
+    /// Lines all of whose points were too old.
+    pub skipped_lines: u64,
+    pub retention_cutoff_ms: Option<i64>,
+    pub retention_source: Option<String>,
+    pub shift_ms: i64,
+    /// Series of the bundle expected on the target (all but wholly skipped ones).
+    pub series_expected: u64,
+    pub series_found: Option<u64>,
+    pub verified: Option<bool>,
+    pub verify_note: Option<String>,
+    /// Time spent checking the bundle, uploading, and waiting for the
+    /// series to show up on the target.
+    pub check_elapsed: Duration,
+    pub upload_elapsed: Duration,
+    pub verify_elapsed: Duration,
+    pub elapsed: Duration,
+}
+
+/// Starts import jobs.
+pub struct ImportJob;
+
+impl ImportJob {
+    pub fn start(
+        params: ImportParams,
+        progress: ProgressTx<ImportProgress>,
+    ) -> JobHandle<ImportOutcome> {
+        let cancel = CancelToken::default();
+        let token = cancel.clone();
+        let task = tokio::spawn(async move { run(params, progress, token).await });
+        JobHandle { cancel, task }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct ImportState {
+    format: u32,
+    bundle: String,
+    metrics_sha256: String,
+    metrics_bytes: u64,
+    /// The target without credentials.
+    target: String,
+    chunk_bytes: usize,
+    committed_offset: u64,
+    lines: u64,
+    samples: u64,
+    skipped_samples: u64,
+    skipped_lines: u64,
+    chunks: u64,
+    shift_ms: i64,
+    retention_cutoff_ms: Option<i64>,
+    /// Acknowledged byte ranges past `committed_offset` (requests run in
+    /// parallel and may finish out of order); a resumed run skips them.
+    #[serde(default)]
+    acked: Vec<[u64; 2]>,
+    updated: String,
+}
+
+impl ImportState {
+    /// Records an acknowledged chunk and moves the committed offset over
+    /// every range that now joins it.
+    fn acknowledge(&mut self, c: &Chunk) {
+        self.lines += c.lines;
+        self.samples += c.samples;
+        self.skipped_samples += c.skipped_samples;
+        self.skipped_lines += c.skipped_lines;
+        self.chunks += 1;
+        self.acked.push([c.start_offset, c.end_offset]);
+        self.acked.sort_unstable();
+        let mut rest = Vec::new();
+        for r in self.acked.drain(..) {
+            if r[0] <= self.committed_offset {
+                self.committed_offset = self.committed_offset.max(r[1]);
+            } else {
+                rest.push(r);
+            }
+        }
+        self.acked = rest;
+    }
+}
+
+/// Saves the state when the job ends without finishing, however it ends
+/// (error, cancel, or its future being dropped at Ctrl-C).
+struct StateGuard {
+    path: PathBuf,
+    state: ImportState,
+    saved: ImportState,
+    armed: bool,
+}
+
+impl StateGuard {
+    fn save(&mut self) -> Result<(), BundleError> {
+        self.state.updated = format_rfc3339_ms(now_ms());
+        write_state(&self.path, &self.state)?;
+        self.saved = self.state.clone();
+        Ok(())
+    }
+}
+
+impl Drop for StateGuard {
+    fn drop(&mut self) {
+        if self.armed && self.state.committed_offset != self.saved.committed_offset {
+            if let Err(e) = self.save() {
+                tracing::error!(error = %e, "cannot save the import offset");
+            }
+        }
+    }
+}
+
+fn write_state(path: &Path, state: &ImportState) -> Result<(), BundleError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| {
+            BundleError::Params(format!("state file {}: not a file name", path.display()))
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let mut f = AtomicFile::create(&dir, &name).map_err(|e| {
+        BundleError::Params(format!(
+            "cannot write the import state beside the bundle ({}): {e}; the bundle's directory must be writable",
+            path.display()
+        ))
+    })?;
+    serde_json::to_writer_pretty(&mut f, state)
+        .map_err(|e| io_err(path)(std::io::Error::other(e)))?;
+    f.commit().map_err(io_err(path))?;
+    Ok(())
+}
+
+fn read_state(path: &Path) -> Result<Option<ImportState>, BundleError> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            BundleError::Params(format!(
+                "{}: unreadable import state ({e}); delete it to start over",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// Requests in flight at once: the target parses them in parallel, and a
+/// single stream of small requests would leave it idle between them.
+const IN_FLIGHT: usize = 4;
+
+/// One request's worth of whole lines: bytes `[start, end)` of `metrics.jsonl`.
+struct Chunk {
+    body: Vec<u8>,
+    start_offset: u64,
+    end_offset: u64,
+    lines: u64,
+    samples: u64,
+    skipped_samples: u64,
+    skipped_lines: u64,
+}
+
+async fn run(
+    params: ImportParams,
+    progress: ProgressTx<ImportProgress>,
+    cancel: CancelToken,
+) -> Result<ImportOutcome, BundleError> {
+    let started = Instant::now();
+    if params.chunk_bytes < 1024 {
+        return Err(BundleError::Params(format!(
+            "--chunk-size {} is too small: use at least 1KiB (default 512KiB)",
+            params.chunk_bytes
+        )));
+    }
+    let client = Client::new(params.client.clone())?;
+    let target = client.endpoint().display();
+    let state_path = params.state_path();
+    let ev = |stage, done, total, message: Option<String>| ImportProgress {
+        stage,
+        bytes_done: done,
+        bytes_total: total,
+        lines: 0,
+        samples: 0,
+        skipped_samples: 0,
+        chunks: 0,
+        elapsed: started.elapsed(),
+        eta: None,
+        message,
+    };
+
+    // 1. Check.
+    emit(&progress, ev(ImportStage::Checking, 0, 0, None));
+    let (bundle_path, limits) = (params.bundle.clone(), params.limits);
+    let opened: OpenedBundle =
+        tokio::task::spawn_blocking(move || open_bundle(&bundle_path, limits))
+            .await
+            .map_err(|e| BundleError::Params(format!("check panicked: {e}")))??;
+    let total = opened.metrics_bytes;
+    let (opened2, cancel2, progress2) = (opened.clone(), cancel.clone(), progress.clone());
+    let check: VerifyReport = tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
+        scan(&opened2, &cancel2, |done| {
+            let mut e = ImportProgress {
+                stage: ImportStage::Checking,
+                bytes_done: done,
+                bytes_total: total,
+                lines: 0,
+                samples: 0,
+                skipped_samples: 0,
+                chunks: 0,
+                elapsed: t0.elapsed(),
+                eta: None,
+                message: None,
+            };
+            e.eta = eta(t0.elapsed(), done as f64, total as f64);
+            emit(&progress2, e);
+        })
+    })
+    .await
+    .map_err(|e| BundleError::Params(format!("check panicked: {e}")))??;
+    let (min_ts, max_ts) = (check.min_ts.unwrap_or(0), check.max_ts.unwrap_or(0));
+    let check_elapsed = started.elapsed();
+
+    // 2. Plan.
+    let existing = read_state(&state_path)?;
+    let mut retention_source = None;
+    let mut state = match (params.resume, existing) {
+        (true, None) => {
+            return Err(BundleError::Params(format!(
+            "--resume: no saved import state at {}; run without --resume to import from the start",
+            state_path.display()
+        )))
+        }
+        (true, Some(s)) => {
+            if s.metrics_sha256 != check.metrics_sha256 {
+                return Err(BundleError::Params(format!(
+                    "--resume: {} belongs to another bundle (its metrics.jsonl digest differs); delete it to start over",
+                    state_path.display()
+                )));
+            }
+            if s.target != target {
+                return Err(BundleError::Params(format!(
+                    "--resume: the interrupted import went to {}, not {target}; use the same --url",
+                    s.target
+                )));
+            }
+            s
+        }
+        (false, existing) => {
+            if let Some(s) = existing.filter(|s| s.committed_offset > 0) {
+                tracing::warn!(
+                    state = %state_path.display(),
+                    committed = s.committed_offset,
+                    "an earlier import of this bundle stopped part-way; starting from the beginning (pass --resume to continue it instead)"
+                );
+            }
+            let (cutoff, source) = retention_cutoff(&client).await;
+            retention_source = source;
+            let shift_ms = if params.shift_to_now && check.max_ts.is_some() {
+                (now_ms() - max_ts).div_euclid(1000) * 1000
+            } else {
+                0
+            };
+            ImportState {
+                format: 1,
+                bundle: params
+                    .bundle
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                metrics_sha256: check.metrics_sha256.clone(),
+                metrics_bytes: check.bytes,
+                target: target.clone(),
+                chunk_bytes: params.chunk_bytes,
+                shift_ms,
+                retention_cutoff_ms: cutoff,
+                ..Default::default()
+            }
+        }
+    };
+    if params.resume && state.retention_cutoff_ms.is_some() {
+        retention_source = Some("the interrupted import's state".to_string());
+    }
+    let shift_ms = state.shift_ms;
+    let cutoff = state.retention_cutoff_ms;
+    let series_expected = check
+        .series_last_ts
+        .values()
+        .filter(|&&last| cutoff.is_none_or(|c| last + shift_ms >= c))
+        .count() as u64;
+    let resumed_from = state.committed_offset;
+    if params.resume {
+        state.chunk_bytes = params.chunk_bytes;
+    }
+
+    // 3. Upload.
+    emit(
+        &progress,
+        ev(
+            ImportStage::Uploading,
+            resumed_from,
+            check.bytes,
+            (resumed_from > 0)
+                .then(|| format!("resuming at byte {resumed_from} of {}", check.bytes)),
+        ),
+    );
+    let mut guard = StateGuard {
+        path: state_path.clone(),
+        saved: state.clone(),
+        state,
+        armed: !params.dry_run,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk, BundleError>>(IN_FLIGHT);
+    let raw = cutoff.is_none()
+        && shift_ms == 0
+        && check.special_lines == 0
+        && guard.state.acked.is_empty();
+    let producer = {
+        let opened = opened.clone();
+        let cancel = cancel.clone();
+        let acked = guard.state.acked.clone();
+        let (chunk_bytes, skip) = (params.chunk_bytes, resumed_from);
+        tokio::task::spawn_blocking(move || {
+            let r = if raw {
+                produce_raw(&opened, skip, chunk_bytes, &tx, &cancel)
+            } else {
+                produce(
+                    &opened,
+                    skip,
+                    &acked,
+                    chunk_bytes,
+                    shift_ms,
+                    cutoff,
+                    &tx,
+                    &cancel,
+                )
+            };
+            if let Err(e) = r {
+                let _ = tx.blocking_send(Err(e));
+            }
+        })
+    };
+    let upload_started = Instant::now();
+    let mut last_save = Instant::now();
+    let importer = client.clone();
+    let mut inflight = futures_util::stream::FuturesUnordered::new();
+    let mut producing = true;
+    let mut failure: Option<String> = None;
+    loop {
+        // Keep IN_FLIGHT requests going; stop feeding after a failure.
+        while producing && failure.is_none() && inflight.len() < IN_FLIGHT {
+            let next = tokio::select! {
+                c = rx.recv() => c,
+                _ = cancel.cancelled() => {
+                    guard.save()?;
+                    return Err(BundleError::Cancelled);
+                }
+            };
+            match next {
+                None => producing = false,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(chunk)) => {
+                    let importer = importer.clone();
+                    let dry = params.dry_run;
+                    inflight.push(async move {
+                        let Chunk { body, .. } = &chunk;
+                        let sent = if dry || body.is_empty() {
+                            Ok(())
+                        } else {
+                            importer.import(Bytes::copy_from_slice(body)).await
+                        };
+                        (chunk, sent)
+                    });
+                }
+            }
+        }
+        if inflight.is_empty() {
+            break;
+        }
+        let (chunk, sent) = tokio::select! {
+            Some(done) = futures_util::StreamExt::next(&mut inflight) => done,
+            _ = cancel.cancelled() => {
+                guard.save()?;
+                return Err(BundleError::Cancelled);
+            }
+        };
+        if let Err(e) = sent {
+            // Wait for the other requests: what they land must be recorded.
+            failure.get_or_insert_with(|| format!("upload to {target} failed: {e}"));
+            continue;
+        }
+        guard.state.acknowledge(&chunk);
+        if !params.dry_run && last_save.elapsed() >= Duration::from_secs(1) {
+            guard.save()?;
+            last_save = Instant::now();
+        }
+        let s = &guard.state;
+        let mut e = ImportProgress {
+            stage: ImportStage::Uploading,
+            bytes_done: s.committed_offset,
+            bytes_total: check.bytes,
+            lines: s.lines,
+            samples: if raw {
+                (check.samples as f64 * s.committed_offset as f64 / check.bytes.max(1) as f64)
+                    as u64
+            } else {
+                s.samples
+            },
+            skipped_samples: s.skipped_samples,
+            chunks: s.chunks,
+            elapsed: started.elapsed(),
+            eta: None,
+            message: None,
+        };
+        e.eta = eta(
+            upload_started.elapsed(),
+            (s.committed_offset - resumed_from) as f64,
+            (check.bytes - resumed_from) as f64,
+        );
+        emit(&progress, e);
+    }
+    if let Some(reason) = failure {
+        guard.save()?;
+        return Err(BundleError::Interrupted {
+            reason,
+            committed: guard.state.committed_offset,
+            total: check.bytes,
+            state: state_path.clone(),
+        });
+    }
+    producer
+        .await
+        .map_err(|e| BundleError::Params(format!("reader panicked: {e}")))?;
+    if raw {
+        // Lines are passed on unread in raw mode: the check counted them.
+        guard.state.lines = check.lines;
+        guard.state.samples = check.samples;
+    }
+    guard.armed = false;
+    let done = guard.state.clone();
+    if !params.dry_run {
+        std::fs::remove_file(&state_path).or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(io_err(&state_path)(e))
+            }
+        })?;
+    }
+
+    // 5. Verify.
+    let upload_elapsed = upload_started.elapsed();
+    let verify_started = Instant::now();
+    let (series_found, verified, verify_note) = if params.dry_run {
+        (None, None, Some("dry run: nothing was sent".to_string()))
+    } else {
+        emit(
+            &progress,
+            ev(ImportStage::Verifying, check.bytes, check.bytes, None),
+        );
+        let lo = match cutoff {
+            Some(c) => (min_ts + shift_ms).max(c),
+            None => min_ts + shift_ms,
+        };
+        verify_on_target(
+            &client,
+            &check,
+            lo,
+            max_ts + shift_ms,
+            series_expected,
+            params.verify_timeout,
+            &cancel,
+        )
+        .await
+    };
+    let outcome = ImportOutcome {
+        bundle: params.bundle.clone(),
+        dry_run: params.dry_run,
+        check,
+        resumed_from,
+        lines_sent: done.lines,
+        samples_sent: done.samples,
+        chunks: done.chunks,
+        skipped_samples: done.skipped_samples,
+        skipped_lines: done.skipped_lines,
+        retention_cutoff_ms: cutoff,
+        retention_source,
+        shift_ms,
+        series_expected,
+        series_found,
+        verified,
+        verify_note,
+        check_elapsed,
+        upload_elapsed,
+        verify_elapsed: verify_started.elapsed(),
+        elapsed: started.elapsed(),
+    };
+    let mut last = ev(
+        ImportStage::Done,
+        outcome.check.bytes,
+        outcome.check.bytes,
+        None,
+    );
+    last.lines = done.lines;
+    last.samples = done.samples;
+    last.skipped_samples = done.skipped_samples;
+    last.chunks = done.chunks;
+    emit_last(&progress, last).await;
+    Ok(outcome)
+}
+
+/// The blocking half when nothing changes: whole lines passed on unread.
+fn produce_raw(
+    bundle: &OpenedBundle,
+    skip: u64,
+    chunk_bytes: usize,
+    tx: &tokio::sync::mpsc::Sender<Result<Chunk, BundleError>>,
+    cancel: &CancelToken,
+) -> Result<(), BundleError> {
+    let mut reader = bundle.metrics_reader();
+    reader.skip_to(skip)?;
+    loop {
+        let start = reader.offset;
+        let mut body = Vec::with_capacity(chunk_bytes + 64 * 1024);
+        if !reader.read_lines(chunk_bytes, &mut body)? {
+            return Ok(());
+        }
+        let chunk = Chunk {
+            lines: memchr::memchr_iter(b'\n', &body).count() as u64,
+            body,
+            start_offset: start,
+            end_offset: reader.offset,
+            samples: 0,
+            skipped_samples: 0,
+            skipped_lines: 0,
+        };
+        if tx.blocking_send(Ok(chunk)).is_err() || cancel.is_cancelled() {
+            return Ok(());
+        }
+    }
+}
+
+/// The blocking half: reads lines from `skip` (leaving out acknowledged
+/// ranges), drops or shifts points where needed, cuts chunks.
+#[allow(clippy::too_many_arguments)]
+fn produce(
+    bundle: &OpenedBundle,
+    skip: u64,
+    acked: &[[u64; 2]],
+    chunk_bytes: usize,
+    shift_ms: i64,
+    cutoff: Option<i64>,
+    tx: &tokio::sync::mpsc::Sender<Result<Chunk, BundleError>>,
+    cancel: &CancelToken,
+) -> Result<(), BundleError> {
+    // In the bundle's own time: points before this are older than the retention.
+    let min_keep = cutoff.map(|c| c - shift_ms);
+    let new_chunk = |start: u64| Chunk {
+        body: Vec::with_capacity(chunk_bytes + 64 * 1024),
+        start_offset: start,
+        end_offset: start,
+        lines: 0,
+        samples: 0,
+        skipped_samples: 0,
+        skipped_lines: 0,
+    };
+    let mut reader = bundle.metrics_reader();
+    reader.skip_to(skip)?;
+    let mut chunk = new_chunk(skip);
+    let mut scratch = Vec::new();
+    let path = reader.path().to_path_buf();
+    let mut line_start = reader.offset;
+    while let Some((n, line_end, l)) = reader.next_line()? {
+        let already = acked.iter().any(|r| r[0] <= line_start && line_end <= r[1]);
+        let this_start = std::mem::replace(&mut line_start, line_end);
+        if already {
+            // Sent by the interrupted run: close the chunk around the gap.
+            if chunk.end_offset > chunk.start_offset {
+                let full = std::mem::replace(&mut chunk, new_chunk(line_end));
+                if tx.blocking_send(Ok(full)).is_err() || cancel.is_cancelled() {
+                    return Ok(());
+                }
+            } else {
+                chunk = new_chunk(line_end);
+            }
+            continue;
+        }
+        let scanned = line::scan_line(l).map_err(|e| BundleError::Rejected {
+            path: path.clone(),
+            reason: format!("metrics.jsonl line {n}: {e}"),
+        })?;
+        let keep_all = min_keep.is_none_or(|k| scanned.min_ts >= k);
+        let drop_all = min_keep.is_some_and(|k| scanned.max_ts < k);
+        scratch.clear();
+        let (samples, skipped) = if drop_all {
+            (0, scanned.samples as u64)
+        } else if keep_all && shift_ms == 0 && scanned.plain_values {
+            scratch.extend_from_slice(l);
+            scratch.push(b'\n');
+            (scanned.samples as u64, 0)
+        } else {
+            let mut series = parse_vm_json_line(l).map_err(|e| BundleError::Rejected {
+                path: path.clone(),
+                reason: format!("metrics.jsonl line {n}: {e}"),
+            })?;
+            let before = series.samples.len();
+            if let Some(k) = min_keep {
+                series.samples.retain(|s| s.timestamp_ms >= k);
+            }
+            for s in &mut series.samples {
+                s.timestamp_ms += shift_ms;
+            }
+            write_vm_json_line(&series, &mut scratch);
+            (
+                series.samples.len() as u64,
+                (before - series.samples.len()) as u64,
+            )
+        };
+        if !chunk.body.is_empty() && chunk.body.len() + scratch.len() > chunk_bytes {
+            let full = std::mem::replace(&mut chunk, new_chunk(this_start));
+            if tx.blocking_send(Ok(full)).is_err() || cancel.is_cancelled() {
+                return Ok(());
+            }
+        }
+        chunk.body.extend_from_slice(&scratch);
+        chunk.end_offset = line_end;
+        chunk.samples += samples;
+        chunk.skipped_samples += skipped;
+        if samples > 0 {
+            chunk.lines += 1;
+        } else {
+            chunk.skipped_lines += 1;
+        }
+    }
+    // Blank lines at the end still move the offset.
+    chunk.end_offset = reader.offset;
+    if chunk.end_offset > chunk.start_offset {
+        let _ = tx.blocking_send(Ok(chunk));
+    }
+    reader.finish()?;
+    Ok(())
+}
+
+/// `(cutoff, where the retention came from)`; `(None, None)` when unknown.
+async fn retention_cutoff(client: &Client) -> (Option<i64>, Option<String>) {
+    const MARGIN_MS: i64 = 10 * 60_000;
+    match retention(client).await {
+        Some((ms, source)) => (Some(now_ms() - ms + MARGIN_MS), Some(source)),
+        None => (None, None),
+    }
+}
+
+/// The target's retention in ms and where it was read.
+async fn retention(client: &Client) -> Option<(i64, String)> {
+    #[derive(serde::Deserialize)]
+    struct Env {
+        data: Data,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Data {
+        #[serde(default)]
+        retention_time: Option<String>,
+    }
+    let get = |req: Result<reqwest::RequestBuilder, ClientError>| async {
+        let resp = client.send_once(req.ok()?).await.ok()?;
+        resp.text().await.ok()
+    };
+    if let Some(text) = get(client.request(reqwest::Method::GET, "/api/v1/status/tsdb")).await {
+        if let Some(ms) = serde_json::from_str::<Env>(&text)
+            .ok()
+            .and_then(|e| e.data.retention_time)
+            .and_then(|r| parse_retention(&r))
+        {
+            return Some((ms, "/api/v1/status/tsdb".into()));
+        }
+    }
+    if let Some(text) = get(client.request_at_root(reqwest::Method::GET, "/metrics")).await {
+        for l in text
+            .lines()
+            .filter(|l| l.starts_with("flag{") && l.contains(r#"name="retentionPeriod""#))
+        {
+            if let Some(ms) = l
+                .split("value=\"")
+                .nth(1)
+                .and_then(|v| v.split('"').next())
+                .and_then(parse_retention)
+            {
+                return Some((ms, "-retentionPeriod in /metrics".into()));
+            }
+        }
+    }
+    if let Some(text) = get(client.request_at_root(reqwest::Method::GET, "/flags")).await {
+        for l in text.lines().filter(|l| l.starts_with("-retentionPeriod=")) {
+            if let Some(ms) = parse_retention(l["-retentionPeriod=".len()..].trim_matches('"')) {
+                return Some((ms, "-retentionPeriod in /flags".into()));
+            }
+        }
+    }
+    None
+}
+
+/// VictoriaMetrics' `-retentionPeriod`: a number with `h`, `d`, `w`, `y`
+/// (or `m`/`s`), or a bare number of months (31 days each).
+pub fn parse_retention(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    const DAY: f64 = 86_400_000.0;
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, ""),
+    };
+    let n: f64 = num.parse().ok()?;
+    let ms = match unit {
+        "" => n * 31.0 * DAY,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        "h" => n * 3_600_000.0,
+        "d" => n * DAY,
+        "w" => n * 7.0 * DAY,
+        "y" => n * 365.0 * DAY,
+        _ => return None,
+    };
+    (ms > 0.0).then_some(ms as i64)
+}
+
+/// Polls `/api/v1/series` until the expected series show up or time runs out.
+async fn verify_on_target(
+    client: &Client,
+    check: &VerifyReport,
+    start_ms: i64,
+    end_ms: i64,
+    expected: u64,
+    timeout: Duration,
+    cancel: &CancelToken,
+) -> (Option<u64>, Option<bool>, Option<String>) {
+    let base = client.endpoint().base().path().to_string();
+    let reader = if base.contains("/insert/") {
+        client.with_base_path(&base.replacen("/insert/", "/select/", 1))
+    } else {
+        client.clone()
+    };
+    let matcher = if check.names_truncated || check.metric_names.len() > 100 {
+        r#"{__name__!=""}"#.to_string()
+    } else {
+        let names: Vec<String> = check
+            .metric_names
+            .iter()
+            .map(|n| regex::escape(n))
+            .collect();
+        let mut m = String::from("{__name__=~");
+        crate::model::labels::push_quoted(&mut m, &names.join("|"));
+        m.push('}');
+        m
+    };
+    if expected == 0 {
+        return (
+            Some(0),
+            Some(true),
+            Some("every point was older than the retention".into()),
+        );
+    }
+    let deadline = Instant::now() + timeout;
+    let mut last: Option<u64> = None;
+    let mut use_count = false;
+    loop {
+        let found = if use_count {
+            count_series(&reader, &matcher, start_ms, end_ms).await
+        } else {
+            reader
+                .series(std::slice::from_ref(&matcher), start_ms, end_ms)
+                .await
+                .map(|s| s.len() as u64)
+        };
+        match found {
+            Ok(n) => {
+                last = Some(n);
+                if n >= expected {
+                    return (Some(n), Some(true), None);
+                }
+            }
+            // Too many series for `/api/v1/series` (`-search.maxSeries`): count them instead.
+            Err(ClientError::Status {
+                status: 400 | 422, ..
+            }) if !use_count => use_count = true,
+            Err(e) if Instant::now() >= deadline => {
+                return (last, None, Some(format!("verification failed: {e}")));
+            }
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline || cancel.is_cancelled() {
+            let note = format!(
+                "only {} of {expected} series were visible on the target after {}s",
+                last.unwrap_or(0),
+                timeout.as_secs()
+            );
+            return (last, Some(false), Some(note));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Distinct series matching `matcher` with a point in `[start, end]`, counted by the server.
+async fn count_series(
+    client: &Client,
+    matcher: &str,
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<u64, ClientError> {
+    let range = ((end_ms - start_ms) / 1000).max(1);
+    let q = format!("count(last_over_time({matcher}[{range}s]))");
+    let rows = client
+        .query(&q, end_ms, &crate::client::QueryParams::default())
+        .await?;
+    Ok(rows
+        .first()
+        .and_then(|s| s.samples.first())
+        .map_or(0, |s| s.value as u64))
+}
+
+/// Where `spillway import` keeps its offset for `bundle` by default.
+pub fn default_state_path(bundle: &Path) -> PathBuf {
+    let mut s = bundle.as_os_str().to_owned();
+    s.push(".import-state.json");
+    PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_values() {
+        assert_eq!(parse_retention("1"), Some(31 * 86_400_000));
+        assert_eq!(parse_retention("100y"), Some(100 * 365 * 86_400_000));
+        assert_eq!(parse_retention("2w"), Some(14 * 86_400_000));
+        assert_eq!(parse_retention("36h"), Some(36 * 3_600_000));
+        assert_eq!(parse_retention("x"), None);
+        assert_eq!(parse_retention(""), None);
+    }
+}

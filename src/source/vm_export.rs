@@ -1,0 +1,367 @@
+//! Raw series out of VictoriaMetrics for one time window, as export lines:
+//! `/api/v1/export` streamed, or `query_range` when that route is missing.
+//!
+//! The export body is split into lines while it arrives and each line is
+//! handed to a [`LineSink`] on a blocking thread, so the whole answer is never
+//! in memory and the sink's work (parsing, obfuscation, writing) overlaps the
+//! network. The fallback (`query_range` over the window's step grid, for
+//! Prometheus and for vmauth setups that route only the query API) turns each
+//! series into the same line format, so the sink cannot tell the two apart.
+//!
+//! Routes: a base path holding `/rw/prometheus` (a vmauth prefix meant for
+//! writes) is read through `/prometheus` for the export API only, as
+//! vmgather does; a 404, or a 400 whose body says `missing route` (vmauth)
+//! or `unsupported path` (VictoriaMetrics), marks the export API as missing.
+//! Uses `client` and `model` only.
+
+use crate::client::{Client, ClientError, QueryParams};
+use crate::codec::write_vm_json_line;
+use crate::source::query::RangePlan;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How windows are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "method")]
+pub enum ExportMethod {
+    /// `/api/v1/export`: raw samples, as stored.
+    Export,
+    /// `query_range` with this step: one point per series and step.
+    QueryRange { step_ms: i64 },
+}
+
+/// Whether the sink wants more lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Enough (a bounded preview): the source stops reading and hangs up.
+    Stop,
+}
+
+/// Receives export lines (without the newline) on a blocking thread.
+pub trait LineSink: Send + 'static {
+    fn line(&mut self, line: &[u8]) -> Result<Flow, String>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The answer broke off or could not be read; the window can be fetched again.
+    #[error("the answer of {url} broke off: {reason}")]
+    Body { url: String, reason: String },
+    #[error("{0}")]
+    Sink(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl SourceError {
+    /// Worth fetching the window again.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            SourceError::Client(e) => e.is_retriable(),
+            SourceError::Body { .. } => true,
+            SourceError::Sink(_) | SourceError::Cancelled => false,
+        }
+    }
+
+    /// The export route does not exist here (switch to `query_range`).
+    pub fn is_missing_route(&self) -> bool {
+        matches!(self, SourceError::Client(e) if is_missing_route(e))
+    }
+}
+
+/// A 404, vmauth's `missing route`, or VictoriaMetrics' `unsupported path`.
+pub fn is_missing_route(e: &ClientError) -> bool {
+    match e {
+        ClientError::Status { status: 404, .. } => true,
+        ClientError::Status {
+            status: 400 | 403 | 405,
+            body,
+            ..
+        } => {
+            let b = body.to_ascii_lowercase();
+            b.contains("missing route") || b.contains("unsupported path")
+        }
+        _ => false,
+    }
+}
+
+/// The export API's base path: `/rw/prometheus` (first occurrence) read as `/prometheus`.
+pub fn export_base_path(base_path: &str) -> Option<String> {
+    base_path
+        .find("/rw/prometheus")
+        .map(|i| format!("{}/prometheus{}", &base_path[..i], &base_path[i + 14..]))
+}
+
+/// Reads windows of the series matched by `selectors`.
+#[derive(Clone, Debug)]
+pub struct VmExportSource {
+    client: Client,
+    export_client: Client,
+    selectors: Vec<String>,
+    pub method: ExportMethod,
+}
+
+impl VmExportSource {
+    pub fn new(client: Client, selectors: Vec<String>, method: ExportMethod) -> VmExportSource {
+        let export_client = match export_base_path(client.endpoint().base().path()) {
+            Some(p) => client.with_base_path(&p),
+            None => client.clone(),
+        };
+        VmExportSource {
+            client,
+            export_client,
+            selectors,
+            method,
+        }
+    }
+
+    pub fn selectors(&self) -> &[String] {
+        &self.selectors
+    }
+
+    /// One PromQL expression for all selectors (`or` removes duplicates as `match[]` does).
+    fn union_query(&self) -> String {
+        match self.selectors.as_slice() {
+            [one] => one.clone(),
+            many => many
+                .iter()
+                .map(|s| format!("({s})"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+        }
+    }
+
+    /// Streams the window `[start_ms, end_ms]` (inclusive) into `sink` and
+    /// hands the sink back. `cancelled` resolving stops the stream and
+    /// hangs up; the result is then [`SourceError::Cancelled`].
+    pub async fn fetch_window<S: LineSink>(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+        sink: S,
+        cancelled: impl Future<Output = ()>,
+    ) -> (S, Result<u64, SourceError>) {
+        let (tx, rx) = mpsc::channel::<Bytes>(32);
+        let worker = tokio::task::spawn_blocking(move || run_sink(sink, rx));
+        let fed = tokio::select! {
+            r = self.feed(start_ms, end_ms, &tx) => r,
+            _ = cancelled => Err(SourceError::Cancelled),
+        };
+        drop(tx);
+        let (sink, sunk) = match worker.await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        let result = match (fed, sunk) {
+            (Err(SourceError::Cancelled), _) => Err(SourceError::Cancelled),
+            // The sink's error explains why feeding stopped (it hung up).
+            (_, Err(e)) => Err(SourceError::Sink(e)),
+            (r, Ok(())) => r,
+        };
+        (sink, result)
+    }
+
+    /// Sends the window's bytes (whole lines or body chunks) to the worker.
+    /// Returns the number of bytes received.
+    async fn feed(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+        tx: &mpsc::Sender<Bytes>,
+    ) -> Result<u64, SourceError> {
+        match self.method {
+            ExportMethod::Export => {
+                // The answer streams for as long as it needs; silence longer
+                // than the client's timeout is what fails it.
+                let idle = self
+                    .export_client
+                    .timeout()
+                    .unwrap_or(Duration::from_secs(60));
+                let url = self.export_client.endpoint().display();
+                let resp = tokio::time::timeout(
+                    idle,
+                    self.export_client
+                        .export(&self.selectors, start_ms, end_ms, &BTreeMap::new()),
+                )
+                .await
+                .map_err(|_| ClientError::Timeout {
+                    url: url.clone(),
+                    after: idle,
+                })??;
+                let mut body = resp.bytes_stream();
+                let mut bytes = 0u64;
+                loop {
+                    let next = tokio::time::timeout(idle, body.next()).await.map_err(|_| {
+                        SourceError::Body {
+                            url: url.clone(),
+                            reason: format!(
+                                "no data for {idle:?} (raise --timeout if the server is that slow)"
+                            ),
+                        }
+                    })?;
+                    let Some(chunk) = next else { break };
+                    let chunk = chunk.map_err(|e| SourceError::Body {
+                        url: url.clone(),
+                        reason: crate::client::error_chain(&e),
+                    })?;
+                    bytes += chunk.len() as u64;
+                    if tx.send(chunk).await.is_err() {
+                        // The sink stopped (enough lines, or its own error).
+                        break;
+                    }
+                }
+                Ok(bytes)
+            }
+            ExportMethod::QueryRange { step_ms } => {
+                let Some(plan) =
+                    RangePlan::new(start_ms, end_ms, step_ms, i64::MAX / step_ms.max(1))
+                else {
+                    return Ok(0);
+                };
+                let mut stream = self
+                    .client
+                    .query_range(
+                        &self.union_query(),
+                        plan.first_ms,
+                        plan.last_ms,
+                        step_ms,
+                        &QueryParams::default(),
+                    )
+                    .await?;
+                let mut bytes = 0u64;
+                let mut buf = Vec::with_capacity(4096);
+                while let Some(series) = stream.recv().await {
+                    let series = series?;
+                    buf.clear();
+                    write_vm_json_line(&series, &mut buf);
+                    if buf.is_empty() {
+                        continue;
+                    }
+                    bytes += buf.len() as u64;
+                    if tx.send(Bytes::copy_from_slice(&buf)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(bytes)
+            }
+        }
+    }
+}
+
+/// Splits chunks into lines and feeds the sink; a line may span chunks.
+fn run_sink<S: LineSink>(mut sink: S, mut rx: mpsc::Receiver<Bytes>) -> (S, Result<(), String>) {
+    let mut partial: Vec<u8> = Vec::new();
+    let result = (|| {
+        while let Some(chunk) = rx.blocking_recv() {
+            let mut rest: &[u8] = &chunk;
+            while let Some(nl) = memchr::memchr(b'\n', rest) {
+                let flow = if partial.is_empty() {
+                    deliver(&mut sink, &rest[..nl])?
+                } else {
+                    partial.extend_from_slice(&rest[..nl]);
+                    let f = deliver(&mut sink, &partial)?;
+                    partial.clear();
+                    f
+                };
+                if flow == Flow::Stop {
+                    return Ok(());
+                }
+                rest = &rest[nl + 1..];
+            }
+            partial.extend_from_slice(rest);
+        }
+        if !partial.is_empty() {
+            deliver(&mut sink, &partial)?;
+        }
+        Ok(())
+    })();
+    (sink, result)
+}
+
+fn deliver<S: LineSink>(sink: &mut S, line: &[u8]) -> Result<Flow, String> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Flow::Continue);
+    }
+    sink.line(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Collect(Vec<String>, usize);
+    impl LineSink for Collect {
+        fn line(&mut self, line: &[u8]) -> Result<Flow, String> {
+            self.0.push(String::from_utf8_lossy(line).into_owned());
+            Ok(if self.0.len() >= self.1 {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            })
+        }
+    }
+
+    #[test]
+    fn lines_span_chunks() {
+        let (tx, rx) = mpsc::channel(8);
+        for c in ["{\"a\":1}\n{\"b\"", ":2}\r\n\n", "{\"c\":3}"] {
+            tx.try_send(Bytes::from(c)).unwrap();
+        }
+        drop(tx);
+        let (sink, r) = run_sink(Collect(vec![], 100), rx);
+        r.unwrap();
+        assert_eq!(sink.0, ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
+    }
+
+    #[test]
+    fn stop_ends_early() {
+        let (tx, rx) = mpsc::channel(8);
+        tx.try_send(Bytes::from("1\n2\n3\n")).unwrap();
+        drop(tx);
+        let (sink, r) = run_sink(Collect(vec![], 2), rx);
+        r.unwrap();
+        assert_eq!(sink.0, ["1", "2"]);
+    }
+
+    #[test]
+    fn missing_routes() {
+        let st = |status, body: &str| ClientError::Status {
+            url: "u".into(),
+            status,
+            body: body.into(),
+        };
+        assert!(is_missing_route(&st(404, "")));
+        assert!(is_missing_route(&st(
+            400,
+            "cannot determine targetURL: missing route for \"/api/v1/export\""
+        )));
+        assert!(is_missing_route(&st(
+            400,
+            "unsupported path requested: \"/x/api/v1/export\""
+        )));
+        assert!(!is_missing_route(&st(400, "bad match[]")));
+        assert!(!is_missing_route(&st(401, "missing route")));
+    }
+
+    #[test]
+    fn rw_prefix_is_read_through_prometheus() {
+        assert_eq!(
+            export_base_path("/1011/rw/prometheus").as_deref(),
+            Some("/1011/prometheus")
+        );
+        assert_eq!(
+            export_base_path("/rw/prometheus/rw/prometheus").as_deref(),
+            Some("/prometheus/rw/prometheus")
+        );
+        assert_eq!(export_base_path("/select/0/prometheus"), None);
+        assert_eq!(export_base_path("/1011/RW/PROMETHEUS"), None);
+    }
+}

@@ -47,9 +47,10 @@ received() {
     awk '{
       match($0, /"__name__":"[^"]*"/); name = substr($0, RSTART + 12, RLENGTH - 13)
       match($0, /"timestamps":\[[^]]*\]/); n = split(substr($0, RSTART + 14, RLENGTH - 15), _, ",")
+      if (!(name in series)) names++
       series[name]++; samples[name] += n
     } END {
-      if (length(series) == 0) print "    (nothing)"
+      if (names == 0) print "    (nothing)"
       for (k in series) printf "    %-32s %3d series %6d samples\n", k, series[k], samples[k]
     }' | sort
 }

@@ -582,7 +582,7 @@ fn replay_over_six_hours_exports_exactly_the_breaching_points() {
     assert!(started.elapsed() < Duration::from_secs(60));
     let out = run.stdout();
     assert!(
-        out.contains("1 groups, 1 rules, 12 range requests"),
+        out.contains("1 group, 1 rule, 12 range requests"),
         "{}",
         run.describe()
     );

@@ -54,13 +54,13 @@ impl ReplayOutcome {
     pub fn render(&self) -> String {
         let r = &self.report;
         let mut out = format!(
-            "replayed {} .. {} in {:.1}s: {} groups, {} rules, {} range requests, {} series, {} samples exported\n",
+            "replayed {} .. {} in {:.1}s: {}, {}, {}, {} series, {} samples exported\n",
             format_rfc3339_ms(self.from_ms),
             format_rfc3339_ms(self.to_ms),
             self.elapsed.as_secs_f64(),
-            r.groups,
-            r.rules,
-            r.requests,
+            plural(r.groups as u64, "group"),
+            plural(r.rules as u64, "rule"),
+            plural(r.requests, "range request"),
             r.series,
             r.samples,
         );
@@ -125,7 +125,6 @@ pub async fn replay_command(
             d.queue_dir = dir.join(queue_dir_name(&d.name));
         }
     }
-    crate::server::metrics::handle();
     let config = setup.pipeline.clone();
     let pipeline = tokio::task::spawn_blocking(move || Pipeline::open(config))
         .await
@@ -170,6 +169,10 @@ pub async fn replay_command(
     })
 }
 
+fn plural(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 /// `spillway rules check`.
 #[derive(Clone, Debug)]
 pub struct RulesCheck {
@@ -205,10 +208,10 @@ impl CheckOutcome {
                 Ok((g, r)) => {
                     let _ = writeln!(
                         out,
-                        "{}: OK ({g} group{}, {r} rule{})",
+                        "{}: OK ({}, {})",
                         f.name,
-                        if *g == 1 { "" } else { "s" },
-                        if *r == 1 { "" } else { "s" }
+                        plural(*g as u64, "group"),
+                        plural(*r as u64, "rule")
                     );
                 }
                 Err(problems) => {

@@ -169,6 +169,37 @@ struct Entry<S> {
     state_tx: watch::Sender<JobState>,
 }
 
+impl<S> Entry<S> {
+    /// Starts the retention clock and tells the waiters.
+    fn finished(&mut self, state: JobState) {
+        self.finished_at = Some(Instant::now());
+        self.state_tx.send_replace(state);
+    }
+}
+
+/// How a job ended, recorded the same way for exports and imports.
+fn settle<O>(
+    what: &str,
+    id: &str,
+    result: Result<O, BundleError>,
+    state: &mut JobState,
+    outcome: &mut Option<O>,
+    error: &mut Option<String>,
+) {
+    match result {
+        Ok(o) => {
+            *state = JobState::Done;
+            *outcome = Some(o);
+        }
+        Err(BundleError::Cancelled) => *state = JobState::Cancelled,
+        Err(err) => {
+            tracing::warn!(job = id, "{what} failed: {err}");
+            *state = JobState::Failed;
+            *error = Some(err.to_string());
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     exports: HashMap<String, Entry<ExportSnapshot>>,
@@ -332,20 +363,17 @@ impl JobManager {
         let Some(e) = inner.exports.get_mut(id) else {
             return;
         };
-        match result {
-            Ok(o) => {
-                e.snap.state = JobState::Done;
-                e.snap.outcome = Some(o);
-            }
-            Err(BundleError::Cancelled) => e.snap.state = JobState::Cancelled,
-            Err(err) => {
-                tracing::warn!(job = id, "export failed: {err}");
-                e.snap.state = JobState::Failed;
-                e.snap.error = Some(err.to_string());
-            }
-        }
-        e.finished_at = Some(Instant::now());
-        e.state_tx.send_replace(e.snap.state);
+        let snap = &mut e.snap;
+        settle(
+            "export",
+            &id,
+            result,
+            &mut snap.state,
+            &mut snap.outcome,
+            &mut snap.error,
+        );
+        let state = snap.state;
+        e.finished(state);
     }
 
     pub fn export(&self, id: &str) -> Result<ExportSnapshot, JobError> {
@@ -488,20 +516,17 @@ impl JobManager {
         let Some(e) = inner.imports.get_mut(&id) else {
             return;
         };
-        match result {
-            Ok(o) => {
-                e.snap.state = JobState::Done;
-                e.snap.outcome = Some(o);
-            }
-            Err(BundleError::Cancelled) => e.snap.state = JobState::Cancelled,
-            Err(err) => {
-                tracing::warn!(job = id, "import failed: {err}");
-                e.snap.state = JobState::Failed;
-                e.snap.error = Some(err.to_string());
-            }
-        }
-        e.finished_at = Some(Instant::now());
-        e.state_tx.send_replace(e.snap.state);
+        let snap = &mut e.snap;
+        settle(
+            "import",
+            &id,
+            result,
+            &mut snap.state,
+            &mut snap.outcome,
+            &mut snap.error,
+        );
+        let state = snap.state;
+        e.finished(state);
     }
 
     fn update_import(&self, id: &str, f: impl FnOnce(&mut ImportSnapshot)) {

@@ -366,7 +366,7 @@ impl JobManager {
         let snap = &mut e.snap;
         settle(
             "export",
-            &id,
+            id,
             result,
             &mut snap.state,
             &mut snap.outcome,

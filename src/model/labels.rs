@@ -31,11 +31,17 @@ impl Labels {
         K: Into<String>,
         V: Into<String>,
     {
-        let mut labels = Labels::new();
-        for (k, v) in pairs {
-            labels.set(k, v);
-        }
-        labels
+        // One sort (or just a check, for input that is already sorted, as
+        // maps and wire formats give it) instead of an insert per pair.
+        Labels::from_vec(
+            pairs
+                .into_iter()
+                .map(|(k, v)| Label {
+                    name: k.into(),
+                    value: v.into(),
+                })
+                .collect(),
+        )
     }
 
     /// Builds from a vector in any order with the same rules as

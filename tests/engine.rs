@@ -8,7 +8,7 @@ use common::{vm_line, Server, Vm};
 use futures_util::future::BoxFuture;
 use spillway::client::{Client, ClientConfig, RetryPolicy};
 use spillway::codec::remote_write::{RemoteWriteEncoder, HEADERS};
-use spillway::model::{Labels, Series};
+use spillway::model::{ExportBatch, Labels, Series};
 use spillway::run::replay::NoProgress;
 use spillway::run::rules::{load_str, Group, LoadOptions};
 use spillway::run::schedule::go_truncate;
@@ -685,11 +685,11 @@ struct RemoteWriteSink {
 }
 
 impl ResultSink for RemoteWriteSink {
-    fn export(&self, batch: Vec<Series>) -> BoxFuture<'_, Result<(), String>> {
+    fn export(&self, batch: ExportBatch) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let mut body = Vec::new();
             RemoteWriteEncoder::new()
-                .encode(&batch, &mut body)
+                .encode(&batch.series, &mut body)
                 .map_err(|e| e.to_string())?;
             self.client
                 .send("remote write", || {

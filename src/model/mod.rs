@@ -3,6 +3,7 @@
 
 pub mod goregex;
 pub mod labels;
+pub mod origin;
 pub mod selector;
 pub mod series;
 pub mod size;
@@ -10,6 +11,7 @@ pub mod time;
 pub mod yaml;
 
 pub use labels::{Label, Labels};
+pub use origin::{Annotations, BatchMeta, ExportBatch, ExportKind, Origin};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 pub use series::{Batch, Sample, Series, STALE_NAN_BITS};
 

@@ -16,7 +16,7 @@
 //! memory, alerts and history, as vmalert keeps them; removed ones stop.
 //! New definitions are checked first, so a refused reload changes nothing.
 
-use crate::model::Series;
+use crate::model::{ExportBatch, Series};
 use crate::run::config::EvaluationSpec;
 use crate::run::datasource::Datasource;
 use crate::run::group::{GroupShared, GroupTask, RuleCarry};
@@ -39,13 +39,13 @@ use tokio::task::JoinHandle;
 /// taken": the engine logs the reason on the rule, keeps its state, and
 /// evaluates the same timestamp again later.
 pub trait ResultSink: Send + Sync + 'static {
-    fn export(&self, batch: Vec<Series>) -> BoxFuture<'_, Result<(), String>>;
+    fn export(&self, batch: ExportBatch) -> BoxFuture<'_, Result<(), String>>;
 }
 
 /// A sink that keeps every batch in memory (tests, `rules preview`).
 #[derive(Debug, Default)]
 pub struct MemorySink {
-    batches: Mutex<Vec<Vec<Series>>>,
+    batches: Mutex<Vec<ExportBatch>>,
     changed: tokio::sync::Notify,
 }
 
@@ -56,6 +56,11 @@ impl MemorySink {
 
     /// Every batch so far, in arrival order.
     pub fn batches(&self) -> Vec<Vec<Series>> {
+        self.exports().into_iter().map(|b| b.series).collect()
+    }
+
+    /// Every batch so far with its origin, in arrival order.
+    pub fn exports(&self) -> Vec<ExportBatch> {
         self.batches.lock().map(|b| b.clone()).unwrap_or_default()
     }
 
@@ -70,6 +75,9 @@ impl MemorySink {
             .lock()
             .map(|mut b| std::mem::take(&mut *b))
             .unwrap_or_default()
+            .into_iter()
+            .map(|b| b.series)
+            .collect()
     }
 
     /// Waits until `done` holds for the series received so far, or
@@ -89,7 +97,7 @@ impl MemorySink {
 }
 
 impl ResultSink for MemorySink {
-    fn export(&self, batch: Vec<Series>) -> BoxFuture<'_, Result<(), String>> {
+    fn export(&self, batch: ExportBatch) -> BoxFuture<'_, Result<(), String>> {
         if let Ok(mut b) = self.batches.lock() {
             b.push(batch);
         }

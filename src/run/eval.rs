@@ -32,7 +32,7 @@
 //!   at the current timestamp, so destinations see the breach end.
 
 use crate::model::labels::METRIC_NAME;
-use crate::model::{Labels, Sample, Series};
+use crate::model::{ExportKind, Labels, Origin, Sample, Series};
 use crate::run::rules::{render_labels_with, RuleType, TemplateData};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -63,6 +63,18 @@ pub struct RuleSpec {
     /// `external_labels` of the run, for `$externalLabels` in templates.
     pub external_labels: BTreeMap<String, String>,
     pub alert: Option<AlertSpec>,
+}
+
+impl RuleSpec {
+    /// What the rule's exports carry to event destinations and captures.
+    pub fn origin(&self) -> Origin {
+        let kind = if self.alert.is_some() {
+            ExportKind::Alert
+        } else {
+            ExportKind::Recording
+        };
+        Origin::rule(kind, &self.group, &self.name)
+    }
 }
 
 /// What only alerting rules have.

@@ -20,6 +20,7 @@
 //! State is committed only after the sink took the series: a rule's memory
 //! (what it exported, its alerts) and its cursor move together.
 
+use crate::model::{ExportBatch, Origin};
 use crate::run::datasource::{Datasource, RuleQuery};
 use crate::run::engine::{EngineOptions, ResultSink};
 use crate::run::eval::{evaluate, AlertSpec, RuleMemory, RuleSpec};
@@ -75,6 +76,8 @@ struct RuleRunner {
     cursor: Option<i64>,
     memory: RuleMemory,
     metric_labels: Vec<metrics::Label>,
+    /// Carried by every export of this rule.
+    origin: Origin,
 }
 
 pub(crate) struct GroupTask {
@@ -180,6 +183,7 @@ impl GroupTask {
                 index,
                 query: RuleQuery::new(&group, &rule.expr, schedule.interval_ms),
                 debug: group.rule_debug(rule),
+                origin: spec.origin(),
                 spec,
                 cursor: kept.cursor,
                 memory: kept.memory,
@@ -389,7 +393,8 @@ impl RuleRunner {
                 let sent = if out.export.is_empty() {
                     Ok(())
                 } else {
-                    ctx.sink.export(out.export).await
+                    let batch = ExportBatch::new(self.origin.clone(), out.export);
+                    ctx.sink.export(batch).await
                 };
                 match sent {
                     Ok(()) => {

@@ -27,7 +27,7 @@
 //! A failing rule is reported and the next one replayed; a sink that refuses
 //! data stops the replay (nothing more can be kept).
 
-use crate::model::{Labels, Sample, Series};
+use crate::model::{ExportBatch, Labels, Sample, Series};
 use crate::run::datasource::{Datasource, RuleQuery};
 use crate::run::engine::{EngineOptions, ResultSink};
 use crate::run::eval::{
@@ -381,7 +381,9 @@ impl RuleReplay<'_> {
         let batch = std::mem::take(&mut self.batch);
         let series = batch.len() as u64;
         let samples: u64 = batch.iter().map(|s| s.samples.len() as u64).sum();
-        self.sink.export(batch).await?;
+        self.sink
+            .export(ExportBatch::new(self.spec.origin(), batch))
+            .await?;
         self.series += series;
         self.samples += samples;
         Ok(())

@@ -25,7 +25,7 @@ use super::config::{DestinationLines, DestinationSpec, ItemLines, LoadedConfig, 
 use crate::client::Endpoint;
 use crate::model::size::{format_size, parse_size};
 use crate::model::time::parse_duration;
-use crate::model::Series;
+use crate::model::{ExportBatch, Series};
 use crate::sink::destination::{
     self, queue_dir_name, Destination, DestinationConfig, DestinationError, DestinationKind,
     DestinationStatus, MIN_MAX_DISK_BYTES,
@@ -468,10 +468,11 @@ impl Pipeline {
         self.route_and_return(batch).await.0
     }
 
-    /// [`Pipeline::route`] for rule results: the engine added the run's
-    /// `external_labels` already (as vmalert's `-external.label`, before
-    /// global relabeling), so they are not added again here.
-    pub async fn route_results(&self, batch: Vec<Series>) -> Result<(), RouteError> {
+    /// [`Pipeline::route`] for rule results (and captures): the engine
+    /// added the run's `external_labels` already (as vmalert's
+    /// `-external.label`, before global relabeling), so they are not added
+    /// again here. The batch's origin reaches every destination.
+    pub async fn route_results(&self, batch: ExportBatch) -> Result<(), RouteError> {
         self.route_inner(batch, false).await.0
     }
 
@@ -482,14 +483,15 @@ impl Pipeline {
         &self,
         batch: Vec<Series>,
     ) -> (Result<(), RouteError>, Option<Vec<Series>>) {
-        self.route_inner(batch, true).await
+        let (result, batch) = self.route_inner(ExportBatch::received(batch), true).await;
+        (result, batch.map(|b| b.series))
     }
 
     async fn route_inner(
         &self,
-        batch: Vec<Series>,
+        batch: ExportBatch,
         external_labels: bool,
-    ) -> (Result<(), RouteError>, Option<Vec<Series>>) {
+    ) -> (Result<(), RouteError>, Option<ExportBatch>) {
         if self.closed.load(Ordering::SeqCst) {
             return (Err(RouteError::ShuttingDown), Some(batch));
         }
@@ -498,8 +500,8 @@ impl Pipeline {
         }
         let _gate = self.gate.read().await;
         let routing = self.current();
-        let samples: u64 = batch.iter().map(|s| s.samples.len() as u64).sum();
-        self.routed_samples.fetch_add(samples, Ordering::Relaxed);
+        self.routed_samples
+            .fetch_add(batch.sample_count() as u64, Ordering::Relaxed);
         // One blocking task does the global stage and every destination's
         // accept in turn: relabeling and encoding are CPU work, queue pushes
         // wait for fsync, and one hand-off per batch costs less than one
@@ -513,7 +515,7 @@ impl Pipeline {
             } else {
                 destinations
                     .iter()
-                    .filter_map(|d| d.accept(&batch).err())
+                    .filter_map(|d| d.accept_with(&batch.series, batch.meta()).err())
                     .collect()
             };
             (batch, dropped, errors)
@@ -746,7 +748,7 @@ async fn release(d: Arc<Destination>) {
 impl crate::run::engine::ResultSink for Pipeline {
     fn export(
         &self,
-        batch: Vec<Series>,
+        batch: ExportBatch,
     ) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
         Box::pin(async move { self.route_results(batch).await.map_err(|e| e.to_string()) })
     }
@@ -762,7 +764,7 @@ struct GlobalStage {
 impl GlobalStage {
     /// Applies both (external labels only when `external_labels`) in
     /// place; returns the samples of the series relabeling dropped.
-    fn apply(&self, mut batch: Vec<Series>, external_labels: bool) -> (Vec<Series>, u64) {
+    fn apply(&self, mut batch: ExportBatch, external_labels: bool) -> (ExportBatch, u64) {
         let external: &[(String, String)] = if external_labels {
             &self.external_labels
         } else {
@@ -801,7 +803,8 @@ pub fn dry_route(config: &PipelineConfig, batch: Vec<Series>) -> Vec<(String, Ve
         rules: config.global_relabel.clone(),
         external_labels: Vec::new(),
     };
-    let (batch, _) = global.apply(batch, false);
+    let (batch, _) = global.apply(ExportBatch::received(batch), false);
+    let batch = batch.series;
     config
         .destinations
         .iter()

@@ -6,7 +6,7 @@ use super::engine::{Engine, EngineHandle, EngineOptions, MemorySink, ResultSink}
 use super::rules::{load_str, Group, RuleType};
 use super::schedule::TokioClock;
 use crate::client::{InstantAnswer, SeriesStream};
-use crate::model::{Labels, Sample, Series};
+use crate::model::{ExportBatch, Labels, Sample, Series};
 use futures_util::future::BoxFuture;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -153,6 +153,36 @@ async fn evaluates_at_aligned_timestamps() {
         .map(|t| (r#"r{a="1"}"#.to_string(), *t, t.to_string()))
         .collect();
     assert_eq!(exported(&sink), want);
+}
+
+#[tokio::test(start_paused = true)]
+async fn exports_carry_their_rule_and_group() {
+    let ds = FnDatasource::new(|_, ts| Ok(vec![one("m", ts, 1.0)]));
+    let sink = MemorySink::new();
+    let g = groups("groups:\n- name: g\n  interval: 10s\n  eval_delay: 0s\n  rules:\n  - record: r\n    expr: m\n  - alert: A\n    expr: m\n");
+    let engine = start(g, ds.clone(), sink.clone());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    engine.shutdown().await;
+    let mut origins: Vec<(String, String, &str)> = sink
+        .exports()
+        .iter()
+        .map(|b| {
+            (
+                b.origin.group.to_string(),
+                b.origin.rule.to_string(),
+                b.origin.kind.as_str(),
+            )
+        })
+        .collect();
+    origins.sort();
+    origins.dedup();
+    assert_eq!(
+        origins,
+        [
+            ("g".to_string(), "A".to_string(), "alert"),
+            ("g".to_string(), "r".to_string(), "recording")
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -313,7 +343,7 @@ struct FlakySink {
 }
 
 impl ResultSink for FlakySink {
-    fn export(&self, batch: Vec<Series>) -> BoxFuture<'_, Result<(), String>> {
+    fn export(&self, batch: ExportBatch) -> BoxFuture<'_, Result<(), String>> {
         if self.fail.load(Ordering::SeqCst) > 0 {
             self.fail.fetch_sub(1, Ordering::SeqCst);
             return Box::pin(async { Err("queue directory is not writable".to_string()) });

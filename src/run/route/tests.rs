@@ -147,7 +147,11 @@ destinations:
     relabel_configs:
       - {action: keep, source_labels: [cluster], regex: eu1}",
     );
-    p.route_results(vec![series("from_rules")]).await.unwrap();
+    p.route_results(crate::model::ExportBatch::received(vec![series(
+        "from_rules",
+    )]))
+    .await
+    .unwrap();
     p.route(vec![series("received")]).await.unwrap();
     let st = &p.statuses()[0];
     assert_eq!(

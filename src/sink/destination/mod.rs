@@ -79,7 +79,7 @@ pub use stats::{Counters, DestinationStatus, DropReason};
 
 use crate::client::{Client, ClientConfig, RetryPolicy};
 use crate::codec::CodecError;
-use crate::model::{Labels, Series};
+use crate::model::{BatchMeta, Labels, Origin, Series};
 use crate::queue::{Queue, QueueError, QueueOptions, RecoveryReport};
 use crate::transform::relabel::RelabelRules;
 use std::borrow::Cow;
@@ -405,7 +405,25 @@ impl Destination {
     /// Blocking (it waits for fsync): async callers use
     /// [`Destination::accept_async`].
     pub fn accept(&self, batch: &[Series]) -> Result<Accepted, DestinationError> {
-        self.shared.accept(batch)
+        let origin = Origin::received();
+        self.accept_with(
+            batch,
+            BatchMeta {
+                origin: &origin,
+                annotations: &[],
+            },
+        )
+    }
+
+    /// [`Destination::accept`] with where the batch came from (rule,
+    /// group, kind, annotations), which event destinations put in every
+    /// event; metric destinations ignore it.
+    pub fn accept_with(
+        &self,
+        batch: &[Series],
+        meta: BatchMeta<'_>,
+    ) -> Result<Accepted, DestinationError> {
+        self.shared.accept(batch, meta)
     }
 
     /// [`Destination::accept`] on the blocking pool.
@@ -414,9 +432,16 @@ impl Destination {
         batch: Arc<Vec<Series>>,
     ) -> Result<Accepted, DestinationError> {
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || shared.accept(&batch))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        tokio::task::spawn_blocking(move || {
+            let origin = Origin::received();
+            let meta = BatchMeta {
+                origin: &origin,
+                annotations: &[],
+            };
+            shared.accept(&batch, meta)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
     /// Queue depth and counters, for `/api/v1/destinations`.
@@ -537,7 +562,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn accept(&self, batch: &[Series]) -> Result<Accepted, DestinationError> {
+    fn accept(&self, batch: &[Series], meta: BatchMeta<'_>) -> Result<Accepted, DestinationError> {
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(DestinationError::Closed {
                 name: self.name.clone(),
@@ -546,7 +571,7 @@ impl Shared {
         let mut enc = lock(&self.encoders)
             .pop()
             .unwrap_or_else(|| encode::BlockEncoder::new(self.kind, self.max_batch_samples));
-        let result = self.encode_and_push(batch, &mut enc);
+        let result = self.encode_and_push(batch, meta, &mut enc);
         enc.reset();
         lock(&self.encoders).push(enc);
         result
@@ -555,6 +580,9 @@ impl Shared {
     fn encode_and_push(
         &self,
         batch: &[Series],
+        // Metric kinds encode labels and samples only; event kinds will
+        // read the origin and annotations from here.
+        _meta: BatchMeta<'_>,
         enc: &mut encode::BlockEncoder,
     ) -> Result<Accepted, DestinationError> {
         let encode_err = |source| DestinationError::Encode {

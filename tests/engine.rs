@@ -415,7 +415,7 @@ async fn source_outage_is_caught_up_after_restart() {
 
 // ---------------------------------------------------------------------------
 // VictoriaLogs: the only fake. It answers with the bodies recorded from a
-// real VictoriaLogs v1.26 (../shared/conformance/victorialogs/responses.json)
+// real VictoriaLogs v1.26 (tests/conformance/victorialogs/responses.json)
 // and records every request to check what spillway sends.
 
 #[derive(Clone, Debug)]
@@ -433,7 +433,7 @@ struct FakeLogs {
 
 fn recorded() -> serde_json::Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/conformance/victorialogs/responses.json");
+        .join("tests/conformance/victorialogs/responses.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }

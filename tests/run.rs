@@ -608,7 +608,7 @@ fn replay_over_six_hours_exports_exactly_the_breaching_points() {
 
 const CORPUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/conformance/vmalert-rules"
+    "/tests/conformance/vmalert-rules"
 );
 
 #[test]

@@ -1,6 +1,6 @@
 //! Tests in the users' notation: rule files as YAML text, errors as the line
-//! a user would read. The conformance test feeds the shared vmalert corpus
-//! (`shared/conformance/vmalert-rules/`, see its README) through the same
+//! a user would read. The conformance test feeds the vmalert corpus
+//! (`tests/conformance/vmalert-rules/`, see its README) through the same
 //! [`load_str`] that `run` and `rules check` use.
 
 use super::files::{expand_env, expand_glob, segment_matches};
@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 const CORPUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/conformance/vmalert-rules"
+    "/tests/conformance/vmalert-rules"
 );
 
 /// Entries whose verdict depends on parsing the query language, which
@@ -303,7 +303,7 @@ fn load_corpus_file(file: &str, opts: &LoadOptions) -> Result<Vec<Group>, Vec<Ru
 #[test]
 fn vmalert_conformance_corpus() {
     let json = std::fs::read_to_string(format!("{CORPUS}/EXPECTED.json"))
-        .expect("the shared conformance corpus sits next to the repository");
+        .expect("tests/conformance/vmalert-rules/EXPECTED.json");
     let entries: Vec<serde_json::Value> = serde_json::from_str(&json).expect("EXPECTED.json");
     let (mut accepted, mut rejected, mut excepted, mut excepted_without_flags) = (0, 0, 0, 0);
     let mut failures = Vec::new();

@@ -29,11 +29,11 @@
 
 use crate::model::{Labels, Sample, Series};
 use crate::run::datasource::{Datasource, RuleQuery};
-use crate::run::engine::{EngineOptions, ResultSink};
 use crate::run::eval::{
     alert_labels, recorded_labels, RuleSpec, ALERTS_FOR_STATE_METRIC, ALERTS_METRIC,
 };
-use crate::run::group::rule_spec;
+use crate::run::options::{rule_spec, EngineOptions};
+use crate::run::results::ResultSink;
 use crate::run::rules::{render_labels_with, Group, TemplateData};
 use crate::run::schedule::{Mode, Schedule};
 use std::collections::{HashMap, HashSet};
@@ -394,7 +394,7 @@ mod tests {
     use crate::client::{InstantAnswer, SeriesStream};
     use crate::model::selector::parse_label_set;
     use crate::run::datasource::QueryError;
-    use crate::run::engine::MemorySink;
+    use crate::run::results::MemorySink;
     use crate::run::rules::{load_str, RuleType};
     use futures_util::future::BoxFuture;
     use std::sync::Mutex;

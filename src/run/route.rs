@@ -743,7 +743,7 @@ async fn release(d: Arc<Destination>) {
 }
 
 /// The engine's seam: rule results go through [`Pipeline::route_results`].
-impl crate::run::engine::ResultSink for Pipeline {
+impl crate::run::results::ResultSink for Pipeline {
     fn export(
         &self,
         batch: Vec<Series>,

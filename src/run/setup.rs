@@ -16,7 +16,8 @@
 
 use super::config::{LoadedConfig, RunConfig};
 use super::datasource::ClientDatasource;
-use super::engine::{check_groups, EngineOptions};
+use super::engine::check_groups;
+use super::options::EngineOptions;
 use super::route::PipelineConfig;
 use super::rules::{load_files, Group, LoadOptions, RuleType};
 use crate::client::{Client, ConnectionSpec};

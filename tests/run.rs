@@ -525,6 +525,89 @@ fn source_outage_is_caught_up_through_the_binary() {
     assert!(m.contains("spillway_group_iterations_missed_total{"), "{m}");
 }
 
+/// Issue 11, item 5: spillway frozen with SIGSTOP and resumed just after an
+/// evaluation timestamp T became due evaluated T at once; VictoriaMetrics
+/// answers a query for T sent before T+1s as of T-1s, so the value written
+/// at T was the source's value at T-1s. Resumed 0.3s after T, spillway must
+/// wait its wake margin and write the source's value at T, and at every
+/// caught-up timestamp.
+#[test]
+fn a_paused_process_writes_the_source_value_at_the_resume_timestamp() {
+    // A value that changes every second: an answer as of T-1s shows.
+    let src = source_with(&["s0"], |_, t| (t / 1000 % 100) as f64);
+    let dst = Vm::start();
+    let rules = "groups:\n- name: g\n  interval: 2s\n  rules:\n  - record: 'temp:all'\n    expr: temp\n    labels: {export_target: a}\n";
+    let sp = SpillwayRun::start_files(
+        &[
+            (
+                "run.yml",
+                &config(&src.url(), &destination("a", &dst, "a"), ""),
+            ),
+            ("rules/g.yml", rules),
+        ],
+        &[],
+    );
+    wait_for("the first evaluations", Duration::from_secs(20), || {
+        updates(&rule(&sp.rules(), "g", "temp:all")) >= 2
+    });
+    // Two pauses, each stopping 0.3-0.6s after a 2s grid timestamp T0 (so
+    // T0's wake-up, at T0+1.2s, passes while stopped) and resuming 0.3-0.6s
+    // after a later timestamp T, inside T's wake margin (1.2s): one of ~2s
+    // (T0 and T to evaluate), one of ~13s (a longer catch-up, then T).
+    let phase = || (300..600).contains(&now_ms().rem_euclid(2_000));
+    let mut resumed = Vec::new();
+    for pause in [Duration::ZERO, Duration::from_secs(12)] {
+        wait_for("0.3s past a timestamp", Duration::from_secs(5), phase);
+        sp.signal("STOP");
+        std::thread::sleep(pause + Duration::from_secs(1));
+        wait_for("0.3s past a timestamp", Duration::from_secs(5), phase);
+        let at = now_ms();
+        sp.signal("CONT");
+        resumed.push(at - at.rem_euclid(2_000));
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let resume_ts = *resumed.last().unwrap();
+    let mut last = BTreeMap::new();
+    wait_for(
+        "evaluations after the resume",
+        Duration::from_secs(30),
+        || {
+            last = series_points(&dst, r#"{__name__="temp:all"}"#);
+            last.values()
+                .next()
+                .is_some_and(|p| p.last().is_some_and(|(t, _)| *t >= resume_ts + 4_000))
+        },
+    );
+    let points = last.values().next().unwrap();
+    let stamps: Vec<i64> = points.iter().map(|p| p.0).collect();
+    let want: Vec<i64> = (0..)
+        .map(|k| stamps[0] + 2_000 * k)
+        .take_while(|t| t <= stamps.last().unwrap())
+        .collect();
+    assert_eq!(stamps, want, "every 2s timestamp, the pause included");
+    for ts in &resumed {
+        assert!(
+            stamps.contains(ts),
+            "{ts} (a resume timestamp) is missing: {stamps:?}"
+        );
+    }
+    let at = |ms: i64| ((ms / 1000 % 100) as f64).to_string();
+    let wrong: Vec<String> = points
+        .iter()
+        .filter(|(t, v)| v != &at(*t))
+        .map(|(t, v)| {
+            let which = if resumed.contains(t) { " (resume)" } else { "" };
+            format!("@{t}{which}: {v}, source has {}", at(*t))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "values differ from the source's:\n{}\nlog:\n{}",
+        wrong.join("\n"),
+        sp.server.log()
+    );
+}
+
 #[test]
 fn replay_over_six_hours_exports_exactly_the_breaching_points() {
     let src = Vm::start();

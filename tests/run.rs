@@ -781,6 +781,58 @@ fn rules_check_on_the_vmalert_corpus() {
     );
 }
 
+/// Issue 11, item 4 (PromQL side): `rules check --datasource URL` has a
+/// real VictoriaMetrics parse every expression, so the corpus files only a
+/// MetricsQL parser rejects are rejected too, and the valid ones still pass.
+#[test]
+fn rules_check_with_a_datasource_has_the_server_parse_each_expr() {
+    let vm = Vm::start();
+    let json = std::fs::read_to_string(format!("{CORPUS}/EXPECTED.json")).unwrap();
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let path = |e: &serde_json::Value| format!("{CORPUS}/{}", e["file"].as_str().unwrap());
+    let metricsql_only: Vec<String> = entries
+        .iter()
+        .filter(|e| {
+            e["valid"] == false
+                && e["needs"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().all(|x| x == "metricsql-parse") && !n.is_empty())
+                && e["flags"].is_null()
+        })
+        .map(path)
+        .collect();
+    assert!(!metricsql_only.is_empty());
+    let url = vm.url();
+    let mut judged_by_the_server = 0;
+    for f in &metricsql_only {
+        // Accepted without a server (no Rust MetricsQL parser)...
+        let alone = spillway(&["rules", "check", f]);
+        if alone.code() == 1 {
+            // ...unless something else in the file is wrong too.
+            continue;
+        }
+        alone.assert_code(0);
+        let run = spillway(&["rules", "check", "--datasource", &url, f]);
+        run.assert_code(1);
+        assert!(
+            run.stderr().contains("the datasource rejects the query")
+                && run.stderr().contains(&format!("{f}:")),
+            "{}",
+            run.describe()
+        );
+        judged_by_the_server += 1;
+    }
+    assert!(judged_by_the_server >= 2, "{metricsql_only:?}");
+    let good: Vec<String> = entries
+        .iter()
+        .filter(|e| e["valid"] == true && e["flags"].is_null())
+        .map(path)
+        .collect();
+    let mut args = vec!["rules", "check", "--datasource", &url];
+    args.extend(good.iter().map(String::as_str));
+    spillway(&args).assert_code(0);
+}
+
 #[test]
 fn rules_preview_shows_what_each_destination_would_get() {
     let src = source_with(&["s0", "s1", "s2"], |s, _| match s {

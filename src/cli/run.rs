@@ -143,7 +143,8 @@ pub enum RulesCommand {
 
 #[derive(Args, Debug, Clone)]
 #[command(
-    after_help = "Example:\n  spillway rules check rules/*.yml\n  spillway rules check --rule-type vlogs logs/*.yml"
+    after_help = "Example:\n  spillway rules check rules/*.yml\n  spillway rules check --rule-type vlogs logs/*.yml\n  \
+spillway rules check --datasource http://127.0.0.1:8428 --vlogs-datasource http://127.0.0.1:9428 rules/*.yml"
 )]
 pub struct RulesCheckArgs {
     /// Rule files or glob patterns (quoted globs are expanded as vmalert's -rule).
@@ -152,6 +153,14 @@ pub struct RulesCheckArgs {
     /// Type of groups without `type:` (vmalert's -rule.defaultRuleType): prometheus or vlogs.
     #[arg(long = "rule-type", value_name = "TYPE")]
     pub rule_type: Option<String>,
+    /// Also have this Prometheus/VictoriaMetrics server parse every PromQL/MetricsQL
+    /// expr (one instant query at the Unix epoch each; no data is read).
+    #[arg(long, value_name = "URL")]
+    pub datasource: Option<String>,
+    /// Also have this VictoriaLogs parse every LogsQL expr (one stats query
+    /// over a zero-length window each).
+    #[arg(long = "vlogs-datasource", value_name = "URL")]
+    pub vlogs_datasource: Option<String>,
 }
 
 impl RulesCheckArgs {
@@ -159,6 +168,8 @@ impl RulesCheckArgs {
         RulesCheck {
             files: self.files.clone(),
             default_rule_type: self.rule_type.clone(),
+            datasource: self.datasource.clone(),
+            vlogs_datasource: self.vlogs_datasource.clone(),
         }
     }
 }

@@ -11,6 +11,7 @@
 //!   interval: 1m         # groups without `interval:` (vmalert -evaluationInterval)
 //!   max_catch_up: 1h     # how far back missed evaluations are made up after an outage
 //!   eval_delay: 30s      # query time = now - eval_delay, aligned (vmalert -rule.evalDelay)
+//!   vlogs_window: exact  # LogsQL rules read [T-interval, T); `vmalert`: [T-interval, T+1s)
 //! external_labels: {cluster: eu1}
 //! global_relabel_configs: []
 //! destinations:
@@ -64,6 +65,9 @@ pub struct EvaluationSpec {
     pub eval_delay: Option<String>,
     /// `step` of instant queries (vmalert's -datasource.queryStep, default 5m; 0 = the group interval).
     pub query_step: Option<String>,
+    /// Logs a LogsQL rule reads at T: `exact` ([T-interval, T), default) or
+    /// `vmalert` ([T-interval, T+1s), as vmalert's requests read).
+    pub vlogs_window: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, serde::Deserialize)]

@@ -47,7 +47,7 @@ pub mod tools;
 #[cfg(test)]
 mod tests;
 
-pub use datasource::{ClientDatasource, Datasource, QueryError, RuleQuery};
+pub use datasource::{ClientDatasource, Datasource, QueryError, RuleQuery, VlogsWindow};
 pub use engine::{preview, Engine, EngineError, EngineHandle, PreviewRule, ReloadSummary};
 pub use options::EngineOptions;
 pub use replay::{replay, ReplayOptions, ReplayProgress, ReplayReport};

@@ -12,6 +12,12 @@
 //! from the answer to the sink in batches, so memory holds one request's
 //! worth of label sets, not the range.
 //!
+//! LogsQL rules (`type: vlogs`): the point at `T` is the bucket
+//! `[T - interval, T)` of `stats_query_range`, moved from its start to `T`,
+//! which is what live evaluation exports at `T` (see `datasource`): every
+//! bucket of every request is whole (the request ends 1ms before its last
+//! timestamp), and a window without matching lines exports nothing in both.
+//!
 //! Semantics, as vmalert's replay (`execRange`):
 //! * recording rules: the live label rules (`record`, rule labels,
 //!   `exported_`, empty deletes, duplicates are an error); `limit` does not

@@ -5,6 +5,7 @@ use crate::run::api::BasicAuth;
 use crate::run::relabel::RelabelOptions;
 use crate::run::tools::{ReplayCommand, RulesCheck, RulesPreview};
 use crate::run::RunOptions;
+use crate::transform::relabel::Dialect;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -201,18 +202,24 @@ impl RulesPreviewArgs {
 #[derive(Args, Debug, Clone)]
 #[command(
     after_help = "Examples:\n  spillway relabel --config relabel.yml --labels '{__name__=\"up\",job=\"node\"}'\n  \
-spillway relabel --config spillway.yml --destination incidents --labels 'up{job=\"node\"}'"
+spillway relabel --config spillway.yml --destination incidents --labels 'up{job=\"node\"}'\n  \
+spillway relabel --config shard.yml --dialect prometheus --labels '{\"dropme-please\"=\"x\"}'"
 )]
 pub struct RelabelArgs {
     /// A relabel_configs list, or a run config (then global_relabel_configs apply).
     #[arg(long, short = 'c')]
     pub config: PathBuf,
-    /// The series to relabel: {__name__="x", a="b"} or x{a="b"}.
-    #[arg(long)]
+    /// The series to relabel: {__name__="x", a="b"}, x{a="b"}, {} (no labels);
+    /// quote names that are not Prometheus-style: {"dropme-please"="x"}.
+    #[arg(long, allow_hyphen_values = true)]
     pub labels: String,
     /// With a run config: continue through this destination's relabel_configs.
     #[arg(long)]
     pub destination: Option<String>,
+    /// Relabel as `prometheus` or `victoriametrics` (vmagent) does, whatever
+    /// the config says (default: the config's `relabel_dialect`, else victoriametrics).
+    #[arg(long, value_name = "DIALECT", value_parser = Dialect::parse)]
+    pub dialect: Option<Dialect>,
 }
 
 impl RelabelArgs {
@@ -221,6 +228,7 @@ impl RelabelArgs {
             config: self.config.clone(),
             labels: self.labels.clone(),
             destination: self.destination.clone(),
+            dialect: self.dialect,
         }
     }
 }
@@ -349,5 +357,37 @@ mod tests {
             panic!("not relabel")
         };
         assert_eq!(r.to_options().destination.as_deref(), Some("d"));
+        assert_eq!(r.to_options().dialect, None);
+        let cli = Cli::try_parse_from([
+            "spillway",
+            "relabel",
+            "-c",
+            "r.yml",
+            "--labels",
+            "{}",
+            "--dialect",
+            "prometheus",
+        ])
+        .unwrap();
+        let Command::Relabel(r) = cli.command else {
+            panic!("not relabel")
+        };
+        assert_eq!(
+            r.to_options().dialect,
+            Some(crate::transform::relabel::Dialect::Prometheus)
+        );
+        let e = Cli::try_parse_from([
+            "spillway",
+            "relabel",
+            "-c",
+            "r.yml",
+            "--labels",
+            "{}",
+            "--dialect",
+            "promql",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("victoriametrics"), "{e}");
     }
 }

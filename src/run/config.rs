@@ -14,11 +14,13 @@
 //!   vlogs_window: exact  # LogsQL rules read [T-interval, T); `vmalert`: [T-interval, T+1s)
 //! external_labels: {cluster: eu1}
 //! global_relabel_configs: []
+//! relabel_dialect: victoriametrics  # or prometheus; every relabel_configs below
 //! destinations:
 //!   - name: incident_storage
 //!     type: remote_write  # or vm_import
 //!     url: http://incident-vm:8428/api/v1/write
 //!     relabel_configs: [{source_labels: [export_target], regex: incident_storage, action: keep}]
+//!     relabel_dialect: prometheus   # this destination's own
 //! storage: {path: ./spillway-data}
 //! server: {listen: 127.0.0.1:8880}
 //! ```
@@ -44,6 +46,11 @@ pub struct RunConfig {
     pub external_labels: BTreeMap<String, String>,
     #[serde(default)]
     pub global_relabel_configs: Vec<crate::transform::relabel::RelabelConfig>,
+    /// Whose relabeling semantics every `relabel_configs` follows unless its
+    /// destination says otherwise: `victoriametrics` (vmagent's, default) or
+    /// `prometheus`.
+    #[serde(default)]
+    pub relabel_dialect: Option<crate::transform::relabel::Dialect>,
     #[serde(default)]
     pub destinations: Vec<DestinationSpec>,
     #[serde(default)]
@@ -105,6 +112,9 @@ pub struct DestinationSpec {
     pub timeout: Option<String>,
     #[serde(default)]
     pub relabel_configs: Vec<crate::transform::relabel::RelabelConfig>,
+    /// This destination's relabel dialect (default: the top-level `relabel_dialect`).
+    #[serde(default)]
+    pub relabel_dialect: Option<crate::transform::relabel::Dialect>,
     #[serde(default)]
     pub external_labels: BTreeMap<String, String>,
     pub max_batch_samples: Option<usize>,

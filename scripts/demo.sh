@@ -16,7 +16,9 @@ run_seconds=${1:-60}
 scripts/install-deps.sh
 echo "== building spillway (release)"
 cargo build --release --locked --quiet
-bin="$root/target/release/spillway"
+# Where cargo put it: CARGO_TARGET_DIR or build.target-dir may move it off ./target.
+bin=$(scripts/bin-path.sh release spillway)
+[ -x "$bin" ] || { echo "spillway was built but is not at $bin" >&2; exit 1; }
 
 free_port() {
   local p=$1

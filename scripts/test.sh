@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== the checkout stands alone (no file refers to the shared folder beside it)"
+# The pattern is written with escapes so this file does not match itself.
+if outside=$(grep -rnE '\.\./shared|/work[/]shared' src tests scripts benches examples .ci 2>/dev/null); then
+  echo "ERROR: these lines refer to files outside the repository; copy the data into tests/ (e.g. tests/conformance/) and read it from there:" >&2
+  echo "$outside" >&2
+  exit 1
+fi
+
 scripts/install-deps.sh
 
 echo "== cargo fmt --check"

@@ -121,7 +121,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Ui(args) => spillway::cli::ui::ui(args).await,
         Command::Replay(args) => replay(args, cli.global.quiet).await,
         Command::Rules(args) => match args.command {
-            RulesCommand::Check(c) => rules_check(c),
+            RulesCommand::Check(c) => rules_check(c).await,
             RulesCommand::Preview(p) => rules_preview(p).await,
         },
         Command::Relabel(args) => relabel(args),
@@ -143,8 +143,8 @@ async fn replay(args: spillway::cli::ReplayArgs, quiet: bool) -> ExitCode {
     }
 }
 
-fn rules_check(args: spillway::cli::run::RulesCheckArgs) -> ExitCode {
-    match spillway::run::tools::rules_check(&args.to_options()) {
+async fn rules_check(args: spillway::cli::run::RulesCheckArgs) -> ExitCode {
+    match spillway::run::tools::rules_check(&args.to_options()).await {
         Ok(outcome) => {
             let (out, err) = outcome.render();
             eprint!("{err}");

@@ -765,3 +765,80 @@ fn interrupted_run_leaves_no_half_file() {
         assert_eq!(n, 0, "the interrupted run's rows were committed");
     }
 }
+
+/// Issue 11, items 9 and 12: a cron line of the pandas "vmselect data
+/// processor" keeps working with `spillway export` in place of the script
+/// (`--base-url`, `--hours`, `--queries q1 q2`, `--output-dir`, `--verbose`,
+/// its thresholds JSON), and the SQLite output leaves no `-journal` file.
+#[test]
+fn vmselect_processor_cron_line_works_unchanged() {
+    let vm = Vm::start();
+    let base = base_ms();
+    vm.import(&cpu_fixture(base, 60));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("exports");
+    let th = write(
+        tmp.path(),
+        "thresholds.json",
+        r#"[
+  {"metric_name": "cpu_usage_percent", "min_value": 0, "max_value": 85, "alert_threshold": 80},
+  {"metric_name": "up", "min_value": null, "max_value": null, "alert_threshold": 0.5}
+]"#,
+    );
+    let run = spillway(&[
+        "export",
+        "--base-url",
+        &vm.url(),
+        "--hours",
+        "3",
+        "--queries",
+        "cpu_usage_percent",
+        "up",
+        "--output-dir",
+        out.to_str().unwrap(),
+        "--thresholds",
+        &th,
+        "--format",
+        "csv,sqlite",
+        "--verbose",
+    ]);
+    run.assert_code(0);
+    let samples = files_named(&out, "samples_");
+    let rows = read_csv(
+        samples
+            .iter()
+            .find(|p| p.extension().unwrap() == "csv")
+            .unwrap(),
+    );
+    // The hour of fixtures lies inside the last 3 hours (plus the points
+    // the server repeats just after the last sample).
+    assert!(rows.len() >= 120, "{}", run.describe());
+    assert!(rows.iter().all(|r| r["metric"] == "cpu_usage_percent"));
+    for r in &rows {
+        let v: f64 = r["value"].parse().unwrap();
+        assert_eq!(r["alert"], (v > 80.0).to_string(), "{r:?}");
+        assert_eq!(r["out_of_range"], (v > 85.0).to_string(), "{r:?}");
+    }
+    let alerts = read_csv(
+        files_named(&out, "alerts_")
+            .iter()
+            .find(|p| p.extension().unwrap() == "csv")
+            .unwrap(),
+    );
+    assert_eq!(
+        alerts.len(),
+        rows.iter().filter(|r| r["alert"] == "true").count()
+    );
+    assert!(!alerts.is_empty());
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("spillway.sqlite"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["spillway.sqlite"],
+        "no journal next to the database"
+    );
+}

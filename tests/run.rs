@@ -525,6 +525,89 @@ fn source_outage_is_caught_up_through_the_binary() {
     assert!(m.contains("spillway_group_iterations_missed_total{"), "{m}");
 }
 
+/// Issue 11, item 5: spillway frozen with SIGSTOP and resumed just after an
+/// evaluation timestamp T became due evaluated T at once; VictoriaMetrics
+/// answers a query for T sent before T+1s as of T-1s, so the value written
+/// at T was the source's value at T-1s. Resumed 0.3s after T, spillway must
+/// wait its wake margin and write the source's value at T, and at every
+/// caught-up timestamp.
+#[test]
+fn a_paused_process_writes_the_source_value_at_the_resume_timestamp() {
+    // A value that changes every second: an answer as of T-1s shows.
+    let src = source_with(&["s0"], |_, t| (t / 1000 % 100) as f64);
+    let dst = Vm::start();
+    let rules = "groups:\n- name: g\n  interval: 2s\n  rules:\n  - record: 'temp:all'\n    expr: temp\n    labels: {export_target: a}\n";
+    let sp = SpillwayRun::start_files(
+        &[
+            (
+                "run.yml",
+                &config(&src.url(), &destination("a", &dst, "a"), ""),
+            ),
+            ("rules/g.yml", rules),
+        ],
+        &[],
+    );
+    wait_for("the first evaluations", Duration::from_secs(20), || {
+        updates(&rule(&sp.rules(), "g", "temp:all")) >= 2
+    });
+    // Two pauses, each stopping 0.3-0.6s after a 2s grid timestamp T0 (so
+    // T0's wake-up, at T0+1.2s, passes while stopped) and resuming 0.3-0.6s
+    // after a later timestamp T, inside T's wake margin (1.2s): one of ~2s
+    // (T0 and T to evaluate), one of ~13s (a longer catch-up, then T).
+    let phase = || (300..600).contains(&now_ms().rem_euclid(2_000));
+    let mut resumed = Vec::new();
+    for pause in [Duration::ZERO, Duration::from_secs(12)] {
+        wait_for("0.3s past a timestamp", Duration::from_secs(5), phase);
+        sp.signal("STOP");
+        std::thread::sleep(pause + Duration::from_secs(1));
+        wait_for("0.3s past a timestamp", Duration::from_secs(5), phase);
+        let at = now_ms();
+        sp.signal("CONT");
+        resumed.push(at - at.rem_euclid(2_000));
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let resume_ts = *resumed.last().unwrap();
+    let mut last = BTreeMap::new();
+    wait_for(
+        "evaluations after the resume",
+        Duration::from_secs(30),
+        || {
+            last = series_points(&dst, r#"{__name__="temp:all"}"#);
+            last.values()
+                .next()
+                .is_some_and(|p| p.last().is_some_and(|(t, _)| *t >= resume_ts + 4_000))
+        },
+    );
+    let points = last.values().next().unwrap();
+    let stamps: Vec<i64> = points.iter().map(|p| p.0).collect();
+    let want: Vec<i64> = (0..)
+        .map(|k| stamps[0] + 2_000 * k)
+        .take_while(|t| t <= stamps.last().unwrap())
+        .collect();
+    assert_eq!(stamps, want, "every 2s timestamp, the pause included");
+    for ts in &resumed {
+        assert!(
+            stamps.contains(ts),
+            "{ts} (a resume timestamp) is missing: {stamps:?}"
+        );
+    }
+    let at = |ms: i64| ((ms / 1000 % 100) as f64).to_string();
+    let wrong: Vec<String> = points
+        .iter()
+        .filter(|(t, v)| v != &at(*t))
+        .map(|(t, v)| {
+            let which = if resumed.contains(t) { " (resume)" } else { "" };
+            format!("@{t}{which}: {v}, source has {}", at(*t))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "values differ from the source's:\n{}\nlog:\n{}",
+        wrong.join("\n"),
+        sp.server.log()
+    );
+}
+
 #[test]
 fn replay_over_six_hours_exports_exactly_the_breaching_points() {
     let src = Vm::start();
@@ -608,7 +691,7 @@ fn replay_over_six_hours_exports_exactly_the_breaching_points() {
 
 const CORPUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/conformance/vmalert-rules"
+    "/tests/conformance/vmalert-rules"
 );
 
 #[test]
@@ -696,6 +779,58 @@ fn rules_check_on_the_vmalert_corpus() {
         "{}",
         run.describe()
     );
+}
+
+/// Issue 11, item 4 (PromQL side): `rules check --datasource URL` has a
+/// real VictoriaMetrics parse every expression, so the corpus files only a
+/// MetricsQL parser rejects are rejected too, and the valid ones still pass.
+#[test]
+fn rules_check_with_a_datasource_has_the_server_parse_each_expr() {
+    let vm = Vm::start();
+    let json = std::fs::read_to_string(format!("{CORPUS}/EXPECTED.json")).unwrap();
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let path = |e: &serde_json::Value| format!("{CORPUS}/{}", e["file"].as_str().unwrap());
+    let metricsql_only: Vec<String> = entries
+        .iter()
+        .filter(|e| {
+            e["valid"] == false
+                && e["needs"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().all(|x| x == "metricsql-parse") && !n.is_empty())
+                && e["flags"].is_null()
+        })
+        .map(path)
+        .collect();
+    assert!(!metricsql_only.is_empty());
+    let url = vm.url();
+    let mut judged_by_the_server = 0;
+    for f in &metricsql_only {
+        // Accepted without a server (no Rust MetricsQL parser)...
+        let alone = spillway(&["rules", "check", f]);
+        if alone.code() == 1 {
+            // ...unless something else in the file is wrong too.
+            continue;
+        }
+        alone.assert_code(0);
+        let run = spillway(&["rules", "check", "--datasource", &url, f]);
+        run.assert_code(1);
+        assert!(
+            run.stderr().contains("the datasource rejects the query")
+                && run.stderr().contains(&format!("{f}:")),
+            "{}",
+            run.describe()
+        );
+        judged_by_the_server += 1;
+    }
+    assert!(judged_by_the_server >= 2, "{metricsql_only:?}");
+    let good: Vec<String> = entries
+        .iter()
+        .filter(|e| e["valid"] == true && e["flags"].is_null())
+        .map(path)
+        .collect();
+    let mut args = vec!["rules", "check", "--datasource", &url];
+    args.extend(good.iter().map(String::as_str));
+    spillway(&args).assert_code(0);
 }
 
 #[test]

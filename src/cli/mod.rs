@@ -185,15 +185,49 @@ pub struct ExportArgs {
     pub incremental: Option<PathBuf>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    /// Same as --url (the pandas vmselect processor's name for it).
+    #[arg(long, value_name = "URL", conflicts_with = "url")]
+    pub base_url: Option<String>,
+    /// Same as --since Nh: export the last N hours (the pandas processor's flag).
+    #[arg(long, value_name = "N", conflicts_with_all = ["since", "from"], value_parser = parse_hours)]
+    pub hours: Option<f64>,
+    /// Queries, several after one flag (the pandas processor's form): --queries 'up' 'cpu'.
+    #[arg(long = "queries", value_name = "QUERY", num_args = 1..)]
+    pub queries_list: Vec<String>,
+    /// Same as --out (the pandas processor's name for it).
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub output_dir: Option<PathBuf>,
+}
+
+fn parse_hours(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(h) if h > 0.0 && h.is_finite() => Ok(h),
+        _ => Err(format!(
+            "{s:?}: expected a number of hours above 0, e.g. 24"
+        )),
+    }
 }
 
 impl ExportArgs {
     /// The flags as a partial config, to lay over the file.
     pub fn to_file(&self) -> ExportFile {
+        let mut datasource = self.connection.to_spec();
+        if datasource.url.is_none() {
+            datasource.url = self.base_url.clone();
+        }
+        // Whole seconds, so fractions of an hour stay exact.
+        let hours = self
+            .hours
+            .map(|h| format!("{}s", (h * 3600.0).round() as u64));
         ExportFile {
-            datasource: self.connection.to_spec(),
-            queries: self.queries.clone(),
-            since: self.since.clone(),
+            datasource,
+            queries: self
+                .queries
+                .iter()
+                .chain(&self.queries_list)
+                .cloned()
+                .collect(),
+            since: self.since.clone().or(hours),
             from: self.from.clone(),
             to: self.to.clone(),
             step: self.step.clone(),
@@ -202,7 +236,7 @@ impl ExportArgs {
             thresholds: Vec::<ThresholdSpec>::new(),
             thresholds_file: self.thresholds.clone(),
             format: (!self.format.is_empty()).then(|| self.format.clone()),
-            out: self.out.clone(),
+            out: self.out.clone().or_else(|| self.output_dir.clone()),
             incremental: self.incremental.clone(),
         }
     }
@@ -242,5 +276,58 @@ mod tests {
         assert_eq!(f.queries, ["a", "b"]);
         assert_eq!(f.format.unwrap(), ["csv", "parquet"]);
         assert_eq!(f.datasource.url.as_deref(), Some("http://x:1"));
+    }
+
+    /// Issue 11, item 9: the pandas processor's flags, as in its cron lines.
+    #[test]
+    fn vmselect_processor_flags() {
+        let cli = Cli::try_parse_from([
+            "spillway",
+            "export",
+            "--base-url",
+            "http://vmselect:8481/select/0/prometheus",
+            "--hours",
+            "24",
+            "--queries",
+            "up",
+            "cpu_usage_percent",
+            "memory_usage_percent",
+            "--output-dir",
+            "exports",
+            "--verbose",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.verbose, 1);
+        let Command::Export(e) = cli.command else {
+            panic!("not export")
+        };
+        let f = e.to_file();
+        assert_eq!(
+            f.datasource.url.as_deref(),
+            Some("http://vmselect:8481/select/0/prometheus")
+        );
+        assert_eq!(f.since.as_deref(), Some("86400s"));
+        assert_eq!(
+            f.queries,
+            ["up", "cpu_usage_percent", "memory_usage_percent"]
+        );
+        assert_eq!(f.out, Some(PathBuf::from("exports")));
+        let f = Cli::try_parse_from(["spillway", "export", "--hours", "1.5", "--query", "x"])
+            .map(|c| match c.command {
+                Command::Export(e) => e.to_file(),
+                _ => unreachable!(),
+            })
+            .unwrap();
+        assert_eq!(f.since.as_deref(), Some("5400s"));
+        for bad in [
+            vec!["--hours", "0"],
+            vec!["--hours", "1", "--since", "2h"],
+            vec!["--base-url", "http://a", "--url", "http://b"],
+            vec!["--output-dir", "a", "--out", "b"],
+        ] {
+            let mut args = vec!["spillway", "export"];
+            args.extend(bad.iter().copied());
+            assert!(Cli::try_parse_from(&args).is_err(), "{bad:?}");
+        }
     }
 }

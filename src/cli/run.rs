@@ -5,6 +5,7 @@ use crate::run::api::BasicAuth;
 use crate::run::relabel::RelabelOptions;
 use crate::run::tools::{ReplayCommand, RulesCheck, RulesPreview};
 use crate::run::RunOptions;
+use crate::transform::relabel::Dialect;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -143,7 +144,8 @@ pub enum RulesCommand {
 
 #[derive(Args, Debug, Clone)]
 #[command(
-    after_help = "Example:\n  spillway rules check rules/*.yml\n  spillway rules check --rule-type vlogs logs/*.yml"
+    after_help = "Example:\n  spillway rules check rules/*.yml\n  spillway rules check --rule-type vlogs logs/*.yml\n  \
+spillway rules check --datasource http://127.0.0.1:8428 --vlogs-datasource http://127.0.0.1:9428 rules/*.yml"
 )]
 pub struct RulesCheckArgs {
     /// Rule files or glob patterns (quoted globs are expanded as vmalert's -rule).
@@ -152,6 +154,14 @@ pub struct RulesCheckArgs {
     /// Type of groups without `type:` (vmalert's -rule.defaultRuleType): prometheus or vlogs.
     #[arg(long = "rule-type", value_name = "TYPE")]
     pub rule_type: Option<String>,
+    /// Also have this Prometheus/VictoriaMetrics server parse every PromQL/MetricsQL
+    /// expr (one instant query at the Unix epoch each; no data is read).
+    #[arg(long, value_name = "URL")]
+    pub datasource: Option<String>,
+    /// Also have this VictoriaLogs parse every LogsQL expr (one stats query
+    /// over a zero-length window each).
+    #[arg(long = "vlogs-datasource", value_name = "URL")]
+    pub vlogs_datasource: Option<String>,
 }
 
 impl RulesCheckArgs {
@@ -159,6 +169,8 @@ impl RulesCheckArgs {
         RulesCheck {
             files: self.files.clone(),
             default_rule_type: self.rule_type.clone(),
+            datasource: self.datasource.clone(),
+            vlogs_datasource: self.vlogs_datasource.clone(),
         }
     }
 }
@@ -190,18 +202,24 @@ impl RulesPreviewArgs {
 #[derive(Args, Debug, Clone)]
 #[command(
     after_help = "Examples:\n  spillway relabel --config relabel.yml --labels '{__name__=\"up\",job=\"node\"}'\n  \
-spillway relabel --config spillway.yml --destination incidents --labels 'up{job=\"node\"}'"
+spillway relabel --config spillway.yml --destination incidents --labels 'up{job=\"node\"}'\n  \
+spillway relabel --config shard.yml --dialect prometheus --labels '{\"dropme-please\"=\"x\"}'"
 )]
 pub struct RelabelArgs {
     /// A relabel_configs list, or a run config (then global_relabel_configs apply).
     #[arg(long, short = 'c')]
     pub config: PathBuf,
-    /// The series to relabel: {__name__="x", a="b"} or x{a="b"}.
-    #[arg(long)]
+    /// The series to relabel: {__name__="x", a="b"}, x{a="b"}, {} (no labels);
+    /// quote names that are not Prometheus-style: {"dropme-please"="x"}.
+    #[arg(long, allow_hyphen_values = true)]
     pub labels: String,
     /// With a run config: continue through this destination's relabel_configs.
     #[arg(long)]
     pub destination: Option<String>,
+    /// Relabel as `prometheus` or `victoriametrics` (vmagent) does, whatever
+    /// the config says (default: the config's `relabel_dialect`, else victoriametrics).
+    #[arg(long, value_name = "DIALECT", value_parser = Dialect::parse)]
+    pub dialect: Option<Dialect>,
 }
 
 impl RelabelArgs {
@@ -210,6 +228,7 @@ impl RelabelArgs {
             config: self.config.clone(),
             labels: self.labels.clone(),
             destination: self.destination.clone(),
+            dialect: self.dialect,
         }
     }
 }
@@ -338,5 +357,37 @@ mod tests {
             panic!("not relabel")
         };
         assert_eq!(r.to_options().destination.as_deref(), Some("d"));
+        assert_eq!(r.to_options().dialect, None);
+        let cli = Cli::try_parse_from([
+            "spillway",
+            "relabel",
+            "-c",
+            "r.yml",
+            "--labels",
+            "{}",
+            "--dialect",
+            "prometheus",
+        ])
+        .unwrap();
+        let Command::Relabel(r) = cli.command else {
+            panic!("not relabel")
+        };
+        assert_eq!(
+            r.to_options().dialect,
+            Some(crate::transform::relabel::Dialect::Prometheus)
+        );
+        let e = Cli::try_parse_from([
+            "spillway",
+            "relabel",
+            "-c",
+            "r.yml",
+            "--labels",
+            "{}",
+            "--dialect",
+            "promql",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("victoriametrics"), "{e}");
     }
 }

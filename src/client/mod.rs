@@ -22,8 +22,8 @@ pub use prom_api::{
 pub use retry::RetryPolicy;
 pub use spec::{BasicAuthSpec, ConnectionSpec, TlsSpec};
 pub use vlogs_api::{
-    logsql_has_time_filter, rename_stats_result, stats_query_form, stats_query_range_form,
-    STATS_QUERY_PATH, STATS_QUERY_RANGE_PATH, STATS_RESULT_LABEL,
+    logsql_has_stats_pipe, logsql_has_time_filter, rename_stats_result, stats_query_form,
+    stats_query_range_form, STATS_QUERY_PATH, STATS_QUERY_RANGE_PATH, STATS_RESULT_LABEL,
 };
 pub use vm_api::{BuildInfo, TsdbStatus};
 

@@ -50,7 +50,8 @@ fn formats<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>
     ))
 }
 
-/// A thresholds file: either `thresholds: [...]` or a bare list.
+/// A thresholds file: either `thresholds: [...]` or a bare list, in YAML or
+/// JSON (the pandas processor's `[{"metric_name", ...}]` is such a list).
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
 enum ThresholdsFile {
@@ -242,7 +243,7 @@ fn explain_thresholds_error(path: &Path, untagged: String) -> String {
         thresholds: Vec<ThresholdSpec>,
     }
     let src = path.display().to_string();
-    let detail = if text.trim_start().starts_with('-') {
+    let detail = if text.trim_start().starts_with(['-', '[']) {
         yaml::from_str::<Vec<ThresholdSpec>>(&text, &src).err()
     } else {
         yaml::from_str::<Wrapped>(&text, &src).err()

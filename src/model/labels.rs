@@ -145,7 +145,7 @@ impl Labels {
             if i > 0 {
                 out.push_str(", ");
             }
-            out.push_str(&l.name);
+            push_name(&mut out, &l.name);
             out.push('=');
             push_quoted(&mut out, &l.value);
         }
@@ -155,6 +155,26 @@ impl Labels {
 
     fn position(&self, name: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|l| l.name.as_str().cmp(name))
+    }
+}
+
+/// Whether `name` reads back unquoted in a selector (letters, digits, `_`,
+/// `:` and `.`, not starting with a digit).
+fn is_plain_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || matches!(c, '_' | ':' | '.'))
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '.'))
+}
+
+/// Appends a label name, quoted (as in Prometheus 3's text format,
+/// `{"dropme-please"="x"}`) when it is not plain.
+fn push_name(out: &mut String, name: &str) {
+    if is_plain_name(name) {
+        out.push_str(name);
+    } else {
+        push_quoted(out, name);
     }
 }
 
@@ -176,6 +196,20 @@ pub fn push_quoted(out: &mut String, value: &str) {
 impl fmt::Display for Labels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.metric_name();
+        if !name.is_empty() && !is_plain_name(name) {
+            // `__name__` stays inside the braces, where it can be quoted.
+            let mut out = String::from("{");
+            for (i, l) in self.0.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                push_name(&mut out, &l.name);
+                out.push('=');
+                push_quoted(&mut out, &l.value);
+            }
+            out.push('}');
+            return f.write_str(&out);
+        }
         let rest = self.format_without_name();
         if name.is_empty() {
             f.write_str(&rest)

@@ -117,8 +117,17 @@ impl fmt::Display for Selector {
     }
 }
 
-/// Parses a label set literal `{a="b", c="d"}` or `metric{a="b"}` (equality only).
+/// Parses a label set literal `{a="b", c="d"}` or `metric{a="b"}` (equality
+/// only); names that are not plain are quoted (`{"dropme-please"="x"}`), and
+/// `{}` is the empty set.
 pub fn parse_label_set(input: &str) -> Result<Labels, SelectorError> {
+    let inner = input
+        .trim()
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'));
+    if inner.is_some_and(|r| r.trim().is_empty()) {
+        return Ok(Labels::new());
+    }
     let selector = Selector::parse(input)?;
     let mut labels = Labels::new();
     let [matchers] = selector.alternatives.as_slice() else {
@@ -380,5 +389,20 @@ mod tests {
         let l = parse_label_set(r#"{__name__="x", a="b"}"#).unwrap();
         assert_eq!(l.to_string(), r#"x{a="b"}"#);
         assert!(parse_label_set(r#"{a=~"b"}"#).is_err());
+        assert!(parse_label_set(" { } ").unwrap().is_empty());
+        assert!(
+            Selector::parse("{}").is_err(),
+            "a selector still needs a matcher"
+        );
+        // Names that are not plain are written quoted and read back.
+        for text in [
+            r#"{a="b", "dropme-please"="x"}"#,
+            r#"{__name__="my-metric", "le 1"="2"}"#,
+            r#"dotted.name{"x/y"="1"}"#,
+        ] {
+            let l = parse_label_set(text).unwrap();
+            assert_eq!(l.to_string(), text);
+            assert_eq!(parse_label_set(&l.to_string()).unwrap(), l);
+        }
     }
 }

@@ -11,13 +11,16 @@
 //!   interval: 1m         # groups without `interval:` (vmalert -evaluationInterval)
 //!   max_catch_up: 1h     # how far back missed evaluations are made up after an outage
 //!   eval_delay: 30s      # query time = now - eval_delay, aligned (vmalert -rule.evalDelay)
+//!   vlogs_window: exact  # LogsQL rules read [T-interval, T); `vmalert`: [T-interval, T+1s)
 //! external_labels: {cluster: eu1}
 //! global_relabel_configs: []
+//! relabel_dialect: victoriametrics  # or prometheus; every relabel_configs below
 //! destinations:
 //!   - name: incident_storage
 //!     type: remote_write  # or vm_import
 //!     url: http://incident-vm:8428/api/v1/write
 //!     relabel_configs: [{source_labels: [export_target], regex: incident_storage, action: keep}]
+//!     relabel_dialect: prometheus   # this destination's own
 //! storage: {path: ./spillway-data}
 //! server: {listen: 127.0.0.1:8880}
 //! ```
@@ -43,6 +46,11 @@ pub struct RunConfig {
     pub external_labels: BTreeMap<String, String>,
     #[serde(default)]
     pub global_relabel_configs: Vec<crate::transform::relabel::RelabelConfig>,
+    /// Whose relabeling semantics every `relabel_configs` follows unless its
+    /// destination says otherwise: `victoriametrics` (vmagent's, default) or
+    /// `prometheus`.
+    #[serde(default)]
+    pub relabel_dialect: Option<crate::transform::relabel::Dialect>,
     #[serde(default)]
     pub destinations: Vec<DestinationSpec>,
     #[serde(default)]
@@ -64,6 +72,9 @@ pub struct EvaluationSpec {
     pub eval_delay: Option<String>,
     /// `step` of instant queries (vmalert's -datasource.queryStep, default 5m; 0 = the group interval).
     pub query_step: Option<String>,
+    /// Logs a LogsQL rule reads at T: `exact` ([T-interval, T), default) or
+    /// `vmalert` ([T-interval, T+1s), as vmalert's requests read).
+    pub vlogs_window: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, serde::Deserialize)]
@@ -101,6 +112,9 @@ pub struct DestinationSpec {
     pub timeout: Option<String>,
     #[serde(default)]
     pub relabel_configs: Vec<crate::transform::relabel::RelabelConfig>,
+    /// This destination's relabel dialect (default: the top-level `relabel_dialect`).
+    #[serde(default)]
+    pub relabel_dialect: Option<crate::transform::relabel::Dialect>,
     #[serde(default)]
     pub external_labels: BTreeMap<String, String>,
     pub max_batch_samples: Option<usize>,

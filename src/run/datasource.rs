@@ -6,10 +6,17 @@
 //!   the group interval when it is unset); ranges go to `/api/v1/query_range`
 //!   with `step` = the group interval (and `nocache=1`, so VictoriaMetrics
 //!   does not move `start`/`end` to its cache grid).
-//! * `type: vlogs` (LogsQL): `/select/logsql/stats_query` with `query` and
-//!   `time`, plus `start`/`end` = the last interval when the query has no
-//!   `_time` filter; ranges go to `stats_query_range`, refused for queries
-//!   with a `_time` filter as vmalert refuses them.
+//! * `type: vlogs` (LogsQL), see [`VlogsWindow`]. A query without a `_time`
+//!   filter reads the interval before its timestamp: by default exactly
+//!   `[T - interval, T)`, asked as one `stats_query_range` bucket, which is
+//!   also what `replay` asks for each timestamp, so live evaluation and
+//!   backfill export the same values; with `vlogs_window: vmalert`,
+//!   `/select/logsql/stats_query` with `start=T-interval&end=T` as vmalert
+//!   sends it, which VictoriaLogs reads as `[T - interval, T + 1s)`. A query
+//!   with a `_time` filter goes to `stats_query` at `time=T` unchanged;
+//!   ranges of such queries are refused, as vmalert refuses them.
+//!   Range answers are moved to the end of their buckets: the value at `T`
+//!   is the bucket `[T - interval, T)`, as live evaluation sees it.
 //! * Group `params` replace parameters of the same name, group `headers`
 //!   replace the client's headers of the same name, per request.
 //!
@@ -18,14 +25,46 @@
 
 use crate::client::{
     duration_param, logsql_has_time_filter, Client, ClientError, InstantAnswer, QueryForm,
-    SeriesStream,
+    SeriesStream, STATS_QUERY_RANGE_PATH,
 };
+use crate::model::Series;
 use crate::run::rules::{Group, RuleType};
 use futures_util::future::BoxFuture;
 use std::time::Duration;
 
 /// Default of vmalert's `-datasource.queryStep`.
 pub const DEFAULT_QUERY_STEP: Duration = Duration::from_secs(300);
+
+/// Which logs a live evaluation of a LogsQL rule at `T` reads (the run
+/// config's `evaluation.vlogs_window`). Queries with their own `_time`
+/// filter are not bounded either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VlogsWindow {
+    /// `[T - interval, T)`: each log line is counted by exactly one
+    /// evaluation. Asked as the one bucket `[T - interval, T)` of
+    /// `stats_query_range`, the request `replay` makes for every timestamp,
+    /// so both export the same: in particular a window without matching
+    /// lines gives no point (a bare `count()` gives no 0), live and replayed.
+    #[default]
+    Exact,
+    /// vmalert's `stats_query` with `start=T-interval&end=T`, which
+    /// VictoriaLogs reads as `[T - interval, T + 1s)`: lines of the second
+    /// at `T` are counted by two evaluations, and a bare `count()` over no
+    /// lines gives 0 (replay still reads exact buckets).
+    Vmalert,
+}
+
+impl VlogsWindow {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "exact" => Ok(VlogsWindow::Exact),
+            "vmalert" => Ok(VlogsWindow::Vmalert),
+            other => Err(format!(
+                "{other:?} is not a window; want `exact` ([T-interval, T), the default) or `vmalert` ([T-interval, T+1s) as vmalert reads)"
+            )),
+        }
+    }
+}
 
 /// One rule's query with what its group adds.
 #[derive(Clone, Debug)]
@@ -117,6 +156,7 @@ pub struct ClientDatasource {
     prometheus: Option<Client>,
     vlogs: Option<Client>,
     query_step: Option<Duration>,
+    vlogs_window: VlogsWindow,
 }
 
 impl ClientDatasource {
@@ -125,7 +165,14 @@ impl ClientDatasource {
             prometheus,
             vlogs,
             query_step: Some(DEFAULT_QUERY_STEP),
+            vlogs_window: VlogsWindow::default(),
         }
+    }
+
+    /// How live evaluations of LogsQL rules bound their logs.
+    pub fn with_vlogs_window(mut self, window: VlogsWindow) -> Self {
+        self.vlogs_window = window;
+        self
     }
 
     /// vmalert's `-datasource.queryStep`; `None` (or zero) sends the group
@@ -165,6 +212,27 @@ impl ClientDatasource {
         let mut form = QueryForm::with_overrides(base, &q.params);
         form.headers = q.headers.clone();
         form
+    }
+
+    /// Has the server parse `q` without reading data (`spillway rules check
+    /// --datasource/--vlogs-datasource`): an instant query at the Unix
+    /// epoch, and for LogsQL a window of zero length there, with the
+    /// group's params and headers. `Err` carries the server's verdict, or
+    /// why it could not be asked (`unreachable`).
+    pub async fn check_query(&self, q: &RuleQuery) -> Result<(), QueryError> {
+        let client = self.client(q.rule_type)?;
+        match q.rule_type {
+            RuleType::Vlogs => {
+                client
+                    .stats_query(&q.expr, 0, Some((0, 0)), &q.params, &q.headers)
+                    .await?;
+            }
+            _ => {
+                let form = self.prometheus_instant_form(q, 0);
+                client.query_instant_form("/api/v1/query", &form).await?;
+            }
+        }
+        Ok(())
     }
 
     fn client(&self, t: RuleType) -> Result<&Client, QueryError> {
@@ -207,9 +275,16 @@ impl Datasource for ClientDatasource {
             let client = self.client(q.rule_type)?;
             match q.rule_type {
                 RuleType::Vlogs => {
-                    let bound = (!logsql_has_time_filter(&q.expr)).then_some(q.interval_ms);
+                    let window = match self.vlogs_window {
+                        _ if logsql_has_time_filter(&q.expr) => None,
+                        VlogsWindow::Vmalert => Some((ts_ms - q.interval_ms, ts_ms)),
+                        VlogsWindow::Exact => {
+                            let stream = vlogs_buckets(client, q, ts_ms, ts_ms).await?;
+                            return collect_instant(stream, ts_ms).await;
+                        }
+                    };
                     Ok(client
-                        .stats_query(&q.expr, ts_ms, bound, &q.params, &q.headers)
+                        .stats_query(&q.expr, ts_ms, window, &q.params, &q.headers)
                         .await?)
                 }
                 _ => {
@@ -240,16 +315,7 @@ impl Datasource for ClientDatasource {
                             false,
                         ));
                     }
-                    Ok(client
-                        .stats_query_range(
-                            &q.expr,
-                            start_ms,
-                            end_ms,
-                            q.interval_ms,
-                            &q.params,
-                            &q.headers,
-                        )
-                        .await?)
+                    vlogs_buckets(client, q, start_ms, end_ms).await
                 }
                 _ => {
                     let form = Self::prometheus_range_form(q, start_ms, end_ms);
@@ -260,6 +326,88 @@ impl Datasource for ClientDatasource {
             }
         })
     }
+}
+
+/// The values live evaluation gets at the grid timestamps `first..=last`
+/// of a LogsQL rule: the buckets `[T - interval, T)` of one
+/// `stats_query_range`, each moved from its start (where VictoriaLogs stamps
+/// it) to `T`. `end` is `last - 1ms`, so the last bucket is whole and none
+/// begins at `end` (VictoriaLogs cuts the data at `end` before bucketing);
+/// `offset` puts the bucket edges on the group's grid.
+async fn vlogs_buckets(
+    client: &Client,
+    q: &RuleQuery,
+    first_ms: i64,
+    last_ms: i64,
+) -> Result<SeriesStream, QueryError> {
+    let step = q.interval_ms.max(1);
+    let start = first_ms - step;
+    let mut inner = client
+        .stats_query_range(
+            &q.expr,
+            start,
+            last_ms - 1,
+            step,
+            start.rem_euclid(step),
+            &q.params,
+            &q.headers,
+        )
+        .await?;
+    let url = client.endpoint().join(STATS_QUERY_RANGE_PATH).to_string();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(item) = inner.recv().await {
+            let item = item.and_then(|s| to_bucket_ends(s, start, step, &url));
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Moves each point of a range answer from its bucket's start to its end.
+/// A bucket off the grid means the server ignored `offset`.
+fn to_bucket_ends(
+    mut series: Series,
+    start_ms: i64,
+    step_ms: i64,
+    url: &str,
+) -> Result<Series, ClientError> {
+    for p in &mut series.samples {
+        if (p.timestamp_ms - start_ms).rem_euclid(step_ms) != 0 {
+            return Err(ClientError::Decode {
+                url: url.to_string(),
+                reason: format!(
+                    "a bucket starts at {}, off the group's grid (buckets of {} from {}); this VictoriaLogs ignores the `offset` parameter: upgrade it, or give the group an interval that divides a day and no eval_offset",
+                    crate::model::time::format_rfc3339_ms(p.timestamp_ms),
+                    duration_param(step_ms),
+                    crate::model::time::format_rfc3339_ms(start_ms),
+                ),
+            });
+        }
+        p.timestamp_ms += step_ms;
+    }
+    Ok(series)
+}
+
+/// The instant answer at `ts_ms` out of a one-bucket range answer.
+async fn collect_instant(
+    mut stream: SeriesStream,
+    ts_ms: i64,
+) -> Result<InstantAnswer, QueryError> {
+    let mut series = Vec::new();
+    while let Some(item) = stream.recv().await {
+        let mut s = item?;
+        s.samples.retain(|p| p.timestamp_ms == ts_ms);
+        if !s.samples.is_empty() {
+            series.push(s);
+        }
+    }
+    Ok(InstantAnswer {
+        series,
+        series_fetched: None,
+    })
 }
 
 #[cfg(test)]
@@ -325,6 +473,27 @@ mod tests {
         assert_eq!(f.get("start"), Some("0"));
         assert_eq!(f.get("end"), Some("3600"));
         assert_eq!(f.get("nocache"), Some("1"));
+    }
+
+    #[test]
+    fn range_points_move_to_the_end_of_their_bucket() {
+        let s = Series::new(
+            crate::model::Labels::from_pairs([("stats_result", "n")]),
+            vec![
+                crate::model::Sample::new(60_000, 1.0),
+                crate::model::Sample::new(120_000, 2.0),
+            ],
+        );
+        let moved = to_bucket_ends(s.clone(), 0, 60_000, "u").unwrap();
+        let stamps: Vec<i64> = moved.samples.iter().map(|p| p.timestamp_ms).collect();
+        assert_eq!(stamps, [120_000, 180_000]);
+        // A server that ignored `offset` answers off the grid.
+        let e = to_bucket_ends(s, 3_000, 60_000, "u")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ignores the `offset` parameter"), "{e}");
+        assert_eq!(VlogsWindow::parse("vmalert"), Ok(VlogsWindow::Vmalert));
+        assert!(VlogsWindow::parse("loose").unwrap_err().contains("`exact`"));
     }
 
     #[test]

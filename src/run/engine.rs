@@ -1,13 +1,16 @@
 //! The evaluation engine of `spillway run`: one task per rule group,
 //! started together, reloaded in place, stopped together.
 //!
-//! The seam to the rest of `run` is [`ResultSink`]: the engine hands it
-//! every batch of series a rule produced at one timestamp (results, alert
-//! series and stale markers) and waits for `Ok` before it remembers having
-//! exported them. `spillway run` implements it with the router, which
-//! relabels and writes into each destination's durable queue; tests use
-//! [`MemorySink`]. An `Err` keeps the timestamp pending: it is evaluated
-//! again at the next iteration (see `group.rs` for catch-up).
+//! The seam to the rest of `run` is [`ResultSink`] (in `results`): the
+//! engine hands it every batch of series a rule produced at one timestamp
+//! (results, alert series and stale markers) and waits for `Ok` before it
+//! remembers having exported them. `spillway run` implements it with the
+//! router, which relabels and writes into each destination's durable queue;
+//! tests use
+//! [`MemorySink`](crate::run::results::MemorySink). An `Err` keeps the timestamp pending: it is
+//! evaluated again at the next iteration (see `group.rs` for catch-up).
+//! The options every group shares are in `options`; `engine` uses `group`,
+//! never the other way round.
 //!
 //! Reload ([`EngineHandle::reload`]) compares groups by file and name:
 //! identical ones (same checksum) keep running untouched; changed ones are
@@ -16,171 +19,20 @@
 //! memory, alerts and history, as vmalert keeps them; removed ones stop.
 //! New definitions are checked first, so a refused reload changes nothing.
 
-use crate::model::{ExportBatch, Series};
-use crate::run::config::EvaluationSpec;
+use crate::model::Series;
 use crate::run::datasource::Datasource;
 use crate::run::group::{GroupShared, GroupTask, RuleCarry};
 use crate::run::rules::Group;
 use crate::run::schedule::Clock;
 use crate::run::state::{GroupState, GroupsState, RuleState};
-use futures_util::future::BoxFuture;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Where evaluated series go.
-///
-/// `export` gets the series one rule produced at one evaluation timestamp
-/// (at most the rule's result, its stale markers, or its `ALERTS` series)
-/// and resolves once they are safe: for `spillway run`, written to the
-/// queue of every destination that keeps them. `Err(reason)` means "not
-/// taken": the engine logs the reason on the rule, keeps its state, and
-/// evaluates the same timestamp again later.
-pub trait ResultSink: Send + Sync + 'static {
-    fn export(&self, batch: ExportBatch) -> BoxFuture<'_, Result<(), String>>;
-}
-
-/// A sink that keeps every batch in memory (tests, `rules preview`).
-#[derive(Debug, Default)]
-pub struct MemorySink {
-    batches: Mutex<Vec<ExportBatch>>,
-    changed: tokio::sync::Notify,
-}
-
-impl MemorySink {
-    pub fn new() -> Arc<MemorySink> {
-        Arc::new(MemorySink::default())
-    }
-
-    /// Every batch so far, in arrival order.
-    pub fn batches(&self) -> Vec<Vec<Series>> {
-        self.exports().into_iter().map(|b| b.series).collect()
-    }
-
-    /// Every batch so far with its origin, in arrival order.
-    pub fn exports(&self) -> Vec<ExportBatch> {
-        self.batches.lock().map(|b| b.clone()).unwrap_or_default()
-    }
-
-    /// Every series so far, in arrival order.
-    pub fn series(&self) -> Vec<Series> {
-        self.batches().into_iter().flatten().collect()
-    }
-
-    /// Takes every batch so far.
-    pub fn take(&self) -> Vec<Vec<Series>> {
-        self.batches
-            .lock()
-            .map(|mut b| std::mem::take(&mut *b))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|b| b.series)
-            .collect()
-    }
-
-    /// Waits until `done` holds for the series received so far, or
-    /// `timeout` passes; returns whether it held.
-    pub async fn wait_until(&self, timeout: Duration, done: impl Fn(&[Series]) -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.changed.notified();
-            if done(&self.series()) {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return done(&self.series());
-            }
-        }
-    }
-}
-
-impl ResultSink for MemorySink {
-    fn export(&self, batch: ExportBatch) -> BoxFuture<'_, Result<(), String>> {
-        if let Ok(mut b) = self.batches.lock() {
-            b.push(batch);
-        }
-        self.changed.notify_waiters();
-        Box::pin(async { Ok(()) })
-    }
-}
-
-/// Settings that apply to all groups.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EngineOptions {
-    /// Interval of groups without `interval:` (vmalert's `-evaluationInterval`, 1m).
-    pub default_interval: Duration,
-    /// `eval_delay` of groups that set none (vmalert's `-rule.evalDelay`, 30s:
-    /// VictoriaMetrics hides the last 30s by default, `-search.latencyOffset`).
-    pub default_eval_delay: Duration,
-    /// How far back missed evaluations are made up (1h; zero disables).
-    pub max_catch_up: Duration,
-    /// `external_labels` of the run config: added to every rule's labels
-    /// with the lowest priority, as vmalert's `-external.label`.
-    pub external_labels: BTreeMap<String, String>,
-    /// Evaluations kept per rule for the API (overridden by a rule's
-    /// `update_entries_limit`).
-    pub history_len: usize,
-    /// Add `alertgroup` to alert series (vmalert unless `-disableAlertgroupLabel`).
-    pub alertgroup_label: bool,
-    /// How long after a timestamp is due the group wakes (capped at 3/4 of
-    /// the interval). VictoriaMetrics clamps a query's time to `now -
-    /// max(search.latencyOffset, 1s)`: measured on 1.79, a query for T sent
-    /// before T+1s (latencyOffset 0) or T+5s (latencyOffset 5s) answers for
-    /// T-1s while still stamping T. `eval_delay` is meant to equal the
-    /// latency offset, so waking exactly at `T + eval_delay` would hit this
-    /// in every evaluation. vmalert escapes it (mostly) by waking at a random
-    /// phase of the interval; spillway waits this fixed margin (1.2s: one
-    /// second plus room for clock skew between the hosts).
-    pub wake_margin: Duration,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        EngineOptions {
-            default_interval: Duration::from_secs(60),
-            default_eval_delay: Duration::from_secs(30),
-            max_catch_up: Duration::from_secs(3600),
-            external_labels: BTreeMap::new(),
-            history_len: 30,
-            alertgroup_label: true,
-            wake_margin: Duration::from_millis(1200),
-        }
-    }
-}
-
-impl EngineOptions {
-    /// Reads `evaluation:` of the run config; errors name the field.
-    pub fn from_spec(
-        spec: &EvaluationSpec,
-        external_labels: &BTreeMap<String, String>,
-    ) -> Result<EngineOptions, String> {
-        use crate::model::time::parse_duration;
-        let mut o = EngineOptions {
-            external_labels: external_labels.clone(),
-            ..EngineOptions::default()
-        };
-        let field = |name: &str, v: &Option<String>| -> Result<Option<Duration>, String> {
-            v.as_deref()
-                .map(|s| parse_duration(s).map_err(|e| format!("evaluation.{name}: {e}")))
-                .transpose()
-        };
-        if let Some(d) = field("interval", &spec.interval)? {
-            if d.is_zero() {
-                return Err("evaluation.interval: must be above 0, e.g. 1m".into());
-            }
-            o.default_interval = d;
-        }
-        if let Some(d) = field("max_catch_up", &spec.max_catch_up)? {
-            o.max_catch_up = d;
-        }
-        if let Some(d) = field("eval_delay", &spec.eval_delay)? {
-            o.default_eval_delay = d;
-        }
-        Ok(o)
-    }
-}
+use crate::run::options::EngineOptions;
+use crate::run::results::ResultSink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -508,7 +360,7 @@ pub async fn preview(
         let sched = Schedule::for_group(g, opts.default_interval, opts.default_eval_delay, now_ms);
         let at_ms = sched.timestamp_at(now_ms);
         for rule in &g.rules {
-            let spec = crate::run::group::rule_spec(g, rule, opts);
+            let spec = crate::run::options::rule_spec(g, rule, opts);
             let query = crate::run::datasource::RuleQuery::new(g, &rule.expr, sched.interval_ms);
             let (series, error) = match ds.instant(&query, at_ms).await {
                 Err(e) => (
@@ -568,48 +420,4 @@ fn describe_metrics() {
             "Missed evaluation timestamps older than max_catch_up, given up."
         );
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn options_from_the_run_config() {
-        let spec = EvaluationSpec {
-            interval: Some("30s".into()),
-            max_catch_up: Some("0".into()),
-            eval_delay: Some("10s".into()),
-            ..EvaluationSpec::default()
-        };
-        let labels = BTreeMap::from([("cluster".to_string(), "eu1".to_string())]);
-        let o = EngineOptions::from_spec(&spec, &labels).unwrap();
-        assert_eq!(o.default_interval, Duration::from_secs(30));
-        assert_eq!(o.max_catch_up, Duration::ZERO);
-        assert_eq!(o.default_eval_delay, Duration::from_secs(10));
-        assert_eq!(o.external_labels, labels);
-        let d = EngineOptions::from_spec(&EvaluationSpec::default(), &BTreeMap::new()).unwrap();
-        assert_eq!(
-            (d.default_interval, d.default_eval_delay, d.max_catch_up),
-            (
-                Duration::from_secs(60),
-                Duration::from_secs(30),
-                Duration::from_secs(3600)
-            )
-        );
-        let bad = EvaluationSpec {
-            max_catch_up: Some("an hour".into()),
-            ..EvaluationSpec::default()
-        };
-        let e = EngineOptions::from_spec(&bad, &BTreeMap::new()).unwrap_err();
-        assert!(
-            e.starts_with("evaluation.max_catch_up: invalid duration \"an hour\""),
-            "{e}"
-        );
-        let zero = EvaluationSpec {
-            interval: Some("0s".into()),
-            ..EvaluationSpec::default()
-        };
-        assert!(EngineOptions::from_spec(&zero, &BTreeMap::new()).is_err());
-    }
 }

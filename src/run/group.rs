@@ -19,12 +19,19 @@
 //!
 //! State is committed only after the sink took the series: a rule's memory
 //! (what it exported, its alerts) and its cursor move together.
+//!
+//! Every evaluation, scheduled or caught up, happens at least the wake
+//! margin (`EngineOptions::wake_margin`) after its timestamp is due: an
+//! iteration evaluates up to the newest timestamp whose margin has passed,
+//! so a process resumed from a pause (or a clock that jumped) inside a
+//! timestamp's margin leaves that timestamp to the next wake-up.
 
 use crate::model::{ExportBatch, Origin};
 use crate::run::datasource::{Datasource, RuleQuery};
-use crate::run::engine::{EngineOptions, ResultSink};
-use crate::run::eval::{evaluate, AlertSpec, RuleMemory, RuleSpec};
-use crate::run::rules::{Group, Rule, RuleKind};
+use crate::run::eval::{evaluate, RuleMemory, RuleSpec};
+use crate::run::options::{rule_spec, EngineOptions};
+use crate::run::results::ResultSink;
+use crate::run::rules::{Group, Rule};
 use crate::run::schedule::{catch_up_plan, sleep_until, Clock, Schedule};
 use crate::run::state::{RuleStatus, Update};
 use futures_util::StreamExt;
@@ -102,34 +109,6 @@ struct Ctx<'a> {
     step_ms: i64,
     max_catch_up: Duration,
     ds_down: &'a AtomicBool,
-}
-
-/// The rule as evaluation sees it.
-pub(crate) fn rule_spec(group: &Group, rule: &Rule, opts: &EngineOptions) -> RuleSpec {
-    let mut labels = opts.external_labels.clone();
-    labels.extend(group.rule_labels(rule));
-    RuleSpec {
-        group: group.name.clone(),
-        file: group.file.clone(),
-        rule_type: group.rule_type,
-        name: rule.name().to_string(),
-        expr: rule.expr.clone(),
-        labels,
-        limit: group.limit,
-        external_labels: opts.external_labels.clone(),
-        alert: match &rule.kind {
-            RuleKind::Alerting {
-                for_,
-                keep_firing_for,
-                ..
-            } => Some(AlertSpec {
-                for_: *for_,
-                keep_firing_for: *keep_firing_for,
-                group_label: opts.alertgroup_label,
-            }),
-            RuleKind::Recording { .. } => None,
-        },
-    }
 }
 
 /// The history length of a rule: its `update_entries_limit`, else the default.
@@ -229,7 +208,15 @@ impl GroupTask {
                 _ = stop.changed() => break,
                 _ = sleep_until(&*self.clock, wake) => {}
             }
-            let due = self.schedule.timestamp_at(self.clock.now_ms()).max(next_ts);
+            // The newest timestamp whose margin has passed, not the newest
+            // due one: after a pause or a clock jump `now` may sit inside
+            // the margin of a newer timestamp, and evaluating it at once
+            // gets the answer as of a second before it (see
+            // `EngineOptions::wake_margin`). It waits for the next turn.
+            let due = self
+                .schedule
+                .timestamp_at(self.clock.now_ms() - self.wake_margin_ms)
+                .max(next_ts);
             if due > next_ts {
                 let missed = ((due - next_ts) / step) as u64;
                 metrics::counter!(

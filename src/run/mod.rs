@@ -4,8 +4,9 @@
 //!   `run`, `replay` and `rules check` share;
 //! - the evaluation engine: `schedule` (aligned timestamps, clock), `eval`
 //!   (what a rule makes of a result), `datasource` (queries as vmalert sends
-//!   them), `group` (one task per group: concurrency, catch-up), `engine`
-//!   (start, reload, shutdown, the [`ResultSink`] seam), `state`
+//!   them), `options` (what every group shares), `results` (the
+//!   [`ResultSink`] seam), `group` (one task per group: concurrency,
+//!   catch-up), `engine` (start, reload, shutdown), `state`
 //!   (`/api/v1/rules`) and `replay` (backfill over a past range);
 //! - routing: `route` (global relabeling, queued destinations), `receiver`
 //!   (lets `run` stand where vmagent stands) and the `spillway relabel` tool;
@@ -30,10 +31,12 @@ pub mod datasource;
 pub mod engine;
 pub mod eval;
 mod group;
+pub mod options;
 pub mod receiver;
 pub mod relabel;
 pub mod reload;
 pub mod replay;
+pub mod results;
 pub mod route;
 pub mod rules;
 pub mod schedule;
@@ -44,12 +47,11 @@ pub mod tools;
 #[cfg(test)]
 mod tests;
 
-pub use datasource::{ClientDatasource, Datasource, QueryError, RuleQuery};
-pub use engine::{
-    preview, Engine, EngineError, EngineHandle, EngineOptions, MemorySink, PreviewRule,
-    ReloadSummary, ResultSink,
-};
+pub use datasource::{ClientDatasource, Datasource, QueryError, RuleQuery, VlogsWindow};
+pub use engine::{preview, Engine, EngineError, EngineHandle, PreviewRule, ReloadSummary};
+pub use options::EngineOptions;
 pub use replay::{replay, ReplayOptions, ReplayProgress, ReplayReport};
+pub use results::{MemorySink, ResultSink};
 pub use schedule::{Clock, Schedule, SystemClock, TokioClock};
 pub use state::GroupsState;
 

@@ -5,7 +5,9 @@
 //! then the series goes the way routed data goes, through
 //! `global_relabel_configs` and `external_labels`, and with `--destination
 //! NAME` on through that destination's `relabel_configs` and
-//! `external_labels`.
+//! `external_labels`. Each stage follows its dialect (`relabel_dialect` of
+//! the run config or the destination; vmagent's for a plain list) unless
+//! `--dialect` names one for all.
 
 use super::config::{DestinationLines, RunConfig};
 use super::route::{check_labels, compile_relabel};
@@ -21,6 +23,8 @@ pub struct RelabelOptions {
     /// `{__name__="x", a="b"}` or `x{a="b"}`.
     pub labels: String,
     pub destination: Option<String>,
+    /// Overrides every stage's dialect.
+    pub dialect: Option<Dialect>,
 }
 
 /// One stage of the path a series takes.
@@ -42,19 +46,20 @@ pub fn explain(opts: &RelabelOptions) -> Result<String, Vec<String>> {
                 "--destination: {source} is a plain relabel_configs list, not a run config with destinations"
             )]);
         }
-        let rules = RelabelRules::from_yaml(&text, &source, Dialect::default()).map_err(|e| {
+        let dialect = opts.dialect.unwrap_or_default();
+        let rules = RelabelRules::from_yaml(&text, &source, dialect).map_err(|e| {
             e.problems()
                 .iter()
                 .map(|p| p.to_string())
                 .collect::<Vec<_>>()
         })?;
         vec![Stage {
-            title: "relabel_configs".into(),
+            title: format!("relabel_configs ({dialect} dialect)"),
             rules,
             external_labels: Vec::new(),
         }]
     } else {
-        run_config_stages(&text, &source, opts.destination.as_deref())?
+        run_config_stages(&text, &source, opts.destination.as_deref(), opts.dialect)?
     };
     Ok(render(&input, &stages))
 }
@@ -71,12 +76,15 @@ fn run_config_stages(
     text: &str,
     source: &str,
     destination: Option<&str>,
+    dialect: Option<Dialect>,
 ) -> Result<Vec<Stage>, Vec<String>> {
     let loaded = RunConfig::parse(text, source).map_err(|e| vec![e])?;
     let config = &loaded.config;
     let mut problems = Vec::new();
+    let global_dialect = dialect.or(config.relabel_dialect).unwrap_or_default();
     let global = compile_relabel(
         &config.global_relabel_configs,
+        global_dialect,
         source,
         "global_relabel_configs",
         &loaded.lines.global_relabel_configs,
@@ -89,7 +97,7 @@ fn run_config_stages(
     let mut stages = Vec::new();
     match (global, external) {
         (Ok(rules), Ok(external_labels)) => stages.push(Stage {
-            title: "global_relabel_configs".into(),
+            title: format!("global_relabel_configs ({global_dialect} dialect)"),
             rules,
             external_labels,
         }),
@@ -119,7 +127,17 @@ fn run_config_stages(
         let none = DestinationLines::default();
         let lines = loaded.lines.destinations.get(i).unwrap_or(&none);
         let path = format!("destinations[{i}].relabel_configs");
-        let rules = compile_relabel(&d.relabel_configs, source, &path, &lines.relabel_configs);
+        let d_dialect = dialect
+            .or(d.relabel_dialect)
+            .or(config.relabel_dialect)
+            .unwrap_or_default();
+        let rules = compile_relabel(
+            &d.relabel_configs,
+            d_dialect,
+            source,
+            &path,
+            &lines.relabel_configs,
+        );
         let external = check_labels(
             &d.external_labels,
             &format!("destinations[{i}].external_labels"),
@@ -131,7 +149,7 @@ fn run_config_stages(
         });
         match (rules, external) {
             (Ok(rules), Ok(external_labels)) => stages.push(Stage {
-                title: format!("destinations[{i}] ({name}) relabel_configs"),
+                title: format!("destinations[{i}] ({name}) relabel_configs ({d_dialect} dialect)"),
                 rules,
                 external_labels,
             }),
@@ -223,6 +241,7 @@ mod tests {
             config,
             labels: r#"{__name__="x",a="b"}"#.into(),
             destination: None,
+            dialect: None,
         })
         .unwrap();
         assert!(out.starts_with("input: x{a=\"b\"}\n"), "{out}");
@@ -243,11 +262,12 @@ mod tests {
             config,
             labels: "x".into(),
             destination: Some("d1".into()),
+            dialect: None,
         };
         let out = explain(&opts).unwrap();
         assert!(out.contains("# global_relabel_configs"), "{out}");
         assert!(
-            out.contains("# destinations[0] (d1) relabel_configs"),
+            out.contains("# destinations[0] (d1) relabel_configs (victoriametrics dialect)"),
             "{out}"
         );
         assert!(out.ends_with("result: dropped\n"), "{out}");
@@ -257,6 +277,99 @@ mod tests {
         })
         .unwrap_err();
         assert!(e[0].contains("it has: d1"), "{e:?}");
+    }
+
+    /// Issue 11, item 7: a Prometheus user's `hashmod` sharding must give
+    /// Prometheus' numbers (md5), per destination or for the whole config.
+    #[test]
+    fn dialect_per_destination_globally_and_from_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let hashmod =
+            "      - {action: hashmod, source_labels: [c], target_label: shard, modulus: 1000}\n";
+        let config = write(
+            &dir,
+            "run.yml",
+            &format!(
+                "global_relabel_configs:\n  - {{action: hashmod, source_labels: [c], target_label: g, modulus: 1000}}\ndestinations:\n  - name: prom\n    url: http://127.0.0.1:1\n    relabel_dialect: prometheus\n    relabel_configs:\n{hashmod}  - name: vm\n    url: http://127.0.0.1:2\n    relabel_configs:\n{hashmod}"
+            ),
+        );
+        let run = |destination: &str, dialect: Option<Dialect>| {
+            explain(&RelabelOptions {
+                config: config.clone(),
+                labels: r#"{c="baz"}"#.into(),
+                destination: Some(destination.into()),
+                dialect,
+            })
+            .unwrap()
+        };
+        // Prometheus' md5 hashmod of "baz" % 1000 is 976 (its own test);
+        // vmagent's xxhash gives another shard.
+        let prom = run("prom", None);
+        assert!(prom.contains(", shard=\"976\"}\n"), "{prom}");
+        assert!(
+            prom.contains("(prom) relabel_configs (prometheus dialect)"),
+            "{prom}"
+        );
+        assert!(!prom.contains("g=\"976\""), "{prom}");
+        let vm = run("vm", None);
+        assert!(!vm.contains("shard=\"976\""), "{vm}");
+        // --dialect wins over the config, for every stage.
+        let forced = run("vm", Some(Dialect::Prometheus));
+        assert!(
+            forced.ends_with("result: {c=\"baz\", g=\"976\", shard=\"976\"}\n"),
+            "{forced}"
+        );
+        // The top-level key sets the default of every stage.
+        std::fs::write(
+            &config,
+            format!("relabel_dialect: prometheus\ndestinations:\n  - name: vm\n    url: http://127.0.0.1:2\n    relabel_configs:\n{hashmod}"),
+        )
+        .unwrap();
+        let global = run("vm", None);
+        assert!(global.contains("shard=\"976\""), "{global}");
+        // A wrong value names file, line and what is expected.
+        std::fs::write(&config, "relabel_dialect: promql\n").unwrap();
+        let e = explain(&RelabelOptions {
+            config: config.clone(),
+            labels: "x".into(),
+            destination: None,
+            dialect: None,
+        })
+        .unwrap_err()
+        .join("\n");
+        assert!(e.contains("run.yml:1") && e.contains("prometheus"), "{e}");
+    }
+
+    /// Issue 11, item 8: an empty input set is valid (vmagent's debug page
+    /// takes it), and names that are not Prometheus-style are written quoted.
+    #[test]
+    fn empty_and_quoted_label_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write(
+            &dir,
+            "r.yml",
+            "- {target_label: added, replacement: 'yes'}\n- {action: labeldrop, regex: 'drop.*'}\n",
+        );
+        let run = |labels: &str| {
+            explain(&RelabelOptions {
+                config: config.clone(),
+                labels: labels.into(),
+                destination: None,
+                dialect: None,
+            })
+        };
+        let out = run("{}").unwrap();
+        assert!(out.starts_with("input: {}\n"), "{out}");
+        assert!(out.ends_with("result: {added=\"yes\"}\n"), "{out}");
+        let out = run(r#"{"dropme-please"="x", "keep.me-too"="y"}"#).unwrap();
+        assert!(
+            out.starts_with(r#"input: {"dropme-please"="x", "keep.me-too"="y"}"#),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("result: {added=\"yes\", \"keep.me-too\"=\"y\"}\n"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -271,6 +384,7 @@ mod tests {
             config: config.clone(),
             labels: "x".into(),
             destination: Some("d1".into()),
+            dialect: None,
         })
         .unwrap_err();
         let msg = e.join("\n");

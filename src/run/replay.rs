@@ -12,6 +12,12 @@
 //! from the answer to the sink in batches, so memory holds one request's
 //! worth of label sets, not the range.
 //!
+//! LogsQL rules (`type: vlogs`): the point at `T` is the bucket
+//! `[T - interval, T)` of `stats_query_range`, moved from its start to `T`,
+//! which is what live evaluation exports at `T` (see `datasource`): every
+//! bucket of every request is whole (the request ends 1ms before its last
+//! timestamp), and a window without matching lines exports nothing in both.
+//!
 //! Semantics, as vmalert's replay (`execRange`):
 //! * recording rules: the live label rules (`record`, rule labels,
 //!   `exported_`, empty deletes, duplicates are an error); `limit` does not
@@ -29,11 +35,11 @@
 
 use crate::model::{ExportBatch, Labels, Sample, Series};
 use crate::run::datasource::{Datasource, RuleQuery};
-use crate::run::engine::{EngineOptions, ResultSink};
 use crate::run::eval::{
     alert_labels, recorded_labels, RuleSpec, ALERTS_FOR_STATE_METRIC, ALERTS_METRIC,
 };
-use crate::run::group::rule_spec;
+use crate::run::options::{rule_spec, EngineOptions};
+use crate::run::results::ResultSink;
 use crate::run::rules::{render_labels_with, Group, TemplateData};
 use crate::run::schedule::{Mode, Schedule};
 use std::collections::{HashMap, HashSet};
@@ -396,7 +402,7 @@ mod tests {
     use crate::client::{InstantAnswer, SeriesStream};
     use crate::model::selector::parse_label_set;
     use crate::run::datasource::QueryError;
-    use crate::run::engine::MemorySink;
+    use crate::run::results::MemorySink;
     use crate::run::rules::{load_str, RuleType};
     use futures_util::future::BoxFuture;
     use std::sync::Mutex;

@@ -61,6 +61,7 @@ impl PipelineConfig {
         let mut problems = Vec::new();
         let global_relabel = compile_relabel(
             &config.global_relabel_configs,
+            config.relabel_dialect.unwrap_or_default(),
             source,
             "global_relabel_configs",
             &lines.global_relabel_configs,
@@ -122,7 +123,11 @@ impl PipelineConfig {
                 }
                 dirs.insert(dir, i);
             }
-            match check_destination(spec, &place, &dl.relabel_configs, &storage) {
+            let dialect = spec
+                .relabel_dialect
+                .or(config.relabel_dialect)
+                .unwrap_or_default();
+            match check_destination(spec, &place, &dl.relabel_configs, dialect, &storage) {
                 Ok(d) if problems.len() == before => destinations.push(d),
                 Ok(_) => {}
                 Err(p) => problems.extend(p),
@@ -142,6 +147,7 @@ impl PipelineConfig {
 
 pub(crate) fn compile_relabel(
     configs: &[RelabelConfig],
+    dialect: Dialect,
     source: &str,
     path: &str,
     lines: &[ItemLines],
@@ -153,7 +159,7 @@ pub(crate) fn compile_relabel(
                 .map_or((0, HashMap::new()), |l| (l.line, l.fields.clone()))
         })
         .collect();
-    RelabelRules::from_configs_at(configs.to_vec(), Dialect::default(), source, path, items)
+    RelabelRules::from_configs_at(configs.to_vec(), dialect, source, path, items)
         .map_err(|e| e.problems().iter().map(|p| p.to_string()).collect())
 }
 
@@ -217,6 +223,7 @@ fn check_destination(
     spec: &DestinationSpec,
     place: &Place<'_>,
     relabel_lines: &[ItemLines],
+    dialect: Dialect,
     storage: &std::path::Path,
 ) -> Result<DestinationConfig, Vec<String>> {
     let i = place.index;
@@ -252,13 +259,14 @@ fn check_destination(
     };
     let relabel = compile_relabel(
         &spec.relabel_configs,
+        dialect,
         source,
         &format!("destinations[{i}].relabel_configs"),
         relabel_lines,
     )
     .unwrap_or_else(|p| {
         problems.extend(p);
-        RelabelRules::empty(Dialect::default())
+        RelabelRules::empty(dialect)
     });
     let external_labels = check_labels(&spec.external_labels, &format!("{what}.external_labels"))
         .unwrap_or_else(|p| {
@@ -745,7 +753,7 @@ async fn release(d: Arc<Destination>) {
 }
 
 /// The engine's seam: rule results go through [`Pipeline::route_results`].
-impl crate::run::engine::ResultSink for Pipeline {
+impl crate::run::results::ResultSink for Pipeline {
     fn export(
         &self,
         batch: ExportBatch,

@@ -15,8 +15,9 @@
 //! e.g. `examples/threshold-export/rules/metrics.yml:12`.
 
 use super::config::{LoadedConfig, RunConfig};
-use super::datasource::ClientDatasource;
-use super::engine::{check_groups, EngineOptions};
+use super::datasource::{ClientDatasource, VlogsWindow};
+use super::engine::check_groups;
+use super::options::EngineOptions;
 use super::route::PipelineConfig;
 use super::rules::{load_files, Group, LoadOptions, RuleType};
 use crate::client::{Client, ConnectionSpec};
@@ -77,6 +78,13 @@ impl Setup {
                 None
             }
         };
+        let vlogs_window = match config.evaluation.vlogs_window.as_deref() {
+            None => VlogsWindow::default(),
+            Some(w) => VlogsWindow::parse(w).unwrap_or_else(|e| {
+                problems.push(format!("{source}: evaluation.vlogs_window: {e}"));
+                VlogsWindow::default()
+            }),
+        };
         let load_opts = load_options(config.evaluation.default_rule_type.as_deref())
             .map_err(|e| problems.push(format!("{source}: {e}")))
             .ok();
@@ -115,7 +123,8 @@ impl Setup {
         );
         let datasource = Arc::new(
             ClientDatasource::new(prometheus.flatten(), vlogs.flatten())
-                .with_query_step(query_step),
+                .with_query_step(query_step)
+                .with_vlogs_window(vlogs_window),
         );
         if let Some(opts) = &engine {
             if let Err(e) = check_groups(&groups, &*datasource, opts) {
@@ -131,8 +140,8 @@ impl Setup {
         match (pipeline, engine) {
             (Some(pipeline), Some(engine)) if problems.is_empty() => {
                 let datasource_key = format!(
-                    "{:?}|{:?}|{:?}",
-                    config.datasource, config.vlogs_datasource, query_step
+                    "{:?}|{:?}|{:?}|{:?}",
+                    config.datasource, config.vlogs_datasource, query_step, vlogs_window
                 );
                 Ok(Setup {
                     loaded,
@@ -323,7 +332,7 @@ mod tests {
             dir.path(),
             "run.yml",
             "datasource: {url: 'http://127.0.0.1:1', timeout: soon}\nrule_files: ['rules/bad.yml']\n\
-             evaluation: {interval: often, default_rule_type: graphite}\n\
+             evaluation: {interval: often, default_rule_type: graphite, vlogs_window: loose}\n\
              destinations: [{name: d, url: 'http://127.0.0.1:2', max_disk_bytes: lots}]\n",
         );
         let all = Setup::load(&cfg).unwrap_err().join("\n");
@@ -331,6 +340,7 @@ mod tests {
             "destinations[0].max_disk_bytes",
             "evaluation.interval",
             "evaluation.default_rule_type: \"graphite\"",
+            "evaluation.vlogs_window: \"loose\" is not a window",
             "datasource.timeout",
         ] {
             assert!(all.contains(needle), "{needle} missing in:\n{all}");

@@ -2,7 +2,9 @@
 //! function: scheduling, catch-up, concurrency, sink refusals, reload.
 
 use super::datasource::{Datasource, QueryError, RuleQuery};
-use super::engine::{Engine, EngineHandle, EngineOptions, MemorySink, ResultSink};
+use super::engine::{Engine, EngineHandle};
+use super::options::EngineOptions;
+use super::results::{MemorySink, ResultSink};
 use super::rules::{load_str, Group, RuleType};
 use super::schedule::TokioClock;
 use crate::client::{InstantAnswer, SeriesStream};
@@ -272,6 +274,52 @@ async fn late_iterations_are_caught_up() {
     engine.shutdown().await;
     let ts: Vec<i64> = exported(&sink).iter().map(|e| e.1).collect();
     assert_eq!(ts, [0, 10, 20, 30, 40]);
+}
+
+/// Issue 11, item 5: a process frozen (SIGSTOP) and resumed just after a
+/// timestamp became due evaluated that timestamp at once, inside the wake
+/// margin, so VictoriaMetrics answered as of a second earlier. Every
+/// evaluation, caught up or not, must come at least the margin after its
+/// timestamp.
+#[tokio::test(start_paused = true)]
+async fn a_resumed_process_waits_the_wake_margin_for_the_newest_timestamp() {
+    use super::schedule::Clock;
+    let clock = TokioClock::starting_at(T0);
+    let lags: Arc<Mutex<Vec<(i64, i64)>>> = Arc::default();
+    let seen = Arc::clone(&lags);
+    let ds = FnDatasource::new(move |_, ts| {
+        seen.lock().unwrap().push((ts - BASE, clock.now_ms() - ts));
+        Ok(vec![one("m", ts, 1.0)])
+    });
+    let sink = MemorySink::new();
+    let opts = EngineOptions::default();
+    let margin = opts.wake_margin.as_millis() as i64;
+    let engine = Engine::start(
+        groups(TEN_SECONDS),
+        ds.clone(),
+        sink.clone(),
+        Arc::new(clock),
+        opts,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(25)).await; // +28s: +0, +10, +20 done
+                                                       // Frozen for 22.5s: the monotonic clock and the wall clock jump
+                                                       // together, and the process resumes at +50.5s, 0.5s after +50 is due.
+    tokio::time::advance(Duration::from_millis(22_500)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    engine.shutdown().await;
+    let lags = lags.lock().unwrap().clone();
+    let stamps: Vec<i64> = lags.iter().map(|(ts, _)| ts / 1000).collect();
+    assert_eq!(stamps, [0, 10, 20, 30, 40, 50]);
+    for (ts, lag) in &lags {
+        assert!(
+            *lag >= margin,
+            "+{}s evaluated {lag}ms after its time, inside the {margin}ms wake margin: {lags:?}",
+            ts / 1000
+        );
+    }
+    let exported: Vec<i64> = exported(&sink).iter().map(|e| e.1).collect();
+    assert_eq!(exported, [0, 10, 20, 30, 40, 50]);
 }
 
 #[tokio::test(start_paused = true)]

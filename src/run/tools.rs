@@ -6,16 +6,20 @@
 //!   global relabeling and destinations, queues included, with the original
 //!   timestamps; then gives the destinations time to deliver.
 //! - `spillway rules check FILES...`: checks rule files as `run` loads them,
-//!   every file on its own, every problem with file:line.
+//!   every file on its own, every problem with file:line; with
+//!   `--datasource` / `--vlogs-datasource` the servers parse each query too.
 //! - `spillway rules preview -c CONFIG`: evaluates every rule once, now
 //!   ([`preview`]), and shows per destination the series it would receive,
 //!   without sending anything.
 
+use super::datasource::{ClientDatasource, Datasource, RuleQuery};
 use super::replay::{replay, ReplayOptions, ReplayProgress, ReplayReport};
 use super::route::{dry_route, Pipeline};
 use super::rules::load_files;
+use super::rules::RuleType;
 use super::setup::{load_options, Setup};
 use super::{preview, PreviewRule, ResultSink};
+use crate::client::{Client, ClientConfig};
 use crate::model::time::{format_rfc3339_ms, now_ms};
 use crate::model::Series;
 use crate::sink::destination::{queue_dir_name, DestinationStatus};
@@ -180,6 +184,10 @@ pub struct RulesCheck {
     pub files: Vec<String>,
     /// vmalert's `-rule.defaultRuleType`.
     pub default_rule_type: Option<String>,
+    /// Have this Prometheus-compatible server parse every PromQL/MetricsQL expr.
+    pub datasource: Option<String>,
+    /// Have this VictoriaLogs parse every LogsQL expr.
+    pub vlogs_datasource: Option<String>,
 }
 
 /// One file's verdict.
@@ -233,9 +241,14 @@ impl CheckOutcome {
 }
 
 /// Checks every file (or pattern) on its own; `Err` only for bad options.
-pub fn rules_check(opts: &RulesCheck) -> Result<CheckOutcome, String> {
+/// With `datasource` / `vlogs_datasource`, every expression of a file that
+/// passed is also sent to that server once to be parsed (see
+/// [`ClientDatasource::check_query`]), so syntax errors show before `run`.
+pub async fn rules_check(opts: &RulesCheck) -> Result<CheckOutcome, String> {
     let load = load_options(opts.default_rule_type.as_deref())
         .map_err(|e| e.replace("evaluation.default_rule_type", "--rule-type"))?;
+    let server = check_datasource(opts)?;
+    let mut unreachable = Vec::new();
     let mut files = Vec::new();
     for pattern in &opts.files {
         let name = pattern.clone();
@@ -245,16 +258,87 @@ pub fn rules_check(opts: &RulesCheck) -> Result<CheckOutcome, String> {
             )]),
             Err(e) => Err(vec![format!("{pattern}: {e}")]),
             Ok(_) => match load_files(std::slice::from_ref(pattern), &load) {
-                Ok(groups) => Ok((
-                    groups.len(),
-                    groups.iter().map(|g| g.rules.len()).sum::<usize>(),
-                )),
+                Ok(groups) => {
+                    let problems = match &server {
+                        Some(ds) => server_check(ds, &groups, &mut unreachable).await,
+                        None => Vec::new(),
+                    };
+                    if problems.is_empty() {
+                        Ok((
+                            groups.len(),
+                            groups.iter().map(|g| g.rules.len()).sum::<usize>(),
+                        ))
+                    } else {
+                        Err(problems)
+                    }
+                }
                 Err(errors) => Err(errors.iter().map(ToString::to_string).collect()),
             },
         };
         files.push(FileCheck { name, result });
     }
     Ok(CheckOutcome { files })
+}
+
+/// The servers `--datasource` / `--vlogs-datasource` name, if any.
+fn check_datasource(opts: &RulesCheck) -> Result<Option<ClientDatasource>, String> {
+    let client = |flag: &str, url: &Option<String>| -> Result<Option<Client>, String> {
+        url.as_ref()
+            .map(|u| {
+                Client::new(ClientConfig {
+                    url: u.clone(),
+                    timeout: Some(Duration::from_secs(30)),
+                    ..ClientConfig::default()
+                })
+                .map_err(|e| format!("{flag}: {e}"))
+            })
+            .transpose()
+    };
+    let prometheus = client("--datasource", &opts.datasource)?;
+    let vlogs = client("--vlogs-datasource", &opts.vlogs_datasource)?;
+    if prometheus.is_none() && vlogs.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(ClientDatasource::new(prometheus, vlogs)))
+}
+
+/// Every expression of `groups` that `ds` can judge, parsed by the server;
+/// one problem per rejected expression. A type whose server cannot be
+/// reached is reported once (in `unreachable`) and not asked again.
+async fn server_check(
+    ds: &ClientDatasource,
+    groups: &[super::rules::Group],
+    unreachable: &mut Vec<RuleType>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for g in groups {
+        if ds.supports(g.rule_type).is_err() || unreachable.contains(&g.rule_type) {
+            continue;
+        }
+        for rule in &g.rules {
+            let query = RuleQuery::new(g, &rule.expr, 0);
+            let Err(e) = ds.check_query(&query).await else {
+                continue;
+            };
+            let at = format!(
+                "{}:{}: group {:?}, rule {:?}",
+                g.file,
+                rule.line,
+                g.name,
+                rule.name()
+            );
+            if e.unreachable {
+                problems.push(format!(
+                    "{at}: cannot have the query checked: {e}; the {} expressions were not checked by the server",
+                    g.rule_type
+                ));
+                unreachable.push(g.rule_type);
+                break;
+            }
+            problems.push(format!("{at}: the datasource rejects the query: {e}"));
+        }
+    }
+    problems
 }
 
 /// `spillway rules preview`.

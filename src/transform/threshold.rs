@@ -3,6 +3,12 @@
 //! raise `alert`. A threshold applies to series by metric name, by series
 //! selector, or to every series of one query; the first that applies wins,
 //! in file order, so specific entries go first.
+//!
+//! The pandas "vmselect data processor" wrote the same thing as
+//! `{"metric_name", "min_value", "max_value", "alert_threshold"}` ("alert if
+//! the value exceeds this", strictly, like `alert_above`); those names are
+//! accepted as aliases, so its thresholds JSON loads unchanged (`null` is
+//! "not set", as its `None`).
 
 use crate::model::{Labels, Selector};
 
@@ -10,13 +16,17 @@ use crate::model::{Labels, Selector};
 #[serde(deny_unknown_fields)]
 pub struct ThresholdSpec {
     /// Exact metric name (`__name__`).
+    #[serde(alias = "metric_name")]
     pub metric: Option<String>,
     /// Series selector, e.g. `{__name__="http_latency", job="api"}`.
     pub selector: Option<String>,
     /// The query text as given in `queries`, for results without a metric name.
     pub query: Option<String>,
+    #[serde(alias = "min_value")]
     pub min: Option<f64>,
+    #[serde(alias = "max_value")]
     pub max: Option<f64>,
+    #[serde(alias = "alert_threshold")]
     pub alert_above: Option<f64>,
     pub alert_below: Option<f64>,
 }
@@ -224,6 +234,43 @@ alert_above: 10"#,
             Some(1.0)
         );
         assert!(ts.find("other", &Labels::new()).is_none());
+    }
+
+    /// Issue 11, item 9: the pandas processor's thresholds, as JSON.
+    #[test]
+    fn vmselect_processor_shape() {
+        let specs: Vec<ThresholdSpec> = crate::model::yaml::from_str(
+            r#"[
+  {"metric_name": "cpu_usage_percent", "min_value": 0, "max_value": 100, "alert_threshold": 80},
+  {"metric_name": "response_time_seconds", "min_value": null, "max_value": 60, "alert_threshold": 5.0}
+]"#,
+            "thresholds.json",
+        )
+        .unwrap();
+        let ts = Thresholds::from_specs(specs).unwrap();
+        let cpu = Labels::from_pairs([("__name__", "cpu_usage_percent")]);
+        let t = ts.find("q", &cpu).unwrap();
+        assert_eq!(
+            (t.min, t.max, t.alert_above),
+            (Some(0.0), Some(100.0), Some(80.0))
+        );
+        assert_eq!(t.flags(80.0), Flags::default(), "exceeds: strictly above");
+        assert_eq!(
+            t.flags(80.5),
+            Flags {
+                out_of_range: false,
+                alert: true
+            }
+        );
+        assert!(t.flags(-0.5).out_of_range);
+        let rt = ts
+            .find(
+                "q",
+                &Labels::from_pairs([("__name__", "response_time_seconds")]),
+            )
+            .unwrap();
+        assert_eq!((rt.min, rt.max), (None, Some(60.0)));
+        assert!(rt.flags(61.0).out_of_range && rt.flags(61.0).alert);
     }
 
     #[test]

@@ -279,3 +279,44 @@ storage: {path: /nonexistent}",
     let names: Vec<String> = out[1].1.iter().map(|s| s.labels.to_string()).collect();
     assert_eq!(names, ["a"]);
 }
+
+/// Issue 11, item 7: `relabel_dialect` globally and per destination; a
+/// Prometheus user's `hashmod` sharding gives Prometheus' shard numbers.
+#[test]
+fn relabel_dialect_globally_and_per_destination() {
+    let c = check(
+        "relabel_dialect: prometheus
+global_relabel_configs:
+  - {action: hashmod, source_labels: [c], target_label: g, modulus: 1000}
+destinations:
+  - name: inherits
+    url: http://127.0.0.1:1
+    relabel_configs:
+      - {action: hashmod, source_labels: [c], target_label: shard, modulus: 1000}
+  - name: vmagent
+    url: http://127.0.0.1:1
+    relabel_dialect: victoriametrics
+    relabel_configs:
+      - {action: hashmod, source_labels: [c], target_label: shard, modulus: 1000}
+storage: {path: /nonexistent}",
+    )
+    .unwrap();
+    use crate::transform::relabel::Dialect;
+    assert_eq!(c.global_relabel.dialect(), Dialect::Prometheus);
+    assert_eq!(c.destinations[0].relabel.dialect(), Dialect::Prometheus);
+    assert_eq!(
+        c.destinations[1].relabel.dialect(),
+        Dialect::VictoriaMetrics
+    );
+    let input = Series::new(
+        Labels::from_pairs([("__name__", "m"), ("c", "baz")]),
+        vec![Sample::new(0, 1.0)],
+    );
+    let out = dry_route(&c, vec![input]);
+    // md5("baz") % 1000 = 976, Prometheus' own test vector.
+    assert_eq!(out[0].1[0].labels.get("g"), Some("976"));
+    assert_eq!(out[0].1[0].labels.get("shard"), Some("976"));
+    assert_ne!(out[1].1[0].labels.get("shard"), Some("976"));
+    let e = check("relabel_dialect: promql\ndestinations: []\n").unwrap_err();
+    assert!(e[0].starts_with("run.yml:1"), "{e:?}");
+}

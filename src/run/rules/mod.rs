@@ -13,10 +13,13 @@
 //! Each file is checked on its own (group names are unique per file, as in
 //! vmalert). Expressions are passed through unparsed: no Rust library parses
 //! MetricsQL, Graphite or LogsQL, and the datasource reports a bad query at
-//! the first evaluation. [`Group::checksum`] changes whenever anything about a
+//! the first evaluation (or `rules check --datasource` asks it at once). Only
+//! the shape vmalert insists on for LogsQL is checked: a `| stats` pipe.
+//! [`Group::checksum`] changes whenever anything about a
 //! group changes, so a reload can keep the state of untouched groups.
 //!
-//! Uses `model` only (durations, labels); nothing here does network I/O.
+//! Uses `model` (durations, labels) and the LogsQL lexer of
+//! `client::vlogs_api`; nothing here does network I/O.
 
 mod config;
 mod files;

@@ -1,6 +1,6 @@
 //! Tests in the users' notation: rule files as YAML text, errors as the line
-//! a user would read. The conformance test feeds the shared vmalert corpus
-//! (`shared/conformance/vmalert-rules/`, see its README) through the same
+//! a user would read. The conformance test feeds the vmalert corpus
+//! (`tests/conformance/vmalert-rules/`, see its README) through the same
 //! [`load_str`] that `run` and `rules check` use.
 
 use super::files::{expand_env, expand_glob, segment_matches};
@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 const CORPUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/conformance/vmalert-rules"
+    "/tests/conformance/vmalert-rules"
 );
 
 /// Entries whose verdict depends on parsing the query language, which
@@ -26,11 +26,6 @@ const EXPECTED_EXCEPTIONS: &[(&str, &str, &str)] = &[
         "Graphite expr followed by PromQL-style `by instance`",
     ),
     (
-        "vlog-rules0-bad.rules",
-        "logsql-parse",
-        "stats pipe without a filter / filter without a stats pipe",
-    ),
-    (
         "inline-12-bad.rules",
         "metricsql-parse",
         "`up | 0` is not MetricsQL",
@@ -41,19 +36,9 @@ const EXPECTED_EXCEPTIONS: &[(&str, &str, &str)] = &[
         "`up == 1` is not a Graphite expression",
     ),
     (
-        "inline-14-bad.rules",
-        "logsql-parse",
-        "`stats count(*)` without a filter is not a LogsQL stats query",
-    ),
-    (
         "inline-16-bad.rules",
         "graphite-parse",
         "a PromQL expr in a graphite group",
-    ),
-    (
-        "inline-17-bad.rules",
-        "logsql-parse",
-        "a PromQL expr in a vlogs group",
     ),
     (
         "inline-18-bad.rules",
@@ -250,9 +235,27 @@ const CONTEXT: &[Where] = &[
         Some("type"),
     ),
     (
+        "inline-14-bad.rules",
+        Some("\"test vlogs expr\""),
+        Some("\"alert\""),
+        Some("expr"),
+    ),
+    (
         "inline-15-bad.rules",
         Some("\"test vlogs expr multipart\""),
         Some("\"alert\""),
+        Some("expr"),
+    ),
+    (
+        "inline-17-bad.rules",
+        Some("\"test vlogs with prometheus expr\""),
+        Some("\"r1\""),
+        Some("expr"),
+    ),
+    (
+        "vlog-rules0-bad.rules",
+        Some("\"InvalidStatsLogsql\""),
+        Some("\"MissingStatsPipe\""),
         Some("expr"),
     ),
     (
@@ -303,7 +306,7 @@ fn load_corpus_file(file: &str, opts: &LoadOptions) -> Result<Vec<Group>, Vec<Ru
 #[test]
 fn vmalert_conformance_corpus() {
     let json = std::fs::read_to_string(format!("{CORPUS}/EXPECTED.json"))
-        .expect("the shared conformance corpus sits next to the repository");
+        .expect("tests/conformance/vmalert-rules/EXPECTED.json");
     let entries: Vec<serde_json::Value> = serde_json::from_str(&json).expect("EXPECTED.json");
     let (mut accepted, mut rejected, mut excepted, mut excepted_without_flags) = (0, 0, 0, 0);
     let mut failures = Vec::new();
@@ -492,7 +495,7 @@ fn checked_group_fields() {
         r#"
 groups:
   - name: g
-    type: vlogs
+    type: prometheus
     interval: 1.5m
     eval_offset: -30s
     eval_delay: 10s
@@ -524,7 +527,7 @@ groups:
         (g.file.as_str(), g.line, g.name.as_str()),
         ("rules/a.yml", 3, "g")
     );
-    assert_eq!(g.rule_type, RuleType::Vlogs);
+    assert_eq!(g.rule_type, RuleType::Prometheus);
     assert_eq!(g.interval, Some(Duration::from_secs(90)));
     // -30s within a 90s interval is the same instant as +60s.
     assert_eq!(g.eval_offset, Some(Duration::from_secs(60)));
@@ -753,6 +756,36 @@ fn vlogs_time_buckets_are_rejected() {
         load("groups:\n- name: g\n  rules:\n  - record: r\n    expr: 'sum(x) by (_time)'\n")
             .is_ok()
     );
+}
+
+/// Issue 11, item 4: a LogsQL query without a stats pipe passed `rules
+/// check` and then failed every evaluation; vmalert refuses it at load.
+#[test]
+fn vlogs_rules_need_a_stats_pipe() {
+    let rule = |expr: &str| {
+        format!("groups:\n- name: g\n  type: vlogs\n  rules:\n  - record: r\n    expr: '{expr}'\n")
+    };
+    for bad in [
+        "_time:5m level:error",
+        "stats count(*) as requests",
+        "error | fields a",
+    ] {
+        let errs = load_err(&rule(bad));
+        assert!(
+            errs[0].contains("rules/a.yml:6:")
+                && errs[0].contains("bad LogsQL expr: missing `| stats ...` pipe"),
+            "{bad}: {errs:?}"
+        );
+    }
+    for good in [
+        "level:error | stats count()",
+        "error | count() as n | filter n:>5",
+        "* | extract \"ip=<ip> \" | stats by (ip) count() as n",
+    ] {
+        assert!(load(&rule(good)).is_ok(), "{good}");
+    }
+    // PromQL groups are not LogsQL.
+    assert!(load("groups:\n- name: g\n  rules:\n  - record: r\n    expr: up\n").is_ok());
 }
 
 #[test]

@@ -437,6 +437,14 @@ fn check_rule(
         }
     }
 
+    if rule_type == RuleType::Vlogs && !crate::client::logsql_has_stats_pipe(&expr_text) {
+        let l = expr.as_ref().map_or(line, |f| f.line);
+        ctx.error(
+            l,
+            Some("expr"),
+            "bad LogsQL expr: missing `| stats ...` pipe; a vlogs rule computes stats over the logs a filter selects, e.g. `level:error | stats by (service) count() as errors`".into(),
+        );
+    }
     if rule_type == RuleType::Vlogs && has_time_buckets(&expr_text) {
         let l = expr.as_ref().map_or(line, |f| f.line);
         ctx.error(

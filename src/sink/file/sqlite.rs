@@ -158,11 +158,13 @@ impl SqliteSink {
             .map_err(self.err("open"))?;
         // A rollback journal, not WAL: a run only appends, and appended pages
         // need no journal entry, while WAL would write every page twice (log,
-        // then checkpoint). FULL sync makes a finished run survive a power
-        // cut. The page cache (64 MiB) keeps index pages resident during a
-        // long transaction.
+        // then checkpoint). DELETE, not TRUNCATE: a run is one transaction,
+        // so removing the journal once costs nothing, and no empty
+        // `-journal` file is left next to the database. FULL sync makes a
+        // finished run survive a power cut. The page cache (64 MiB) keeps
+        // index pages resident during a long transaction.
         conn.execute_batch(
-            "PRAGMA journal_mode = TRUNCATE;
+            "PRAGMA journal_mode = DELETE;
              PRAGMA synchronous = FULL;
              PRAGMA cache_size = -65536;",
         )
@@ -514,6 +516,29 @@ mod tests {
                 "sample_rows_series_time"
             ]
         );
+    }
+
+    /// Issue 11, item 12: an export run left an empty
+    /// `spillway.sqlite-journal` next to the database.
+    #[test]
+    fn no_journal_file_is_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = || -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let mut sink = open(Format::Sqlite, dir.path(), &testutil::run_info()).unwrap();
+        testutil::feed(sink.as_mut());
+        sink.finish(&testutil::outcome()).unwrap();
+        assert_eq!(names(), [DB_NAME]);
+        let mut aborted = open(Format::Sqlite, dir.path(), &second_run()).unwrap();
+        testutil::feed(aborted.as_mut());
+        drop(aborted);
+        assert_eq!(names(), [DB_NAME]);
     }
 
     #[test]

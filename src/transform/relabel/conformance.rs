@@ -1,4 +1,4 @@
-//! The shared relabel conformance corpus (`shared/conformance/relabel/`),
+//! The relabel conformance corpus (`tests/conformance/relabel/`),
 //! every case run under the dialect of the engine it came from. A case we
 //! cannot pass must be listed in [`EXPECTED_FAILURES`] with the reason; the
 //! test fails on an unlisted failure and on a listed case that now passes.
@@ -7,7 +7,7 @@ use super::*;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/conformance/relabel");
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance/relabel");
 
 /// `(case id, why it fails)`.
 const EXPECTED_FAILURES: &[(&str, &str)] = &[];

@@ -62,6 +62,33 @@ pub enum Dialect {
     VictoriaMetrics,
 }
 
+impl Dialect {
+    /// The name a config or `--dialect` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Prometheus => "prometheus",
+            Dialect::VictoriaMetrics => "victoriametrics",
+        }
+    }
+
+    /// `prometheus`, `victoriametrics` (or `vmagent`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "prometheus" => Ok(Dialect::Prometheus),
+            "victoriametrics" | "vmagent" => Ok(Dialect::VictoriaMetrics),
+            other => Err(format!(
+                "{other:?} is not a relabel dialect; want `prometheus` (Prometheus' semantics: `(?s)` regexes, md5 hashmod) or `victoriametrics` (vmagent's, the default)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A checked, compiled `relabel_configs` list. Cheap to share (`Arc`) and to
 /// apply from many threads: applying needs only `&self`.
 #[derive(Clone, Debug)]

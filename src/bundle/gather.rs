@@ -1026,7 +1026,7 @@ fn save_map(path: &Path, obf: &Obfuscator) -> Result<(), BundleError> {
         })?
         .to_string_lossy()
         .into_owned();
-    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    fsutil::create_dir_all(&dir).map_err(io_err(&dir))?;
     let mut f = AtomicFile::create(&dir, &name).map_err(io_err(path))?;
     #[cfg(unix)]
     {

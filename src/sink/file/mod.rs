@@ -204,7 +204,7 @@ pub fn open(
     out_dir: &Path,
     run: &RunInfo,
 ) -> Result<Box<dyn RecordSink>, SinkError> {
-    std::fs::create_dir_all(out_dir).map_err(|error| SinkError::Create {
+    crate::fsutil::create_dir_all(out_dir).map_err(|error| SinkError::Create {
         path: out_dir.to_path_buf(),
         error,
     })?;

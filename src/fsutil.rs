@@ -33,9 +33,10 @@
 //! [`Lock::acquire`]: an exclusive flock on a lock file, which dies with its
 //! process, so a `kill -9` never leaves a lock that refuses the next start.
 //! The holder's pid is written inside only for the next contender's error
-//! message. The file is never removed while others may open it (they would
-//! lock an orphan inode): after locking, the path is checked to still name
-//! the locked file, and [`Lock::remove`] unlinks it before releasing.
+//! message. Dropping the lock unlinks the file before releasing it; a
+//! contender that opened the old file and then gets its lock notices that
+//! the path no longer names it and opens afresh, so two processes never
+//! hold "the" lock on two inodes of one name.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufWriter, Read, Write};
@@ -406,16 +407,16 @@ impl Lock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
 
-    /// Removes the lock file, then releases the lock: for a directory that
-    /// is about to be removed. A waiter that opened the old file notices and
-    /// opens afresh.
-    pub fn remove(self) -> io::Result<()> {
-        let removed = fs::remove_file(&self.path);
-        drop(self.file);
-        match removed {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+/// Removes the lock file, then releases the lock, so a clean stop leaves no
+/// file behind (a crash leaves it: harmless, the next holder takes it over).
+/// Safe because only the holder unlinks, and a waiter that opened the old
+/// file notices and opens afresh.
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if same_file(&self.file, &self.path) {
+            fs::remove_file(&self.path).ok();
         }
     }
 }
@@ -599,8 +600,9 @@ mod tests {
             other => panic!("{other}"),
         }
         drop(lock);
+        assert!(!path.exists(), "a clean release leaves no lock file");
         let again = Lock::acquire(&path).unwrap();
-        again.remove().unwrap();
+        drop(again);
         assert!(!path.exists());
     }
 
@@ -613,7 +615,7 @@ mod tests {
         let waiter = thread::spawn(move || Lock::acquire(&p));
         // The waiter retries for half a second; remove and release meanwhile.
         thread::sleep(Duration::from_millis(50));
-        first.remove().unwrap();
+        drop(first);
         let second = waiter.join().unwrap().unwrap();
         assert!(same_file(&second.file, &path), "locked an orphan inode");
     }

@@ -3,6 +3,8 @@
 //!
 //! Layers, each using only those below it:
 //! `cli` → commands (`export`, `bundle`) → `source`, `transform`, `sink` → `client` → `model`.
+//! `fsutil` (durable files, locks) and `output` (stdout/stderr that never
+//! panic) are leaves every layer may use, the queue included.
 
 pub mod bundle;
 pub mod cli;

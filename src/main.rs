@@ -1,6 +1,6 @@
 //! The `spillway` binary: parse arguments, start logging, run the command,
 //! map the outcome to an exit code (0 ok, 1 partial failure, 2 error, 130
-//! stopped by SIGINT or SIGTERM; 0 when stdout's reader went away).
+//! stopped by SIGINT or SIGTERM; stdout's reader going away is no error).
 
 use clap::Parser;
 use spillway::cli::{

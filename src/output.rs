@@ -6,9 +6,9 @@
 //! `println!` turns that into a panic. [`write_stdout`] returns the error
 //! instead; the [`outln!`](crate::outln) and [`out!`](crate::out) macros
 //! remember the first failure and stop writing, and `main` ends the process
-//! by [`exit_code`]: 0 after a broken pipe (ripgrep's rule: the reader has
-//! what it wanted), 2 after any other write error, the command's own code
-//! otherwise. [`errln!`](crate::errln) writes to stderr and ignores errors:
+//! by [`exit_code`]: a broken pipe is no error (ripgrep's rule: the reader
+//! has what it wanted), so the command's own code stands, 0 when it
+//! succeeded; any other write error (a full disk behind `>`) is exit 2. [`errln!`](crate::errln) writes to stderr and ignores errors:
 //! there is nowhere left to report them. Uses nothing else in the crate.
 
 use std::fmt;
@@ -49,7 +49,7 @@ pub fn stdout_closed() -> bool {
 pub fn exit_code(command: ExitCode) -> ExitCode {
     match STDOUT_FAILED.get() {
         None => command,
-        Some((io::ErrorKind::BrokenPipe, _)) => ExitCode::SUCCESS,
+        Some((io::ErrorKind::BrokenPipe, _)) => command,
         Some((_, message)) => {
             write_stderr(format_args!("error: writing to stdout: {message}\n"));
             ExitCode::from(2)

@@ -429,3 +429,26 @@ fn a_second_ui_on_one_staging_directory_is_refused() {
     // The first stops gracefully on SIGTERM.
     assert_eq!(first.terminate(Duration::from_secs(20)), Some(0));
 }
+
+#[test]
+fn a_closed_stdout_does_not_hide_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yml");
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(
+        &good,
+        "groups:\n- name: g\n  rules:\n  - record: a\n    expr: up\n",
+    )
+    .unwrap();
+    std::fs::write(&bad, "groups:\n- name: g\n  rules:\n  - recrd: a\n").unwrap();
+    let out = with_closed_stdout(&[
+        "rules",
+        "check",
+        &good.display().to_string(),
+        &bad.display().to_string(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bad.yml:4"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -1,11 +1,13 @@
 //! The `spillway` binary: parse arguments, start logging, run the command,
-//! map the outcome to an exit code (0 ok, 1 partial failure, 2 error, 130 interrupted).
+//! map the outcome to an exit code (0 ok, 1 partial failure, 2 error, 130
+//! stopped by SIGINT or SIGTERM; stdout's reader going away is no error).
 
 use clap::Parser;
 use spillway::cli::{
     progress::{ReplayBar, WindowProgress},
     Cli, Command, LogFormat, RulesCommand,
 };
+use spillway::server::shutdown::StopSignals;
 use std::process::ExitCode;
 
 // `run` allocates a label vector and its strings for every series it
@@ -85,31 +87,59 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            spillway::errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(2);
         }
     };
-    // `run` handles SIGINT itself (graceful stop), so it is not raced against Ctrl-C here.
+    let code = runtime.block_on(command(cli));
+    // Blocking tasks finish their cleanup here (a file writer removing its
+    // temp file); bounded, so a stuck one cannot hold the process. Whatever
+    // it leaves is removed by the next run's sweep of stale temp files.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    spillway::output::exit_code(code)
+}
+
+/// Runs the command until it ends or SIGINT/SIGTERM stops it (exit 130).
+/// `run` and `ui` stop gracefully on their own and exit 0.
+async fn command(cli: Cli) -> ExitCode {
     if let Command::Run(args) = &cli.command {
-        let opts = args.to_options();
-        return runtime.block_on(run_command(opts));
+        return run_command(args.to_options()).await;
     }
-    let replaying = matches!(cli.command, Command::Replay(_));
-    runtime.block_on(async {
-        tokio::select! {
-            code = run(cli) => code,
-            _ = tokio::signal::ctrl_c() => {
-                if replaying {
-                    // Queued blocks are on disk; the queues' flocks die with the process.
-                    eprintln!("interrupted; what was queued stays queued and is delivered by the next `spillway run` or replay");
-                } else {
-                    // Dropping the command's future drops its sinks, which remove their temp files.
-                    eprintln!("interrupted; no partial output was kept");
-                }
-                ExitCode::from(130)
-            }
+    if let Command::Ui(args) = cli.command {
+        return spillway::cli::ui::ui(args).await;
+    }
+    // Listening from before the command starts: the default action of
+    // SIGTERM would end the process without removing its temp files.
+    let mut signals = match StopSignals::new() {
+        Ok(s) => s,
+        Err(e) => return fail(&[format!("cannot listen for SIGINT/SIGTERM: {e}")]),
+    };
+    let note = interrupted_note(&cli.command);
+    let mut running = Box::pin(run(cli));
+    let signal = tokio::select! {
+        code = &mut running => return code,
+        s = signals.recv() => s,
+    };
+    signals.exit_on_next(130);
+    // Dropping the command drops its sinks, which remove their temp files.
+    drop(running);
+    spillway::errln!("{signal}: stopped; {note}");
+    ExitCode::from(130)
+}
+
+/// What an interrupted command leaves behind, for its last words.
+fn interrupted_note(command: &Command) -> &'static str {
+    match command {
+        // Queued blocks are on disk; the queues' flocks die with the process.
+        Command::Replay(_) => {
+            "what was queued stays queued and is delivered by the next `spillway run` or replay"
         }
-    })
+        Command::Gather(_) => {
+            "finished windows stay in the staging directory: continue with --resume"
+        }
+        Command::Import(_) => "the offset is saved beside the bundle: continue with --resume",
+        _ => "no partial output was kept",
+    }
 }
 
 async fn run(cli: Cli) -> ExitCode {
@@ -132,7 +162,7 @@ async fn replay(args: spillway::cli::ReplayArgs, quiet: bool) -> ExitCode {
     let progress = ReplayBar::new(quiet);
     match spillway::run::tools::replay_command(&args.to_options(), &progress).await {
         Ok(outcome) => {
-            print!("{}", outcome.render());
+            spillway::out!("{}", outcome.render());
             if outcome.report.errors.is_empty() {
                 ExitCode::SUCCESS
             } else {
@@ -147,8 +177,8 @@ async fn rules_check(args: spillway::cli::run::RulesCheckArgs) -> ExitCode {
     match spillway::run::tools::rules_check(&args.to_options()).await {
         Ok(outcome) => {
             let (out, err) = outcome.render();
-            eprint!("{err}");
-            print!("{out}");
+            spillway::err!("{err}");
+            spillway::out!("{out}");
             if outcome.failed() > 0 {
                 ExitCode::from(1)
             } else {
@@ -162,7 +192,7 @@ async fn rules_check(args: spillway::cli::run::RulesCheckArgs) -> ExitCode {
 async fn rules_preview(args: spillway::cli::run::RulesPreviewArgs) -> ExitCode {
     match spillway::run::tools::rules_preview(&args.to_options()).await {
         Ok(outcome) => {
-            print!("{}", outcome.render());
+            spillway::out!("{}", outcome.render());
             if outcome.errors() > 0 {
                 ExitCode::from(1)
             } else {
@@ -184,7 +214,7 @@ async fn run_command(opts: spillway::run::RunOptions) -> ExitCode {
 fn relabel(args: spillway::cli::RelabelArgs) -> ExitCode {
     match spillway::run::relabel::explain(&args.to_options()) {
         Ok(text) => {
-            print!("{text}");
+            spillway::out!("{text}");
             ExitCode::SUCCESS
         }
         Err(problems) => fail(&problems),
@@ -193,7 +223,7 @@ fn relabel(args: spillway::cli::RelabelArgs) -> ExitCode {
 
 fn fail(errors: &[String]) -> ExitCode {
     for e in errors {
-        eprintln!("error: {e}");
+        spillway::errln!("error: {e}");
     }
     ExitCode::from(2)
 }
@@ -214,13 +244,14 @@ async fn export(args: spillway::cli::ExportArgs, quiet: bool) -> ExitCode {
     match spillway::export::run(opts, &progress).await {
         Ok(report) => {
             if !quiet {
-                print!("{}", report.summary.render());
+                spillway::out!("{}", report.summary.render());
             }
-            println!("summary: {}", report.summary_path.display());
+            spillway::outln!("summary: {}", report.summary_path.display());
             if report.summary.samples == 0 && report.summary.failed_queries.is_empty() {
-                eprintln!(
+                spillway::errln!(
                     "note: the queries returned no data in {} .. {}",
-                    report.summary.from, report.summary.to
+                    report.summary.from,
+                    report.summary.to
                 );
             }
             if report.summary.failed_queries.is_empty() {
@@ -228,7 +259,7 @@ async fn export(args: spillway::cli::ExportArgs, quiet: bool) -> ExitCode {
             } else {
                 for q in &report.summary.queries {
                     if let Some(e) = &q.error {
-                        eprintln!("error: query {:?} failed: {e}", q.query);
+                        spillway::errln!("error: query {:?} failed: {e}", q.query);
                     }
                 }
                 ExitCode::from(1)

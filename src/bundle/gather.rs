@@ -42,9 +42,9 @@ use super::{
 };
 use crate::client::{Client, ClientConfig};
 use crate::codec::{parse_vm_json_line, write_vm_json_line, write_vm_json_metric};
+use crate::fsutil::{self, AtomicFile};
 use crate::model::time::{format_rfc3339_ms, now_ms};
 use crate::model::Sample;
-use crate::sink::atomic::AtomicFile;
 use crate::sink::zip::BundleWriter;
 use crate::source::vm_export::{ExportMethod, Flow, LineSink, SourceError, VmExportSource};
 use crate::transform::obfuscate::{
@@ -179,64 +179,18 @@ struct WindowDone {
     xxh64: Option<String>,
 }
 
-/// One gather per staging directory: `.lock` holds the owner's pid; a lock
-/// whose process is gone (a crash) is taken over.
-#[derive(Debug)]
-struct StagingLock {
-    path: PathBuf,
-}
-
-impl StagingLock {
-    fn take(staging: &Path) -> Result<StagingLock, BundleError> {
-        let path = staging.join(".lock");
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    let _ = write!(f, "{}", std::process::id());
-                    return Ok(StagingLock { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
-                    let pid: Option<u32> = owner.trim().parse().ok();
-                    let alive = pid.is_some_and(|p| p == std::process::id() || process_alive(p));
-                    if alive {
-                        return Err(BundleError::Params(format!(
-                            "{} is in use by another gather (pid {}); give each gather its own --staging",
-                            staging.display(),
-                            owner.trim()
-                        )));
-                    }
-                    std::fs::remove_file(&path).ok();
-                }
-                Err(e) => return Err(io_err(&path)(e)),
-            }
-        }
-        Err(BundleError::Params(format!(
-            "cannot lock {}",
-            staging.display()
-        )))
-    }
-}
-
-impl Drop for StagingLock {
-    fn drop(&mut self) {
-        std::fs::remove_file(&self.path).ok();
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn process_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Without /proc, a lock is trusted: remove a stale `.lock` by hand.
-#[cfg(not(target_os = "linux"))]
-fn process_alive(_pid: u32) -> bool {
-    true
+/// One gather per staging directory: an flock on `.lock` (see
+/// [`crate::fsutil::Lock`]), which a crashed owner does not keep.
+fn lock_staging(staging: &Path) -> Result<fsutil::Lock, BundleError> {
+    let path = staging.join(".lock");
+    fsutil::Lock::acquire(&path).map_err(|e| match e {
+        fsutil::LockError::Held { .. } => BundleError::Params(format!(
+            "{} is in use by another gather ({}); give each gather its own --staging",
+            staging.display(),
+            e.holder()
+        )),
+        fsutil::LockError::Io { source, .. } => io_err(&path)(source),
+    })
 }
 
 const PLAN: &str = "gather.json";
@@ -296,9 +250,12 @@ async fn run(
         r = validate(&client) => r?,
         _ = cancel.cancelled() => return Err(BundleError::Cancelled),
     };
-    std::fs::create_dir_all(&params.out_dir).map_err(io_err(&params.out_dir))?;
-    std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
-    let _lock = StagingLock::take(&staging)?;
+    fsutil::create_dir_all(&params.out_dir).map_err(io_err(&params.out_dir))?;
+    fsutil::create_dir_all(&staging).map_err(io_err(&staging))?;
+    let lock = lock_staging(&staging)?;
+    for dir in [&params.out_dir, &staging] {
+        fsutil::remove_stale_temps(dir).map_err(io_err(dir))?;
+    }
     let existing = read_plan(&staging)?;
     let discovery = super::discover_components(&client, params.from_ms, params.to_ms).await;
     let job_components = discovery.job_components();
@@ -603,7 +560,7 @@ async fn run(
         save_map(map_path, &obf)?;
     }
     clear_staging(&staging)?;
-    drop(_lock);
+    drop(lock);
     std::fs::remove_dir(&staging).ok();
     let outcome = ExportOutcome {
         bundle: written.path,
@@ -838,53 +795,34 @@ fn commit_window(
 /// size and xxh64, and a resumed run fetches again any window whose file
 /// does not match (what an OS crash could leave).
 struct StagedFile {
-    temp: PathBuf,
-    path: PathBuf,
-    file: Option<std::io::BufWriter<std::fs::File>>,
+    file: AtomicFile,
     hasher: xxhash_rust::xxh64::Xxh64,
     bytes: u64,
 }
 
 impl StagedFile {
     fn create(dir: &Path, name: &str) -> std::io::Result<StagedFile> {
-        let temp = dir.join(format!(".{name}.tmp"));
-        let file = std::fs::File::create(&temp)?;
         Ok(StagedFile {
-            temp,
-            path: dir.join(name),
-            file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            file: AtomicFile::create(dir, name)?,
             hasher: xxhash_rust::xxh64::Xxh64::new(0),
             bytes: 0,
         })
     }
 
     fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
         self.hasher.update(data);
         self.bytes += data.len() as u64;
-        self.file
-            .as_mut()
-            .expect("file present until commit")
-            .write_all(data)
+        self.file.write_all(data)
     }
 
     /// Renames into place; returns the size and hex xxh64.
-    fn commit(mut self) -> std::io::Result<(u64, String)> {
-        let file = self.file.take().expect("file present until commit");
-        file.into_inner().map_err(|e| e.into_error())?;
-        std::fs::rename(&self.temp, &self.path)?;
+    fn commit(self) -> std::io::Result<(u64, String)> {
+        self.file.commit_unsynced()?;
         Ok((self.bytes, format!("{:016x}", self.hasher.digest())))
-    }
-}
-
-impl Drop for StagedFile {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            std::fs::remove_file(&self.temp).ok();
-        }
     }
 }
 
@@ -988,9 +926,7 @@ fn open_journal(staging: &Path) -> Result<std::fs::File, BundleError> {
         serde_json::to_writer(&mut text, e).expect("journal entry serializes");
         text.push(b'\n');
     }
-    let tmp = staging.join(format!(".{JOURNAL}.tmp"));
-    std::fs::write(&tmp, &text).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    fsutil::write_atomic(&path, &text).map_err(io_err(&path))?;
     std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
@@ -1090,7 +1026,7 @@ fn save_map(path: &Path, obf: &Obfuscator) -> Result<(), BundleError> {
         })?
         .to_string_lossy()
         .into_owned();
-    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    fsutil::create_dir_all(&dir).map_err(io_err(&dir))?;
     let mut f = AtomicFile::create(&dir, &name).map_err(io_err(path))?;
     #[cfg(unix)]
     {
@@ -1273,17 +1209,17 @@ mod tests {
     #[test]
     fn one_gather_per_staging_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let lock = StagingLock::take(dir.path()).unwrap();
-        // The same process again counts as alive: a second job must not share it.
-        std::fs::write(dir.path().join(".lock"), "1").unwrap();
-        assert!(process_alive(1));
-        let e = StagingLock::take(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("in use by another gather"), "{e}");
-        drop(lock);
-        // A crashed owner's lock is taken over.
+        // A crashed owner left its pid but holds no lock: taken over.
         std::fs::write(dir.path().join(".lock"), "4000000000").unwrap();
-        let again = StagingLock::take(dir.path()).unwrap();
-        drop(again);
+        let lock = lock_staging(dir.path()).unwrap();
+        // Held (here by this very process): a second job must not share it.
+        let e = lock_staging(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("in use by another gather"), "{e}");
+        assert!(
+            e.contains(&format!("process {}", std::process::id())),
+            "{e}"
+        );
+        drop(lock);
         assert!(!dir.path().join(".lock").exists());
     }
 

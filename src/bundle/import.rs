@@ -41,8 +41,8 @@ use super::verify::{open_bundle, scan, OpenedBundle, SafetyLimits, VerifyReport}
 use super::{emit, emit_last, eta, io_err, BundleError, CancelToken, JobHandle, ProgressTx};
 use crate::client::{Client, ClientConfig, ClientError};
 use crate::codec::{parse_vm_json_line, write_vm_json_line};
+use crate::fsutil::AtomicFile;
 use crate::model::time::{format_rfc3339_ms, now_ms};
-use crate::sink::atomic::AtomicFile;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -347,6 +347,7 @@ async fn run(
     let check_elapsed = started.elapsed();
 
     // 2. Plan.
+    crate::fsutil::remove_stale_temps_beside(&state_path).map_err(io_err(&state_path))?;
     let existing = read_state(&state_path)?;
     let mut retention_source = None;
     let mut state = match (params.resume, existing) {

@@ -156,7 +156,7 @@ fn client_config(conn: &ConnectionArgs) -> Result<ClientConfig, String> {
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
+    crate::errln!("error: {msg}");
     ExitCode::from(2)
 }
 
@@ -270,9 +270,9 @@ pub async fn gather(args: GatherArgs, quiet: bool) -> ExitCode {
     match result {
         Ok(o) => {
             let m = &o.metadata;
-            println!("bundle: {}", o.bundle.display());
-            println!("sha256: {}  ({})", o.sha256, o.checksum_file.display());
-            println!(
+            crate::outln!("bundle: {}", o.bundle.display());
+            crate::outln!("sha256: {}  ({})", o.sha256, o.checksum_file.display());
+            crate::outln!(
                 "{} lines, {} samples, {} windows{}, {} via {}, {} in {}",
                 m.metrics_count,
                 m.samples_count.unwrap_or(0),
@@ -288,7 +288,7 @@ pub async fn gather(args: GatherArgs, quiet: bool) -> ExitCode {
                 format_duration(Duration::from_millis(o.elapsed.as_millis() as u64)),
             );
             if m.obfuscated {
-                println!(
+                crate::outln!(
                     "obfuscated: yes{}",
                     match &o.obfuscation_map {
                         Some(p) =>
@@ -298,21 +298,21 @@ pub async fn gather(args: GatherArgs, quiet: bool) -> ExitCode {
                 );
             }
             if m.metrics_count == 0 {
-                eprintln!("note: the selectors matched no data in the range");
+                crate::errln!("note: the selectors matched no data in the range");
             }
             ExitCode::SUCCESS
         }
         Err(BundleError::Cancelled) => {
-            eprintln!(
+            crate::errln!(
                 "interrupted; finished windows are kept in {}: continue with --resume",
                 staging.display()
             );
             ExitCode::from(130)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             if staging.join("gather.json").exists() {
-                eprintln!(
+                crate::errln!(
                     "  finished windows are kept in {}: fix the cause and continue with --resume",
                     staging.display()
                 );
@@ -340,7 +340,7 @@ async fn inspect(
     };
     if args.validate_only {
         if args.json {
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::to_string_pretty(&report).unwrap_or_default()
             );
@@ -360,10 +360,10 @@ async fn inspect(
     if args.discover {
         if args.json {
             let v = serde_json::json!({"validate": report, "discover": discovery});
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            crate::outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         } else {
             print_validate(&report);
-            println!();
+            crate::outln!();
             print_discovery(&discovery);
         }
         return ExitCode::SUCCESS;
@@ -388,7 +388,7 @@ async fn inspect(
     .await
     {
         Ok(rows) if args.json => {
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::to_string_pretty(&rows).unwrap_or_default()
             );
@@ -405,12 +405,12 @@ async fn inspect(
 fn verify(bundle: &std::path::Path, json: bool) -> ExitCode {
     match bundle::verify_bundle(bundle, SafetyLimits::default()) {
         Ok(r) if json => {
-            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            crate::outln!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Ok(r) => {
             print_verify(&r);
-            println!("OK: the bundle is intact");
+            crate::outln!("OK: the bundle is intact");
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
@@ -444,7 +444,7 @@ fn print_validate(r: &ValidateReport) {
         ],
     ]);
     for n in &r.notes {
-        println!("note: {n}");
+        crate::outln!("note: {n}");
     }
 }
 
@@ -467,10 +467,10 @@ fn print_discovery(d: &Discovery) {
     }
     table(&rows);
     if d.jobs.is_empty() {
-        println!("(no jobs found in the range)");
+        crate::outln!("(no jobs found in the range)");
     }
     if !d.components.is_empty() {
-        println!();
+        crate::outln!();
         let mut rows = vec![vec!["COMPONENT".into(), "JOBS".into(), "VERSIONS".into()]];
         for c in &d.components {
             rows.push(vec![
@@ -482,7 +482,7 @@ fn print_discovery(d: &Discovery) {
         table(&rows);
     }
     for n in &d.notes {
-        println!("note: {n}");
+        crate::outln!("note: {n}");
     }
 }
 
@@ -503,7 +503,7 @@ fn print_sample(rows: &[SampleRow]) {
     }
     table(&t);
     if rows.is_empty() {
-        println!("(no series in the last 5 minutes of the range)");
+        crate::outln!("(no series in the last 5 minutes of the range)");
     }
 }
 
@@ -557,7 +557,7 @@ fn table(rows: &[Vec<String>]) {
                 line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
             }
         }
-        println!("{}", line.trim_end());
+        crate::outln!("{}", line.trim_end());
     }
 }
 
@@ -714,7 +714,7 @@ pub async fn import(args: ImportArgs, quiet: bool) -> ExitCode {
     match result {
         Ok(o) => {
             let c = &o.check;
-            println!(
+            crate::outln!(
                 "bundle: {} ({} lines, {} series, {} samples; checksums: archive {}, metrics.jsonl {})",
                 o.bundle.display(),
                 c.lines,
@@ -730,27 +730,27 @@ pub async fn import(args: ImportArgs, quiet: bool) -> ExitCode {
                 },
             );
             if o.shift_ms != 0 {
-                println!(
+                crate::outln!(
                     "shifted by {} to end now",
                     format_duration(Duration::from_millis(o.shift_ms.unsigned_abs()))
                 );
             }
             match (o.retention_cutoff_ms, &o.retention_source) {
-                (Some(c), Some(src)) => println!(
+                (Some(c), Some(src)) => crate::outln!(
                     "target retention ({src}): points before {} {} skipped: {} samples, {} whole lines",
                     format_rfc3339_ms(c),
                     if o.dry_run { "would be" } else { "were" },
                     o.skipped_samples,
                     o.skipped_lines
                 ),
-                _ => println!("target retention: unknown (nothing skipped)"),
+                _ => crate::outln!("target retention: unknown (nothing skipped)"),
             }
             let verb = if o.dry_run {
                 "would import"
             } else {
                 "imported"
             };
-            println!(
+            crate::outln!(
                 "{verb} {} samples in {} lines ({} chunks){}",
                 o.samples_sent,
                 o.lines_sent,
@@ -762,7 +762,7 @@ pub async fn import(args: ImportArgs, quiet: bool) -> ExitCode {
                 }
             );
             let secs = |d: Duration| format!("{:.2}s", d.as_secs_f64());
-            println!(
+            crate::outln!(
                 "checked in {}, {} in {}, verified in {}",
                 secs(o.check_elapsed),
                 if o.dry_run { "planned" } else { "uploaded" },
@@ -771,16 +771,16 @@ pub async fn import(args: ImportArgs, quiet: bool) -> ExitCode {
             );
             match (o.verified, o.series_found) {
                 (Some(true), Some(found)) => {
-                    println!("verified: {found} series visible on the target, {} expected from the bundle", o.series_expected);
+                    crate::outln!("verified: {found} series visible on the target, {} expected from the bundle", o.series_expected);
                     ExitCode::SUCCESS
                 }
                 (Some(false), _) => {
-                    eprintln!("warning: {}", o.verify_note.clone().unwrap_or_default());
+                    crate::errln!("warning: {}", o.verify_note.clone().unwrap_or_default());
                     ExitCode::from(1)
                 }
                 _ => {
                     if let Some(n) = &o.verify_note {
-                        println!("verification: {n}");
+                        crate::outln!("verification: {n}");
                     }
                     if o.dry_run {
                         ExitCode::SUCCESS
@@ -791,7 +791,7 @@ pub async fn import(args: ImportArgs, quiet: bool) -> ExitCode {
             }
         }
         Err(BundleError::Cancelled) => {
-            eprintln!(
+            crate::errln!(
                 "interrupted; the offset is saved in {}: continue with --resume",
                 state_path.display()
             );

@@ -20,7 +20,7 @@ use std::path::PathBuf;
     name = "spillway",
     version,
     about = "Export time series out of VictoriaMetrics, Prometheus and VictoriaLogs when thresholds are crossed.",
-    after_help = "Exit codes: 0 success; 1 the command ran but part of it failed (e.g. a query); 2 bad usage, bad config or a fatal error; 130 interrupted."
+    after_help = "Exit codes: 0 success (stdout's reader going away, as with `| head`, is no error); 1 the command ran but part of it failed (e.g. a query); 2 bad usage, bad config or a fatal error; 130 stopped by SIGINT or SIGTERM (`run` and `ui` stop gracefully with 0)."
 )]
 pub struct Cli {
     #[command(flatten)]

@@ -42,7 +42,7 @@ pub async fn ui(args: UiArgs) -> ExitCode {
     let retention = match parse_duration(&args.retention) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: --retention: {e}");
+            crate::errln!("error: --retention: {e}");
             return ExitCode::from(2);
         }
     };
@@ -57,7 +57,7 @@ pub async fn ui(args: UiArgs) -> ExitCode {
     match crate::ui::run(opts).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             ExitCode::from(2)
         }
     }

@@ -14,9 +14,9 @@ pub mod state;
 pub mod summary;
 
 use crate::client::{Client, ClientError, QueryParams};
+use crate::fsutil::AtomicFile;
 use crate::model::time::{format_rfc3339_ms, now_ms};
 use crate::model::Labels;
-use crate::sink::atomic::AtomicFile;
 use crate::sink::file::{self, FlaggedSample, RecordSink, RunInfo, RunOutcome};
 use crate::source::query::RangePlan;
 pub use config::{ExportFile, ExportOptions};
@@ -55,9 +55,21 @@ pub async fn run(opts: ExportOptions, progress: &dyn Progress) -> anyhow::Result
     // Milliseconds keep run ids (and file names) of back-to-back cron runs apart.
     let run_id = run_stamp(started_ms);
     let client = Client::new(opts.client.clone()).context("datasource")?;
-    std::fs::create_dir_all(&opts.out)
+    crate::fsutil::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create output directory {}", opts.out.display()))?;
+    crate::fsutil::remove_stale_temps(&opts.out)
+        .with_context(|| format!("cannot clean up output directory {}", opts.out.display()))?;
 
+    // Held until the state is saved, so overlapping runs cannot both start from it.
+    let _state_lock = match &opts.incremental {
+        Some(p) => {
+            let lock = IncrementalState::lock(p).map_err(anyhow::Error::msg)?;
+            crate::fsutil::remove_stale_temps_beside(p)
+                .with_context(|| format!("cannot clean up beside {}", p.display()))?;
+            Some(lock)
+        }
+        None => None,
+    };
     let mut state = match &opts.incremental {
         Some(p) => Some(IncrementalState::load(p).map_err(anyhow::Error::msg)?),
         None => None,

@@ -3,9 +3,8 @@
 //! Written under a temp name and renamed, only after the run's files are
 //! complete, and only for queries that succeeded.
 
-use crate::sink::atomic::AtomicFile;
+use crate::fsutil;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize, PartialEq)]
@@ -43,17 +42,36 @@ impl IncrementalState {
         }
     }
 
-    pub fn save(&self, path: &Path) -> std::io::Result<PathBuf> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let name = path.file_name().ok_or_else(|| {
-            std::io::Error::other(format!("{} is not a file path", path.display()))
-        })?;
-        let mut f = AtomicFile::create(dir, &name.to_string_lossy())?;
-        f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        f.commit()
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsutil::create_dir_all(dir)?;
+        }
+        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        fsutil::write_atomic(path, &text)
+    }
+
+    /// Keeps a second export with the same state file out for as long as
+    /// the guard lives: both would start from the same place and the later
+    /// would overwrite the earlier's progress. The lock is `<STATE>.lock`.
+    pub fn lock(path: &Path) -> Result<fsutil::Lock, String> {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".lock");
+        let lock_path = PathBuf::from(name);
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsutil::create_dir_all(dir).map_err(|e| {
+                format!(
+                    "cannot create the directory of --incremental {}: {e}",
+                    path.display()
+                )
+            })?;
+        }
+        fsutil::Lock::acquire(&lock_path).map_err(|e| match e {
+            fsutil::LockError::Held { .. } => format!(
+                "incremental state {} is in use by another export ({}); runs sharing a state file must not overlap",
+                path.display(),
+                e.holder()
+            ),
+            other => other.to_string(),
+        })
     }
 }

@@ -1,26 +1,24 @@
 //! The small files beside the segments: the cursor (the acknowledged
 //! position) and the lock that keeps a second process out.
 //!
-//! The cursor is replaced, never edited: temp file, fsync, rename, fsync of
-//! the directory, so a crash leaves either the old value or the new one.
+//! The cursor is replaced, never edited ([`fsutil::write_atomic`]: temp file,
+//! fsync, rename, fsync of the directory), so a crash leaves either the old
+//! value or the new one.
 //! Being behind is harmless (records are sent again); garbage is detected by
 //! its checksum and treated like a missing file.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::Path;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use super::{io_err, QueueError};
+use crate::fsutil;
 
 pub(crate) const CURSOR_FILE: &str = "cursor";
 pub(crate) const LOCK_FILE: &str = "lock";
-/// Every temporary file ends so; open removes the ones a crash left.
+/// Temporary files end so (older versions) or follow [`fsutil`]'s naming;
+/// open removes the ones a crash left.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
-const CURSOR_TMP: &str = "cursor.tmp";
-/// How long open waits for a held lock before reporting it.
-const LOCK_PATIENCE: Duration = Duration::from_millis(500);
 
 /// `magic "SWCR" | version u8 | 3 zero bytes | offset u64 LE | crc32 u32 LE of bytes 0..16`
 const CURSOR_MAGIC: [u8; 4] = *b"SWCR";
@@ -81,67 +79,26 @@ pub(crate) fn load_cursor(dir: &Path) -> Result<CursorStatus, QueueError> {
 }
 
 pub(crate) fn store_cursor(dir: &Path, offset: u64) -> Result<(), QueueError> {
-    let tmp = dir.join(CURSOR_TMP);
     let path = dir.join(CURSOR_FILE);
-    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    f.write_all(&encode_cursor(offset))
-        .and_then(|()| f.sync_all())
-        .map_err(io_err("write", &tmp))?;
-    drop(f);
-    fs::rename(&tmp, &path).map_err(io_err("rename to cursor", &tmp))?;
-    sync_dir(dir)
+    fsutil::write_atomic(&path, &encode_cursor(offset)).map_err(io_err("write cursor", &path))
 }
 
 /// Makes creations, renames and removals in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), QueueError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
+    fsutil::sync_dir(dir).map_err(io_err("fsync directory", dir))
 }
 
-/// Takes the queue's exclusive lock. An flock, unlike a pid file, dies with
-/// its process, so a `kill -9` never leaves a queue that refuses to open. The
-/// pid written inside is only for the error message of the next contender.
-pub(crate) fn lock_dir(dir: &Path) -> Result<File, QueueError> {
+/// Takes the queue's exclusive lock ([`fsutil::Lock`]: an flock, which dies
+/// with its process, so a `kill -9` never leaves a queue that refuses to open).
+pub(crate) fn lock_dir(dir: &Path) -> Result<fsutil::Lock, QueueError> {
     let path = dir.join(LOCK_FILE);
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io_err("open lock file", &path))?;
-    // A child forked by any thread of the holder shares the lock until it
-    // execs, so a queue closed and reopened in a process that also spawns
-    // programs can find it held for a moment. Wait that out before blaming
-    // another instance.
-    let deadline = Instant::now() + LOCK_PATIENCE;
-    let mut attempt = f.try_lock();
-    while matches!(attempt, Err(TryLockError::WouldBlock)) && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(10));
-        attempt = f.try_lock();
-    }
-    match attempt {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = f.read_to_string(&mut holder);
-            let holder = holder.trim();
-            return Err(QueueError::Locked {
-                dir: dir.to_path_buf(),
-                holder: if holder.is_empty() {
-                    "another process".to_string()
-                } else {
-                    format!("process {holder}")
-                },
-            });
-        }
-        Err(TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
-    }
-    f.set_len(0)
-        .and_then(|()| f.write_all(std::process::id().to_string().as_bytes()))
-        .map_err(io_err("write lock file", &path))?;
-    Ok(f)
+    fsutil::Lock::acquire(&path).map_err(|e| match e {
+        fsutil::LockError::Held { .. } => QueueError::Locked {
+            dir: dir.to_path_buf(),
+            holder: e.holder(),
+        },
+        fsutil::LockError::Io { source, .. } => io_err("lock", &path)(source),
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The crash-safe on-disk queue each destination sends from: bytes in, bytes
-//! out. It uses nothing else in the crate (like VictoriaMetrics'
-//! `lib/persistentqueue`); sinks put ready-to-send bodies in (encoded and
+//! out. It uses nothing else in the crate but `fsutil` (a leaf on std, as
+//! VictoriaMetrics' `lib/persistentqueue` uses only `lib/fs`); sinks put ready-to-send bodies in (encoded and
 //! compressed already, so a replay rebuilds nothing) and acknowledge them
 //! once the destination answered 2xx.
 //!
@@ -25,11 +25,11 @@
 //! # Layout
 //!
 //! ```text
-//! <dir>/lock                   flock; holds the owner's pid for error messages
+//! <dir>/lock                   flock (fsutil::Lock); holds the owner's pid for error messages
 //! <dir>/cursor                 the acknowledged position (20 bytes, below)
 //! <dir>/0000000000000000.seg   segment files, named by the logical offset of
 //! <dir>/0000000000a00018.seg   their first byte (16 lowercase hex digits)
-//! <dir>/*.tmp                  half-written replacements; removed at open
+//! <dir>/.*.tmp.<pid>.<n>, *.tmp half-written replacements; removed at open
 //! ```
 //!
 //! Records are numbered by logical byte offset: a segment named `S` holds
@@ -60,8 +60,9 @@
 //! the first 16 bytes`. It only moves over contiguously acknowledged
 //! records: if record 2 is acknowledged before record 1, the cursor stays
 //! in front of 1 until 1 is acknowledged too. It is replaced atomically
-//! (`cursor.tmp`, fsync, rename, directory fsync). Segments wholly below
-//! the cursor are deleted, except the one being appended to.
+//! (`fsutil::write_atomic`: temp file, fsync, rename, directory fsync).
+//! Segments wholly below the cursor are deleted, except the one being
+//! appended to.
 //!
 //! # Writing and reading
 //!
@@ -287,7 +288,7 @@ pub struct Queue {
     state: Mutex<State>,
     readable: Condvar,
     // Held for the queue's lifetime; the flock goes with the descriptor.
-    _lock: File,
+    _lock: crate::fsutil::Lock,
 }
 
 struct Writer {
@@ -474,7 +475,7 @@ impl Queue {
     ) -> Result<(Queue, RecoveryReport), QueueError> {
         opts.check()?;
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(io_err("create queue directory", &dir))?;
+        crate::fsutil::create_dir_all(&dir).map_err(io_err("create queue directory", &dir))?;
         let lock_file = meta::lock_dir(&dir)?;
         let rec = recover::recover(&dir)?;
 

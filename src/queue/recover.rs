@@ -110,7 +110,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, QueueError> {
         let name = dirent.file_name();
         let Some(name) = name.to_str() else { continue };
         let path = dirent.path();
-        if name.ends_with(meta::TMP_SUFFIX) {
+        if name.ends_with(meta::TMP_SUFFIX) || crate::fsutil::temp_owner(name).is_some() {
             // A temp file is by construction not yet the real thing: its
             // rename never happened, so nothing refers to it.
             fs::remove_file(&path).map_err(io_err("remove temp file", &path))?;

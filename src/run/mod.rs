@@ -106,7 +106,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         "config checked"
     );
     if opts.dry_run {
-        println!(
+        crate::outln!(
             "{}: OK ({} rule groups, {} rules, {} destinations)",
             opts.config.display(),
             setup.groups.len(),

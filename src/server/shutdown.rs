@@ -1,6 +1,7 @@
-//! Signals: SIGINT and SIGTERM ask for a graceful shutdown (a second one
-//! while shutting down means "now"); SIGHUP asks for a config reload, which
-//! `run` wires up when reload exists.
+//! Signals, the one place every command learns of them: SIGINT and SIGTERM
+//! ask for a graceful shutdown, alike (SIGTERM is what cron, systemd and
+//! Kubernetes send); a second one while shutting down means "now"
+//! ([`StopSignals::exit_on_next`]). SIGHUP asks `run` for a config reload.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -41,6 +42,17 @@ impl StopSignals {
             _ = self.interrupt.recv() => StopSignal::Interrupt,
             _ = self.terminate.recv() => StopSignal::Terminate,
         }
+    }
+
+    /// For a cleanup after the first signal that might hang: the next
+    /// SIGINT or SIGTERM ends the process at once with `code`. Needs a
+    /// multi-threaded runtime, since the cleanup may block its thread.
+    pub fn exit_on_next(mut self, code: i32) {
+        tokio::spawn(async move {
+            let s = self.recv().await;
+            crate::errln!("{s} again: exiting now");
+            std::process::exit(code);
+        });
     }
 }
 

@@ -21,7 +21,7 @@
 //! `.sha256` file (`<hex>  <name>`, the `sha256sum` format) is written the
 //! same way, after the archive is in place.
 
-use super::atomic::AtomicFile;
+use crate::fsutil::AtomicFile;
 use sha2::{Digest, Sha256};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

@@ -13,6 +13,7 @@ use crate::bundle::{
     VerifyReport,
 };
 use crate::client::{BasicAuthSpec, Client, ClientConfig, ConnectionSpec, TlsSpec};
+use crate::fsutil::AtomicFile;
 use crate::model::time::{format_rfc3339_ms, now_ms, parse_duration, parse_timestamp_ms};
 use crate::server::ApiError;
 use crate::source::vm_export::ExportMethod;
@@ -23,9 +24,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
 /// Every API route: (method, path). The router and `/api/openapi.json` both
 /// follow this list (the latter checked by a test).
@@ -999,52 +1000,51 @@ async fn upload(State(s): State<AppState>, mut mp: Multipart) -> ApiResult<Uploa
             .take(80)
             .collect();
         let name = format!("{stem}-{:08x}.{ext}", fastrand::u32(..));
-        let final_path = dir.join(&name);
-        let tmp = dir.join(format!(".{name}.part"));
-        let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| {
+        let internal = |e: std::io::Error| {
             UiError(ApiError::Internal(anyhow::anyhow!(
                 "{}: {e}",
-                tmp.display()
+                dir.join(&name).display()
             )))
-        })?;
-        let mut bytes = 0u64;
-        let result: Result<(), UiError> = async {
-            while let Some(chunk) = field
-                .chunk()
-                .await
-                .map_err(|e| bad(format!("upload interrupted: {e}")))?
-            {
-                bytes += chunk.len() as u64;
-                if bytes > s.max_upload_bytes {
-                    return Err(UiError(ApiError::PayloadTooLarge(format!(
-                        "the upload exceeds {} bytes, this server's limit; import big bundles with `spillway import`",
-                        s.max_upload_bytes
-                    ))));
-                }
-                file.write_all(&chunk).await.map_err(|e| {
-                    UiError(ApiError::Internal(anyhow::anyhow!("{}: {e}", tmp.display())))
-                })?;
-            }
-            file.sync_all()
-                .await
-                .map_err(|e| UiError(ApiError::Internal(anyhow::anyhow!("{e}"))))?;
-            Ok(())
-        }
-        .await;
-        drop(file);
-        if let Err(e) = result {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
-        }
-        tokio::fs::rename(&tmp, &final_path)
+        };
+        // Written whole or not at all: an error, a disconnect or a stop
+        // drops the file, which removes its temp name.
+        let (d, n) = (dir.clone(), name.clone());
+        let mut file = off_runtime(move || AtomicFile::create(&d, &n))
             .await
-            .map_err(|e| UiError(ApiError::Internal(anyhow::anyhow!("{e}"))))?;
+            .map_err(internal)?;
+        let mut bytes = 0u64;
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| bad(format!("upload interrupted: {e}")))?
+        {
+            bytes += chunk.len() as u64;
+            if bytes > s.max_upload_bytes {
+                return Err(UiError(ApiError::PayloadTooLarge(format!(
+                    "the upload exceeds {} bytes, this server's limit; import big bundles with `spillway import`",
+                    s.max_upload_bytes
+                ))));
+            }
+            file = off_runtime(move || file.write_all(&chunk).map(|()| file))
+                .await
+                .map_err(internal)?;
+        }
+        let final_path = off_runtime(move || file.commit()).await.map_err(internal)?;
         return Ok(Json(UploadResponse {
             path: s.confine.relative(&final_path),
             name: original,
             bytes,
         }));
     }
+}
+
+/// File I/O off the async threads (what `tokio::fs` does per call).
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 #[derive(Deserialize)]

@@ -268,6 +268,7 @@ pub async fn run(opts: UiOptions) -> Result<(), String> {
         ));
     }
     let mut state = AppState::new(&opts.staging, opts.auth.as_deref(), opts.retention)?;
+    let _staging_lock = claim_staging(state.confine.root())?;
     state.max_upload_bytes = opts.max_upload_bytes;
     let sweeper = state.jobs.spawn_sweeper();
     let listener = bind_next_free(addr).await?;
@@ -276,9 +277,9 @@ pub async fn run(opts: UiOptions) -> Result<(), String> {
         .map_err(|e| format!("listening socket: {e}"))?;
     let url = format!("http://{local}/");
     if local.port() != addr.port() && addr.port() != 0 {
-        println!("port {} is busy; using {}", addr.port(), local.port());
+        crate::outln!("port {} is busy; using {}", addr.port(), local.port());
     }
-    println!(
+    crate::outln!(
         "spillway ui: {url}  (staging: {})",
         state.confine.root().display()
     );
@@ -296,6 +297,24 @@ pub async fn run(opts: UiOptions) -> Result<(), String> {
     result.map_err(|e| format!("serving {url}: {e}"))
 }
 
+/// One `spillway ui` per staging root (its retention sweep would remove
+/// another's jobs); also removes the temp files a stopped one left in
+/// `uploads/`.
+fn claim_staging(root: &Path) -> Result<crate::fsutil::Lock, String> {
+    use crate::fsutil::{self, LockError};
+    let lock = fsutil::Lock::acquire(&root.join(".lock")).map_err(|e| match e {
+        LockError::Held { .. } => format!(
+            "--staging {} is in use by another spillway ui ({}); give each its own --staging",
+            root.display(),
+            e.holder()
+        ),
+        other => format!("--staging: {other}"),
+    })?;
+    let uploads = root.join("uploads");
+    fsutil::remove_stale_temps(&uploads).map_err(|e| format!("{}: {e}", uploads.display()))?;
+    Ok(lock)
+}
+
 fn open_browser(url: &str) {
     for cmd in ["xdg-open", "open"] {
         if std::process::Command::new(cmd)
@@ -308,7 +327,7 @@ fn open_browser(url: &str) {
             return;
         }
     }
-    eprintln!("note: could not open a browser; visit {url}");
+    crate::errln!("note: could not open a browser; visit {url}");
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@
 use super::{
     push_value, Encoder, FlaggedSample, RunInfo, RunOutcome, SinkError, TimestampFormatter,
 };
+use crate::fsutil::AtomicFile;
 use crate::model::Labels;
-use crate::sink::atomic::AtomicFile;
 use std::io::{self, Write};
 
 pub(super) const HEADER: [&str; 8] = [

@@ -24,8 +24,8 @@ use super::{
     outcome_json, push_json_labels, push_json_str, push_json_value, run_json, write_err, Encoder,
     FlaggedSample, RunInfo, RunOutcome, SinkError,
 };
+use crate::fsutil::AtomicFile;
 use crate::model::Labels;
-use crate::sink::atomic::AtomicFile;
 use std::fmt::Write as _;
 use std::io::Write as _;
 

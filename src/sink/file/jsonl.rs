@@ -13,8 +13,8 @@ use super::{
     push_json_labels, push_json_str, push_json_value, write_err, Encoder, FlaggedSample, RunInfo,
     RunOutcome, SinkError, TimestampFormatter,
 };
+use crate::fsutil::AtomicFile;
 use crate::model::Labels;
-use crate::sink::atomic::AtomicFile;
 use std::fmt::Write as _;
 use std::io::Write as _;
 

@@ -7,7 +7,7 @@
 //! with [`RecordSink::finish`]. Memory stays bounded by a buffer whatever the
 //! size of the run: rows are encoded as they arrive and nothing is kept per
 //! run. Nothing is half-written: files are written under a temp name and
-//! renamed in `finish` ([`crate::sink::atomic`]); SQLite appends a whole run
+//! renamed in `finish` ([`crate::fsutil::AtomicFile`]); SQLite appends a whole run
 //! in one transaction. Dropping a sink without `finish` aborts the run: temp
 //! files are removed and the transaction is rolled back.
 //!
@@ -20,7 +20,7 @@
 //! reads back to the same float; `NaN`, `+Inf`, `-Inf`); labels exclude
 //! `__name__`, which has its own `metric` column or field.
 //!
-//! Uses `model` and `sink::atomic` only.
+//! Uses `model` and `fsutil` only.
 
 mod csv;
 mod json;
@@ -28,9 +28,9 @@ mod jsonl;
 mod parquet;
 mod sqlite;
 
+use crate::fsutil::AtomicFile;
 use crate::model::time::format_rfc3339_ms;
 use crate::model::Labels;
-use crate::sink::atomic::AtomicFile;
 use std::fmt::{self, Write as _};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -204,7 +204,7 @@ pub fn open(
     out_dir: &Path,
     run: &RunInfo,
 ) -> Result<Box<dyn RecordSink>, SinkError> {
-    std::fs::create_dir_all(out_dir).map_err(|error| SinkError::Create {
+    crate::fsutil::create_dir_all(out_dir).map_err(|error| SinkError::Create {
         path: out_dir.to_path_buf(),
         error,
     })?;

@@ -38,8 +38,8 @@
 //! and no value, which readers read as an empty map.
 
 use super::{outcome_json, run_json, Encoder, FlaggedSample, RunInfo, RunOutcome, SinkError};
+use crate::fsutil::AtomicFile;
 use crate::model::Labels;
-use crate::sink::atomic::AtomicFile;
 use ::parquet::basic::{Compression, Encoding};
 use ::parquet::data_type::{BoolType, ByteArray, ByteArrayType, DataType, DoubleType, Int64Type};
 use ::parquet::errors::ParquetError;

@@ -24,13 +24,20 @@
 //! marker, and reading it back as one keeps its meaning when forwarded by
 //! remote write. (No JSON spelling imports a stale marker into
 //! VictoriaMetrics: it parses them as plain NaN and drops them; remote write
-//! carries them.) The reader needs serde_json's `float_roundtrip` feature so a
-//! written value reads back to the same bits.
+//! carries them.)
+//!
+//! Reading has one home, [`scan`]: it finds the parts of a line without
+//! recursing (bundles check and copy lines that way) and
+//! [`parse_vm_json_line`] parses their samples with the standard library's
+//! correctly rounded float parser, so a written value reads back to the
+//! same bits.
+
+mod scan;
+
+pub use scan::{parse_metric, scan_line, scan_line_fast, ScannedLine};
 
 use super::CodecError;
-use crate::model::{labels::METRIC_NAME, Labels, Sample, Series, STALE_NAN_BITS};
-use serde::de::{self, Deserializer, MapAccess, Unexpected, Visitor};
-use std::fmt;
+use crate::model::{labels::METRIC_NAME, Labels, Sample, Series};
 use std::io::{BufRead, Write};
 
 /// Longest line [`VmJsonLineReader`] accepts by default: VictoriaMetrics'
@@ -101,8 +108,10 @@ pub fn write_vm_json_lines(batch: &[Series], out: &mut Vec<u8>) {
     }
 }
 
-/// Parses one line (trailing `\r`/`\n` allowed). The error names what is
-/// wrong and the column; [`VmJsonLineReader`] adds the line number.
+/// Parses one line (trailing `\r`/`\n` allowed) through [`scan_line_fast`]:
+/// the one reader of these lines. Keys other than `metric`, `values` and
+/// `timestamps` are ignored, as VictoriaMetrics' import ignores them. The
+/// error names what is wrong; [`VmJsonLineReader`] adds the line number.
 pub fn parse_vm_json_line(line: &[u8]) -> Result<Series, CodecError> {
     let invalid = |reason: String| CodecError::VmJson {
         line_number: None,
@@ -111,37 +120,29 @@ pub fn parse_vm_json_line(line: &[u8]) -> Result<Series, CodecError> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Err(invalid("empty line".into()));
     }
-    let parsed: Line = match serde_json::from_slice(line) {
-        Ok(p) => p,
-        // Bare NaN/Inf are rare (stale markers, infinities), so the rewrite
-        // that quotes them runs only after the strict parse failed.
-        Err(first) => match quote_bare_specials(line) {
-            Some(quoted) => serde_json::from_slice(&quoted).map_err(|e| invalid(describe(&e)))?,
-            None => return Err(invalid(describe(&first))),
-        },
-    };
-    let Line {
-        metric: MetricLabels(labels),
-        values,
-        timestamps,
-    } = parsed;
+    let scanned = scan_line_fast(line).map_err(invalid)?;
+    let labels = parse_metric(scanned.metric).map_err(invalid)?;
     if labels.is_empty() {
         return Err(invalid(
             "`metric` has no labels; a series needs at least `__name__`".into(),
         ));
     }
-    if values.len() != timestamps.len() {
+    let mut samples = Vec::with_capacity(scanned.samples);
+    scan::for_each_timestamp(scanned.timestamps, |t| samples.push(Sample::new(t, 0.0)))
+        .map_err(invalid)?;
+    let mut next = samples.iter_mut();
+    let mut missing = false;
+    scan::for_each_value(scanned.values, |v| match next.next() {
+        Some(s) => s.value = v,
+        None => missing = true,
+    })
+    .map_err(invalid)?;
+    if missing || next.next().is_some() {
         return Err(invalid(format!(
-            "`values` has {} entries but `timestamps` has {}; each value needs its timestamp",
-            values.len(),
-            timestamps.len()
+            "`values` and `timestamps` differ in length ({} timestamps)",
+            samples.len()
         )));
     }
-    let samples = timestamps
-        .into_iter()
-        .zip(values)
-        .map(|(VmTimestamp(t), VmValue(v))| Sample::new(t, v))
-        .collect();
     Ok(Series::new(labels, samples))
 }
 
@@ -370,183 +371,10 @@ fn put_i64(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&buf[i..]);
 }
 
-// ---- reading ----
-
-#[derive(serde::Deserialize)]
-struct Line {
-    metric: MetricLabels,
-    values: Vec<VmValue>,
-    timestamps: Vec<VmTimestamp>,
-}
-
-/// `metric` read straight into the model's labels (they own their strings,
-/// so the parser hands over owned ones instead of borrowing and copying).
-struct MetricLabels(Labels);
-
-impl<'de> serde::Deserialize<'de> for MetricLabels {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = MetricLabels;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object of label names to string values")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetricLabels, A::Error> {
-                let mut labels = Labels::new();
-                while let Some((name, value)) = map.next_entry::<String, String>()? {
-                    labels.set(name, value);
-                }
-                Ok(MetricLabels(labels))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-/// A sample value: a number, `null`, or a special value as a string.
-struct VmValue(f64);
-
-impl<'de> serde::Deserialize<'de> for VmValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = VmValue;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a number, null, NaN, +Inf or -Inf in `values`")
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<VmValue, E> {
-                Ok(VmValue(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<VmValue, E> {
-                Ok(VmValue(v as f64))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<VmValue, E> {
-                Ok(VmValue(v as f64))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<VmValue, E> {
-                Ok(VmValue(f64::from_bits(STALE_NAN_BITS)))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<VmValue, E> {
-                special_value(s.as_bytes())
-                    .map(VmValue)
-                    .ok_or_else(|| E::invalid_value(Unexpected::Str(s), &self))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A timestamp: integer unix milliseconds. Floats are refused, as
-/// VictoriaMetrics refuses them, so what we accept it accepts too.
-struct VmTimestamp(i64);
-
-impl<'de> serde::Deserialize<'de> for VmTimestamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = VmTimestamp;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an integer unix time in milliseconds in `timestamps`")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<VmTimestamp, E> {
-                Ok(VmTimestamp(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<VmTimestamp, E> {
-                i64::try_from(v)
-                    .map(VmTimestamp)
-                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// The special values VictoriaMetrics' import understands, in any case, with
-/// an optional sign: `nan`, `null`, `inf`, `infinity`. NaN is the stale
-/// marker (see the module doc).
-fn special_value(word: &[u8]) -> Option<f64> {
-    let (negative, rest) = match word.first() {
-        Some(b'-') => (true, &word[1..]),
-        Some(b'+') => (false, &word[1..]),
-        _ => (false, word),
-    };
-    if rest.eq_ignore_ascii_case(b"inf") || rest.eq_ignore_ascii_case(b"infinity") {
-        Some(if negative {
-            f64::NEG_INFINITY
-        } else {
-            f64::INFINITY
-        })
-    } else if rest.eq_ignore_ascii_case(b"nan") || rest.eq_ignore_ascii_case(b"null") {
-        Some(f64::from_bits(STALE_NAN_BITS))
-    } else {
-        None
-    }
-}
-
-/// Copies `line` with bare special values (`NaN`, `+Inf`, `-Infinity`...)
-/// outside strings turned into JSON strings, or `None` when there are none.
-fn quote_bare_specials(line: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(line.len() + 16);
-    let mut changed = false;
-    let mut in_string = false;
-    let mut i = 0;
-    while i < line.len() {
-        let b = line[i];
-        if in_string {
-            out.push(b);
-            match b {
-                b'\\' if i + 1 < line.len() => {
-                    out.push(line[i + 1]);
-                    i += 1;
-                }
-                b'"' => in_string = false,
-                _ => {}
-            }
-            i += 1;
-            continue;
-        }
-        if b == b'"' {
-            in_string = true;
-            out.push(b);
-            i += 1;
-            continue;
-        }
-        let word_start = i + usize::from(b == b'+' || b == b'-');
-        let word_end = word_start
-            + line[word_start..]
-                .iter()
-                .take_while(|c| c.is_ascii_alphabetic())
-                .count();
-        let word = &line[i..word_end];
-        // `null` is valid JSON already; everything else that is a special
-        // value gets quotes.
-        if word_end > word_start && word != b"null" && special_value(word).is_some() {
-            out.push(b'"');
-            out.extend_from_slice(word);
-            out.push(b'"');
-            changed = true;
-            i = word_end;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    changed.then_some(out)
-}
-
-/// serde_json's message with its "at line 1 column N" turned into a column
-/// only: a line of JSON lines is always line 1 to serde_json.
-fn describe(e: &serde_json::Error) -> String {
-    let msg = e.to_string();
-    let msg = msg
-        .rsplit_once(" at line ")
-        .map_or(msg.as_str(), |(m, _)| m);
-    format!("{msg} (at column {})", e.column())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::STALE_NAN_BITS;
     use std::io::Cursor;
 
     fn line(series: &Series) -> String {
@@ -765,12 +593,12 @@ mod tests {
             "{e}"
         );
         let e = parse_err(r#"{"metric":{"__name__":"x"},"values":[1]}"#);
-        assert!(e.contains("missing field `timestamps`"), "{e}");
+        assert!(e.contains("`timestamps` is missing"), "{e}");
         let e = parse_err(r#"{"metric":{"__name__":"x"},"values":[1],"timestamps":[1.7e12]}"#);
-        assert!(e.contains("integer unix time in milliseconds"), "{e}");
+        assert!(e.contains("integers in milliseconds"), "{e}");
         let e = parse_err(r#"{"metric":{"__name__":"x"},"values":["high"],"timestamps":[1]}"#);
         assert!(
-            e.contains("\"high\"") && e.contains("NaN, +Inf or -Inf"),
+            e.contains("`\"high\"`") && e.contains("NaN, +Inf or -Inf"),
             "{e}"
         );
         let e = parse_err(r#"{"metric":{"__name__":1},"values":[1],"timestamps":[1]}"#);
@@ -778,13 +606,18 @@ mod tests {
         let e = parse_err(r#"{"metric":{},"values":[1],"timestamps":[1]}"#);
         assert!(e.contains("no labels"), "{e}");
         let e = parse_err(r#"{"metric":{"__name__":"x"},"values":[1,],"timestamps":[1]}"#);
-        assert!(e.contains("column"), "{e}");
-        assert!(!e.contains("line 1"), "{e}");
+        assert!(e.contains("empty entry"), "{e}");
         let e = parse_err(r#"{"metric":{"__name__":"x"},"values":[Infinite],"timestamps":[1]}"#);
         assert!(e.contains("invalid VictoriaMetrics JSON line"), "{e}");
         assert!(parse_err("  \r").contains("empty line"));
         let e = parse_err(r#"{"metric":{"a":"b"},"values":[1],"timestamps":[1]} x"#);
-        assert!(e.contains("trailing characters"), "{e}");
+        assert!(e.contains("after the object"), "{e}");
+        let e = parse_err(r#"{"metric":{"a":"b"},"values":[1e999999999999],"timestamps":[1]}"#);
+        assert!(e.contains("float range"), "{e}");
+        let e = parse_err(
+            r#"{"metric":{"a":"b"},"values":[1,2],"timestamps":[1 , 9223372036854775808]}"#,
+        );
+        assert!(e.contains("64-bit range"), "{e}");
     }
 
     #[test]

@@ -103,7 +103,11 @@ pub(crate) fn encode_meta(m: &Meta) -> Vec<u8> {
 
 fn decode_meta(b: &[u8]) -> Result<Meta, String> {
     if b.len() < FIXED_LEN + 4 {
-        return Err(format!("{} bytes, expected at least {}", b.len(), FIXED_LEN + 4));
+        return Err(format!(
+            "{} bytes, expected at least {}",
+            b.len(),
+            FIXED_LEN + 4
+        ));
     }
     if b[0..4] != META_MAGIC {
         return Err("no magic bytes".to_string());
@@ -141,7 +145,8 @@ fn decode_meta(b: &[u8]) -> Result<Meta, String> {
 pub(crate) fn load_meta(dir: &Path) -> Result<Result<Meta, CursorStatus>, QueueError> {
     let path = dir.join(META_FILE);
     let mut buf = Vec::new();
-    let read = File::open(&path).and_then(|f| f.take(MAX_META_LEN as u64 + 1).read_to_end(&mut buf));
+    let read =
+        File::open(&path).and_then(|f| f.take(MAX_META_LEN as u64 + 1).read_to_end(&mut buf));
     match read {
         Ok(_) => Ok(decode_meta(&buf).map_err(|reason| CursorStatus::Garbled { reason })),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Err(CursorStatus::Missing)),

@@ -157,7 +157,16 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, QueueError> {
         }
         if end > cursor {
             let counts = meta.as_ref().map(|m| m.cursor_counts);
-            len = scan_segment(seg, len, cursor, counts, is_last, &mut found, &mut spots, &mut report)?;
+            len = scan_segment(
+                seg,
+                len,
+                cursor,
+                counts,
+                is_last,
+                &mut found,
+                &mut spots,
+                &mut report,
+            )?;
         }
         segments.push((seg.start, len));
     }

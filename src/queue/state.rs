@@ -142,7 +142,11 @@ impl State {
 
     /// Picks the oldest unread record (of `lanes`, if given) and marks it in
     /// flight; returns its index.
-    pub fn take_unread(&mut self, max_in_flight: usize, lanes: Option<LaneFilter>) -> Option<usize> {
+    pub fn take_unread(
+        &mut self,
+        max_in_flight: usize,
+        lanes: Option<LaneFilter>,
+    ) -> Option<usize> {
         let i = match lanes {
             None if self.readable(max_in_flight) => {
                 let from = self.index.partition_point(|e| e.id < self.read_pos);
@@ -315,7 +319,10 @@ impl State {
         };
         let simple = self.retired_in_index == 0
             && !self.gaps
-            && self.index.back().is_some_and(|e| e.next_counts() == self.next_counts);
+            && self
+                .index
+                .back()
+                .is_some_and(|e| e.next_counts() == self.next_counts);
         if simple {
             return meta;
         }

@@ -388,7 +388,11 @@ fn flipped_bit_in_the_final_record_counts_as_a_torn_write() {
     let (tmp, _) = nine_records_then(|dir| {
         fs::copy(dir.join(meta::META_FILE), dir.join("meta.before")).unwrap();
     });
-    fs::rename(tmp.path().join("meta.before"), tmp.path().join(meta::META_FILE)).unwrap();
+    fs::rename(
+        tmp.path().join("meta.before"),
+        tmp.path().join(meta::META_FILE),
+    )
+    .unwrap();
     flip(&tmp.path().join(seg(600)), 200 + HEADER_LEN as u64 + 3);
     let (q, report) = open(tmp.path(), opts(1 << 20, 300));
     assert_eq!(report.truncated_bytes, 100);
@@ -998,7 +1002,12 @@ fn last_segment_cut_mid_record_counts_every_record_that_vanished() {
     let path = tmp.path().join(seg(0));
     // Keep 7 records and 560 bytes of the 8th.
     let cut = ids[7] + 560;
-    OpenOptions::new().write(true).open(&path).unwrap().set_len(cut).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
 
     let (q, report) = open(tmp.path(), roomy());
     assert_eq!(report.truncated_bytes, 560);
@@ -1173,7 +1182,11 @@ fn acks_out_of_order_are_not_sent_again_after_a_crash() {
     let (q2, report) = open(crashed.path(), roomy());
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.cursor, CursorStatus::Loaded { offset: held.id });
-    assert_eq!(samples_of(&read_all(&q2)), vec![1, 6], "only the unacknowledged");
+    assert_eq!(
+        samples_of(&read_all(&q2)),
+        vec![1, 6],
+        "only the unacknowledged"
+    );
     assert_eq!(report.pending_samples, 7);
 }
 
@@ -1203,7 +1216,10 @@ fn with_a_sync_interval_a_crash_resends_only_what_was_acked_since_the_last_store
     q.flush().unwrap();
     let crashed = crash_copy(tmp.path());
     let (q3, _) = open(crashed.path(), o);
-    assert_eq!(read_all(&q3).iter().map(|r| r.id).collect::<Vec<_>>(), [held.id]);
+    assert_eq!(
+        read_all(&q3).iter().map(|r| r.id).collect::<Vec<_>>(),
+        [held.id]
+    );
 }
 
 #[test]
@@ -1233,7 +1249,9 @@ fn past_the_span_cap_the_meta_file_stops_at_the_first_span_left_out() {
     let crashed = crash_copy(tmp.path());
     let (q2, report) = open(crashed.path(), o);
     assert!(report.corruptions.is_empty(), "{report:?}");
-    let expected = (0..n).filter(|k| k % 2 == 0 || *k >= first_left_out).count();
+    let expected = (0..n)
+        .filter(|k| k % 2 == 0 || *k >= first_left_out)
+        .count();
     assert_eq!(read_all(&q2).len(), expected);
 }
 

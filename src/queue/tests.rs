@@ -1319,3 +1319,87 @@ fn refuse_when_full_drops_nothing_and_frees_only_delivered_segments() {
     let st = q.stats();
     assert_eq!((st.dropped_records_total, st.pending_records), (0, 10));
 }
+
+// --- fsync of a new queue directory's parent --------------------------------
+
+const OPEN_CHILD_ENV: &str = "SPILLWAY_QUEUE_OPEN_CHILD_DIR";
+
+/// Helper, not a test: opens the queue named by `SPILLWAY_QUEUE_OPEN_CHILD_DIR`,
+/// for `a_new_queue_directory_is_made_durable_in_its_parent` to trace.
+#[test]
+#[ignore = "a child process of a_new_queue_directory_is_made_durable_in_its_parent, not a test"]
+fn open_child() {
+    let dir = std::env::var_os(OPEN_CHILD_ENV).expect("run by its parent test");
+    Queue::open(dir, roomy()).unwrap();
+}
+
+#[test]
+fn a_new_queue_directory_is_made_durable_in_its_parent() {
+    // Issue 14 item 11: a destination's directory created and written to,
+    // but its entry in the parent never fsynced, can vanish in a power cut
+    // with everything queued in it.
+    let strace = ["/usr/bin/strace", "/bin/strace"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect(
+            "strace is not installed: run scripts/install-deps.sh or `apt-get install -y strace`",
+        );
+    let tmp = TempDir::new().unwrap();
+    let storage = tmp.path().join("storage");
+    let dir = storage.join("dest");
+    let trace = tmp.path().join("trace");
+    let name = format!("{}::open_child", module_path!().split_once("::").unwrap().1);
+    let out = Command::new(strace)
+        .args(["-f", "-qq", "-e", "trace=mkdir,mkdirat,openat,fsync", "-o"])
+        .arg(&trace)
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", &name, "--ignored", "--test-threads=1", "-q"])
+        .env(OPEN_CHILD_ENV, &dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trace = fs::read_to_string(trace).unwrap();
+    for (created, parent) in [(&storage, tmp.path()), (&dir, storage.as_path())] {
+        assert!(
+            synced_after_mkdir(&trace, created, parent),
+            "{} was created, but {} not fsynced after it:\n{trace}",
+            created.display(),
+            parent.display()
+        );
+    }
+}
+
+/// Whether `trace` (strace output) shows `created` made, then `parent`
+/// opened and that descriptor fsynced.
+fn synced_after_mkdir(trace: &str, created: &Path, parent: &Path) -> bool {
+    let quoted = |p: &Path| format!("\"{}\"", p.display());
+    let mut lines = trace.lines();
+    if !lines
+        .by_ref()
+        .any(|l| l.contains("mkdir") && l.contains(&quoted(created)) && l.ends_with("= 0"))
+    {
+        return false;
+    }
+    let mut fds = Vec::new();
+    for l in lines {
+        if l.contains("openat(") && l.contains(&format!("{},", quoted(parent))) {
+            if let Some(fd) = l
+                .rsplit("= ")
+                .next()
+                .and_then(|fd| fd.trim().parse::<i64>().ok())
+            {
+                fds.push(fd);
+            }
+        } else if let Some(rest) = l.split("fsync(").nth(1) {
+            let fd = rest.split(')').next().and_then(|fd| fd.parse::<i64>().ok());
+            if fd.is_some_and(|fd| fds.contains(&fd)) && l.ends_with("= 0") {
+                return true;
+            }
+        }
+    }
+    false
+}

@@ -782,7 +782,8 @@ impl Shared {
                 retry_after: FULL_RETRY_AFTER,
             });
         }
-        self.stats.dropped(DropReason::DiskFull, samples);
+        // Queued and dropped at once, so queued = sent + dropped + pending holds.
+        self.stats.queued(samples, samples);
         if !self.full.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 destination = %self.name,

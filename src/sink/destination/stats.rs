@@ -18,8 +18,8 @@
 //! | `spillway_send_duration_seconds` | histogram | time of one send attempt |
 //!
 //! Once the queue is idle, `queued = sent + duplicate + dropped (all
-//! reasons but relabel and drop_newest's disk_full)`; while it works, the
-//! difference is `pending_samples`.
+//! reasons but relabel)`; while it works, the difference is
+//! `pending_samples`.
 //! Counters live in atomics here and are copied into the metrics registry
 //! when `/metrics` is scraped, so both views always agree.
 

@@ -572,7 +572,11 @@ impl Queue {
         // Even a failed push may have dropped records and freed in-flight slots.
         self.notify();
         let outcome = result?;
-        self.persist(false)?;
+        // The records are durable already, so a failed store must not turn
+        // the push into an error (the caller would send them again). It
+        // only delays loss accounting: the next store retries, and `ack`,
+        // `flush` and `close` report the error.
+        let _ = self.persist(false);
         Ok(outcome)
     }
 
@@ -831,16 +835,7 @@ impl Queue {
         let Some(i) = st.take_unread(self.opts.max_in_flight, lanes) else {
             return Ok(None);
         };
-        let e = &st.index[i];
-        let entry = Entry {
-            id: e.id,
-            seq: e.seq,
-            samples_before: e.samples_before,
-            samples: e.samples,
-            len: e.len,
-            lane: e.lane,
-            state: e.state,
-        };
+        let entry = st.index[i];
         let id = entry.id;
         let (&start, seg) = st
             .segments

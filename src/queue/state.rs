@@ -24,6 +24,7 @@ pub(crate) enum EntryState {
 
 /// One record in memory: 40 bytes, so a queue of a million records indexes
 /// in 40 MB.
+#[derive(Clone, Copy)]
 pub(crate) struct Entry {
     pub id: u64,
     /// Records pushed before this one.

@@ -1403,3 +1403,8 @@ fn synced_after_mkdir(trace: &str, created: &Path, parent: &Path) -> bool {
     }
     false
 }
+
+#[test]
+fn an_index_entry_is_40_bytes_as_documented() {
+    assert_eq!(std::mem::size_of::<Entry>(), 40);
+}

@@ -72,16 +72,18 @@
 //!   or cut queue file lost: found at open, logged once with the segment,
 //!   offset, blocks and samples), and `relabel` (the
 //!   destination's `relabel_configs` filtered the series out: by design, but
-//!   counted so that accepted = sent + dropped + pending adds up).
+//!   counted so that accepted = sent + duplicate + dropped + pending adds
+//!   up; `duplicate` is what the destination said it held already, see Order).
 //!
 //! # Cost per sample
 //!
 //! Encoding happens once (remote write: about 20 bytes of protobuf per
 //! sample plus the labels of its series, snappy-compressed). Each accept
 //! costs one `fdatasync` for all its blocks; each delivered block costs an
-//! in-memory acknowledgement, with the read position written (temp file,
-//! fsync, rename) at most once a second. On disk a block carries a 24-byte
-//! header. Small blocks (rule results of a few samples) are merged by the
+//! in-memory acknowledgement, with the queue's meta file (what was delivered,
+//! what was written) stored (temp file, fsync, rename) at most once a
+//! second. On disk a block carries a 40-byte header. A series' lane is one
+//! xxh64 of its labels per accept (skipped when `concurrency` is 1). Small blocks (rule results of a few samples) are merged by the
 //! sender into requests of up to `max_batch_samples`, waiting at most
 //! `flush_interval` for company, so a trickle of tiny results does not
 //! become a trickle of tiny requests.

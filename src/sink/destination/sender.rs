@@ -328,8 +328,9 @@ impl Shared {
     }
 }
 
-/// Stores the queue's read position every [`CURSOR_SYNC_INTERVAL`] (acks
-/// defer it; see the module docs) and deletes delivered segments.
+/// Stores the queue's meta file (what was delivered, in any order, and what
+/// was written) every [`CURSOR_SYNC_INTERVAL`] (acks and pushes defer it;
+/// see the module docs) and deletes delivered segments.
 pub(super) async fn sync_cursor(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(CURSOR_SYNC_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -337,7 +338,7 @@ pub(super) async fn sync_cursor(shared: Arc<Shared>) {
         tick.tick().await;
         let s = Arc::clone(&shared);
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.queue.flush()).await {
-            tracing::error!(destination = %shared.name, "storing the queue position: {e}");
+            tracing::error!(destination = %shared.name, "storing the queue's meta file: {e}");
         }
     }
 }

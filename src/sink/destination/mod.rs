@@ -145,6 +145,10 @@ pub const CURSOR_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Most senders a destination runs: each owns a lane, and a queue record
 /// has one byte for its lane.
 pub const MAX_CONCURRENCY: usize = 256;
+/// Most queued blocks one request merges: each sender's share of the
+/// queue's in-flight records, so a sender stuck on its lane never holds
+/// back the others'.
+const MAX_BLOCKS_PER_REQUEST: usize = 256;
 /// What a full destination with `on_full: block` tells its clients to wait.
 pub const FULL_RETRY_AFTER: Duration = Duration::from_secs(2);
 
@@ -424,8 +428,9 @@ impl Destination {
         let display_url = client.endpoint().join(&path).to_string();
 
         let mut opts = QueueOptions::new(config.max_disk_bytes);
-        // Senders merge small blocks, so each may hold many at once.
-        opts.max_in_flight = config.concurrency.saturating_mul(256);
+        // Senders merge small blocks, so each may hold many at once (but
+        // no more than its share, see `sender::run`).
+        opts.max_in_flight = config.concurrency.saturating_mul(MAX_BLOCKS_PER_REQUEST);
         opts.cursor_sync_interval = CURSOR_SYNC_INTERVAL;
         opts.on_full = match config.on_full {
             OnFullPolicy::DropOldest => OnFull::DropOldest,

@@ -48,7 +48,7 @@ pub(super) async fn run(shared: Arc<Shared>, worker: usize) {
         let mut records = vec![first];
         if samples < small {
             let deadline = Instant::now() + shared.flush_interval;
-            while samples < small {
+            while samples < small && records.len() < super::MAX_BLOCKS_PER_REQUEST {
                 match next_record(&shared, lane, Some(deadline)).await {
                     Some(r) if samples + r.samples > max => {
                         carry = Some(r);

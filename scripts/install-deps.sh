@@ -11,6 +11,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)  # scripts/bench-run.sh
+command -v strace >/dev/null 2>&1 || need+=(strace)    # the queue's directory-fsync test traces syscalls
 # The ui browser tests (tests/ui_browser.rs) drive Debian's chromium through chromedriver.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)

@@ -165,11 +165,36 @@ fn sigkill_mid_stream_loses_nothing_accepted() {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(1500));
+    let accepted_so_far = |log: &Mutex<Vec<(usize, i64, u16)>>| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, c)| *c == 204)
+            .count()
+    };
+    wait_for(
+        "requests accepted before the kill",
+        Duration::from_secs(20),
+        || accepted_so_far(&log) >= 15,
+    );
     sp.server.stop(); // SIGKILL, mid-stream
-    std::thread::sleep(Duration::from_millis(300));
+    let before_restart = log.lock().unwrap().len();
+    wait_for(
+        "a request that hits the killed process",
+        Duration::from_secs(20),
+        || {
+            log.lock().unwrap()[before_restart..]
+                .iter()
+                .any(|(_, _, c)| *c != 204)
+        },
+    );
     sp.restart();
-    std::thread::sleep(Duration::from_millis(1500));
+    let after_restart = accepted_so_far(&log);
+    wait_for(
+        "requests accepted after the restart",
+        Duration::from_secs(20),
+        || accepted_so_far(&log) >= after_restart + 15,
+    );
     stop.store(true, Ordering::SeqCst);
     pusher.join().unwrap();
     let log = log.lock().unwrap().clone();
@@ -203,6 +228,7 @@ fn a_destination_that_always_answers_400_is_counted_and_does_not_hold_others() {
   - name: bad
     url: {}/api/v1/write
     flush_interval: 100ms
+    concurrency: 1
 storage: {{path: \"{{dir}}/data\"}}
 ",
         vm.url(),
@@ -267,6 +293,7 @@ fn disk_cap_drops_the_oldest_and_counts_exactly() {
     url: {}
     flush_interval: 100ms
     max_disk_bytes: 1MiB
+    concurrency: 1   # one lane: a request's samples make one block, dropped whole
 storage: {{path: \"{{dir}}/data\"}}
 ",
         vm.url()
@@ -335,26 +362,19 @@ storage: {{path: \"{{dir}}/data\"}}
     ));
     let base = base_ts();
     let mut expected = BTreeSet::new();
-    let started = Instant::now();
     for r in 0..30 {
         let ts = base + r as i64 * 1000;
-        let t0 = Instant::now();
+        // Answered once queued: the slow destination (30 s per request)
+        // holds no answer up, or the 30-request loop would take 15 minutes.
         let (code, text) = post_status(&import_url(&sp), body("slow", r, 20, ts).as_bytes());
         assert_eq!(code, 204, "{text}");
-        assert!(
-            t0.elapsed() < Duration::from_secs(2),
-            "push {r} took {:?}",
-            t0.elapsed()
-        );
         expected.extend(points("slow", r, 20, ts));
-        std::thread::sleep(Duration::from_millis(50));
     }
     wait_for(
         "the fast destination to get everything",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || sp.destinations()["vm"]["pending_samples"] == 0,
     );
-    assert!(started.elapsed() < Duration::from_secs(20));
     let got = distinct_points(&vm.export_lines("{__name__=\"slow\"}"));
     assert_eq!(got, expected);
     let slow_status = &sp.destinations()["slow"];
@@ -415,4 +435,262 @@ storage: {{path: \"{{dir}}/data\"}}
     assert!(log.contains("spillway run stopped"), "{log}");
     let got = distinct_points(&vm.export_lines("{__name__=\"through\"}"));
     assert_eq!(got, expected);
+}
+
+/// An import body: `series` series named `name`, each with `samples`
+/// samples one second apart from `ts`, all of value `value`.
+fn dense_body(name: &str, series: usize, samples: usize, ts: i64, value: f64) -> String {
+    let points: Vec<(i64, f64)> = (0..samples)
+        .map(|i| (ts + i as i64 * 1000, value))
+        .collect();
+    let mut out = String::new();
+    for s in 0..series {
+        out.push_str(&vm_line(
+            &[("__name__", name), ("s", &s.to_string())],
+            &points,
+        ));
+        out.push('\n');
+    }
+    out
+}
+
+/// Samples in export lines, duplicates included, and distinct (series, ts).
+fn count_points(lines: &[String]) -> (usize, usize) {
+    let total = lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["timestamps"].as_array().unwrap().len()
+        })
+        .sum();
+    (total, distinct_points(lines).len())
+}
+
+#[test]
+fn a_crash_after_an_outage_resends_at_most_about_a_second_of_delivered_data() {
+    // Regression, issue 14 item 12: senders waiting out a retry backoff held
+    // the oldest blocks while the others delivered everything behind them;
+    // the stored cursor stayed at the start and a kill -9 resent the whole
+    // backlog (1.34 M duplicate samples).
+    let mut vm = Vm::start();
+    let mut sp = SpillwayRun::start(&format!(
+        "destinations:\n  - name: vm\n    url: {}/api/v1/write\n    concurrency: 8\n    flush_interval: 100ms\nstorage: {{path: \"{{dir}}/data\"}}\n",
+        vm.url()
+    ));
+    vm.server.stop();
+    // 1 M samples: 100 requests of 100 series x 100 samples, from 3 h ago
+    // (export stops at now).
+    let base = base_ts() - 2 * 3_600_000;
+    for r in 0..100 {
+        let ts = base + r as i64 * 100_000;
+        let (code, text) = post_status(
+            &import_url(&sp),
+            dense_body("resend", 100, 100, ts, r as f64).as_bytes(),
+        );
+        assert_eq!(code, 204, "{text}");
+    }
+    let total = 1_000_000u64;
+    assert_eq!(sp.destinations()["vm"]["pending_samples"], total);
+    // Long enough down that the senders back off for seconds, each on its own clock.
+    wait_for("senders in long backoff", Duration::from_secs(60), || {
+        sp.metric("spillway_retries_total", &[("destination", "vm")]) >= 40.0
+    });
+    vm.server.restart();
+    vm.server.wait_ready("/health");
+
+    // Watch deliveries. Each sender wakes from its backoff on its own clock;
+    // kill -9 once 300,000 samples were delivered more than 3 s ago while
+    // some are still pending (a sender still asleep on the oldest blocks,
+    // the situation the issue found), or once everything is delivered.
+    let sent =
+        |sp: &SpillwayRun| sp.metric("spillway_samples_sent_total", &[("destination", "vm")]);
+    let mut seen: Vec<(Instant, f64)> = Vec::new();
+    let old_enough = |seen: &[(Instant, f64)]| {
+        let now = Instant::now();
+        seen.iter()
+            .rev()
+            .find(|(t, _)| now.duration_since(*t) >= Duration::from_secs(3))
+            .map_or(0.0, |&(_, s)| s)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        seen.push((Instant::now(), sent(&sp)));
+        if seen.last().unwrap().1 >= total as f64 || old_enough(&seen) >= 300_000.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "delivery stalled: {seen:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before_kill = sent(&sp);
+    let window = old_enough(&seen);
+    sp.server.stop(); // SIGKILL
+    sp.restart();
+    sp.wait_delivered(Duration::from_secs(120));
+
+    for reason in ["disk_full", "rejected_4xx", "damaged", "too_large"] {
+        let dropped = sp.metric(
+            "spillway_samples_dropped_total",
+            &[("destination", "vm"), ("reason", reason)],
+        );
+        assert_eq!(dropped, 0.0, "{reason}");
+    }
+    let (points, distinct) = count_points(&vm.export_lines("{__name__=\"resend\"}"));
+    assert_eq!(distinct as u64, total, "nothing lost");
+    let duplicates = (points - distinct) as f64;
+    // What was delivered in the last 3 s before the kill (the queue stores
+    // what was acknowledged once a second; 3 s leaves room for a loaded
+    // machine), plus what 8 senders can have in flight (10,000 each).
+    let bound = (before_kill - window) + 8.0 * 10_000.0;
+    eprintln!(
+        "resent after kill -9: {duplicates} samples; bound {bound}; delivered before the kill {before_kill}, of them more than 3 s before {window}"
+    );
+    assert!(
+        duplicates <= bound,
+        "{duplicates} samples sent twice; at most {bound} expected ({before_kill} delivered before the kill, {window} of them more than 3 s before)"
+    );
+}
+
+#[test]
+fn a_catch_up_burst_reaches_prometheus_whole_with_parallel_senders() {
+    // Regression, issue 11 item 6: parallel requests delivered a catch-up
+    // burst out of order; Prometheus answered 400 "out of order sample" and
+    // whole requests were dropped.
+    let mut prom = Prometheus::start();
+    let sp = SpillwayRun::start(&format!(
+        "destinations:\n  - name: prom\n    url: {}/api/v1/write\n    concurrency: 4\n    max_batch_samples: 200\n    flush_interval: 50ms\nstorage: {{path: \"{{dir}}/data\"}}\n",
+        prom.url()
+    ));
+    prom.server.stop();
+    // The backlog of an outage: 60 timestamps of 50 series, oldest first,
+    // within Prometheus' head (the last 30 minutes).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let base = (now - 30 * 60_000) / 1000 * 1000;
+    for r in 0..60 {
+        let ts = base + r as i64 * 10_000;
+        let (code, text) = post_status(&import_url(&sp), body("burst", 0, 50, ts).as_bytes());
+        assert_eq!(code, 204, "{text}");
+    }
+    prom.server.restart();
+    prom.server.wait_ready("/-/ready");
+    sp.wait_delivered(Duration::from_secs(60));
+    let dropped = |reason: &str| {
+        sp.metric(
+            "spillway_samples_dropped_total",
+            &[("destination", "prom"), ("reason", reason)],
+        )
+    };
+    assert_eq!(dropped("rejected_4xx"), 0.0, "{}", sp.server.log());
+    assert_eq!(
+        sp.metric("spillway_samples_sent_total", &[("destination", "prom")]),
+        3000.0
+    );
+    let query = format!(
+        "{}/api/v1/query?query={}&time={}",
+        prom.url(),
+        urlencode("count_over_time(burst[1h])"),
+        now / 1000
+    );
+    let answer: serde_json::Value = serde_json::from_str(&http_get(&query)).unwrap();
+    let result = answer["data"]["result"].as_array().unwrap();
+    assert_eq!(result.len(), 50, "{answer}");
+    for r in result {
+        assert_eq!(r["value"][1], "60", "every sample visible: {r}");
+    }
+
+    // Sent again (as after a crash): Prometheus holds it already and says
+    // so with a 400; that is counted apart, not as a loss.
+    let (code, text) = post_status(&import_url(&sp), body("burst", 0, 50, base).as_bytes());
+    assert_eq!(code, 204, "{text}");
+    sp.wait_delivered(Duration::from_secs(30));
+    assert_eq!(
+        sp.metric(
+            "spillway_samples_duplicate_total",
+            &[("destination", "prom")]
+        ),
+        50.0
+    );
+    assert_eq!(dropped("rejected_4xx"), 0.0);
+}
+
+/// Record boundaries of a queue segment (format 2: a 40-byte header with
+/// the payload length at bytes 4..8).
+fn record_offsets(segment: &std::path::Path) -> Vec<u64> {
+    let bytes = std::fs::read(segment).unwrap();
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos + 40 <= bytes.len() {
+        out.push(pos as u64);
+        let len = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        pos += 40 + len;
+    }
+    out
+}
+
+#[test]
+fn a_queue_cut_back_after_kill_9_has_its_loss_counted_and_logged() {
+    // Regression, issue 14 item 11: a segment cut at a record boundary (a
+    // file size rolled back after power loss) lost 2,300 acknowledged
+    // samples with no warning and nothing counted.
+    let mut vm = Vm::start();
+    let mut sp = SpillwayRun::start(&format!(
+        "destinations:\n  - name: vm\n    type: vm_import\n    url: {}\n    concurrency: 1\nstorage: {{path: \"{{dir}}/data\"}}\n",
+        vm.url()
+    ));
+    vm.server.stop();
+    let base = base_ts();
+    for r in 0..30 {
+        let (code, text) = post_status(
+            &import_url(&sp),
+            body("cut", r, 100, base + r as i64 * 1000).as_bytes(),
+        );
+        assert_eq!(code, 204, "{text}");
+    }
+    let last_push = std::time::SystemTime::now();
+    let dir = sp.server.dir.path().join("data/vm");
+    // The meta file is stored at most once a second; wait for a store that
+    // covers the last push before pulling the plug.
+    wait_for(
+        "the queue's meta file to catch up",
+        Duration::from_secs(20),
+        || {
+            std::fs::metadata(dir.join("meta"))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t > last_push)
+        },
+    );
+    sp.server.stop(); // SIGKILL
+    let segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .expect("a segment file");
+    let offsets = record_offsets(&segment);
+    assert_eq!(offsets.len(), 30, "one block per request");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(offsets[7])
+        .unwrap();
+
+    sp.restart();
+    let damaged = sp.metric(
+        "spillway_samples_dropped_total",
+        &[("destination", "vm"), ("reason", "damaged")],
+    );
+    assert_eq!(damaged, 2300.0);
+    assert_eq!(sp.destinations()["vm"]["pending_samples"], 700);
+    let log = sp.server.log();
+    assert!(
+        log.contains("queue damaged") && log.contains("lost_samples=Some(2300)"),
+        "the loss is logged with what was lost:\n{log}"
+    );
+    vm.server.restart();
+    vm.server.wait_ready("/health");
+    sp.wait_delivered(Duration::from_secs(30));
+    let got = distinct_points(&vm.export_lines("{__name__=\"cut\"}"));
+    assert_eq!(got.len(), 700);
 }

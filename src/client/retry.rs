@@ -1,5 +1,8 @@
-//! The one retry policy: exponential backoff with full jitter on connection
-//! errors, timeouts, 5xx and 429; never on other 4xx, whose body is shown.
+//! The one retry policy and the one retry decision: exponential backoff
+//! with full jitter on connection errors, timeouts, 5xx and 429; never on
+//! other 4xx (the server refused the request, whose body is shown). A
+//! durable policy (destinations, whose queue holds the data meanwhile)
+//! retries every error but a refusal, forever.
 
 use super::ClientError;
 use std::future::Future;
@@ -11,6 +14,11 @@ pub struct RetryPolicy {
     pub max_retries: Option<u32>,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// Retry every error except a refusal (a 4xx other than 429), even
+    /// those no later attempt is expected to fix (an unreadable token file,
+    /// an answer that does not decode): for a durable destination only the
+    /// server saying "no" may drop data.
+    pub all_but_refusals: bool,
 }
 
 impl Default for RetryPolicy {
@@ -19,7 +27,17 @@ impl Default for RetryPolicy {
             max_retries: Some(3),
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            all_but_refusals: false,
         }
+    }
+}
+
+impl ClientError {
+    /// The server refused the request (a 4xx other than 429): sending the
+    /// same request again cannot succeed.
+    pub fn is_refusal(&self) -> bool {
+        self.status()
+            .is_some_and(|s| (400..500).contains(&s) && s != 429)
     }
 }
 
@@ -41,6 +59,17 @@ impl RetryPolicy {
         lower + cap.saturating_sub(lower).mul_f64(fastrand::f64())
     }
 
+    /// The retry decision: whether attempt number `attempt` (0-based) that
+    /// failed with `e` is tried again.
+    pub fn should_retry(&self, e: &ClientError, attempt: u32) -> bool {
+        let worth_it = if self.all_but_refusals {
+            !e.is_refusal()
+        } else {
+            e.is_retriable()
+        };
+        worth_it && self.max_retries.is_none_or(|m| attempt < m)
+    }
+
     pub async fn run<T, F, Fut>(&self, what: &str, mut attempt_fn: F) -> Result<T, ClientError>
     where
         F: FnMut() -> Fut,
@@ -50,7 +79,7 @@ impl RetryPolicy {
         loop {
             match attempt_fn().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.is_retriable() && self.max_retries.is_none_or(|m| attempt < m) => {
+                Err(e) if self.should_retry(&e, attempt) => {
                     let pause = self.backoff(attempt);
                     tracing::warn!(%what, error = %e, retry_in = ?pause, attempt = attempt + 1, "request failed, retrying");
                     tokio::time::sleep(pause).await;
@@ -115,6 +144,36 @@ mod tests {
             })
             .await;
         assert_eq!(r.unwrap(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_durable_policy_retries_everything_but_a_refusal() {
+        let durable = RetryPolicy {
+            max_retries: None,
+            all_but_refusals: true,
+            ..RetryPolicy::default()
+        };
+        let decode = ClientError::Decode {
+            url: "u".into(),
+            reason: "broken answer".into(),
+        };
+        assert!(durable.should_retry(&decode, 1000));
+        assert!(durable.should_retry(&status(503), 7));
+        assert!(durable.should_retry(&status(429), 7));
+        assert!(!durable.should_retry(&status(400), 0));
+        assert!(!RetryPolicy::default().should_retry(&decode, 0));
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = durable
+            .run("t", || async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => Err(ClientError::Config("token file unreadable".into())),
+                    1 => Err(status(500)),
+                    _ => Err(status(404)),
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap_err().status(), Some(404));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! The small files beside the segments: the cursor (the acknowledged
-//! position) and the lock that keeps a second process out.
+//! The small files beside the segments: the meta file (what was
+//! acknowledged and what was written) and the lock that keeps a second
+//! process out.
 //!
-//! The cursor is replaced, never edited ([`fsutil::write_atomic`]: temp file,
-//! fsync, rename, fsync of the directory), so a crash leaves either the old
-//! value or the new one.
-//! Being behind is harmless (records are sent again); garbage is detected by
-//! its checksum and treated like a missing file.
+//! The meta file is replaced, never edited ([`fsutil::write_atomic`]: temp
+//! file, fsync, rename, fsync of the directory), so a crash leaves either the
+//! old value or the new one.
+//! Being behind is harmless (records are sent again; a loss in the newest
+//! records goes uncounted); garbage is detected by its checksum and treated
+//! like a missing file.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -14,73 +16,151 @@ use std::path::Path;
 use super::{io_err, QueueError};
 use crate::fsutil;
 
-pub(crate) const CURSOR_FILE: &str = "cursor";
+pub(crate) const META_FILE: &str = "meta";
 pub(crate) const LOCK_FILE: &str = "lock";
 /// Temporary files end so (older versions) or follow [`fsutil`]'s naming;
 /// open removes the ones a crash left.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
 
-/// `magic "SWCR" | version u8 | 3 zero bytes | offset u64 LE | crc32 u32 LE of bytes 0..16`
-const CURSOR_MAGIC: [u8; 4] = *b"SWCR";
-const CURSOR_VERSION: u8 = 1;
-const CURSOR_LEN: usize = 20;
+const META_MAGIC: [u8; 4] = *b"SWMT";
+const META_VERSION: u8 = 2;
+const FIXED_LEN: usize = 52;
+const RANGE_LEN: usize = 32;
+/// Retired ranges stored at most (128 KiB). Past that the meta stops at the
+/// first range left out, so the records after it count as pending after a
+/// crash: sent again, never skipped.
+pub(crate) const MAX_RANGES: usize = 4096;
+const MAX_META_LEN: usize = FIXED_LEN + MAX_RANGES * RANGE_LEN + 4;
 
-/// What was found in the cursor file at open.
+/// Records `seq.0..seq.1`, which carry samples `samples.0..samples.1` of the
+/// queue's running sample count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub seq: (u64, u64),
+    pub samples: (u64, u64),
+}
+
+/// What the meta file says, as of its last store.
+///
+/// Every record with a sequence number in `cursor.seq..end.seq` that is not
+/// in a `retired` span was pushed (its push returned) and was still waiting
+/// for its acknowledgement. Records before `cursor` (by offset and by
+/// sequence number) are acknowledged or dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Meta {
+    /// Logical offset of the first pending record.
+    pub cursor: u64,
+    /// `(seq, samples before)` of that record.
+    pub cursor_counts: (u64, u64),
+    /// `(seq, samples before)` of the next record to be pushed.
+    pub end_counts: (u64, u64),
+    /// Acknowledged or dropped records between the two, in order.
+    pub retired: Vec<Span>,
+}
+
+/// What was found in the meta file at open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CursorStatus {
-    /// A valid cursor: every record below this logical offset was acknowledged.
+    /// A valid meta file: every record below this logical offset was
+    /// acknowledged.
     Loaded { offset: u64 },
-    /// No cursor file (a new queue, or one that never acknowledged anything).
+    /// No meta file (a new queue, or one that never stored anything).
     Missing,
     /// The file exists but cannot be trusted; replay starts at the oldest
     /// segment, so records may be sent twice but none is skipped.
     Garbled { reason: String },
 }
 
-pub(crate) fn encode_cursor(offset: u64) -> [u8; CURSOR_LEN] {
-    let mut b = [0u8; CURSOR_LEN];
-    b[0..4].copy_from_slice(&CURSOR_MAGIC);
-    b[4] = CURSOR_VERSION;
-    b[8..16].copy_from_slice(&offset.to_le_bytes());
-    let crc = crc32fast::hash(&b[0..16]);
-    b[16..20].copy_from_slice(&crc.to_le_bytes());
+/// `magic "SWMT" | version u8 | 3 zero bytes | cursor u64 | cursor seq u64 |
+/// cursor samples u64 | end seq u64 | end samples u64 | spans u32 |
+/// spans × (seq from, seq to, samples from, samples to: u64) | crc32 of all before`
+pub(crate) fn encode_meta(m: &Meta) -> Vec<u8> {
+    let spans = &m.retired[..m.retired.len().min(MAX_RANGES)];
+    let mut b = Vec::with_capacity(FIXED_LEN + spans.len() * RANGE_LEN + 4);
+    b.extend_from_slice(&META_MAGIC);
+    b.extend_from_slice(&[META_VERSION, 0, 0, 0]);
+    for v in [
+        m.cursor,
+        m.cursor_counts.0,
+        m.cursor_counts.1,
+        m.end_counts.0,
+        m.end_counts.1,
+    ] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&(spans.len() as u32).to_le_bytes());
+    for s in spans {
+        for v in [s.seq.0, s.seq.1, s.samples.0, s.samples.1] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
     b
 }
 
-fn decode_cursor(b: &[u8]) -> Result<u64, String> {
-    if b.len() != CURSOR_LEN {
-        return Err(format!("{} bytes, expected {CURSOR_LEN}", b.len()));
+fn decode_meta(b: &[u8]) -> Result<Meta, String> {
+    if b.len() < FIXED_LEN + 4 {
+        return Err(format!(
+            "{} bytes, expected at least {}",
+            b.len(),
+            FIXED_LEN + 4
+        ));
     }
-    if b[0..4] != CURSOR_MAGIC {
+    if b[0..4] != META_MAGIC {
         return Err("no magic bytes".to_string());
     }
-    let stored = u32::from_le_bytes(b[16..20].try_into().expect("4 bytes"));
-    if crc32fast::hash(&b[0..16]) != stored {
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32fast::hash(body).to_le_bytes() != crc {
         return Err("checksum mismatch".to_string());
     }
-    if b[4] != CURSOR_VERSION {
+    if b[4] != META_VERSION {
         return Err(format!("unknown version {}", b[4]));
     }
-    Ok(u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")))
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    let n = u32::from_le_bytes(b[48..52].try_into().expect("4 bytes")) as usize;
+    if n > MAX_RANGES || body.len() != FIXED_LEN + n * RANGE_LEN {
+        return Err(format!("{} bytes do not hold {n} spans", b.len()));
+    }
+    let retired = (0..n)
+        .map(|k| {
+            let i = FIXED_LEN + k * RANGE_LEN;
+            Span {
+                seq: (u64_at(i), u64_at(i + 8)),
+                samples: (u64_at(i + 16), u64_at(i + 24)),
+            }
+        })
+        .collect();
+    Ok(Meta {
+        cursor: u64_at(8),
+        cursor_counts: (u64_at(16), u64_at(24)),
+        end_counts: (u64_at(32), u64_at(40)),
+        retired,
+    })
 }
 
-pub(crate) fn load_cursor(dir: &Path) -> Result<CursorStatus, QueueError> {
-    let path = dir.join(CURSOR_FILE);
-    let mut buf = Vec::with_capacity(CURSOR_LEN);
-    let read = File::open(&path).and_then(|f| f.take(CURSOR_LEN as u64 + 1).read_to_end(&mut buf));
+/// The meta file's content, or why there is none to trust.
+pub(crate) fn load_meta(dir: &Path) -> Result<Result<Meta, CursorStatus>, QueueError> {
+    let path = dir.join(META_FILE);
+    let mut buf = Vec::new();
+    let read =
+        File::open(&path).and_then(|f| f.take(MAX_META_LEN as u64 + 1).read_to_end(&mut buf));
     match read {
-        Ok(_) => Ok(match decode_cursor(&buf) {
-            Ok(offset) => CursorStatus::Loaded { offset },
-            Err(reason) => CursorStatus::Garbled { reason },
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(CursorStatus::Missing),
-        Err(e) => Err(io_err("read cursor", &path)(e)),
+        Ok(_) => Ok(decode_meta(&buf).map_err(|reason| CursorStatus::Garbled { reason })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Err(CursorStatus::Missing)),
+        Err(e) => Err(io_err("read meta", &path)(e)),
     }
 }
 
-pub(crate) fn store_cursor(dir: &Path, offset: u64) -> Result<(), QueueError> {
-    let path = dir.join(CURSOR_FILE);
-    fsutil::write_atomic(&path, &encode_cursor(offset)).map_err(io_err("write cursor", &path))
+pub(crate) fn store_meta(dir: &Path, meta: &Meta) -> Result<(), QueueError> {
+    let path = dir.join(META_FILE);
+    fsutil::write_atomic(&path, &encode_meta(meta)).map_err(io_err("write meta", &path))
+}
+
+/// Creates `dir` and any missing parents, then fsyncs the parent of each
+/// directory it created, so the new entries survive a power cut.
+pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), QueueError> {
+    fsutil::create_dir_all(dir).map_err(io_err("create queue directory", dir))
 }
 
 /// Makes creations, renames and removals in `dir` durable.
@@ -105,16 +185,41 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<fsutil::Lock, QueueError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn cursor_round_trips_and_every_bit_flip_is_caught() {
-        let enc = encode_cursor(0xdead_beef_0042);
-        assert_eq!(decode_cursor(&enc), Ok(0xdead_beef_0042));
-        for bit in 0..CURSOR_LEN * 8 {
-            let mut b = enc;
-            b[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode_cursor(&b).is_err(), "bit {bit} flipped unnoticed");
+    fn sample_meta(spans: usize) -> Meta {
+        Meta {
+            cursor: 0xdead_beef_0042,
+            cursor_counts: (7, 700),
+            end_counts: (9000, 900_000),
+            retired: (0..spans as u64)
+                .map(|k| Span {
+                    seq: (10 + 3 * k, 11 + 3 * k),
+                    samples: (1000 + 30 * k, 1010 + 30 * k),
+                })
+                .collect(),
         }
-        assert!(decode_cursor(&enc[..CURSOR_LEN - 1]).is_err());
-        assert!(decode_cursor(b"").is_err());
+    }
+
+    #[test]
+    fn meta_round_trips_and_every_bit_flip_is_caught() {
+        for spans in [0, 1, 3] {
+            let m = sample_meta(spans);
+            let enc = encode_meta(&m);
+            assert_eq!(decode_meta(&enc), Ok(m));
+            for bit in 0..enc.len() * 8 {
+                let mut b = enc.clone();
+                b[bit / 8] ^= 1 << (bit % 8);
+                assert!(decode_meta(&b).is_err(), "bit {bit} flipped unnoticed");
+            }
+            assert!(decode_meta(&enc[..enc.len() - 1]).is_err());
+        }
+        assert!(decode_meta(b"").is_err());
+    }
+
+    #[test]
+    fn spans_past_the_cap_are_left_out() {
+        let m = sample_meta(MAX_RANGES + 5);
+        let back = decode_meta(&encode_meta(&m)).unwrap();
+        assert_eq!(back.retired.len(), MAX_RANGES);
+        assert_eq!(back.retired[..], m.retired[..MAX_RANGES]);
     }
 }

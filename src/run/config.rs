@@ -121,6 +121,8 @@ pub struct DestinationSpec {
     pub flush_interval: Option<String>,
     pub concurrency: Option<usize>,
     pub max_disk_bytes: Option<String>,
+    /// `drop_oldest` (default), `drop_newest` or `block`: what a full queue does.
+    pub on_full: Option<String>,
 }
 
 impl DestinationSpec {

@@ -7,7 +7,14 @@
 //!   remote write 1.0, one snappy block holding a protobuf `WriteRequest`.
 //! - `POST /api/v1/import` (also `/prometheus/api/v1/import`):
 //!   VictoriaMetrics JSON lines, read as they stream in, routed every
-//!   [`IMPORT_BATCH_SAMPLES`] samples.
+//!   [`IMPORT_BATCH_SAMPLES`] samples; plain, or `Content-Encoding: gzip`
+//!   (or `deflate`, zlib) as VictoriaMetrics and vmagent take them,
+//!   decompressed as it streams in, at most
+//!   [`MAX_IMPORT_DECODED_BYTES`] per request.
+//!
+//! Remote write takes snappy only: that is the Prometheus protocol, and the
+//! VictoriaMetrics one (zstd) is sent only to receivers that say they
+//! speak it (vmagent asks `?get_vm_proto_version=1`), which we do not.
 //!
 //! An answer of 204 means every destination holds the data on disk. Until
 //! then the client keeps it: errors we can do nothing about (a body that
@@ -15,7 +22,10 @@
 //! (shutting down, a queue that cannot write) are 503, so it retries. A bad
 //! import line does not stop the others: good lines are routed, and the
 //! answer is 400 naming the bad lines (VictoriaMetrics logs and skips them;
-//! we say so to the client as well).
+//! we say so to the client as well). A destination with `on_full: block`
+//! that is full makes the answer 429 with `Retry-After` (as vmagent's
+//! `-remoteWrite.dropSamplesOnOverload=false` queue answers): the client
+//! keeps the data and sends it again later.
 
 use super::route::{Pipeline, RouteError};
 use crate::codec::{self, CodecError};
@@ -24,10 +34,13 @@ use crate::server::ApiError;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use futures_util::StreamExt;
+use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Largest compressed remote-write body accepted (vmagent's
 /// `-maxInsertRequestSize` default).
@@ -38,6 +51,13 @@ pub const MAX_DECODED_BYTES: usize = codec::remote_write::MAX_DECODED_BYTES;
 pub const MAX_LINE_BYTES: usize = codec::vm_json::DEFAULT_MAX_LINE_BYTES;
 /// An import is routed in batches of about this many samples.
 pub const IMPORT_BATCH_SAMPLES: usize = 10_000;
+/// Most bytes a compressed import may decompress to: the compressed body is
+/// streamed, so this bounds the work one request can cause (a gzip bomb),
+/// not memory, which one line and one batch bound already.
+pub const MAX_IMPORT_DECODED_BYTES: u64 = 1 << 30;
+/// Compressed bytes fed to the decoder at once: deflate expands at most
+/// about 1032:1, so one step yields at most about 4 MiB.
+const DECODE_STEP: usize = 4 << 10;
 /// Bad import lines named in an answer; the rest are counted.
 const SHOWN_BAD_LINES: usize = 5;
 
@@ -95,6 +115,7 @@ pub struct Limits {
     pub max_remote_write_bytes: usize,
     pub max_decoded_bytes: usize,
     pub max_line_bytes: usize,
+    pub max_import_decoded_bytes: u64,
 }
 
 impl Default for Limits {
@@ -103,6 +124,7 @@ impl Default for Limits {
             max_remote_write_bytes: MAX_REMOTE_WRITE_BYTES,
             max_decoded_bytes: MAX_DECODED_BYTES,
             max_line_bytes: MAX_LINE_BYTES,
+            max_import_decoded_bytes: MAX_IMPORT_DECODED_BYTES,
         }
     }
 }
@@ -123,6 +145,52 @@ pub fn router(pipeline: Arc<Pipeline>, limits: Limits) -> Router {
         .with_state(state)
 }
 
+/// An answer other than 204: an [`ApiError`], or 429 when a destination
+/// with `on_full: block` is full.
+#[derive(Debug)]
+enum RxError {
+    Api(ApiError),
+    Full {
+        message: String,
+        retry_after: Duration,
+    },
+}
+
+impl RxError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            RxError::Api(e) => e.status_code(),
+            RxError::Full { .. } => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+}
+
+impl From<ApiError> for RxError {
+    fn from(e: ApiError) -> Self {
+        RxError::Api(e)
+    }
+}
+
+impl IntoResponse for RxError {
+    fn into_response(self) -> Response {
+        match self {
+            RxError::Api(e) => e.into_response(),
+            RxError::Full {
+                message,
+                retry_after,
+            } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [
+                    ("Retry-After", retry_after.as_secs().max(1).to_string()),
+                    ("Content-Type", "text/plain; charset=utf-8".to_string()),
+                ],
+                message + "\n",
+            )
+                .into_response(),
+        }
+    }
+}
+
 fn count_request(path: &'static str, status: StatusCode, samples: usize) {
     metrics::counter!(
         "spillway_receiver_requests_total",
@@ -140,7 +208,7 @@ async fn remote_write(
     State(rx): State<Receiver>,
     headers: HeaderMap,
     body: Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, RxError> {
     let result = remote_write_inner(&rx, &headers, body).await;
     match &result {
         Ok(samples) => count_request("/api/v1/write", StatusCode::NO_CONTENT, *samples),
@@ -153,13 +221,14 @@ async fn remote_write_inner(
     rx: &Receiver,
     headers: &HeaderMap,
     body: Body,
-) -> Result<usize, ApiError> {
+) -> Result<usize, RxError> {
     match header(headers, "content-encoding").as_deref() {
         None | Some("snappy") | Some("") => {}
         Some(other) => {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "Content-Encoding {other:?} is not supported here: remote write 1.0 bodies are one raw snappy block (Content-Encoding: snappy)"
-            )))
+            ))
+            .into())
         }
     }
     let limit = rx.limits.max_remote_write_bytes;
@@ -224,19 +293,27 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|v| v.trim().to_ascii_lowercase())
 }
 
-async fn route(pipeline: &Pipeline, batch: Vec<Series>) -> Result<(), ApiError> {
+async fn route(pipeline: &Pipeline, batch: Vec<Series>) -> Result<(), RxError> {
     pipeline.route(batch).await.map_err(route_error)
 }
 
-fn route_error(e: RouteError) -> ApiError {
+fn route_error(e: RouteError) -> RxError {
     match e {
-        RouteError::ShuttingDown => ApiError::Unavailable {
+        RouteError::ShuttingDown => RxError::Api(ApiError::Unavailable {
             message: e.to_string(),
             cause: None,
+        }),
+        RouteError::Destinations(_) => RxError::Api(ApiError::unavailable(
+            format!("cannot queue the data, retry later: {e}"),
+            e,
+        )),
+        RouteError::Full {
+            message,
+            retry_after,
+        } => RxError::Full {
+            message,
+            retry_after,
         },
-        RouteError::Destinations(_) => {
-            ApiError::unavailable(format!("cannot queue the data, retry later: {e}"), e)
-        }
     }
 }
 
@@ -244,7 +321,7 @@ async fn import(
     State(rx): State<Receiver>,
     headers: HeaderMap,
     body: Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, RxError> {
     let result = import_inner(&rx, &headers, body).await;
     match &result {
         Ok(samples) => count_request("/api/v1/import", StatusCode::NO_CONTENT, *samples),
@@ -259,18 +336,12 @@ async fn import_inner(
     rx: &Receiver,
     headers: &HeaderMap,
     body: Body,
-) -> Result<usize, (ApiError, usize)> {
-    match header(headers, "content-encoding").as_deref() {
-        None | Some("identity") | Some("") => {}
-        Some(other) => {
-            return Err((
-                ApiError::UnsupportedMediaType(format!(
-                    "Content-Encoding {other:?} is not supported: send /api/v1/import bodies uncompressed"
-                )),
-                0,
-            ))
-        }
-    }
+) -> Result<usize, (RxError, usize)> {
+    let mut decoder = Decoder::for_encoding(
+        header(headers, "content-encoding").as_deref(),
+        rx.limits.max_import_decoded_bytes,
+    )
+    .map_err(|e| (e.into(), 0))?;
     let mut lines = LineSplitter::new(rx.limits.max_line_bytes);
     let mut batch: Vec<Series> = Vec::new();
     let mut batch_samples = 0usize;
@@ -285,7 +356,7 @@ async fn import_inner(
                     "cannot read the request body after line {}: {e}",
                     lines.line_number
                 ));
-                return Err((e, routed));
+                return Err((e.into(), routed));
             }
             None => None,
         };
@@ -312,9 +383,14 @@ async fn import_inner(
                 }
             }
         };
-        match &chunk {
-            Some(c) => lines.feed(c, &mut on_line),
-            None => lines.finish(&mut on_line),
+        let fed = match &chunk {
+            Some(c) => decoder.feed(c, |text| lines.feed(text, &mut on_line)),
+            None => decoder
+                .finish(|text| lines.feed(text, &mut on_line))
+                .map(|()| lines.finish(&mut on_line)),
+        };
+        if let Err(e) = fed {
+            return Err((e.into(), routed));
         }
         if batch_samples >= IMPORT_BATCH_SAMPLES || (chunk.is_none() && !batch.is_empty()) {
             let n = std::mem::take(&mut batch_samples);
@@ -328,9 +404,139 @@ async fn import_inner(
         }
     }
     if bad.count > 0 {
-        return Err((ApiError::BadRequest(bad.message(lines.line_number)), routed));
+        let e = ApiError::BadRequest(bad.message(lines.line_number));
+        return Err((e.into(), routed));
     }
     Ok(routed)
+}
+
+/// Undoes an import's `Content-Encoding` as the body streams in, a small
+/// step at a time, so no chunk can expand into much memory, and stops at
+/// `limit` decoded bytes.
+enum Decoder {
+    Identity,
+    Gzip(Box<Inflate<flate2::write::MultiGzDecoder<Vec<u8>>>>),
+    Zlib(Box<Inflate<flate2::write::ZlibDecoder<Vec<u8>>>>),
+}
+
+struct Inflate<W> {
+    writer: W,
+    decoded: u64,
+    limit: u64,
+    name: &'static str,
+}
+
+/// The two flate2 writers, which hand their output to a `Vec`.
+trait InflateWriter: Write {
+    fn output(&mut self) -> &mut Vec<u8>;
+    fn finish_stream(&mut self) -> std::io::Result<()>;
+}
+
+impl InflateWriter for flate2::write::MultiGzDecoder<Vec<u8>> {
+    fn output(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn finish_stream(&mut self) -> std::io::Result<()> {
+        self.try_finish()
+    }
+}
+
+impl InflateWriter for flate2::write::ZlibDecoder<Vec<u8>> {
+    fn output(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn finish_stream(&mut self) -> std::io::Result<()> {
+        self.try_finish()
+    }
+}
+
+impl Decoder {
+    fn for_encoding(encoding: Option<&str>, limit: u64) -> Result<Decoder, ApiError> {
+        Ok(match encoding {
+            None | Some("identity") | Some("") => Decoder::Identity,
+            Some("gzip") | Some("x-gzip") => Decoder::Gzip(Box::new(Inflate::new(
+                flate2::write::MultiGzDecoder::new(Vec::new()),
+                limit,
+                "gzip",
+            ))),
+            Some("deflate") => Decoder::Zlib(Box::new(Inflate::new(
+                flate2::write::ZlibDecoder::new(Vec::new()),
+                limit,
+                "deflate",
+            ))),
+            Some(other) => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "Content-Encoding {other:?} is not supported on /api/v1/import: send the body plain, gzip or deflate"
+                )))
+            }
+        })
+    }
+
+    fn feed(&mut self, chunk: &[u8], out: impl FnMut(&[u8])) -> Result<(), ApiError> {
+        match self {
+            Decoder::Identity => {
+                let mut out = out;
+                out(chunk);
+                Ok(())
+            }
+            Decoder::Gzip(i) => i.feed(chunk, out),
+            Decoder::Zlib(i) => i.feed(chunk, out),
+        }
+    }
+
+    /// The end of the body: a compressed stream must be complete.
+    fn finish(&mut self, out: impl FnMut(&[u8])) -> Result<(), ApiError> {
+        match self {
+            Decoder::Identity => Ok(()),
+            Decoder::Gzip(i) => i.finish(out),
+            Decoder::Zlib(i) => i.finish(out),
+        }
+    }
+}
+
+impl<W: InflateWriter> Inflate<W> {
+    fn new(writer: W, limit: u64, name: &'static str) -> Self {
+        Inflate {
+            writer,
+            decoded: 0,
+            limit,
+            name,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8], mut out: impl FnMut(&[u8])) -> Result<(), ApiError> {
+        for step in chunk.chunks(DECODE_STEP) {
+            self.writer.write_all(step).map_err(|e| self.corrupt(e))?;
+            self.drain(&mut out)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, mut out: impl FnMut(&[u8])) -> Result<(), ApiError> {
+        self.writer.finish_stream().map_err(|e| self.corrupt(e))?;
+        self.drain(&mut out)
+    }
+
+    fn drain(&mut self, out: &mut impl FnMut(&[u8])) -> Result<(), ApiError> {
+        let buf = self.writer.output();
+        self.decoded += buf.len() as u64;
+        if self.decoded > self.limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the {} body decompresses to more than the {}-byte limit of one import request; send it in several requests",
+                self.name, self.limit
+            )));
+        }
+        out(buf);
+        buf.clear();
+        Ok(())
+    }
+
+    fn corrupt(&self, e: std::io::Error) -> ApiError {
+        ApiError::BadRequest(format!(
+            "the body is not valid {} data (Content-Encoding: {}): {e}",
+            self.name, self.name
+        ))
+    }
 }
 
 #[derive(Default)]

@@ -295,6 +295,14 @@ fn check_destination(
             problems.push(format!("{}: must be at least 1", at("concurrency")));
             1
         }
+        Some(n) if n > destination::MAX_CONCURRENCY => {
+            problems.push(format!(
+                "{}: must be at most {} (one sender per queue lane), got {n}",
+                at("concurrency"),
+                destination::MAX_CONCURRENCY
+            ));
+            1
+        }
         Some(n) => n,
         None => destination::default_concurrency(),
     };
@@ -315,6 +323,18 @@ fn check_destination(
             0
         }
     };
+    let on_full = match spec
+        .on_full
+        .as_deref()
+        .map(destination::OnFullPolicy::parse)
+    {
+        None => destination::OnFullPolicy::default(),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            problems.push(format!("{}: {e}", at("on_full")));
+            destination::OnFullPolicy::default()
+        }
+    };
     match client {
         Some(client) if problems.is_empty() => Ok(DestinationConfig {
             name: spec.name.clone(),
@@ -326,6 +346,7 @@ fn check_destination(
             flush_interval,
             concurrency,
             max_disk_bytes,
+            on_full,
             queue_dir: storage.join(queue_dir_name(&spec.name)),
         }),
         _ => Err(problems),
@@ -340,6 +361,13 @@ pub enum RouteError {
     /// These destinations could not queue the batch; the others did.
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Destinations(Vec<DestinationError>),
+    /// A destination with `on_full: block` is full; nothing was queued
+    /// anywhere after it. Send the batch again after `retry_after`.
+    #[error("{message}")]
+    Full {
+        message: String,
+        retry_after: Duration,
+    },
 }
 
 /// Global relabeling, external labels and the destinations. Share it in an
@@ -518,13 +546,10 @@ impl Pipeline {
         let destinations = Arc::clone(&routing.destinations);
         let (batch, dropped, errors) = tokio::task::spawn_blocking(move || {
             let (batch, dropped) = global.apply(batch, external_labels);
-            let errors: Vec<DestinationError> = if batch.is_empty() {
+            let errors = if batch.is_empty() {
                 Vec::new()
             } else {
-                destinations
-                    .iter()
-                    .filter_map(|d| d.accept_with(&batch.series, batch.meta()).err())
-                    .collect()
+                accept_all(&destinations, &batch)
             };
             (batch, dropped, errors)
         })
@@ -532,8 +557,17 @@ impl Pipeline {
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         self.relabel_dropped.fetch_add(dropped, Ordering::Relaxed);
         let batch = Some(batch);
+        let full = errors.iter().find_map(|e| match e {
+            DestinationError::Full { retry_after, .. } => Some((e.to_string(), *retry_after)),
+            _ => None,
+        });
         let result = if errors.is_empty() {
             Ok(())
+        } else if let Some((message, retry_after)) = full {
+            Err(RouteError::Full {
+                message,
+                retry_after,
+            })
         } else if errors
             .iter()
             .all(|e| matches!(e, DestinationError::Closed { .. }))
@@ -752,13 +786,56 @@ async fn release(d: Arc<Destination>) {
     );
 }
 
+/// Offers `batch` to every destination, those with `on_full: block` first:
+/// when one of them is full the batch goes nowhere else either, so the
+/// retry that follows does not duplicate it in the others.
+fn accept_all(destinations: &[Arc<Destination>], batch: &ExportBatch) -> Vec<DestinationError> {
+    let (blocking, others): (Vec<_>, Vec<_>) = destinations
+        .iter()
+        .partition(|d| d.on_full() == destination::OnFullPolicy::Block);
+    let mut errors = Vec::new();
+    for d in blocking.into_iter().chain(others) {
+        match d.accept_with(&batch.series, batch.meta()) {
+            Ok(_) => {}
+            Err(e @ DestinationError::Full { .. }) => {
+                errors.push(e);
+                return errors;
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    errors
+}
+
 /// The engine's seam: rule results go through [`Pipeline::route_results`].
+/// While a destination with `on_full: block` is full, the results are held
+/// here (the group waits; evaluations it misses meanwhile are caught up
+/// afterwards), and each hold is timed in
+/// `spillway_results_held_duration_seconds`.
 impl crate::run::results::ResultSink for Pipeline {
     fn export(
         &self,
-        batch: ExportBatch,
+        mut batch: ExportBatch,
     ) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.route_results(batch).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            let mut held: Option<std::time::Instant> = None;
+            loop {
+                match self.route_inner(batch, false).await {
+                    (Err(RouteError::Full { retry_after, .. }), Some(back)) => {
+                        held.get_or_insert_with(std::time::Instant::now);
+                        batch = back;
+                        tokio::time::sleep(retry_after).await;
+                    }
+                    (result, _) => {
+                        if let Some(since) = held {
+                            metrics::histogram!("spillway_results_held_duration_seconds")
+                                .record(since.elapsed().as_secs_f64());
+                        }
+                        return result.map_err(|e| e.to_string());
+                    }
+                }
+            }
+        })
     }
 }
 

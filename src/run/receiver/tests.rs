@@ -10,10 +10,19 @@ use crate::run::route::PipelineConfig;
 use crate::sink::destination::{DestinationConfig, DestinationKind};
 use crate::transform::relabel::RelabelRules;
 use axum::http::Request;
+use std::io::Write;
 use tower::ServiceExt;
 
 fn pipeline(dir: &std::path::Path, global: &str) -> Arc<Pipeline> {
-    let dest = DestinationConfig::new(
+    pipeline_with(dir, global, |_| {})
+}
+
+fn pipeline_with(
+    dir: &std::path::Path,
+    global: &str,
+    edit: impl FnOnce(&mut DestinationConfig),
+) -> Arc<Pipeline> {
+    let mut dest = DestinationConfig::new(
         "d",
         DestinationKind::RemoteWrite,
         ClientConfig {
@@ -22,6 +31,7 @@ fn pipeline(dir: &std::path::Path, global: &str) -> Arc<Pipeline> {
         },
         dir,
     );
+    edit(&mut dest);
     let config = PipelineConfig {
         global_relabel: RelabelRules::from_yaml(global, "test", Default::default()).unwrap(),
         external_labels: vec![("cluster".into(), "c1".into())],
@@ -35,6 +45,7 @@ fn small_limits() -> Limits {
         max_remote_write_bytes: 1 << 10,
         max_decoded_bytes: 4 << 10,
         max_line_bytes: 200,
+        max_import_decoded_bytes: 64 << 10,
     }
 }
 
@@ -228,4 +239,130 @@ fn line_splitter_handles_chunk_boundaries() {
     }
     s.finish(&mut on);
     assert_eq!(got, ["1:abc", "2:TOO LONG", "3:", "4:xy"]);
+}
+
+fn import_lines(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{{\"metric\":{{\"__name__\":\"z\",\"i\":\"{i}\"}},\"values\":[1],\"timestamps\":[{i}]}}\n"))
+        .collect()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn import_takes_gzip_and_deflate_bodies() {
+    // Regression, issue 14 item 14: gzip bodies were refused with 415,
+    // where VictoriaMetrics and vmagent take them.
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "[]");
+    let app = router(Arc::clone(&p), small_limits());
+    let body = import_lines(100);
+    let (status, text) = call(
+        &app,
+        "/api/v1/import",
+        &[("Content-Encoding", "gzip")],
+        gzip(body.as_bytes()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    assert_eq!(pending(&p), 100);
+
+    // Two gzip members back to back (`cat a.gz b.gz`) are one stream.
+    let mut two = gzip(import_lines(3).as_bytes());
+    two.extend(gzip(import_lines(4).as_bytes()));
+    let (status, text) = call(&app, "/api/v1/import", &[("Content-Encoding", "gzip")], two).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    assert_eq!(pending(&p), 107);
+
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(import_lines(5).as_bytes()).unwrap();
+    let (status, text) = call(
+        &app,
+        "/api/v1/import",
+        &[("Content-Encoding", "deflate")],
+        z.finish().unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    assert_eq!(pending(&p), 112);
+}
+
+#[tokio::test]
+async fn compressed_imports_are_bounded_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "[]");
+    let app = router(Arc::clone(&p), small_limits());
+    // 16 MiB of newlines in about 16 KiB: past the 64 KiB decoded limit.
+    let bomb = gzip(&vec![b'\n'; 16 << 20]);
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    let (status, text) = call(
+        &app,
+        "/api/v1/import",
+        &[("Content-Encoding", "gzip")],
+        bomb,
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+    assert!(text.contains("65536-byte limit"), "{text}");
+
+    let mut cut = gzip(import_lines(50).as_bytes());
+    cut.truncate(cut.len() / 2);
+    let (status, text) = call(&app, "/api/v1/import", &[("Content-Encoding", "gzip")], cut).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("not valid gzip data"), "{text}");
+
+    let (status, text) = call(
+        &app,
+        "/api/v1/import",
+        &[("Content-Encoding", "br")],
+        b"x".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(text.contains("plain, gzip or deflate"), "{text}");
+}
+
+#[tokio::test]
+async fn a_full_destination_that_blocks_answers_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline_with(dir.path(), "[]", |d| {
+        d.on_full = crate::sink::destination::OnFullPolicy::Block;
+        d.max_disk_bytes = 4 << 10;
+    });
+    let app = router(Arc::clone(&p), Limits::default());
+    let mut answers = Vec::new();
+    for i in 0..40 {
+        let mut body = Vec::new();
+        encode_write_request(&[series(&format!("m{i}"), 20)], &mut body).unwrap();
+        let req = Request::post("/api/v1/write")
+            .body(Body::from(body))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let retry_after = resp.headers().get("retry-after").cloned();
+        answers.push((resp.status(), retry_after));
+        if resp.status() != StatusCode::NO_CONTENT {
+            break;
+        }
+    }
+    let (status, retry_after) = answers.last().unwrap().clone();
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answers:?}");
+    assert_eq!(retry_after.unwrap(), "2");
+    let accepted = (answers.len() - 1) as u64;
+    assert!(accepted > 0);
+    let st = &p.statuses()[0];
+    assert_eq!(
+        st.pending_samples,
+        accepted * 20,
+        "the refused batch is not queued"
+    );
+    assert_eq!(
+        st.samples_dropped.values().sum::<u64>(),
+        0,
+        "nothing dropped"
+    );
+    assert_eq!(st.full_refusals, 1);
 }

@@ -320,3 +320,109 @@ storage: {path: /nonexistent}",
     let e = check("relabel_dialect: promql\ndestinations: []\n").unwrap_err();
     assert!(e[0].starts_with("run.yml:1"), "{e:?}");
 }
+
+#[test]
+fn on_full_and_concurrency_are_checked() {
+    let e = check(
+        "destinations:
+  - name: a
+    url: http://127.0.0.1:1
+    on_full: wait
+    concurrency: 300
+",
+    )
+    .unwrap_err()
+    .join("\n");
+    assert!(
+        e.contains("run.yml:4: destinations[0].on_full: unknown on_full policy \"wait\": expected drop_oldest, drop_newest or block"),
+        "{e}"
+    );
+    assert!(
+        e.contains("destinations[0].concurrency: must be at most 256"),
+        "{e}"
+    );
+    let c =
+        check("destinations:\n  - {name: a, url: 'http://127.0.0.1:1', on_full: block}\n").unwrap();
+    assert_eq!(c.destinations[0].on_full, destination::OnFullPolicy::Block);
+}
+
+/// A destination server that answers 204 to everything.
+async fn accepting_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(|| async { axum::http::StatusCode::NO_CONTENT });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_blocking_destination_holds_results_and_the_other_destinations_wait_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = accepting_server().await;
+    let dest = |name: &str, on_full| {
+        let mut d = DestinationConfig::new(
+            name,
+            DestinationKind::RemoteWrite,
+            crate::client::ClientConfig {
+                url: url.clone(),
+                ..Default::default()
+            },
+            dir.path(),
+        );
+        d.on_full = on_full;
+        d.max_disk_bytes = 4 << 10;
+        d.concurrency = 1;
+        d
+    };
+    let p = Arc::new(
+        Pipeline::open(PipelineConfig {
+            global_relabel: RelabelRules::empty(Dialect::default()),
+            external_labels: Vec::new(),
+            destinations: vec![
+                dest("other", destination::OnFullPolicy::DropOldest),
+                dest("blk", destination::OnFullPolicy::Block),
+            ],
+        })
+        .unwrap(),
+    );
+    let batch = |i: usize| {
+        (0..20)
+            .map(|k| series(&format!("m{i}_{k}")))
+            .collect::<Vec<_>>()
+    };
+    let mut routed = 0;
+    let full = loop {
+        assert!(routed < 1000, "4 KiB never filled up");
+        match p.route(batch(routed)).await {
+            Ok(()) => routed += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(full, RouteError::Full { .. }), "{full}");
+    let st = p.statuses();
+    assert_eq!(
+        st[0].pending_samples, st[1].pending_samples,
+        "the refused batch went nowhere"
+    );
+    assert_eq!(st[1].pending_samples, routed as u64 * 20);
+
+    // The engine's seam holds the results until the destination has room.
+    let held = {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move { crate::run::engine::ResultSink::export(&*p, batch(9999)).await })
+    };
+    p.start();
+    tokio::time::timeout(Duration::from_secs(20), held)
+        .await
+        .expect("held results are taken once the destination drains")
+        .unwrap()
+        .unwrap();
+    p.shutdown(Duration::from_secs(5)).await;
+    let st = p.statuses();
+    assert_eq!(
+        st[1].samples_sent + st[1].pending_samples,
+        (routed as u64 + 1) * 20,
+        "every routed sample, the held batch included, reached the blocking destination"
+    );
+    assert_eq!(st[1].samples_dropped.values().sum::<u64>(), 0);
+}

@@ -1,8 +1,9 @@
 //! Series to queue blocks, and queue blocks to request bodies.
 //!
 //! Accepting cuts a batch into blocks of at most `max_batch_samples`
-//! samples (a long series is split across blocks, its labels repeated),
-//! each already in its wire form: a snappy-compressed remote-write
+//! samples (a long series is split across blocks, its labels repeated), one
+//! lane at a time (a block holds the series of one lane only), each already
+//! in its wire form: a snappy-compressed remote-write
 //! `WriteRequest`, or VictoriaMetrics JSON lines. Sending posts a block as
 //! it is, or merges several small ones into one body: protobuf messages
 //! concatenate into a valid message (`timeseries` is a repeated field), and
@@ -21,7 +22,9 @@ pub(super) struct BlockEncoder {
     json: Vec<u8>,
     /// Samples in the open block.
     in_block: usize,
-    blocks: Vec<(Vec<u8>, u64)>,
+    /// Lane of the open block.
+    lane: u8,
+    blocks: Vec<(Vec<u8>, u64, u8)>,
     /// Block buffers handed back after their push, reused for the next.
     spare: Vec<Vec<u8>>,
 }
@@ -34,9 +37,20 @@ impl BlockEncoder {
             remote_write: RemoteWriteEncoder::new(),
             json: Vec::new(),
             in_block: 0,
+            lane: 0,
             blocks: Vec::new(),
             spare: Vec::new(),
         }
+    }
+
+    /// Series added from now on belong to `lane`; a block of another lane
+    /// is closed first.
+    pub fn set_lane(&mut self, lane: u8) -> Result<(), CodecError> {
+        if lane != self.lane {
+            self.cut()?;
+            self.lane = lane;
+        }
+        Ok(())
     }
 
     pub fn add(&mut self, labels: &Labels, samples: &[Sample]) -> Result<(), CodecError> {
@@ -73,21 +87,23 @@ impl BlockEncoder {
                 std::mem::replace(&mut self.json, next)
             }
         };
-        self.blocks.push((body, self.in_block as u64));
+        self.blocks.push((body, self.in_block as u64, self.lane));
         self.in_block = 0;
         Ok(())
     }
 
-    /// The blocks of everything added since the last `finish` or `reset`.
-    pub fn finish(&mut self) -> Result<Vec<(Vec<u8>, u64)>, CodecError> {
+    /// The blocks `(body, samples, lane)` of everything added since the
+    /// last `finish` or `reset`.
+    pub fn finish(&mut self) -> Result<Vec<(Vec<u8>, u64, u8)>, CodecError> {
         self.cut()?;
+        self.lane = 0;
         Ok(std::mem::take(&mut self.blocks))
     }
 
     /// Takes back block buffers returned by `finish` once they are queued.
-    pub fn recycle(&mut self, blocks: Vec<(Vec<u8>, u64)>) {
+    pub fn recycle(&mut self, blocks: Vec<(Vec<u8>, u64, u8)>) {
         const KEEP: usize = 4;
-        for (b, _) in blocks {
+        for (b, _, _) in blocks {
             if self.spare.len() < KEEP {
                 self.spare.push(b);
             }
@@ -100,6 +116,7 @@ impl BlockEncoder {
         let _ = self.remote_write.finish(&mut scratch);
         self.json.clear();
         self.in_block = 0;
+        self.lane = 0;
         self.blocks.clear();
     }
 }
@@ -160,7 +177,7 @@ mod tests {
         assert_eq!(counts, [4, 4, 1]);
         let decoded: Vec<Series> = blocks
             .iter()
-            .flat_map(|(b, _)| decode_write_request(b).unwrap())
+            .flat_map(|(b, _, _)| decode_write_request(b).unwrap())
             .collect();
         let names: Vec<(&str, usize)> = decoded
             .iter()
@@ -168,6 +185,22 @@ mod tests {
             .collect();
         assert_eq!(names, [("a", 3), ("b", 1), ("b", 4), ("b", 1)]);
         assert!(enc.finish().unwrap().is_empty(), "finish starts afresh");
+    }
+
+    #[test]
+    fn a_block_holds_one_lane_only() {
+        let mut enc = BlockEncoder::new(DestinationKind::RemoteWrite, 100);
+        for (lane, s) in [
+            (0, series("a", 2)),
+            (0, series("b", 1)),
+            (3, series("c", 1)),
+        ] {
+            enc.set_lane(lane).unwrap();
+            enc.add(&s.labels, &s.samples).unwrap();
+        }
+        let blocks = enc.finish().unwrap();
+        let shape: Vec<(u64, u8)> = blocks.iter().map(|b| (b.1, b.2)).collect();
+        assert_eq!(shape, [(3, 0), (1, 3)]);
     }
 
     #[test]

@@ -7,11 +7,41 @@
 //! # Flow
 //!
 //! ```text
-//! accept(batch) ──► relabel_configs ──► external_labels ──► encode blocks ──► queue.push_batch (fsync) ──► Ok
-//!                     (per series, a copy only when a rule changes it)        │
-//! sender × concurrency ◄── read_next ◄────────────────────────────────────────┘
+//! accept(batch) ──► relabel_configs ──► external_labels ──► lane = hash(labels) ──► encode blocks per lane ──► queue.push_lanes (fsync) ──► Ok
+//!                     (per series, a copy only when a rule changes it)                                            │
+//! sender i of concurrency ◄── read_next_lane(i) ◄─────────────────────────────────────────────────────────────────┘
 //!   └─ POST ─► 2xx: ack │ 5xx, 429, no answer: retry forever (backoff + jitter) │ other 4xx: log body, count, ack
 //! ```
+//!
+//! # Order
+//!
+//! Each series always goes through the same sender: at accept a series is
+//! put in lane `hash(labels) % concurrency`, its blocks carry the lane, and
+//! sender `i` takes only lane `i`'s blocks, oldest first, one request at a
+//! time. So whatever the concurrency, a destination receives each series'
+//! samples in the order they were accepted, which Prometheus requires (it
+//! answers 400 "out of order sample" otherwise). A catch-up burst after an
+//! outage stays in order too. (A reload that changes `concurrency` maps the
+//! queued blocks' lanes onto the new senders; series moving sender then may
+//! briefly overtake their backlog.)
+//!
+//! Prometheus answers 400 "out of order sample", "duplicate sample for
+//! timestamp" or "out of bounds" for data it holds already, e.g. blocks sent
+//! again after a crash, and then stores nothing of the request. A request of
+//! several blocks so refused is sent again block by block, so blocks it
+//! never had are not lost with the others; a single block so refused is
+//! counted in `spillway_samples_duplicate_total` and acknowledged: not
+//! retried, and not counted as dropped.
+//!
+//! # When the queue is full
+//!
+//! `on_full` decides what an accept does when the queue would pass
+//! `max_disk_bytes`: `drop_oldest` (the default) drops whole oldest queue
+//! segments, `drop_newest` drops the new batch; both count the samples as
+//! `disk_full`. `block` drops nothing: the accept fails with
+//! [`DestinationError::Full`], the receiver answers 429 with `Retry-After`,
+//! and the engine holds its results until there is room (counting the wait).
+//! Only delivered data makes room then.
 //!
 //! [`Destination::accept`] returns only once the series are on disk: a
 //! receiver answers its client after every destination accepted, so the
@@ -26,9 +56,11 @@
 //! Data accepted is delivered or counted as dropped, never silently lost,
 //! `kill -9` included. What can happen instead:
 //! - duplicates: a crash after a send but before its acknowledgement is
-//!   stored re-sends it. The queue stores its read position at most once a
-//!   second ([`CURSOR_SYNC_INTERVAL`], as vmagent stores its queue
-//!   metadata), so a crash re-sends up to a second of delivered data.
+//!   stored re-sends it. The queue stores what was acknowledged (in any
+//!   order: a sender waiting out a backoff on the oldest block does not hold
+//!   back the others') at most once a second ([`CURSOR_SYNC_INTERVAL`], as
+//!   vmagent stores its queue metadata), so a crash re-sends at most about
+//!   a second of delivered data, plus the requests in flight.
 //!   VictoriaMetrics and Prometheus keep one sample per series and
 //!   timestamp, so duplicates do not show in queries.
 //! - drops, each counted in `spillway_samples_dropped_total{reason}`:
@@ -36,18 +68,22 @@
 //!   segments), `rejected_4xx` (the destination answered 4xx other than 429:
 //!   retrying the same bytes cannot succeed; its body is logged),
 //!   `too_large` (one block does not fit in `max_disk_bytes` at all),
-//!   `damaged` (a block that fails its checksum on disk), and `relabel` (the
+//!   `damaged` (a block that fails its checksum on disk, or that a damaged
+//!   or cut queue file lost: found at open, logged once with the segment,
+//!   offset, blocks and samples), and `relabel` (the
 //!   destination's `relabel_configs` filtered the series out: by design, but
-//!   counted so that accepted = sent + dropped + pending adds up).
+//!   counted so that accepted = sent + duplicate + dropped + pending adds
+//!   up; `duplicate` is what the destination said it held already, see Order).
 //!
 //! # Cost per sample
 //!
 //! Encoding happens once (remote write: about 20 bytes of protobuf per
 //! sample plus the labels of its series, snappy-compressed). Each accept
 //! costs one `fdatasync` for all its blocks; each delivered block costs an
-//! in-memory acknowledgement, with the read position written (temp file,
-//! fsync, rename) at most once a second. On disk a block carries a 24-byte
-//! header. Small blocks (rule results of a few samples) are merged by the
+//! in-memory acknowledgement, with the queue's meta file (what was delivered,
+//! what was written) stored (temp file, fsync, rename) at most once a
+//! second. On disk a block carries a 40-byte header. A series' lane is one
+//! xxh64 of its labels per accept (skipped when `concurrency` is 1). Small blocks (rule results of a few samples) are merged by the
 //! sender into requests of up to `max_batch_samples`, waiting at most
 //! `flush_interval` for company, so a trickle of tiny results does not
 //! become a trickle of tiny requests.
@@ -62,7 +98,8 @@
 //! # Queue directories
 //!
 //! `<storage.path>/<name>` with the name reduced to `[A-Za-z0-9._-]` (other
-//! characters become `_`). A destination removed from the config leaves its
+//! characters become `_`), created (with its parent fsynced) at the first
+//! open. A destination removed from the config leaves its
 //! directory alone: its pending data is not deleted by an edit, and comes
 //! back if the destination does (vmagent deletes such queues; we prefer not
 //! to destroy data on a typo). Delete the directory by hand when it is no
@@ -80,6 +117,7 @@ pub use stats::{Counters, DestinationStatus, DropReason};
 use crate::client::{Client, ClientConfig, RetryPolicy};
 use crate::codec::CodecError;
 use crate::model::{BatchMeta, Labels, Origin, Series};
+use crate::queue::OnFull;
 use crate::queue::{Queue, QueueError, QueueOptions, RecoveryReport};
 use crate::transform::relabel::RelabelRules;
 use std::borrow::Cow;
@@ -104,6 +142,15 @@ pub const DEFAULT_MAX_DISK_BYTES: u64 = 1 << 30;
 pub const MIN_MAX_DISK_BYTES: u64 = 1 << 20;
 /// How often the queue's read position is stored (see the module docs).
 pub const CURSOR_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Most senders a destination runs: each owns a lane, and a queue record
+/// has one byte for its lane.
+pub const MAX_CONCURRENCY: usize = 256;
+/// Most queued blocks one request merges: each sender's share of the
+/// queue's in-flight records, so a sender stuck on its lane never holds
+/// back the others'.
+const MAX_BLOCKS_PER_REQUEST: usize = 256;
+/// What a full destination with `on_full: block` tells its clients to wait.
+pub const FULL_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Requests in parallel unless configured: two per CPU, vmagent's
 /// `-remoteWrite.queues` default, so spillway behind a vmalert keeps up
@@ -121,6 +168,38 @@ pub fn retry_policy() -> RetryPolicy {
         max_retries: None,
         initial_backoff: Duration::from_millis(500),
         max_backoff: Duration::from_secs(10),
+        all_but_refusals: true,
+    }
+}
+
+/// What an accept does when the queue is full (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFullPolicy {
+    #[default]
+    DropOldest,
+    DropNewest,
+    Block,
+}
+
+impl OnFullPolicy {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "drop_oldest" => Ok(OnFullPolicy::DropOldest),
+            "drop_newest" => Ok(OnFullPolicy::DropNewest),
+            "block" => Ok(OnFullPolicy::Block),
+            other => Err(format!(
+                "unknown on_full policy {other:?}: expected drop_oldest, drop_newest or block"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFullPolicy::DropOldest => "drop_oldest",
+            OnFullPolicy::DropNewest => "drop_newest",
+            OnFullPolicy::Block => "block",
+        }
     }
 }
 
@@ -191,6 +270,7 @@ pub struct DestinationConfig {
     pub flush_interval: Duration,
     pub concurrency: usize,
     pub max_disk_bytes: u64,
+    pub on_full: OnFullPolicy,
     /// The queue directory, `<storage.path>/<queue_dir_name(name)>`.
     pub queue_dir: PathBuf,
 }
@@ -213,6 +293,7 @@ impl DestinationConfig {
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             concurrency: default_concurrency(),
             max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
+            on_full: OnFullPolicy::DropOldest,
             queue_dir: storage.join(queue_dir_name(name)),
         }
     }
@@ -257,6 +338,12 @@ pub enum DestinationError {
         #[source]
         source: CodecError,
     },
+    #[error(
+        "destination {name}: queue is full (max_disk_bytes) and on_full is block; \
+         retry in {}s, once the destination has taken some of it",
+        retry_after.as_secs()
+    )]
+    Full { name: String, retry_after: Duration },
 }
 
 /// What one accept did.
@@ -266,6 +353,8 @@ pub struct Accepted {
     pub samples: u64,
     /// Samples the destination's relabeling filtered out.
     pub relabel_dropped: u64,
+    /// Samples dropped because the queue was full (`on_full: drop_newest`).
+    pub full_dropped: u64,
     /// Blocks written.
     pub blocks: usize,
 }
@@ -297,6 +386,7 @@ pub(crate) struct Shared {
     max_batch_samples: usize,
     flush_interval: Duration,
     concurrency: usize,
+    on_full: OnFullPolicy,
     queue: Queue,
     client: Client,
     retry: RetryPolicy,
@@ -306,6 +396,8 @@ pub(crate) struct Shared {
     wake: Arc<Notify>,
     phase: watch::Sender<Phase>,
     accepting: AtomicBool,
+    /// The queue refused a push for room since the last one it took.
+    full: AtomicBool,
 }
 
 impl Destination {
@@ -323,8 +415,11 @@ impl Destination {
         if config.max_batch_samples == 0 {
             return Err(cfg_err("max_batch_samples must be at least 1".into()));
         }
-        if config.concurrency == 0 {
-            return Err(cfg_err("concurrency must be at least 1".into()));
+        if !(1..=MAX_CONCURRENCY).contains(&config.concurrency) {
+            return Err(cfg_err(format!(
+                "concurrency must be 1 to {MAX_CONCURRENCY}, got {}",
+                config.concurrency
+            )));
         }
         let path = config.kind.request_path(&config.client.url);
         let mut client_config = config.client;
@@ -333,9 +428,14 @@ impl Destination {
         let display_url = client.endpoint().join(&path).to_string();
 
         let mut opts = QueueOptions::new(config.max_disk_bytes);
-        // Senders merge small blocks, so each may hold many at once.
-        opts.max_in_flight = config.concurrency.saturating_mul(256);
+        // Senders merge small blocks, so each may hold many at once (but
+        // no more than its share, see `sender::run`).
+        opts.max_in_flight = config.concurrency.saturating_mul(MAX_BLOCKS_PER_REQUEST);
         opts.cursor_sync_interval = CURSOR_SYNC_INTERVAL;
+        opts.on_full = match config.on_full {
+            OnFullPolicy::DropOldest => OnFull::DropOldest,
+            OnFullPolicy::DropNewest | OnFullPolicy::Block => OnFull::Refuse,
+        };
         let (queue, report) =
             Queue::open(&config.queue_dir, opts).map_err(|source| DestinationError::Queue {
                 name: name.clone(),
@@ -346,6 +446,7 @@ impl Destination {
         let hook = Arc::clone(&wake);
         queue.set_notify_hook(move || hook.notify_waiters());
         let (phase, _) = watch::channel(Phase::Running);
+        log_damage(&name, &report);
         let shared = Shared {
             stats: stats::Stats::new(&name),
             name,
@@ -357,6 +458,7 @@ impl Destination {
             max_batch_samples: config.max_batch_samples,
             flush_interval: config.flush_interval,
             concurrency: config.concurrency,
+            on_full: config.on_full,
             queue,
             client,
             retry: retry_policy(),
@@ -364,6 +466,7 @@ impl Destination {
             wake,
             phase,
             accepting: AtomicBool::new(true),
+            full: AtomicBool::new(false),
         };
         Ok((
             Destination {
@@ -380,6 +483,10 @@ impl Destination {
 
     pub fn kind(&self) -> DestinationKind {
         self.shared.kind
+    }
+
+    pub fn on_full(&self) -> OnFullPolicy {
+        self.shared.on_full
     }
 
     /// The URL requests go to, without credentials.
@@ -481,7 +588,7 @@ impl Destination {
 
     /// The counters so far (see [`Destination::continue_counters`]).
     pub fn counters(&self) -> Counters {
-        self.shared.stats.snapshot()
+        self.shared.stats.snapshot(&self.shared.queue.stats())
     }
 
     /// Continues the counters of the destination this one replaces (same
@@ -557,6 +664,38 @@ pub fn relabel_like_vmagent(rules: &RelabelRules, labels: &mut Labels) -> bool {
     !labels.is_empty()
 }
 
+/// The lane (and so the sender) of a series: the same labels always map
+/// to the same one, so a series' samples leave in the order they came.
+fn lane_of(labels: &Labels, lanes: usize) -> u8 {
+    if lanes <= 1 {
+        return 0;
+    }
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    for l in labels.iter() {
+        h.update(l.name.as_bytes());
+        h.update(&[0xff]);
+        h.update(l.value.as_bytes());
+        h.update(&[0xfe]);
+    }
+    (h.digest() % lanes as u64) as u8
+}
+
+/// Logs each spot of damage recovery found, once, with what was lost.
+fn log_damage(name: &str, report: &RecoveryReport) {
+    for c in &report.corruptions {
+        tracing::error!(
+            destination = %name,
+            segment = %c.segment.display(),
+            offset = c.offset,
+            skipped_bytes = c.skipped_bytes,
+            lost_blocks = c.records,
+            lost_samples = ?c.samples,
+            "queue damaged: {}; the lost samples are counted in spillway_samples_dropped_total{{reason=\"damaged\"}}",
+            c.reason
+        );
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -590,6 +729,7 @@ impl Shared {
             source,
         };
         let mut out = Accepted::default();
+        let mut kept = Vec::with_capacity(batch.len());
         for s in batch {
             if s.samples.is_empty() {
                 continue;
@@ -598,10 +738,16 @@ impl Shared {
                 out.relabel_dropped += s.samples.len() as u64;
                 continue;
             };
-            enc.add(&labels, &s.samples).map_err(encode_err)?;
+            kept.push((lane_of(&labels, self.concurrency), labels, &s.samples));
+        }
+        self.stats.relabel_dropped(out.relabel_dropped);
+        // Stable: within a lane, series keep their order in the batch.
+        kept.sort_by_key(|k| k.0);
+        for (lane, labels, samples) in &kept {
+            enc.set_lane(*lane).map_err(encode_err)?;
+            enc.add(labels, samples).map_err(encode_err)?;
         }
         let blocks = enc.finish().map_err(encode_err)?;
-        self.stats.relabel_dropped(out.relabel_dropped);
         if blocks.is_empty() {
             return Ok(out);
         }
@@ -614,13 +760,17 @@ impl Shared {
 
     fn push_blocks(
         &self,
-        blocks: &[(Vec<u8>, u64)],
-        out: Accepted,
+        blocks: &[(Vec<u8>, u64, u8)],
+        mut out: Accepted,
     ) -> Result<Accepted, DestinationError> {
-        let records: Vec<(&[u8], u64)> = blocks.iter().map(|(b, n)| (b.as_slice(), *n)).collect();
-        match self.queue.push_batch(&records) {
+        let records: Vec<(&[u8], u64, u8)> = blocks
+            .iter()
+            .map(|(b, n, lane)| (b.as_slice(), *n, *lane))
+            .collect();
+        match self.queue.push_lanes(&records) {
             Ok(outcome) => {
                 self.stats.queued(out.samples, outcome.dropped_samples);
+                self.full.store(false, Ordering::Relaxed);
                 if outcome.dropped_samples > 0 {
                     tracing::warn!(
                         destination = %self.name,
@@ -632,18 +782,51 @@ impl Shared {
             }
             Err(QueueError::TooLarge { .. }) if records.len() > 1 => {
                 // The batch as a whole does not fit: queue what does, block by block.
-                for (bytes, samples) in records {
-                    self.push_one(bytes, samples)?;
+                let mut full = 0;
+                for record in records {
+                    full += self.push_one(record)?;
                 }
+                out.samples -= full;
+                out.full_dropped = full;
                 Ok(out)
             }
             Err(QueueError::TooLarge { .. }) => {
-                let (bytes, samples) = records[0];
-                self.push_one(bytes, samples)?;
+                let full = self.push_one(records[0])?;
+                out.samples -= full;
+                out.full_dropped = full;
+                Ok(out)
+            }
+            Err(QueueError::Full { .. }) => {
+                let samples = out.samples;
+                self.refused_full(samples)?;
+                out.samples = 0;
+                out.full_dropped = samples;
                 Ok(out)
             }
             Err(source) => Err(self.queue_err(source)),
         }
+    }
+
+    /// A push the queue refused for room: `drop_newest` drops and counts
+    /// it (warning once per full spell), `block` refuses the accept.
+    fn refused_full(&self, samples: u64) -> Result<(), DestinationError> {
+        if self.on_full == OnFullPolicy::Block {
+            self.stats.full_refusal();
+            return Err(DestinationError::Full {
+                name: self.name.clone(),
+                retry_after: FULL_RETRY_AFTER,
+            });
+        }
+        // Queued and dropped at once, so queued = sent + dropped + pending holds.
+        self.stats.queued(samples, samples);
+        if !self.full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                destination = %self.name,
+                dropped_samples = samples,
+                "queue reached max_disk_bytes: dropping new data (on_full: drop_newest) until the destination takes some; raise max_disk_bytes or fix the destination"
+            );
+        }
+        Ok(())
     }
 
     /// The series' labels as this destination sends them, or `None` when
@@ -695,12 +878,13 @@ impl Shared {
     }
 
     /// Pushes one block; one that cannot fit in `max_disk_bytes` at all is
-    /// dropped and counted (retrying it could never succeed).
-    fn push_one(&self, bytes: &[u8], samples: u64) -> Result<(), DestinationError> {
-        match self.queue.push(bytes, samples) {
+    /// dropped and counted (retrying it could never succeed). Returns the
+    /// samples dropped because the queue was full (`drop_newest`).
+    fn push_one(&self, (bytes, samples, lane): (&[u8], u64, u8)) -> Result<u64, DestinationError> {
+        match self.queue.push_lanes(&[(bytes, samples, lane)]) {
             Ok(outcome) => {
                 self.stats.queued(samples, outcome.dropped_samples);
-                Ok(())
+                Ok(0)
             }
             Err(QueueError::TooLarge {
                 bytes: size,
@@ -713,8 +897,9 @@ impl Shared {
                 );
                 tracing::error!(destination = %self.name, "{msg}");
                 self.stats.set_last_error(msg);
-                Ok(())
+                Ok(0)
             }
+            Err(QueueError::Full { .. }) => self.refused_full(samples).map(|()| samples),
             Err(source) => Err(self.queue_err(source)),
         }
     }

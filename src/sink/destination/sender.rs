@@ -1,18 +1,23 @@
-//! Sender tasks: each takes the oldest unsent block from the queue (with
-//! small neighbours merged in, see [`super::encode`]), posts it, and
-//! acknowledges it once the destination answered 2xx. `concurrency` of them
-//! run per destination; blocks are independent, so they may arrive out of
-//! order, as they do from vmagent's parallel queues.
+//! Sender tasks: sender `i` takes the oldest unsent block of its lane from
+//! the queue (with small neighbours of the same lane merged in, see
+//! [`super::encode`]), posts it, and acknowledges it once the destination
+//! answered 2xx. `concurrency` of them run per destination; each owns one
+//! lane and sends one request at a time, so a series (always in the same
+//! lane) reaches the destination in order, while different series travel
+//! in parallel.
 //!
-//! There is one retry loop, [`crate::client::RetryPolicy::run`] with no
-//! limit: connection errors, timeouts, 5xx and 429 wait (backoff with
-//! jitter) and try again, so the queue grows while a destination is down.
-//! Only a 4xx answer other than 429 ends it early: the same bytes would be
-//! refused again, so they are logged with the destination's answer,
-//! counted as `rejected_4xx` and acknowledged. Before each attempt the
-//! sender checks that its blocks are still queued: a block the queue
-//! dropped for room meanwhile (already counted as `disk_full`) is not sent
-//! after all, which keeps `sent + dropped` exact.
+//! There is one retry loop and one retry decision,
+//! [`crate::client::RetryPolicy`] with `all_but_refusals` and no limit:
+//! connection errors, timeouts, 5xx, 429 and anything else but a refusal
+//! wait (backoff with jitter) and try again, so the queue grows while a
+//! destination is down. Only a refusal (a 4xx other than 429) ends it
+//! early: the same bytes would be refused again, so they are logged with
+//! the destination's answer, counted as `rejected_4xx` and acknowledged,
+//! unless the destination said it holds the data already (see
+//! [`already_stored`]). Before each attempt the sender checks that its
+//! blocks are still queued: a block the queue dropped for room meanwhile
+//! (already counted as `disk_full`) is not sent after all, which keeps
+//! `sent + dropped` exact.
 
 use super::{encode, DestinationKind, DropReason, Phase, Shared, CURSOR_SYNC_INTERVAL};
 use crate::client::ClientError;
@@ -26,6 +31,7 @@ use tokio::time::Instant;
 /// One sender: read, merge, deliver, until told to stop (or, draining,
 /// until nothing is left to read).
 pub(super) async fn run(shared: Arc<Shared>, worker: usize) {
+    let lane = (worker, shared.concurrency);
     tracing::debug!(destination = %shared.name, worker, "sender started");
     let max = shared.max_batch_samples as u64;
     let small = (max / 2).max(1);
@@ -33,7 +39,7 @@ pub(super) async fn run(shared: Arc<Shared>, worker: usize) {
     loop {
         let first = match carry.take() {
             Some(r) => r,
-            None => match next_record(&shared, None).await {
+            None => match next_record(&shared, lane, None).await {
                 Some(r) => r,
                 None => break,
             },
@@ -42,8 +48,8 @@ pub(super) async fn run(shared: Arc<Shared>, worker: usize) {
         let mut records = vec![first];
         if samples < small {
             let deadline = Instant::now() + shared.flush_interval;
-            while samples < small {
-                match next_record(&shared, Some(deadline)).await {
+            while samples < small && records.len() < super::MAX_BLOCKS_PER_REQUEST {
+                match next_record(&shared, lane, Some(deadline)).await {
                     Some(r) if samples + r.samples > max => {
                         carry = Some(r);
                         break;
@@ -64,9 +70,13 @@ pub(super) async fn run(shared: Arc<Shared>, worker: usize) {
     tracing::debug!(destination = %shared.name, worker, "sender stopped");
 }
 
-/// The next readable block; `None` when stopped, when draining and nothing
-/// is left to read, or at `deadline`.
-async fn next_record(shared: &Arc<Shared>, deadline: Option<Instant>) -> Option<Record> {
+/// The next readable block of `lane` (index, of); `None` when stopped, when
+/// draining and nothing is left to read, or at `deadline`.
+async fn next_record(
+    shared: &Arc<Shared>,
+    (index, of): (usize, usize),
+    deadline: Option<Instant>,
+) -> Option<Record> {
     let mut phase = shared.phase.subscribe();
     loop {
         // Registered before looking, so a push landing in between still wakes us.
@@ -78,7 +88,7 @@ async fn next_record(shared: &Arc<Shared>, deadline: Option<Instant>) -> Option<
             return None;
         }
         let s = Arc::clone(shared);
-        match tokio::task::spawn_blocking(move || s.queue.read_next()).await {
+        match tokio::task::spawn_blocking(move || s.queue.read_next_lane(index, of)).await {
             Ok(Ok(Some(r))) => return Some(r),
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
@@ -125,69 +135,105 @@ enum Prepared {
 }
 
 /// Sends `records` as one request until it is delivered, refused (4xx) or
-/// the destination is stopped (then they stay queued).
+/// the destination is stopped (then they stay queued), and settles them. A
+/// request of several blocks refused as already stored is sent again one
+/// block at a time: the destination stored none of it, and only some of
+/// the blocks may be what it holds already.
 async fn deliver(shared: &Arc<Shared>, mut records: Vec<Record>) {
+    let Some(result) = send(shared, &mut records).await else {
+        return;
+    };
+    match result {
+        Err(e) if records.len() > 1 && already_stored(shared.kind, &e) => {
+            tracing::debug!(destination = %shared.name, blocks = records.len(), "refused as already stored; sending block by block");
+            for r in records {
+                let mut one = vec![r];
+                let Some(result) = send(shared, &mut one).await else {
+                    return;
+                };
+                settle(shared, one, result).await;
+            }
+        }
+        result => settle(shared, records, result).await,
+    }
+}
+
+/// One request for `records`, retried until it is delivered or refused;
+/// `None` when the destination was stopped meanwhile.
+async fn send(
+    shared: &Arc<Shared>,
+    records: &mut Vec<Record>,
+) -> Option<Result<Outcome, ClientError>> {
     let mut body: Option<bytes::Bytes> = None;
     let mut attempts = 0u32;
     let what = format!("destination {}", shared.name);
     let mut phase = shared.phase.subscribe();
-    let result = {
-        let send = shared.retry.run(&what, || {
-            let before = records.len();
-            records.retain(|r| shared.queue.is_pending(r.id));
-            if records.len() != before {
-                body = None;
+    let send = shared.retry.run(&what, || {
+        let before = records.len();
+        records.retain(|r| shared.queue.is_pending(r.id));
+        if records.len() != before {
+            body = None;
+        }
+        if attempts > 0 {
+            shared.stats.retry();
+        }
+        attempts += 1;
+        let prepared = prepare(shared, records, &mut body);
+        let shared = Arc::clone(shared);
+        async move {
+            match prepared {
+                Prepared::Nothing => Ok(Outcome::AlreadyDropped),
+                Prepared::Undecodable(m) => Ok(Outcome::Undecodable(m)),
+                Prepared::Body(b) => shared.post(b).await.map(|()| Outcome::Delivered),
             }
-            if attempts > 0 {
-                shared.stats.retry();
-            }
-            attempts += 1;
-            let prepared = if records.is_empty() {
-                Prepared::Nothing
-            } else if let Some(b) = &body {
-                Prepared::Body(b.clone())
-            } else if let [only] = records.as_mut_slice() {
-                // One block goes as queued: move it, no copy.
-                let b = bytes::Bytes::from(std::mem::take(&mut only.payload));
-                body = Some(b.clone());
-                Prepared::Body(b)
-            } else {
-                let parts: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
-                match encode::merge(shared.kind, &parts) {
-                    Ok(b) => {
-                        let b = bytes::Bytes::from(b);
-                        body = Some(b.clone());
-                        Prepared::Body(b)
-                    }
-                    Err(e) => Prepared::Undecodable(e.to_string()),
-                }
-            };
-            let shared = Arc::clone(shared);
-            async move {
-                match prepared {
-                    Prepared::Nothing => Ok(Outcome::AlreadyDropped),
-                    Prepared::Undecodable(m) => Ok(Outcome::Undecodable(m)),
-                    Prepared::Body(b) => shared.post(b).await.map(|()| Outcome::Delivered),
-                }
-            }
-        });
-        tokio::select! {
-            r = send => Some(r),
-            _ = stopped(&mut phase) => None,
+        }
+    });
+    tokio::select! {
+        r = send => Some(r),
+        _ = stopped(&mut phase) => None,
+    }
+}
+
+/// The request body for `records`, built once and kept in `body` across
+/// attempts (until the set of records changes).
+fn prepare(shared: &Shared, records: &mut [Record], body: &mut Option<bytes::Bytes>) -> Prepared {
+    if records.is_empty() {
+        return Prepared::Nothing;
+    }
+    if let Some(b) = body {
+        return Prepared::Body(b.clone());
+    }
+    let b = if let [only] = records {
+        // One block goes as queued: move it, no copy.
+        bytes::Bytes::from(std::mem::take(&mut only.payload))
+    } else {
+        let parts: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
+        match encode::merge(shared.kind, &parts) {
+            Ok(b) => bytes::Bytes::from(b),
+            Err(e) => return Prepared::Undecodable(e.to_string()),
         }
     };
+    *body = Some(b.clone());
+    Prepared::Body(b)
+}
+
+/// Counts what became of `records` and acknowledges them.
+async fn settle(shared: &Arc<Shared>, records: Vec<Record>, result: Result<Outcome, ClientError>) {
     let samples: u64 = records.iter().map(|r| r.samples).sum();
     match result {
-        None => return,
-        Some(Ok(Outcome::AlreadyDropped)) => return,
-        Some(Ok(Outcome::Delivered)) => shared.stats.sent(samples),
-        Some(Ok(Outcome::Undecodable(m))) => {
+        Ok(Outcome::AlreadyDropped) => return,
+        Ok(Outcome::Delivered) => shared.stats.sent(samples),
+        Ok(Outcome::Undecodable(m)) => {
             let msg = format!("dropped {samples} queued samples that cannot be decoded: {m}");
             tracing::error!(destination = %shared.name, "{msg}");
             shared.stats.dropped(DropReason::Damaged, samples);
             shared.stats.set_last_error(msg);
         }
-        Some(Err(e)) => {
+        Err(e) if already_stored(shared.kind, &e) => {
+            tracing::info!(destination = %shared.name, samples, "the destination holds these samples already (sent again after a restart?): {e}");
+            shared.stats.duplicate(samples);
+        }
+        Err(e) => {
             let msg = format!("dropped {samples} samples the destination refused: {e}");
             tracing::warn!(destination = %shared.name, "{msg}");
             shared.stats.dropped(DropReason::Rejected4xx, samples);
@@ -212,6 +258,28 @@ async fn deliver(shared: &Arc<Shared>, mut records: Vec<Record>) {
     }
 }
 
+/// Whether a refusal means "I hold these samples already": Prometheus'
+/// answers to samples at or before the newest it has for their series
+/// (what a block sent again after a crash gets). The whole request is then
+/// stored nowhere.
+pub(super) fn already_stored(kind: DestinationKind, e: &ClientError) -> bool {
+    const ANSWERS: [&str; 4] = [
+        "out of order sample",
+        "duplicate sample for timestamp",
+        "out of bounds",
+        "too old sample",
+    ];
+    match e {
+        ClientError::Status {
+            status: 400, body, ..
+        } if kind == DestinationKind::RemoteWrite => {
+            let body = body.to_ascii_lowercase();
+            ANSWERS.iter().any(|a| body.contains(a))
+        }
+        _ => false,
+    }
+}
+
 async fn stopped(phase: &mut watch::Receiver<Phase>) {
     loop {
         if *phase.borrow_and_update() == Phase::Stopped {
@@ -224,10 +292,7 @@ async fn stopped(phase: &mut watch::Receiver<Phase>) {
 }
 
 impl Shared {
-    /// One attempt. Errors that are neither a 4xx answer nor retriable by
-    /// the client's rules (an unreadable token file, a redirect loop, a
-    /// broken answer) are made retriable: for a durable destination, only
-    /// the destination saying "no" drops data.
+    /// One attempt; what to do about a failure is the retry policy's call.
     async fn post(&self, body: bytes::Bytes) -> Result<(), ClientError> {
         let started = std::time::Instant::now();
         let result = async {
@@ -254,28 +319,18 @@ impl Shared {
         match result {
             Ok(_) => Ok(()),
             Err(e) => {
-                let refused = e
-                    .status()
-                    .is_some_and(|s| (400..500).contains(&s) && s != 429);
-                if refused {
-                    return Err(e);
+                if !e.is_refusal() {
+                    self.stats.set_last_error(e.to_string());
                 }
-                self.stats.set_last_error(e.to_string());
-                if e.is_retriable() {
-                    Err(e)
-                } else {
-                    Err(ClientError::Connect {
-                        url: self.display_url.clone(),
-                        reason: e.to_string(),
-                    })
-                }
+                Err(e)
             }
         }
     }
 }
 
-/// Stores the queue's read position every [`CURSOR_SYNC_INTERVAL`] (acks
-/// defer it; see the module docs) and deletes delivered segments.
+/// Stores the queue's meta file (what was delivered, in any order, and what
+/// was written) every [`CURSOR_SYNC_INTERVAL`] (acks and pushes defer it;
+/// see the module docs) and deletes delivered segments.
 pub(super) async fn sync_cursor(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(CURSOR_SYNC_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -283,7 +338,7 @@ pub(super) async fn sync_cursor(shared: Arc<Shared>) {
         tick.tick().await;
         let s = Arc::clone(&shared);
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.queue.flush()).await {
-            tracing::error!(destination = %shared.name, "storing the queue position: {e}");
+            tracing::error!(destination = %shared.name, "storing the queue's meta file: {e}");
         }
     }
 }

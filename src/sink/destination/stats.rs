@@ -11,12 +11,15 @@
 //! | `spillway_samples_queued_total` | counter | samples accepted into the queue |
 //! | `spillway_samples_sent_total` | counter | samples the destination answered 2xx for |
 //! | `spillway_samples_dropped_total{reason}` | counter | `relabel`, `disk_full`, `rejected_4xx`, `too_large`, `damaged` (see the module docs) |
+//! | `spillway_samples_duplicate_total` | counter | samples the destination refused as already stored (Prometheus' out-of-order answers to data sent again): not retried, not dropped |
+//! | `spillway_queue_full_refusals_total` | counter | accepts refused because the queue was full and `on_full` is `block` |
 //! | `spillway_requests_total{status_code}` | counter | send attempts by HTTP status; `error` when no answer came |
 //! | `spillway_retries_total` | counter | attempts after a first one failed |
 //! | `spillway_send_duration_seconds` | histogram | time of one send attempt |
 //!
-//! Once the queue is idle, `queued = sent + dropped (all reasons but
-//! relabel)`; while it works, the difference is `pending_samples`.
+//! Once the queue is idle, `queued = sent + duplicate + dropped (all
+//! reasons but relabel)`; while it works, the difference is
+//! `pending_samples`.
 //! Counters live in atomics here and are copied into the metrics registry
 //! when `/metrics` is scraped, so both views always agree.
 
@@ -66,7 +69,7 @@ impl DropReason {
 /// reload rebuilds it, so `/metrics` counters do not restart.
 #[derive(Clone, Debug, Default)]
 pub struct Counters {
-    values: [u64; 8],
+    values: [u64; N_COUNTERS],
     last_error: Option<(String, i64)>,
 }
 
@@ -87,11 +90,17 @@ pub struct DestinationStatus {
     pub samples_queued: u64,
     pub samples_sent: u64,
     pub samples_dropped: BTreeMap<&'static str, u64>,
+    /// Refused by the destination as already stored (not dropped).
+    pub samples_duplicate: u64,
+    pub on_full: &'static str,
+    pub full_refusals: u64,
     pub retries: u64,
     pub last_error: Option<String>,
     /// RFC 3339.
     pub last_error_time: Option<String>,
 }
+
+const N_COUNTERS: usize = 11;
 
 pub(super) struct Stats {
     name: String,
@@ -105,6 +114,10 @@ pub(super) struct Stats {
     /// Damage the sender found (a block that would not decompress).
     undecodable: AtomicU64,
     retries: AtomicU64,
+    duplicate: AtomicU64,
+    full_refusals: AtomicU64,
+    /// Damage found by the queues of the destinations this one replaces.
+    damaged_before: AtomicU64,
     last_error: Mutex<Option<(String, i64)>>,
     duration: metrics::Histogram,
 }
@@ -121,6 +134,9 @@ impl Stats {
             too_large: AtomicU64::new(0),
             undecodable: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            duplicate: AtomicU64::new(0),
+            full_refusals: AtomicU64::new(0),
+            damaged_before: AtomicU64::new(0),
             last_error: Mutex::new(None),
             duration: metrics::histogram!(
                 "spillway_send_duration_seconds",
@@ -129,7 +145,7 @@ impl Stats {
         }
     }
 
-    fn counters(&self) -> [&AtomicU64; 8] {
+    fn counters(&self) -> [&AtomicU64; N_COUNTERS] {
         [
             &self.queued,
             &self.sent,
@@ -139,15 +155,20 @@ impl Stats {
             &self.too_large,
             &self.undecodable,
             &self.retries,
+            &self.duplicate,
+            &self.full_refusals,
+            &self.damaged_before,
         ]
     }
 
-    /// The counts so far, to be continued by a replacement.
-    pub fn snapshot(&self) -> Counters {
-        let mut values = [0u64; 8];
+    /// The counts so far, to be continued by a replacement; the queue's
+    /// damage counts go with them (the replacement opens a new queue).
+    pub fn snapshot(&self, queue: &QueueStats) -> Counters {
+        let mut values = [0u64; N_COUNTERS];
         for (v, c) in values.iter_mut().zip(self.counters()) {
             *v = c.load(Relaxed);
         }
+        values[N_COUNTERS - 1] += queue.damaged_samples_total;
         Counters {
             values,
             last_error: self
@@ -201,6 +222,14 @@ impl Stats {
         self.retries.fetch_add(1, Relaxed);
     }
 
+    pub fn duplicate(&self, samples: u64) {
+        self.duplicate.fetch_add(samples, Relaxed);
+    }
+
+    pub fn full_refusal(&self) {
+        self.full_refusals.fetch_add(1, Relaxed);
+    }
+
     /// One send attempt: its duration and its answer (`None`: no answer).
     pub fn attempt(&self, seconds: f64, status: Option<u16>) {
         self.duration.record(seconds);
@@ -219,8 +248,9 @@ impl Stats {
 
     fn dropped_by_reason(&self, queue: &QueueStats) -> [(DropReason, u64); 5] {
         let disk_full = self.disk_full.load(Relaxed);
-        let damaged =
-            queue.dropped_samples_total.saturating_sub(disk_full) + self.undecodable.load(Relaxed);
+        let damaged = queue.damaged_samples_total
+            + self.undecodable.load(Relaxed)
+            + self.damaged_before.load(Relaxed);
         [
             (DropReason::Relabel, self.relabel.load(Relaxed)),
             (DropReason::DiskFull, disk_full),
@@ -247,6 +277,14 @@ impl Stats {
             ("spillway_samples_queued_total", self.queued.load(Relaxed)),
             ("spillway_samples_sent_total", self.sent.load(Relaxed)),
             ("spillway_retries_total", self.retries.load(Relaxed)),
+            (
+                "spillway_samples_duplicate_total",
+                self.duplicate.load(Relaxed),
+            ),
+            (
+                "spillway_queue_full_refusals_total",
+                self.full_refusals.load(Relaxed),
+            ),
         ];
         for (name, value) in counters {
             metrics::counter!(name, &[d()]).absolute(value);
@@ -285,6 +323,9 @@ impl Stats {
                 .into_iter()
                 .map(|(r, n)| (r.as_str(), n))
                 .collect(),
+            samples_duplicate: self.duplicate.load(Relaxed),
+            on_full: shared.on_full.as_str(),
+            full_refusals: self.full_refusals.load(Relaxed),
             retries: self.retries.load(Relaxed),
             last_error_time: last.as_ref().map(|(_, t)| format_rfc3339_ms(*t)),
             last_error: last.map(|(m, _)| m),

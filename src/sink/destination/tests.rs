@@ -26,6 +26,8 @@ struct Fake {
     received: StdMutex<Vec<Received>>,
     script: StdMutex<VecDeque<(u16, &'static str)>>,
     default: StdMutex<(u16, &'static str)>,
+    /// Longest random pause before answering, so parallel requests overlap.
+    jitter_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Fake {
@@ -54,6 +56,10 @@ async fn fake_server(default: u16) -> (Arc<Fake>, String) {
                     body: body.to_vec(),
                     status: code,
                 });
+                let jitter = state.jitter_ms.load(std::sync::atomic::Ordering::Relaxed);
+                if jitter > 0 {
+                    tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=jitter))).await;
+                }
                 (StatusCode::from_u16(code).unwrap(), text)
             }
         },
@@ -162,8 +168,14 @@ async fn a_4xx_is_counted_logged_and_not_retried() {
     d.accept(&[series("up", "a", &[(1, 1.0), (2, 2.0)])])
         .unwrap();
     eventually("drop", || d.status().samples_dropped["rejected_4xx"] == 2).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(fake.received().len(), 1, "a 4xx is not retried");
+    // One sender, oldest first: had the first block been retried, its
+    // retries would reach the server before the second block does.
+    d.accept(&[series("up", "b", &[(3, 3.0)])]).unwrap();
+    eventually("second drop", || {
+        d.status().samples_dropped["rejected_4xx"] == 3
+    })
+    .await;
+    assert_eq!(fake.received().len(), 2, "a 4xx is not retried");
     let st = d.status();
     assert_eq!((st.samples_sent, st.pending_samples), (0, 0));
     let err = st.last_error.unwrap();
@@ -287,13 +299,13 @@ async fn down_destination_keeps_data_queued_across_a_restart() {
     d.start();
     d.accept(&[series("m", "a", &[(1, 1.0), (2, 2.0)])])
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = Instant::now();
-    d.shutdown(Duration::from_millis(200)).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "shutdown is bounded"
-    );
+    eventually("a failed attempt", || d.status().last_error.is_some()).await;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        d.shutdown(Duration::from_millis(200)),
+    )
+    .await
+    .expect("shutdown gives up on a destination that is down");
     assert!(d.status().last_error.unwrap().contains("cannot connect"));
     drop(d);
 
@@ -387,4 +399,184 @@ fn queue_dir_names_are_safe() {
     assert_eq!(queue_dir_name("a/b c"), "a_b_c");
     assert_eq!(queue_dir_name(".."), "_..");
     assert_eq!(queue_dir_name(""), "_");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_series_arrives_in_order_whatever_the_concurrency() {
+    // Regression, issue 11 item 6: parallel senders delivered a catch-up
+    // burst out of order, and Prometheus refused it ("out of order sample").
+    let (fake, url) = fake_server(204).await;
+    fake.jitter_ms
+        .store(15, std::sync::atomic::Ordering::Relaxed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("rw_order", DestinationKind::RemoteWrite, &url, dir.path());
+    c.concurrency = 4;
+    c.max_batch_samples = 40;
+    let (d, _) = Destination::open(c).unwrap();
+    // A backlog first (the destination was down), then live batches.
+    let batch = |t: i64| -> Vec<Series> {
+        (0..20)
+            .map(|k| series("m", &format!("s{k}"), &[(t * 1000, t as f64)]))
+            .collect()
+    };
+    for t in 0..60 {
+        d.accept(&batch(t)).unwrap();
+    }
+    d.start();
+    for t in 60..80 {
+        d.accept(&batch(t)).unwrap();
+    }
+    eventually("delivery", || d.status().samples_sent == 80 * 20).await;
+    let mut last: std::collections::HashMap<String, i64> = Default::default();
+    for s in decode_all(&fake.received()) {
+        let key = s.labels.value("job").to_string();
+        for sample in &s.samples {
+            let prev = last.insert(key.clone(), sample.timestamp_ms);
+            assert!(
+                prev.is_none_or(|p| p < sample.timestamp_ms),
+                "series {key}: {} arrived after {prev:?}",
+                sample.timestamp_ms
+            );
+        }
+    }
+    assert_eq!(last.len(), 20);
+    assert!(last.values().all(|&t| t == 79_000));
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn already_stored_answers_split_merged_requests_and_count_apart() {
+    let (fake, url) = fake_server(204).await;
+    // Prometheus 2.42's answer to a request holding a sample it has already.
+    const OOO: &str = "out of order sample";
+    fake.script.lock().unwrap().push_back((400, OOO));
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("rw_ooo", DestinationKind::RemoteWrite, &url, dir.path());
+    c.flush_interval = Duration::from_millis(300);
+    let (d, _) = Destination::open(c).unwrap();
+    for job in ["a", "b", "c"] {
+        d.accept(&[series("m", job, &[(1, 1.0)])]).unwrap();
+    }
+    d.start();
+    eventually("delivery", || d.status().samples_sent == 3).await;
+    let got = fake.received();
+    assert_eq!(
+        got.len(),
+        4,
+        "one merged request refused, then one per block"
+    );
+    assert_eq!(decode_all(&got[..1]).len(), 3);
+    assert!(got[1..]
+        .iter()
+        .all(|r| decode_write_request(&r.body).unwrap().len() == 1));
+
+    // A single block refused so is counted apart: not retried, not dropped.
+    *fake.default.lock().unwrap() = (400, OOO);
+    d.accept(&[series("m", "d", &[(1, 1.0), (2, 2.0)])])
+        .unwrap();
+    eventually("settled", || d.status().samples_duplicate == 2).await;
+    let st = d.status();
+    assert_eq!(st.samples_dropped.values().sum::<u64>(), 0, "{st:?}");
+    assert_eq!((st.samples_sent, st.pending_samples), (3, 0));
+    assert_eq!(fake.received().len(), 5);
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+#[test]
+fn only_prometheus_already_stored_answers_count_as_duplicates() {
+    let err = |status: u16, body: &str| crate::client::ClientError::Status {
+        url: "u".into(),
+        status,
+        body: body.into(),
+    };
+    let rw = DestinationKind::RemoteWrite;
+    for body in [
+        "out of order sample",
+        "duplicate sample for timestamp",
+        "out of bounds",
+        "too old sample",
+    ] {
+        assert!(sender::already_stored(rw, &err(400, body)), "{body}");
+    }
+    assert!(!sender::already_stored(
+        rw,
+        &err(400, "label name too long")
+    ));
+    assert!(!sender::already_stored(
+        rw,
+        &err(500, "out of order sample")
+    ));
+    assert!(!sender::already_stored(
+        DestinationKind::VmImport,
+        &err(400, "out of order sample")
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_newest_keeps_what_is_queued_and_counts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(
+        "rw_newest",
+        DestinationKind::VmImport,
+        "http://127.0.0.1:1",
+        dir.path(),
+    );
+    c.on_full = OnFullPolicy::DropNewest;
+    c.max_disk_bytes = 1 << 20;
+    let (d, _) = Destination::open(c).unwrap();
+    let (mut queued, mut dropped) = (0, 0);
+    for i in 0..30 {
+        let samples: Vec<(i64, f64)> = (0..10_000).map(|t| (t, (i * 10_000 + t) as f64)).collect();
+        let acc = d
+            .accept(&[series("m", &format!("j{i}"), &samples)])
+            .unwrap();
+        queued += acc.samples;
+        dropped += acc.full_dropped;
+    }
+    let st = d.status();
+    assert!(dropped > 0 && queued > 0);
+    assert_eq!(queued + dropped, 300_000);
+    assert_eq!(st.pending_samples, queued, "the oldest stay queued");
+    assert_eq!(st.samples_dropped["disk_full"], dropped);
+    assert_eq!(st.on_full, "drop_newest");
+    d.shutdown(Duration::from_millis(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_damage_found_at_open_is_counted_as_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(
+        "rw_damage",
+        DestinationKind::VmImport,
+        "http://127.0.0.1:1",
+        dir.path(),
+    );
+    {
+        let (d, _) = Destination::open(c.clone()).unwrap();
+        for i in 0..10 {
+            d.accept(&[series("m", &format!("j{i}"), &[(1, 1.0), (2, 2.0)])])
+                .unwrap();
+        }
+        d.stop().await;
+    }
+    // The last segment rolled back after a power cut: half its blocks gone.
+    let seg = std::fs::read_dir(&c.queue_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let (d, report) = Destination::open(c).unwrap();
+    let lost = report.dropped_samples;
+    assert!(lost >= 8, "{report:?}");
+    assert_eq!(report.pending_samples + lost, 20);
+    let st = d.status();
+    assert_eq!(st.samples_dropped["damaged"], lost);
+    assert_eq!(st.samples_dropped["disk_full"], 0);
 }

@@ -76,6 +76,7 @@ pub async fn run(opts: ExportOptions, progress: &dyn Progress) -> anyhow::Result
             )
         })
         .collect();
+    check_plans(&plans, &opts)?;
 
     let run_info = RunInfo {
         run_id: run_id.clone(),
@@ -190,6 +191,32 @@ pub async fn run(opts: ExportOptions, progress: &dyn Progress) -> anyhow::Result
     })
 }
 
+/// A query continued from an old `--incremental` state can reach back far
+/// further than `--since`; its plan is held to the same request limit.
+fn check_plans(plans: &[(String, Option<RangePlan>)], opts: &ExportOptions) -> anyhow::Result<()> {
+    let Some(state) = &opts.incremental else {
+        // Without a state file the range is the one `check` already held to the limit.
+        return Ok(());
+    };
+    for (query, plan) in plans {
+        let Some(plan) = plan else { continue };
+        crate::model::range::check_windows(
+            plan.window_count(),
+            &format!(
+                "query {query:?} from {} (where the incremental state {} continues) to {} at {} {}ms,",
+                format_rfc3339_ms(plan.first_ms),
+                state.display(),
+                format_rfc3339_ms(plan.last_ms),
+                opts.step_name,
+                plan.step_ms
+            ),
+            "run once with a shorter --since and no --incremental, or delete the state file",
+        )
+        .map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
 async fn export_query(
     client: &Client,
     query: &str,
@@ -215,15 +242,15 @@ async fn export_query(
         );
         tokio::spawn(async move { client.query_range(&query, start, end, step, &params).await })
     };
-    let windows: Vec<(i64, i64)> = plan.windows().collect();
-    let mut next = windows.first().map(|w| fetch(*w));
-    for (i, &(start, end)) in windows.iter().enumerate() {
+    let mut windows = plan.windows().peekable();
+    let mut next = windows.peek().map(|w| fetch(*w));
+    while let Some((start, end)) = windows.next() {
         let pending = next.take().expect("one fetch per window");
         let mut stream = pending.await.map_err(|e| ClientError::Decode {
             url: client.endpoint().display(),
             reason: format!("request task failed: {e}"),
         })??;
-        next = windows.get(i + 1).map(|w| fetch(*w));
+        next = windows.peek().map(|w| fetch(*w));
         let before = qs.samples;
         qs.windows += 1;
         while let Some(series) = stream.recv().await {

@@ -161,5 +161,5 @@ yaml_mapping! {
 /// The documents of one file, in order. Empty documents (`---` alone, a
 /// comment, or `groups:` with nothing) contribute nothing, as in vmalert.
 pub(crate) fn parse_documents(text: &str) -> Result<Vec<RawFile>, serde_saphyr::Error> {
-    serde_saphyr::from_multiple(text)
+    crate::model::yaml::parse_multiple(text)
 }

@@ -324,20 +324,18 @@ pub fn load_files(patterns: &[String], opts: &LoadOptions) -> Result<Vec<Group>,
     let mut groups = Vec::new();
     for path in &paths {
         let name = path.display().to_string();
-        let text = match std::fs::read(path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(t) => t,
-                Err(_) => {
-                    errors.push(RuleError {
-                        message: "not UTF-8 text; rule files are YAML".into(),
-                        ..RuleError::in_file(&name)
-                    });
-                    continue;
-                }
-            },
+        let text = match crate::model::input::read_config(path, "a rule file") {
+            Ok(t) => t,
+            Err(crate::model::input::ReadError::NotText { .. }) => {
+                errors.push(RuleError {
+                    message: "not UTF-8 text; rule files are YAML".into(),
+                    ..RuleError::in_file(&name)
+                });
+                continue;
+            }
             Err(e) => {
                 errors.push(RuleError {
-                    message: format!("cannot read: {e}"),
+                    message: e.reason(),
                     ..RuleError::in_file(&name)
                 });
                 continue;
@@ -395,6 +393,12 @@ pub fn load_str(file: &str, text: &str, opts: &LoadOptions) -> Result<Vec<Group>
 /// the position serde-saphyr found and yaml.v2's "cannot unmarshal" wording
 /// for shape errors.
 fn yaml_error(file: &str, text: &str, e: &serde_saphyr::Error) -> RuleError {
+    if let Some(message) = crate::model::yaml::budget_message(e) {
+        return RuleError {
+            message,
+            ..RuleError::in_file(file)
+        };
+    }
     let plain = e.without_snippet().to_string();
     // serde-saphyr appends " at line L, column C"; the line goes in front.
     let mut message = match plain.rfind(" at line ") {

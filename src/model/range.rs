@@ -142,22 +142,40 @@ impl RangeInput {
                 back_from(to, defaults.since, names.since, &text)?
             }
         };
-        if from > to {
-            return Err(RangeError::new(
-                names.from,
-                format!(
-                    "{} is after {} ({}): the range must run forward",
-                    format_rfc3339_ms(from),
-                    names.to,
-                    format_rfc3339_ms(to)
-                ),
-            ));
-        }
-        Ok(TimeRange {
-            from_ms: from,
-            to_ms: to,
-        })
+        forward(from, to, names)
     }
+}
+
+/// A range given by its two ends (`replay --from T --to T`).
+pub fn resolve_ends(
+    from: &TimeArg,
+    to: &TimeArg,
+    names: &RangeNames<'_>,
+    now_ms: i64,
+) -> Result<TimeRange, RangeError> {
+    let from = from
+        .resolve(now_ms)
+        .map_err(|e| RangeError::new(names.from, e))?;
+    let to = to.resolve(now_ms).map_err(|e| RangeError::new(names.to, e))?;
+    forward(from, to, names)
+}
+
+fn forward(from: i64, to: i64, names: &RangeNames<'_>) -> Result<TimeRange, RangeError> {
+    if from > to {
+        return Err(RangeError::new(
+            names.from,
+            format!(
+                "{} is after {} ({}): the range must run forward",
+                format_rfc3339_ms(from),
+                names.to,
+                format_rfc3339_ms(to)
+            ),
+        ));
+    }
+    Ok(TimeRange {
+        from_ms: from,
+        to_ms: to,
+    })
 }
 
 /// `to - d`, refused when it falls before 1970.
@@ -478,10 +496,10 @@ mod tests {
         assert_eq!(
             w.collect::<Vec<_>>(),
             [
-                (i64::MAX - 10, i64::MAX - 9),
-                (i64::MAX - 8, i64::MAX - 6),
-                (i64::MAX - 5, i64::MAX - 3),
-                (i64::MAX - 2, i64::MAX)
+                (i64::MAX - 10, i64::MAX - 8),
+                (i64::MAX - 7, i64::MAX - 5),
+                (i64::MAX - 4, i64::MAX - 2),
+                (i64::MAX - 1, i64::MAX)
             ]
         );
         let g = Grid::inward(MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS, 1).unwrap();

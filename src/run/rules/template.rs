@@ -838,3 +838,105 @@ fn args(args: &[Value]) -> Result<Value, FuncError> {
             .collect(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(text: &str) -> Result<String, String> {
+        let labels = BTreeMap::from([("x".to_string(), text.to_string())]);
+        let l = crate::model::Labels::new();
+        render_labels(&labels, &l, 1.0, "up").map(|m| m["x"].clone())
+    }
+
+    /// Regression (#14.1): about 1,000 `(` in a label template (2 KB)
+    /// overflowed the stack in `run`, `rules preview` and on `POST /-/reload`.
+    #[test]
+    fn deep_parentheses_are_refused_before_parsing() {
+        for n in [33, 1_000, 100_000] {
+            let text = format!("{{{{ {}1{} }}}}", "(".repeat(n), ")".repeat(n));
+            let e = check_template(&text).unwrap_err();
+            assert!(e.contains(&format!("nested {n} levels deep")), "{e}");
+            assert!(e.contains("at most 32"), "{e}");
+            assert!(render(&text).unwrap_err().contains("at most 32"));
+        }
+        let blocks = format!("{}x{}", "{{ if true }}".repeat(40), "{{ end }}".repeat(40));
+        assert!(check_template(&blocks).unwrap_err().contains("nested 40 levels"));
+        // Parentheses inside strings and comments do not count.
+        let quoted = format!("{{{{ \"{}\" }}}}{{{{/* {} */}}}}", "(".repeat(100), "(".repeat(100));
+        check_template(&quoted).unwrap();
+        assert_eq!(template_depth("{{ (1) }}{{ if (eq 1 1) }}{{ ((2)) }}{{ end }}"), 3);
+    }
+
+    /// The deepest template accepted, in every shape, parses and renders on
+    /// the 2 MiB stack of a tokio worker (the test binary is a debug build, the
+    /// costliest case); if a gtmpl-ng update makes a level dearer, this test
+    /// aborts instead of a daemon.
+    #[test]
+    fn deepest_template_fits_a_worker_stack() {
+        let d = MAX_TEMPLATE_DEPTH;
+        let shapes = [
+            format!("{{{{ {}1{} }}}}", "(".repeat(d), ")".repeat(d)),
+            format!("{}x{}", "{{ if true }}".repeat(d), "{{ end }}".repeat(d)),
+            format!("{}x{}", "{{ with 1 }}".repeat(d), "{{ end }}".repeat(d)),
+            format!("{}x{}", "{{ range 1 }}".repeat(d), "{{ end }}".repeat(d)),
+            format!(
+                "{}{{{{ {}1{} }}}}{}",
+                "{{ if true }}".repeat(d / 2),
+                "(".repeat(d / 2),
+                ")".repeat(d / 2),
+                "{{ end }}".repeat(d / 2)
+            ),
+        ];
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                for text in &shapes {
+                    check_template(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+                    let _ = render(text);
+                }
+            })
+            .unwrap()
+            .join()
+            .expect("a template at the depth limit overflowed a 2 MiB stack");
+    }
+
+    /// Regression (#14.13): a recursive `{{template}}` printed its "caused
+    /// by" line a hundred times.
+    #[test]
+    fn recursive_template_error_is_one_line() {
+        let e = render(r#"{{ define "r" }}{{ template "r" . }}{{ end }}{{ template "r" . }}"#)
+            .unwrap_err();
+        assert!(e.contains("maximum template nesting depth"), "{e}");
+        assert!(e.contains("(repeated"), "{e}");
+        assert!(e.matches("caused by").count() <= 3, "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    /// Regression (#14.13): `%!(NOVERB)` / `%!s(<nil>)` went into a label
+    /// value with no trace; it is still exported as vmalert does, and counted.
+    #[test]
+    fn go_format_errors_are_counted() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            assert_eq!(render(r#"{{ printf "100%" }}"#).unwrap(), "100%!(NOVERB)");
+            assert!(render(r#"{{ printf "%s" }}"#).unwrap().contains("%!s(MISSING)"));
+            assert_eq!(render(r#"{{ printf "%d%%" 5 }}"#).unwrap(), "5%");
+            // A template that spells the marker itself is not an error.
+            assert_eq!(render("{{ `%!` }}").unwrap(), "%!");
+        });
+        let counted: u64 = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(k, ..)| k.key().name() == "spillway_template_format_errors_total")
+            .map(|(.., v)| match v {
+                DebugValue::Counter(n) => n,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(counted, 2);
+    }
+}

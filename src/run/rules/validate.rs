@@ -280,7 +280,7 @@ fn check_group(ctx: &mut Ctx<'_>, raw: RawGroup, line: u64, opts: &LoadOptions) 
                 ctx.error(
                     labels_line,
                     Some(&format!("labels.{k}")),
-                    format!("invalid labels: template {v:?}: {e}"),
+                    format!("invalid labels: template {}: {e}", excerpt(v)),
                 );
             }
         }
@@ -421,7 +421,7 @@ fn check_rule(
                 ctx.error(
                     annotations_line,
                     Some(&format!("annotations.{k}")),
-                    format!("invalid annotations: template {v:?}: {e}"),
+                    format!("invalid annotations: template {}: {e}", excerpt(v)),
                 );
             }
         }
@@ -432,7 +432,7 @@ fn check_rule(
                 ctx.error(
                     labels_line,
                     Some(&format!("labels.{k}")),
-                    format!("invalid labels: template {v:?}: {e}"),
+                    format!("invalid labels: template {}: {e}", excerpt(v)),
                 );
             }
         }
@@ -690,4 +690,18 @@ fn non_negative_duration(
         return None;
     }
     Some(Duration::from_millis(ms as u64))
+}
+
+/// A template as quoted in an error: whole when short, else its first 80
+/// characters (a 2 KB hostile template should not fill the terminal).
+fn excerpt(text: &str) -> String {
+    const SHOWN: usize = 80;
+    match text.char_indices().nth(SHOWN) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!(
+            "{:?}... ({} characters)",
+            &text[..cut],
+            text.chars().count()
+        ),
+    }
 }

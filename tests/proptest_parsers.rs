@@ -32,8 +32,10 @@ fn config() -> Config {
 
 /// Runs `property` on a 2 MiB thread, so a recursion the parsers fail to
 /// bound aborts the test binary instead of passing on the main thread's 8 MiB.
-fn check<S: Strategy + Send + 'static>(strategy: S, property: fn(S::Value) -> Result<(), TestCaseError>)
-where
+fn check<S: Strategy + Send + 'static>(
+    strategy: S,
+    property: fn(S::Value) -> Result<(), TestCaseError>,
+) where
     S::Value: std::fmt::Debug,
 {
     std::thread::Builder::new()
@@ -65,14 +67,11 @@ fn selectors_never_panic() {
         "{", "}", "up", "a", "=", "!=", "=~", "!~", "\"", "'", "`", "\\", "\\q", "\\x4", "\\u00e9",
         ",", " or ", "(", ")", ".*", "[", "é", "\n", "__name__",
     ];
-    check(
-        prop_oneof![soup(PIECES, 40), any::<String>()],
-        |text| {
-            let _ = Selector::parse(&text);
-            let _ = parse_label_set(&text);
-            Ok(())
-        },
-    );
+    check(prop_oneof![soup(PIECES, 40), any::<String>()], |text| {
+        let _ = Selector::parse(&text);
+        let _ = parse_label_set(&text);
+        Ok(())
+    });
 }
 
 #[test]
@@ -86,7 +85,8 @@ fn label_sets_round_trip() {
             let mut labels = Labels::from_pairs(pairs.iter().filter(|(_, v)| !v.is_empty()));
             labels.set("__name__", name);
             let text = labels.to_string();
-            let back = parse_label_set(&text).map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+            let back =
+                parse_label_set(&text).map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
             prop_assert_eq!(back, labels);
             Ok(())
         },
@@ -96,8 +96,24 @@ fn label_sets_round_trip() {
 #[test]
 fn durations_are_bounded_and_round_trip() {
     const PIECES: &[&str] = &[
-        "1", "0", "9", "99999999999", ".", "5", "ms", "s", "m", "h", "d", "w", "y", "e3", "-", "+",
-        " ", "x",
+        "1",
+        "0",
+        "9",
+        "99999999999",
+        ".",
+        "5",
+        "ms",
+        "s",
+        "m",
+        "h",
+        "d",
+        "w",
+        "y",
+        "e3",
+        "-",
+        "+",
+        " ",
+        "x",
     ];
     check(prop_oneof![soup(PIECES, 12), any::<String>()], |text| {
         if let Ok(d) = parse_duration(&text) {
@@ -112,8 +128,23 @@ fn durations_are_bounded_and_round_trip() {
 #[test]
 fn times_and_ranges_stay_within_1970_and_9999() {
     const PIECES: &[&str] = &[
-        "now", "-", "now-", "1", "0", "9", "99999999999999999999", ".", "e", "y", "h", "ms",
-        "2024-05-01T00:00:00Z", "T", ":", "Z", "+01:00",
+        "now",
+        "-",
+        "now-",
+        "1",
+        "0",
+        "9",
+        "99999999999999999999",
+        ".",
+        "e",
+        "y",
+        "h",
+        "ms",
+        "2024-05-01T00:00:00Z",
+        "T",
+        ":",
+        "Z",
+        "+01:00",
     ];
     let text = || prop_oneof![soup(PIECES, 8), any::<String>()];
     check(
@@ -172,12 +203,7 @@ fn windows_cover_every_millisecond_once() {
 #[test]
 fn grid_windows_cover_the_grid_once() {
     check(
-        (
-            any::<i64>(),
-            0i64..1_000_000,
-            1i64..10_000,
-            1u64..1_000,
-        ),
+        (any::<i64>(), 0i64..1_000_000, 1i64..10_000, 1u64..1_000),
         |(from, len, step, points)| {
             let to = from.saturating_add(len);
             let Some(g) = Grid::inward(from, to, step) else {
@@ -201,7 +227,21 @@ fn grid_windows_cover_the_grid_once() {
 
 #[test]
 fn sizes_round_trip() {
-    const PIECES: &[&str] = &["1", "0", "5", "99999999999999999999", ".", " ", "B", "KB", "KiB", "MiB", "GiB", "TiB", "x"];
+    const PIECES: &[&str] = &[
+        "1",
+        "0",
+        "5",
+        "99999999999999999999",
+        ".",
+        " ",
+        "B",
+        "KB",
+        "KiB",
+        "MiB",
+        "GiB",
+        "TiB",
+        "x",
+    ];
     check(prop_oneof![soup(PIECES, 6), any::<String>()], |text| {
         if let Ok(n) = parse_size(&text) {
             prop_assert_eq!(parse_size(&format_size(n)).unwrap(), n);
@@ -213,9 +253,33 @@ fn sizes_round_trip() {
 #[test]
 fn templates_never_overflow_the_stack() {
     const PIECES: &[&str] = &[
-        "{{", "}}", "(", ")", " ", "if", "else", "end", "range", "with", "define \"t\"", "template \"t\" .",
-        "block \"b\" .", "$labels.a", "$value", ".Labels", "printf \"%s\"", "\"", "`", "'", "|", "/*", "*/",
-        "humanize", "1", "-", "x",
+        "{{",
+        "}}",
+        "(",
+        ")",
+        " ",
+        "if",
+        "else",
+        "end",
+        "range",
+        "with",
+        "define \"t\"",
+        "template \"t\" .",
+        "block \"b\" .",
+        "$labels.a",
+        "$value",
+        ".Labels",
+        "printf \"%s\"",
+        "\"",
+        "`",
+        "'",
+        "|",
+        "/*",
+        "*/",
+        "humanize",
+        "1",
+        "-",
+        "x",
     ];
     check(soup(PIECES, 200), |text| {
         let _ = spillway::run::rules::check_template(&text);
@@ -241,10 +305,33 @@ fn deep_templates_are_refused_not_crashed() {
 #[test]
 fn rule_files_never_panic() {
     const PIECES: &[&str] = &[
-        "groups:\n", "- name: g\n", "  interval: ", "10000y", "1m", "-1s", "\n", "  rules:\n",
-        "  - record: r\n", "  - alert: A\n", "    expr: up\n", "    for: 5m\n", "    labels:\n",
-        "      x: '{{ (((1))) }}'\n", "      y: \"{{ $value }}\"\n", "  limit: 99999999999999999999\n",
-        "  concurrency: -1\n", "---\n", "[", "{", "]", "}", "&a ", "*a ", "<<: *a\n", ":", "#",
+        "groups:\n",
+        "- name: g\n",
+        "  interval: ",
+        "10000y",
+        "1m",
+        "-1s",
+        "\n",
+        "  rules:\n",
+        "  - record: r\n",
+        "  - alert: A\n",
+        "    expr: up\n",
+        "    for: 5m\n",
+        "    labels:\n",
+        "      x: '{{ (((1))) }}'\n",
+        "      y: \"{{ $value }}\"\n",
+        "  limit: 99999999999999999999\n",
+        "  concurrency: -1\n",
+        "---\n",
+        "[",
+        "{",
+        "]",
+        "}",
+        "&a ",
+        "*a ",
+        "<<: *a\n",
+        ":",
+        "#",
     ];
     check(soup(PIECES, 60), |text| {
         let _ = spillway::run::rules::load_str("p.yml", &text, &Default::default());
@@ -255,13 +342,41 @@ fn rule_files_never_panic() {
 #[test]
 fn relabel_configs_never_panic() {
     const PIECES: &[&str] = &[
-        "- ", "action: ", "replace", "keep", "hashmod", "labelmap", "drop_metrics", "\n", "  ",
-        "source_labels: [a, b]", "target_label: ", "\"x\\ny\"", "t", "regex: ", "\"(.*\"", "\"((((a))))\"",
-        "modulus: ", "0", "18446744073709551616", "if: ", "'{a=\"b\\q\"}'", "'up'", "replacement: $1",
-        "[", "]", "{", "}", ":",
+        "- ",
+        "action: ",
+        "replace",
+        "keep",
+        "hashmod",
+        "labelmap",
+        "drop_metrics",
+        "\n",
+        "  ",
+        "source_labels: [a, b]",
+        "target_label: ",
+        "\"x\\ny\"",
+        "t",
+        "regex: ",
+        "\"(.*\"",
+        "\"((((a))))\"",
+        "modulus: ",
+        "0",
+        "18446744073709551616",
+        "if: ",
+        "'{a=\"b\\q\"}'",
+        "'up'",
+        "replacement: $1",
+        "[",
+        "]",
+        "{",
+        "}",
+        ":",
     ];
     check(soup(PIECES, 40), |text| {
-        let _ = spillway::transform::relabel::RelabelRules::from_yaml(&text, "p.yml", Default::default());
+        let _ = spillway::transform::relabel::RelabelRules::from_yaml(
+            &text,
+            "p.yml",
+            Default::default(),
+        );
         Ok(())
     });
 }
@@ -271,7 +386,10 @@ fn series() -> impl Strategy<Value = Series> {
         ident(),
         prop::collection::btree_map(ident(), "\\PC{1,12}", 0..4),
         prop::collection::vec(
-            (0i64..4_000_000_000_000, prop::num::f64::NORMAL | prop::num::f64::ZERO),
+            (
+                0i64..4_000_000_000_000,
+                prop::num::f64::NORMAL | prop::num::f64::ZERO,
+            ),
             1..8,
         ),
     )
@@ -291,7 +409,9 @@ fn series() -> impl Strategy<Value = Series> {
 fn remote_write_bodies_never_panic_and_round_trip() {
     check(prop::collection::vec(any::<u8>(), 0..2048), |body| {
         let _ = spillway::codec::decode_write_request(&body);
-        let _ = spillway::codec::decode_write_request(&snap::raw::Encoder::new().compress_vec(&body).unwrap());
+        let _ = spillway::codec::decode_write_request(
+            &snap::raw::Encoder::new().compress_vec(&body).unwrap(),
+        );
         Ok(())
     });
     check(prop::collection::vec(series(), 1..4), |batch| {
@@ -310,8 +430,25 @@ fn remote_write_bodies_never_panic_and_round_trip() {
 #[test]
 fn vm_import_and_bundle_lines_never_panic_and_round_trip() {
     const PIECES: &[&str] = &[
-        "{", "}", "\"metric\":", "\"values\":", "\"timestamps\":", "[", "]", ",", "1", "1e999", "-",
-        "null", "NaN", "\"Inf\"", "\"a\"", ":", "\"__name__\"", "9223372036854775808", "\\u0000",
+        "{",
+        "}",
+        "\"metric\":",
+        "\"values\":",
+        "\"timestamps\":",
+        "[",
+        "]",
+        ",",
+        "1",
+        "1e999",
+        "-",
+        "null",
+        "NaN",
+        "\"Inf\"",
+        "\"a\"",
+        ":",
+        "\"__name__\"",
+        "9223372036854775808",
+        "\\u0000",
     ];
     check(prop_oneof![soup(PIECES, 60), any::<String>()], |text| {
         let _ = spillway::codec::parse_vm_json_line(text.as_bytes());

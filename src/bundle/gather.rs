@@ -40,9 +40,9 @@ use super::{
     batch_window_ms, build_selectors, emit, emit_last, eta, io_err, line, validate, BundleError,
     CancelToken, Flavour, JobHandle, ProgressTx,
 };
-use crate::model::range::{check_windows, Windows};
 use crate::client::{Client, ClientConfig};
 use crate::codec::{parse_vm_json_line, write_vm_json_line, write_vm_json_metric};
+use crate::model::range::{check_windows, Windows};
 use crate::model::time::{format_rfc3339_ms, now_ms};
 use crate::model::Sample;
 use crate::sink::atomic::AtomicFile;
@@ -271,7 +271,13 @@ struct Reporter {
 }
 
 impl Reporter {
-    fn event(&self, stage: ExportStage, done: u64, total: u64, message: Option<String>) -> ExportProgress {
+    fn event(
+        &self,
+        stage: ExportStage,
+        done: u64,
+        total: u64,
+        message: Option<String>,
+    ) -> ExportProgress {
         ExportProgress {
             stage,
             windows_done: done,
@@ -496,7 +502,10 @@ impl Staged {
         }
         Ok(Staged {
             done: entries.iter().map(|w| w.index).collect(),
-            jobs: entries.iter().flat_map(|w| w.jobs.iter().cloned()).collect(),
+            jobs: entries
+                .iter()
+                .flat_map(|w| w.jobs.iter().cloned())
+                .collect(),
             totals,
         })
     }
@@ -549,8 +558,11 @@ impl Gather<'_> {
 
     /// Fetches and commits every window not staged yet; returns the jobs seen.
     async fn fetch_all(&mut self, staged: &Staged) -> Result<BTreeSet<String>, BundleError> {
-        let mut source =
-            VmExportSource::new(self.client.clone(), self.plan.selectors.clone(), self.plan.method);
+        let mut source = VmExportSource::new(
+            self.client.clone(),
+            self.plan.selectors.clone(),
+            self.plan.method,
+        );
         let mut journal = open_journal(&self.staging)?;
         let fetch_started = Instant::now();
         let mut fetched = 0u64;
@@ -559,7 +571,9 @@ impl Gather<'_> {
             if staged.done.contains(&index) {
                 continue;
             }
-            let window = self.fetch_window(&mut source, index, start, end, staged.count() + fetched).await?;
+            let window = self
+                .fetch_window(&mut source, index, start, end, staged.count() + fetched)
+                .await?;
             let entry = WindowDone {
                 index,
                 lines: window.stats.lines,
@@ -576,7 +590,9 @@ impl Gather<'_> {
                 .add(window.stats.lines, window.stats.samples, window.stats.bytes);
             fetched += 1;
             let done = staged.count() + fetched;
-            let mut ev = self.report.event(ExportStage::Exporting, done, self.total, None);
+            let mut ev = self
+                .report
+                .event(ExportStage::Exporting, done, self.total, None);
             ev.eta = eta(
                 fetch_started.elapsed(),
                 fetched as f64,
@@ -600,8 +616,12 @@ impl Gather<'_> {
         let retries = self.client.retry_policy().clone();
         let mut attempt = 0u32;
         loop {
-            let obf = self.obf.take().expect("the obfuscator is handed back after each window");
-            let mut writer = WindowWriter::create(&self.staging, index, obf, plan_step(&self.plan))?;
+            let obf = self
+                .obf
+                .take()
+                .expect("the obfuscator is handed back after each window");
+            let mut writer =
+                WindowWriter::create(&self.staging, index, obf, plan_step(&self.plan))?;
             writer.tee = self.packer.as_ref().and_then(|p| p.sender());
             let t0 = Instant::now();
             let (writer, result) = source
@@ -624,10 +644,10 @@ impl Gather<'_> {
                     return Ok(Fetched { out, stats, jobs });
                 }
                 Err(e) if e.is_missing_route() && source.method == ExportMethod::Export => {
-                    let step_ms = self.plan.step_ms.unwrap_or(batch_window_ms(
-                        self.plan.to_ms - self.plan.from_ms,
-                        None,
-                    ));
+                    let step_ms = self
+                        .plan
+                        .step_ms
+                        .unwrap_or(batch_window_ms(self.plan.to_ms - self.plan.from_ms, None));
                     self.plan.method = ExportMethod::QueryRange { step_ms };
                     write_plan(&self.staging, &self.plan)?;
                     *source = VmExportSource::new(
@@ -667,10 +687,20 @@ impl Gather<'_> {
     ) -> Result<std::fs::File, BundleError> {
         let staging = self.staging.clone();
         let map = self.params.obfuscation_map.clone();
-        let mut obf = self.obf.take().expect("the obfuscator is here between windows");
+        let mut obf = self
+            .obf
+            .take()
+            .expect("the obfuscator is here between windows");
         let (obf, journal, committed) = tokio::task::spawn_blocking(move || {
             let mut journal = journal;
-            let r = commit_window(&staging, out, &mut obf, map.as_deref(), &mut journal, &mut entry);
+            let r = commit_window(
+                &staging,
+                out,
+                &mut obf,
+                map.as_deref(),
+                &mut journal,
+                &mut entry,
+            );
             (obf, journal, r)
         })
         .await
@@ -735,7 +765,10 @@ impl Gather<'_> {
     ) -> Result<ExportOutcome, BundleError> {
         let total = self.total;
         self.report.emit(ExportStage::Packing, total, total, None);
-        let obf = self.obf.take().expect("the obfuscator is here after the last window");
+        let obf = self
+            .obf
+            .take()
+            .expect("the obfuscator is here after the last window");
         let metadata = self.metadata(&obf, jobs);
         let (out_dir, staging, name, token) = (
             self.params.out_dir.clone(),

@@ -306,7 +306,10 @@ async fn run(
     let state_path = params.state_path();
 
     // 1. Check.
-    emit(&progress, stage_event(ImportStage::Checking, 0, 0, started, None));
+    emit(
+        &progress,
+        stage_event(ImportStage::Checking, 0, 0, started, None),
+    );
     let (opened, check) = check_bundle(&params, &progress, &cancel).await?;
     let check_elapsed = started.elapsed();
 
@@ -344,7 +347,13 @@ async fn run(
     } else {
         emit(
             &progress,
-            stage_event(ImportStage::Verifying, check.bytes, check.bytes, started, None),
+            stage_event(
+                ImportStage::Verifying,
+                check.bytes,
+                check.bytes,
+                started,
+                None,
+            ),
         );
         let (min_ts, max_ts) = (check.min_ts.unwrap_or(0), check.max_ts.unwrap_or(0));
         let lo = match cutoff {
@@ -550,7 +559,11 @@ struct Upload<'a> {
 
 impl Upload<'_> {
     /// Uploads from `state`; returns the final state (counters of what was sent).
-    async fn run(&self, opened: &OpenedBundle, state: ImportState) -> Result<ImportState, BundleError> {
+    async fn run(
+        &self,
+        opened: &OpenedBundle,
+        state: ImportState,
+    ) -> Result<ImportState, BundleError> {
         let check = self.check;
         let resumed_from = state.committed_offset;
         emit(

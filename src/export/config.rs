@@ -6,9 +6,9 @@ use crate::client::{ClientConfig, ConnectionSpec};
 use crate::model::range::{check_windows, Grid, RangeDefaults, RangeInput, RangeNames};
 use crate::model::time::{format_duration, format_rfc3339_ms, now_ms, parse_duration};
 use crate::model::yaml;
-use std::collections::BTreeSet;
 use crate::sink::file::Format;
 use crate::transform::threshold::{ThresholdSpec, Thresholds};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -92,13 +92,23 @@ impl ExportFile {
         yaml::from_file(path, "an export config").map_err(|e| e.message)
     }
 
-    /// `--since` when the value came from the command line, `since` when
-    /// it came from the config file.
+    /// `since` when the value came from the config file, `--since` when it
+    /// came from the command line or was not given (then a hint names the flag).
     fn name(&self, field: &'static str) -> String {
-        if self.flags.contains(field) {
-            format!("--{field}")
-        } else {
+        let in_file = !self.flags.contains(field)
+            && match field {
+                "since" => self.since.is_some(),
+                "from" => self.from.is_some(),
+                "to" => self.to.is_some(),
+                "step" => self.step.is_some(),
+                "window" => self.window.is_some(),
+                "lag" => self.lag.is_some(),
+                _ => false,
+            };
+        if in_file {
             field.to_string()
+        } else {
+            format!("--{field}")
         }
     }
 
@@ -158,13 +168,14 @@ impl ExportFile {
         if self.queries.iter().any(|q| q.trim().is_empty()) {
             errs.push("a query is empty".into());
         }
-        let dur = |field: &'static str, v: &Option<String>, errs: &mut Vec<String>| -> Option<Duration> {
-            v.as_deref().and_then(|s| {
-                parse_duration(s)
-                    .map_err(|e| errs.push(format!("{}: {e}", self.name(field))))
-                    .ok()
-            })
-        };
+        let dur =
+            |field: &'static str, v: &Option<String>, errs: &mut Vec<String>| -> Option<Duration> {
+                v.as_deref().and_then(|s| {
+                    parse_duration(s)
+                        .map_err(|e| errs.push(format!("{}: {e}", self.name(field))))
+                        .ok()
+                })
+            };
         let step = dur("step", &self.step, &mut errs).unwrap_or(Duration::from_secs(60));
         let lag = dur("lag", &self.lag, &mut errs).unwrap_or(Duration::from_secs(60));
         // Bounded by the duration parser, far inside i64.

@@ -55,13 +55,13 @@ pub async fn run(opts: ExportOptions, progress: &dyn Progress) -> anyhow::Result
     // Milliseconds keep run ids (and file names) of back-to-back cron runs apart.
     let run_id = run_stamp(started_ms);
     let client = Client::new(opts.client.clone()).context("datasource")?;
-    std::fs::create_dir_all(&opts.out)
-        .with_context(|| format!("cannot create output directory {}", opts.out.display()))?;
-
+    // Read before anything is created: a bad state file leaves no empty --out.
     let mut state = match &opts.incremental {
         Some(p) => Some(IncrementalState::load(p).map_err(anyhow::Error::msg)?),
         None => None,
     };
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create output directory {}", opts.out.display()))?;
     let plans: Vec<(String, Option<RangePlan>)> = opts
         .queries
         .iter()

@@ -10,8 +10,9 @@ use super::size::format_size;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Configs, rule files, thresholds, relabel configs and state files.
-pub const MAX_CONFIG_FILE_BYTES: u64 = 64 << 20;
+/// Configs, rule files, thresholds, relabel configs and state files: three
+/// times a 50,000-rule vmalert file (10 MiB).
+pub const MAX_CONFIG_FILE_BYTES: u64 = 32 << 20;
 /// Files that hold one short value: `.sha256` files, passwords, tokens.
 pub const MAX_SMALL_FILE_BYTES: u64 = 64 << 10;
 
@@ -59,7 +60,11 @@ pub fn read_bytes(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>
         error,
     };
     let file = std::fs::File::open(path).map_err(io)?;
-    let mut buf = Vec::new();
+    // Room for the whole read at once: growing by doubling would reserve
+    // twice the limit for `/dev/zero`. Pages are only touched as filled.
+    let known = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let room = if known > 0 { known.min(limit) } else { limit };
+    let mut buf = Vec::with_capacity(usize::try_from(room.saturating_add(1)).unwrap_or(usize::MAX));
     file.take(limit.saturating_add(1))
         .read_to_end(&mut buf)
         .map_err(io)?;
@@ -111,7 +116,10 @@ mod tests {
             Err(ReadError::TooLarge { limit: 4, .. })
         ));
         std::fs::write(&p, [0xff, 0xfe]).unwrap();
-        assert!(read_text(&p, 5, "x").unwrap_err().to_string().ends_with("is not UTF-8 text"));
+        assert!(read_text(&p, 5, "x")
+            .unwrap_err()
+            .to_string()
+            .ends_with("is not UTF-8 text"));
         let e = read_text(&dir.path().join("missing"), 5, "x").unwrap_err();
         assert!(e.is_not_found());
         assert!(e.to_string().starts_with("cannot read "), "{e}");

@@ -156,7 +156,9 @@ pub fn resolve_ends(
     let from = from
         .resolve(now_ms)
         .map_err(|e| RangeError::new(names.from, e))?;
-    let to = to.resolve(now_ms).map_err(|e| RangeError::new(names.to, e))?;
+    let to = to
+        .resolve(now_ms)
+        .map_err(|e| RangeError::new(names.to, e))?;
     forward(from, to, names)
 }
 
@@ -386,7 +388,9 @@ mod tests {
     #[test]
     fn since_from_to() {
         let d = RangeDefaults::default();
-        let r = input(Some("2h"), None, None).resolve(&FLAGS, &d, NOW).unwrap();
+        let r = input(Some("2h"), None, None)
+            .resolve(&FLAGS, &d, NOW)
+            .unwrap();
         assert_eq!((r.from_ms, r.to_ms), (NOW - 7_200_000, NOW));
         let r = input(None, Some("now-6h"), Some("now-1h"))
             .resolve(&FLAGS, &d, NOW)
@@ -398,7 +402,9 @@ mod tests {
             since: Duration::from_secs(60),
             to_lag: Duration::from_secs(60),
         };
-        let r = input(None, None, None).resolve(&FLAGS, &lagged, NOW).unwrap();
+        let r = input(None, None, None)
+            .resolve(&FLAGS, &lagged, NOW)
+            .unwrap();
         assert_eq!((r.from_ms, r.to_ms), (NOW - 120_000, NOW - 60_000));
         let r = input(Some("1h"), None, Some("1714521600"))
             .resolve(&FIELDS, &d, 0)
@@ -412,15 +418,26 @@ mod tests {
         let e = input(Some("1h"), Some("now-2h"), None)
             .resolve(&FLAGS, &d, NOW)
             .unwrap_err();
-        assert_eq!(e.to_string(), "--since: use either --since or --from, not both");
+        assert_eq!(
+            e.to_string(),
+            "--since: use either --since or --from, not both"
+        );
         let e = input(None, Some("now"), Some("now-1h"))
             .resolve(&FIELDS, &d, NOW)
             .unwrap_err();
-        assert!(e.to_string().starts_with("from: 2024-05-01T00:00:00Z is after to"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("from: 2024-05-01T00:00:00Z is after to"),
+            "{e}"
+        );
         let e = input(Some("soon"), None, None)
             .resolve(&FLAGS, &d, NOW)
             .unwrap_err();
-        assert!(e.to_string().starts_with("--since: invalid duration \"soon\""), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("--since: invalid duration \"soon\""),
+            "{e}"
+        );
     }
 
     /// Regression (#14.2): `since: 10000y` (one unauthenticated request to the
@@ -440,12 +457,18 @@ mod tests {
             .resolve(&FLAGS, &d, NOW)
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("--from: time \"now-10000y\" is before 1970"), "{e}");
+        assert!(
+            e.starts_with("--from: time \"now-10000y\" is before 1970"),
+            "{e}"
+        );
         let e = input(None, Some("0"), Some("9223372036854775807"))
             .resolve(&FLAGS, &d, NOW)
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("--to: time \"9223372036854775807\" is after 9999"), "{e}");
+        assert!(
+            e.starts_with("--to: time \"9223372036854775807\" is after 9999"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -468,7 +491,10 @@ mod tests {
         // A grid not anchored at 0 (replay's unaligned groups).
         let g = Grid::new(1500, 4000, 1000).unwrap();
         assert_eq!(g.last_ms, 3500);
-        assert_eq!(g.windows(2).collect::<Vec<_>>(), vec![(1500, 2500), (3500, 3500)]);
+        assert_eq!(
+            g.windows(2).collect::<Vec<_>>(),
+            vec![(1500, 2500), (3500, 3500)]
+        );
     }
 
     #[test]
@@ -476,7 +502,12 @@ mod tests {
         let all = |w: Windows| w.collect::<Vec<_>>();
         assert_eq!(
             all(Windows::aligned(0, 99_999, 30_000, 1)),
-            [(0, 29_999), (30_000, 59_999), (60_000, 89_999), (90_000, 99_999)]
+            [
+                (0, 29_999),
+                (30_000, 59_999),
+                (60_000, 89_999),
+                (90_000, 99_999)
+            ]
         );
         assert_eq!(all(Windows::aligned(0, 0, 30_000, 1)), [(0, 0)]);
         assert_eq!(
@@ -504,7 +535,8 @@ mod tests {
         );
         let g = Grid::inward(MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS, 1).unwrap();
         assert_eq!(g.windows(720).remaining(), 351_947_640_000);
-        let e = check_windows(g.windows(720).remaining(), "the range", "use a larger step").unwrap_err();
+        let e = check_windows(g.windows(720).remaining(), "the range", "use a larger step")
+            .unwrap_err();
         assert_eq!(
             e,
             "the range makes 351,947,640,000 requests, more than the 100,000 allowed: use a larger step"

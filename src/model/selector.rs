@@ -139,7 +139,10 @@ pub fn parse_label_set(input: &str) -> Result<Labels, SelectorError> {
         if labels.get(&m.name).is_some() {
             return Err(SelectorError {
                 input: input.into(),
-                reason: format!("label {:?} is given twice; a series has one value per label", m.name),
+                reason: format!(
+                    "label {:?} is given twice; a series has one value per label",
+                    m.name
+                ),
                 position: 0,
             });
         }
@@ -325,7 +328,9 @@ fn unescape(chars: &mut std::str::CharIndices<'_>, quote: char) -> Result<char, 
             .ok()
             .filter(|_| digits.len() == n)
             .and_then(char::from_u32)
-            .ok_or_else(|| format!("invalid escape \\{esc}{digits}: expected {n} hex digits of a character"))
+            .ok_or_else(|| {
+                format!("invalid escape \\{esc}{digits}: expected {n} hex digits of a character")
+            })
     };
     Ok(match esc {
         'a' => '\u{7}',
@@ -427,7 +432,9 @@ mod tests {
     /// twice (the last won) and an unknown escape (`\q` became `q`) silently.
     #[test]
     fn label_sets_refuse_duplicates_and_unknown_escapes() {
-        let e = parse_label_set(r#"{a="1", a="2"}"#).unwrap_err().to_string();
+        let e = parse_label_set(r#"{a="1", a="2"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("label \"a\" is given twice"), "{e}");
         let e = parse_label_set(r#"{a="x\qy"}"#).unwrap_err().to_string();
         assert!(e.contains("unknown escape \\q"), "{e}");

@@ -89,7 +89,8 @@ pub fn size_arg(s: &str) -> Result<u64, String> {
 /// clap value parser: a size in bytes that must fit in memory (`usize`).
 pub fn size_usize_arg(s: &str) -> Result<usize, String> {
     let n = parse_size(s)?;
-    usize::try_from(n).map_err(|_| format!("invalid size {s:?}: larger than this machine can address"))
+    usize::try_from(n)
+        .map_err(|_| format!("invalid size {s:?}: larger than this machine can address"))
 }
 
 #[cfg(test)]

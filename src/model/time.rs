@@ -128,7 +128,11 @@ fn component(number: &str, unit: u128) -> Option<u128> {
     if whole.len() > 30 || frac.len() > 18 {
         return None;
     }
-    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     let mut ms = whole.checked_mul(unit)?;
     if !frac.is_empty() {
         let scale = 10u128.pow(frac.len() as u32);
@@ -270,7 +274,10 @@ fn check_timestamp(input: &str, ms: i128) -> Result<i64, TimeError> {
 pub enum TimeArg {
     Now,
     /// `now-6h` or `-6h`.
-    Ago { text: String, ago: Duration },
+    Ago {
+        text: String,
+        ago: Duration,
+    },
     At(i64),
 }
 
@@ -287,12 +294,10 @@ impl TimeArg {
                     text: input.to_string(),
                     ago: d,
                 }),
-                Err(TimeError::DurationTooLong { limit, .. }) => {
-                    Err(TimeError::DurationTooLong {
-                        input: input.to_string(),
-                        limit,
-                    })
-                }
+                Err(TimeError::DurationTooLong { limit, .. }) => Err(TimeError::DurationTooLong {
+                    input: input.to_string(),
+                    limit,
+                }),
                 Err(_) => Err(TimeError::Timestamp(input.to_string())),
             };
         }
@@ -319,10 +324,7 @@ impl TimeArg {
         }
         parse_timestamp_ms(t).map(TimeArg::At).map_err(|e| match e {
             TimeError::TimestampOutOfRange {
-                side,
-                limit,
-                which,
-                ..
+                side, limit, which, ..
             } => TimeError::TimestampOutOfRange {
                 input: input.to_string(),
                 side,
@@ -380,7 +382,9 @@ pub fn duration_arg(s: &str) -> Result<Duration, String> {
 /// clap value parser: a duration kept as written (for options that are
 /// also read from a config file and merged as text).
 pub fn duration_text_arg(s: &str) -> Result<String, String> {
-    parse_duration(s).map(|_| s.to_string()).map_err(|e| e.to_string())
+    parse_duration(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// clap value parser: a time (see [`TimeArg::parse`]).
@@ -451,7 +455,10 @@ mod tests {
         assert_eq!(parse_signed_duration_ms("+1.5s").unwrap(), 1500);
         assert!(parse_signed_duration_ms("--5m").is_err());
         assert_eq!(format_go_duration_ms(-300_000), "-5m0s");
-        assert_eq!(format_go_duration(Duration::from_millis(3_901_500)), "1h5m1.5s");
+        assert_eq!(
+            format_go_duration(Duration::from_millis(3_901_500)),
+            "1h5m1.5s"
+        );
     }
 
     #[test]
@@ -488,7 +495,10 @@ mod tests {
         assert!(e.contains("after 9999-12-31T23:59:59.999Z"), "{e}");
         let e = parse_timestamp_ms("-1").unwrap_err().to_string();
         assert!(e.contains("before 1970-01-01T00:00:00Z"), "{e}");
-        assert_eq!(parse_timestamp_ms("253402300799.999").unwrap(), MAX_TIMESTAMP_MS);
+        assert_eq!(
+            parse_timestamp_ms("253402300799.999").unwrap(),
+            MAX_TIMESTAMP_MS
+        );
     }
 
     #[test]
@@ -513,7 +523,10 @@ mod tests {
             .resolve(now)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("\"now-10000y\" is before 1970-01-01T00:00:00Z"), "{e}");
+        assert!(
+            e.contains("\"now-10000y\" is before 1970-01-01T00:00:00Z"),
+            "{e}"
+        );
     }
 
     /// Regression (#14.13): `--from=-9223372036854775808` was called "now".

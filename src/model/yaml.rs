@@ -4,7 +4,7 @@
 //!
 //! Every YAML document spillway reads goes through [`options`]: a budget
 //! that bounds nesting depth, node count and text size, so no input can
-//! exhaust the stack or memory, sized so that a 100,000-rule vmalert file
+//! exhaust the stack or memory, sized so that a 50,000-rule vmalert file
 //! still loads. A breached budget is worded by [`budget_message`].
 
 use std::path::Path;
@@ -13,17 +13,20 @@ use std::path::Path;
 /// any config, shallow enough for the recursive deserializers it feeds.
 pub const MAX_DEPTH: usize = 64;
 /// Values, lists and mappings in one file: a vmalert alerting rule with two
-/// labels and two annotations takes about 19, so this holds 100,000 of them.
-pub const MAX_NODES: usize = 2_000_000;
+/// labels and two annotations takes 19, so this holds 63,000 of them (a
+/// 50,000-rule file loads). Checking a rule file costs up to about 300
+/// bytes per node, so the budget also bounds what a hostile one can cost.
+pub const MAX_NODES: usize = 1_200_000;
 /// Parser events (nodes plus their ends and document markers).
 pub const MAX_EVENTS: usize = 2 * MAX_NODES + 4096;
-/// Bytes of scalar text in one file (files are capped at 64 MiB anyway).
-pub const MAX_SCALAR_BYTES: usize = 64 << 20;
+/// Bytes of scalar text in one file (files are capped at 32 MiB anyway).
+pub const MAX_SCALAR_BYTES: usize = 32 << 20;
 
 /// The parser options every YAML read uses.
 pub fn options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_depth = MAX_DEPTH;
+    budget.flow_nesting_limit = MAX_DEPTH;
     budget.max_nodes = MAX_NODES;
     budget.max_events = MAX_EVENTS;
     budget.max_total_scalar_bytes = MAX_SCALAR_BYTES;
@@ -47,8 +50,18 @@ pub fn parse_multiple<T: serde::de::DeserializeOwned>(
 /// A breached budget in words, naming the limit; `None` for other errors.
 pub fn budget_message(e: &serde_saphyr::Error) -> Option<String> {
     use serde_saphyr::budget::BudgetBreach as B;
+    let depth = || {
+        format!(
+            "the YAML nests lists and mappings more than {MAX_DEPTH} levels deep, the most spillway reads"
+        )
+    };
     let serde_saphyr::Error::Budget { breach, .. } = e.without_snippet() else {
-        return None;
+        // The scanner's own limit on `[`/`{` nesting, reported as a parse error.
+        return e
+            .without_snippet()
+            .to_string()
+            .contains("recursion limit exceeded")
+            .then(depth);
     };
     let split = "; split it into several files";
     Some(match breach {
@@ -56,9 +69,7 @@ pub fn budget_message(e: &serde_saphyr::Error) -> Option<String> {
             "the YAML holds more than {} values, lists and mappings, the most spillway reads from one file{split}",
             crate::model::range::group_digits(MAX_NODES as u64)
         ),
-        B::Depth { .. } => format!(
-            "the YAML nests lists and mappings more than {MAX_DEPTH} levels deep, the most spillway reads"
-        ),
+        B::Depth { .. } => depth(),
         B::ScalarBytes { .. } | B::InputBytes { .. } => format!(
             "the YAML's text adds up to more than {}, the most spillway reads from one file{split}",
             crate::model::size::format_size(MAX_SCALAR_BYTES as u64)
@@ -193,15 +204,30 @@ mod tests {
     /// `budget breached: Nodes { nodes: 250001 }`.
     #[test]
     fn budget_breaches_are_worded() {
-        let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
-        let e = from_str::<serde_json::Value>(&deep, "t.yml").unwrap_err();
-        assert_eq!(
-            e.message,
-            "t.yml: the YAML nests lists and mappings more than 64 levels deep, the most spillway reads"
-        );
+        for deep in [
+            format!("{}1{}", "[".repeat(100), "]".repeat(100)),
+            format!("{}1{}", "[".repeat(5000), "]".repeat(5000)),
+            format!(
+                "a:\n{}",
+                (1..100)
+                    .map(|i| format!("{}- \n", "  ".repeat(i)))
+                    .collect::<String>()
+            ),
+        ] {
+            let e = from_str::<serde_json::Value>(&deep, "t.yml").unwrap_err();
+            assert_eq!(
+                e.message,
+                "t.yml: the YAML nests lists and mappings more than 64 levels deep, the most spillway reads"
+            );
+        }
         let wide = format!("[{}]", "1,".repeat(MAX_NODES));
         let e = from_str::<serde::de::IgnoredAny>(&wide, "t.yml").unwrap_err();
-        assert!(e.message.starts_with("t.yml: the YAML holds more than 2,000,000 values"), "{}", e.message);
+        assert!(
+            e.message
+                .starts_with("t.yml: the YAML holds more than 1,200,000 values"),
+            "{}",
+            e.message
+        );
         assert!(!e.message.contains("budget"), "{}", e.message);
     }
 }

@@ -119,33 +119,21 @@ pub fn replay_windows(schedule: &Schedule, from_ms: i64, to_ms: i64, max_points:
     }
 }
 
-/// Replays `groups` over `[from_ms, to_ms]` into `sink`.
-pub async fn replay(
+/// Each group's schedule and request windows over `[from_ms, to_ms]`,
+/// refused when a group would take more than `MAX_WINDOWS` requests. Cheap
+/// (the windows are counted, not built), so `replay` checks it before it
+/// opens any destination.
+pub fn plan(
     groups: &[Group],
-    ds: &dyn Datasource,
-    sink: &dyn ResultSink,
     from_ms: i64,
     to_ms: i64,
     opts: &ReplayOptions,
-    progress: &dyn ReplayProgress,
-) -> Result<ReplayReport, ReplayError> {
+) -> Result<Vec<(Schedule, Windows)>, ReplayError> {
     if from_ms >= to_ms {
         return Err(ReplayError::EmptyRange {
             from: format_rfc3339_ms(from_ms),
             to: format_rfc3339_ms(to_ms),
         });
-    }
-    let mut problems = Vec::new();
-    for g in groups {
-        if let Err(reason) = ds.supports(g.rule_type) {
-            problems.push(format!(
-                "{}:{}: group {:?}: {reason}",
-                g.file, g.line, g.name
-            ));
-        }
-    }
-    if !problems.is_empty() {
-        return Err(ReplayError::Invalid(problems.join("\n")));
     }
     let plans: Vec<(Schedule, Windows)> = groups
         .iter()
@@ -174,6 +162,32 @@ pub async fn replay(
         )
         .map_err(ReplayError::Invalid)?;
     }
+    Ok(plans)
+}
+
+/// Replays `groups` over `[from_ms, to_ms]` into `sink`.
+pub async fn replay(
+    groups: &[Group],
+    ds: &dyn Datasource,
+    sink: &dyn ResultSink,
+    from_ms: i64,
+    to_ms: i64,
+    opts: &ReplayOptions,
+    progress: &dyn ReplayProgress,
+) -> Result<ReplayReport, ReplayError> {
+    let mut problems = Vec::new();
+    for g in groups {
+        if let Err(reason) = ds.supports(g.rule_type) {
+            problems.push(format!(
+                "{}:{}: group {:?}: {reason}",
+                g.file, g.line, g.name
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ReplayError::Invalid(problems.join("\n")));
+    }
+    let plans = plan(groups, from_ms, to_ms, opts)?;
     let total: u64 = groups
         .iter()
         .zip(&plans)

@@ -122,6 +122,13 @@ pub async fn replay_command(
             setup.loaded.source
         )]);
     }
+    // Refuse a range too long to replay before any queue directory is made.
+    let check_opts = ReplayOptions {
+        max_datapoints_per_query: opts.max_datapoints_per_query,
+        engine: setup.engine.clone(),
+        ..ReplayOptions::default()
+    };
+    super::replay::plan(&groups, from_ms, to_ms, &check_opts).map_err(|e| vec![e.to_string()])?;
     if let Some(dir) = &opts.storage_path {
         for d in &mut setup.pipeline.destinations {
             d.queue_dir = dir.join(queue_dir_name(&d.name));
@@ -354,7 +361,9 @@ pub async fn rules_preview(opts: &RulesPreview) -> Result<PreviewOutcome, Vec<St
     }
     let groups = setup.select_groups(&opts.groups).map_err(|e| vec![e])?;
     let at = match &opts.at {
-        Some(t) => t.resolve(now_ms()).map_err(|e| vec![format!("--at: {e}")])?,
+        Some(t) => t
+            .resolve(now_ms())
+            .map_err(|e| vec![format!("--at: {e}")])?,
         None => now_ms(),
     };
     let rules = preview(&groups, &*setup.datasource, &setup.engine, at)

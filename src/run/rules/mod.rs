@@ -423,6 +423,14 @@ fn yaml_error(file: &str, text: &str, e: &serde_saphyr::Error) -> RuleError {
             message = to.to_string();
         }
     }
+    // Our own limits (see config.rs) are already worded for the user.
+    if message.contains("the most spillway reads") {
+        return RuleError {
+            line: e.location().map(|l| l.line()),
+            message,
+            ..RuleError::in_file(file)
+        };
+    }
     let shape = message.starts_with("invalid type")
         || message.starts_with("expected ")
         || message.contains("already defined");

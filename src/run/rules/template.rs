@@ -189,6 +189,10 @@ fn parse(t: &mut Template, text: &str) -> Result<(), String> {
 /// Parses `text` as vmalert would when validating a rule. The error names
 /// the position inside `text` (line and column as the user counts them).
 pub fn check_template(text: &str) -> Result<(), String> {
+    // Text without an action cannot fail to parse; most label values are literal.
+    if !text.contains("{{") {
+        return Ok(());
+    }
     parse(&mut new_template(), text)
 }
 
@@ -861,11 +865,20 @@ mod tests {
             assert!(render(&text).unwrap_err().contains("at most 32"));
         }
         let blocks = format!("{}x{}", "{{ if true }}".repeat(40), "{{ end }}".repeat(40));
-        assert!(check_template(&blocks).unwrap_err().contains("nested 40 levels"));
+        assert!(check_template(&blocks)
+            .unwrap_err()
+            .contains("nested 40 levels"));
         // Parentheses inside strings and comments do not count.
-        let quoted = format!("{{{{ \"{}\" }}}}{{{{/* {} */}}}}", "(".repeat(100), "(".repeat(100));
+        let quoted = format!(
+            "{{{{ \"{}\" }}}}{{{{/* {} */}}}}",
+            "(".repeat(100),
+            "(".repeat(100)
+        );
         check_template(&quoted).unwrap();
-        assert_eq!(template_depth("{{ (1) }}{{ if (eq 1 1) }}{{ ((2)) }}{{ end }}"), 3);
+        assert_eq!(
+            template_depth("{{ (1) }}{{ if (eq 1 1) }}{{ ((2)) }}{{ end }}"),
+            3
+        );
     }
 
     /// The deepest template accepted, in every shape, parses and renders on
@@ -922,7 +935,9 @@ mod tests {
         let snapshotter = recorder.snapshotter();
         metrics::with_local_recorder(&recorder, || {
             assert_eq!(render(r#"{{ printf "100%" }}"#).unwrap(), "100%!(NOVERB)");
-            assert!(render(r#"{{ printf "%s" }}"#).unwrap().contains("%!s(MISSING)"));
+            assert!(render(r#"{{ printf "%s" }}"#)
+                .unwrap()
+                .contains("%!s(MISSING)"));
             assert_eq!(render(r#"{{ printf "%d%%" 5 }}"#).unwrap(), "5%");
             // A template that spells the marker itself is not an error.
             assert_eq!(render("{{ `%!` }}").unwrap(), "%!");

@@ -5,8 +5,8 @@
 
 use super::files::{expand_env, expand_glob, segment_matches};
 use super::validate::hash_rule;
-use crate::model::time::{format_go_duration, parse_signed_duration_ms};
 use super::*;
+use crate::model::time::{format_go_duration, parse_signed_duration_ms};
 use crate::model::Labels;
 use std::collections::{BTreeMap, HashMap};
 

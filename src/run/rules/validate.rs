@@ -169,7 +169,10 @@ fn check_group(ctx: &mut Ctx<'_>, raw: RawGroup, line: u64, opts: &LoadOptions) 
         ctx.field_error(
             f,
             "interval",
-            format!("interval shouldn't be lower than 0; got {}", format_go_duration_ms(ms)),
+            format!(
+                "interval shouldn't be lower than 0; got {}",
+                format_go_duration_ms(ms)
+            ),
         );
     }
     let interval_ms = interval_ms.unwrap_or(0).max(0);
@@ -685,7 +688,10 @@ fn non_negative_duration(
         ctx.field_error(
             f,
             field,
-            format!("{field} shouldn't be lower than 0; got {}", format_go_duration_ms(ms)),
+            format!(
+                "{field} shouldn't be lower than 0; got {}",
+                format_go_duration_ms(ms)
+            ),
         );
         return None;
     }

@@ -206,7 +206,8 @@ fn reap_blocking(pid: i32) -> (i32, u64) {
     (status, usage.maxrss.max(0) as u64)
 }
 
-fn current_hwm_kib(pid: i32) -> u64 {
+/// The peak resident memory so far of a running process, in KiB.
+pub fn current_hwm_kib(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -256,6 +257,12 @@ impl Scratch {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Takes what was written into the dir since as part of the scene.
+    pub fn adopt(mut self) -> Scratch {
+        self.before = files(self.path());
+        self
     }
 
     /// Runs spillway here and checks that no file appeared.

@@ -222,8 +222,8 @@ impl Grid {
                 step
             };
         let last = i128::from(to_ms).div_euclid(step) * step;
-        (first <= last).then(|| Grid {
-            // Between from and to, hence inside i64.
+        // Between from and to, hence inside i64.
+        (first <= last).then_some(Grid {
             first_ms: first as i64,
             last_ms: last as i64,
             step_ms,
@@ -362,7 +362,7 @@ pub fn group_digits(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -16,7 +16,11 @@
 //! the first evaluation. [`Group::checksum`] changes whenever anything about a
 //! group changes, so a reload can keep the state of untouched groups.
 //!
-//! Uses `model` only (durations, labels); nothing here does network I/O.
+//! Uses `model` (durations, labels, bounded file reads, the YAML budget),
+//! and the `metrics`/`tracing` facades for template formatting errors;
+//! nothing here does network I/O. Rule files are hostile input (a daemon
+//! reloads them): every limit is in `model::yaml`, `config.rs` (groups and
+//! rules per file), `validate.rs` (durations) and `template.rs` (depth).
 
 mod config;
 mod files;
@@ -27,6 +31,7 @@ mod validate;
 mod tests;
 
 pub use template::{check_template, render_labels, render_labels_with, TemplateData};
+pub use validate::MAX_RULE_DURATION;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -652,7 +652,7 @@ fn boolean(ctx: &mut Ctx<'_>, f: &Field<Text>, field: &str) -> Option<bool> {
 /// `keep_firing_for` accepted: a group evaluated less than once a year
 /// would in effect never run, and longer values are how a typo
 /// (`interval: 10000y`) looks.
-pub(crate) const MAX_RULE_DURATION: Duration = Duration::from_secs(365 * 86_400);
+pub const MAX_RULE_DURATION: Duration = Duration::from_secs(365 * 86_400);
 
 /// A duration the way vmalert's `promutil.Duration` reads it (Prometheus
 /// units, fractions, a bare number of seconds, a leading minus), at most

@@ -167,7 +167,7 @@ fn forward(from: i64, to: i64, names: &RangeNames<'_>) -> Result<TimeRange, Rang
         return Err(RangeError::new(
             names.from,
             format!(
-                "{} is after {} ({}): the range must run forward",
+                "the range is empty: {} is after {} ({}); a range must run forward",
                 format_rfc3339_ms(from),
                 names.to,
                 format_rfc3339_ms(to)
@@ -427,7 +427,7 @@ mod tests {
             .unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("from: 2024-05-01T00:00:00Z is after to"),
+                .starts_with("from: the range is empty: 2024-05-01T00:00:00Z is after to"),
             "{e}"
         );
         let e = input(Some("soon"), None, None)

@@ -52,7 +52,7 @@ use crate::transform::obfuscate::{
     ObfuscationMap, ObfuscationOptions, Obfuscator, ObfuscatorState,
 };
 use std::collections::BTreeSet;
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
@@ -309,12 +309,18 @@ fn check_params(params: &ExportParams) -> Result<(), BundleError> {
             format_rfc3339_ms(params.to_ms)
         )));
     }
-    if let Some(step) = params.step_ms {
-        if !(1..=MAX_STEP_MS).contains(&step) {
-            return Err(BundleError::Params(format!(
-                "step: {step}ms is outside 1ms .. 24h"
-            )));
+    match params.step_ms {
+        Some(step) if step < 1 => {
+            return Err(BundleError::Params(
+                "step: must be greater than zero".into(),
+            ))
         }
+        Some(step) if step > MAX_STEP_MS => {
+            return Err(BundleError::Params(
+                "step: longer than 24h, the longest accepted".into(),
+            ))
+        }
+        _ => {}
     }
     let window_ms = plan_window_ms(
         params.to_ms - params.from_ms,
@@ -1111,17 +1117,28 @@ fn downsample(samples: &[Sample], step_ms: i64) -> Vec<Sample> {
     out
 }
 
+/// A file of the staging directory (or the user's map), read with a cap:
+/// `None` when it does not exist.
+fn read_staged(path: &Path, what: &'static str) -> Result<Option<Vec<u8>>, BundleError> {
+    // The obfuscation state and map grow with the number of values mapped.
+    const MAX_STATE_BYTES: u64 = 256 << 20;
+    match crate::model::input::read_bytes(path, MAX_STATE_BYTES, what) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(BundleError::Params(e.to_string())),
+    }
+}
+
 fn read_plan(staging: &Path) -> Result<Option<Plan>, BundleError> {
     let path = staging.join(PLAN);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+    match read_staged(&path, "a gather plan")? {
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             BundleError::Params(format!(
                 "{}: unreadable gather plan ({e}); remove the staging directory to start over",
                 path.display()
             ))
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(&path)(e)),
+        None => Ok(None),
     }
 }
 
@@ -1144,16 +1161,13 @@ fn write_plan(staging: &Path, plan: &Plan) -> Result<(), BundleError> {
 
 fn read_journal(staging: &Path) -> Result<Vec<WindowDone>, BundleError> {
     let path = staging.join(JOURNAL);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(&path)(e)),
+    let Some(text) = read_staged(&path, "a gather journal")? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(io_err(&path))?;
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         // A torn last line: that window is fetched again.
-        match serde_json::from_str::<WindowDone>(&line) {
+        match serde_json::from_slice::<WindowDone>(line) {
             Ok(w) => out.push(w),
             Err(_) => break,
         }
@@ -1221,21 +1235,20 @@ fn load_obfuscator(
     map_path: Option<&Path>,
 ) -> Result<Obfuscator, BundleError> {
     let path = staging.join(OBF_STATE);
-    let state: Option<ObfuscatorState> = match std::fs::read(&path) {
-        Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| {
+    let state: Option<ObfuscatorState> = match read_staged(&path, "an obfuscation state")? {
+        Some(b) => Some(serde_json::from_slice(&b).map_err(|e| {
             BundleError::Params(format!(
                 "{}: unreadable obfuscation state ({e})",
                 path.display()
             ))
         })?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err(&path)(e)),
+        None => None,
     };
     match state {
         None => Ok(Obfuscator::new(plan.obfuscation.clone())),
         Some(state) => {
             let map = map_path
-                .and_then(|p| std::fs::read(p).ok())
+                .and_then(|p| read_staged(p, "an obfuscation map").ok().flatten())
                 .and_then(|b| serde_json::from_slice::<ObfuscationMap>(&b).ok());
             Obfuscator::restore(plan.obfuscation.clone(), state, map).map_err(BundleError::Params)
         }

@@ -626,7 +626,11 @@ fn export_spec(s: &AppState, req: &ExportRequest) -> Result<(ExportSpec, ClientC
     };
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| bad(format!("staging_dir {}: {e}", out_dir.display())))?;
-    let secs = |v: Option<u64>| v.filter(|v| *v > 0).map(|v| v as i64 * 1000);
+    // Saturated, never wrapped: the job refuses what is too long.
+    let secs = |v: Option<u64>| {
+        v.filter(|v| *v > 0)
+            .map(|v| i64::try_from(v.saturating_mul(1000)).unwrap_or(i64::MAX))
+    };
     Ok((
         ExportSpec {
             source_url: req.connection.public_url(),

@@ -91,7 +91,8 @@ fn new_template() -> Template {
 }
 
 /// How deeply parentheses and `{{if}}`/`{{range}}`/`{{with}}`/`{{block}}`/
-/// `{{define}}` bodies may nest, together. Each level is a frame of a
+/// `{{define}}` bodies may nest, together (each `{{else if}}` of a chain is
+/// one more level: the parser recurses into it). Each level is a frame of a
 /// recursive parser and executor: measured in a debug build, 32 levels of
 /// any mix stay far inside the 2 MiB stack of a tokio worker (see
 /// `deepest_template_fits_a_worker_stack` in the tests), and vmalert's
@@ -114,6 +115,9 @@ pub fn check_depth(text: &str) -> Result<(), String> {
 fn template_depth(text: &str) -> usize {
     let b = text.as_bytes();
     let (mut i, mut blocks, mut deepest) = (0usize, 0usize, 0usize);
+    // Levels each open `{{end}}` will close: an `{{else if}}` or `{{else
+    // with}}` is a nested block that shares its enclosing `{{end}}`.
+    let mut closes: Vec<usize> = Vec::new();
     while let Some(open) = find(b, i, b"{{") {
         i = open + 2;
         if b.get(i) == Some(&b'-') {
@@ -134,8 +138,23 @@ fn template_depth(text: &str) -> usize {
             &b[i..word_end],
             b"if" | b"range" | b"with" | b"block" | b"define"
         );
-        if &b[i..word_end] == b"end" {
-            blocks = blocks.saturating_sub(1);
+        match &b[i..word_end] {
+            b"end" => blocks = blocks.saturating_sub(closes.pop().unwrap_or(1)),
+            b"else" => {
+                let rest = &b[word_end..];
+                let next = rest
+                    .iter()
+                    .position(|c| !c.is_ascii_whitespace())
+                    .unwrap_or(0);
+                if rest[next..].starts_with(b"if") || rest[next..].starts_with(b"with") {
+                    blocks += 1;
+                    deepest = deepest.max(blocks);
+                    if let Some(top) = closes.last_mut() {
+                        *top += 1;
+                    }
+                }
+            }
+            _ => {}
         }
         let mut parens = 0usize;
         while i < b.len() && !b[i..].starts_with(b"}}") {
@@ -152,6 +171,7 @@ fn template_depth(text: &str) -> usize {
         }
         if opens_block {
             blocks += 1;
+            closes.push(1);
             deepest = deepest.max(blocks);
         }
     }
@@ -864,6 +884,23 @@ mod tests {
             assert!(e.contains("at most 32"), "{e}");
             assert!(render(&text).unwrap_err().contains("at most 32"));
         }
+        // `{{else if}}` nests like `{{else}}{{if}}` in Go's parser.
+        for n in [40, 5_000] {
+            let chain = format!(
+                "{{{{ if false }}}}{}x{{{{ end }}}}",
+                "{{ else if false }}".repeat(n)
+            );
+            std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || {
+                    let r = check_template(&chain);
+                    assert!(r.is_err(), "{n} else-ifs: {r:?}");
+                    assert!(r.unwrap_err().contains("levels deep"));
+                })
+                .unwrap()
+                .join()
+                .expect("an else-if chain overflowed a 2 MiB stack");
+        }
         let blocks = format!("{}x{}", "{{ if true }}".repeat(40), "{{ end }}".repeat(40));
         assert!(check_template(&blocks)
             .unwrap_err()
@@ -893,6 +930,10 @@ mod tests {
             format!("{}x{}", "{{ if true }}".repeat(d), "{{ end }}".repeat(d)),
             format!("{}x{}", "{{ with 1 }}".repeat(d), "{{ end }}".repeat(d)),
             format!("{}x{}", "{{ range 1 }}".repeat(d), "{{ end }}".repeat(d)),
+            format!(
+                "{{{{ if false }}}}{}x{{{{ end }}}}",
+                "{{ else if false }}".repeat(d - 1)
+            ),
             format!(
                 "{}{{{{ {}1{} }}}}{}",
                 "{{ if true }}".repeat(d / 2),

@@ -100,6 +100,27 @@ fn export_ranges_are_bounded() {
         last = common::http_get(&status_url);
         last.contains("more than the 100,000 allowed")
     });
+    // #14.13: a step in seconds past i64 milliseconds was wrapped to a
+    // negative number and printed so; it saturates and is refused in words.
+    let (code, body) = export_start(
+        &ui,
+        r#""since":"1h","metric_step_seconds":18446744073709551615"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no job id: {body}"))
+        .to_string();
+    let status_url = format!("{}/api/export/status?id={id}", ui.url());
+    wait_for(
+        "the job to refuse the step",
+        Duration::from_secs(20),
+        || {
+            last = common::http_get(&status_url);
+            last.contains("step: longer than 24h")
+        },
+    );
+    assert!(!last.contains("-1000"), "{last}");
     let hwm = bounded::current_hwm_kib(pid);
     assert!(
         hwm > 0 && hwm < bounded::MAX_RSS_KIB,

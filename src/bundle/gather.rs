@@ -813,7 +813,7 @@ impl Gather<'_> {
 }
 
 /// The window length: by range or custom (see `batch_window_ms`), made whole
-/// steps with `--step` so that a step interval is never split (see `windows`).
+/// steps with `--step` so that a step interval is never split (see `Windows::aligned`).
 fn plan_window_ms(range_ms: i64, custom_ms: Option<i64>, step_ms: Option<i64>) -> i64 {
     let w = batch_window_ms(range_ms, custom_ms);
     match step_ms {

@@ -234,16 +234,22 @@ impl Grid {
     /// when `first > last`.
     pub fn new(first_ms: i64, last_ms: i64, step_ms: i64) -> Option<Grid> {
         assert!(step_ms > 0, "a grid needs a positive step");
+        let span = i128::from(last_ms) - i128::from(first_ms);
+        // Between first and last, hence inside i64.
+        let last = (i128::from(last_ms) - span.rem_euclid(i128::from(step_ms))) as i64;
         (first_ms <= last_ms).then_some(Grid {
             first_ms,
-            last_ms: last_ms - (last_ms - first_ms) % step_ms,
+            last_ms: last,
             step_ms,
         })
     }
 
+    /// Grid points, saturating at `u64::MAX` (only a grid over all of i64 at
+    /// 1 ms has more).
     pub fn points(&self) -> u64 {
-        ((i128::from(self.last_ms) - i128::from(self.first_ms)) / i128::from(self.step_ms) + 1)
-            as u64
+        let n =
+            (i128::from(self.last_ms) - i128::from(self.first_ms)) / i128::from(self.step_ms) + 1;
+        u64::try_from(n).unwrap_or(u64::MAX)
     }
 
     /// Windows of `points` grid points each (the last may hold fewer).
@@ -495,6 +501,8 @@ mod tests {
             g.windows(2).collect::<Vec<_>>(),
             vec![(1500, 2500), (3500, 3500)]
         );
+        let g = Grid::new(i64::MIN, i64::MAX, 1 << 62).unwrap();
+        assert_eq!(g.points(), 4);
     }
 
     #[test]

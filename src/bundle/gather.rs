@@ -37,12 +37,13 @@
 
 use super::metadata::{BundleMetadata, ObfuscationSummary, TimeRange};
 use super::{
-    batch_window_ms, build_selectors, emit, emit_last, eta, io_err, line, validate, windows,
-    BundleError, CancelToken, Flavour, JobHandle, ProgressTx,
+    batch_window_ms, build_selectors, emit, emit_last, eta, io_err, line, validate, BundleError,
+    CancelToken, Flavour, JobHandle, ProgressTx,
 };
 use crate::client::{Client, ClientConfig};
 use crate::codec::{parse_vm_json_line, write_vm_json_line, write_vm_json_metric};
 use crate::fsutil::{self, AtomicFile};
+use crate::model::range::{check_windows, Windows};
 use crate::model::time::{format_rfc3339_ms, now_ms};
 use crate::model::Sample;
 use crate::sink::zip::BundleWriter;
@@ -51,7 +52,7 @@ use crate::transform::obfuscate::{
     ObfuscationMap, ObfuscationOptions, Obfuscator, ObfuscatorState,
 };
 use std::collections::BTreeSet;
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
@@ -201,18 +202,59 @@ fn window_file(index: u64) -> String {
     format!("window-{index:06}.jsonl")
 }
 
+#[derive(Clone, Copy, Debug, Default)]
 struct Totals {
     lines: u64,
     samples: u64,
     bytes: u64,
 }
 
-async fn run(
-    params: ExportParams,
-    progress: ProgressTx<ExportProgress>,
-    cancel: CancelToken,
-) -> Result<ExportOutcome, BundleError> {
-    let started = Instant::now();
+impl Totals {
+    fn add(&mut self, lines: u64, samples: u64, bytes: u64) {
+        self.lines += lines;
+        self.samples += samples;
+        self.bytes += bytes;
+    }
+}
+
+/// Progress events with the running totals and the clock of one job.
+struct Reporter {
+    tx: ProgressTx<ExportProgress>,
+    started: Instant,
+    totals: Totals,
+}
+
+impl Reporter {
+    fn event(
+        &self,
+        stage: ExportStage,
+        done: u64,
+        total: u64,
+        message: Option<String>,
+    ) -> ExportProgress {
+        ExportProgress {
+            stage,
+            windows_done: done,
+            windows_total: total,
+            lines: self.totals.lines,
+            samples: self.totals.samples,
+            bytes: self.totals.bytes,
+            elapsed: self.started.elapsed(),
+            eta: None,
+            message,
+        }
+    }
+
+    fn emit(&self, stage: ExportStage, done: u64, total: u64, message: Option<String>) {
+        emit(&self.tx, self.event(stage, done, total, message));
+    }
+}
+
+/// The longest `--step` and the shortest: a step is a bucket of samples.
+const MAX_STEP_MS: i64 = 86_400_000;
+
+/// Checks what does not need the server: obfuscation, range, step.
+fn check_params(params: &ExportParams) -> Result<(), BundleError> {
     params.obfuscation.check().map_err(BundleError::Params)?;
     if params.from_ms > params.to_ms {
         return Err(BundleError::Params(format!(
@@ -221,63 +263,152 @@ async fn run(
             format_rfc3339_ms(params.to_ms)
         )));
     }
+    match params.step_ms {
+        Some(step) if step < 1 => {
+            return Err(BundleError::Params(
+                "step: must be greater than zero".into(),
+            ))
+        }
+        Some(step) if step > MAX_STEP_MS => {
+            return Err(BundleError::Params(
+                "step: longer than 24h, the longest accepted".into(),
+            ))
+        }
+        _ => {}
+    }
+    let window_ms = plan_window_ms(
+        params.to_ms - params.from_ms,
+        params.batch_window_ms,
+        params.step_ms,
+    );
+    let windows = Windows::aligned(
+        params.from_ms,
+        params.to_ms,
+        window_ms,
+        params.step_ms.unwrap_or(1),
+    );
+    check_windows(
+        windows.remaining(),
+        &format!(
+            "the range {} .. {} in windows of {}",
+            format_rfc3339_ms(params.from_ms),
+            format_rfc3339_ms(params.to_ms),
+            crate::model::time::format_duration(Duration::from_millis(window_ms.unsigned_abs()))
+        ),
+        "shorten the range or use a longer batch window (at most 24h)",
+    )
+    .map_err(BundleError::Params)
+}
+
+/// The windows of a plan, lazily.
+fn plan_windows(plan: &Plan) -> Windows {
+    Windows::aligned(
+        plan.from_ms,
+        plan.to_ms,
+        plan.window_ms,
+        plan.step_ms.unwrap_or(1),
+    )
+}
+
+async fn run(
+    params: ExportParams,
+    progress: ProgressTx<ExportProgress>,
+    cancel: CancelToken,
+) -> Result<ExportOutcome, BundleError> {
+    let started = Instant::now();
+    check_params(&params)?;
     let selectors =
         build_selectors(&params.selectors, &params.jobs).map_err(BundleError::Params)?;
     let client = Client::new(params.client.clone())?;
-    let report = |stage, done, total, t: &Totals, message: Option<String>| ExportProgress {
-        stage,
-        windows_done: done,
-        windows_total: total,
-        lines: t.lines,
-        samples: t.samples,
-        bytes: t.bytes,
-        elapsed: started.elapsed(),
-        eta: None,
-        message,
+    let mut report = Reporter {
+        tx: progress,
+        started,
+        totals: Totals::default(),
     };
-    let mut totals = Totals {
-        lines: 0,
-        samples: 0,
-        bytes: 0,
-    };
-    emit(
-        &progress,
-        report(ExportStage::Validating, 0, 0, &totals, None),
-    );
-
-    let staging = params.staging();
+    report.emit(ExportStage::Validating, 0, 0, None);
     let checked = tokio::select! {
         r = validate(&client) => r?,
         _ = cancel.cancelled() => return Err(BundleError::Cancelled),
     };
+    let staging = params.staging();
     fsutil::create_dir_all(&params.out_dir).map_err(io_err(&params.out_dir))?;
     fsutil::create_dir_all(&staging).map_err(io_err(&staging))?;
     let lock = lock_staging(&staging)?;
     for dir in [&params.out_dir, &staging] {
         fsutil::remove_stale_temps(dir).map_err(io_err(dir))?;
     }
-    let existing = read_plan(&staging)?;
     let discovery = super::discover_components(&client, params.from_ms, params.to_ms).await;
-    let job_components = discovery.job_components();
+    let plan = open_plan(&params, &staging, &selectors, &client, &checked, &discovery)?;
+    let mut obf = load_obfuscator(&staging, &plan, params.obfuscation_map.as_deref())?;
+    obf.set_components(discovery.job_components());
+    if params.obfuscation_map.is_some() {
+        obf.keep_map();
+    }
+    let total = plan_windows(&plan).remaining();
+    let staged = Staged::load(&staging, total).await?;
+    report.totals = staged.totals;
+    let message = (staged.count() > 0).then(|| {
+        format!(
+            "resuming export {}: {} of {total} windows already staged",
+            plan.export_id,
+            staged.count()
+        )
+    });
+    report.emit(ExportStage::Exporting, staged.count(), total, message);
+    let mut job = Gather {
+        params: &params,
+        client,
+        staging,
+        plan,
+        cancel,
+        report,
+        total,
+        obf: Some(obf),
+        packer: None,
+    };
+    let bundle_name = job.bundle_name()?;
+    // Deflate while fetching when the staged windows form a prefix (always,
+    // unless a journal was damaged); otherwise pack from staging at the end.
+    if staged.is_prefix() {
+        job.packer = Packer::start(&params.out_dir, &bundle_name, &job.staging, staged.count());
+    }
+    let jobs_seen = job.fetch_all(&staged).await?;
+    let outcome = job.finish(&bundle_name, jobs_seen, staged.count()).await?;
+    drop(lock);
+    std::fs::remove_dir(&job.staging).ok();
+    emit_last(
+        &job.report.tx,
+        job.report.event(ExportStage::Done, total, total, None),
+    )
+    .await;
+    Ok(outcome)
+}
 
-    let mut plan = match (existing, params.resume) {
+/// The plan of this run: the interrupted one (`--resume`, checked against
+/// the options) or a new one, written before the first window.
+fn open_plan(
+    params: &ExportParams,
+    staging: &Path,
+    selectors: &[String],
+    client: &Client,
+    checked: &super::ValidateReport,
+    discovery: &super::Discovery,
+) -> Result<Plan, BundleError> {
+    match (read_plan(staging)?, params.resume) {
         (Some(plan), true) => {
-            check_resume(&plan, &params, &selectors, &client)?;
-            plan
+            check_resume(&plan, params, selectors, client)?;
+            Ok(plan)
         }
-        (None, true) => {
-            return Err(BundleError::Params(format!(
-                "--resume: {} holds no interrupted gather (no {PLAN}); run without --resume to start one",
-                staging.display()
-            )))
-        }
+        (None, true) => Err(BundleError::Params(format!(
+            "--resume: {} holds no interrupted gather (no {PLAN}); run without --resume to start one",
+            staging.display()
+        ))),
         (existing, false) => {
             if existing.is_some() {
                 tracing::warn!(staging = %staging.display(), "discarding an unfinished gather (pass --resume to continue one)");
-                clear_staging(&staging)?;
+                clear_staging(staging)?;
             }
             let range = params.to_ms - params.from_ms;
-            let window_ms = plan_window_ms(range, params.batch_window_ms, params.step_ms);
             let method = if checked.export_api {
                 ExportMethod::Export
             } else {
@@ -292,297 +423,354 @@ async fn run(
                 source_url: client.endpoint().display(),
                 flavour: checked.flavour,
                 version: checked.version.clone(),
-                selectors: selectors.clone(),
+                selectors: selectors.to_vec(),
                 jobs: params.jobs.clone(),
                 from_ms: params.from_ms,
                 to_ms: params.to_ms,
-                window_ms,
+                window_ms: plan_window_ms(range, params.batch_window_ms, params.step_ms),
                 step_ms: params.step_ms,
                 method,
                 obfuscation: params.obfuscation.clone(),
                 components: discovery.components_of(&params.jobs),
                 bundle_name: None,
             };
-            write_plan(&staging, &plan)?;
-            plan
+            write_plan(staging, &plan)?;
+            Ok(plan)
         }
-    };
+    }
+}
 
-    let mut obf = load_obfuscator(&staging, &plan, params.obfuscation_map.as_deref())?;
-    obf.set_components(job_components);
-    if params.obfuscation_map.is_some() {
-        obf.keep_map();
+/// The windows an interrupted run finished (journal entries whose files
+/// are intact), with their totals.
+struct Staged {
+    done: BTreeSet<u64>,
+    jobs: BTreeSet<String>,
+    totals: Totals,
+}
+
+impl Staged {
+    async fn load(staging: &Path, total: u64) -> Result<Staged, BundleError> {
+        let mut entries = read_journal(staging)?;
+        let staging = staging.to_path_buf();
+        // Hashing the files is blocking work.
+        entries = tokio::task::spawn_blocking(move || {
+            entries.retain(|w| w.index < total && window_intact(&staging, w));
+            entries
+        })
+        .await
+        .map_err(|e| BundleError::Params(format!("checking staged windows panicked: {e}")))?;
+        let mut totals = Totals::default();
+        for w in &entries {
+            totals.add(w.lines, w.samples, w.bytes);
+        }
+        Ok(Staged {
+            done: entries.iter().map(|w| w.index).collect(),
+            jobs: entries
+                .iter()
+                .flat_map(|w| w.jobs.iter().cloned())
+                .collect(),
+            totals,
+        })
     }
 
-    let all = windows(
-        plan.from_ms,
-        plan.to_ms,
-        plan.window_ms,
-        plan.step_ms.unwrap_or(1),
-    );
-    let total = all.len() as u64;
-    let mut done = read_journal(&staging)?;
-    // A window counts only if its file is what the journal recorded.
-    let staging_check = staging.clone();
-    done = tokio::task::spawn_blocking(move || {
-        done.retain(|w| w.index < total && window_intact(&staging_check, w));
-        done
-    })
-    .await
-    .map_err(|e| BundleError::Params(format!("checking staged windows panicked: {e}")))?;
-    let resumed = done.len() as u64;
-    for w in &done {
-        totals.lines += w.lines;
-        totals.samples += w.samples;
-        totals.bytes += w.bytes;
+    fn count(&self) -> u64 {
+        self.done.len() as u64
     }
-    let done_set: BTreeSet<u64> = done.iter().map(|w| w.index).collect();
-    let message = (resumed > 0).then(|| {
-        format!(
-            "resuming export {}: {resumed} of {total} windows already staged",
-            plan.export_id
-        )
-    });
-    emit(
-        &progress,
-        report(ExportStage::Exporting, resumed, total, &totals, message),
-    );
 
-    let bundle_name = match &plan.bundle_name {
-        Some(n) => n.clone(),
-        None => {
-            let stamp = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now_ms())
-                .map(|t| t.format("%Y%m%d_%H%M%S").to_string())
-                .unwrap_or_default();
-            let name = format!("vmexport_{}_{stamp}.zip", plan.export_id);
-            plan.bundle_name = Some(name.clone());
-            write_plan(&staging, &plan)?;
-            name
-        }
-    };
-    // Deflate while fetching when the staged windows form a prefix (always,
-    // unless a journal was damaged); otherwise pack from staging at the end.
-    let prefix = done_set.iter().copied().eq(0..resumed);
-    let mut packer = if prefix {
-        Packer::start(&params.out_dir, &bundle_name, &staging, resumed)
-    } else {
-        None
-    };
+    /// Whether the staged windows are exactly `0..count`.
+    fn is_prefix(&self) -> bool {
+        self.done.iter().copied().eq(0..self.count())
+    }
+}
 
-    let mut source = VmExportSource::new(client.clone(), plan.selectors.clone(), plan.method);
-    let mut journal = open_journal(&staging)?;
-    let fetch_started = Instant::now();
-    let mut fetched = 0u64;
-    let mut jobs_seen: BTreeSet<String> =
-        done.iter().flat_map(|w| w.jobs.iter().cloned()).collect();
-    let retries = client.retry_policy().clone();
-    for (index, &(start, end)) in all.iter().enumerate() {
-        let index = index as u64;
-        if done_set.contains(&index) {
-            continue;
+/// One fetched window, not yet committed.
+struct Fetched {
+    out: StagedFile,
+    stats: WindowStats,
+    jobs: BTreeSet<String>,
+}
+
+/// A running gather: fetches, commits and packs the windows of its plan.
+struct Gather<'a> {
+    params: &'a ExportParams,
+    client: Client,
+    staging: PathBuf,
+    plan: Plan,
+    cancel: CancelToken,
+    report: Reporter,
+    total: u64,
+    /// Handed to each window's writer and back (`None` only meanwhile).
+    obf: Option<Obfuscator>,
+    packer: Option<Packer>,
+}
+
+impl Gather<'_> {
+    /// The archive's name, chosen once and kept in the plan for `--resume`.
+    fn bundle_name(&mut self) -> Result<String, BundleError> {
+        if let Some(n) = &self.plan.bundle_name {
+            return Ok(n.clone());
         }
+        let stamp = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now_ms())
+            .map(|t| t.format("%Y%m%d_%H%M%S").to_string())
+            .unwrap_or_default();
+        let name = format!("vmexport_{}_{stamp}.zip", self.plan.export_id);
+        self.plan.bundle_name = Some(name.clone());
+        write_plan(&self.staging, &self.plan)?;
+        Ok(name)
+    }
+
+    /// Fetches and commits every window not staged yet; returns the jobs seen.
+    async fn fetch_all(&mut self, staged: &Staged) -> Result<BTreeSet<String>, BundleError> {
+        let mut source = VmExportSource::new(
+            self.client.clone(),
+            self.plan.selectors.clone(),
+            self.plan.method,
+        );
+        let mut journal = open_journal(&self.staging)?;
+        let fetch_started = Instant::now();
+        let mut fetched = 0u64;
+        let mut jobs_seen = staged.jobs.clone();
+        for (index, (start, end)) in (0u64..).zip(plan_windows(&self.plan)) {
+            if staged.done.contains(&index) {
+                continue;
+            }
+            let window = self
+                .fetch_window(&mut source, index, start, end, staged.count() + fetched)
+                .await?;
+            let entry = WindowDone {
+                index,
+                lines: window.stats.lines,
+                samples: window.stats.samples,
+                bytes: window.stats.bytes,
+                jobs: window.jobs.into_iter().collect(),
+                xxh64: None,
+            };
+            journal = self.commit(window.out, journal, entry.clone()).await?;
+            tracing::debug!(window = index, "window committed");
+            jobs_seen.extend(entry.jobs.iter().cloned());
+            self.report
+                .totals
+                .add(window.stats.lines, window.stats.samples, window.stats.bytes);
+            fetched += 1;
+            let done = staged.count() + fetched;
+            let mut ev = self
+                .report
+                .event(ExportStage::Exporting, done, self.total, None);
+            ev.eta = eta(
+                fetch_started.elapsed(),
+                fetched as f64,
+                (self.total - staged.count()) as f64,
+            );
+            emit(&self.report.tx, ev);
+        }
+        Ok(jobs_seen)
+    }
+
+    /// Fetches one window into its staging file, again after retriable
+    /// failures; falls back to `query_range` when `/api/v1/export` is missing.
+    async fn fetch_window(
+        &mut self,
+        source: &mut VmExportSource,
+        index: u64,
+        start: i64,
+        end: i64,
+        done: u64,
+    ) -> Result<Fetched, BundleError> {
+        let retries = self.client.retry_policy().clone();
         let mut attempt = 0u32;
-        let (out, stats, jobs) = loop {
-            let mut writer = WindowWriter::create(&staging, index, obf, plan_step(&plan))?;
-            writer.tee = packer.as_ref().and_then(|p| p.sender());
+        loop {
+            let obf = self
+                .obf
+                .take()
+                .expect("the obfuscator is handed back after each window");
+            let mut writer =
+                WindowWriter::create(&self.staging, index, obf, plan_step(&self.plan))?;
+            writer.tee = self.packer.as_ref().and_then(|p| p.sender());
             let t0 = Instant::now();
             let (writer, result) = source
-                .fetch_window(start, end, writer, cancel.cancelled())
+                .fetch_window(start, end, writer, self.cancel.cancelled())
                 .await;
             tracing::debug!(window = index, took = ?t0.elapsed(), "window fetched");
             let teed = writer.teed;
-            let (out, o, stats, jobs) = writer.into_parts();
-            obf = o;
+            let (out, obf, stats, jobs) = writer.into_parts();
+            self.obf = Some(obf);
             if result.is_err() && teed {
                 // Part of a failed window reached the archive: it cannot be
                 // taken back from a stream, so pack from staging at the end.
-                if let Some(p) = packer.take() {
+                if let Some(p) = self.packer.take() {
                     p.abort();
                 }
             }
             match result {
-                Ok(_) => match out {
-                    Ok(out) => break (out, stats, jobs),
-                    Err(reason) => return Err(BundleError::Params(reason)),
-                },
+                Ok(_) => {
+                    let out = out.map_err(BundleError::Params)?;
+                    return Ok(Fetched { out, stats, jobs });
+                }
                 Err(e) if e.is_missing_route() && source.method == ExportMethod::Export => {
-                    let step_ms = plan
+                    let step_ms = self
+                        .plan
                         .step_ms
-                        .unwrap_or(batch_window_ms(plan.to_ms - plan.from_ms, None));
-                    plan.method = ExportMethod::QueryRange { step_ms };
-                    write_plan(&staging, &plan)?;
-                    source =
-                        VmExportSource::new(client.clone(), plan.selectors.clone(), plan.method);
-                    emit(
-                        &progress,
-                        report(
-                            ExportStage::Exporting,
-                            resumed + fetched,
-                            total,
-                            &totals,
-                            Some(format!("{e}; falling back to query_range")),
-                        ),
+                        .unwrap_or(batch_window_ms(self.plan.to_ms - self.plan.from_ms, None));
+                    self.plan.method = ExportMethod::QueryRange { step_ms };
+                    write_plan(&self.staging, &self.plan)?;
+                    *source = VmExportSource::new(
+                        self.client.clone(),
+                        self.plan.selectors.clone(),
+                        self.plan.method,
                     );
+                    let message = format!("{e}; falling back to query_range");
+                    self.report
+                        .emit(ExportStage::Exporting, done, self.total, Some(message));
                 }
                 Err(SourceError::Cancelled) => return Err(BundleError::Cancelled),
                 Err(e) if e.is_retriable() && retries.max_retries.is_none_or(|m| attempt < m) => {
                     let pause = retries.backoff(attempt);
                     tracing::warn!(window = index, error = %e, retry_in = ?pause, "window failed, fetching it again");
                     attempt += 1;
-                    cancel.sleep(pause).await?;
+                    self.cancel.sleep(pause).await?;
                 }
-                Err(e) => {
-                    return Err(match e {
-                        SourceError::Sink(reason) => BundleError::Params(format!(
-                            "window {} .. {}: {reason}",
-                            format_rfc3339_ms(start),
-                            format_rfc3339_ms(end)
-                        )),
-                        other => other.into(),
-                    })
+                Err(SourceError::Sink(reason)) => {
+                    return Err(BundleError::Params(format!(
+                        "window {} .. {}: {reason}",
+                        format_rfc3339_ms(start),
+                        format_rfc3339_ms(end)
+                    )))
                 }
+                Err(e) => return Err(e.into()),
             }
-        };
-        let entry = WindowDone {
-            index,
-            lines: stats.lines,
-            samples: stats.samples,
-            bytes: stats.bytes,
-            jobs: jobs.into_iter().collect(),
-            xxh64: None,
-        };
-        // fsyncs and renames: off the async threads.
-        let (staging2, map2) = (staging.clone(), params.obfuscation_map.clone());
-        let mut entry2 = entry.clone();
-        let (o, j, committed) = tokio::task::spawn_blocking(move || {
-            let mut obf = obf;
+        }
+    }
+
+    /// Makes a fetched window durable (fsyncs and renames: off the async threads).
+    async fn commit(
+        &mut self,
+        out: StagedFile,
+        journal: std::fs::File,
+        mut entry: WindowDone,
+    ) -> Result<std::fs::File, BundleError> {
+        let staging = self.staging.clone();
+        let map = self.params.obfuscation_map.clone();
+        let mut obf = self
+            .obf
+            .take()
+            .expect("the obfuscator is here between windows");
+        let (obf, journal, committed) = tokio::task::spawn_blocking(move || {
             let mut journal = journal;
             let r = commit_window(
-                &staging2,
+                &staging,
                 out,
                 &mut obf,
-                map2.as_deref(),
+                map.as_deref(),
                 &mut journal,
-                &mut entry2,
+                &mut entry,
             );
             (obf, journal, r)
         })
         .await
         .map_err(|e| BundleError::Params(format!("window commit panicked: {e}")))?;
-        obf = o;
-        journal = j;
+        self.obf = Some(obf);
         committed?;
-        tracing::debug!(window = index, "window committed");
-        jobs_seen.extend(entry.jobs.iter().cloned());
-        totals.lines += stats.lines;
-        totals.samples += stats.samples;
-        totals.bytes += stats.bytes;
-        fetched += 1;
-        let mut ev = report(
-            ExportStage::Exporting,
-            resumed + fetched,
-            total,
-            &totals,
-            None,
-        );
-        ev.eta = eta(
-            fetch_started.elapsed(),
-            fetched as f64,
-            (total - resumed) as f64,
-        );
-        emit(&progress, ev);
+        Ok(journal)
     }
-    drop(journal);
 
-    emit(
-        &progress,
-        report(ExportStage::Packing, total, total, &totals, None),
-    );
-    let export_date = now_ms();
-    let mut metadata = BundleMetadata {
-        export_id: plan.export_id.clone(),
-        export_date: format_rfc3339_ms(export_date),
-        time_range: TimeRange {
-            start: format_rfc3339_ms(plan.from_ms),
-            end: format_rfc3339_ms(plan.to_ms),
-        },
-        components: plan.components.clone(),
-        jobs: jobs_seen.into_iter().collect(),
-        metrics_count: totals.lines,
-        obfuscated: plan.obfuscation.is_enabled(),
-        spillway_version: Some(env!("CARGO_PKG_VERSION").to_string()),
-        source_flavour: Some(plan.flavour.as_str().to_string()),
-        source_version: plan.version.clone(),
-        export_method: Some(
-            match plan.method {
-                ExportMethod::Export => "export",
-                ExportMethod::QueryRange { .. } => "query_range",
-            }
-            .to_string(),
-        ),
-        step_seconds: match plan.method {
-            ExportMethod::QueryRange { step_ms } => Some(step_ms as f64 / 1000.0),
-            ExportMethod::Export => plan.step_ms.map(|s| s as f64 / 1000.0),
-        },
-        selectors: plan
-            .selectors
-            .iter()
-            .map(|s| obf.redact_selector(s))
-            .collect(),
-        samples_count: Some(totals.samples),
-        metrics_sha256: None,
-        obfuscation: plan.obfuscation.is_active().then(|| ObfuscationSummary {
-            ips: plan.obfuscation.ips,
-            jobs: plan.obfuscation.jobs,
-            labels: plan.obfuscation.labels.clone(),
-            dropped_labels: plan.obfuscation.drop_labels.clone(),
-        }),
-    };
-    let (out_dir, staging2, name2, token) = (
-        params.out_dir.clone(),
-        staging.clone(),
-        bundle_name.clone(),
-        cancel.clone(),
-    );
-    let (written, md) = tokio::task::spawn_blocking(move || {
-        if let Some(p) = packer {
-            match p.finish(metadata.clone()) {
-                Ok(done) => return Ok(done),
-                Err(e) => tracing::warn!(error = %e, "packing while fetching failed; packing from staging"),
-            }
+    /// What `metadata.json` says about this gather.
+    fn metadata(&self, obf: &Obfuscator, jobs: BTreeSet<String>) -> BundleMetadata {
+        let plan = &self.plan;
+        let totals = &self.report.totals;
+        BundleMetadata {
+            export_id: plan.export_id.clone(),
+            export_date: format_rfc3339_ms(now_ms()),
+            time_range: TimeRange {
+                start: format_rfc3339_ms(plan.from_ms),
+                end: format_rfc3339_ms(plan.to_ms),
+            },
+            components: plan.components.clone(),
+            jobs: jobs.into_iter().collect(),
+            metrics_count: totals.lines,
+            obfuscated: plan.obfuscation.is_enabled(),
+            spillway_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            source_flavour: Some(plan.flavour.as_str().to_string()),
+            source_version: plan.version.clone(),
+            export_method: Some(
+                match plan.method {
+                    ExportMethod::Export => "export",
+                    ExportMethod::QueryRange { .. } => "query_range",
+                }
+                .to_string(),
+            ),
+            step_seconds: match plan.method {
+                ExportMethod::QueryRange { step_ms } => Some(step_ms as f64 / 1000.0),
+                ExportMethod::Export => plan.step_ms.map(|s| s as f64 / 1000.0),
+            },
+            selectors: plan
+                .selectors
+                .iter()
+                .map(|s| obf.redact_selector(s))
+                .collect(),
+            samples_count: Some(totals.samples),
+            metrics_sha256: None,
+            obfuscation: plan.obfuscation.is_active().then(|| ObfuscationSummary {
+                ips: plan.obfuscation.ips,
+                jobs: plan.obfuscation.jobs,
+                labels: plan.obfuscation.labels.clone(),
+                dropped_labels: plan.obfuscation.drop_labels.clone(),
+            }),
         }
-        pack(&out_dir, &name2, &staging2, total, metadata, &token)
-    })
-    .await
-    .map_err(|e| BundleError::Params(format!("packing panicked: {e}")))??;
-    metadata = md;
-    if let Some(map_path) = &params.obfuscation_map {
-        save_map(map_path, &obf)?;
     }
-    clear_staging(&staging)?;
-    drop(lock);
-    std::fs::remove_dir(&staging).ok();
-    let outcome = ExportOutcome {
-        bundle: written.path,
-        checksum_file: written.checksum_path,
-        sha256: written.sha256,
-        archive_bytes: written.bytes,
-        metadata,
-        windows: total,
-        resumed_windows: resumed,
-        obfuscation_map: params.obfuscation_map.clone(),
-        elapsed: started.elapsed(),
-    };
-    emit_last(
-        &progress,
-        report(ExportStage::Done, total, total, &totals, None),
-    )
-    .await;
-    Ok(outcome)
+
+    /// Packs the archive (finishing the streaming packer, or from staging),
+    /// writes the map, clears staging.
+    async fn finish(
+        &mut self,
+        bundle_name: &str,
+        jobs: BTreeSet<String>,
+        resumed: u64,
+    ) -> Result<ExportOutcome, BundleError> {
+        let total = self.total;
+        self.report.emit(ExportStage::Packing, total, total, None);
+        let obf = self
+            .obf
+            .take()
+            .expect("the obfuscator is here after the last window");
+        let metadata = self.metadata(&obf, jobs);
+        let (out_dir, staging, name, token) = (
+            self.params.out_dir.clone(),
+            self.staging.clone(),
+            bundle_name.to_string(),
+            self.cancel.clone(),
+        );
+        let packer = self.packer.take();
+        let (written, metadata) = tokio::task::spawn_blocking(move || {
+            if let Some(p) = packer {
+                match p.finish(metadata.clone()) {
+                    Ok(done) => return Ok(done),
+                    Err(e) => tracing::warn!(error = %e, "packing while fetching failed; packing from staging"),
+                }
+            }
+            pack(&out_dir, &name, &staging, total, metadata, &token)
+        })
+        .await
+        .map_err(|e| BundleError::Params(format!("packing panicked: {e}")))??;
+        if let Some(map_path) = &self.params.obfuscation_map {
+            save_map(map_path, &obf)?;
+        }
+        clear_staging(&self.staging)?;
+        Ok(ExportOutcome {
+            bundle: written.path,
+            checksum_file: written.checksum_path,
+            sha256: written.sha256,
+            archive_bytes: written.bytes,
+            metadata,
+            windows: total,
+            resumed_windows: resumed,
+            obfuscation_map: self.params.obfuscation_map.clone(),
+            elapsed: self.report.started.elapsed(),
+        })
+    }
 }
 
 /// The window length: by range or custom (see `batch_window_ms`), made whole
-/// steps with `--step` so that a step interval is never split (see `windows`).
+/// steps with `--step` so that a step interval is never split (see `Windows::aligned`).
 fn plan_window_ms(range_ms: i64, custom_ms: Option<i64>, step_ms: Option<i64>) -> i64 {
     let w = batch_window_ms(range_ms, custom_ms);
     match step_ms {
@@ -867,17 +1055,28 @@ fn downsample(samples: &[Sample], step_ms: i64) -> Vec<Sample> {
     out
 }
 
+/// A file of the staging directory (or the user's map), read with a cap:
+/// `None` when it does not exist.
+fn read_staged(path: &Path, what: &'static str) -> Result<Option<Vec<u8>>, BundleError> {
+    // The obfuscation state and map grow with the number of values mapped.
+    const MAX_STATE_BYTES: u64 = 256 << 20;
+    match crate::model::input::read_bytes(path, MAX_STATE_BYTES, what) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(BundleError::Params(e.to_string())),
+    }
+}
+
 fn read_plan(staging: &Path) -> Result<Option<Plan>, BundleError> {
     let path = staging.join(PLAN);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+    match read_staged(&path, "a gather plan")? {
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             BundleError::Params(format!(
                 "{}: unreadable gather plan ({e}); remove the staging directory to start over",
                 path.display()
             ))
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(&path)(e)),
+        None => Ok(None),
     }
 }
 
@@ -900,16 +1099,13 @@ fn write_plan(staging: &Path, plan: &Plan) -> Result<(), BundleError> {
 
 fn read_journal(staging: &Path) -> Result<Vec<WindowDone>, BundleError> {
     let path = staging.join(JOURNAL);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(&path)(e)),
+    let Some(text) = read_staged(&path, "a gather journal")? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(io_err(&path))?;
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         // A torn last line: that window is fetched again.
-        match serde_json::from_str::<WindowDone>(&line) {
+        match serde_json::from_slice::<WindowDone>(line) {
             Ok(w) => out.push(w),
             Err(_) => break,
         }
@@ -975,21 +1171,20 @@ fn load_obfuscator(
     map_path: Option<&Path>,
 ) -> Result<Obfuscator, BundleError> {
     let path = staging.join(OBF_STATE);
-    let state: Option<ObfuscatorState> = match std::fs::read(&path) {
-        Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| {
+    let state: Option<ObfuscatorState> = match read_staged(&path, "an obfuscation state")? {
+        Some(b) => Some(serde_json::from_slice(&b).map_err(|e| {
             BundleError::Params(format!(
                 "{}: unreadable obfuscation state ({e})",
                 path.display()
             ))
         })?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err(&path)(e)),
+        None => None,
     };
     match state {
         None => Ok(Obfuscator::new(plan.obfuscation.clone())),
         Some(state) => {
             let map = map_path
-                .and_then(|p| std::fs::read(p).ok())
+                .and_then(|p| read_staged(p, "an obfuscation map").ok().flatten())
                 .and_then(|b| serde_json::from_slice::<ObfuscationMap>(&b).ok());
             Obfuscator::restore(plan.obfuscation.clone(), state, map).map_err(BundleError::Params)
         }
@@ -1072,11 +1267,13 @@ impl Packer {
                 return None;
             }
         };
-        let staged: Vec<PathBuf> = (0..staged).map(|i| staging.join(window_file(i))).collect();
+        let staging = staging.to_path_buf();
         let thread = std::thread::spawn(move || -> Option<PackResult> {
             let mut buf = vec![0u8; 1 << 20];
             let fail = |e: std::io::Error| Some(Err(io_err(&bundle_path)(e)));
-            let msgs = staged.into_iter().map(PackMsg::File).chain(rx);
+            let msgs = (0..staged)
+                .map(|i| PackMsg::File(staging.join(window_file(i))))
+                .chain(rx);
             for msg in msgs {
                 match msg {
                     PackMsg::Data(d) => {

@@ -42,7 +42,7 @@ use super::{emit, emit_last, eta, io_err, BundleError, CancelToken, JobHandle, P
 use crate::client::{Client, ClientConfig, ClientError};
 use crate::codec::{parse_vm_json_line, write_vm_json_line};
 use crate::fsutil::AtomicFile;
-use crate::model::time::{format_rfc3339_ms, now_ms};
+use crate::model::time::{format_rfc3339_ms, now_ms, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -258,15 +258,16 @@ fn write_state(path: &Path, state: &ImportState) -> Result<(), BundleError> {
 }
 
 fn read_state(path: &Path) -> Result<Option<ImportState>, BundleError> {
-    match std::fs::read(path) {
+    use crate::model::input::{read_bytes, MAX_CONFIG_FILE_BYTES};
+    match read_bytes(path, MAX_CONFIG_FILE_BYTES, "an import state file") {
         Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
             BundleError::Params(format!(
                 "{}: unreadable import state ({e}); delete it to start over",
                 path.display()
             ))
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(path)(e)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(BundleError::Params(e.to_string())),
     }
 }
 
@@ -285,22 +286,137 @@ struct Chunk {
     skipped_lines: u64,
 }
 
+/// The largest `--chunk-size`: a request body is held in memory, four at a time.
+pub const MAX_CHUNK_BYTES: usize = 64 << 20;
+
 async fn run(
     params: ImportParams,
     progress: ProgressTx<ImportProgress>,
     cancel: CancelToken,
 ) -> Result<ImportOutcome, BundleError> {
     let started = Instant::now();
-    if params.chunk_bytes < 1024 {
+    if !(1024..=MAX_CHUNK_BYTES).contains(&params.chunk_bytes) {
         return Err(BundleError::Params(format!(
-            "--chunk-size {} is too small: use at least 1KiB (default 512KiB)",
-            params.chunk_bytes
+            "--chunk-size {} is outside 1KiB .. 64MiB (default 512KiB)",
+            crate::model::size::format_size(params.chunk_bytes as u64)
         )));
     }
     let client = Client::new(params.client.clone())?;
     let target = client.endpoint().display();
     let state_path = params.state_path();
-    let ev = |stage, done, total, message: Option<String>| ImportProgress {
+
+    // 1. Check.
+    emit(
+        &progress,
+        stage_event(ImportStage::Checking, 0, 0, started, None),
+    );
+    let (opened, check) = check_bundle(&params, &progress, &cancel).await?;
+    let check_elapsed = started.elapsed();
+
+    // 2. Plan.
+    let (state, retention_source) = plan(&params, &client, &check, &state_path, &target).await?;
+    let shift_ms = state.shift_ms;
+    let cutoff = state.retention_cutoff_ms;
+    let series_expected = check
+        .series_last_ts
+        .values()
+        .filter(|&&last| cutoff.is_none_or(|c| last + shift_ms >= c))
+        .count() as u64;
+    let resumed_from = state.committed_offset;
+
+    // 3. Upload.
+    let upload_started = Instant::now();
+    let done = Upload {
+        params: &params,
+        client: &client,
+        target: &target,
+        state_path: &state_path,
+        check: &check,
+        progress: &progress,
+        cancel: &cancel,
+        started,
+    }
+    .run(&opened, state)
+    .await?;
+    let upload_elapsed = upload_started.elapsed();
+
+    // 4. Verify.
+    let verify_started = Instant::now();
+    let (series_found, verified, verify_note) = if params.dry_run {
+        (None, None, Some("dry run: nothing was sent".to_string()))
+    } else {
+        emit(
+            &progress,
+            stage_event(
+                ImportStage::Verifying,
+                check.bytes,
+                check.bytes,
+                started,
+                None,
+            ),
+        );
+        let (min_ts, max_ts) = (check.min_ts.unwrap_or(0), check.max_ts.unwrap_or(0));
+        let lo = match cutoff {
+            Some(c) => (min_ts + shift_ms).max(c),
+            None => min_ts + shift_ms,
+        };
+        verify_on_target(
+            &client,
+            &check,
+            lo,
+            max_ts + shift_ms,
+            series_expected,
+            params.verify_timeout,
+            &cancel,
+        )
+        .await
+    };
+    let outcome = ImportOutcome {
+        bundle: params.bundle.clone(),
+        dry_run: params.dry_run,
+        resumed_from,
+        lines_sent: done.lines,
+        samples_sent: done.samples,
+        chunks: done.chunks,
+        skipped_samples: done.skipped_samples,
+        skipped_lines: done.skipped_lines,
+        retention_cutoff_ms: cutoff,
+        retention_source,
+        shift_ms,
+        series_expected,
+        series_found,
+        verified,
+        verify_note,
+        check_elapsed,
+        upload_elapsed,
+        verify_elapsed: verify_started.elapsed(),
+        elapsed: started.elapsed(),
+        check,
+    };
+    let mut last = stage_event(
+        ImportStage::Done,
+        outcome.check.bytes,
+        outcome.check.bytes,
+        started,
+        None,
+    );
+    last.lines = done.lines;
+    last.samples = done.samples;
+    last.skipped_samples = done.skipped_samples;
+    last.chunks = done.chunks;
+    emit_last(&progress, last).await;
+    Ok(outcome)
+}
+
+/// A progress event with no counters yet.
+fn stage_event(
+    stage: ImportStage,
+    done: u64,
+    total: u64,
+    started: Instant,
+    message: Option<String>,
+) -> ImportProgress {
+    ImportProgress {
         stage,
         bytes_done: done,
         bytes_total: total,
@@ -311,10 +427,16 @@ async fn run(
         elapsed: started.elapsed(),
         eta: None,
         message,
-    };
+    }
+}
 
-    // 1. Check.
-    emit(&progress, ev(ImportStage::Checking, 0, 0, None));
+/// Step 1: opens the bundle and checks every line (blocking work, off the
+/// async threads); nothing is sent from a bundle that fails it.
+async fn check_bundle(
+    params: &ImportParams,
+    progress: &ProgressTx<ImportProgress>,
+    cancel: &CancelToken,
+) -> Result<(OpenedBundle, VerifyReport), BundleError> {
     let (bundle_path, limits) = (params.bundle.clone(), params.limits);
     let opened: OpenedBundle =
         tokio::task::spawn_blocking(move || open_bundle(&bundle_path, limits))
@@ -325,32 +447,43 @@ async fn run(
     let check: VerifyReport = tokio::task::spawn_blocking(move || {
         let t0 = Instant::now();
         scan(&opened2, &cancel2, |done| {
-            let mut e = ImportProgress {
-                stage: ImportStage::Checking,
-                bytes_done: done,
-                bytes_total: total,
-                lines: 0,
-                samples: 0,
-                skipped_samples: 0,
-                chunks: 0,
-                elapsed: t0.elapsed(),
-                eta: None,
-                message: None,
-            };
+            let mut e = stage_event(ImportStage::Checking, done, total, t0, None);
             e.eta = eta(t0.elapsed(), done as f64, total as f64);
             emit(&progress2, e);
         })
     })
     .await
     .map_err(|e| BundleError::Params(format!("check panicked: {e}")))??;
-    let (min_ts, max_ts) = (check.min_ts.unwrap_or(0), check.max_ts.unwrap_or(0));
-    let check_elapsed = started.elapsed();
+    let (min, max) = (
+        check.min_ts.unwrap_or(MIN_TIMESTAMP_MS),
+        check.max_ts.unwrap_or(MIN_TIMESTAMP_MS),
+    );
+    if min < MIN_TIMESTAMP_MS || max > MAX_TIMESTAMP_MS {
+        return Err(BundleError::Rejected {
+            path: params.bundle.clone(),
+            reason: format!(
+                "metrics.jsonl has timestamps from {min} to {max} ms, outside {} .. {} (what VictoriaMetrics stores)",
+                format_rfc3339_ms(MIN_TIMESTAMP_MS),
+                format_rfc3339_ms(MAX_TIMESTAMP_MS)
+            ),
+        });
+    }
+    Ok((opened, check))
+}
 
-    // 2. Plan.
-    crate::fsutil::remove_stale_temps_beside(&state_path).map_err(io_err(&state_path))?;
-    let existing = read_state(&state_path)?;
-    let mut retention_source = None;
-    let mut state = match (params.resume, existing) {
+/// Step 2: the state to upload from: the interrupted import's (`--resume`,
+/// checked against this bundle and target) or a new one with the target's
+/// retention and the `--shift-to-now` shift.
+async fn plan(
+    params: &ImportParams,
+    client: &Client,
+    check: &VerifyReport,
+    state_path: &Path,
+    target: &str,
+) -> Result<(ImportState, Option<String>), BundleError> {
+    crate::fsutil::remove_stale_temps_beside(state_path).map_err(io_err(state_path))?;
+    let existing = read_state(state_path)?;
+    let (mut state, mut retention_source) = match (params.resume, existing) {
         (true, None) => {
             return Err(BundleError::Params(format!(
             "--resume: no saved import state at {}; run without --resume to import from the start",
@@ -370,7 +503,7 @@ async fn run(
                     s.target
                 )));
             }
-            s
+            (s, None)
         }
         (false, existing) => {
             if let Some(s) = existing.filter(|s| s.committed_offset > 0) {
@@ -380,14 +513,12 @@ async fn run(
                     "an earlier import of this bundle stopped part-way; starting from the beginning (pass --resume to continue it instead)"
                 );
             }
-            let (cutoff, source) = retention_cutoff(&client).await;
-            retention_source = source;
-            let shift_ms = if params.shift_to_now && check.max_ts.is_some() {
-                (now_ms() - max_ts).div_euclid(1000) * 1000
-            } else {
-                0
+            let (cutoff, source) = retention_cutoff(client).await;
+            let shift_ms = match check.max_ts {
+                Some(max_ts) if params.shift_to_now => (now_ms() - max_ts).div_euclid(1000) * 1000,
+                _ => 0,
             };
-            ImportState {
+            let state = ImportState {
                 format: 1,
                 bundle: params
                     .bundle
@@ -396,56 +527,159 @@ async fn run(
                     .unwrap_or_default(),
                 metrics_sha256: check.metrics_sha256.clone(),
                 metrics_bytes: check.bytes,
-                target: target.clone(),
+                target: target.to_string(),
                 chunk_bytes: params.chunk_bytes,
                 shift_ms,
                 retention_cutoff_ms: cutoff,
                 ..Default::default()
-            }
+            };
+            (state, source)
         }
     };
-    if params.resume && state.retention_cutoff_ms.is_some() {
-        retention_source = Some("the interrupted import's state".to_string());
-    }
-    let shift_ms = state.shift_ms;
-    let cutoff = state.retention_cutoff_ms;
-    let series_expected = check
-        .series_last_ts
-        .values()
-        .filter(|&&last| cutoff.is_none_or(|c| last + shift_ms >= c))
-        .count() as u64;
-    let resumed_from = state.committed_offset;
     if params.resume {
+        if state.retention_cutoff_ms.is_some() {
+            retention_source = Some("the interrupted import's state".to_string());
+        }
         state.chunk_bytes = params.chunk_bytes;
     }
+    Ok((state, retention_source))
+}
 
-    // 3. Upload.
-    emit(
-        &progress,
-        ev(
-            ImportStage::Uploading,
-            resumed_from,
-            check.bytes,
-            (resumed_from > 0)
-                .then(|| format!("resuming at byte {resumed_from} of {}", check.bytes)),
-        ),
-    );
-    let mut guard = StateGuard {
-        path: state_path.clone(),
-        saved: state.clone(),
-        state,
-        armed: !params.dry_run,
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk, BundleError>>(IN_FLIGHT);
-    let raw = cutoff.is_none()
-        && shift_ms == 0
-        && check.special_lines == 0
-        && guard.state.acked.is_empty();
-    let producer = {
+/// Step 3: chunks read on a blocking thread, [`IN_FLIGHT`] requests at a
+/// time, the committed offset saved as acknowledgements arrive.
+struct Upload<'a> {
+    params: &'a ImportParams,
+    client: &'a Client,
+    target: &'a str,
+    state_path: &'a Path,
+    check: &'a VerifyReport,
+    progress: &'a ProgressTx<ImportProgress>,
+    cancel: &'a CancelToken,
+    started: Instant,
+}
+
+impl Upload<'_> {
+    /// Uploads from `state`; returns the final state (counters of what was sent).
+    async fn run(
+        &self,
+        opened: &OpenedBundle,
+        state: ImportState,
+    ) -> Result<ImportState, BundleError> {
+        let check = self.check;
+        let resumed_from = state.committed_offset;
+        emit(
+            self.progress,
+            stage_event(
+                ImportStage::Uploading,
+                resumed_from,
+                check.bytes,
+                self.started,
+                (resumed_from > 0)
+                    .then(|| format!("resuming at byte {resumed_from} of {}", check.bytes)),
+            ),
+        );
+        let mut guard = StateGuard {
+            path: self.state_path.to_path_buf(),
+            saved: state.clone(),
+            state,
+            armed: !self.params.dry_run,
+        };
+        // Lines pass unread unless points must be dropped, shifted or re-encoded.
+        let raw = guard.state.retention_cutoff_ms.is_none()
+            && guard.state.shift_ms == 0
+            && check.special_lines == 0
+            && guard.state.acked.is_empty();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk, BundleError>>(IN_FLIGHT);
+        let producer = self.spawn_producer(opened, &guard.state, raw, tx);
+        let upload_started = Instant::now();
+        let mut last_save = Instant::now();
+        let mut inflight = futures_util::stream::FuturesUnordered::new();
+        let mut producing = true;
+        let mut failure: Option<String> = None;
+        loop {
+            // Keep IN_FLIGHT requests going; stop feeding after a failure.
+            while producing && failure.is_none() && inflight.len() < IN_FLIGHT {
+                let next = tokio::select! {
+                    c = rx.recv() => c,
+                    _ = self.cancel.cancelled() => {
+                        guard.save()?;
+                        return Err(BundleError::Cancelled);
+                    }
+                };
+                match next {
+                    None => producing = false,
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(chunk)) => inflight.push(self.send(chunk)),
+                }
+            }
+            if inflight.is_empty() {
+                break;
+            }
+            let (chunk, sent) = tokio::select! {
+                Some(done) = futures_util::StreamExt::next(&mut inflight) => done,
+                _ = self.cancel.cancelled() => {
+                    guard.save()?;
+                    return Err(BundleError::Cancelled);
+                }
+            };
+            if let Err(e) = sent {
+                // Wait for the other requests: what they land must be recorded.
+                failure.get_or_insert_with(|| format!("upload to {} failed: {e}", self.target));
+                continue;
+            }
+            guard.state.acknowledge(&chunk);
+            if !self.params.dry_run && last_save.elapsed() >= Duration::from_secs(1) {
+                guard.save()?;
+                last_save = Instant::now();
+            }
+            emit(
+                self.progress,
+                self.uploading(&guard.state, raw, resumed_from, upload_started),
+            );
+        }
+        if let Some(reason) = failure {
+            guard.save()?;
+            return Err(BundleError::Interrupted {
+                reason,
+                committed: guard.state.committed_offset,
+                total: check.bytes,
+                state: self.state_path.to_path_buf(),
+            });
+        }
+        producer
+            .await
+            .map_err(|e| BundleError::Params(format!("reader panicked: {e}")))?;
+        if raw {
+            // Lines are passed on unread in raw mode: the check counted them.
+            guard.state.lines = check.lines;
+            guard.state.samples = check.samples;
+        }
+        guard.armed = false;
+        if !self.params.dry_run {
+            std::fs::remove_file(self.state_path).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(io_err(self.state_path)(e))
+                }
+            })?;
+        }
+        Ok(guard.state.clone())
+    }
+
+    /// The blocking reader that cuts `metrics.jsonl` into chunks.
+    fn spawn_producer(
+        &self,
+        opened: &OpenedBundle,
+        state: &ImportState,
+        raw: bool,
+        tx: tokio::sync::mpsc::Sender<Result<Chunk, BundleError>>,
+    ) -> tokio::task::JoinHandle<()> {
         let opened = opened.clone();
-        let cancel = cancel.clone();
-        let acked = guard.state.acked.clone();
-        let (chunk_bytes, skip) = (params.chunk_bytes, resumed_from);
+        let cancel = self.cancel.clone();
+        let acked = state.acked.clone();
+        let (chunk_bytes, skip) = (self.params.chunk_bytes, state.committed_offset);
+        let (shift_ms, cutoff) = (state.shift_ms, state.retention_cutoff_ms);
         tokio::task::spawn_blocking(move || {
             let r = if raw {
                 produce_raw(&opened, skip, chunk_bytes, &tx, &cancel)
@@ -465,174 +699,55 @@ async fn run(
                 let _ = tx.blocking_send(Err(e));
             }
         })
-    };
-    let upload_started = Instant::now();
-    let mut last_save = Instant::now();
-    let importer = client.clone();
-    let mut inflight = futures_util::stream::FuturesUnordered::new();
-    let mut producing = true;
-    let mut failure: Option<String> = None;
-    loop {
-        // Keep IN_FLIGHT requests going; stop feeding after a failure.
-        while producing && failure.is_none() && inflight.len() < IN_FLIGHT {
-            let next = tokio::select! {
-                c = rx.recv() => c,
-                _ = cancel.cancelled() => {
-                    guard.save()?;
-                    return Err(BundleError::Cancelled);
-                }
-            };
-            match next {
-                None => producing = false,
-                Some(Err(e)) => return Err(e),
-                Some(Ok(chunk)) => {
-                    let importer = importer.clone();
-                    let dry = params.dry_run;
-                    inflight.push(async move {
-                        let Chunk { body, .. } = &chunk;
-                        let sent = if dry || body.is_empty() {
-                            Ok(())
-                        } else {
-                            importer.import(Bytes::copy_from_slice(body)).await
-                        };
-                        (chunk, sent)
-                    });
-                }
-            }
-        }
-        if inflight.is_empty() {
-            break;
-        }
-        let (chunk, sent) = tokio::select! {
-            Some(done) = futures_util::StreamExt::next(&mut inflight) => done,
-            _ = cancel.cancelled() => {
-                guard.save()?;
-                return Err(BundleError::Cancelled);
-            }
-        };
-        if let Err(e) = sent {
-            // Wait for the other requests: what they land must be recorded.
-            failure.get_or_insert_with(|| format!("upload to {target} failed: {e}"));
-            continue;
-        }
-        guard.state.acknowledge(&chunk);
-        if !params.dry_run && last_save.elapsed() >= Duration::from_secs(1) {
-            guard.save()?;
-            last_save = Instant::now();
-        }
-        let s = &guard.state;
-        let mut e = ImportProgress {
-            stage: ImportStage::Uploading,
-            bytes_done: s.committed_offset,
-            bytes_total: check.bytes,
-            lines: s.lines,
-            samples: if raw {
-                (check.samples as f64 * s.committed_offset as f64 / check.bytes.max(1) as f64)
-                    as u64
+    }
+
+    /// One request (nothing is sent in a dry run).
+    fn send(
+        &self,
+        chunk: Chunk,
+    ) -> impl std::future::Future<Output = (Chunk, Result<(), ClientError>)> + 'static {
+        let importer = self.client.clone();
+        let dry = self.params.dry_run;
+        async move {
+            let sent = if dry || chunk.body.is_empty() {
+                Ok(())
             } else {
-                s.samples
-            },
-            skipped_samples: s.skipped_samples,
-            chunks: s.chunks,
-            elapsed: started.elapsed(),
-            eta: None,
-            message: None,
+                importer.import(Bytes::copy_from_slice(&chunk.body)).await
+            };
+            (chunk, sent)
+        }
+    }
+
+    fn uploading(
+        &self,
+        s: &ImportState,
+        raw: bool,
+        resumed_from: u64,
+        upload_started: Instant,
+    ) -> ImportProgress {
+        let check = self.check;
+        let mut e = stage_event(
+            ImportStage::Uploading,
+            s.committed_offset,
+            check.bytes,
+            self.started,
+            None,
+        );
+        e.lines = s.lines;
+        e.samples = if raw {
+            (check.samples as f64 * s.committed_offset as f64 / check.bytes.max(1) as f64) as u64
+        } else {
+            s.samples
         };
+        e.skipped_samples = s.skipped_samples;
+        e.chunks = s.chunks;
         e.eta = eta(
             upload_started.elapsed(),
             (s.committed_offset - resumed_from) as f64,
             (check.bytes - resumed_from) as f64,
         );
-        emit(&progress, e);
+        e
     }
-    if let Some(reason) = failure {
-        guard.save()?;
-        return Err(BundleError::Interrupted {
-            reason,
-            committed: guard.state.committed_offset,
-            total: check.bytes,
-            state: state_path.clone(),
-        });
-    }
-    producer
-        .await
-        .map_err(|e| BundleError::Params(format!("reader panicked: {e}")))?;
-    if raw {
-        // Lines are passed on unread in raw mode: the check counted them.
-        guard.state.lines = check.lines;
-        guard.state.samples = check.samples;
-    }
-    guard.armed = false;
-    let done = guard.state.clone();
-    if !params.dry_run {
-        std::fs::remove_file(&state_path).or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(io_err(&state_path)(e))
-            }
-        })?;
-    }
-
-    // 5. Verify.
-    let upload_elapsed = upload_started.elapsed();
-    let verify_started = Instant::now();
-    let (series_found, verified, verify_note) = if params.dry_run {
-        (None, None, Some("dry run: nothing was sent".to_string()))
-    } else {
-        emit(
-            &progress,
-            ev(ImportStage::Verifying, check.bytes, check.bytes, None),
-        );
-        let lo = match cutoff {
-            Some(c) => (min_ts + shift_ms).max(c),
-            None => min_ts + shift_ms,
-        };
-        verify_on_target(
-            &client,
-            &check,
-            lo,
-            max_ts + shift_ms,
-            series_expected,
-            params.verify_timeout,
-            &cancel,
-        )
-        .await
-    };
-    let outcome = ImportOutcome {
-        bundle: params.bundle.clone(),
-        dry_run: params.dry_run,
-        check,
-        resumed_from,
-        lines_sent: done.lines,
-        samples_sent: done.samples,
-        chunks: done.chunks,
-        skipped_samples: done.skipped_samples,
-        skipped_lines: done.skipped_lines,
-        retention_cutoff_ms: cutoff,
-        retention_source,
-        shift_ms,
-        series_expected,
-        series_found,
-        verified,
-        verify_note,
-        check_elapsed,
-        upload_elapsed,
-        verify_elapsed: verify_started.elapsed(),
-        elapsed: started.elapsed(),
-    };
-    let mut last = ev(
-        ImportStage::Done,
-        outcome.check.bytes,
-        outcome.check.bytes,
-        None,
-    );
-    last.lines = done.lines;
-    last.samples = done.samples;
-    last.skipped_samples = done.skipped_samples;
-    last.chunks = done.chunks;
-    emit_last(&progress, last).await;
-    Ok(outcome)
 }
 
 /// The blocking half when nothing changes: whole lines passed on unread.
@@ -826,30 +941,19 @@ async fn retention(client: &Client) -> Option<(i64, String)> {
     None
 }
 
-/// VictoriaMetrics' `-retentionPeriod`: a number with `h`, `d`, `w`, `y`
-/// (or `m`/`s`), or a bare number of months (31 days each).
+/// VictoriaMetrics' `-retentionPeriod`: a duration (`30d`, `1y`, `12h`), or
+/// a bare number of months (31 days each), as VictoriaMetrics reads it.
 pub fn parse_retention(s: &str) -> Option<i64> {
     let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    const DAY: f64 = 86_400_000.0;
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, ""),
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        // A bare number parses as that many seconds; a month is 31 days of them.
+        let months = crate::model::time::parse_duration(s).ok()?;
+        months.checked_mul(31 * 86_400)?
+    } else {
+        crate::model::time::parse_duration(s).ok()?
     };
-    let n: f64 = num.parse().ok()?;
-    let ms = match unit {
-        "" => n * 31.0 * DAY,
-        "s" => n * 1000.0,
-        "m" => n * 60_000.0,
-        "h" => n * 3_600_000.0,
-        "d" => n * DAY,
-        "w" => n * 7.0 * DAY,
-        "y" => n * 365.0 * DAY,
-        _ => return None,
-    };
-    (ms > 0.0).then_some(ms as i64)
+    let ms = crate::model::time::duration_ms(d);
+    (ms > 0).then_some(ms)
 }
 
 /// Polls `/api/v1/series` until the expected series show up or time runs out.

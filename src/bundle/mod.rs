@@ -238,24 +238,6 @@ pub fn batch_window_ms(range_ms: i64, custom_ms: Option<i64>) -> i64 {
     }
 }
 
-/// Inclusive `(start, end)` windows covering `[from, to]` once, in order,
-/// their edges on multiples of `align_ms` (the `--step`, so that no step
-/// interval is split between two windows; 1 for none). `window_ms` should
-/// be a multiple of `align_ms`.
-pub fn windows(from_ms: i64, to_ms: i64, window_ms: i64, align_ms: i64) -> Vec<(i64, i64)> {
-    let mut out = Vec::new();
-    let mut edge = from_ms.div_euclid(align_ms.max(1)) * align_ms.max(1);
-    while edge <= to_ms {
-        let next = edge.saturating_add(window_ms);
-        let (s, e) = (edge.max(from_ms), (next - 1).min(to_ms));
-        if s <= e {
-            out.push((s, e));
-        }
-        edge = next;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,21 +269,6 @@ mod tests {
         assert_eq!(batch_window_ms(7 * 3_600_000, None), 300_000);
         assert_eq!(batch_window_ms(1, Some(1_000)), 30_000);
         assert_eq!(batch_window_ms(1, Some(100 * 3_600_000)), 86_400_000);
-        assert_eq!(
-            windows(0, 99_999, 30_000, 1),
-            [
-                (0, 29_999),
-                (30_000, 59_999),
-                (60_000, 89_999),
-                (90_000, 99_999)
-            ]
-        );
-        assert_eq!(windows(0, 0, 30_000, 1), [(0, 0)]);
-        // Aligned to a 60 s step: edges on whole minutes.
-        assert_eq!(
-            windows(90_000, 250_000, 120_000, 60_000),
-            [(90_000, 179_999), (180_000, 250_000)]
-        );
     }
 
     #[test]

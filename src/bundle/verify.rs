@@ -293,7 +293,12 @@ pub fn checksum_path(bundle: &Path) -> PathBuf {
 /// The hex digest in `<bundle>.sha256` (`<hex>  <name>` or just `<hex>`), if the file exists.
 fn read_checksum_file(bundle: &Path) -> Result<Option<String>, BundleError> {
     let p = checksum_path(bundle);
-    match std::fs::read_to_string(&p) {
+    let read = crate::model::input::read_text(
+        &p,
+        crate::model::input::MAX_SMALL_FILE_BYTES,
+        "a .sha256 file",
+    );
+    match read {
         Ok(text) => {
             let hexd = text
                 .split_whitespace()
@@ -308,8 +313,8 @@ fn read_checksum_file(bundle: &Path) -> Result<Option<String>, BundleError> {
             }
             Ok(Some(hexd))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(&p)(e)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(reject(bundle, e.to_string())),
     }
 }
 

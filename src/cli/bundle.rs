@@ -9,9 +9,9 @@ use crate::bundle::{
     VerifyReport,
 };
 use crate::client::{Client, ClientConfig};
-use crate::model::time::{
-    format_duration, format_rfc3339_ms, now_ms, parse_duration, parse_timestamp_ms,
-};
+use crate::model::range::{self, RangeDefaults, RangeInput};
+use crate::model::size::{format_size_short, size_usize_arg};
+use crate::model::time::{duration_ms, format_duration, format_rfc3339_ms, now_ms, parse_duration};
 use crate::source::vm_export::ExportMethod;
 use crate::transform::obfuscate::ObfuscationOptions;
 use clap::Args;
@@ -38,13 +38,13 @@ pub struct GatherArgs {
     #[arg(long = "job", value_name = "J")]
     pub jobs: Vec<String>,
     /// Export the last DURATION up to --to or now (default 1h).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::model::time::duration_text_arg)]
     pub since: Option<String>,
-    /// Range start: RFC 3339 or unix seconds.
-    #[arg(long)]
+    /// Range start: RFC 3339, unix seconds, or now-DURATION.
+    #[arg(long, value_parser = crate::model::time::time_text_arg, allow_hyphen_values = true)]
     pub from: Option<String>,
-    /// Range end: RFC 3339 or unix seconds (default now).
-    #[arg(long)]
+    /// Range end: RFC 3339, unix seconds, now or now-DURATION (default now).
+    #[arg(long, value_parser = crate::model::time::time_text_arg, allow_hyphen_values = true)]
     pub to: Option<String>,
     /// Keep one point per STEP (the last of each interval); with the query_range fallback, its step.
     #[arg(long)]
@@ -102,9 +102,9 @@ pub struct ImportArgs {
     /// The bundle: a .zip written by `spillway gather` or vmgather, or a .jsonl file.
     #[arg(value_name = "BUNDLE")]
     pub bundle: PathBuf,
-    /// Bytes per /api/v1/import request, cut at line ends (e.g. 512KiB, 4MiB).
-    #[arg(long, default_value = "512KiB")]
-    pub chunk_size: String,
+    /// Bytes per /api/v1/import request, cut at line ends (e.g. 512KiB, 4MiB; 1KiB to 64MiB).
+    #[arg(long, default_value = "512KiB", value_parser = size_usize_arg)]
+    pub chunk_size: usize,
     /// Continue an interrupted import from its saved offset.
     #[arg(long)]
     pub resume: bool,
@@ -116,33 +116,6 @@ pub struct ImportArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub connection: ConnectionArgs,
-}
-
-/// `512KiB`, `4MiB`, `1MB`, `65536`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected e.g. 512KiB, 4MiB or 65536"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1048576.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1073741824.0,
-        _ => {
-            return Err(format!(
-                "invalid size {s:?}: unknown unit {unit:?} (use KiB, MiB, KB, MB)"
-            ))
-        }
-    };
-    Ok((n * mult) as usize)
 }
 
 fn client_config(conn: &ConnectionArgs) -> Result<ClientConfig, String> {
@@ -160,44 +133,25 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// `--since/--from/--to`, read as every command reads them (`model::range`).
 fn range(args: &GatherArgs) -> Result<(i64, i64), String> {
-    let to = match &args.to {
-        Some(t) => parse_timestamp_ms(t).map_err(|e| format!("--to: {e}"))?,
-        None => now_ms(),
+    let input = RangeInput {
+        since: args.since.clone(),
+        from: args.from.clone(),
+        to: args.to.clone(),
     };
-    let from = match (&args.from, &args.since) {
-        (Some(_), Some(_)) => return Err("use either --since or --from, not both".into()),
-        (Some(f), None) => parse_timestamp_ms(f).map_err(|e| format!("--from: {e}"))?,
-        (None, Some(s)) => {
-            to - parse_duration(s)
-                .map_err(|e| format!("--since: {e}"))?
-                .as_millis() as i64
-        }
-        (None, None) => to - 3_600_000,
-    };
-    if from > to {
-        return Err(format!(
-            "--from ({}) is after --to ({}): the range must run forward",
-            format_rfc3339_ms(from),
-            format_rfc3339_ms(to)
-        ));
-    }
-    Ok((from, to))
+    let r = input
+        .resolve(&range::FLAGS, &RangeDefaults::default(), now_ms())
+        .map_err(|e| e.to_string())?;
+    Ok((r.from_ms, r.to_ms))
 }
 
 fn opt_duration(flag: &str, v: &Option<String>) -> Result<Option<i64>, String> {
     v.as_deref()
-        .map(|s| {
-            parse_duration(s)
-                .map(|d| d.as_millis() as i64)
-                .map_err(|e| format!("{flag}: {e}"))
-                .and_then(|ms| {
-                    if ms > 0 {
-                        Ok(ms)
-                    } else {
-                        Err(format!("{flag}: must be greater than zero"))
-                    }
-                })
+        .map(|s| match parse_duration(s).map(duration_ms) {
+            Ok(ms) if ms > 0 => Ok(ms),
+            Ok(_) => Err(format!("{flag}: must be greater than zero")),
+            Err(e) => Err(format!("{flag}: {e}")),
         })
         .transpose()
 }
@@ -562,18 +516,7 @@ fn table(rows: &[Vec<String>]) {
 }
 
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    format_size_short(n)
 }
 
 /// A bar with ETA on a terminal, a log line every few seconds otherwise.
@@ -690,10 +633,7 @@ pub async fn import(args: ImportArgs, quiet: bool) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let chunk = match parse_size(&args.chunk_size) {
-        Ok(c) => c,
-        Err(e) => return fail(format!("--chunk-size: {e}")),
-    };
+    let chunk = args.chunk_size;
     let mut params = ImportParams::new(client_cfg, args.bundle.clone());
     params.chunk_bytes = chunk;
     params.resume = args.resume;
@@ -808,15 +748,6 @@ mod tests {
     use clap::Parser;
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("512KiB").unwrap(), 524_288);
-        assert_eq!(parse_size("4MiB").unwrap(), 4 << 20);
-        assert_eq!(parse_size("1MB").unwrap(), 1_000_000);
-        assert_eq!(parse_size("65536").unwrap(), 65_536);
-        assert!(parse_size("12 parsecs").is_err());
-    }
-
-    #[test]
     fn gather_flags() {
         let cli = Cli::try_parse_from([
             "spillway",
@@ -880,7 +811,7 @@ mod tests {
             panic!("not import")
         };
         assert!(i.resume && i.shift_to_now && i.dry_run);
-        assert_eq!(parse_size(&i.chunk_size).unwrap(), 1 << 20);
+        assert_eq!(i.chunk_size, 1 << 20);
         assert_eq!(
             client_config(&i.connection)
                 .unwrap()

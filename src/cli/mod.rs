@@ -154,22 +154,22 @@ pub struct ExportArgs {
     #[arg(long = "query", short = 'Q')]
     pub queries: Vec<String>,
     /// Export the last DURATION (e.g. 24h) up to --to or now.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::model::time::duration_text_arg)]
     pub since: Option<String>,
-    /// Range start: RFC 3339 or unix seconds.
-    #[arg(long)]
+    /// Range start: RFC 3339, unix seconds, or now-DURATION.
+    #[arg(long, value_parser = crate::model::time::time_text_arg, allow_hyphen_values = true)]
     pub from: Option<String>,
-    /// Range end: RFC 3339 or unix seconds (default: now minus --lag).
-    #[arg(long)]
+    /// Range end: RFC 3339, unix seconds, now or now-DURATION (default: now minus --lag).
+    #[arg(long, value_parser = crate::model::time::time_text_arg, allow_hyphen_values = true)]
     pub to: Option<String>,
     /// Resolution of the exported points (default 1m).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::model::time::duration_text_arg)]
     pub step: Option<String>,
     /// Points per query_range call (default 720), or a duration; long ranges are split into such windows.
     #[arg(long)]
     pub window: Option<String>,
     /// When --to is not given, stop this far behind now (default 1m) so late points are not missed.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::model::time::duration_text_arg)]
     pub lag: Option<String>,
     /// YAML file with thresholds (a list, or `thresholds:` holding one).
     #[arg(long)]
@@ -238,7 +238,23 @@ impl ExportArgs {
             format: (!self.format.is_empty()).then(|| self.format.clone()),
             out: self.out.clone().or_else(|| self.output_dir.clone()),
             incremental: self.incremental.clone(),
+            flags: self.given_flags(),
         }
+    }
+
+    /// The config fields these flags set, so errors name them as flags.
+    fn given_flags(&self) -> std::collections::BTreeSet<&'static str> {
+        [
+            ("since", self.since.is_some()),
+            ("from", self.from.is_some()),
+            ("to", self.to.is_some()),
+            ("step", self.step.is_some()),
+            ("window", self.window.is_some()),
+            ("lag", self.lag.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(f, given)| given.then_some(f))
+        .collect()
     }
 }
 

@@ -1,6 +1,6 @@
 //! Arguments of `spillway run`, `replay`, `rules` and `relabel`.
 
-use crate::model::time::{now_ms, parse_duration, parse_timestamp_ms};
+use crate::model::time::{duration_arg, time_arg, TimeArg};
 use crate::run::api::BasicAuth;
 use crate::run::relabel::RelabelOptions;
 use crate::run::tools::{ReplayCommand, RulesCheck, RulesPreview};
@@ -36,7 +36,7 @@ pub struct RunArgs {
     pub http_auth: Option<BasicAuth>,
     /// How long a graceful stop waits for requests in progress and for
     /// destinations to deliver what they hold (what is left stays queued).
-    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
     pub shutdown_timeout: std::time::Duration,
     /// Check the config and every rule file it names, print a summary and
     /// exit (0 valid, 2 with every problem listed); nothing is started.
@@ -44,28 +44,8 @@ pub struct RunArgs {
     pub dry_run: bool,
 }
 
-fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
-    parse_duration(s).map_err(|e| e.to_string())
-}
-
 fn parse_auth_arg(s: &str) -> Result<BasicAuth, String> {
     BasicAuth::parse(s).map_err(|e| e.trim_start_matches("--http.auth: ").to_string())
-}
-
-/// RFC 3339, unix seconds, `now`, or `now-6h` / `-6h` (that long ago).
-fn parse_time_arg(s: &str) -> Result<i64, String> {
-    let t = s.trim();
-    if t == "now" {
-        return Ok(now_ms());
-    }
-    if let Some(ago) = t.strip_prefix("now-").or_else(|| t.strip_prefix('-')) {
-        if let Ok(d) = parse_duration(ago) {
-            return Ok(now_ms() - d.as_millis() as i64);
-        }
-    }
-    parse_timestamp_ms(t).map_err(|_| {
-        format!("{s:?}: expected RFC 3339 (2024-05-01T10:00:00Z), unix seconds, `now` or `now-6h`")
-    })
 }
 
 impl RunArgs {
@@ -92,20 +72,20 @@ pub struct ReplayArgs {
     #[arg(long, short = 'c')]
     pub config: PathBuf,
     /// Range start: RFC 3339, unix seconds, or now-DURATION.
-    #[arg(long, value_parser = parse_time_arg, allow_hyphen_values = true)]
-    pub from: i64,
-    /// Range end (default: now).
-    #[arg(long, value_parser = parse_time_arg, allow_hyphen_values = true)]
-    pub to: Option<i64>,
+    #[arg(long, value_parser = time_arg, allow_hyphen_values = true)]
+    pub from: TimeArg,
+    /// Range end: RFC 3339, unix seconds, now or now-DURATION (default: now).
+    #[arg(long, value_parser = time_arg, allow_hyphen_values = true)]
+    pub to: Option<TimeArg>,
     /// Replay only this group (repeatable).
     #[arg(long = "group", value_name = "NAME")]
     pub groups: Vec<String>,
-    /// Points per range request (vmalert's -replay.maxDatapointsPerQuery).
-    #[arg(long, default_value_t = 1000)]
-    pub max_datapoints_per_query: usize,
+    /// Points per range request (vmalert's -replay.maxDatapointsPerQuery), 1 to 1000000.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_datapoints_per_query: u32,
     /// How long to wait at the end for the destinations to deliver; what is
     /// left stays queued for the next run.
-    #[arg(long, default_value = "1m", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "1m", value_parser = duration_arg)]
     pub drain_timeout: std::time::Duration,
     /// Queue directory instead of storage.path (needed while `spillway run` holds those queues).
     #[arg(long = "storage.path", value_name = "DIR")]
@@ -116,10 +96,10 @@ impl ReplayArgs {
     pub fn to_options(&self) -> ReplayCommand {
         ReplayCommand {
             config: self.config.clone(),
-            from_ms: self.from,
-            to_ms: self.to.unwrap_or_else(now_ms),
+            from: self.from.clone(),
+            to: self.to.clone().unwrap_or(TimeArg::Now),
             groups: self.groups.clone(),
-            max_datapoints_per_query: self.max_datapoints_per_query.max(1),
+            max_datapoints_per_query: self.max_datapoints_per_query as usize,
             drain_timeout: self.drain_timeout,
             storage_path: self.storage_path.clone(),
         }
@@ -185,8 +165,8 @@ pub struct RulesPreviewArgs {
     #[arg(long = "group", value_name = "NAME")]
     pub groups: Vec<String>,
     /// Evaluate as of this time instead of now (RFC 3339, unix seconds, now-DURATION).
-    #[arg(long, value_parser = parse_time_arg, allow_hyphen_values = true)]
-    pub at: Option<i64>,
+    #[arg(long, value_parser = time_arg, allow_hyphen_values = true)]
+    pub at: Option<TimeArg>,
 }
 
 impl RulesPreviewArgs {
@@ -194,7 +174,7 @@ impl RulesPreviewArgs {
         RulesPreview {
             config: self.config.clone(),
             groups: self.groups.clone(),
-            at_ms: self.at,
+            at: self.at.clone(),
         }
     }
 }
@@ -236,6 +216,7 @@ impl RelabelArgs {
 #[cfg(test)]
 mod tests {
     use crate::cli::{Cli, Command};
+    use crate::model::time::TimeArg;
     use clap::Parser;
 
     #[test]
@@ -292,8 +273,8 @@ mod tests {
             panic!("not replay")
         };
         let o = r.to_options();
-        assert_eq!(o.from_ms, 1_714_521_600_000);
-        assert_eq!(o.to_ms, 1_714_525_200_000);
+        assert_eq!(o.from, TimeArg::At(1_714_521_600_000));
+        assert_eq!(o.to, TimeArg::At(1_714_525_200_000));
         assert_eq!(o.groups, ["a", "b"]);
         assert_eq!(o.max_datapoints_per_query, 1000);
         let cli =
@@ -302,10 +283,41 @@ mod tests {
             panic!("not replay")
         };
         let o = r.to_options();
-        assert!((o.to_ms - o.from_ms - 6 * 3_600_000).abs() < 5_000);
+        assert_eq!(o.to, TimeArg::Now);
+        assert!(matches!(o.from, TimeArg::Ago { ago, .. } if ago.as_secs() == 6 * 3600));
         assert!(
             Cli::try_parse_from(["spillway", "replay", "-c", "x", "--from", "yesterday"]).is_err()
         );
+    }
+
+    /// Regression (#14.13): `--from=-9223372036854775808` was taken as "now"
+    /// (a duration that wrapped), and `--max-datapoints-per-query` had no bound.
+    #[test]
+    fn replay_refuses_out_of_range_values() {
+        let e = Cli::try_parse_from([
+            "spillway",
+            "replay",
+            "-c",
+            "x",
+            "--from=-9223372036854775808",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("before 1970-01-01T00:00:00Z"), "{e}");
+        assert!(!e.contains("\"now\""), "{e}");
+        for bad in ["0", "18446744073709551615"] {
+            assert!(Cli::try_parse_from([
+                "spillway",
+                "replay",
+                "-c",
+                "x",
+                "--from",
+                "-1h",
+                "--max-datapoints-per-query",
+                bad
+            ])
+            .is_err());
+        }
     }
 
     #[test]

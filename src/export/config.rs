@@ -3,10 +3,12 @@
 //! [`ExportOptions`], which cannot hold an invalid combination.
 
 use crate::client::{ClientConfig, ConnectionSpec};
-use crate::model::time::{now_ms, parse_duration, parse_timestamp_ms};
+use crate::model::range::{check_windows, Grid, RangeDefaults, RangeInput, RangeNames};
+use crate::model::time::{format_duration, format_rfc3339_ms, now_ms, parse_duration};
 use crate::model::yaml;
 use crate::sink::file::Format;
 use crate::transform::threshold::{ThresholdSpec, Thresholds};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,6 +35,10 @@ pub struct ExportFile {
     pub format: Option<Vec<String>>,
     pub out: Option<PathBuf>,
     pub incremental: Option<PathBuf>,
+    /// The fields that came from the command line, so that an error names
+    /// `--since` or `since:` as the user wrote it.
+    #[serde(skip)]
+    pub flags: BTreeSet<&'static str>,
 }
 
 fn formats<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
@@ -62,6 +68,8 @@ enum ThresholdsFile {
 #[derive(Clone, Debug)]
 pub struct ExportOptions {
     pub client: ClientConfig,
+    /// `--step` or `step`, as the user gave it, for messages.
+    pub step_name: String,
     pub queries: Vec<String>,
     pub from_ms: i64,
     pub to_ms: i64,
@@ -76,10 +84,33 @@ pub struct ExportOptions {
 }
 
 const DEFAULT_WINDOW_POINTS: i64 = 720;
+/// The most evaluation points one `query_range` request may ask for
+/// (VictoriaMetrics refuses more than 30,000 by default anyway).
+pub const MAX_WINDOW_POINTS: i64 = 1_000_000;
 
 impl ExportFile {
     pub fn load(path: &Path) -> Result<ExportFile, String> {
-        yaml::from_file(path).map_err(|e| e.message)
+        yaml::from_file(path, "an export config").map_err(|e| e.message)
+    }
+
+    /// `since` when the value came from the config file, `--since` when it
+    /// came from the command line or was not given (then a hint names the flag).
+    fn name(&self, field: &'static str) -> String {
+        let in_file = !self.flags.contains(field)
+            && match field {
+                "since" => self.since.is_some(),
+                "from" => self.from.is_some(),
+                "to" => self.to.is_some(),
+                "step" => self.step.is_some(),
+                "window" => self.window.is_some(),
+                "lag" => self.lag.is_some(),
+                _ => false,
+            };
+        if in_file {
+            field.to_string()
+        } else {
+            format!("--{field}")
+        }
     }
 
     /// Flags (`over`) win over the file, field by field.
@@ -98,6 +129,7 @@ impl ExportFile {
         if over.from.is_some() && over.since.is_none() {
             self.since = None;
         }
+        self.flags.extend(over.flags.iter().copied());
         take!(
             since,
             from,
@@ -137,75 +169,60 @@ impl ExportFile {
         if self.queries.iter().any(|q| q.trim().is_empty()) {
             errs.push("a query is empty".into());
         }
-        let dur = |field: &str, v: &Option<String>, errs: &mut Vec<String>| -> Option<Duration> {
-            v.as_deref().and_then(|s| {
-                parse_duration(s)
-                    .map_err(|e| errs.push(format!("{field}: {e}")))
-                    .ok()
-            })
-        };
+        let dur =
+            |field: &'static str, v: &Option<String>, errs: &mut Vec<String>| -> Option<Duration> {
+                v.as_deref().and_then(|s| {
+                    parse_duration(s)
+                        .map_err(|e| errs.push(format!("{}: {e}", self.name(field))))
+                        .ok()
+                })
+            };
         let step = dur("step", &self.step, &mut errs).unwrap_or(Duration::from_secs(60));
-        let since = dur("since", &self.since, &mut errs);
         let lag = dur("lag", &self.lag, &mut errs).unwrap_or(Duration::from_secs(60));
-        let step_ms = step.as_millis() as i64;
+        // Bounded by the duration parser, far inside i64.
+        let step_ms = crate::model::time::duration_ms(step);
         if step_ms <= 0 {
-            errs.push("step: must be greater than zero".into());
+            errs.push(format!("{}: must be greater than zero", self.name("step")));
         }
-        let window_points = match self.window.as_deref() {
-            None => DEFAULT_WINDOW_POINTS,
-            Some(w) => match w.parse::<i64>() {
-                Ok(n) if n > 0 => n,
-                _ => match parse_duration(w) {
-                    Ok(d) if step_ms > 0 => ((d.as_millis() as i64) / step_ms).max(1),
-                    _ => {
-                        errs.push(format!(
-                            "window: {w:?} is neither a point count nor a duration"
-                        ));
-                        DEFAULT_WINDOW_POINTS
-                    }
-                },
+        let window_points = self.window_points(step_ms, &mut errs);
+        let [since_name, from_name, to_name] = ["since", "from", "to"].map(|f| self.name(f));
+        let names = RangeNames {
+            since: &since_name,
+            from: &from_name,
+            to: &to_name,
+        };
+        let (from_ms, to_ms) = match self.range_input().resolve(
+            &names,
+            &RangeDefaults {
+                since: Duration::from_secs(3600),
+                to_lag: lag,
             },
-        };
-        let ts = |field: &str, v: &Option<String>, errs: &mut Vec<String>| {
-            v.as_deref().and_then(|s| {
-                parse_timestamp_ms(s)
-                    .map_err(|e| errs.push(format!("--{field}: {e}")))
-                    .ok()
-            })
-        };
-        let from = ts("from", &self.from, &mut errs);
-        let to = ts("to", &self.to, &mut errs);
-        let now = now_ms();
-        let to_is_now = to.is_none();
-        let to_ms = to.unwrap_or(now - lag.as_millis() as i64);
-        let from_ms = match (from, since) {
-            (Some(_), Some(_)) => {
-                errs.push("use either --since or --from, not both".into());
-                0
+            now_ms(),
+        ) {
+            Ok(r) => (r.from_ms, r.to_ms),
+            Err(e) => {
+                errs.push(e.to_string());
+                (0, 0)
             }
-            (Some(f), None) => f,
-            (None, Some(s)) => to_ms - s.as_millis() as i64,
-            (None, None) => to_ms - 3_600_000,
         };
-        if from_ms > to_ms {
-            errs.push(format!(
-                "--from ({}) is after --to ({}): the range must run forward",
-                crate::model::time::format_rfc3339_ms(from_ms),
-                crate::model::time::format_rfc3339_ms(to_ms)
-            ));
+        let to_is_now = self.to.is_none();
+        if errs.is_empty() {
+            if let Err(e) = self.check_requests(from_ms, to_ms, step_ms, window_points) {
+                errs.push(e);
+            }
         }
-        let mut specs = self.thresholds;
+        let mut specs = self.thresholds.clone();
         if let Some(path) = &self.thresholds_file {
-            match yaml::from_file::<ThresholdsFile>(path) {
-                Ok(ThresholdsFile::Wrapped { thresholds })
-                | Ok(ThresholdsFile::List(thresholds)) => specs.extend(thresholds),
-                Err(e) => errs.push(explain_thresholds_error(path, e.message)),
+            match load_thresholds(path) {
+                Ok(t) => specs.extend(t),
+                Err(e) => errs.push(e),
             }
         }
         let thresholds = Thresholds::from_specs(specs).unwrap_or_else(|e| {
             errs.extend(e);
             Thresholds::default()
         });
+        let step_name = self.name("step");
         let mut formats = Vec::new();
         for f in self.format.unwrap_or_else(|| vec!["csv".into()]) {
             match f.parse::<Format>() {
@@ -219,6 +236,7 @@ impl ExportFile {
         }
         Ok(ExportOptions {
             client: client.expect("checked above"),
+            step_name,
             queries: self.queries,
             from_ms,
             to_ms,
@@ -233,20 +251,100 @@ impl ExportFile {
     }
 }
 
+impl ExportFile {
+    fn range_input(&self) -> RangeInput {
+        RangeInput {
+            since: self.since.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+        }
+    }
+
+    /// `window:` as points per request: a count, or a duration divided by the step.
+    fn window_points(&self, step_ms: i64, errs: &mut Vec<String>) -> i64 {
+        let Some(w) = self.window.as_deref() else {
+            return DEFAULT_WINDOW_POINTS;
+        };
+        let points = match w.trim().parse::<i64>() {
+            Ok(n) if n > 0 => n,
+            _ => match parse_duration(w) {
+                Ok(d) if step_ms > 0 => (crate::model::time::duration_ms(d) / step_ms).max(1),
+                _ => {
+                    errs.push(format!(
+                        "{}: {w:?} is neither a point count nor a duration",
+                        self.name("window")
+                    ));
+                    return DEFAULT_WINDOW_POINTS;
+                }
+            },
+        };
+        if points > MAX_WINDOW_POINTS {
+            errs.push(format!(
+                "{}: {w} makes {points} points per request, more than the {MAX_WINDOW_POINTS} allowed",
+                self.name("window")
+            ));
+            return DEFAULT_WINDOW_POINTS;
+        }
+        points
+    }
+
+    /// Refuses a range that would take more than `MAX_WINDOWS` requests per query.
+    fn check_requests(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        step_ms: i64,
+        points: i64,
+    ) -> Result<(), String> {
+        let Some(grid) = Grid::inward(from_ms, to_ms, step_ms) else {
+            return Ok(());
+        };
+        check_windows(
+            grid.windows(points.unsigned_abs()).remaining(),
+            &format!(
+                "the range {} .. {} at {} {}, {points} points per request,",
+                format_rfc3339_ms(from_ms),
+                format_rfc3339_ms(to_ms),
+                self.name("step"),
+                format_duration(Duration::from_millis(step_ms.unsigned_abs()))
+            ),
+            &format!(
+                "use a larger {} or {}, or a shorter range",
+                self.name("step"),
+                self.name("window")
+            ),
+        )
+    }
+}
+
+/// Reads a thresholds file (a list, or `thresholds:` holding one).
+fn load_thresholds(path: &Path) -> Result<Vec<ThresholdSpec>, String> {
+    let text = crate::model::input::read_config(path, "a thresholds file")
+        .map_err(|e| format!("thresholds file: {e}"))?;
+    let src = path.display().to_string();
+    match yaml::from_str::<ThresholdsFile>(&text, &src) {
+        Ok(ThresholdsFile::Wrapped { thresholds }) | Ok(ThresholdsFile::List(thresholds)) => {
+            Ok(thresholds)
+        }
+        Err(e) => Err(explain_thresholds_error(&text, &src, e.message)),
+    }
+}
+
 /// Untagged enums hide the real error; parse again as the list to get file:line:field.
-fn explain_thresholds_error(path: &Path, untagged: String) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+fn explain_thresholds_error(text: &str, src: &str, untagged: String) -> String {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Wrapped {
         #[allow(dead_code)]
         thresholds: Vec<ThresholdSpec>,
     }
-    let src = path.display().to_string();
+    if text.trim().is_empty() {
+        return format!("thresholds file {src} is empty: expected a list of thresholds, or `thresholds:` holding one");
+    }
     let detail = if text.trim_start().starts_with(['-', '[']) {
-        yaml::from_str::<Vec<ThresholdSpec>>(&text, &src).err()
+        yaml::from_str::<Vec<ThresholdSpec>>(text, src).err()
     } else {
-        yaml::from_str::<Wrapped>(&text, &src).err()
+        yaml::from_str::<Wrapped>(text, src).err()
     };
     match detail {
         Some(e) => format!("thresholds file {}", e.message),

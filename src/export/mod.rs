@@ -55,11 +55,6 @@ pub async fn run(opts: ExportOptions, progress: &dyn Progress) -> anyhow::Result
     // Milliseconds keep run ids (and file names) of back-to-back cron runs apart.
     let run_id = run_stamp(started_ms);
     let client = Client::new(opts.client.clone()).context("datasource")?;
-    crate::fsutil::create_dir_all(&opts.out)
-        .with_context(|| format!("cannot create output directory {}", opts.out.display()))?;
-    crate::fsutil::remove_stale_temps(&opts.out)
-        .with_context(|| format!("cannot clean up output directory {}", opts.out.display()))?;
-
     // Held until the state is saved, so overlapping runs cannot both start from it.
     let _state_lock = match &opts.incremental {
         Some(p) => {
@@ -70,10 +65,15 @@ pub async fn run(opts: ExportOptions, progress: &dyn Progress) -> anyhow::Result
         }
         None => None,
     };
+    // Read before anything is created: a bad state file leaves no empty --out.
     let mut state = match &opts.incremental {
         Some(p) => Some(IncrementalState::load(p).map_err(anyhow::Error::msg)?),
         None => None,
     };
+    crate::fsutil::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create output directory {}", opts.out.display()))?;
+    crate::fsutil::remove_stale_temps(&opts.out)
+        .with_context(|| format!("cannot clean up output directory {}", opts.out.display()))?;
     let plans: Vec<(String, Option<RangePlan>)> = opts
         .queries
         .iter()
@@ -88,6 +88,7 @@ pub async fn run(opts: ExportOptions, progress: &dyn Progress) -> anyhow::Result
             )
         })
         .collect();
+    check_plans(&plans, &opts)?;
 
     let run_info = RunInfo {
         run_id: run_id.clone(),
@@ -202,6 +203,32 @@ pub async fn run(opts: ExportOptions, progress: &dyn Progress) -> anyhow::Result
     })
 }
 
+/// A query continued from an old `--incremental` state can reach back far
+/// further than `--since`; its plan is held to the same request limit.
+fn check_plans(plans: &[(String, Option<RangePlan>)], opts: &ExportOptions) -> anyhow::Result<()> {
+    let Some(state) = &opts.incremental else {
+        // Without a state file the range is the one `check` already held to the limit.
+        return Ok(());
+    };
+    for (query, plan) in plans {
+        let Some(plan) = plan else { continue };
+        crate::model::range::check_windows(
+            plan.window_count(),
+            &format!(
+                "query {query:?} from {} (where the incremental state {} continues) to {} at {} {}ms,",
+                format_rfc3339_ms(plan.first_ms),
+                state.display(),
+                format_rfc3339_ms(plan.last_ms),
+                opts.step_name,
+                plan.step_ms
+            ),
+            "run once with a shorter --since and no --incremental, or delete the state file",
+        )
+        .map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
 async fn export_query(
     client: &Client,
     query: &str,
@@ -227,15 +254,15 @@ async fn export_query(
         );
         tokio::spawn(async move { client.query_range(&query, start, end, step, &params).await })
     };
-    let windows: Vec<(i64, i64)> = plan.windows().collect();
-    let mut next = windows.first().map(|w| fetch(*w));
-    for (i, &(start, end)) in windows.iter().enumerate() {
+    let mut windows = plan.windows().peekable();
+    let mut next = windows.peek().map(|w| fetch(*w));
+    while let Some((start, end)) = windows.next() {
         let pending = next.take().expect("one fetch per window");
         let mut stream = pending.await.map_err(|e| ClientError::Decode {
             url: client.endpoint().display(),
             reason: format!("request task failed: {e}"),
         })??;
-        next = windows.get(i + 1).map(|w| fetch(*w));
+        next = windows.peek().map(|w| fetch(*w));
         let before = qs.samples;
         qs.windows += 1;
         while let Some(series) = stream.recv().await {

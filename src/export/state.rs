@@ -24,21 +24,22 @@ pub struct IncrementalState {
 impl IncrementalState {
     /// A missing file is a first run; a corrupt one is an error (never silently restart).
     pub fn load(path: &Path) -> Result<IncrementalState, String> {
-        match std::fs::read(path) {
+        match crate::model::input::read_bytes(
+            path,
+            crate::model::input::MAX_CONFIG_FILE_BYTES,
+            "an incremental state file",
+        ) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 format!(
                     "incremental state {} is not valid ({e}); fix or delete it to start over",
                     path.display()
                 )
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(IncrementalState {
+            Err(e) if e.is_not_found() => Ok(IncrementalState {
                 version: 1,
                 ..Default::default()
             }),
-            Err(e) => Err(format!(
-                "cannot read incremental state {}: {e}",
-                path.display()
-            )),
+            Err(e) => Err(format!("incremental state: {e}")),
         }
     }
 

@@ -1,9 +1,13 @@
 //! Plain data shared by every mode: labels, samples, series, batches,
-//! series selectors and time. Nothing here does I/O.
+//! series selectors, time, time ranges and sizes. Nothing here does I/O
+//! except `input` (bounded reads of the files a user names) and
+//! `yaml::from_file`, which every command reads its inputs through.
 
 pub mod goregex;
+pub mod input;
 pub mod labels;
 pub mod origin;
+pub mod range;
 pub mod selector;
 pub mod series;
 pub mod size;

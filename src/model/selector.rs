@@ -145,6 +145,16 @@ pub fn parse_label_set(input: &str) -> Result<Labels, SelectorError> {
                 position: 0,
             });
         }
+        if labels.get(&m.name).is_some() {
+            return Err(SelectorError {
+                input: input.into(),
+                reason: format!(
+                    "label {:?} is given twice; a series has one value per label",
+                    m.name
+                ),
+                position: 0,
+            });
+        }
         labels.set(m.name.clone(), m.value.clone());
     }
     Ok(labels)
@@ -301,21 +311,64 @@ impl<'a> Parser<'a> {
                 return Ok(out);
             }
             if c == '\\' && quote != '`' {
-                let (_, esc) = chars
-                    .next()
-                    .ok_or_else(|| self.err("unterminated escape"))?;
-                out.push(match esc {
-                    'n' => '\n',
-                    't' => '\t',
-                    'r' => '\r',
-                    other => other,
-                });
+                let at = self.pos + i;
+                let unescaped = unescape(&mut chars, quote).map_err(|reason| SelectorError {
+                    input: self.input.to_string(),
+                    reason,
+                    position: at,
+                })?;
+                out.push(unescaped);
             } else {
                 out.push(c);
             }
         }
         Err(self.err("unterminated string"))
     }
+}
+
+/// One escape sequence after a backslash, as Go's `strconv.Unquote` (which
+/// PromQL and MetricsQL use) reads it; anything else is an error rather than
+/// the character itself, so `\q` or `\.` is not silently taken as `q` or `.`.
+fn unescape(chars: &mut std::str::CharIndices<'_>, quote: char) -> Result<char, String> {
+    let (_, esc) = chars.next().ok_or("unterminated escape")?;
+    let hex = |chars: &mut std::str::CharIndices<'_>, n: usize| -> Result<char, String> {
+        let digits: String = chars.take(n).map(|(_, c)| c).collect();
+        u32::from_str_radix(&digits, 16)
+            .ok()
+            .filter(|_| digits.len() == n)
+            .and_then(char::from_u32)
+            .ok_or_else(|| {
+                format!("invalid escape \\{esc}{digits}: expected {n} hex digits of a character")
+            })
+    };
+    Ok(match esc {
+        'a' => '\u{7}',
+        'b' => '\u{8}',
+        'f' => '\u{c}',
+        'n' => '\n',
+        'r' => '\r',
+        't' => '\t',
+        'v' => '\u{b}',
+        '\\' => '\\',
+        q if q == quote => q,
+        'x' => hex(chars, 2)?,
+        'u' => hex(chars, 4)?,
+        'U' => hex(chars, 8)?,
+        '0'..='7' => {
+            let rest: String = chars.take(2).map(|(_, c)| c).collect();
+            let digits = format!("{esc}{rest}");
+            u32::from_str_radix(&digits, 8)
+                .ok()
+                .filter(|&v| rest.len() == 2 && v <= 0xff)
+                .and_then(char::from_u32)
+                .ok_or_else(|| format!("invalid escape \\{digits}: expected three octal digits"))?
+        }
+        other => {
+            return Err(format!(
+                "unknown escape \\{other}; write \\\\{other} for a backslash followed by {other:?}"
+            ))
+        }
+    })
 }
 
 #[cfg(test)]
@@ -382,6 +435,26 @@ mod tests {
         assert!(e.reason.contains("expected"), "{e}");
         assert!(Selector::parse("{}").is_err());
         assert!(Selector::parse(r#"{a=~"("}"#).is_err());
+    }
+
+    /// Regression (#14.13): `spillway relabel --labels` took a label given
+    /// twice (the last won) and an unknown escape (`\q` became `q`) silently.
+    #[test]
+    fn label_sets_refuse_duplicates_and_unknown_escapes() {
+        let e = parse_label_set(r#"{a="1", a="2"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("label \"a\" is given twice"), "{e}");
+        let e = parse_label_set(r#"{a="x\qy"}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown escape \\q"), "{e}");
+        let e = Selector::parse(r#"{a=~"x\.y"}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown escape \\."), "{e}");
+        let l = parse_label_set(r#"{a="\x41\u00e9\101\"\\\n", b='it\'s', c=`raw\q`}"#).unwrap();
+        assert_eq!(l.get("a"), Some("A\u{e9}A\"\\\n"));
+        assert_eq!(l.get("b"), Some("it's"));
+        assert_eq!(l.get("c"), Some("raw\\q"));
+        assert!(parse_label_set(r#"{a="\x4"}"#).is_err());
+        assert!(parse_label_set(r#"{a="\"#).is_err());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Byte sizes as users write them in configs: `1073741824`, `500MiB`,
 //! `1GB`, `64 KiB`. Suffixes follow VictoriaMetrics' size flags: `KB`, `MB`,
 //! `GB`, `TB` are powers of 1000, `KiB`, `MiB`, `GiB`, `TiB` powers of 1024;
-//! case does not matter and `B` alone means bytes.
+//! case does not matter and `B` alone means bytes. One parser and two
+//! formatters ([`format_size`] exact, [`format_size_short`] for progress)
+//! serve every command; [`size_arg`] is the parser as a clap value parser.
 
 /// Parses a size into bytes. The error says what was expected.
 pub fn parse_size(input: &str) -> Result<u64, String> {
@@ -63,6 +65,34 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
+/// `1536` → `1.5 KiB`, `10` → `10 B`: one decimal, for progress and summaries.
+pub fn format_size_short(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// clap value parser: a size in bytes (see [`parse_size`]).
+pub fn size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s)
+}
+
+/// clap value parser: a size in bytes that must fit in memory (`usize`).
+pub fn size_usize_arg(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    usize::try_from(n)
+        .map_err(|_| format!("invalid size {s:?}: larger than this machine can address"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +127,7 @@ mod tests {
         assert_eq!(format_size(1 << 30), "1GiB");
         assert_eq!(format_size(1500), "1500B");
         assert_eq!(format_size(3 << 20), "3MiB");
+        assert_eq!(format_size_short(1536), "1.5 KiB");
+        assert_eq!(format_size_short(10), "10 B");
     }
 }

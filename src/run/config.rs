@@ -221,8 +221,8 @@ impl RunConfig {
     /// with file:line and the field; what needs more than parsing (relabel
     /// rules, URLs, sizes) is checked by the parts that use the config.
     pub fn load(path: &Path) -> Result<LoadedConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        let text = crate::model::input::read_config(path, "a run config")
+            .map_err(|e| format!("config: {e}"))?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -235,8 +235,8 @@ impl RunConfig {
         };
         // The text parsed as a RunConfig, so its layout reads too; a failure
         // here only costs line numbers.
-        let layout: Layout = serde_saphyr::from_str(text).unwrap_or_default();
-        let relabel: DestinationsLayout = serde_saphyr::from_str(text).unwrap_or_default();
+        let layout: Layout = crate::model::yaml::parse(text).unwrap_or_default();
+        let relabel: DestinationsLayout = crate::model::yaml::parse(text).unwrap_or_default();
         let mut destinations: Vec<DestinationLines> = item_lines(layout.destinations)
             .into_iter()
             .map(|item| DestinationLines {

@@ -74,6 +74,14 @@ impl EngineOptions {
             if d.is_zero() {
                 return Err("evaluation.interval: must be above 0, e.g. 1m".into());
             }
+            let max = crate::run::rules::MAX_RULE_DURATION;
+            if d > max {
+                return Err(format!(
+                    "evaluation.interval: {} is longer than {}, the longest accepted (as for a group's interval)",
+                    crate::model::time::format_duration(d),
+                    crate::model::time::format_duration(max)
+                ));
+            }
             o.default_interval = d;
         }
         if let Some(d) = field("max_catch_up", &spec.max_catch_up)? {

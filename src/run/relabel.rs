@@ -38,8 +38,8 @@ struct Stage {
 pub fn explain(opts: &RelabelOptions) -> Result<String, Vec<String>> {
     let input = parse_label_set(&opts.labels).map_err(|e| vec![format!("--labels: {e}")])?;
     let source = opts.config.display().to_string();
-    let text = std::fs::read_to_string(&opts.config)
-        .map_err(|e| vec![format!("cannot read {source}: {e}")])?;
+    let text = crate::model::input::read_config(&opts.config, "a relabel config")
+        .map_err(|e| vec![e.to_string()])?;
     let stages = if is_list(&text) {
         if opts.destination.is_some() {
             return Err(vec![format!(
@@ -67,7 +67,7 @@ pub fn explain(opts: &RelabelOptions) -> Result<String, Vec<String>> {
 /// A YAML sequence at the top (possibly empty), rather than a mapping.
 fn is_list(text: &str) -> bool {
     matches!(
-        serde_saphyr::from_str::<serde_json::Value>(text),
+        crate::model::yaml::parse::<serde_json::Value>(text),
         Ok(serde_json::Value::Array(_))
     )
 }

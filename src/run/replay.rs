@@ -33,6 +33,8 @@
 //! A failing rule is reported and the next one replayed; a sink that refuses
 //! data stops the replay (nothing more can be kept).
 
+use crate::model::range::{check_windows, Grid, Windows};
+use crate::model::time::format_rfc3339_ms;
 use crate::model::{ExportBatch, Labels, Sample, Series};
 use crate::run::datasource::{Datasource, RuleQuery};
 use crate::run::eval::{
@@ -106,30 +108,67 @@ pub enum ReplayError {
 }
 
 /// The request windows `[start, end]` (both on the grid) covering the grid
-/// timestamps in `[from, to]`.
-pub fn replay_windows(
-    schedule: &Schedule,
-    from_ms: i64,
-    to_ms: i64,
-    max_points: usize,
-) -> Vec<(i64, i64)> {
+/// timestamps in `[from, to]`, produced lazily (`model::range`).
+pub fn replay_windows(schedule: &Schedule, from_ms: i64, to_ms: i64, max_points: usize) -> Windows {
     let step = schedule.interval_ms;
     let (first, last) = match schedule.mode {
-        Mode::Unaligned { .. } => (from_ms, from_ms + (to_ms - from_ms) / step * step),
+        Mode::Unaligned { .. } => (from_ms, to_ms),
         _ => (
             schedule.first_at_or_after(from_ms),
             schedule.grid_floor(to_ms),
         ),
     };
-    let per = max_points.max(1) as i64;
-    let mut out = Vec::new();
-    let mut s = first;
-    while s <= last {
-        let e = (s + (per - 1) * step).min(last);
-        out.push((s, e));
-        s = e + step;
+    let per = u64::try_from(max_points).unwrap_or(u64::MAX).max(1);
+    match Grid::new(first, last, step) {
+        Some(grid) => grid.windows(per),
+        None => Windows::empty(),
     }
-    out
+}
+
+/// Each group's schedule and request windows over `[from_ms, to_ms]`,
+/// refused when a group would take more than `MAX_WINDOWS` requests. Cheap
+/// (the windows are counted, not built), so `replay` checks it before it
+/// opens any destination.
+pub fn plan(
+    groups: &[Group],
+    from_ms: i64,
+    to_ms: i64,
+    opts: &ReplayOptions,
+) -> Result<Vec<(Schedule, Windows)>, ReplayError> {
+    if from_ms >= to_ms {
+        return Err(ReplayError::EmptyRange {
+            from: format_rfc3339_ms(from_ms),
+            to: format_rfc3339_ms(to_ms),
+        });
+    }
+    let plans: Vec<(Schedule, Windows)> = groups
+        .iter()
+        .map(|g| {
+            // The delay does not matter for a past range; the grid does.
+            let sched =
+                Schedule::for_group(g, opts.engine.default_interval, Duration::ZERO, from_ms);
+            let windows = replay_windows(&sched, from_ms, to_ms, opts.max_datapoints_per_query);
+            (sched, windows)
+        })
+        .collect();
+    for (g, (sched, windows)) in groups.iter().zip(&plans) {
+        check_windows(
+            windows.remaining(),
+            &format!(
+                "group {:?} (interval {}) over --from {} .. --to {}, {} points per request,",
+                g.name,
+                crate::model::time::format_duration(Duration::from_millis(
+                    sched.interval_ms.unsigned_abs()
+                )),
+                format_rfc3339_ms(from_ms),
+                format_rfc3339_ms(to_ms),
+                opts.max_datapoints_per_query
+            ),
+            "shorten the range (--from/--to) or raise --max-datapoints-per-query",
+        )
+        .map_err(ReplayError::Invalid)?;
+    }
+    Ok(plans)
 }
 
 /// Replays `groups` over `[from_ms, to_ms]` into `sink`.
@@ -142,13 +181,6 @@ pub async fn replay(
     opts: &ReplayOptions,
     progress: &dyn ReplayProgress,
 ) -> Result<ReplayReport, ReplayError> {
-    use crate::model::time::format_rfc3339_ms;
-    if from_ms >= to_ms {
-        return Err(ReplayError::EmptyRange {
-            from: format_rfc3339_ms(from_ms),
-            to: format_rfc3339_ms(to_ms),
-        });
-    }
     let mut problems = Vec::new();
     for g in groups {
         if let Err(reason) = ds.supports(g.rule_type) {
@@ -161,20 +193,11 @@ pub async fn replay(
     if !problems.is_empty() {
         return Err(ReplayError::Invalid(problems.join("\n")));
     }
-    let plans: Vec<(Schedule, Vec<(i64, i64)>)> = groups
-        .iter()
-        .map(|g| {
-            // The delay does not matter for a past range; the grid does.
-            let sched =
-                Schedule::for_group(g, opts.engine.default_interval, Duration::ZERO, from_ms);
-            let windows = replay_windows(&sched, from_ms, to_ms, opts.max_datapoints_per_query);
-            (sched, windows)
-        })
-        .collect();
+    let plans = plan(groups, from_ms, to_ms, opts)?;
     let total: u64 = groups
         .iter()
         .zip(&plans)
-        .map(|(g, (_, w))| (g.rules.len() * w.len()) as u64)
+        .map(|(g, (_, w))| (g.rules.len() as u64).saturating_mul(w.remaining()))
         .sum();
     progress.start(total);
     let mut report = ReplayReport {
@@ -202,10 +225,10 @@ pub async fn replay(
                 produced: 0,
             };
             let mut failed = None;
-            for (s, e) in windows {
+            for (s, e) in windows.clone() {
                 report.requests += 1;
                 let before = rr.produced;
-                match rr.window(ds, *s, *e).await {
+                match rr.window(ds, s, e).await {
                     Ok(()) => {}
                     Err(WindowError::Sink(e)) => return Err(ReplayError::Sink(e)),
                     Err(WindowError::Rule(e)) => {
@@ -213,7 +236,7 @@ pub async fn replay(
                         break;
                     }
                 }
-                progress.request_done(&g.name, rule.name(), *s, *e, rr.produced - before);
+                progress.request_done(&g.name, rule.name(), s, e, rr.produced - before);
             }
             if failed.is_none() {
                 if let Err(e) = rr.flush().await {
@@ -470,7 +493,7 @@ mod tests {
                 [0];
         let s = Schedule::for_group(g, Duration::from_secs(60), Duration::ZERO, 0);
         // 10:00:30 .. 10:10:00 with 4 points per request: 10:01..10:04, 10:05..10:08, 10:09..10:10.
-        let w = replay_windows(&s, 36_030_000, 36_600_000, 4);
+        let w: Vec<_> = replay_windows(&s, 36_030_000, 36_600_000, 4).collect();
         assert_eq!(
             w,
             [

@@ -113,7 +113,13 @@ impl PipelineConfig {
             } else {
                 seen.insert(spec.name.clone(), i);
                 let dir = queue_dir_name(&spec.name);
-                if let Some(&j) = dirs.get(&dir) {
+                if dir.len() > MAX_DESTINATION_NAME_BYTES {
+                    problems.push(format!(
+                        "{}: {} bytes long; a name becomes its queue directory's, which file systems limit: use at most {MAX_DESTINATION_NAME_BYTES} bytes",
+                        at("name"),
+                        spec.name.len()
+                    ));
+                } else if let Some(&j) = dirs.get(&dir) {
                     problems.push(format!(
                         "{}: {:?} and destinations[{j}] would share the queue directory {}; rename one",
                         at("name"),
@@ -162,6 +168,10 @@ pub(crate) fn compile_relabel(
     RelabelRules::from_configs_at(configs.to_vec(), dialect, source, path, items)
         .map_err(|e| e.problems().iter().map(|p| p.to_string()).collect())
 }
+
+/// The longest destination name: it names a directory, and file systems
+/// refuse names over 255 bytes (the margin keeps room for a suffix).
+pub const MAX_DESTINATION_NAME_BYTES: usize = 200;
 
 /// Label names as Prometheus allows them; values must not be empty (an
 /// empty value would mean "no such label").

@@ -20,7 +20,8 @@ use super::rules::RuleType;
 use super::setup::{load_options, Setup};
 use super::{preview, PreviewRule, ResultSink};
 use crate::client::{Client, ClientConfig};
-use crate::model::time::{format_rfc3339_ms, now_ms};
+use crate::model::range::{resolve_ends, FLAGS};
+use crate::model::time::{format_rfc3339_ms, now_ms, TimeArg};
 use crate::model::Series;
 use crate::sink::destination::{queue_dir_name, DestinationStatus};
 use std::fmt::Write as _;
@@ -32,8 +33,8 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct ReplayCommand {
     pub config: PathBuf,
-    pub from_ms: i64,
-    pub to_ms: i64,
+    pub from: TimeArg,
+    pub to: TimeArg,
     /// Only these groups (all when empty).
     pub groups: Vec<String>,
     /// Points per range request (vmalert's `-replay.maxDatapointsPerQuery`).
@@ -110,6 +111,7 @@ pub async fn replay_command(
     progress: &dyn ReplayProgress,
 ) -> Result<ReplayOutcome, Vec<String>> {
     let started = std::time::Instant::now();
+    let (from_ms, to_ms) = resolve_range(&opts.from, &opts.to)?;
     let path = opts.config.clone();
     let mut setup = tokio::task::spawn_blocking(move || Setup::load(&path))
         .await
@@ -124,6 +126,13 @@ pub async fn replay_command(
             setup.loaded.source
         )]);
     }
+    // Refuse a range too long to replay before any queue directory is made.
+    let check_opts = ReplayOptions {
+        max_datapoints_per_query: opts.max_datapoints_per_query,
+        engine: setup.engine.clone(),
+        ..ReplayOptions::default()
+    };
+    super::replay::plan(&groups, from_ms, to_ms, &check_opts).map_err(|e| vec![e.to_string()])?;
     if let Some(dir) = &opts.storage_path {
         for d in &mut setup.pipeline.destinations {
             d.queue_dir = dir.join(queue_dir_name(&d.name));
@@ -150,8 +159,8 @@ pub async fn replay_command(
         &groups,
         &*setup.datasource,
         sink,
-        opts.from_ms,
-        opts.to_ms,
+        from_ms,
+        to_ms,
         &replay_opts,
         progress,
     )
@@ -165,12 +174,18 @@ pub async fn replay_command(
     pipeline.shutdown(opts.drain_timeout).await;
     let report = result.map_err(|e| vec![e.to_string()])?;
     Ok(ReplayOutcome {
-        from_ms: opts.from_ms,
-        to_ms: opts.to_ms,
+        from_ms,
+        to_ms,
         report,
         destinations: pipeline.statuses(),
         elapsed: started.elapsed(),
     })
+}
+
+/// `--from`/`--to` against one `now`, checked as every command's range.
+fn resolve_range(from: &TimeArg, to: &TimeArg) -> Result<(i64, i64), Vec<String>> {
+    let r = resolve_ends(from, to, &FLAGS, now_ms()).map_err(|e| vec![e.to_string()])?;
+    Ok((r.from_ms, r.to_ms))
 }
 
 fn plural(n: u64, what: &str) -> String {
@@ -348,7 +363,7 @@ pub struct RulesPreview {
     /// Only these groups (all when empty).
     pub groups: Vec<String>,
     /// Evaluate as if it were this time (default: now).
-    pub at_ms: Option<i64>,
+    pub at: Option<TimeArg>,
 }
 
 #[derive(Debug)]
@@ -429,7 +444,12 @@ pub async fn rules_preview(opts: &RulesPreview) -> Result<PreviewOutcome, Vec<St
         tracing::warn!("{w}");
     }
     let groups = setup.select_groups(&opts.groups).map_err(|e| vec![e])?;
-    let at = opts.at_ms.unwrap_or_else(now_ms);
+    let at = match &opts.at {
+        Some(t) => t
+            .resolve(now_ms())
+            .map_err(|e| vec![format!("--at: {e}")])?,
+        None => now_ms(),
+    };
     let rules = preview(&groups, &*setup.datasource, &setup.engine, at)
         .await
         .map_err(|e| {

@@ -2,7 +2,11 @@
 //!
 //! Every evaluation timestamp is a multiple of `step` (as VictoriaMetrics
 //! aligns them anyway), windows never overlap and never leave a gap, and
-//! each window is streamed, so memory does not grow with the range.
+//! each window is streamed, so memory does not grow with the range. The
+//! grid and the windows are `model::range`'s, the one splitter every
+//! command uses; they are produced lazily.
+
+use crate::model::range::{Grid, Windows};
 
 /// The aligned evaluation grid `first, first+step, ..., last` and how to cut it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,41 +24,38 @@ impl RangePlan {
     /// Aligns `[from, to]` inward to the step grid; `None` when no grid point falls inside.
     pub fn new(from_ms: i64, to_ms: i64, step_ms: i64, window_points: i64) -> Option<RangePlan> {
         assert!(step_ms > 0 && window_points > 0);
-        let first = from_ms.div_euclid(step_ms) * step_ms
-            + if from_ms.rem_euclid(step_ms) == 0 {
-                0
-            } else {
-                step_ms
-            };
-        let last = to_ms.div_euclid(step_ms) * step_ms;
-        (first <= last).then_some(RangePlan {
-            first_ms: first,
-            last_ms: last,
+        Grid::inward(from_ms, to_ms, step_ms).map(|g| RangePlan {
+            first_ms: g.first_ms,
+            last_ms: g.last_ms,
             step_ms,
             window_points,
         })
     }
 
-    pub fn points(&self) -> i64 {
-        (self.last_ms - self.first_ms) / self.step_ms + 1
+    fn grid(&self) -> Grid {
+        Grid {
+            first_ms: self.first_ms,
+            last_ms: self.last_ms,
+            step_ms: self.step_ms,
+        }
     }
 
-    /// Inclusive `(start, end)` pairs covering the grid exactly once.
-    pub fn windows(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
-        let span = self.window_points * self.step_ms;
-        (0..)
-            .map(move |k| self.first_ms + k * span)
-            .take_while(move |s| *s <= self.last_ms)
-            .map(move |s| (s, (s + span - self.step_ms).min(self.last_ms)))
+    pub fn points(&self) -> u64 {
+        self.grid().points()
+    }
+
+    /// Inclusive `(start, end)` pairs covering the grid exactly once, lazily.
+    pub fn windows(&self) -> Windows {
+        self.grid().windows(self.window_points.unsigned_abs())
     }
 
     pub fn window_count(&self) -> u64 {
-        ((self.points() + self.window_points - 1) / self.window_points) as u64
+        self.windows().remaining()
     }
 
     /// Where the next run continues so that runs neither overlap nor leave a gap.
     pub fn next_from_ms(&self) -> i64 {
-        self.last_ms + self.step_ms
+        self.grid().next_after_last()
     }
 }
 
@@ -88,5 +89,16 @@ mod tests {
         );
         assert!(RangePlan::new(1001, 1999, 1000, 2).is_none());
         assert_eq!(RangePlan::new(1000, 1000, 1000, 2).unwrap().points(), 1);
+    }
+
+    /// Regression (#14.2): a year at 1 ms steps planned every window up front
+    /// (~700 MB before the first request); the plan is now counted, not built.
+    #[test]
+    fn a_huge_plan_takes_no_memory() {
+        let p = RangePlan::new(0, 365 * 86_400_000, 1, 720).unwrap();
+        assert_eq!(p.window_count(), 43_800_001);
+        let mut w = p.windows();
+        assert_eq!(w.next(), Some((0, 719)));
+        assert_eq!(w.remaining(), 43_800_000);
     }
 }

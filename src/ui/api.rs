@@ -14,7 +14,7 @@ use crate::bundle::{
 };
 use crate::client::{BasicAuthSpec, Client, ClientConfig, ConnectionSpec, TlsSpec};
 use crate::fsutil::AtomicFile;
-use crate::model::time::{format_rfc3339_ms, now_ms, parse_duration, parse_timestamp_ms};
+use crate::model::time::{format_rfc3339_ms, now_ms};
 use crate::server::ApiError;
 use crate::source::vm_export::ExportMethod;
 use crate::transform::obfuscate::{ObfuscationOptions, Obfuscator};
@@ -248,30 +248,28 @@ pub struct Selection {
 }
 
 impl Selection {
+    /// `since`/`from`/`to`, read as every command reads a range (`model::range`).
     fn range(&self) -> Result<(i64, i64), UiError> {
-        let ts = |field: &str, v: &Option<String>| -> Result<Option<i64>, UiError> {
-            v.as_deref()
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| parse_timestamp_ms(s.trim()).map_err(|e| bad(format!("{field}: {e}"))))
-                .transpose()
+        let input = crate::model::range::RangeInput {
+            since: self.since.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
         };
-        let to = ts("to", &self.to)?.unwrap_or_else(now_ms);
-        let from = match ts("from", &self.from)? {
-            Some(f) => f,
-            None => {
-                let since = self.since.as_deref().unwrap_or("1h");
-                let d = parse_duration(since).map_err(|e| bad(format!("since: {e}")))?;
-                to - d.as_millis() as i64
-            }
-        };
-        if from >= to {
+        let r = input
+            .resolve(
+                &crate::model::range::FIELDS,
+                &crate::model::range::RangeDefaults::default(),
+                now_ms(),
+            )
+            .map_err(|e| bad(e.to_string()))?;
+        if r.from_ms >= r.to_ms {
             return Err(bad(format!(
                 "the range is empty: from {} is not before to {}",
-                format_rfc3339_ms(from),
-                format_rfc3339_ms(to)
+                format_rfc3339_ms(r.from_ms),
+                format_rfc3339_ms(r.to_ms)
             )));
         }
-        Ok((from, to))
+        Ok((r.from_ms, r.to_ms))
     }
 
     fn selectors(&self) -> Result<Vec<String>, UiError> {
@@ -629,7 +627,11 @@ fn export_spec(s: &AppState, req: &ExportRequest) -> Result<(ExportSpec, ClientC
     };
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| bad(format!("staging_dir {}: {e}", out_dir.display())))?;
-    let secs = |v: Option<u64>| v.filter(|v| *v > 0).map(|v| v as i64 * 1000);
+    // Saturated, never wrapped: the job refuses what is too long.
+    let secs = |v: Option<u64>| {
+        v.filter(|v| *v > 0)
+            .map(|v| i64::try_from(v.saturating_mul(1000)).unwrap_or(i64::MAX))
+    };
     Ok((
         ExportSpec {
             source_url: req.connection.public_url(),

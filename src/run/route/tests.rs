@@ -409,7 +409,13 @@ async fn a_full_blocking_destination_holds_results_and_the_other_destinations_wa
     // The engine's seam holds the results until the destination has room.
     let held = {
         let p = Arc::clone(&p);
-        tokio::spawn(async move { crate::run::engine::ResultSink::export(&*p, batch(9999)).await })
+        tokio::spawn(async move {
+            crate::run::results::ResultSink::export(
+                &*p,
+                crate::model::ExportBatch::received(batch(9999)),
+            )
+            .await
+        })
     };
     p.start();
     tokio::time::timeout(Duration::from_secs(20), held)

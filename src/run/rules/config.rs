@@ -51,10 +51,40 @@ pub(crate) struct UnknownKey {
 /// `Deserialize` impl that records the mapping's first line and its unknown
 /// keys. A key given as YAML null counts as absent, as yaml.v2 leaves the Go
 /// field at its zero value.
+/// Groups and rules in one file. vmalert sets no limit, but each raw
+/// mapping costs some 500 bytes before it is checked, so a file of
+/// `- {name: x}` repeated within the YAML node budget would take half a
+/// gigabyte; a real 50,000-rule file has 500 groups.
+pub(crate) const MAX_GROUPS_PER_FILE: usize = 10_000;
+pub(crate) const MAX_RULES_PER_FILE: usize = 100_000;
+
+thread_local! {
+    /// Groups and rules read so far from the file being parsed on this thread.
+    static READ: std::cell::Cell<[usize; 2]> = const { std::cell::Cell::new([0, 0]) };
+}
+
+/// Counts one more group (`kind` 0) or rule (1); an error past the limit.
+fn count_item(kind: Option<usize>) -> Result<(), String> {
+    let Some(kind) = kind else { return Ok(()) };
+    let mut read = READ.get();
+    read[kind] += 1;
+    READ.set(read);
+    let (limit, what) = [
+        (MAX_GROUPS_PER_FILE, "groups"),
+        (MAX_RULES_PER_FILE, "rules"),
+    ][kind];
+    if read[kind] > limit {
+        return Err(format!(
+            "more than {limit} {what} in one file, the most spillway reads from one rule file; split it into several files"
+        ));
+    }
+    Ok(())
+}
+
 macro_rules! yaml_mapping {
     (
         $(#[$meta:meta])*
-        $name:ident, $expecting:literal {
+        $name:ident, $counted:expr, $expecting:literal {
             $( $field:ident : $ty:ty = $key:literal ),* $(,)?
         }
     ) => {
@@ -81,6 +111,7 @@ macro_rules! yaml_mapping {
                         f.write_str($expecting)
                     }
                     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
+                        count_item($counted).map_err(de::Error::custom)?;
                         let mut out = $name::default();
                         while let Some(key) = map.next_key::<Spanned<String>>()? {
                             let line = key.referenced.line();
@@ -118,14 +149,14 @@ macro_rules! yaml_mapping {
 
 yaml_mapping! {
     /// One YAML document of a rule file.
-    RawFile, "a mapping with a `groups:` list" {
+    RawFile, None, "a mapping with a `groups:` list" {
         groups: Vec<RawGroup> = "groups",
     }
 }
 
 yaml_mapping! {
     /// One entry of `groups:`. Keys as in vmalert's `config.Group`.
-    RawGroup, "a group mapping (name, interval, rules, ...)" {
+    RawGroup, Some(0), "a group mapping (name, interval, rules, ...)" {
         name: Text = "name",
         interval: Text = "interval",
         eval_offset: Text = "eval_offset",
@@ -145,7 +176,7 @@ yaml_mapping! {
 
 yaml_mapping! {
     /// One entry of `rules:`. Keys as in vmalert's `config.Rule`.
-    RawRule, "a rule mapping (record or alert, expr, labels, ...)" {
+    RawRule, Some(1), "a rule mapping (record or alert, expr, labels, ...)" {
         record: Text = "record",
         alert: Text = "alert",
         expr: Text = "expr",
@@ -161,5 +192,6 @@ yaml_mapping! {
 /// The documents of one file, in order. Empty documents (`---` alone, a
 /// comment, or `groups:` with nothing) contribute nothing, as in vmalert.
 pub(crate) fn parse_documents(text: &str) -> Result<Vec<RawFile>, serde_saphyr::Error> {
-    serde_saphyr::from_multiple(text)
+    READ.set([0, 0]);
+    crate::model::yaml::parse_multiple(text)
 }

@@ -18,8 +18,12 @@
 //! [`Group::checksum`] changes whenever anything about a
 //! group changes, so a reload can keep the state of untouched groups.
 //!
-//! Uses `model` (durations, labels) and the LogsQL lexer of
-//! `client::vlogs_api`; nothing here does network I/O.
+//! Uses `model` (durations, labels, bounded file reads, the YAML budget),
+//! the LogsQL lexer of `client::vlogs_api`, and the `metrics`/`tracing`
+//! facades for template formatting errors; nothing here does network I/O.
+//! Rule files are hostile input (a daemon reloads them): every limit is in
+//! `model::yaml`, `config.rs` (groups and rules per file), `validate.rs`
+//! (durations) and `template.rs` (depth).
 
 mod config;
 mod files;
@@ -30,6 +34,7 @@ mod validate;
 mod tests;
 
 pub use template::{check_template, render_labels, render_labels_with, TemplateData};
+pub use validate::MAX_RULE_DURATION;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -327,20 +332,18 @@ pub fn load_files(patterns: &[String], opts: &LoadOptions) -> Result<Vec<Group>,
     let mut groups = Vec::new();
     for path in &paths {
         let name = path.display().to_string();
-        let text = match std::fs::read(path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(t) => t,
-                Err(_) => {
-                    errors.push(RuleError {
-                        message: "not UTF-8 text; rule files are YAML".into(),
-                        ..RuleError::in_file(&name)
-                    });
-                    continue;
-                }
-            },
+        let text = match crate::model::input::read_config(path, "a rule file") {
+            Ok(t) => t,
+            Err(crate::model::input::ReadError::NotText { .. }) => {
+                errors.push(RuleError {
+                    message: "not UTF-8 text; rule files are YAML".into(),
+                    ..RuleError::in_file(&name)
+                });
+                continue;
+            }
             Err(e) => {
                 errors.push(RuleError {
-                    message: format!("cannot read: {e}"),
+                    message: e.reason(),
                     ..RuleError::in_file(&name)
                 });
                 continue;
@@ -398,6 +401,12 @@ pub fn load_str(file: &str, text: &str, opts: &LoadOptions) -> Result<Vec<Group>
 /// the position serde-saphyr found and yaml.v2's "cannot unmarshal" wording
 /// for shape errors.
 fn yaml_error(file: &str, text: &str, e: &serde_saphyr::Error) -> RuleError {
+    if let Some(message) = crate::model::yaml::budget_message(e) {
+        return RuleError {
+            message,
+            ..RuleError::in_file(file)
+        };
+    }
     let plain = e.without_snippet().to_string();
     // serde-saphyr appends " at line L, column C"; the line goes in front.
     let mut message = match plain.rfind(" at line ") {
@@ -421,6 +430,14 @@ fn yaml_error(file: &str, text: &str, e: &serde_saphyr::Error) -> RuleError {
         if message == from {
             message = to.to_string();
         }
+    }
+    // Our own limits (see config.rs) are already worded for the user.
+    if message.contains("the most spillway reads") {
+        return RuleError {
+            line: e.location().map(|l| l.line()),
+            message,
+            ..RuleError::in_file(file)
+        };
     }
     let shape = message.starts_with("invalid type")
         || message.starts_with("expected ")

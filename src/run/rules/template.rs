@@ -15,8 +15,15 @@
 //! that need a datasource or vmalert's web server (`query`, `externalURL`) are
 //! registered so templates parse, but have nothing to call in this module:
 //! `query` fails when executed, `externalURL`/`pathPrefix` give "".
+//!
+//! Templates come from rule files, which a running daemon reloads, so they
+//! are hostile input: [`check_depth`] refuses a template nested deeper than
+//! [`MAX_TEMPLATE_DEPTH`] before gtmpl-ng's recursive parser sees it (it caps
+//! `{{if}}`-style blocks, not parentheses), and a rendered value carrying Go's
+//! formatting-error markers (`%!(NOVERB)`, `%!s(<nil>)`) is counted in
+//! `spillway_template_format_errors_total` and logged once per rule label.
 
-use super::validate::format_go_duration;
+use crate::model::time::{format_go_duration, format_go_duration_ms, parse_signed_duration_ms};
 use gtmpl_ng::{Context, Func, FuncError, Template, Value};
 use std::collections::{BTreeMap, HashMap};
 
@@ -83,12 +90,130 @@ fn new_template() -> Template {
     t
 }
 
+/// How deeply parentheses and `{{if}}`/`{{range}}`/`{{with}}`/`{{block}}`/
+/// `{{define}}` bodies may nest, together (each `{{else if}}` of a chain is
+/// one more level: the parser recurses into it). Each level is a frame of a
+/// recursive parser and executor: measured in a debug build, 32 levels of
+/// any mix stay far inside the 2 MiB stack of a tokio worker (see
+/// `deepest_template_fits_a_worker_stack` in the tests), and vmalert's
+/// rule files nest two or three.
+pub const MAX_TEMPLATE_DEPTH: usize = 32;
+
+/// The deepest nesting of parentheses and block actions in `text`, counted
+/// without parsing it (strings and comments skipped), and refused beyond
+/// [`MAX_TEMPLATE_DEPTH`].
+pub fn check_depth(text: &str) -> Result<(), String> {
+    let depth = template_depth(text);
+    if depth > MAX_TEMPLATE_DEPTH {
+        return Err(format!(
+            "nested {depth} levels deep (parentheses and if/range/with/block/define bodies); at most {MAX_TEMPLATE_DEPTH} are allowed"
+        ));
+    }
+    Ok(())
+}
+
+fn template_depth(text: &str) -> usize {
+    let b = text.as_bytes();
+    let (mut i, mut blocks, mut deepest) = (0usize, 0usize, 0usize);
+    // Levels each open `{{end}}` will close: an `{{else if}}` or `{{else
+    // with}}` is a nested block that shares its enclosing `{{end}}`.
+    let mut closes: Vec<usize> = Vec::new();
+    while let Some(open) = find(b, i, b"{{") {
+        i = open + 2;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        if b[i..].starts_with(b"/*") {
+            i = find(b, i, b"*/").map_or(b.len(), |e| e + 2);
+            continue;
+        }
+        let word_end = b[i..]
+            .iter()
+            .position(|c| !c.is_ascii_alphabetic())
+            .map_or(b.len(), |p| i + p);
+        let opens_block = matches!(
+            &b[i..word_end],
+            b"if" | b"range" | b"with" | b"block" | b"define"
+        );
+        match &b[i..word_end] {
+            b"end" => blocks = blocks.saturating_sub(closes.pop().unwrap_or(1)),
+            b"else" => {
+                let rest = &b[word_end..];
+                let next = rest
+                    .iter()
+                    .position(|c| !c.is_ascii_whitespace())
+                    .unwrap_or(0);
+                if rest[next..].starts_with(b"if") || rest[next..].starts_with(b"with") {
+                    blocks += 1;
+                    deepest = deepest.max(blocks);
+                    if let Some(top) = closes.last_mut() {
+                        *top += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+        let mut parens = 0usize;
+        while i < b.len() && !b[i..].starts_with(b"}}") {
+            match b[i] {
+                b'(' => {
+                    parens += 1;
+                    deepest = deepest.max(blocks + parens);
+                }
+                b')' => parens = parens.saturating_sub(1),
+                q @ (b'"' | b'\'' | b'`') => i = skip_quoted(b, i, q),
+                _ => {}
+            }
+            i += 1;
+        }
+        if opens_block {
+            blocks += 1;
+            closes.push(1);
+            deepest = deepest.max(blocks);
+        }
+    }
+    deepest
+}
+
+fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(b.get(from..)?, needle).map(|p| from + p)
+}
+
+/// The index of the closing quote of the literal opening at `start`
+/// (backslash escapes except in raw strings), or the end of the text.
+fn skip_quoted(b: &[u8], start: usize, quote: u8) -> usize {
+    let mut i = start + 1;
+    while i < b.len() {
+        if b[i] == b'\\' && quote != b'`' {
+            i += 2;
+            continue;
+        }
+        if b[i] == quote {
+            return i;
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+/// Parses `text` with the header, after the depth check.
+fn parse(t: &mut Template, text: &str) -> Result<(), String> {
+    check_depth(text)?;
+    t.parse(format!("{HEADER}{text}"))
+        .map_err(|e| describe_parse_error(&e))
+}
+
 /// Parses `text` as vmalert would when validating a rule. The error names
 /// the position inside `text` (line and column as the user counts them).
 pub fn check_template(text: &str) -> Result<(), String> {
-    let mut t = new_template();
-    t.parse(format!("{HEADER}{text}"))
-        .map_err(|e| describe_parse_error(&e))
+    // Text without an action cannot fail to parse; most label values are literal.
+    if !text.contains("{{") {
+        return Ok(());
+    }
+    parse(&mut new_template(), text)
 }
 
 fn describe_parse_error(e: &gtmpl_ng::ParseError) -> String {
@@ -163,13 +288,15 @@ pub fn render_labels_with(
             continue;
         }
         let mut t = new_template();
-        let rendered = t
-            .parse(format!("{HEADER}{text}"))
-            .map_err(|e| describe_parse_error(&e))
-            .and_then(|()| t.render(&ctx).map_err(|e| e.to_string()));
+        let rendered =
+            parse(&mut t, text).and_then(|()| t.render(&ctx).map_err(|e| describe_exec_error(&e)));
         match rendered {
             Ok(s) => {
-                out.insert(key.clone(), zero_missing_keys(text, s));
+                let s = zero_missing_keys(text, s);
+                if s.contains("%!") && !text.contains("%!") {
+                    format_error(key, text, &s, data.expr);
+                }
+                out.insert(key.clone(), s);
             }
             Err(e) => errors.push(format!("label {key:?}, template {text:?}: {e}")),
         }
@@ -179,6 +306,59 @@ pub fn render_labels_with(
     } else {
         Err(errors.join("; "))
     }
+}
+
+/// A label rendered with Go's formatting-error markers (`%!(NOVERB)`,
+/// `%!s(<nil>)`, `%!d(string=x)`): vmalert exports such values as they are,
+/// and so does spillway, but it counts them and says so once per rule label.
+fn format_error(key: &str, text: &str, rendered: &str, expr: &str) {
+    use std::collections::HashSet;
+    use std::sync::{LazyLock, Mutex};
+    static WARNED: LazyLock<Mutex<HashSet<u64>>> = LazyLock::new(Default::default);
+    metrics::counter!("spillway_template_format_errors_total", "label" => key.to_string())
+        .increment(1);
+    let id = xxhash_rust::xxh64::xxh64(format!("{expr}\0{key}\0{text}").as_bytes(), 0);
+    let first = WARNED
+        .lock()
+        .map(|mut seen| seen.len() < 100_000 && seen.insert(id))
+        .unwrap_or(false);
+    if first {
+        tracing::warn!(
+            label = key,
+            template = text,
+            rendered,
+            expr,
+            "a label template printed a Go formatting error (a verb without a value, or a value of the wrong type); the value is exported as rendered. Counted in spillway_template_format_errors_total; this warning is shown once per rule label"
+        );
+    }
+}
+
+/// An execution error in one paragraph. gtmpl-ng chains one "caused by"
+/// per nested `{{template}}` call, so a recursive template repeated the same
+/// line a hundred times; repeats are folded into a count.
+fn describe_exec_error(e: &gtmpl_ng::ExecError) -> String {
+    let gtmpl_ng::ExecError::Structured(se) = e else {
+        return e.to_string();
+    };
+    let mut lines: Vec<(String, usize)> = Vec::new();
+    for level in se.chain() {
+        let text = format!("template: {}:{}", level.context, level.message);
+        match lines.last_mut() {
+            Some((last, n)) if *last == text => *n += 1,
+            _ => lines.push((text, 1)),
+        }
+    }
+    lines
+        .into_iter()
+        .map(|(text, n)| {
+            if n > 1 {
+                format!("{text} (repeated {n} times)")
+            } else {
+                text
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; caused by: ")
 }
 
 /// vmalert parses with `missingkey=zero`, so `{{ $labels.absent }}` prints
@@ -424,18 +604,15 @@ fn re_replace_all(args: &[Value]) -> Result<Value, FuncError> {
 
 fn parse_duration_secs(args: &[Value]) -> Result<Value, FuncError> {
     let s = one_str("parseDuration", args)?;
-    let ms = super::validate::parse_signed_duration_ms(&s)
-        .map_err(|e| err(format!("parseDuration: {e}")))?;
+    let ms = parse_signed_duration_ms(&s).map_err(|e| err(format!("parseDuration: {e}")))?;
     Ok(Value::from(ms as f64 / 1000.0))
 }
 
 fn parse_duration_time(args: &[Value]) -> Result<Value, FuncError> {
     // A Go time.Duration prints as "1h0m0s"; methods on it are not available.
     let s = one_str("parseDurationTime", args)?;
-    let ms = super::validate::parse_signed_duration_ms(&s)
-        .map_err(|e| err(format!("parseDurationTime: {e}")))?;
-    let text = format_go_duration(std::time::Duration::from_millis(ms.unsigned_abs()));
-    Ok(Value::from(if ms < 0 { format!("-{text}") } else { text }))
+    let ms = parse_signed_duration_ms(&s).map_err(|e| err(format!("parseDurationTime: {e}")))?;
+    Ok(Value::from(format_go_duration_ms(ms)))
 }
 
 fn humanize(args: &[Value]) -> Result<Value, FuncError> {
@@ -684,4 +861,138 @@ fn args(args: &[Value]) -> Result<Value, FuncError> {
             .map(|(i, v)| (format!("arg{i}"), v.clone()))
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(text: &str) -> Result<String, String> {
+        let labels = BTreeMap::from([("x".to_string(), text.to_string())]);
+        let l = crate::model::Labels::new();
+        render_labels(&labels, &l, 1.0, "up").map(|m| m["x"].clone())
+    }
+
+    /// Regression (#14.1): about 1,000 `(` in a label template (2 KB)
+    /// overflowed the stack in `run`, `rules preview` and on `POST /-/reload`.
+    #[test]
+    fn deep_parentheses_are_refused_before_parsing() {
+        for n in [33, 1_000, 100_000] {
+            let text = format!("{{{{ {}1{} }}}}", "(".repeat(n), ")".repeat(n));
+            let e = check_template(&text).unwrap_err();
+            assert!(e.contains(&format!("nested {n} levels deep")), "{e}");
+            assert!(e.contains("at most 32"), "{e}");
+            assert!(render(&text).unwrap_err().contains("at most 32"));
+        }
+        // `{{else if}}` nests like `{{else}}{{if}}` in Go's parser.
+        for n in [40, 5_000] {
+            let chain = format!(
+                "{{{{ if false }}}}{}x{{{{ end }}}}",
+                "{{ else if false }}".repeat(n)
+            );
+            std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || {
+                    let r = check_template(&chain);
+                    assert!(r.is_err(), "{n} else-ifs: {r:?}");
+                    assert!(r.unwrap_err().contains("levels deep"));
+                })
+                .unwrap()
+                .join()
+                .expect("an else-if chain overflowed a 2 MiB stack");
+        }
+        let blocks = format!("{}x{}", "{{ if true }}".repeat(40), "{{ end }}".repeat(40));
+        assert!(check_template(&blocks)
+            .unwrap_err()
+            .contains("nested 40 levels"));
+        // Parentheses inside strings and comments do not count.
+        let quoted = format!(
+            "{{{{ \"{}\" }}}}{{{{/* {} */}}}}",
+            "(".repeat(100),
+            "(".repeat(100)
+        );
+        check_template(&quoted).unwrap();
+        assert_eq!(
+            template_depth("{{ (1) }}{{ if (eq 1 1) }}{{ ((2)) }}{{ end }}"),
+            3
+        );
+    }
+
+    /// The deepest template accepted, in every shape, parses and renders on
+    /// the 2 MiB stack of a tokio worker (the test binary is a debug build, the
+    /// costliest case); if a gtmpl-ng update makes a level dearer, this test
+    /// aborts instead of a daemon.
+    #[test]
+    fn deepest_template_fits_a_worker_stack() {
+        let d = MAX_TEMPLATE_DEPTH;
+        let shapes = [
+            format!("{{{{ {}1{} }}}}", "(".repeat(d), ")".repeat(d)),
+            format!("{}x{}", "{{ if true }}".repeat(d), "{{ end }}".repeat(d)),
+            format!("{}x{}", "{{ with 1 }}".repeat(d), "{{ end }}".repeat(d)),
+            format!("{}x{}", "{{ range 1 }}".repeat(d), "{{ end }}".repeat(d)),
+            format!(
+                "{{{{ if false }}}}{}x{{{{ end }}}}",
+                "{{ else if false }}".repeat(d - 1)
+            ),
+            format!(
+                "{}{{{{ {}1{} }}}}{}",
+                "{{ if true }}".repeat(d / 2),
+                "(".repeat(d / 2),
+                ")".repeat(d / 2),
+                "{{ end }}".repeat(d / 2)
+            ),
+        ];
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                for text in &shapes {
+                    check_template(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+                    let _ = render(text);
+                }
+            })
+            .unwrap()
+            .join()
+            .expect("a template at the depth limit overflowed a 2 MiB stack");
+    }
+
+    /// Regression (#14.13): a recursive `{{template}}` printed its "caused
+    /// by" line a hundred times.
+    #[test]
+    fn recursive_template_error_is_one_line() {
+        let e = render(r#"{{ define "r" }}{{ template "r" . }}{{ end }}{{ template "r" . }}"#)
+            .unwrap_err();
+        assert!(e.contains("maximum template nesting depth"), "{e}");
+        assert!(e.contains("(repeated"), "{e}");
+        assert!(e.matches("caused by").count() <= 3, "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    /// Regression (#14.13): `%!(NOVERB)` / `%!s(<nil>)` went into a label
+    /// value with no trace; it is still exported as vmalert does, and counted.
+    #[test]
+    fn go_format_errors_are_counted() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            assert_eq!(render(r#"{{ printf "100%" }}"#).unwrap(), "100%!(NOVERB)");
+            assert!(render(r#"{{ printf "%s" }}"#)
+                .unwrap()
+                .contains("%!s(MISSING)"));
+            assert_eq!(render(r#"{{ printf "%d%%" 5 }}"#).unwrap(), "5%");
+            // A template that spells the marker itself is not an error.
+            assert_eq!(render("{{ `%!` }}").unwrap(), "%!");
+        });
+        let counted: u64 = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(k, ..)| k.key().name() == "spillway_template_format_errors_total")
+            .map(|(.., v)| match v {
+                DebugValue::Counter(n) => n,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(counted, 2);
+    }
 }

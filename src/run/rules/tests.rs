@@ -4,8 +4,9 @@
 //! [`load_str`] that `run` and `rules check` use.
 
 use super::files::{expand_env, expand_glob, segment_matches};
-use super::validate::{format_go_duration, hash_rule, parse_signed_duration_ms};
+use super::validate::hash_rule;
 use super::*;
+use crate::model::time::{format_go_duration, parse_signed_duration_ms};
 use crate::model::Labels;
 use std::collections::{BTreeMap, HashMap};
 

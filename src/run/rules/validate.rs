@@ -13,6 +13,7 @@
 use super::config::{Field, RawFile, RawGroup, RawRule, Text, TextMap, UnknownKey};
 use super::template::check_template;
 use super::{Group, Header, ItemName, LoadOptions, Rule, RuleError, RuleKind, RuleType};
+use crate::model::time::{format_duration, format_go_duration_ms, parse_signed_duration_ms};
 use regex::Regex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
@@ -168,7 +169,10 @@ fn check_group(ctx: &mut Ctx<'_>, raw: RawGroup, line: u64, opts: &LoadOptions) 
         ctx.field_error(
             f,
             "interval",
-            format!("interval shouldn't be lower than 0; got {}", show_ms(ms)),
+            format!(
+                "interval shouldn't be lower than 0; got {}",
+                format_go_duration_ms(ms)
+            ),
         );
     }
     let interval_ms = interval_ms.unwrap_or(0).max(0);
@@ -182,8 +186,8 @@ fn check_group(ctx: &mut Ctx<'_>, raw: RawGroup, line: u64, opts: &LoadOptions) 
         if ms.unsigned_abs() > interval_ms.unsigned_abs() {
             let msg = format!(
                 "eval_offset should be smaller than interval; now eval_offset: {}, interval: {}",
-                show_ms(ms),
-                show_ms(interval_ms)
+                format_go_duration_ms(ms),
+                format_go_duration_ms(interval_ms)
             );
             ctx.field_error(f, "eval_offset", msg);
         } else {
@@ -279,7 +283,7 @@ fn check_group(ctx: &mut Ctx<'_>, raw: RawGroup, line: u64, opts: &LoadOptions) 
                 ctx.error(
                     labels_line,
                     Some(&format!("labels.{k}")),
-                    format!("invalid labels: template {v:?}: {e}"),
+                    format!("invalid labels: template {}: {e}", excerpt(v)),
                 );
             }
         }
@@ -420,7 +424,7 @@ fn check_rule(
                 ctx.error(
                     annotations_line,
                     Some(&format!("annotations.{k}")),
-                    format!("invalid annotations: template {v:?}: {e}"),
+                    format!("invalid annotations: template {}: {e}", excerpt(v)),
                 );
             }
         }
@@ -431,7 +435,7 @@ fn check_rule(
                 ctx.error(
                     labels_line,
                     Some(&format!("labels.{k}")),
-                    format!("invalid labels: template {v:?}: {e}"),
+                    format!("invalid labels: template {}: {e}", excerpt(v)),
                 );
             }
         }
@@ -652,9 +656,27 @@ fn boolean(ctx: &mut Ctx<'_>, f: &Field<Text>, field: &str) -> Option<bool> {
     }
 }
 
+/// The longest `interval`, `eval_offset`, `eval_delay`, `for` and
+/// `keep_firing_for` accepted: a group evaluated less than once a year
+/// would in effect never run, and longer values are how a typo
+/// (`interval: 10000y`) looks.
+pub const MAX_RULE_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// A duration the way vmalert's `promutil.Duration` reads it (Prometheus
+/// units, fractions, a bare number of seconds, a leading minus), at most
+/// [`MAX_RULE_DURATION`] either way. Milliseconds, signed.
 fn signed_duration(ctx: &mut Ctx<'_>, f: &Option<Field<Text>>, field: &str) -> Option<i64> {
     let f = f.as_ref()?;
     match parse_signed_duration_ms(&f.value.0) {
+        Ok(ms) if u128::from(ms.unsigned_abs()) > MAX_RULE_DURATION.as_millis() => {
+            let msg = format!(
+                "{field} {} is longer than {}, the longest spillway accepts in rule files",
+                f.value.0.trim(),
+                format_duration(MAX_RULE_DURATION)
+            );
+            ctx.field_error(f, field, msg);
+            None
+        }
         Ok(ms) => Some(ms),
         Err(e) => {
             ctx.field_error(f, field, format!("cannot unmarshal into a duration: {e}"));
@@ -674,88 +696,26 @@ fn non_negative_duration(
         ctx.field_error(
             f,
             field,
-            format!("{field} shouldn't be lower than 0; got {}", show_ms(ms)),
+            format!(
+                "{field} shouldn't be lower than 0; got {}",
+                format_go_duration_ms(ms)
+            ),
         );
         return None;
     }
     Some(Duration::from_millis(ms as u64))
 }
 
-/// A duration the way vmalert's `promutil.Duration` reads it: Prometheus
-/// units (`ms s m h d w y`, combinable), a bare number of seconds, fractions
-/// (`1.5h`) and a leading minus. Milliseconds, signed.
-pub(crate) fn parse_signed_duration_ms(input: &str) -> Result<i64, String> {
-    let s = input.trim();
-    let (neg, body) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    let ms: u128 = match crate::model::time::parse_duration(body) {
-        Ok(d) => d.as_millis(),
-        Err(e) => parse_fractional_duration(body).ok_or_else(|| e.to_string())?,
-    };
-    let ms = i64::try_from(ms).map_err(|_| format!("duration {input:?} is too large"))?;
-    Ok(if neg { -ms } else { ms })
-}
-
-/// `1.5h`, `0.5m30s`: the fractional form MetricsQL durations allow and the
-/// model's parser does not.
-fn parse_fractional_duration(s: &str) -> Option<u128> {
-    static PART: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)").expect("valid regex"));
-    let mut rest = s;
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let c = PART.captures(rest)?;
-        let n: f64 = c[1].parse().ok()?;
-        let unit = match &c[2] {
-            "ms" => 1.0,
-            "s" => 1e3,
-            "m" => 60e3,
-            "h" => 3600e3,
-            "d" => 86400e3,
-            "w" => 7.0 * 86400e3,
-            _ => 365.0 * 86400e3,
-        };
-        total += n * unit;
-        rest = &rest[c[0].len()..];
-    }
-    (total.is_finite() && total < u64::MAX as f64 && !s.is_empty()).then_some(total.round() as u128)
-}
-
-fn show_ms(ms: i64) -> String {
-    let text = format_go_duration(Duration::from_millis(ms.unsigned_abs()));
-    if ms < 0 {
-        format!("-{text}")
-    } else {
-        text
-    }
-}
-
-/// Go's `time.Duration.String()` at millisecond resolution (`1h5m0s`,
-/// `1.5s`, `250ms`, `0s`), which is how vmalert prints durations in its errors
-/// and templates print `$for`.
-pub(crate) fn format_go_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        return "0s".into();
-    }
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let hours = ms / 3_600_000;
-    let minutes = (ms / 60_000) % 60;
-    let secs = (ms / 1000) % 60;
-    let frac = ms % 1000;
-    let mut seconds = secs.to_string();
-    if frac != 0 {
-        seconds.push_str(format!(".{frac:03}").trim_end_matches('0'));
-    }
-    if hours > 0 {
-        format!("{hours}h{minutes}m{seconds}s")
-    } else if minutes > 0 {
-        format!("{minutes}m{seconds}s")
-    } else {
-        format!("{seconds}s")
+/// A template as quoted in an error: whole when short, else its first 80
+/// characters (a 2 KB hostile template should not fill the terminal).
+fn excerpt(text: &str) -> String {
+    const SHOWN: usize = 80;
+    match text.char_indices().nth(SHOWN) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!(
+            "{:?}... ({} characters)",
+            &text[..cut],
+            text.chars().count()
+        ),
     }
 }

@@ -301,6 +301,18 @@ fn compile_one(
         }
     };
 
+    // Prometheus 3 and vmagent take any UTF-8 label name, but not one that
+    // no exposition format can carry: a control character is a typo
+    // (a stray `\n` from a YAML block scalar), never a name.
+    if let Some(c) = target.chars().find(|c| c.is_control()) {
+        fail(
+            "target_label",
+            format!(
+                "{target:?} is not a valid label name: it contains the control character U+{:04X}",
+                u32::from(c)
+            ),
+        );
+    }
     match action {
         Some(Action::Replace) => need_target(&mut fail),
         Some(Action::ReplaceAll) => {

@@ -190,7 +190,7 @@ type FieldLines = Vec<serde_saphyr::Spanned<HashMap<String, serde_saphyr::Spanne
 /// Reads the layout of a `relabel_configs` list without judging its content;
 /// `None` when the text is not a list of mappings at all.
 fn field_lines(text: &str) -> Option<Vec<ItemLocation>> {
-    let items: FieldLines = serde_saphyr::from_str(text).ok()?;
+    let items: FieldLines = crate::model::yaml::parse(text).ok()?;
     Some(
         items
             .into_iter()
@@ -218,7 +218,7 @@ pub(crate) fn parse_yaml(
         path: "relabel_configs".into(),
         items,
     };
-    match serde_saphyr::from_str::<Option<Vec<RelabelConfig>>>(text) {
+    match crate::model::yaml::parse::<Option<Vec<RelabelConfig>>>(text) {
         Ok(configs) => Ok((configs.unwrap_or_default(), locations)),
         Err(err) => {
             let line = err.location().map(|l| l.line()).filter(|&l| l > 0);
@@ -258,6 +258,9 @@ pub(crate) fn parse_yaml(
 /// (we print our own `file:line`), control characters escaped.
 fn saphyr_message(err: &serde_saphyr::Error) -> String {
     use serde_saphyr::MessageFormatter;
+    if let Some(m) = crate::model::yaml::budget_message(err) {
+        return m;
+    }
     let raw = serde_saphyr::DefaultMessageFormatter.format_message(err.without_snippet());
     raw.chars()
         .flat_map(|c| {

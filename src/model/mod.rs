@@ -3,6 +3,7 @@
 
 pub mod goregex;
 pub mod labels;
+pub mod secret;
 pub mod selector;
 pub mod series;
 pub mod size;

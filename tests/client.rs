@@ -379,7 +379,7 @@ async fn answers_stop_at_max_response_bytes() {
     let vm = tokio::task::spawn_blocking(Vm::start).await.unwrap();
     let now = chrono::Utc::now().timestamp_millis() / 60_000 * 60_000 - 3_600_000;
     let mut lines = String::new();
-    for i in 0..200 {
+    for i in 0..500 {
         lines.push_str(&vm_line(
             &[("__name__", "wide"), ("i", &format!("{i:04}"))],
             &[(now, i as f64)],
@@ -410,19 +410,19 @@ async fn answers_stop_at_max_response_bytes() {
         assert!(text.contains("max_response_bytes"), "{text}");
         assert!(!text.contains("k3y-in-url"), "{text}");
     };
-    // Instant query: 200 series, ~20 KB.
+    // Instant query: 500 series, ~35 KB.
     let e = small
         .query("wide", now, &QueryParams::default())
         .await
         .unwrap_err();
     too_large(e, "/api/v1/query");
-    // Series API.
+    // Series API: ~17 KB.
     let e = small
         .series(&["wide".to_string()], now - 60_000, now + 60_000)
         .await
         .unwrap_err();
     too_large(e, "/api/v1/series");
-    // Range: 200 small series stream through; one long series does not.
+    // Range: 500 small series stream through; one long series does not.
     let mut stream = small
         .query_range("wide", now, now + 60_000, 60_000, &QueryParams::default())
         .await
@@ -432,7 +432,7 @@ async fn answers_stop_at_max_response_bytes() {
         s.unwrap();
         n += 1;
     }
-    assert_eq!(n, 200);
+    assert_eq!(n, 500);
     let mut stream = small
         .query_range("long", now, now + 1_999_000, 1000, &QueryParams::default())
         .await
@@ -454,7 +454,7 @@ async fn answers_stop_at_max_response_bytes() {
         .query("wide", now, &QueryParams::default())
         .await
         .unwrap();
-    assert_eq!(all.len(), 200);
+    assert_eq!(all.len(), 500);
 }
 
 /// A server that never stops answering (what no real server does on
@@ -539,6 +539,7 @@ fn url_query_values_never_show() {
     vm.flush();
     let key = "k3y-4-url";
     // An error naming the URL.
+    let out = tempfile::tempdir().unwrap();
     let run = spillway(&[
         "export",
         "--url",
@@ -549,14 +550,17 @@ fn url_query_values_never_show() {
         "5m",
         "--retries",
         "0",
+        "--out",
+        out.path().to_str().unwrap(),
     ]);
     assert_ne!(run.code(), 0);
     assert!(
-        run.stderr().contains("authKey=<redacted>"),
+        run.describe().contains("authKey=<redacted>"),
         "{}",
         run.describe()
     );
-    assert!(!run.describe().contains(key), "{}", run.describe());
+    let shown = format!("{}{}", run.stdout(), run.stderr());
+    assert!(!shown.contains(key), "{}", run.describe());
     // A bundle and its summary.
     let out = tempfile::tempdir().unwrap();
     let g = spillway(&[
@@ -569,7 +573,8 @@ fn url_query_values_never_show() {
         out.path().to_str().unwrap(),
     ]);
     g.assert_code(0);
-    assert!(!g.describe().contains(key), "{}", g.describe());
+    let shown = format!("{}{}", g.stdout(), g.stderr());
+    assert!(!shown.contains(key), "{}", g.describe());
     let mut files = 0;
     for e in std::fs::read_dir(out.path()).unwrap().flatten() {
         let p = e.path();

@@ -132,7 +132,11 @@ fn ui_refuses_rebinding_and_cross_site_but_serves_its_pages_and_scripts() {
     assert!(json_error(&body).contains("127.0.0.1:1"), "{body}");
 
     // 405 has the JSON shape of every other error.
-    let (code, body) = curl_status(&["-X", "DELETE"], &format!("{url}/api/validate"));
+    let csrf_arg = format!("X-Spillway-CSRF: {token}");
+    let (code, body) = curl_status(
+        &["-X", "DELETE", "-H", &csrf_arg],
+        &format!("{url}/api/validate"),
+    );
     assert_eq!(code, 405);
     assert!(json_error(&body).contains("DELETE"), "{body}");
 }

@@ -46,16 +46,10 @@ where
 mod tests {
     use super::*;
 
+    type Job = std::pin::Pin<Box<dyn Future<Output = Result<u32, BundleError>> + Send>>;
+
     /// A job that reports 1..=n, then waits to be cancelled or ends.
-    fn job(
-        n: u32,
-        wait_for_cancel: bool,
-    ) -> impl FnOnce(
-        ProgressTx<u32>,
-    ) -> (
-        CancelToken,
-        std::pin::Pin<Box<dyn Future<Output = Result<u32, BundleError>> + Send>>,
-    ) {
+    fn job(n: u32, wait_for_cancel: bool) -> impl FnOnce(ProgressTx<u32>) -> (CancelToken, Job) {
         move |tx| {
             let cancel = CancelToken::default();
             let c = cancel.clone();

@@ -127,16 +127,21 @@ impl Policy {
         self.hosts.describe()
     }
 
-    fn refuse(&self, message: String) -> Response {
-        ApiError::Forbidden(message).into_response_as(self.kind == ServerKind::Ui)
+    fn respond(&self, refusal: Refusal) -> Response {
+        match refusal {
+            Refusal::Forbidden(message) => {
+                ApiError::Forbidden(message).into_response_as(self.kind == ServerKind::Ui)
+            }
+            Refusal::Unauthorized => self.unauthorized(),
+        }
     }
 
-    fn check(&self, req: &Request) -> Result<(), Response> {
+    fn check(&self, req: &Request) -> Result<(), Refusal> {
         let headers = req.headers();
         let host = request_host(req);
         if let Some(host) = &host {
             if !self.hosts.allows(host) {
-                return Err(self.refuse(format!(
+                return Err(Refusal::Forbidden(format!(
                     "Host {:?} is not served here (a page using another name for this server is refused, \
                      against DNS rebinding); add it with --http.allowed-hosts",
                     truncate(host, 100)
@@ -146,7 +151,7 @@ impl Policy {
         if is_state_changing(req.method()) {
             self.check_cross_site(headers, host.as_deref())?;
             if self.needs_token(headers) && !self.token_matches(headers) {
-                return Err(self.refuse(format!(
+                return Err(Refusal::Forbidden(format!(
                     "this request needs the {CSRF_HEADER} header: the server's own pages send it; \
                      scripts read the token from GET /api/config (field csrf_token)"
                 )));
@@ -155,24 +160,24 @@ impl Policy {
         if req.uri().path() != "/health" {
             if let Some(auth) = &self.auth {
                 if !auth.allows(headers.get(header::AUTHORIZATION)) {
-                    return Err(self.unauthorized());
+                    return Err(Refusal::Unauthorized);
                 }
             }
         }
         Ok(())
     }
 
-    fn check_cross_site(&self, headers: &HeaderMap, host: Option<&str>) -> Result<(), Response> {
+    fn check_cross_site(&self, headers: &HeaderMap, host: Option<&str>) -> Result<(), Refusal> {
         if let Some(site) = header_str(headers, "sec-fetch-site") {
             if !matches!(site, "same-origin" | "none") {
-                return Err(self.refuse(format!(
+                return Err(Refusal::Forbidden(format!(
                     "a {site} request may not change anything here: only this server's own pages may"
                 )));
             }
         }
         if let Some(origin) = header_str(headers, header::ORIGIN.as_str()) {
             if !same_origin(origin, host) {
-                return Err(self.refuse(format!(
+                return Err(Refusal::Forbidden(format!(
                     "a request from the page at {:?} may not change anything here: only this server's own pages may",
                     truncate(origin, 100)
                 )));
@@ -233,8 +238,16 @@ pub fn layer(router: Router, policy: Arc<Policy>) -> Router {
 async fn guard(State(policy): State<Arc<Policy>>, req: Request, next: Next) -> Response {
     match policy.check(&req) {
         Ok(()) => next.run(req).await,
-        Err(refusal) => refusal,
+        Err(refusal) => policy.respond(refusal),
     }
+}
+
+/// Why a request is not served.
+enum Refusal {
+    /// 403 with what to change.
+    Forbidden(String),
+    /// 401 with `WWW-Authenticate`.
+    Unauthorized,
 }
 
 fn is_state_changing(m: &Method) -> bool {

@@ -23,6 +23,34 @@ fn curl_status(args: &[&str], url: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// Runs spillway with `args`; its exit code and stderr, or `None` if it was
+/// still running after `deadline` (then it is killed).
+fn exit_within(args: &[&str], deadline: Duration) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(spillway_bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn spillway");
+    let start = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    (code, stderr)
+}
+
 fn start_ui(extra: &[&str]) -> Server {
     let port = free_port();
     let mut args = vec![
@@ -172,6 +200,11 @@ fn run_refuses_cross_site_writes_and_keeps_machine_clients() {
     );
     assert_eq!(code, 403, "cross-site reload: {body}");
 
+    // A wrong method says so (it was an empty 405).
+    let (code, body) = curl_status(&["-X", "DELETE"], &format!("{}/api/v1/rules", sp.url()));
+    assert_eq!(code, 405);
+    assert!(body.contains("DELETE"), "{body:?}");
+
     // Machines: curl imports and reloads; vmagent remote-writes.
     let (code, body) = curl_status(&["--data-binary", &line("by_curl")], &import);
     assert_eq!(code, 204, "{body}");
@@ -222,33 +255,22 @@ fn non_loopback_needs_auth_and_the_password_stays_out_of_argv() {
     .unwrap();
     let port = free_port();
     let listen = format!("0.0.0.0:{port}");
-    // Refused (it only warned before), for run and ui alike.
-    let run = spillway(&[
-        "run",
-        "-c",
-        config.to_str().unwrap(),
-        "--http.listen",
-        &listen,
-    ]);
-    run.assert_code(2);
-    assert!(
-        run.stderr().contains("--http.auth-file"),
-        "{}",
-        run.describe()
-    );
-    let ui = spillway(&[
-        "ui",
-        "--addr",
-        &listen,
-        "--staging",
-        dir.path().join("s").to_str().unwrap(),
-    ]);
-    ui.assert_code(2);
-    assert!(
-        ui.stderr().contains("--http.auth-file"),
-        "{}",
-        ui.describe()
-    );
+    // Refused (`run` only warned before, and served), for run and ui alike.
+    let staging = dir.path().join("s").display().to_string();
+    for args in [
+        vec![
+            "run",
+            "-c",
+            config.to_str().unwrap(),
+            "--http.listen",
+            &listen,
+        ],
+        vec!["ui", "--addr", &listen, "--staging", &staging],
+    ] {
+        let (code, stderr) = exit_within(&args, Duration::from_secs(30));
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--http.auth-file"), "{args:?}: {stderr}");
+    }
 
     // With the credentials in a file: served, auth on every route but /health.
     let auth = dir.path().join("http-auth");

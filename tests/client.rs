@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 type Seen = Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>;
 
@@ -367,4 +368,246 @@ async fn client_apis_against_victoria_metrics() {
         .unwrap_err();
     assert!(!err.is_retriable());
     assert!(matches!(err.status(), Some(400 | 422)), "{err}");
+}
+
+/// #14.4: answers read whole stop at `max_response_bytes` with an error
+/// naming the URL and the limit; a range answer may be longer than the cap
+/// as long as no single series is. Against a real VictoriaMetrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_stop_at_max_response_bytes() {
+    use spillway::client::{Client, ClientConfig, ClientError, QueryParams};
+    let vm = tokio::task::spawn_blocking(Vm::start).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis() / 60_000 * 60_000 - 3_600_000;
+    let mut lines = String::new();
+    for i in 0..500 {
+        lines.push_str(&vm_line(
+            &[("__name__", "wide"), ("i", &format!("{i:04}"))],
+            &[(now, i as f64)],
+        ));
+        lines.push('\n');
+    }
+    let long: Vec<(i64, f64)> = (0..2000).map(|k| (now + k * 1000, k as f64)).collect();
+    lines.push_str(&vm_line(&[("__name__", "long")], &long));
+    lines.push('\n');
+    let capped = |bytes: u64| {
+        Client::new(ClientConfig {
+            url: format!("{}/?authKey=k3y-in-url", vm.url()),
+            max_response_bytes: bytes,
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    capped(1 << 20)
+        .import(bytes::Bytes::from(lines))
+        .await
+        .unwrap();
+    vm.flush();
+    let small = capped(8 << 10);
+    let too_large = |e: ClientError, path: &str| {
+        let text = e.to_string();
+        assert!(matches!(e, ClientError::TooLarge { .. }), "{text}");
+        assert!(text.contains(path) && text.contains("8KiB"), "{text}");
+        assert!(text.contains("max_response_bytes"), "{text}");
+        assert!(!text.contains("k3y-in-url"), "{text}");
+    };
+    // Instant query: 500 series, ~35 KB.
+    let e = small
+        .query("wide", now, &QueryParams::default())
+        .await
+        .unwrap_err();
+    too_large(e, "/api/v1/query");
+    // Series API: ~17 KB.
+    let e = small
+        .series(&["wide".to_string()], now - 60_000, now + 60_000)
+        .await
+        .unwrap_err();
+    too_large(e, "/api/v1/series");
+    // Range: 500 small series stream through; one long series does not.
+    let mut stream = small
+        .query_range("wide", now, now + 60_000, 60_000, &QueryParams::default())
+        .await
+        .unwrap();
+    let mut n = 0;
+    while let Some(s) = stream.recv().await {
+        s.unwrap();
+        n += 1;
+    }
+    assert_eq!(n, 500);
+    let mut stream = small
+        .query_range("long", now, now + 1_999_000, 1000, &QueryParams::default())
+        .await
+        .unwrap();
+    let e = stream.recv().await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientError::TooLarge {
+                per_series: true,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    too_large(e, "/api/v1/query_range");
+    // The default cap lets all of it through.
+    let all = capped(spillway::client::DEFAULT_MAX_RESPONSE_BYTES)
+        .query("wide", now, &QueryParams::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 500);
+}
+
+/// A server that never stops answering (what no real server does on
+/// purpose): the answer ends at the cap and an error body at 64 KiB, where
+/// both used to be read to the end, i.e. forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_answers_are_cut() {
+    use axum::http::StatusCode;
+    use spillway::client::{Client, ClientConfig, ClientError, QueryParams};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let endless = |status: StatusCode, head: &'static str, item: &'static str| {
+        let chunks = futures_util::stream::once(async move {
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(head.as_bytes()))
+        })
+        .chain(futures_util::stream::repeat_with(move || {
+            Ok(bytes::Bytes::from_static(item.as_bytes()))
+        }));
+        (status, axum::body::Body::from_stream(chunks))
+    };
+    use futures_util::StreamExt;
+    let app = axum::Router::new()
+        .route(
+            "/ok/api/v1/query",
+            axum::routing::post(move || async move {
+                endless(
+                    StatusCode::OK,
+                    r#"{"status":"success","data":{"resultType":"vector","result":["#,
+                    r#"{"metric":{"__name__":"x"},"value":[1,"1"]},"#,
+                )
+            }),
+        )
+        .route(
+            "/fail/api/v1/query",
+            axum::routing::post(move || async move {
+                endless(StatusCode::INTERNAL_SERVER_ERROR, "boom ", "and more ")
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = |path: &str| {
+        Client::new(ClientConfig {
+            url: format!("{url}{path}"),
+            max_response_bytes: 1 << 20,
+            retry: spillway::client::RetryPolicy::never(),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let deadline = Duration::from_secs(60);
+    let e = tokio::time::timeout(
+        deadline,
+        client("/ok").query("x", 1000, &QueryParams::default()),
+    )
+    .await
+    .expect("an endless answer must end at the cap")
+    .unwrap_err();
+    assert!(matches!(e, ClientError::TooLarge { .. }), "{e}");
+    assert!(e.to_string().contains("1MiB"), "{e}");
+    let e = tokio::time::timeout(
+        deadline,
+        client("/fail").query("x", 1000, &QueryParams::default()),
+    )
+    .await
+    .expect("an endless error body must end at 64 KiB")
+    .unwrap_err();
+    assert_eq!(e.status(), Some(500));
+    let text = e.to_string();
+    assert!(text.contains("boom") && text.contains("64 KiB"), "{text}");
+    assert!(text.len() < 4096, "{}", text.len());
+}
+
+/// #14.9: a key in the URL's query string (`?authKey=`) never shows: not in
+/// errors, the run's status API, metrics and log, nor in a bundle.
+#[test]
+fn url_query_values_never_show() {
+    let vm = Vm::start();
+    let ts = chrono::Utc::now().timestamp_millis() / 1000 * 1000 - 120_000;
+    vm.import(&format!(
+        "{}\n",
+        vm_line(&[("__name__", "up"), ("job", "a")], &[(ts, 1.0)])
+    ));
+    vm.flush();
+    let key = "k3y-4-url";
+    // An error naming the URL.
+    let out = tempfile::tempdir().unwrap();
+    let run = spillway(&[
+        "export",
+        "--url",
+        &format!("http://127.0.0.1:1/?authKey={key}"),
+        "-Q",
+        "up",
+        "--since",
+        "5m",
+        "--retries",
+        "0",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_ne!(run.code(), 0);
+    assert!(
+        run.describe().contains("authKey=<redacted>"),
+        "{}",
+        run.describe()
+    );
+    let shown = format!("{}{}", run.stdout(), run.stderr());
+    assert!(!shown.contains(key), "{}", run.describe());
+    // A bundle and its summary.
+    let out = tempfile::tempdir().unwrap();
+    let g = spillway(&[
+        "gather",
+        "--url",
+        &format!("{}/?authKey={key}", vm.url()),
+        "--since",
+        "10m",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    g.assert_code(0);
+    let shown = format!("{}{}", g.stdout(), g.stderr());
+    assert!(!shown.contains(key), "{}", g.describe());
+    let mut files = 0;
+    for e in std::fs::read_dir(out.path()).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "zip") {
+            let mut zip = zip::ZipArchive::new(std::fs::File::open(&p).unwrap()).unwrap();
+            for i in 0..zip.len() {
+                let mut f = zip.by_index(i).unwrap();
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut f, &mut text).unwrap();
+                assert!(!text.contains(key), "{:?} in the bundle", f.name());
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 2, "no bundle written: {}", g.describe());
+    // A destination of `spillway run`.
+    let sp = SpillwayRun::start(&format!(
+        "destinations:\n  - name: vm\n    url: \"{}/api/v1/write?authKey={key}\"\n    flush_interval: 100ms\nstorage: {{path: \"{{dir}}/data\"}}\n",
+        vm.url()
+    ));
+    let (code, body) = post_status(
+        &format!("{}/api/v1/import", sp.url()),
+        vm_line(&[("__name__", "through")], &[(ts, 1.0)]).as_bytes(),
+    );
+    assert_eq!(code, 204, "{body}");
+    sp.wait_delivered(Duration::from_secs(20));
+    let status = http_get(&format!("{}/api/v1/destinations", sp.url()));
+    assert!(status.contains("authKey=<redacted>"), "{status}");
+    for (what, text) in [
+        ("/api/v1/destinations", status),
+        ("/metrics", sp.metrics_text()),
+        ("log", sp.server.log()),
+    ] {
+        assert!(!text.contains(key), "{what}: {text}");
+    }
 }

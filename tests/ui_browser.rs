@@ -2,14 +2,18 @@
 //! `chromium-driver`), driven over the W3C WebDriver protocol: the six-step
 //! wizard against a real VictoriaMetrics (the bundle downloaded and opened),
 //! a cancel mid-export, and the import page loading the bundle into a second
-//! VictoriaMetrics. Screenshots of every step go to `target/ui-screenshots/`.
+//! VictoriaMetrics; the `run` page's reload button; and a hostile page on
+//! another origin that posts a form to the ui and a `no-cors` fetch to
+//! `run`'s receiver, both refused by the guard while the servers' own pages
+//! (which send the CSRF token) work. Screenshots of every step go to
+//! `target/ui-screenshots/`.
 //!
 //! WebDriver is plain JSON over HTTP on loopback; requests go through curl
 //! like the rest of the harness, so no WebDriver crate is needed.
 
 mod common;
 
-use common::{curl, free_port, vm_line, Server, SpillwayRun, Vm};
+use common::{curl, free_port, post_status, vm_line, wait_for, Server, SpillwayRun, Vm};
 use serde_json::{json, Value};
 use sha2::Digest;
 use spillway::ui::{router, AppState};
@@ -205,7 +209,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 
 /// Serves the ui in this process on a free loopback port.
 fn serve_ui(rt: &tokio::runtime::Runtime, staging: &std::path::Path) -> (String, AppState) {
-    let state = AppState::new(staging, None, Duration::from_secs(3600)).unwrap();
+    let state = AppState::new(staging, Duration::from_secs(3600)).unwrap();
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -502,4 +506,112 @@ fn run_page_shows_a_rule_in_chromium() {
         "the shared look (ui.css) is applied"
     );
     driver.screenshot("run-page");
+    // The page's own reload passes the guard (same origin, CSRF token).
+    driver.click("#reload");
+    driver.wait(
+        "the reload answer",
+        "!document.querySelector('#message').hidden && document.querySelector('#message').textContent.length > 0",
+        20,
+    );
+    let msg = driver.text("#message");
+    let failed = driver
+        .js("return document.querySelector('#message').classList.contains('failed')")
+        .as_bool()
+        .unwrap();
+    assert!(!failed, "the page's reload was refused: {msg}");
+    assert_eq!(
+        run.metric("spillway_config_reloads_total", &[("status", "success")]),
+        1.0,
+        "{msg}"
+    );
+}
+
+/// A page on another origin, as any site the user visits could serve: it
+/// submits a multipart form to the ui's `/api/upload` (which stored the
+/// field as a bundle before the guard) and sends a `no-cors` fetch to
+/// `run`'s `/api/v1/import` (which routed the series to every destination).
+#[test]
+fn a_foreign_page_cannot_upload_or_inject() {
+    let dst = Vm::start();
+    let run = SpillwayRun::start(&format!(
+        "destinations:\n  - name: vm\n    url: {}/api/v1/write\n    flush_interval: 100ms\nstorage: {{path: \"{{dir}}/data\"}}\n",
+        dst.url()
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let staging = tempfile::tempdir().unwrap();
+    let (ui, _state) = serve_ui(&rt, staging.path());
+    let ts = spillway::model::time::now_ms() / 1000 * 1000 - 60_000;
+    let injected = vm_line(&[("__name__", "injected_by_page")], &[(ts, 1.0)]);
+    let page = format!(
+        r#"<!doctype html><html><head><title>loading</title></head><body>
+<form id="f" method="POST" action="{ui}/api/upload" enctype="multipart/form-data">
+<input type="hidden" name="file" value="evil-bundle"></form>
+<script>
+fetch("{run}/api/v1/import", {{method: "POST", mode: "no-cors", body: {body}}})
+  .finally(() => document.getElementById("f").submit());
+</script></body></html>"#,
+        run = run.url(),
+        body = serde_json::to_string(&injected).unwrap(),
+    );
+    let attacker = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let attacker_url = format!(
+        "http://localhost:{}/",
+        attacker.local_addr().unwrap().port()
+    );
+    rt.spawn(async move {
+        let app = axum::Router::new().fallback(move || {
+            let page = page.clone();
+            async move { axum::response::Html(page) }
+        });
+        let _ = axum::serve(attacker, app).await;
+    });
+    let d = Driver::start();
+    d.go(&attacker_url);
+    // The fetch settled, then the form navigated to the ui's answer.
+    d.wait(
+        "the form's answer",
+        "location.href.includes('/api/upload') && document.body && document.body.textContent.length > 0",
+        20,
+    );
+    let answer = d.js("return document.body.textContent");
+    d.screenshot("attacker-page");
+    assert!(
+        answer.as_str().unwrap_or("").contains("error"),
+        "the form was not refused: {answer}"
+    );
+    let uploads = staging.path().join("uploads");
+    let stored = std::fs::read_dir(&uploads).map(|r| r.count()).unwrap_or(0);
+    assert_eq!(stored, 0, "the foreign page's form upload was stored");
+    // Then a machine write: once it is delivered, the page's would have been too.
+    let (code, body) = post_status(
+        &format!("{}/api/v1/import", run.url()),
+        vm_line(&[("__name__", "by_machine")], &[(ts, 1.0)]).as_bytes(),
+    );
+    assert_eq!(code, 204, "{body}");
+    run.wait_delivered(Duration::from_secs(20));
+    wait_for("the machine write", Duration::from_secs(20), || {
+        dst.series_count("by_machine") == 1
+    });
+    assert_eq!(
+        dst.series_count("injected_by_page"),
+        0,
+        "the foreign page injected a series"
+    );
+    // The ui's own import page still uploads (the same form field, with the token).
+    d.go(&format!("{ui}/import"));
+    d.wait("import page", "document.querySelector('#dropzone')", 10);
+    let status = d.js(
+        "const fd = new FormData(); fd.append('file', new Blob(['not a zip']), 'x.zip');\
+         const x = new XMLHttpRequest(); x.open('POST', '/api/upload', false);\
+         x.setRequestHeader('X-Spillway-CSRF', csrfToken()); x.send(fd); return x.status;",
+    );
+    assert_eq!(status, json!(200));
+    drop(d);
+    rt.shutdown_timeout(Duration::from_secs(2));
 }

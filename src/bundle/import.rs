@@ -905,7 +905,7 @@ async fn retention(client: &Client) -> Option<(i64, String)> {
     }
     let get = |req: Result<reqwest::RequestBuilder, ClientError>| async {
         let resp = client.send_once(req.ok()?).await.ok()?;
-        resp.text().await.ok()
+        client.read_text(resp).await.ok()
     };
     if let Some(text) = get(client.request(reqwest::Method::GET, "/api/v1/status/tsdb")).await {
         if let Some(ms) = serde_json::from_str::<Env>(&text)

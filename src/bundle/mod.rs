@@ -7,6 +7,7 @@
 //! - [`sample()`]: a bounded, obfuscated preview.
 //! - [`ExportJob`]: windows → staged files → ZIP bundle, with progress events,
 //!   cancellation and `--resume`; see `gather.rs` for the staging layout.
+//! - [`drive()`]: runs either job with progress and cancel, for the CLI and the UI.
 //! - [`ImportJob`]: checks a bundle (`verify.rs`), uploads it in line-aligned
 //!   chunks with a resumable committed offset, verifies with `/api/v1/series`;
 //!   see `import.rs`.
@@ -17,6 +18,7 @@
 //! `model`.
 
 pub mod discover;
+pub mod drive;
 pub mod gather;
 pub mod import;
 pub mod line;
@@ -25,6 +27,7 @@ pub mod validate;
 pub mod verify;
 
 pub use discover::{discover, discover_components, sample, Discovery, SampleRow};
+pub use drive::drive;
 pub use gather::{ExportJob, ExportOutcome, ExportParams, ExportProgress, ExportStage};
 pub use import::{ImportJob, ImportOutcome, ImportParams, ImportProgress, ImportStage};
 pub use metadata::BundleMetadata;

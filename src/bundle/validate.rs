@@ -170,7 +170,7 @@ async fn root_metrics(client: &Client) -> Option<String> {
         .request_at_root(reqwest::Method::GET, "/metrics")
         .ok()?;
     let resp = client.send_once(req).await.ok()?;
-    resp.text().await.ok()
+    client.read_text(resp).await.ok()
 }
 
 async fn buildinfo(client: &Client) -> Option<BTreeMap<String, String>> {

@@ -2,10 +2,11 @@
 //! command's arguments turn into that command's options here; the work is
 //! done by the command modules.
 
-use crate::client::{BasicAuthSpec, ConnectionSpec, TlsSpec};
+use crate::client::{BasicAuthSpec, ConnectionSpec, Secret, TlsSpec};
 use crate::export::ExportFile;
 use crate::transform::threshold::ThresholdSpec;
 pub mod bundle;
+pub mod http;
 pub mod progress;
 pub mod run;
 pub mod ui;
@@ -87,19 +88,19 @@ pub struct ConnectionArgs {
     pub username: Option<String>,
     /// Basic auth password (prefer --password-file or SPILLWAY_PASSWORD: arguments show in `ps`).
     #[arg(long, env = "SPILLWAY_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// File holding the basic auth password.
     #[arg(long)]
     pub password_file: Option<PathBuf>,
     /// Bearer token (prefer --bearer-token-file or SPILLWAY_BEARER_TOKEN).
     #[arg(long, env = "SPILLWAY_BEARER_TOKEN", hide_env_values = true)]
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<Secret>,
     /// File holding the bearer token; read at every request.
     #[arg(long)]
     pub bearer_token_file: Option<PathBuf>,
     /// Extra header `Name: value` (repeatable).
     #[arg(long = "header", value_name = "NAME: VALUE")]
-    pub headers: Vec<String>,
+    pub headers: Vec<Secret>,
     /// VictoriaMetrics cluster tenant AccountID[:ProjectID], sent as AccountID/ProjectID headers.
     #[arg(long)]
     pub tenant: Option<String>,
@@ -115,6 +116,9 @@ pub struct ConnectionArgs {
     /// Retries after the first attempt on connection errors and 5xx (4xx are never retried).
     #[arg(long)]
     pub retries: Option<u32>,
+    /// Largest answer read whole, and largest series of a streamed one (default 64MiB).
+    #[arg(long, value_name = "SIZE")]
+    pub max_response_bytes: Option<String>,
 }
 
 impl ConnectionArgs {
@@ -138,6 +142,7 @@ impl ConnectionArgs {
             tls,
             timeout: self.timeout.clone(),
             retries: self.retries,
+            max_response_bytes: self.max_response_bytes.clone(),
         }
     }
 }

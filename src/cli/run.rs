@@ -1,7 +1,6 @@
 //! Arguments of `spillway run`, `replay`, `rules` and `relabel`.
 
 use crate::model::time::{duration_arg, time_arg, TimeArg};
-use crate::run::api::BasicAuth;
 use crate::run::relabel::RelabelOptions;
 use crate::run::tools::{ReplayCommand, RulesCheck, RulesPreview};
 use crate::run::RunOptions;
@@ -11,7 +10,8 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug, Clone)]
 #[command(
-    after_help = "Example:\n  spillway run -c spillway.yml --http.listen 127.0.0.1:8880\n\n\
+    after_help = "Example:\n  spillway run -c spillway.yml --http.listen 127.0.0.1:8880\n  \
+spillway run -c spillway.yml --http.listen 0.0.0.0:8880 --http.auth-file /etc/spillway/http-auth --http.allowed-hosts spillway.example\n\n\
 Web page at http://ADDR/ ; APIs: /api/v1/rules, /api/v1/destinations, /metrics, /health.\n\
 Reload: SIGHUP or `curl -X POST http://ADDR/-/reload` (a bad config is refused; the old one keeps running).\n\
 Stops gracefully on SIGINT/SIGTERM (a second signal stops at once); queued data survives any stop."
@@ -20,20 +20,8 @@ pub struct RunArgs {
     /// The run config (YAML): datasources, rule files, destinations, relabeling, storage, server.
     #[arg(long, short = 'c')]
     pub config: PathBuf,
-    /// HTTP listen address (overrides server.listen; default 127.0.0.1:8880).
-    #[arg(long = "http.listen", value_name = "ADDR")]
-    pub http_listen: Option<String>,
-    /// Require HTTP basic auth USER:PASSWORD on every route (web page, APIs,
-    /// /metrics, /health, the receiver). Prefer the environment variable:
-    /// arguments show in `ps`.
-    #[arg(
-        long = "http.auth",
-        value_name = "USER:PASSWORD",
-        env = "SPILLWAY_HTTP_AUTH",
-        hide_env_values = true,
-        value_parser = parse_auth_arg
-    )]
-    pub http_auth: Option<BasicAuth>,
+    #[command(flatten)]
+    pub http: super::http::HttpArgs,
     /// How long a graceful stop waits for requests in progress and for
     /// destinations to deliver what they hold (what is left stays queued).
     #[arg(long, default_value = "10s", value_parser = duration_arg)]
@@ -44,17 +32,12 @@ pub struct RunArgs {
     pub dry_run: bool,
 }
 
-fn parse_auth_arg(s: &str) -> Result<BasicAuth, String> {
-    BasicAuth::parse(s).map_err(|e| e.trim_start_matches("--http.auth: ").to_string())
-}
-
 impl RunArgs {
     pub fn to_options(&self) -> RunOptions {
         RunOptions {
             config: self.config.clone(),
-            listen: self.http_listen.clone(),
+            http: self.http.to_options(),
             shutdown_timeout: self.shutdown_timeout,
-            auth: self.http_auth.clone(),
             dry_run: self.dry_run,
         }
     }
@@ -234,7 +217,7 @@ mod tests {
             panic!("not run")
         };
         let o = r.to_options();
-        assert_eq!(o.listen.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(o.http.listen.as_deref(), Some("127.0.0.1:1"));
         assert_eq!(o.shutdown_timeout, std::time::Duration::from_secs(10));
     }
 
@@ -245,11 +228,45 @@ mod tests {
         let Command::Run(r) = cli.command else {
             panic!("not run")
         };
-        assert!(r.to_options().auth.is_some());
-        let e = Cli::try_parse_from(["spillway", "run", "-c", "x.yml", "--http.auth", "u"])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("USER:PASSWORD"), "{e}");
+        assert!(r.to_options().http.auth.is_some());
+        // Checked when the server starts, so a bad value is never echoed.
+        let cli = Cli::try_parse_from([
+            "spillway",
+            "run",
+            "-c",
+            "x.yml",
+            "--http.auth",
+            "s3cret-without-user",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        let e = r
+            .to_options()
+            .http
+            .resolve("127.0.0.1:1", crate::server::ServerKind::Run)
+            .unwrap_err();
+        assert!(e.contains("USER:PASSWORD") && !e.contains("s3cret"), "{e}");
+        let cli = Cli::try_parse_from([
+            "spillway",
+            "run",
+            "-c",
+            "x.yml",
+            "--http.auth-file",
+            "/a",
+            "--http.allowed-hosts",
+            "a,b",
+            "--http.allowed-hosts",
+            "c",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        let o = r.to_options();
+        assert_eq!(o.http.auth_file.unwrap().to_str(), Some("/a"));
+        assert_eq!(o.http.allowed_hosts, ["a", "b", "c"]);
     }
 
     #[test]

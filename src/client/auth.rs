@@ -1,34 +1,8 @@
 //! Credentials and the [`Secret`] wrapper that keeps them out of logs.
 
 use super::ClientError;
-use std::fmt;
+pub use crate::model::secret::Secret;
 use std::path::PathBuf;
-
-/// A string that never prints. Use [`Secret::expose`] at the one place it is sent.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
 
 #[derive(Clone, Debug, Default)]
 pub enum Auth {
@@ -77,5 +51,8 @@ mod tests {
         };
         assert!(!format!("{a:?}").contains("hunter2"));
         assert_eq!(Secret::new("x").to_string(), "<redacted>");
+        let s: Secret = serde_json::from_str("\"hunter2\"").unwrap();
+        assert_eq!(s.expose(), "hunter2");
+        assert_eq!(format!("{s:?} {s}"), "<redacted> <redacted>");
     }
 }

@@ -3,13 +3,24 @@
 //! `http://vminsert:8480/insert/0/prometheus`, any vmauth prefix, and
 //! Prometheus. API paths are appended to the base as given, which is what
 //! makes all of these work the same way.
+//!
+//! How a URL is shown is decided here, once: [`display_url`] drops the
+//! credentials and the values of the query string (`?authKey=…` is how
+//! vmauth and many proxies take a secret), so every log line, error, metric
+//! label, status page and bundle file names a server the same safe way.
 
 use super::{Auth, ClientError, Secret};
 use url::Url;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Endpoint {
     base: Url,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Endpoint({})", self.display())
+    }
 }
 
 impl Endpoint {
@@ -54,9 +65,14 @@ impl Endpoint {
         url
     }
 
-    /// The URL as it may be shown: never with credentials.
+    /// The URL as it may be shown: never with credentials or query values.
     pub fn display(&self) -> String {
-        self.base.as_str().trim_end_matches('/').to_string()
+        display_url(&self.base)
+    }
+
+    /// `base + path` as it may be shown (see [`display_url`]).
+    pub fn display_at(&self, path: &str) -> String {
+        display_url(&self.join(path))
     }
 
     /// The tenant written in a cluster URL path (`/select/1:2/...`), if any.
@@ -100,14 +116,51 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Removes `user:pass@` from a URL-looking string for error messages.
-pub fn redact(input: &str) -> String {
-    match (input.find("://"), input.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            format!("{}<redacted>@{}", &input[..s + 3], &input[at + 1..])
-        }
-        _ => input.to_string(),
+/// The one way a URL is shown: without `user:pass@`, without a fragment,
+/// and with every query value replaced by `<redacted>` (the names stay, so
+/// `?authKey=<redacted>` still says what was sent). No trailing `/`.
+pub fn display_url(url: &Url) -> String {
+    let mut out = format!("{}://", url.scheme());
+    if let Some(host) = url.host_str() {
+        out.push_str(host);
     }
+    if let Some(port) = url.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    out.push_str(url.path().trim_end_matches('/'));
+    if let Some(query) = url.query() {
+        out.push('?');
+        let names: Vec<String> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((name, _)) => format!("{name}=<redacted>"),
+                None => p.to_string(),
+            })
+            .collect();
+        out.push_str(&names.join("&"));
+    }
+    out
+}
+
+/// [`display_url`] for text that may not parse as a URL (error messages
+/// about a bad URL): credentials and the query string are cut out by hand.
+pub fn redact(input: &str) -> String {
+    if let Ok(url) = Url::parse(input.trim()) {
+        if url.has_host() {
+            return display_url(&url);
+        }
+    }
+    let mut text = match input.split_once('?') {
+        Some((before, _)) => format!("{before}?<redacted>"),
+        None => input.to_string(),
+    };
+    if let (Some(s), Some(at)) = (text.find("://"), text.find('@')) {
+        if at > s {
+            text = format!("{}<redacted>@{}", &text[..s + 3], &text[at + 1..]);
+        }
+    }
+    text
 }
 
 /// A VictoriaMetrics cluster tenant, sent as `AccountID` / `ProjectID` headers.
@@ -178,9 +231,33 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(redact("http://u:p@h:1/x"), "http://<redacted>@h:1/x");
+        assert_eq!(redact("http://u:p@h:1/x"), "http://h:1/x");
+        assert_eq!(redact("not a url u:p@h?k=v"), "not a url u:p@h?<redacted>");
         assert!(Endpoint::parse("ftp://x").is_err());
         assert!(Endpoint::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn query_values_never_show() {
+        let (e, _) =
+            Endpoint::parse("https://u:p@vmauth:8427/select/0/prometheus?authKey=s3cret&x")
+                .unwrap();
+        let shown = e.display();
+        assert_eq!(
+            shown,
+            "https://vmauth:8427/select/0/prometheus?authKey=<redacted>&x"
+        );
+        assert!(!format!("{e:?}").contains("s3cret"));
+        assert_eq!(
+            e.display_at("/api/v1/query"),
+            "https://vmauth:8427/select/0/prometheus/api/v1/query?authKey=<redacted>&x"
+        );
+        // The request itself still carries the key.
+        assert!(e.join("/api/v1/query").as_str().contains("authKey=s3cret"));
+        assert_eq!(
+            redact("http://vm:8428/?authKey=k"),
+            "http://vm:8428?authKey=<redacted>"
+        );
     }
 
     #[test]

@@ -2,8 +2,18 @@
 //! goes through [`Client`], which owns auth, tenant headers, TLS, timeouts
 //! and the retry policy, so those behave the same in every mode.
 //!
-//! Uses only `model`. URLs are shown without credentials everywhere
-//! (errors, logs, metrics), and secrets print as `<redacted>`.
+//! Uses only `model`. URLs are shown without credentials or query values
+//! everywhere (errors, logs, metrics: [`display_url`]), and secrets print
+//! as `<redacted>`.
+//!
+//! No answer is read without a bound: whole answers (instant queries,
+//! series, build info, TSDB status, a server's `/metrics`) stop at
+//! `max_response_bytes` ([`DEFAULT_MAX_RESPONSE_BYTES`] unless configured)
+//! with [`ClientError::TooLarge`] naming the URL and the limit; streamed
+//! range answers are parsed one series at a time and no single series may
+//! exceed it; error bodies are read up to [`MAX_ERROR_BODY_BYTES`] only.
+//! `/api/v1/export` streams stay unbounded streams (their reader holds one
+//! line at a time).
 
 mod auth;
 mod endpoint;
@@ -14,7 +24,7 @@ mod vlogs_api;
 mod vm_api;
 
 pub use auth::{Auth, Secret};
-pub use endpoint::{Endpoint, Tenant};
+pub use endpoint::{display_url, redact as redact_url, Endpoint, Tenant};
 pub use prom_api::{
     duration_param, seconds as seconds_param, InstantAnswer, InstantResult, QueryForm, QueryParams,
     SeriesStream,
@@ -27,12 +37,20 @@ pub use vlogs_api::{
 };
 pub use vm_api::{BuildInfo, TsdbStatus};
 
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
+/// Default cap of an answer read whole (`max_response_bytes`).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 << 20;
+/// How much of an error answer is read: enough for any message a server
+/// means to send, never a whole HTML page or an endless stream.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
+
 /// Everything needed to talk to one server.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone)]
 pub struct ClientConfig {
     pub url: String,
     pub auth: Auth,
@@ -43,6 +61,41 @@ pub struct ClientConfig {
     pub tls_insecure_skip_verify: bool,
     pub timeout: Option<Duration>,
     pub retry: RetryPolicy,
+    /// The largest answer read whole, and the largest series of a streamed one.
+    pub max_response_bytes: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            url: String::new(),
+            auth: Auth::None,
+            tenant: None,
+            headers: Vec::new(),
+            tls_ca_file: None,
+            tls_insecure_skip_verify: false,
+            timeout: None,
+            retry: RetryPolicy::default(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+/// The URL may carry a key in its query string: shown as [`display_url`] does.
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("url", &endpoint::redact(&self.url))
+            .field("auth", &self.auth)
+            .field("tenant", &self.tenant)
+            .field("headers", &self.headers)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_insecure_skip_verify", &self.tls_insecure_skip_verify)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +114,13 @@ pub enum ClientError {
     },
     #[error("cannot read the answer of {url}: {reason}")]
     Decode { url: String, reason: String },
+    #[error("{url} answered more than {} ({limit} bytes), the max_response_bytes limit{}; narrow the query (a shorter range, fewer series) or raise max_response_bytes (--max-response-bytes)", crate::model::size::format_size(*.limit), if *.per_series { " for one series" } else { "" })]
+    TooLarge {
+        url: String,
+        limit: u64,
+        /// The limit was hit inside one series of a streamed answer.
+        per_series: bool,
+    },
 }
 
 impl ClientError {
@@ -69,7 +129,9 @@ impl ClientError {
         match self {
             ClientError::Connect { .. } | ClientError::Timeout { .. } => true,
             ClientError::Status { status, .. } => *status >= 500 || *status == 429,
-            ClientError::Config(_) | ClientError::Decode { .. } => false,
+            ClientError::Config(_) | ClientError::Decode { .. } | ClientError::TooLarge { .. } => {
+                false
+            }
         }
     }
 
@@ -96,6 +158,7 @@ struct Inner {
     headers: Vec<(String, Secret)>,
     timeout: Option<Duration>,
     retry: RetryPolicy,
+    max_response_bytes: u64,
 }
 
 static CRYPTO: Once = Once::new();
@@ -146,8 +209,14 @@ impl Client {
                 headers: config.headers,
                 timeout: config.timeout,
                 retry: config.retry,
+                max_response_bytes: config.max_response_bytes.max(1),
             }),
         })
+    }
+
+    /// The cap of answers read whole (`max_response_bytes`).
+    pub fn max_response_bytes(&self) -> u64 {
+        self.inner.max_response_bytes
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -178,6 +247,7 @@ impl Client {
                 headers: i.headers.clone(),
                 timeout: i.timeout,
                 retry,
+                max_response_bytes: i.max_response_bytes,
             }),
         }
     }
@@ -193,6 +263,7 @@ impl Client {
                 headers: i.headers.clone(),
                 timeout: i.timeout,
                 retry: i.retry.clone(),
+                max_response_bytes: i.max_response_bytes,
             }),
         }
     }
@@ -267,12 +338,55 @@ impl Client {
         if status.is_success() {
             return Ok(resp);
         }
-        let body = resp.text().await.unwrap_or_default();
+        let (body, cut) = read_prefix(resp, MAX_ERROR_BODY_BYTES).await;
+        let mut body = short_body(&String::from_utf8_lossy(&body));
+        if cut {
+            body.push_str(" (the answer was longer; only its first 64 KiB were read)");
+        }
         Err(ClientError::Status {
             url: display,
             status: status.as_u16(),
-            body: short_body(&body),
+            body,
         })
+    }
+
+    /// Reads a whole answer, failing with [`ClientError::TooLarge`] past
+    /// `max_response_bytes` (checked against `Content-Length` first, then
+    /// while the body arrives, so nothing beyond the cap is held).
+    pub async fn read_body(&self, resp: reqwest::Response) -> Result<Bytes, ClientError> {
+        let limit = self.inner.max_response_bytes;
+        let too_large = |resp_url: &reqwest::Url| ClientError::TooLarge {
+            url: display_url(resp_url),
+            limit,
+            per_series: false,
+        };
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large(resp.url()));
+        }
+        let url = resp.url().clone();
+        let mut body = BytesMut::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.map_reqwest(e))?;
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                return Err(too_large(&url));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    /// [`read_body`](Self::read_body) as UTF-8 text (invalid bytes replaced).
+    pub async fn read_text(&self, resp: reqwest::Response) -> Result<String, ClientError> {
+        let bytes = self.read_body(resp).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Reads and drops an answer nobody needs (a destination's "ok"), up
+    /// to [`MAX_ERROR_BODY_BYTES`], so a short answer leaves the connection
+    /// reusable and a long one is not read at all.
+    pub async fn discard_body(&self, resp: reqwest::Response) {
+        let _ = read_prefix(resp, MAX_ERROR_BODY_BYTES).await;
     }
 
     /// Sends with the retry policy: `make` builds a fresh request for every attempt.
@@ -288,6 +402,8 @@ impl Client {
     }
 
     pub(crate) fn map_reqwest(&self, e: reqwest::Error) -> ClientError {
+        // reqwest's message names the full URL, query string included: ours is shown instead.
+        let e = e.without_url();
         let url = self.inner.endpoint.display();
         if e.is_timeout() {
             return ClientError::Timeout {
@@ -306,6 +422,28 @@ impl Client {
             reason: error_chain(&e),
         }
     }
+}
+
+/// The first `max` bytes of a body and whether there was more; a broken
+/// stream ends the prefix (an error answer is already an error).
+async fn read_prefix(resp: reqwest::Response, max: usize) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = max - out.len();
+        if chunk.len() > room {
+            out.extend_from_slice(&chunk[..room]);
+            return (out, true);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    (out, false)
+}
+
+/// Why a request failed, in one line, without reqwest's copy of the URL
+/// (which would show its query string): callers name the URL themselves.
+pub fn reqwest_reason(e: reqwest::Error) -> String {
+    error_chain(&e.without_url())
 }
 
 /// The full `source()` chain in one line: reqwest hides the useful part ("connection refused") in it.

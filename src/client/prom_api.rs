@@ -3,9 +3,11 @@
 //!
 //! Range answers are parsed while they arrive: a blocking thread reads the
 //! body from a channel and hands over one series at a time, so memory holds
-//! one series, not the whole answer, however long the range.
+//! one series, not the whole answer, however long the range. The reader
+//! counts what it hands the parser: no series of a range answer, and no
+//! answer collected whole (instant queries), may pass `max_response_bytes`.
 
-use super::{Client, ClientError};
+use super::{display_url, Client, ClientError};
 use crate::model::{Labels, Sample, Series};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -13,6 +15,8 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Series arriving one by one; an `Err` ends the stream.
@@ -127,7 +131,7 @@ impl Client {
             &[("query", expr.to_string()), ("time", seconds(time_ms))],
             params,
         );
-        let mut stream = self.post_form_stream(path, body).await?;
+        let mut stream = self.post_form_stream(path, body, Cap::Whole).await?;
         let mut out = Vec::new();
         while let Some(s) = stream.recv().await {
             out.push(s?);
@@ -163,7 +167,7 @@ impl Client {
             ],
             params,
         );
-        self.post_form_stream(path, body).await
+        self.post_form_stream(path, body, Cap::PerSeries).await
     }
 
     pub async fn query_range(
@@ -218,7 +222,7 @@ impl Client {
         form: &QueryForm,
     ) -> Result<InstantAnswer, ClientError> {
         let resp = self.post_query_form(path, form).await?;
-        let bytes = resp.bytes().await.map_err(|e| self.map_reqwest(e))?;
+        let bytes = self.read_body(resp).await?;
         parse_instant_answer(&bytes).map_err(|reason| ClientError::Decode {
             url: self.endpoint().display(),
             reason,
@@ -233,7 +237,7 @@ impl Client {
         form: &QueryForm,
     ) -> Result<SeriesStream, ClientError> {
         let resp = self.post_query_form(path, form).await?;
-        Ok(self.stream_series(resp))
+        Ok(self.stream_series(resp, Cap::PerSeries))
     }
 
     async fn post_query_form(
@@ -265,7 +269,7 @@ impl Client {
         &self,
         resp: reqwest::Response,
     ) -> Result<T, ClientError> {
-        let bytes = resp.bytes().await.map_err(|e| self.map_reqwest(e))?;
+        let bytes = self.read_body(resp).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             url: self.endpoint().display(),
             reason: format!("{e}"),
@@ -276,6 +280,7 @@ impl Client {
         &self,
         path: &str,
         body: String,
+        cap: Cap,
     ) -> Result<SeriesStream, ClientError> {
         let resp = self
             .send(path, || {
@@ -285,10 +290,15 @@ impl Client {
                     .body(body.clone()))
             })
             .await?;
-        Ok(self.stream_series(resp))
+        Ok(self.stream_series(resp, cap))
     }
 
-    fn stream_series(&self, resp: reqwest::Response) -> SeriesStream {
+    fn stream_series(&self, resp: reqwest::Response, cap: Cap) -> SeriesStream {
+        let limit = Limit {
+            max: self.max_response_bytes(),
+            per_series: cap == Cap::PerSeries,
+            url: display_url(resp.url()),
+        };
         let (bytes_tx, bytes_rx) = mpsc::channel::<Result<Bytes, ClientError>>(8);
         let (tx, rx) = mpsc::channel(256);
         let this = self.clone();
@@ -303,16 +313,20 @@ impl Client {
             }
         });
         let url = self.endpoint().display();
+        let counted = Arc::new(AtomicU64::new(0));
         tokio::task::spawn_blocking(move || {
             let mut reader = ChannelReader {
                 rx: bytes_rx,
                 current: Bytes::new(),
                 error: None,
+                counted: Arc::clone(&counted),
+                limit,
             };
+            let reset = (cap == Cap::PerSeries).then_some(counted.as_ref());
             let result = {
                 let buffered = std::io::BufReader::with_capacity(64 * 1024, &mut reader);
                 let mut de = serde_json::Deserializer::from_reader(buffered);
-                ResponseSeed { tx: &tx }
+                ResponseSeed { tx: &tx, reset }
                     .deserialize(&mut de)
                     .and_then(|()| de.end())
             };
@@ -335,14 +349,43 @@ pub(crate) struct ApiEnvelope<T> {
     pub data: T,
 }
 
+/// What `max_response_bytes` bounds in a streamed answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cap {
+    /// The answer is collected whole (instant queries).
+    Whole,
+    /// The answer is handed over series by series (range queries).
+    PerSeries,
+}
+
+struct Limit {
+    max: u64,
+    per_series: bool,
+    /// Shown in the error.
+    url: String,
+}
+
 struct ChannelReader {
     rx: mpsc::Receiver<Result<Bytes, ClientError>>,
     current: Bytes,
     error: Option<ClientError>,
+    /// Bytes handed to the parser since the start (or the last series).
+    counted: Arc<AtomicU64>,
+    limit: Limit,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.counted.load(Ordering::Relaxed) > self.limit.max {
+            let e = ClientError::TooLarge {
+                url: self.limit.url.clone(),
+                limit: self.limit.max,
+                per_series: self.limit.per_series,
+            };
+            let msg = e.to_string();
+            self.error = Some(e);
+            return Err(std::io::Error::other(msg));
+        }
         while self.current.is_empty() {
             match self.rx.blocking_recv() {
                 Some(Ok(b)) => self.current = b,
@@ -357,6 +400,7 @@ impl Read for ChannelReader {
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current[..n]);
         let _ = self.current.split_to(n);
+        self.counted.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -368,6 +412,8 @@ const CONSUMER_GONE: &str = "consumer stopped reading";
 
 struct ResponseSeed<'a> {
     tx: Tx<'a>,
+    /// Zeroed after each series when the cap is per series.
+    reset: Option<&'a AtomicU64>,
 }
 
 impl<'de> DeserializeSeed<'de> for ResponseSeed<'_> {
@@ -387,7 +433,10 @@ impl<'de> Visitor<'de> for ResponseSeed<'_> {
         let mut error = None::<String>;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
-                "data" => map.next_value_seed(DataSeed { tx: self.tx })?,
+                "data" => map.next_value_seed(DataSeed {
+                    tx: self.tx,
+                    reset: self.reset,
+                })?,
                 "status" => status = Some(map.next_value()?),
                 "error" => error = Some(map.next_value()?),
                 _ => {
@@ -407,6 +456,7 @@ impl<'de> Visitor<'de> for ResponseSeed<'_> {
 
 struct DataSeed<'a> {
     tx: Tx<'a>,
+    reset: Option<&'a AtomicU64>,
 }
 
 impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
@@ -428,6 +478,7 @@ impl<'de> Visitor<'de> for DataSeed<'_> {
                 "resultType" => result_type = map.next_value()?,
                 "result" => map.next_value_seed(ResultSeed {
                     tx: self.tx,
+                    reset: self.reset,
                     scalar: matches!(result_type.as_str(), "scalar" | "string"),
                 })?,
                 _ => {
@@ -441,6 +492,7 @@ impl<'de> Visitor<'de> for DataSeed<'_> {
 
 struct ResultSeed<'a> {
     tx: Tx<'a>,
+    reset: Option<&'a AtomicU64>,
     scalar: bool,
 }
 
@@ -480,6 +532,9 @@ impl<'de> Visitor<'de> for ResultSeed<'_> {
 
 impl ResultSeed<'_> {
     fn send<E: serde::de::Error>(&self, s: Series) -> Result<(), E> {
+        if let Some(counter) = self.reset {
+            counter.store(0, Ordering::Relaxed);
+        }
         self.tx
             .blocking_send(Ok(s))
             .map_err(|_| E::custom(CONSUMER_GONE))
@@ -672,9 +727,12 @@ mod tests {
     fn parse(body: &str) -> Result<Vec<Series>, String> {
         let (tx, mut rx) = mpsc::channel(1024);
         let mut de = serde_json::Deserializer::from_str(body);
-        ResponseSeed { tx: &tx }
-            .deserialize(&mut de)
-            .map_err(|e| e.to_string())?;
+        ResponseSeed {
+            tx: &tx,
+            reset: None,
+        }
+        .deserialize(&mut de)
+        .map_err(|e| e.to_string())?;
         drop(tx);
         let mut out = vec![];
         while let Ok(s) = rx.try_recv() {

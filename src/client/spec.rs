@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub struct BasicAuthSpec {
     pub username: String,
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     #[serde(default)]
     pub password_file: Option<PathBuf>,
 }
@@ -25,20 +25,22 @@ pub struct TlsSpec {
     pub insecure_skip_verify: bool,
 }
 
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[derive(Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionSpec {
+    /// May carry a key in its query string: shown only through `redact_url`.
     #[serde(default)]
     pub url: Option<String>,
     #[serde(default)]
     pub basic_auth: Option<BasicAuthSpec>,
     #[serde(default)]
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<Secret>,
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
-    /// `"Name: value"` strings, as vmalert's `-datasource.headers`.
+    /// `"Name: value"` strings, as vmalert's `-datasource.headers`; values
+    /// are often credentials, so the whole string is kept secret.
     #[serde(default)]
-    pub headers: Vec<String>,
+    pub headers: Vec<Secret>,
     /// `AccountID[:ProjectID]`, sent as headers.
     #[serde(default)]
     pub tenant: Option<String>,
@@ -48,6 +50,26 @@ pub struct ConnectionSpec {
     pub timeout: Option<String>,
     #[serde(default)]
     pub retries: Option<u32>,
+    /// Largest answer read whole (e.g. `64MiB`, the default).
+    #[serde(default)]
+    pub max_response_bytes: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionSpec")
+            .field("url", &self.url.as_deref().map(super::redact_url))
+            .field("basic_auth", &self.basic_auth)
+            .field("bearer_token", &self.bearer_token)
+            .field("bearer_token_file", &self.bearer_token_file)
+            .field("headers", &self.headers)
+            .field("tenant", &self.tenant)
+            .field("tls", &self.tls)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .finish()
+    }
 }
 
 impl ConnectionSpec {
@@ -64,7 +86,8 @@ impl ConnectionSpec {
             tenant,
             tls,
             timeout,
-            retries
+            retries,
+            max_response_bytes
         );
         if !over.headers.is_empty() {
             self.headers = over.headers;
@@ -90,7 +113,7 @@ impl ConnectionSpec {
                             "{what}.basic_auth: set `password` or `password_file`, not both"
                         ))
                     }
-                    (Some(p), None) => p.clone(),
+                    (Some(p), None) => p.expose().to_string(),
                     (None, Some(f)) => std::fs::read_to_string(f)
                         .map_err(|e| {
                             format!("{what}.basic_auth.password_file {}: {e}", f.display())
@@ -104,7 +127,7 @@ impl ConnectionSpec {
                     password: Secret::new(password),
                 }
             }
-            (None, Some(t), None) => Auth::Bearer(Secret::new(t.clone())),
+            (None, Some(t), None) => Auth::Bearer(t.clone()),
             (None, None, Some(f)) => Auth::BearerFile(f.clone()),
             _ => {
                 return Err(format!(
@@ -120,9 +143,10 @@ impl ConnectionSpec {
             .map_err(|e| format!("{what}.tenant: {e}"))?;
         let mut headers = Vec::new();
         for h in &self.headers {
-            let (k, v) = h
-                .split_once(':')
-                .ok_or_else(|| format!("{what}.headers: {h:?} is not `Name: value`"))?;
+            // The value is not echoed: it is often a credential.
+            let (k, v) = h.expose().split_once(':').ok_or_else(|| {
+                format!("{what}.headers: an entry has no `:`; expected `Name: value`")
+            })?;
             headers.push((k.trim().to_string(), Secret::new(v.trim())));
         }
         let timeout = self
@@ -135,6 +159,18 @@ impl ConnectionSpec {
         if let Some(r) = self.retries {
             retry.max_retries = Some(r);
         }
+        let max_response_bytes = match &self.max_response_bytes {
+            None => super::DEFAULT_MAX_RESPONSE_BYTES,
+            Some(text) => match crate::model::size::parse_size(text) {
+                Ok(n) if n > 0 => n,
+                Ok(_) => {
+                    return Err(format!(
+                        "{what}.max_response_bytes: must be greater than zero"
+                    ))
+                }
+                Err(e) => return Err(format!("{what}.max_response_bytes: {e}")),
+            },
+        };
         let tls = self.tls.clone().unwrap_or_default();
         Ok(ClientConfig {
             url,
@@ -145,6 +181,7 @@ impl ConnectionSpec {
             tls_insecure_skip_verify: tls.insecure_skip_verify,
             timeout: timeout.or(Some(std::time::Duration::from_secs(60))),
             retry,
+            max_response_bytes,
         })
     }
 }
@@ -184,5 +221,29 @@ mod tests {
             ..Default::default()
         };
         assert!(s.to_client_config("d").unwrap_err().contains("d.tenant"));
+        let s = ConnectionSpec {
+            url: Some("http://a".into()),
+            max_response_bytes: Some("lots".into()),
+            ..Default::default()
+        };
+        let e = s.to_client_config("d").unwrap_err();
+        assert!(e.contains("d.max_response_bytes"), "{e}");
+    }
+
+    #[test]
+    fn secrets_stay_secret_in_debug() {
+        let mut file: ConnectionSpec = crate::model::yaml::from_str(
+            "url: http://a:1/x?authKey=k3y\nbearer_token: t0ken\nheaders: ['Authorization: Basic c2VjcmV0']\nbasic_auth: {username: u, password: pa55}\nmax_response_bytes: 1MiB",
+            "f",
+        )
+        .unwrap();
+        let shown = format!("{file:?}");
+        for secret in ["k3y", "t0ken", "c2VjcmV0", "pa55"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        file.bearer_token = None;
+        let cfg = file.to_client_config("d").unwrap();
+        assert_eq!(cfg.max_response_bytes, 1 << 20);
+        assert!(!format!("{cfg:?}").contains("k3y"));
     }
 }

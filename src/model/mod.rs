@@ -8,6 +8,7 @@ pub mod input;
 pub mod labels;
 pub mod origin;
 pub mod range;
+pub mod secret;
 pub mod selector;
 pub mod series;
 pub mod size;

@@ -102,10 +102,10 @@ pub struct DestinationSpec {
     pub url: Option<String>,
     #[serde(default)]
     pub basic_auth: Option<crate::client::BasicAuthSpec>,
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<crate::client::Secret>,
     pub bearer_token_file: Option<PathBuf>,
     #[serde(default)]
-    pub headers: Vec<String>,
+    pub headers: Vec<crate::client::Secret>,
     pub tenant: Option<String>,
     #[serde(default)]
     pub tls: Option<crate::client::TlsSpec>,
@@ -137,6 +137,7 @@ impl DestinationSpec {
             tls: self.tls.clone(),
             timeout: self.timeout.clone(),
             retries: None,
+            max_response_bytes: None,
         }
     }
 }

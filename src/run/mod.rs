@@ -69,11 +69,9 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub config: PathBuf,
-    /// Overrides `server.listen`.
-    pub listen: Option<String>,
+    /// `--http.*`; its `listen` overrides `server.listen`.
+    pub http: crate::server::HttpOptions,
     pub shutdown_timeout: Duration,
-    /// Basic auth on every HTTP route (`--http.auth`).
-    pub auth: Option<api::BasicAuth>,
     /// Check the config and every rule file, then exit (vmagent's `-dryRun`).
     pub dry_run: bool,
 }
@@ -105,6 +103,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         destinations = setup.pipeline.destinations.len(),
         "config checked"
     );
+    let default_listen = setup.listen().unwrap_or(DEFAULT_LISTEN).to_string();
+    let (listen, policy) = opts
+        .http
+        .resolve(&default_listen, crate::server::ServerKind::Run)
+        .map_err(|e| RunError::Config(vec![e]))?;
     if opts.dry_run {
         crate::outln!(
             "{}: OK ({} rule groups, {} rules, {} destinations)",
@@ -114,17 +117,6 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             setup.pipeline.destinations.len()
         );
         return Ok(());
-    }
-    let listen = opts
-        .listen
-        .clone()
-        .or_else(|| setup.listen().map(str::to_string))
-        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    if opts.auth.is_none() && !api::is_loopback(&listen) {
-        tracing::warn!(
-            listen = %listen,
-            "listening beyond this machine without authentication: anyone who can reach it may read the rules, reload the config and write data; set --http.auth USER:PASSWORD (or SPILLWAY_HTTP_AUTH)"
-        );
     }
     let mut signals =
         StopSignals::new().map_err(|e| fatal(anyhow::anyhow!("cannot listen for signals: {e}")))?;
@@ -138,6 +130,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         .map_err(|e| fatal(anyhow::anyhow!("opening destinations: {e}")))?
         .map_err(|e| fatal(anyhow::Error::new(e).context("opening destinations")))?;
     let pipeline = Arc::new(pipeline);
+    tracing::info!(hosts = %policy.allowed_hosts(), auth = policy.has_auth(), "serving these Host names");
     let listener = crate::server::bind(&listen)
         .await
         .map_err(|e| fatal(anyhow::anyhow!("{e}; set server.listen or --http.listen")))?;
@@ -171,7 +164,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         engine: engine.clone(),
         reloader: Arc::clone(&reloader),
     };
-    let app = api::app(state, receiver::Limits::default(), opts.auth.clone());
+    let app = api::app(state, receiver::Limits::default(), Arc::new(policy));
     let mut server = tokio::spawn(crate::server::serve(listener, app, async move {
         let _ = stop_rx.await;
     }));

@@ -467,7 +467,7 @@ pub async fn rules_preview(opts: &RulesPreview) -> Result<PreviewOutcome, Vec<St
         .zip(routed)
         .map(|(d, (_, series))| {
             let url = crate::client::Endpoint::parse(&d.client.url)
-                .map(|(e, _)| e.join(&d.kind.request_path(&d.client.url)).to_string())
+                .map(|(e, _)| e.display_at(&d.kind.request_path(&d.client.url)))
                 .unwrap_or_else(|_| "<invalid url>".into());
             (d.name.clone(), d.kind.as_str().to_string(), url, series)
         })

@@ -17,6 +17,17 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     NotFound(String),
+    /// Refused by the request guard (foreign `Host`, cross-site, no CSRF token).
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The thing to create exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// A bounded resource is full (job queue, uploads); try again later.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// We cannot take the request now, the client should retry later
     /// (shutting down, a queue cannot write). `message` goes to the client,
     /// `cause` to the log.
@@ -38,6 +49,10 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -84,6 +99,15 @@ impl ApiError {
         let status = self.status_code();
         let body = serde_json::json!({ "error": self.client_message() });
         (status, axum::Json(body)).into_response()
+    }
+
+    /// JSON (`ui`) or plain text (`run`), as the server answers its errors.
+    pub fn into_response_as(self, json: bool) -> Response {
+        if json {
+            self.into_json_response()
+        } else {
+            self.into_response()
+        }
     }
 }
 

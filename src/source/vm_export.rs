@@ -209,7 +209,7 @@ impl VmExportSource {
                     let Some(chunk) = next else { break };
                     let chunk = chunk.map_err(|e| SourceError::Body {
                         url: url.clone(),
-                        reason: crate::client::error_chain(&e),
+                        reason: crate::client::reqwest_reason(e),
                     })?;
                     bytes += chunk.len() as u64;
                     if tx.send(chunk).await.is_err() {

@@ -157,9 +157,8 @@ impl Obfuscator {
     /// A fresh run: a new random salt.
     pub fn new(opts: ObfuscationOptions) -> Obfuscator {
         let mut salt = [0u8; 16];
-        for b in salt.iter_mut() {
-            *b = fastrand::u8(..);
-        }
+        // The salt is what keeps hashed values from being looked up: the OS generator, not a PRNG.
+        getrandom::fill(&mut salt).expect("the operating system's random generator failed");
         let state = ObfuscatorState {
             salt: hex(&salt),
             ..Default::default()

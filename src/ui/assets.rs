@@ -1,8 +1,11 @@
 //! The embedded front end: plain HTML, CSS and JavaScript compiled into the
 //! binary (no build step, no CDN: the UI works offline), and the OpenAPI
 //! document of `/api/*`. `ui.css` is the shared look, meant for the `run`
-//! page too.
+//! page too. The HTML pages carry the process's CSRF token in
+//! `<meta name="spillway-csrf">`; `common.js` sends it back with every
+//! request that changes something (see [`crate::server::guard`]).
 
+use crate::server::guard::with_csrf_meta;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -27,11 +30,23 @@ fn asset(body: &'static str, mime: &'static str) -> impl IntoResponse + Clone {
     )
 }
 
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    const HTML: &str = "text/html; charset=utf-8";
+fn page(html: &str, token: &str) -> impl IntoResponse + Clone {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // The token is per process: never serve a cached page.
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        with_csrf_meta(html, token),
+    )
+}
+
+pub fn router<S: Clone + Send + Sync + 'static>(csrf_token: &str) -> Router<S> {
+    let index = page(INDEX_HTML, csrf_token);
+    let import = page(IMPORT_HTML, csrf_token);
     Router::new()
-        .route("/", get(|| async { asset(INDEX_HTML, HTML) }))
-        .route("/import", get(|| async { asset(IMPORT_HTML, HTML) }))
+        .route("/", get(move || async move { index }))
+        .route("/import", get(move || async move { import }))
         .route(
             "/assets/ui.css",
             get(|| async { asset(UI_CSS, "text/css; charset=utf-8") }),

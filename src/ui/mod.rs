@@ -1,20 +1,24 @@
 //! `spillway ui`: the gather wizard, the import page and their REST API
 //! under `/api/*`, served from one binary with embedded assets.
 //!
-//! The handlers (`api.rs`) only translate JSON into [`crate::bundle`] calls
-//! and jobs (`jobs.rs`); the HTTP plumbing (errors, `/health`, bind, serve,
-//! signals) is `crate::server`'s. Every path a client names (`fs/*`,
-//! `download`, `analyze`, a staging directory) is resolved inside the
-//! staging roots by [`Confine`]: no `..`, no absolute path elsewhere, no
-//! symlink leading out. With `--auth`, every route but `/health` needs
-//! HTTP basic auth; binding a non-loopback address without it is refused.
+//! The handlers (`api/`, one router per area) only translate JSON into
+//! [`crate::bundle`] calls and jobs (`jobs.rs`); the HTTP plumbing (errors,
+//! `/health`, bind, serve, signals) and the request guard (Host, cross-site,
+//! CSRF token, basic auth: [`crate::server::guard`]) are `crate::server`'s,
+//! shared with `spillway run`. Every error, the router's own 404 and 405
+//! included, is `{"error": "..."}`. Every path a client names (`fs/*`,
+//! `download`, `analyze`) is resolved inside the staging root by
+//! [`Confine`]: no `..`, no absolute path elsewhere, no symlink leading out.
+//! Binding a non-loopback address without `--http.auth` is refused.
 
 pub mod api;
 pub mod assets;
 pub mod jobs;
 
+use crate::server::guard::{self, HttpOptions, Policy, ServerKind};
 use crate::server::{self, ApiError};
 use axum::extract::Request;
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -22,19 +26,49 @@ use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
-/// Default upload limit: big enough for a week of a busy cluster's bundle.
-pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 8 << 30;
+/// Where `spillway ui` listens unless `--http.listen` says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default upload limit: a day of a busy cluster's bundle; bigger ones go
+/// through `spillway import`.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 
 #[derive(Clone, Debug)]
 pub struct UiOptions {
-    pub addr: String,
+    pub http: HttpOptions,
     pub open: bool,
-    /// `user:pass`.
-    pub auth: Option<String>,
     pub staging: PathBuf,
-    pub retention: Duration,
+    pub jobs: jobs::JobLimits,
+    pub uploads: UploadLimits,
+}
+
+/// The bounds of `/api/upload`.
+#[derive(Clone, Debug)]
+pub struct UploadLimits {
+    /// One upload (`--max-upload-bytes`).
     pub max_upload_bytes: u64,
+    /// All uploads waiting to be imported together.
+    pub max_stored_bytes: u64,
+    /// Uploads in progress at once.
+    pub max_concurrent: usize,
+}
+
+impl UploadLimits {
+    /// `max_upload_bytes` per upload, four of them waiting, two at once.
+    pub fn new(max_upload_bytes: u64) -> UploadLimits {
+        UploadLimits {
+            max_upload_bytes,
+            max_stored_bytes: max_upload_bytes.saturating_mul(4),
+            max_concurrent: 2,
+        }
+    }
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits::new(DEFAULT_MAX_UPLOAD_BYTES)
+    }
 }
 
 /// Shared by every handler.
@@ -42,91 +76,103 @@ pub struct UiOptions {
 pub struct AppState {
     pub jobs: Arc<jobs::JobManager>,
     pub confine: Arc<Confine>,
-    /// `Basic <base64(user:pass)>` when `--auth` was given.
-    pub auth_header: Option<Arc<str>>,
-    pub max_upload_bytes: u64,
+    pub policy: Arc<Policy>,
+    pub uploads: UploadLimits,
+    pub upload_slots: Arc<Semaphore>,
 }
 
 impl AppState {
-    /// State over `staging` (created if missing) running real bundle jobs.
-    pub fn new(
+    /// State over `staging` (created if missing) running real bundle jobs,
+    /// guarded for loopback without auth; see [`AppState::with_options`].
+    pub fn new(staging: &Path, retention: Duration) -> Result<AppState, String> {
+        let limits = jobs::JobLimits {
+            retention,
+            ..Default::default()
+        };
+        AppState::with_options(
+            staging,
+            limits,
+            UploadLimits::default(),
+            Policy::local(ServerKind::Ui),
+        )
+    }
+
+    pub fn with_options(
         staging: &Path,
-        auth: Option<&str>,
-        retention: Duration,
+        limits: jobs::JobLimits,
+        uploads: UploadLimits,
+        policy: Policy,
     ) -> Result<AppState, String> {
+        let confine = Confine::new(staging)?;
+        let jobs = jobs::JobManager::with_uploads(
+            Arc::new(jobs::BundleRunner),
+            limits,
+            confine.root().join("uploads"),
+        );
         Ok(AppState {
-            jobs: jobs::JobManager::new(Arc::new(jobs::BundleRunner), retention),
-            confine: Arc::new(Confine::new(staging)?),
-            auth_header: auth.map(|a| format!("Basic {}", base64(a.as_bytes())).into()),
-            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            jobs,
+            confine: Arc::new(confine),
+            policy: Arc::new(policy),
+            upload_slots: Arc::new(Semaphore::new(uploads.max_concurrent.max(1))),
+            uploads,
         })
     }
 }
 
-/// The whole app: assets, `/api/*`, `/health`.
+/// The whole app: pages, `/api/*`, `/health`, behind the guard.
 pub fn router(state: AppState) -> Router {
-    let auth = state.auth_header.clone();
+    let policy = Arc::clone(&state.policy);
     let app = Router::new()
-        .merge(assets::router())
-        .merge(api::router(state.clone()))
+        .merge(assets::router(policy.csrf_token()))
+        .merge(api::router())
+        .merge(server::health::router())
         .fallback(|| async {
             ApiError::NotFound(
                 "no such page or API route; the API is listed at /api/openapi.json".into(),
             )
             .into_json_response()
         })
-        .with_state(state);
-    let app = match auth {
-        Some(expected) => app.layer(axum::middleware::from_fn(move |req, next| {
-            require_auth(Arc::clone(&expected), req, next)
-        })),
-        None => app,
-    };
-    app.merge(server::health::router())
+        .method_not_allowed_fallback(|req: Request| async move {
+            ApiError::MethodNotAllowed(format!(
+                "{} is not allowed on {}; /api/openapi.json lists each route's methods",
+                req.method(),
+                req.uri().path()
+            ))
+            .into_json_response()
+        })
+        .with_state(state)
+        .layer(axum::middleware::from_fn(json_errors));
+    guard::layer(app, policy)
 }
 
-async fn require_auth(expected: Arc<str>, req: Request, next: Next) -> Response {
-    let given = req
+/// Largest error body rewrapped as JSON; longer ones are cut.
+const MAX_ERROR_BODY: usize = 4 << 10;
+
+/// Errors that did not come from our handlers (extractor rejections such as
+/// a body over axum's limit) get the `{"error": ...}` shape too.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
         .headers()
-        .get(axum::http::header::AUTHORIZATION)
+        .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        return next.run(req).await;
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
     }
-    (
-        axum::http::StatusCode::UNAUTHORIZED,
-        [(
-            axum::http::header::WWW_AUTHENTICATE,
-            "Basic realm=\"spillway ui\"",
-        )],
-        axum::Json(serde_json::json!({
-            "error": "this spillway ui needs a user name and password (its --auth)"
-        })),
-    )
-        .into_response()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
+    let (parts, body) = resp.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_ERROR_BODY).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).trim().to_string(),
+        _ => status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase(),
+    };
+    let mut out = (status, axum::Json(serde_json::json!({ "error": text }))).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
         }
     }
     out
@@ -224,10 +270,6 @@ impl Confine {
     }
 }
 
-fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
-}
-
 /// Binds `addr`, or the next free port above it (up to 20 tries).
 async fn bind_next_free(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
     let mut last = String::new();
@@ -251,25 +293,13 @@ async fn bind_next_free(addr: SocketAddr) -> Result<tokio::net::TcpListener, Str
 
 /// Runs `spillway ui` until SIGINT/SIGTERM.
 pub async fn run(opts: UiOptions) -> Result<(), String> {
-    let addr: SocketAddr = opts.addr.parse().map_err(|e| {
-        format!(
-            "--addr {:?}: {e}; expected IP:PORT such as 127.0.0.1:8080",
-            opts.addr
-        )
+    let (listen, policy) = opts.http.resolve(DEFAULT_LISTEN, ServerKind::Ui)?;
+    let addr: SocketAddr = listen.parse().map_err(|e| {
+        format!("--http.listen {listen:?}: {e}; expected IP:PORT such as 127.0.0.1:8080")
     })?;
-    if let Some(a) = &opts.auth {
-        if !a.contains(':') || a.starts_with(':') {
-            return Err("--auth must be USER:PASSWORD".into());
-        }
-    }
-    if !is_loopback(&addr) && opts.auth.is_none() {
-        return Err(format!(
-            "--addr {addr} is reachable from other machines: add --auth USER:PASSWORD, or bind 127.0.0.1"
-        ));
-    }
-    let mut state = AppState::new(&opts.staging, opts.auth.as_deref(), opts.retention)?;
+    let allowed = policy.allowed_hosts();
+    let state = AppState::with_options(&opts.staging, opts.jobs, opts.uploads, policy)?;
     let _staging_lock = claim_staging(state.confine.root())?;
-    state.max_upload_bytes = opts.max_upload_bytes;
     let sweeper = state.jobs.spawn_sweeper();
     let listener = bind_next_free(addr).await?;
     let local = listener
@@ -283,6 +313,7 @@ pub async fn run(opts: UiOptions) -> Result<(), String> {
         "spillway ui: {url}  (staging: {})",
         state.confine.root().display()
     );
+    tracing::info!(hosts = %allowed, auth = state.policy.has_auth(), "serving these Host names");
     if opts.open {
         open_browser(&url);
     }
@@ -335,15 +366,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
-    }
-
-    #[test]
     fn confine_paths() {
         let dir = tempfile::tempdir().unwrap();
         let c = Confine::new(&dir.path().join("root")).unwrap();
@@ -371,18 +393,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn errors_from_outside_our_handlers_become_json() {
+        use tower::ServiceExt;
+        let app = Router::new()
+            .route(
+                "/text",
+                axum::routing::get(|| async {
+                    (
+                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "length limit exceeded",
+                    )
+                }),
+            )
+            .route(
+                "/empty",
+                axum::routing::get(|| async { axum::http::StatusCode::METHOD_NOT_ALLOWED }),
+            )
+            .layer(axum::middleware::from_fn(json_errors));
+        for (uri, status, message) in [
+            ("/text", 413, "length limit exceeded"),
+            ("/empty", 405, "method not allowed"),
+        ] {
+            let resp = app
+                .clone()
+                .oneshot(Request::get(uri).body(axum::body::Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), status);
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 10)
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"], message);
+        }
+    }
+
+    #[tokio::test]
     async fn non_loopback_needs_auth() {
         let dir = tempfile::tempdir().unwrap();
         let e = run(UiOptions {
-            addr: "0.0.0.0:0".into(),
+            http: HttpOptions {
+                listen: Some("0.0.0.0:0".into()),
+                ..Default::default()
+            },
             open: false,
-            auth: None,
             staging: dir.path().into(),
-            retention: jobs::DEFAULT_RETENTION,
-            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            jobs: Default::default(),
+            uploads: Default::default(),
         })
         .await
         .unwrap_err();
-        assert!(e.contains("--auth"), "{e}");
+        assert!(e.contains("--http.auth"), "{e}");
     }
 }

@@ -658,6 +658,10 @@ pub struct ProxyRules {
     /// Break the answer of this export request (1-based): half of the body,
     /// then the connection is cut.
     pub break_export: Option<usize>,
+    /// Hold every export request after this many (counted on arrival) until
+    /// [`Proxy::release_exports`]: a job stays mid-export for as long as a
+    /// test needs.
+    pub hold_exports_after: Option<usize>,
 }
 
 /// A tiny HTTP forwarder for what no real server here can do (there is no
@@ -666,6 +670,7 @@ pub struct ProxyRules {
 pub struct Proxy {
     pub port: u16,
     pub export_requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    hold: ExportHold,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -676,6 +681,15 @@ struct ProxyState {
     rules: ProxyRules,
     http: reqwest::Client,
     exports: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    hold: ExportHold,
+}
+
+/// Export requests arrived and held, and the switch that lets them go.
+#[derive(Clone)]
+struct ExportHold {
+    arrived: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    released: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Proxy {
@@ -684,6 +698,11 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let exports = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let hold = ExportHold {
+            arrived: Default::default(),
+            held: Default::default(),
+            released: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
+        };
         // reqwest is built without a TLS crypto provider; pick ring as spillway does.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let state = ProxyState {
@@ -691,6 +710,7 @@ impl Proxy {
             rules,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
             exports: exports.clone(),
+            hold: hold.clone(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -714,6 +734,7 @@ impl Proxy {
         Proxy {
             port,
             export_requests: exports,
+            hold,
             stop: Some(tx),
             thread: Some(thread),
         }
@@ -721,6 +742,16 @@ impl Proxy {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Export requests waiting for [`release_exports`](Self::release_exports).
+    pub fn held_exports(&self) -> usize {
+        self.hold.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lets held export requests (and every later one) through.
+    pub fn release_exports(&self) {
+        self.hold.released.send_replace(true);
     }
 }
 
@@ -752,6 +783,16 @@ async fn proxy_forward(
         // ["", "select", "<tenant>", "prometheus", rest]
         if parts.len() == 5 && parts[1] == "select" && parts[3] == "prometheus" {
             path = format!("/{}", parts[4]);
+        }
+    }
+    if path.ends_with("/api/v1/export") {
+        use std::sync::atomic::Ordering;
+        let n = st.hold.arrived.fetch_add(1, Ordering::SeqCst) + 1;
+        if st.rules.hold_exports_after.is_some_and(|after| n > after) {
+            st.hold.held.fetch_add(1, Ordering::SeqCst);
+            let mut rx = st.hold.released.subscribe();
+            let _ = rx.wait_for(|r| *r).await;
+            st.hold.held.fetch_sub(1, Ordering::SeqCst);
         }
     }
     let content_type = req.headers().get("content-type").cloned();

@@ -128,7 +128,9 @@ async function refresh() {
 async function reload() {
   const msg = document.getElementById("message");
   try {
-    const resp = await fetch("-/reload", { method: "POST" });
+    // The server's per-process CSRF token, put in this page's <head>.
+    const meta = document.querySelector('meta[name="spillway-csrf"]');
+    const resp = await fetch("-/reload", { method: "POST", headers: { "X-Spillway-CSRF": meta ? meta.content : "" } });
     msg.textContent = await resp.text();
     msg.className = "message" + (resp.ok ? "" : " failed");
   } catch (e) {

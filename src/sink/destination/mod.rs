@@ -425,7 +425,7 @@ impl Destination {
         let mut client_config = config.client;
         client_config.retry = retry_policy();
         let client = Client::new(client_config).map_err(|e| cfg_err(e.to_string()))?;
-        let display_url = client.endpoint().join(&path).to_string();
+        let display_url = client.endpoint().display_at(&path);
 
         let mut opts = QueueOptions::new(config.max_disk_bytes);
         // Senders merge small blocks, so each may hold many at once (but

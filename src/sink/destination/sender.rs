@@ -306,8 +306,8 @@ impl Shared {
             };
             let resp = self.client.send_once(req.body(body)).await?;
             let status = resp.status().as_u16();
-            // Read the (normally empty) answer so the connection is reused.
-            let _ = resp.bytes().await;
+            // Read the (normally empty) answer so the connection is reused; never a huge one.
+            self.client.discard_body(resp).await;
             Ok::<u16, ClientError>(status)
         }
         .await;

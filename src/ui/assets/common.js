@@ -4,8 +4,16 @@
 const $ = (sel, root) => (root || document).querySelector(sel);
 const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
 
+// The server's per-process CSRF token, put in this page's <head>; every
+// request that changes something sends it back.
+function csrfToken() {
+  const m = document.querySelector('meta[name="spillway-csrf"]');
+  return m ? m.content : "";
+}
+
 async function api(method, path, body) {
   const opts = { method, headers: {} };
+  if (method !== "GET") opts.headers["X-Spillway-CSRF"] = csrfToken();
   if (body instanceof FormData) opts.body = body;
   else if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
   let resp;

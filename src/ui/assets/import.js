@@ -29,6 +29,7 @@ function upload(file) {
   // XMLHttpRequest: fetch() cannot report upload progress.
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/api/upload");
+  xhr.setRequestHeader("X-Spillway-CSRF", csrfToken());
   xhr.upload.onprogress = e => { if (e.lengthComputable) $("#upload-bar").style.width = (100 * e.loaded / e.total).toFixed(1) + "%"; };
   xhr.onload = async () => {
     let data = null;

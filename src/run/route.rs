@@ -319,6 +319,7 @@ fn check_destination(
             concurrency,
             max_disk_bytes,
             queue_dir: storage.join(queue_dir_name(&spec.name)),
+            event: None,
         }),
         _ => Err(problems),
     }

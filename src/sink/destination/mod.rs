@@ -72,6 +72,7 @@
 //! renamed destination is a removed one plus a new, empty one.
 
 mod encode;
+mod event_sender;
 mod sender;
 mod stats;
 
@@ -80,6 +81,7 @@ pub use stats::{Counters, DestinationStatus, DropReason};
 use crate::client::{Client, ClientConfig, RetryPolicy};
 use crate::codec::CodecError;
 use crate::model::{BatchMeta, Labels, Origin, Series};
+use crate::sink::event::{EventConfig, EventKind};
 use crate::queue::{Queue, QueueError, QueueOptions, RecoveryReport};
 use crate::transform::relabel::RelabelRules;
 use std::borrow::Cow;
@@ -132,6 +134,8 @@ pub enum DestinationKind {
     RemoteWrite,
     /// VictoriaMetrics `/api/v1/import` JSON lines.
     VmImport,
+    /// One event per sample to a SIEM or log pipeline ([`crate::sink::event`]).
+    Event(EventKind),
 }
 
 impl DestinationKind {
@@ -139,9 +143,11 @@ impl DestinationKind {
         match s {
             "remote_write" => Ok(DestinationKind::RemoteWrite),
             "vm_import" => Ok(DestinationKind::VmImport),
-            other => Err(format!(
-                "unknown destination type {other:?}: expected remote_write or vm_import"
-            )),
+            other => EventKind::parse(other).map(DestinationKind::Event).ok_or_else(|| {
+                format!(
+                    "unknown destination type {other:?}: expected remote_write, vm_import, syslog, elasticsearch, splunk_hec, webhook or file"
+                )
+            }),
         }
     }
 
@@ -149,6 +155,7 @@ impl DestinationKind {
         match self {
             DestinationKind::RemoteWrite => "remote_write",
             DestinationKind::VmImport => "vm_import",
+            DestinationKind::Event(k) => k.as_str(),
         }
     }
 
@@ -159,6 +166,8 @@ impl DestinationKind {
     /// named (`http://vm:8428`, `.../insert/0/prometheus`, `.../api/v1/import`).
     pub fn request_path(self, url: &str) -> String {
         match self {
+            // Event transports know their own paths.
+            DestinationKind::Event(_) => String::new(),
             DestinationKind::VmImport => "/api/v1/import".to_string(),
             DestinationKind::RemoteWrite => {
                 let path = url::Url::parse(url.trim())
@@ -193,6 +202,8 @@ pub struct DestinationConfig {
     pub max_disk_bytes: u64,
     /// The queue directory, `<storage.path>/<queue_dir_name(name)>`.
     pub queue_dir: PathBuf,
+    /// The settings of an event destination (`kind` is `Event`).
+    pub event: Option<Arc<EventConfig>>,
 }
 
 impl DestinationConfig {
@@ -214,6 +225,7 @@ impl DestinationConfig {
             concurrency: default_concurrency(),
             max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
             queue_dir: storage.join(queue_dir_name(name)),
+            event: None,
         }
     }
 }
@@ -306,6 +318,8 @@ pub(crate) struct Shared {
     wake: Arc<Notify>,
     phase: watch::Sender<Phase>,
     accepting: AtomicBool,
+    /// Set for event destinations.
+    event: Option<Arc<EventConfig>>,
 }
 
 impl Destination {
@@ -329,8 +343,17 @@ impl Destination {
         let path = config.kind.request_path(&config.client.url);
         let mut client_config = config.client;
         client_config.retry = retry_policy();
+        let event = config.event.clone();
+        if matches!(config.kind, DestinationKind::Event(k) if !k.is_http()) {
+            // Syslog and file transports own their connections; the client
+            // is there for the shape of `Shared` only and never called.
+            client_config.url = "http://127.0.0.1".into();
+        }
         let client = Client::new(client_config).map_err(|e| cfg_err(e.to_string()))?;
-        let display_url = client.endpoint().join(&path).to_string();
+        let mut display_url = client.endpoint().join(&path).to_string();
+        if let Some(e) = &event {
+            display_url = e.display_target(&display_url);
+        }
 
         let mut opts = QueueOptions::new(config.max_disk_bytes);
         // Senders merge small blocks, so each may hold many at once.
@@ -364,6 +387,7 @@ impl Destination {
             wake,
             phase,
             accepting: AtomicBool::new(true),
+            event,
         };
         Ok((
             Destination {
@@ -395,8 +419,12 @@ impl Destination {
             return;
         }
         for worker in 0..self.shared.concurrency {
-            let task = sender::run(Arc::clone(&self.shared), worker);
-            tasks.senders.push(tokio::spawn(task));
+            let shared = Arc::clone(&self.shared);
+            let task = match &self.shared.event {
+                Some(e) => tokio::spawn(event_sender::run(shared, Arc::clone(e), worker)),
+                None => tokio::spawn(sender::run(shared, worker)),
+            };
+            tasks.senders.push(task);
         }
         tasks.timer = Some(tokio::spawn(sender::sync_cursor(Arc::clone(&self.shared))));
     }
@@ -447,6 +475,20 @@ impl Destination {
     /// Queue depth and counters, for `/api/v1/destinations`.
     pub fn status(&self) -> DestinationStatus {
         self.shared.stats.status(&self.shared)
+    }
+
+    /// Counts samples this destination did not take for `reason` (the
+    /// pipeline's `schedule` decisions).
+    pub fn count_dropped(&self, reason: DropReason, samples: u64) {
+        if samples > 0 {
+            self.shared.stats.dropped(reason, samples);
+        }
+    }
+
+    /// The labels this destination would send for a series (its
+    /// `relabel_configs` and `external_labels`), `None` when it drops it.
+    pub fn relabeled_labels(&self, labels: &Labels) -> Option<Labels> {
+        self.shared.relabeled(labels).map(Cow::into_owned)
     }
 
     /// Refreshes this destination's `/metrics` gauges and counters.
@@ -567,6 +609,9 @@ impl Shared {
             return Err(DestinationError::Closed {
                 name: self.name.clone(),
             });
+        }
+        if let Some(e) = &self.event {
+            return self.accept_events(e, batch, meta);
         }
         let mut enc = lock(&self.encoders)
             .pop()

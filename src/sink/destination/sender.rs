@@ -66,7 +66,7 @@ pub(super) async fn run(shared: Arc<Shared>, worker: usize) {
 
 /// The next readable block; `None` when stopped, when draining and nothing
 /// is left to read, or at `deadline`.
-async fn next_record(shared: &Arc<Shared>, deadline: Option<Instant>) -> Option<Record> {
+pub(super) async fn next_record(shared: &Arc<Shared>, deadline: Option<Instant>) -> Option<Record> {
     let mut phase = shared.phase.subscribe();
     loop {
         // Registered before looking, so a push landing in between still wakes us.
@@ -212,7 +212,7 @@ async fn deliver(shared: &Arc<Shared>, mut records: Vec<Record>) {
     }
 }
 
-async fn stopped(phase: &mut watch::Receiver<Phase>) {
+pub(super) async fn stopped(phase: &mut watch::Receiver<Phase>) {
     loop {
         if *phase.borrow_and_update() == Phase::Stopped {
             return;
@@ -238,6 +238,8 @@ impl Shared {
                     .header("Content-Type", CONTENT_TYPE)
                     .header(VERSION_HEADER, VERSION),
                 DestinationKind::VmImport => req.header("Content-Type", "application/json"),
+                // Event destinations send through `event_sender`.
+                DestinationKind::Event(_) => req,
             };
             let resp = self.client.send_once(req.body(body)).await?;
             let status = resp.status().as_u16();

@@ -10,13 +10,14 @@
 //! | `spillway_queue_max_disk_bytes` | gauge | the configured cap |
 //! | `spillway_samples_queued_total` | counter | samples accepted into the queue |
 //! | `spillway_samples_sent_total` | counter | samples the destination answered 2xx for |
-//! | `spillway_samples_dropped_total{reason}` | counter | `relabel`, `disk_full`, `rejected_4xx`, `too_large`, `damaged` (see the module docs) |
+//! | `spillway_samples_dropped_total{reason}` | counter | `relabel`, `disk_full`, `rejected_4xx`, `too_large`, `damaged`, `schedule` (see the module docs) |
+//! | `spillway_dead_letter_total` | counter | events an event destination refused for good, written to its dead-letter file |
 //! | `spillway_requests_total{status_code}` | counter | send attempts by HTTP status; `error` when no answer came |
 //! | `spillway_retries_total` | counter | attempts after a first one failed |
 //! | `spillway_send_duration_seconds` | histogram | time of one send attempt |
 //!
-//! Once the queue is idle, `queued = sent + dropped (all reasons but
-//! relabel)`; while it works, the difference is `pending_samples`.
+//! Once the queue is idle, `queued = sent + dead_letter + dropped (all
+//! reasons but relabel and schedule)`; while it works, the difference is `pending_samples`.
 //! Counters live in atomics here and are copied into the metrics registry
 //! when `/metrics` is scraped, so both views always agree.
 
@@ -40,15 +41,18 @@ pub enum DropReason {
     TooLarge,
     /// A queued block failed its checksum or could not be decoded.
     Damaged,
+    /// Outside the destination's `schedule`, with `outside_schedule: drop`.
+    Schedule,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Relabel,
         DropReason::DiskFull,
         DropReason::Rejected4xx,
         DropReason::TooLarge,
         DropReason::Damaged,
+        DropReason::Schedule,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +62,7 @@ impl DropReason {
             DropReason::Rejected4xx => "rejected_4xx",
             DropReason::TooLarge => "too_large",
             DropReason::Damaged => "damaged",
+            DropReason::Schedule => "schedule",
         }
     }
 }
@@ -66,7 +71,7 @@ impl DropReason {
 /// reload rebuilds it, so `/metrics` counters do not restart.
 #[derive(Clone, Debug, Default)]
 pub struct Counters {
-    values: [u64; 8],
+    values: [u64; 10],
     last_error: Option<(String, i64)>,
 }
 
@@ -87,6 +92,8 @@ pub struct DestinationStatus {
     pub samples_queued: u64,
     pub samples_sent: u64,
     pub samples_dropped: BTreeMap<&'static str, u64>,
+    /// Events refused for good and written to the dead-letter file.
+    pub dead_letter: u64,
     pub retries: u64,
     pub last_error: Option<String>,
     /// RFC 3339.
@@ -105,6 +112,8 @@ pub(super) struct Stats {
     /// Damage the sender found (a block that would not decompress).
     undecodable: AtomicU64,
     retries: AtomicU64,
+    schedule: AtomicU64,
+    dead_letter: AtomicU64,
     last_error: Mutex<Option<(String, i64)>>,
     duration: metrics::Histogram,
 }
@@ -121,6 +130,8 @@ impl Stats {
             too_large: AtomicU64::new(0),
             undecodable: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            schedule: AtomicU64::new(0),
+            dead_letter: AtomicU64::new(0),
             last_error: Mutex::new(None),
             duration: metrics::histogram!(
                 "spillway_send_duration_seconds",
@@ -129,7 +140,7 @@ impl Stats {
         }
     }
 
-    fn counters(&self) -> [&AtomicU64; 8] {
+    fn counters(&self) -> [&AtomicU64; 10] {
         [
             &self.queued,
             &self.sent,
@@ -139,12 +150,14 @@ impl Stats {
             &self.too_large,
             &self.undecodable,
             &self.retries,
+            &self.schedule,
+            &self.dead_letter,
         ]
     }
 
     /// The counts so far, to be continued by a replacement.
     pub fn snapshot(&self) -> Counters {
-        let mut values = [0u64; 8];
+        let mut values = [0u64; 10];
         for (v, c) in values.iter_mut().zip(self.counters()) {
             *v = c.load(Relaxed);
         }
@@ -193,8 +206,13 @@ impl Stats {
             DropReason::Rejected4xx => &self.rejected,
             DropReason::TooLarge => &self.too_large,
             DropReason::Damaged => &self.undecodable,
+            DropReason::Schedule => &self.schedule,
         };
         counter.fetch_add(samples, Relaxed);
+    }
+
+    pub fn dead_lettered(&self, events: u64) {
+        self.dead_letter.fetch_add(events, Relaxed);
     }
 
     pub fn retry(&self) {
@@ -217,7 +235,7 @@ impl Stats {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((message, now_ms()));
     }
 
-    fn dropped_by_reason(&self, queue: &QueueStats) -> [(DropReason, u64); 5] {
+    fn dropped_by_reason(&self, queue: &QueueStats) -> [(DropReason, u64); 6] {
         let disk_full = self.disk_full.load(Relaxed);
         let damaged =
             queue.dropped_samples_total.saturating_sub(disk_full) + self.undecodable.load(Relaxed);
@@ -227,6 +245,7 @@ impl Stats {
             (DropReason::Rejected4xx, self.rejected.load(Relaxed)),
             (DropReason::TooLarge, self.too_large.load(Relaxed)),
             (DropReason::Damaged, damaged),
+            (DropReason::Schedule, self.schedule.load(Relaxed)),
         ]
     }
 
@@ -247,6 +266,7 @@ impl Stats {
             ("spillway_samples_queued_total", self.queued.load(Relaxed)),
             ("spillway_samples_sent_total", self.sent.load(Relaxed)),
             ("spillway_retries_total", self.retries.load(Relaxed)),
+            ("spillway_dead_letter_total", self.dead_letter.load(Relaxed)),
         ];
         for (name, value) in counters {
             metrics::counter!(name, &[d()]).absolute(value);
@@ -285,6 +305,7 @@ impl Stats {
                 .into_iter()
                 .map(|(r, n)| (r.as_str(), n))
                 .collect(),
+            dead_letter: self.dead_letter.load(Relaxed),
             retries: self.retries.load(Relaxed),
             last_error_time: last.as_ref().map(|(_, t)| format_rfc3339_ms(*t)),
             last_error: last.map(|(m, _)| m),

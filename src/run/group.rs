@@ -23,7 +23,7 @@
 use crate::model::{ExportBatch, Origin};
 use crate::run::datasource::{Datasource, RuleQuery};
 use crate::run::engine::{EngineOptions, ResultSink};
-use crate::run::eval::{evaluate, AlertSpec, RuleMemory, RuleSpec};
+use crate::run::eval::{annotate, evaluate, AlertSpec, RuleMemory, RuleSpec};
 use crate::run::rules::{Group, Rule, RuleKind};
 use crate::run::schedule::{catch_up_plan, sleep_until, Clock, Schedule};
 use crate::run::state::{RuleStatus, Update};
@@ -128,6 +128,10 @@ pub(crate) fn rule_spec(group: &Group, rule: &Rule, opts: &EngineOptions) -> Rul
                 group_label: opts.alertgroup_label,
             }),
             RuleKind::Recording { .. } => None,
+        },
+        annotations: match &rule.kind {
+            RuleKind::Alerting { annotations, .. } => annotations.clone(),
+            RuleKind::Recording { .. } => BTreeMap::new(),
         },
     }
 }
@@ -393,7 +397,9 @@ impl RuleRunner {
                 let sent = if out.export.is_empty() {
                     Ok(())
                 } else {
-                    let batch = ExportBatch::new(self.origin.clone(), out.export);
+                    let mut batch = ExportBatch::new(self.origin.clone(), out.export);
+                    let memory = out.memory.as_ref().unwrap_or(&self.memory);
+                    batch.annotations = annotate(&self.spec, memory, &batch.series);
                     ctx.sink.export(batch).await
                 };
                 match sent {

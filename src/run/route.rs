@@ -28,8 +28,9 @@ use crate::model::time::parse_duration;
 use crate::model::{ExportBatch, Series};
 use crate::sink::destination::{
     self, queue_dir_name, Destination, DestinationConfig, DestinationError, DestinationKind,
-    DestinationStatus, MIN_MAX_DISK_BYTES,
+    DestinationStatus, DropReason, MIN_MAX_DISK_BYTES,
 };
+use crate::sink::schedule::{Outside, Schedule};
 use crate::transform::relabel::{Dialect, RelabelConfig, RelabelRules};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -126,6 +127,25 @@ impl PipelineConfig {
                 Ok(d) if problems.len() == before => destinations.push(d),
                 Ok(_) => {}
                 Err(p) => problems.extend(p),
+            }
+        }
+        for (i, spec) in config.destinations.iter().enumerate() {
+            let Some(name) = spec.outside_schedule.as_deref().map(str::trim) else {
+                continue;
+            };
+            if name != "drop" && name != spec.name && !seen.contains_key(name) {
+                let dl = lines.destinations.get(i).unwrap_or(&no_lines);
+                let place = Place {
+                    source,
+                    lines: &dl.item,
+                    index: i,
+                };
+                let names: Vec<&str> = config.destinations.iter().map(|d| d.name.as_str()).collect();
+                problems.push(format!(
+                    "{}: no destination is named {name:?}; name one of {} or `drop`",
+                    place.at("outside_schedule"),
+                    names.join(", ")
+                ));
             }
         }
         if problems.is_empty() {
@@ -231,7 +251,19 @@ fn check_destination(
         }),
     };
     let what = format!("destinations[{i}]");
-    let client = match spec.connection().to_client_config(&what) {
+    let event_kind = match kind {
+        DestinationKind::Event(k) => Some(k),
+        _ => None,
+    };
+    let http = event_kind.is_none_or(|k| k.is_http());
+    let mut client = if !http {
+        // Syslog and file destinations have no HTTP client.
+        Some(crate::client::ClientConfig {
+            url: spec.url.clone().unwrap_or_default(),
+            ..Default::default()
+        })
+    } else {
+        match spec.connection().to_client_config(&what) {
         Ok(c) => {
             if let Err(e) = Endpoint::parse(&c.url) {
                 problems.push(format!("{}: {e}", at("url")));
@@ -249,7 +281,23 @@ fn check_destination(
             problems.push(format!("{}: {e}", place.loc(&field)));
             None
         }
+    }
     };
+    let event = match event_kind {
+        Some(k) => events::check_event(
+            spec,
+            k,
+            place,
+            storage,
+            if http { client.as_mut() } else { None },
+            &mut problems,
+        ),
+        None => {
+            problems.extend(events::check_metric_fields(spec, place));
+            None
+        }
+    };
+    let schedule = events::check_schedule(spec, place, &mut problems);
     let relabel = compile_relabel(
         &spec.relabel_configs,
         source,
@@ -282,12 +330,25 @@ fn check_destination(
             Duration::ZERO
         }
     };
+    // One writer keeps a file whole and a syslog stream in order.
+    let single = matches!(
+        event_kind,
+        Some(crate::sink::event::EventKind::File | crate::sink::event::EventKind::Syslog)
+    );
     let concurrency = match spec.concurrency {
         Some(0) => {
             problems.push(format!("{}: must be at least 1", at("concurrency")));
             1
         }
+        Some(n) if n > 1 && event_kind == Some(crate::sink::event::EventKind::File) => {
+            problems.push(format!(
+                "{}: a file destination has one writer; remove concurrency or set 1",
+                at("concurrency")
+            ));
+            1
+        }
         Some(n) => n,
+        None if single => 1,
         None => destination::default_concurrency(),
     };
     let max_disk_bytes = match spec.max_disk_bytes.as_deref().map(parse_size) {
@@ -319,7 +380,8 @@ fn check_destination(
             concurrency,
             max_disk_bytes,
             queue_dir: storage.join(queue_dir_name(&spec.name)),
-            event: None,
+            event,
+            schedule,
         }),
         _ => Err(problems),
     }
@@ -357,6 +419,87 @@ struct Routing {
     destinations: Arc<Vec<Arc<Destination>>>,
     /// Per destination, the config it was opened with.
     configs: Vec<DestinationConfig>,
+}
+
+impl Routing {
+    /// Every destination's accept, with schedules applied: samples outside
+    /// a destination's windows are dropped (counted) or handed, as that
+    /// destination would send them (its relabeling applied), to its
+    /// fallback, which takes them like any batch (its own relabeling too,
+    /// but not its schedule).
+    fn accept(&self, batch: &ExportBatch) -> Vec<DestinationError> {
+        let mut errors = Vec::new();
+        for (d, cfg) in self.destinations.iter().zip(&self.configs) {
+            let Some(route) = &cfg.schedule else {
+                errors.extend(d.accept_with(&batch.series, batch.meta()).err());
+                continue;
+            };
+            let Some((inside, outside)) = split_by_schedule(batch, &route.schedule) else {
+                errors.extend(d.accept_with(&batch.series, batch.meta()).err());
+                continue;
+            };
+            if !inside.is_empty() {
+                errors.extend(d.accept_with(&inside.series, inside.meta()).err());
+            }
+            let outside_samples = outside.sample_count() as u64;
+            let fallback = match &route.outside {
+                Outside::Drop => None,
+                Outside::Fallback(name) => self.destinations.iter().find(|f| f.name() == name),
+            };
+            let Some(fallback) = fallback else {
+                d.count_dropped(DropReason::Schedule, outside_samples);
+                continue;
+            };
+            let mut handed = outside;
+            let mut filtered = 0u64;
+            handed.retain_mut(|s| match d.relabeled_labels(&s.labels) {
+                Some(l) => {
+                    s.labels = l;
+                    true
+                }
+                None => {
+                    filtered += s.samples.len() as u64;
+                    false
+                }
+            });
+            d.count_dropped(DropReason::Relabel, filtered);
+            if !handed.is_empty() {
+                errors.extend(fallback.accept_with(&handed.series, handed.meta()).err());
+            }
+        }
+        errors
+    }
+}
+
+/// The batch cut by `schedule` into (inside, outside); `None` when every
+/// sample is inside (the common case costs no copy).
+fn split_by_schedule(batch: &ExportBatch, schedule: &Schedule) -> Option<(ExportBatch, ExportBatch)> {
+    let all_in = batch
+        .series
+        .iter()
+        .all(|s| s.samples.iter().all(|p| schedule.contains(p.timestamp_ms)));
+    if all_in {
+        return None;
+    }
+    let mut inside = ExportBatch::new(batch.origin.clone(), Vec::new());
+    let mut outside = ExportBatch::new(batch.origin.clone(), Vec::new());
+    let annotated = !batch.annotations.is_empty();
+    for (i, s) in batch.series.iter().enumerate() {
+        let (a, b): (Vec<_>, Vec<_>) = s
+            .samples
+            .iter()
+            .partition(|p| schedule.contains(p.timestamp_ms));
+        for (part, samples) in [(&mut inside, a), (&mut outside, b)] {
+            if samples.is_empty() {
+                continue;
+            }
+            part.series.push(Series::new(s.labels.clone(), samples));
+            if annotated {
+                part.annotations.push(batch.annotations_of(i).cloned());
+            }
+        }
+    }
+    Some((inside, outside))
 }
 
 /// What a reload did to the routing.
@@ -508,16 +651,12 @@ impl Pipeline {
         // wait for fsync, and one hand-off per batch costs less than one
         // per destination (the fsyncs are short; concurrent batches overlap).
         let global = Arc::clone(&routing.global);
-        let destinations = Arc::clone(&routing.destinations);
         let (batch, dropped, errors) = tokio::task::spawn_blocking(move || {
             let (batch, dropped) = global.apply(batch, external_labels);
             let errors: Vec<DestinationError> = if batch.is_empty() {
                 Vec::new()
             } else {
-                destinations
-                    .iter()
-                    .filter_map(|d| d.accept_with(&batch.series, batch.meta()).err())
-                    .collect()
+                routing.accept(&batch)
             };
             (batch, dropped, errors)
         })
@@ -840,6 +979,7 @@ pub fn load(path: &std::path::Path) -> Result<(LoadedConfig, PipelineConfig), Ve
     Ok((loaded, pipeline))
 }
 
+mod events;
 #[cfg(test)]
 mod tests;
 

@@ -46,6 +46,23 @@ pub struct WindowSpec {
     pub hours: Option<String>,
 }
 
+/// What a destination does with samples outside its schedule
+/// (`outside_schedule:`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outside {
+    /// Drop them, counted as `spillway_samples_dropped_total{reason="schedule"}`.
+    Drop,
+    /// Hand them to the destination of this name.
+    Fallback(String),
+}
+
+/// A destination's schedule and what happens outside it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduleRoute {
+    pub schedule: Schedule,
+    pub outside: Outside,
+}
+
 /// A checked schedule.
 #[derive(Clone)]
 pub struct Schedule {

@@ -204,6 +204,9 @@ pub struct DestinationConfig {
     pub queue_dir: PathBuf,
     /// The settings of an event destination (`kind` is `Event`).
     pub event: Option<Arc<EventConfig>>,
+    /// `schedule:` and `outside_schedule:`; the pipeline applies them
+    /// before this destination sees a batch.
+    pub schedule: Option<Arc<crate::sink::schedule::ScheduleRoute>>,
 }
 
 impl DestinationConfig {
@@ -226,6 +229,7 @@ impl DestinationConfig {
             max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
             queue_dir: storage.join(queue_dir_name(name)),
             event: None,
+            schedule: None,
         }
     }
 }

@@ -424,9 +424,9 @@ struct Routing {
 impl Routing {
     /// Every destination's accept, with schedules applied: samples outside
     /// a destination's windows are dropped (counted) or handed, as that
-    /// destination would send them (its relabeling applied), to its
-    /// fallback, which takes them like any batch (its own relabeling too,
-    /// but not its schedule).
+    /// destination would send them (its relabeling and external labels
+    /// applied), to its fallback, which sends them as they are (neither its
+    /// own relabeling nor its schedule apply to them).
     fn accept(&self, batch: &ExportBatch) -> Vec<DestinationError> {
         let mut errors = Vec::new();
         for (d, cfg) in self.destinations.iter().zip(&self.configs) {
@@ -464,7 +464,7 @@ impl Routing {
             });
             d.count_dropped(DropReason::Relabel, filtered);
             if !handed.is_empty() {
-                errors.extend(fallback.accept_with(&handed.series, handed.meta()).err());
+                errors.extend(fallback.accept_as_is(&handed.series, handed.meta()).err());
             }
         }
         errors

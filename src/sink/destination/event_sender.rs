@@ -36,6 +36,7 @@ impl Shared {
         cfg: &EventConfig,
         batch: &[Series],
         meta: BatchMeta<'_>,
+        relabel: bool,
     ) -> Result<Accepted, DestinationError> {
         let mut out = Accepted::default();
         let mut builder = BlockBuilder::new(self.max_batch_samples);
@@ -43,7 +44,12 @@ impl Shared {
             if s.samples.is_empty() {
                 continue;
             }
-            let Some(labels) = self.relabeled(&s.labels) else {
+            let labels = if relabel {
+                self.relabeled(&s.labels)
+            } else {
+                Some(std::borrow::Cow::Borrowed(&s.labels))
+            };
+            let Some(labels) = labels else {
                 out.relabel_dropped += s.samples.len() as u64;
                 continue;
             };

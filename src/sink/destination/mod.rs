@@ -455,7 +455,18 @@ impl Destination {
         batch: &[Series],
         meta: BatchMeta<'_>,
     ) -> Result<Accepted, DestinationError> {
-        self.shared.accept(batch, meta)
+        self.shared.accept(batch, meta, true)
+    }
+
+    /// [`Destination::accept_with`] for series another destination already
+    /// relabeled (a schedule's fallback takes them as they are): neither
+    /// this destination's `relabel_configs` nor its `external_labels` apply.
+    pub fn accept_as_is(
+        &self,
+        batch: &[Series],
+        meta: BatchMeta<'_>,
+    ) -> Result<Accepted, DestinationError> {
+        self.shared.accept(batch, meta, false)
     }
 
     /// [`Destination::accept`] on the blocking pool.
@@ -470,7 +481,7 @@ impl Destination {
                 origin: &origin,
                 annotations: &[],
             };
-            shared.accept(&batch, meta)
+            shared.accept(&batch, meta, true)
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
@@ -608,19 +619,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn accept(&self, batch: &[Series], meta: BatchMeta<'_>) -> Result<Accepted, DestinationError> {
+    fn accept(
+        &self,
+        batch: &[Series],
+        meta: BatchMeta<'_>,
+        relabel: bool,
+    ) -> Result<Accepted, DestinationError> {
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(DestinationError::Closed {
                 name: self.name.clone(),
             });
         }
         if let Some(e) = &self.event {
-            return self.accept_events(e, batch, meta);
+            return self.accept_events(e, batch, meta, relabel);
         }
         let mut enc = lock(&self.encoders)
             .pop()
             .unwrap_or_else(|| encode::BlockEncoder::new(self.kind, self.max_batch_samples));
-        let result = self.encode_and_push(batch, meta, &mut enc);
+        let result = self.encode_and_push(batch, meta, relabel, &mut enc);
         enc.reset();
         lock(&self.encoders).push(enc);
         result
@@ -632,6 +648,7 @@ impl Shared {
         // Metric kinds encode labels and samples only; event kinds will
         // read the origin and annotations from here.
         _meta: BatchMeta<'_>,
+        relabel: bool,
         enc: &mut encode::BlockEncoder,
     ) -> Result<Accepted, DestinationError> {
         let encode_err = |source| DestinationError::Encode {
@@ -643,7 +660,12 @@ impl Shared {
             if s.samples.is_empty() {
                 continue;
             }
-            let Some(labels) = self.relabeled(&s.labels) else {
+            let labels = if relabel {
+                self.relabeled(&s.labels)
+            } else {
+                Some(Cow::Borrowed(&s.labels))
+            };
+            let Some(labels) = labels else {
                 out.relabel_dropped += s.samples.len() as u64;
                 continue;
             };

@@ -13,7 +13,7 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)  # scripts/bench-run.sh
 # tests/events.rs: syslog destinations against a real rsyslog (TCP, UDP, TLS, RELP).
 [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
-[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || need+=(rsyslog-gnutls)
+ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || need+=(rsyslog-gnutls)
 ls /usr/lib/*/rsyslog/imrelp.so >/dev/null 2>&1 || need+=(rsyslog-relp)
 # The ui browser tests (tests/ui_browser.rs) drive Debian's chromium through chromedriver.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

@@ -50,7 +50,10 @@ fn events(from: usize, n: usize, ts0: i64) -> Vec<Series> {
 }
 
 fn alert_batch(series: Vec<Series>) -> ExportBatch {
-    let mut b = ExportBatch::new(Origin::rule(ExportKind::Alert, "security", "BruteForce"), series);
+    let mut b = ExportBatch::new(
+        Origin::rule(ExportKind::Alert, "security", "BruteForce"),
+        series,
+    );
     let note = Arc::new(BTreeMap::from([(
         "summary".to_string(),
         "too many logins: a=b \\ c".to_string(),
@@ -216,7 +219,10 @@ input(type="imtcp" port="{port}" address="127.0.0.1" ruleset="out")"#,
     assert_eq!(seqs.len(), n, "every event once");
     assert_eq!(seqs.iter().copied().collect::<BTreeSet<_>>().len(), n);
     let v: serde_json::Value = serde_json::from_str(lines[0].trim_start()).unwrap();
-    assert!(v["labels"]["note"].as_str().unwrap().starts_with("zeile 1\nzeile 2 | ü=€"));
+    assert!(v["labels"]["note"]
+        .as_str()
+        .unwrap()
+        .starts_with("zeile 1\nzeile 2 | ü=€"));
     assert_eq!(v["annotations"]["summary"], "too many logins: a=b \\ c");
     assert_eq!(v["type"], "alert");
     p.shutdown(Duration::from_secs(5)).await;
@@ -260,15 +266,69 @@ fn openssl(dir: &Path, args: &[&str]) {
         .current_dir(dir)
         .output()
         .expect("openssl is not installed: run scripts/install-deps.sh");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A CA and a server certificate for 127.0.0.1, made with openssl.
 fn make_certs(dir: &Path) {
-    openssl(dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.pem"]);
-    openssl(dir, &["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "server.csr"]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+        ],
+    );
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(dir, &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "cert.pem"]);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,7 +354,10 @@ input(type="imtcp" port="{port}" address="127.0.0.1" ruleset="out")"#,
     route(&p, alert_batch(events(0, 300, 1_714_564_800_000))).await;
     wait_done(&p, "siem", 300, Duration::from_secs(30)).await;
     let lines = rs.wait_lines(300, Duration::from_secs(30)).await;
-    assert_eq!(json_seqs(&lines).into_iter().collect::<BTreeSet<_>>().len(), 300);
+    assert_eq!(
+        json_seqs(&lines).into_iter().collect::<BTreeSet<_>>().len(),
+        300
+    );
     p.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -334,7 +397,12 @@ input(type="imrelp" port="{port}" address="127.0.0.1" ruleset="out")"#,
     let lines = rs.wait_lines(n, Duration::from_secs(30)).await;
     let got: BTreeSet<usize> = json_seqs(&lines).into_iter().collect();
     let missing: Vec<usize> = (0..n).filter(|i| !got.contains(i)).collect();
-    assert!(missing.is_empty(), "lost over RELP: {} events, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "lost over RELP: {} events, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     p.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -356,7 +424,9 @@ async fn serve(app: axum::Router) -> Fake {
 }
 
 fn data(name: &str) -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/events_data").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/events_data")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -384,50 +454,55 @@ async fn es_fake() -> (Fake, Arc<Mutex<EsState>>) {
     let st = Arc::clone(&state);
     let app = axum::Router::new().route(
         "/_bulk",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let st = Arc::clone(&st);
-            let (ok, busy, bad) = (ok.clone(), busy.clone(), bad.clone());
-            async move {
-                let gz = headers.get("content-encoding").is_some_and(|v| v == "gzip");
-                let body = if gz {
-                    use std::io::Read;
-                    let mut out = Vec::new();
-                    flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out).unwrap();
-                    out
-                } else {
-                    body.to_vec()
-                };
-                assert_eq!(headers["content-type"], "application/x-ndjson");
-                let mut s = st.lock().unwrap();
-                s.requests += 1;
-                s.gzip_requests += gz as usize;
-                let first = s.requests == 1;
-                let text = String::from_utf8(body).unwrap();
-                let lines: Vec<&str> = text.lines().collect();
-                let mut items = Vec::new();
-                let mut errors = false;
-                for pair in lines.chunks(2) {
-                    let action: serde_json::Value = serde_json::from_str(pair[0]).unwrap();
-                    let (op, meta) = action.as_object().unwrap().iter().next().unwrap();
-                    let index = meta["_index"].as_str().unwrap().to_string();
-                    let doc: serde_json::Value = serde_json::from_str(pair[1]).unwrap();
-                    let seq = seq_of(&doc);
-                    let mut item = if first || (seq % 10 == 0 && s.rejected_once.insert(seq)) {
-                        busy.clone()
-                    } else if seq % 10 == 3 {
-                        bad.clone()
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let st = Arc::clone(&st);
+                let (ok, busy, bad) = (ok.clone(), busy.clone(), bad.clone());
+                async move {
+                    let gz = headers.get("content-encoding").is_some_and(|v| v == "gzip");
+                    let body = if gz {
+                        use std::io::Read;
+                        let mut out = Vec::new();
+                        flate2::read::GzDecoder::new(&body[..])
+                            .read_to_end(&mut out)
+                            .unwrap();
+                        out
                     } else {
-                        s.stored.push(doc);
-                        s.indexes.insert(index.clone());
-                        ok.clone()
+                        body.to_vec()
                     };
-                    errors |= item["status"] != 201;
-                    item["_index"] = serde_json::Value::String(index);
-                    items.push(serde_json::json!({ op: item }));
+                    assert_eq!(headers["content-type"], "application/x-ndjson");
+                    let mut s = st.lock().unwrap();
+                    s.requests += 1;
+                    s.gzip_requests += gz as usize;
+                    let first = s.requests == 1;
+                    let text = String::from_utf8(body).unwrap();
+                    let lines: Vec<&str> = text.lines().collect();
+                    let mut items = Vec::new();
+                    let mut errors = false;
+                    for pair in lines.chunks(2) {
+                        let action: serde_json::Value = serde_json::from_str(pair[0]).unwrap();
+                        let (op, meta) = action.as_object().unwrap().iter().next().unwrap();
+                        let index = meta["_index"].as_str().unwrap().to_string();
+                        let doc: serde_json::Value = serde_json::from_str(pair[1]).unwrap();
+                        let seq = seq_of(&doc);
+                        let mut item =
+                            if first || (seq.is_multiple_of(10) && s.rejected_once.insert(seq)) {
+                                busy.clone()
+                            } else if seq % 10 == 3 {
+                                bad.clone()
+                            } else {
+                                s.stored.push(doc);
+                                s.indexes.insert(index.clone());
+                                ok.clone()
+                            };
+                        errors |= item["status"] != 201;
+                        item["_index"] = serde_json::Value::String(index);
+                        items.push(serde_json::json!({ op: item }));
+                    }
+                    axum::Json(serde_json::json!({"took": 1, "errors": errors, "items": items}))
                 }
-                axum::Json(serde_json::json!({"took": 1, "errors": errors, "items": items}))
-            }
-        }),
+            },
+        ),
     );
     (serve(app).await, state)
 }
@@ -449,7 +524,11 @@ async fn elasticsearch_reads_every_bulk_item() {
     let s = status(&p, "elastic");
     let refused = (0..n).filter(|i| i % 10 == 3).count();
     assert_eq!(s.dead_letter, refused as u64, "{s:?}");
-    assert_eq!(s.samples_sent, (n - refused) as u64, "a 200 with errors:true is not delivered");
+    assert_eq!(
+        s.samples_sent,
+        (n - refused) as u64,
+        "a 200 with errors:true is not delivered"
+    );
     {
         let st = state.lock().unwrap();
         let stored: BTreeSet<usize> = st.stored.iter().map(seq_of).collect();
@@ -457,7 +536,10 @@ async fn elasticsearch_reads_every_bulk_item() {
         assert!(stored.contains(&10), "429 items are sent again alone");
         assert_eq!(st.stored.len(), n - refused, "no document stored twice");
         assert_eq!(st.gzip_requests, st.requests);
-        assert_eq!(st.indexes, BTreeSet::from(["spillway-2024.05.01".to_string()]));
+        assert_eq!(
+            st.indexes,
+            BTreeSet::from(["spillway-2024.05.01".to_string()])
+        );
         assert!(st.stored[0].get("@timestamp").is_some());
     }
     let dead = storage.path().join("dead-letter/elastic.jsonl");
@@ -468,7 +550,10 @@ async fn elasticsearch_reads_every_bulk_item() {
         .collect();
     assert_eq!(lines.len(), refused);
     assert_eq!(lines[0]["status"], 400);
-    assert!(lines[0]["reason"].as_str().unwrap().starts_with("document_parsing_exception: [1:42] failed to parse field [value]"));
+    assert!(lines[0]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("document_parsing_exception: [1:42] failed to parse field [value]"));
     assert_eq!(seq_of(&lines[0]["event"]) % 10, 3);
     p.collect_metrics();
     p.shutdown(Duration::from_secs(5)).await;
@@ -499,7 +584,11 @@ async fn hec_fake(token: &'static str) -> (Fake, Arc<Mutex<HecState>>) {
             a["body"].clone(),
         )
     };
-    let (busy, invalid, success) = (answer("busy"), answer("invalid_token"), answer("success_ack"));
+    let (busy, invalid, success) = (
+        answer("busy"),
+        answer("invalid_token"),
+        answer("success_ack"),
+    );
     let st = Arc::clone(&state);
     let st2 = Arc::clone(&state);
     let app = axum::Router::new()
@@ -511,7 +600,9 @@ async fn hec_fake(token: &'static str) -> (Fake, Arc<Mutex<HecState>>) {
                 async move {
                     let mut s = st.lock().unwrap();
                     s.requests += 1;
-                    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Splunk {token}")) {
+                    if headers.get("authorization").and_then(|v| v.to_str().ok())
+                        != Some(&format!("Splunk {token}"))
+                    {
                         s.bad_token += 1;
                         return (invalid.0, axum::Json(invalid.1));
                     }
@@ -519,7 +610,8 @@ async fn hec_fake(token: &'static str) -> (Fake, Arc<Mutex<HecState>>) {
                     if s.requests == 1 {
                         return (busy.0, axum::Json(busy.1));
                     }
-                    let de = serde_json::Deserializer::from_str(&body).into_iter::<serde_json::Value>();
+                    let de =
+                        serde_json::Deserializer::from_str(&body).into_iter::<serde_json::Value>();
                     for v in de {
                         s.events.push(v.unwrap());
                     }
@@ -570,17 +662,23 @@ async fn splunk_hec_leaves_the_queue_only_when_acknowledged() {
     let s = status(&p, "splunk");
     assert_eq!(s.samples_sent, 50);
     assert_eq!(s.dead_letter, 0);
-    let st = state.lock().unwrap();
+    let st = std::mem::take(&mut *state.lock().unwrap());
     // The un-acknowledged batch was sent again: each event twice at least once.
-    let seqs: BTreeSet<String> = st.events.iter().map(|e| e["host"].as_str().unwrap().to_string()).collect();
+    let seqs: BTreeSet<String> = st
+        .events
+        .iter()
+        .map(|e| e["host"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(seqs.len(), 50);
-    assert!(st.events.len() >= 100, "the batch whose ack never came was sent again");
+    assert!(
+        st.events.len() >= 100,
+        "the batch whose ack never came was sent again"
+    );
     assert!(st.acked_polls >= 1);
     let e = &st.events[0];
     assert_eq!(e["index"], "security");
     assert_eq!(e["sourcetype"], "spillway:alert");
     assert_eq!(e["event"]["rule"], "BruteForce");
-    drop(st);
     p.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -589,10 +687,20 @@ async fn splunk_hec_invalid_token_goes_to_the_dead_letter_file() {
     let (hec, state) = hec_fake("right").await;
     let storage = tempfile::tempdir().unwrap();
     let p = pipeline(
-        &format!("  - {{name: splunk, type: splunk_hec, url: '{}', token: wrong, format: metric}}\n", hec.url),
+        &format!(
+            "  - {{name: splunk, type: splunk_hec, url: '{}', token: wrong, format: metric}}\n",
+            hec.url
+        ),
         storage.path(),
     );
-    route(&p, ExportBatch::new(Origin::rule(ExportKind::Recording, "g", "r"), events(0, 5, 1_000))).await;
+    route(
+        &p,
+        ExportBatch::new(
+            Origin::rule(ExportKind::Recording, "g", "r"),
+            events(0, 5, 1_000),
+        ),
+    )
+    .await;
     wait_done(&p, "splunk", 5, Duration::from_secs(30)).await;
     assert_eq!(status(&p, "splunk").dead_letter, 5);
     assert_eq!(state.lock().unwrap().bad_token, 1);
@@ -614,7 +722,10 @@ async fn webhook_renders_a_template_per_request() {
         axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
             let g = Arc::clone(&g);
             async move {
-                let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+                let auth = headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
                 g.lock().unwrap().push((auth, body));
                 "ok"
             }
@@ -633,12 +744,18 @@ async fn webhook_renders_a_template_per_request() {
     b.series[1].samples[0].value = 123456.0;
     route(&p, b).await;
     wait_done(&p, "soar", 2, Duration::from_secs(20)).await;
-    let got = got.lock().unwrap();
+    let got = got.lock().unwrap().clone();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].0, "Bearer s3cret");
     let bodies: BTreeSet<&str> = got.iter().map(|g| g.1.as_str()).collect();
-    assert!(bodies.contains(r#"{"text": "BruteForce on 0: 500m ("too many logins: a=b \\ c")"}"#), "{bodies:?}");
-    assert!(bodies.contains(r#"{"text": "BruteForce on 1: 123.5k ("too many logins: a=b \\ c")"}"#), "{bodies:?}");
+    assert!(
+        bodies.contains(r#"{"text": "BruteForce on 0: 500m ("too many logins: a=b \\ c")"}"#),
+        "{bodies:?}"
+    );
+    assert!(
+        bodies.contains(r#"{"text": "BruteForce on 1: 123.5k ("too many logins: a=b \\ c")"}"#),
+        "{bodies:?}"
+    );
     p.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -662,11 +779,18 @@ async fn webhook_array_and_4xx_dead_letter() {
     }))
     .await;
     let storage = tempfile::tempdir().unwrap();
-    let p = pipeline(&format!("  - {{name: hook, type: webhook, url: '{}'}}\n", hook.url), storage.path());
+    let p = pipeline(
+        &format!("  - {{name: hook, type: webhook, url: '{}'}}\n", hook.url),
+        storage.path(),
+    );
     route(&p, alert_batch(events(0, 3, 0))).await;
     wait_done(&p, "hook", 3, Duration::from_secs(20)).await;
     let s = status(&p, "hook");
-    assert_eq!((s.samples_sent, s.dead_letter), (0, 3), "503 retried, 422 refused");
+    assert_eq!(
+        (s.samples_sent, s.dead_letter),
+        (0, 3),
+        "503 retried, 422 refused"
+    );
     assert!(s.last_error.unwrap().contains("no thanks"));
     p.shutdown(Duration::from_secs(5)).await;
 }
@@ -679,14 +803,18 @@ async fn webhook_array_and_4xx_dead_letter() {
 /// reads every rotated file it has not read yet (oldest first), then opens
 /// the new live file. Every line it reads must be a whole JSON event and no
 /// half line may be left at a rotation; returns the seqs seen, in order.
-fn tail(dir: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<Vec<usize>> {
+fn tail(
+    dir: PathBuf,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<usize>> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     fn take_lines(partial: &mut Vec<u8>, seen: &mut Vec<usize>) {
         while let Some(i) = partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = partial.drain(..=i).collect();
-            let v: serde_json::Value = serde_json::from_slice(&line)
-                .unwrap_or_else(|e| panic!("half a line? {e}: {:?}", String::from_utf8_lossy(&line)));
+            let v: serde_json::Value = serde_json::from_slice(&line).unwrap_or_else(|e| {
+                panic!("half a line? {e}: {:?}", String::from_utf8_lossy(&line))
+            });
             seen.push(seq_of(&v));
         }
     }
@@ -695,17 +823,28 @@ fn tail(dir: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::
         let mut rotated: Vec<PathBuf> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("events-"))
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("events-")
+            })
             .collect();
         rotated.sort();
         for r in rotated {
-            let Ok(mut f) = std::fs::File::open(&r) else { continue };
+            let Ok(mut f) = std::fs::File::open(&r) else {
+                continue;
+            };
             let ino = f.metadata().unwrap().ino();
             if Some(ino) != open && done.insert(ino) {
                 let mut partial = Vec::new();
                 f.read_to_end(&mut partial).unwrap();
                 take_lines(&mut partial, seen);
-                assert!(partial.is_empty(), "a rotated file ends in a half line: {}", r.display());
+                assert!(
+                    partial.is_empty(),
+                    "a rotated file ends in a half line: {}",
+                    r.display()
+                );
             }
         }
     }
@@ -734,9 +873,15 @@ fn tail(dir: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::
                 progressed = !buf.is_empty();
                 partial.extend_from_slice(&buf);
                 take_lines(&mut partial, &mut seen);
-                let rotated = std::fs::metadata(&path).map(|m| m.ino() != *ino).unwrap_or(true);
+                let rotated = std::fs::metadata(&path)
+                    .map(|m| m.ino() != *ino)
+                    .unwrap_or(true);
                 if rotated && !progressed {
-                    assert!(partial.is_empty(), "a half line at rotation: {:?}", String::from_utf8_lossy(&partial));
+                    assert!(
+                        partial.is_empty(),
+                        "a half line at rotation: {:?}",
+                        String::from_utf8_lossy(&partial)
+                    );
                     done.insert(*ino);
                     file = None;
                     continue;
@@ -775,22 +920,39 @@ async fn file_rotates_under_load_and_a_tailer_sees_whole_lines() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let seen = tailer.join().unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert!(files.len() > 20, "rotated by size: {} files", files.len());
     let mut on_disk = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
         assert!(text.ends_with('\n'));
-        assert!(std::fs::metadata(f).unwrap().len() <= 64 * 1024, "{} too big", f.display());
-        on_disk.extend(text.lines().map(|l| seq_of(&serde_json::from_str(l).unwrap())));
+        assert!(
+            std::fs::metadata(f).unwrap().len() <= 64 * 1024,
+            "{} too big",
+            f.display()
+        );
+        on_disk.extend(
+            text.lines()
+                .map(|l| seq_of(&serde_json::from_str(l).unwrap())),
+        );
     }
     let want: BTreeSet<usize> = (0..n).collect();
-    assert!(on_disk.iter().copied().collect::<BTreeSet<_>>() == want, "lost on disk");
+    assert!(
+        on_disk.iter().copied().collect::<BTreeSet<_>>() == want,
+        "lost on disk"
+    );
     assert_eq!(on_disk.len(), n, "nothing written twice");
     let tailed: BTreeSet<usize> = seen.iter().copied().collect();
     let missed: Vec<&usize> = want.difference(&tailed).take(10).collect();
-    assert!(missed.is_empty(), "the tailer missed {} events, e.g. {missed:?}", want.len() - tailed.len());
+    assert!(
+        missed.is_empty(),
+        "the tailer missed {} events, e.g. {missed:?}",
+        want.len() - tailed.len()
+    );
     assert_eq!(seen.len(), n, "the tailer read no event twice");
 }
 
@@ -808,10 +970,16 @@ async fn file_keeps_n_rotated_csv_files() {
     route(&p, alert_batch(events(0, 100, 0))).await;
     wait_done(&p, "trends", 100, Duration::from_secs(30)).await;
     p.shutdown(Duration::from_secs(5)).await;
-    let names: Vec<String> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names.len(), 4, "live + 3 kept: {names:?}");
     let live = std::fs::read_to_string(out.path().join("trends.csv")).unwrap();
-    assert!(live.starts_with("time,metric,value,labels,grp,rule,type,resolved\n"), "{live}");
+    assert!(
+        live.starts_with("time,metric,value,labels,grp,rule,type,resolved\n"),
+        "{live}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -871,11 +1039,29 @@ async fn schedule_routes_by_sample_time_across_dst_and_midnight() {
             .map(|l| seq_of(&serde_json::from_str(l).unwrap()))
             .collect()
     };
-    let want_day: BTreeSet<usize> = when.iter().enumerate().filter(|w| w.1 .1).map(|w| w.0).collect();
-    let want_night: BTreeSet<usize> = when.iter().enumerate().filter(|w| !w.1 .1).map(|w| w.0).collect();
+    let want_day: BTreeSet<usize> = when
+        .iter()
+        .enumerate()
+        .filter(|w| w.1 .1)
+        .map(|w| w.0)
+        .collect();
+    let want_night: BTreeSet<usize> = when
+        .iter()
+        .enumerate()
+        .filter(|w| !w.1 .1)
+        .map(|w| w.0)
+        .collect();
     assert_eq!(read(day.path()), want_day);
-    assert_eq!(read(night.path()), want_night, "the fallback takes what the team does not, past its own relabeling");
-    assert_eq!(read(dropped.path()), BTreeSet::from([5, 6]), "Saturday 22:00 to Sunday 02:00");
+    assert_eq!(
+        read(night.path()),
+        want_night,
+        "the fallback takes what the team does not, past its own relabeling"
+    );
+    assert_eq!(
+        read(dropped.path()),
+        BTreeSet::from([5, 6]),
+        "Saturday 22:00 to Sunday 02:00"
+    );
     let n = status(&p, "nightly");
     assert_eq!(n.samples_dropped["schedule"], when.len() as u64 - 2);
     p.shutdown(Duration::from_secs(5)).await;
@@ -942,7 +1128,10 @@ fn bad_input_is_named_with_file_and_line() {
         let run = dry_run(&format!("{base}{dest}"));
         assert_eq!(run.code(), 2, "{}", run.describe());
         let err = run.stderr();
-        assert!(err.contains(&format!("spillway.yml{want}")), "want {want:?} in:\n{err}");
+        assert!(
+            err.contains(&format!("spillway.yml{want}")),
+            "want {want:?} in:\n{err}"
+        );
     }
     let ok = dry_run(&format!(
         "{base}  - {{name: siem, type: syslog, url: 'relp://127.0.0.1:2514', format: cef}}\n  - {{name: f, type: file, directory: /tmp/x, schedule: {{days: [mon-fri], hours: '09:00-18:00', timezone: Europe/Berlin}}, outside_schedule: siem}}\n"

@@ -386,7 +386,11 @@ fn evaluate_alerting(
 /// vmalert does, with the alert's labels as `$labels` and its value as
 /// `$value`. Stale markers (the alert is gone) get none. A template that
 /// fails leaves its annotation out, and says so in the log.
-pub fn annotate(spec: &RuleSpec, memory: &RuleMemory, export: &[Series]) -> Vec<Option<Annotations>> {
+pub fn annotate(
+    spec: &RuleSpec,
+    memory: &RuleMemory,
+    export: &[Series],
+) -> Vec<Option<Annotations>> {
     let Some(a) = &spec.alert else {
         return Vec::new();
     };
@@ -415,7 +419,12 @@ pub fn annotate(spec: &RuleSpec, memory: &RuleMemory, export: &[Series]) -> Vec<
 }
 
 /// `annotations:` of an alerting rule for one alert.
-pub fn render_annotations(spec: &RuleSpec, a: &AlertSpec, labels: &Labels, value: f64) -> Annotations {
+pub fn render_annotations(
+    spec: &RuleSpec,
+    a: &AlertSpec,
+    labels: &Labels,
+    value: f64,
+) -> Annotations {
     let data = TemplateData {
         labels: Some(labels),
         value,
@@ -433,7 +442,9 @@ pub fn render_annotations(spec: &RuleSpec, a: &AlertSpec, labels: &Labels, value
                 .iter()
                 .filter_map(|(k, v)| {
                     let one = BTreeMap::from([(k.clone(), v.clone())]);
-                    render_labels_with(&one, &data).ok().and_then(|mut m| m.remove(k).map(|r| (k.clone(), r)))
+                    render_labels_with(&one, &data)
+                        .ok()
+                        .and_then(|mut m| m.remove(k).map(|r| (k.clone(), r)))
                 })
                 .collect()
         }

@@ -140,7 +140,11 @@ impl PipelineConfig {
                     lines: &dl.item,
                     index: i,
                 };
-                let names: Vec<&str> = config.destinations.iter().map(|d| d.name.as_str()).collect();
+                let names: Vec<&str> = config
+                    .destinations
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect();
                 problems.push(format!(
                     "{}: no destination is named {name:?}; name one of {} or `drop`",
                     place.at("outside_schedule"),
@@ -264,24 +268,24 @@ fn check_destination(
         })
     } else {
         match spec.connection().to_client_config(&what) {
-        Ok(c) => {
-            if let Err(e) = Endpoint::parse(&c.url) {
-                problems.push(format!("{}: {e}", at("url")));
+            Ok(c) => {
+                if let Err(e) = Endpoint::parse(&c.url) {
+                    problems.push(format!("{}: {e}", at("url")));
+                }
+                Some(c)
             }
-            Some(c)
+            Err(e) => {
+                // The message starts with `destinations[i].field`; point at that field's line.
+                let field: String = e
+                    .strip_prefix(&format!("{what}."))
+                    .unwrap_or("")
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                problems.push(format!("{}: {e}", place.loc(&field)));
+                None
+            }
         }
-        Err(e) => {
-            // The message starts with `destinations[i].field`; point at that field's line.
-            let field: String = e
-                .strip_prefix(&format!("{what}."))
-                .unwrap_or("")
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            problems.push(format!("{}: {e}", place.loc(&field)));
-            None
-        }
-    }
     };
     let event = match event_kind {
         Some(k) => events::check_event(
@@ -473,7 +477,10 @@ impl Routing {
 
 /// The batch cut by `schedule` into (inside, outside); `None` when every
 /// sample is inside (the common case costs no copy).
-fn split_by_schedule(batch: &ExportBatch, schedule: &Schedule) -> Option<(ExportBatch, ExportBatch)> {
+fn split_by_schedule(
+    batch: &ExportBatch,
+    schedule: &Schedule,
+) -> Option<(ExportBatch, ExportBatch)> {
     let all_in = batch
         .series
         .iter()
@@ -1009,8 +1016,7 @@ pub fn dry_route_events(config: &PipelineConfig, batches: &[ExportBatch]) -> Vec
                         }
                     }
                     for &sample in &s.samples {
-                        if d
-                            .schedule
+                        if d.schedule
                             .as_ref()
                             .is_some_and(|r| !r.schedule.contains(sample.timestamp_ms))
                         {

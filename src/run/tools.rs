@@ -307,9 +307,11 @@ impl PreviewOutcome {
             }
         }
         for (d, (name, kind, url, series)) in self.destinations.iter().enumerate() {
-            if let Some(events) = self.events.get(d).filter(|_| {
-                crate::sink::event::EventKind::parse(kind).is_some()
-            }) {
+            if let Some(events) = self
+                .events
+                .get(d)
+                .filter(|_| crate::sink::event::EventKind::parse(kind).is_some())
+            {
                 let _ = writeln!(
                     out,
                     "\ndestination {name} ({kind} {url}) would receive {} events:",

@@ -245,7 +245,8 @@ fn parse_days(list: &[String]) -> Result<u8, String> {
 /// `HH:MM` to minutes; `24:00` only as an end.
 fn parse_time(s: &str, end: bool) -> Result<u32, String> {
     let s = s.trim();
-    let bad = || format!("{s:?} is not a time of day; write HH:MM from 00:00 to 23:59 (24:00 as an end)");
+    let bad =
+        || format!("{s:?} is not a time of day; write HH:MM from 00:00 to 23:59 (24:00 as an end)");
     let (h, m) = s.split_once(':').ok_or_else(bad)?;
     if h.is_empty() || h.len() > 2 || m.len() != 2 {
         return Err(bad());
@@ -262,7 +263,10 @@ fn parse_hours(s: &str) -> Result<Vec<(u32, u32)>, String> {
     let mut out = Vec::new();
     for range in s.split(',') {
         let (a, b) = range.split_once('-').ok_or_else(|| {
-            format!("{:?} is not a range of hours; write e.g. \"09:00-18:00\"", range.trim())
+            format!(
+                "{:?} is not a range of hours; write e.g. \"09:00-18:00\"",
+                range.trim()
+            )
         })?;
         let (start, end) = (parse_time(a, false)?, parse_time(b, true)?);
         if start == end && !(start == 0 && end == 0) {
@@ -271,7 +275,11 @@ fn parse_hours(s: &str) -> Result<Vec<(u32, u32)>, String> {
                 range.trim()
             ));
         }
-        out.push(if start == 0 && end == 0 { (0, 1440) } else { (start, end) });
+        out.push(if start == 0 && end == 0 {
+            (0, 1440)
+        } else {
+            (start, end)
+        });
     }
     Ok(out)
 }
@@ -338,7 +346,10 @@ mod tests {
         assert!(e[0].1.contains("\"25:00\" is not a time of day"), "{e:?}");
         let e = err("{timezone: Europe/Berln}");
         assert_eq!(e[0].0, "timezone");
-        assert!(e[0].1.contains("\"Europe/Berln\" is not a time zone"), "{e:?}");
+        assert!(
+            e[0].1.contains("\"Europe/Berln\" is not a time zone"),
+            "{e:?}"
+        );
         let e = err("{windows: [{days: [funday]}]}");
         assert_eq!(e[0].0, "windows[0].days");
         assert!(err("{hours: '09:00'}")[0].1.contains("range of hours"));

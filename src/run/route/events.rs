@@ -24,7 +24,11 @@ fn event_fields(spec: &DestinationSpec) -> Vec<(&'static str, bool, &'static [Ev
     vec![
         ("format", spec.format.is_some(), &[Syslog, SplunkHec, File]),
         ("fields", !spec.fields.is_empty(), ALL),
-        ("event_labels_as_fields", spec.event_labels_as_fields.is_some(), ALL),
+        (
+            "event_labels_as_fields",
+            spec.event_labels_as_fields.is_some(),
+            ALL,
+        ),
         ("client_cert", spec.client_cert.is_some(), &[Syslog]),
         ("app_name", spec.app_name.is_some(), &[Syslog]),
         ("facility", spec.facility.is_some(), &[Syslog]),
@@ -35,7 +39,11 @@ fn event_fields(spec: &DestinationSpec) -> Vec<(&'static str, bool, &'static [Ev
         ("pipeline", spec.pipeline.is_some(), &[Elasticsearch]),
         ("gzip", spec.gzip.is_some(), &[Elasticsearch]),
         ("api_key", spec.api_key.is_some(), &[Elasticsearch]),
-        ("api_key_file", spec.api_key_file.is_some(), &[Elasticsearch]),
+        (
+            "api_key_file",
+            spec.api_key_file.is_some(),
+            &[Elasticsearch],
+        ),
         ("token", spec.token.is_some(), &[SplunkHec]),
         ("token_file", spec.token_file.is_some(), &[SplunkHec]),
         ("token_env", spec.token_env.is_some(), &[SplunkHec]),
@@ -46,7 +54,11 @@ fn event_fields(spec: &DestinationSpec) -> Vec<(&'static str, bool, &'static [Ev
         ("ack_timeout", spec.ack_timeout.is_some(), &[SplunkHec]),
         ("channel", spec.channel.is_some(), &[SplunkHec]),
         ("body_template", spec.body_template.is_some(), &[Webhook]),
-        ("one_event_per_request", spec.one_event_per_request.is_some(), &[Webhook]),
+        (
+            "one_event_per_request",
+            spec.one_event_per_request.is_some(),
+            &[Webhook],
+        ),
         ("content_type", spec.content_type.is_some(), &[Webhook]),
         ("directory", spec.directory.is_some(), &[File]),
         ("file_name", spec.file_name.is_some(), &[File]),
@@ -228,10 +240,20 @@ fn syslog(
     ];
     for (f, set) in http_only {
         if set {
-            problems.push(format!("{}: syslog destinations have no HTTP settings", at(f)));
+            problems.push(format!(
+                "{}: syslog destinations have no HTTP settings",
+                at(f)
+            ));
         }
     }
-    let format = match one_of(spec.format.as_deref(), "json", &["json", "cef"], "format", place, problems) {
+    let format = match one_of(
+        spec.format.as_deref(),
+        "json",
+        &["json", "cef"],
+        "format",
+        place,
+        problems,
+    ) {
         "cef" => SyslogFormat::Cef,
         _ => SyslogFormat::Json,
     };
@@ -267,7 +289,11 @@ fn syslog(
     if transport != SyslogTransport::Tls && (spec.tls.is_some() || spec.client_cert.is_some()) {
         problems.push(format!(
             "{}: TLS settings need a tls:// URL",
-            at(if spec.tls.is_some() { "tls" } else { "client_cert" })
+            at(if spec.tls.is_some() {
+                "tls"
+            } else {
+                "client_cert"
+            })
         ));
     }
     let tls = TlsFiles {
@@ -278,7 +304,11 @@ fn syslog(
     };
     if transport == SyslogTransport::Tls {
         if let Err(e) = crate::sink::event::syslog::tls_connector(&tls) {
-            let field = if e.starts_with("tls.") { "tls" } else { "client_cert" };
+            let field = if e.starts_with("tls.") {
+                "tls"
+            } else {
+                "client_cert"
+            };
             problems.push(format!("{}: {e}", at(field)));
         }
     }
@@ -313,9 +343,10 @@ fn syslog(
 
 /// Adds `Authorization: <scheme> <secret>` to the client.
 fn auth_header(client: &mut ClientConfig, scheme: &str, secret: &str) {
-    client
-        .headers
-        .push(("Authorization".into(), Secret::new(format!("{scheme} {secret}"))));
+    client.headers.push((
+        "Authorization".into(),
+        Secret::new(format!("{scheme} {secret}")),
+    ));
 }
 
 fn elasticsearch(
@@ -325,7 +356,14 @@ fn elasticsearch(
     problems: &mut Vec<String>,
 ) -> Option<ElasticsearchConfig> {
     let at = |f: &str| place.at(f);
-    let op_type = match one_of(spec.op_type.as_deref(), "index", &["index", "create"], "op_type", place, problems) {
+    let op_type = match one_of(
+        spec.op_type.as_deref(),
+        "index",
+        &["index", "create"],
+        "op_type",
+        place,
+        problems,
+    ) {
         "create" => OpType::Create,
         _ => OpType::Index,
     };
@@ -338,7 +376,10 @@ fn elasticsearch(
     }
     let key = match (&spec.api_key, &spec.api_key_file) {
         (Some(_), Some(_)) => {
-            problems.push(format!("{}: set api_key or api_key_file, not both", at("api_key")));
+            problems.push(format!(
+                "{}: set api_key or api_key_file, not both",
+                at("api_key")
+            ));
             None
         }
         (Some(k), None) => Some(k.clone()),
@@ -362,12 +403,10 @@ fn elasticsearch(
             auth_header(client, "ApiKey", &key);
         }
         if let Some(p) = &spec.pipeline {
-            match url::Url::parse(client.url.trim()) {
-                Ok(mut u) => {
-                    u.query_pairs_mut().append_pair("pipeline", p);
-                    client.url = u.to_string();
-                }
-                Err(_) => {} // reported with the URL
+            // A URL that does not parse is reported with `url`.
+            if let Ok(mut u) = url::Url::parse(client.url.trim()) {
+                u.query_pairs_mut().append_pair("pipeline", p);
+                client.url = u.to_string();
             }
         }
     }
@@ -386,7 +425,14 @@ fn splunk(
     problems: &mut Vec<String>,
 ) -> Option<SplunkConfig> {
     let at = |f: &str| place.at(f);
-    let format = match one_of(spec.format.as_deref(), "event", &["event", "metric"], "format", place, problems) {
+    let format = match one_of(
+        spec.format.as_deref(),
+        "event",
+        &["event", "metric"],
+        "format",
+        place,
+        problems,
+    ) {
         "metric" => HecFormat::Metric,
         _ => HecFormat::Event,
     };
@@ -483,7 +529,12 @@ fn webhook(
     }
     Some(WebhookConfig {
         path,
-        body_template: template(spec.body_template.as_deref(), "body_template", place, problems),
+        body_template: template(
+            spec.body_template.as_deref(),
+            "body_template",
+            place,
+            problems,
+        ),
         one_event_per_request: spec.one_event_per_request.unwrap_or(false),
         content_type: spec
             .content_type
@@ -511,11 +562,21 @@ fn file(
         ));
         return None;
     };
-    let format = match one_of(spec.format.as_deref(), "jsonl", &["jsonl", "csv"], "format", place, problems) {
+    let format = match one_of(
+        spec.format.as_deref(),
+        "jsonl",
+        &["jsonl", "csv"],
+        "format",
+        place,
+        problems,
+    ) {
         "csv" => FileFormat::Csv,
         _ => FileFormat::Jsonl,
     };
-    let name = spec.file_name.clone().unwrap_or_else(|| queue_dir_name(&spec.name));
+    let name = spec
+        .file_name
+        .clone()
+        .unwrap_or_else(|| queue_dir_name(&spec.name));
     if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
         problems.push(format!(
             "{}: {name:?} must be a plain file name without / or a leading dot",
@@ -526,7 +587,10 @@ fn file(
         None => None,
         Some(Ok(n)) if n >= 1024 => Some(n),
         Some(Ok(n)) => {
-            problems.push(format!("{}: {n} bytes is too small; give at least 1KiB", at("max_bytes")));
+            problems.push(format!(
+                "{}: {n} bytes is too small; give at least 1KiB",
+                at("max_bytes")
+            ));
             None
         }
         Some(Err(e)) => {
@@ -535,7 +599,13 @@ fn file(
         }
     };
     let rotate_every = spec.rotate_every.as_deref().map(|_| {
-        duration(spec.rotate_every.as_deref(), Duration::from_secs(3600), "rotate_every", place, problems)
+        duration(
+            spec.rotate_every.as_deref(),
+            Duration::from_secs(3600),
+            "rotate_every",
+            place,
+            problems,
+        )
     });
     Some(FileConfig {
         directory,

@@ -157,8 +157,11 @@ async fn deliver(
         let send = shared.retry.run(&what, || {
             let before_retry = attempts > 0;
             attempts += 1;
-            let (shared, transport, batch) =
-                (Arc::clone(shared), Arc::clone(transport), Arc::clone(&batch));
+            let (shared, transport, batch) = (
+                Arc::clone(shared),
+                Arc::clone(transport),
+                Arc::clone(&batch),
+            );
             async move {
                 if before_retry {
                     shared.stats.retry();
@@ -211,7 +214,11 @@ async fn deliver(
             .refused
             .iter()
             .map(|(i, status, reason)| {
-                (event_part(shared, b.item(*i)).to_vec(), *status, reason.clone())
+                (
+                    event_part(shared, b.item(*i)).to_vec(),
+                    *status,
+                    reason.clone(),
+                )
             })
             .collect();
         let n = owned.len() as u64;

@@ -182,9 +182,30 @@ pub struct FileConfig {
 /// Syslog facilities by name (RFC 5424 table 1).
 pub fn facility_code(name: &str) -> Option<u8> {
     const NAMES: [&str; 24] = [
-        "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-        "authpriv", "ftp", "ntp", "security", "console", "solaris-cron", "local0", "local1",
-        "local2", "local3", "local4", "local5", "local6", "local7",
+        "kern",
+        "user",
+        "mail",
+        "daemon",
+        "auth",
+        "syslog",
+        "lpr",
+        "news",
+        "uucp",
+        "cron",
+        "authpriv",
+        "ftp",
+        "ntp",
+        "security",
+        "console",
+        "solaris-cron",
+        "local0",
+        "local1",
+        "local2",
+        "local3",
+        "local4",
+        "local5",
+        "local6",
+        "local7",
     ];
     NAMES
         .iter()

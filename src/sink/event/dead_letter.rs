@@ -118,8 +118,10 @@ mod tests {
         ])
         .unwrap();
         let text = std::fs::read_to_string(d.path()).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["event"]["a"], 1);
         assert_eq!(lines[0]["status"], 400);
         assert_eq!(lines[1]["event"], "<13>1 - msg");

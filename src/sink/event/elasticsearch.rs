@@ -16,7 +16,12 @@ use super::shape::{civil_from_days, EventRef, EventShape};
 use std::io::Write as _;
 
 /// Appends the item (action and document, each with its newline).
-pub fn write_item(out: &mut Vec<u8>, cfg: &ElasticsearchConfig, shape: &EventShape, ev: &EventRef<'_>) {
+pub fn write_item(
+    out: &mut Vec<u8>,
+    cfg: &ElasticsearchConfig,
+    shape: &EventShape,
+    ev: &EventRef<'_>,
+) {
     let _ = write!(out, "{{\"{}\":{{\"_index\":", cfg.op_type.as_str());
     let index = expand_index(&cfg.index, ev.sample.timestamp_ms);
     super::shape::json_str(out, &index);
@@ -178,7 +183,10 @@ pub fn document_of(item: &[u8]) -> &[u8] {
 /// gzip at a fast level: bulk bodies are large and compress well.
 pub fn gzip(body: &[u8]) -> Vec<u8> {
     use flate2::write::GzEncoder;
-    let mut e = GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    let mut e = GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
     let _ = e.write_all(body);
     e.finish().unwrap_or_default()
 }
@@ -189,12 +197,22 @@ mod tests {
 
     #[test]
     fn index_patterns() {
-        assert_eq!(expand_index("spillway-%Y.%m.%d", 1_714_564_800_000), "spillway-2024.05.01");
+        assert_eq!(
+            expand_index("spillway-%Y.%m.%d", 1_714_564_800_000),
+            "spillway-2024.05.01"
+        );
         assert_eq!(expand_index("x-%H%%", 3_600_000), "x-01%");
-        assert_eq!(expand_index("logs-spillway-default", 0), "logs-spillway-default");
+        assert_eq!(
+            expand_index("logs-spillway-default", 0),
+            "logs-spillway-default"
+        );
         assert!(check_index("spillway-%Y.%m.%d", OpType::Index).is_ok());
-        assert!(check_index("Spillway", OpType::Index).unwrap_err().contains("'S'"));
-        assert!(check_index("x-%j", OpType::Index).unwrap_err().contains("%j"));
+        assert!(check_index("Spillway", OpType::Index)
+            .unwrap_err()
+            .contains("'S'"));
+        assert!(check_index("x-%j", OpType::Index)
+            .unwrap_err()
+            .contains("%j"));
         assert!(check_index("_x", OpType::Create).is_err());
     }
 
@@ -212,7 +230,8 @@ mod tests {
             r[2],
             ItemResult::Refused(
                 400,
-                "mapper_parsing_exception: failed to parse field [value] (caused by: not a number)".into()
+                "mapper_parsing_exception: failed to parse field [value] (caused by: not a number)"
+                    .into()
             )
         );
         assert_eq!(r[3], ItemResult::Retry(503));

@@ -14,15 +14,13 @@ pub fn write_item(cfg: &EventConfig, ev: &EventRef<'_>, out: &mut Vec<u8>) -> bo
         Target::Elasticsearch(e) => elasticsearch::write_item(out, e, shape, ev),
         Target::Splunk(s) => return splunk::write_item(out, s, shape, ev),
         Target::Webhook(w) => webhook::write_item(out, w, shape, ev),
-        Target::File(f) => {
-            match f.format {
-                FileFormat::Jsonl => {
-                    shape.write_json(out, ev);
-                    out.push(b'\n');
-                }
-                FileFormat::Csv => shape.write_csv(out, ev),
+        Target::File(f) => match f.format {
+            FileFormat::Jsonl => {
+                shape.write_json(out, ev);
+                out.push(b'\n');
             }
-        }
+            FileFormat::Csv => shape.write_csv(out, ev),
+        },
     }
     true
 }

@@ -107,16 +107,16 @@ impl FileWriter {
                 .trim_end_matches('Z')
                 .to_string()
         };
-        let mut target = self
-            .cfg
-            .directory
-            .join(format!("{}-{stamp}.{}", self.cfg.name, self.ext()));
+        let mut target =
+            self.cfg
+                .directory
+                .join(format!("{}-{stamp}.{}", self.cfg.name, self.ext()));
         let mut n = 1;
         while target.exists() {
-            target = self
-                .cfg
-                .directory
-                .join(format!("{}-{stamp}-{n}.{}", self.cfg.name, self.ext()));
+            target =
+                self.cfg
+                    .directory
+                    .join(format!("{}-{stamp}-{n}.{}", self.cfg.name, self.ext()));
             n += 1;
         }
         std::fs::rename(&live, &target)?;

@@ -43,7 +43,11 @@ pub struct RelpError {
 
 impl std::fmt::Display for RelpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RELP: {} (after {} acknowledged messages)", self.reason, self.acked)
+        write!(
+            f,
+            "RELP: {} (after {} acknowledged messages)",
+            self.reason, self.acked
+        )
     }
 }
 
@@ -136,23 +140,20 @@ impl RelpConnection {
         Ok(())
     }
 
-    /// Reads frames until a `rsp`; returns its transaction number and its
-    /// status line. `serverclose` is an error (the receiver is going away).
+    /// Reads the next frame, which must be a `rsp`: its transaction number
+    /// and status line. `serverclose` is an error (the receiver is going away).
     async fn answer(&mut self) -> Result<(u64, String), String> {
-        loop {
-            let (txnr, command, data) =
-                tokio::time::timeout(self.timeout, read_frame(&mut self.stream))
-                    .await
-                    .map_err(|_| format!("no answer within {:?}", self.timeout))??;
-            match command.as_str() {
-                "rsp" => {
-                    let text = String::from_utf8_lossy(&data);
-                    let status = text.lines().next().unwrap_or("").to_string();
-                    return Ok((txnr, status));
-                }
-                "serverclose" => return Err("the receiver closed the session".into()),
-                other => return Err(format!("unexpected command {other:?} from the receiver")),
+        let (txnr, command, data) =
+            tokio::time::timeout(self.timeout, read_frame(&mut self.stream))
+                .await
+                .map_err(|_| format!("no answer within {:?}", self.timeout))??;
+        match command.as_str() {
+            "rsp" => {
+                let text = String::from_utf8_lossy(&data);
+                Ok((txnr, text.lines().next().unwrap_or("").to_string()))
             }
+            "serverclose" => Err("the receiver closed the session".into()),
+            other => Err(format!("unexpected command {other:?} from the receiver")),
         }
     }
 

@@ -184,11 +184,9 @@ impl EventShape {
                 }
                 out.push(b'}');
             }
-            Field::Resolved => out.extend_from_slice(if ev.resolved() {
-                b"true"
-            } else {
-                b"false"
-            }),
+            Field::Resolved => {
+                out.extend_from_slice(if ev.resolved() { b"true" } else { b"false" })
+            }
         }
     }
 
@@ -401,7 +399,13 @@ mod tests {
 
     #[test]
     fn dates_agree_with_chrono() {
-        for ts in [0i64, 951_782_400_000, 4_102_444_799_999, -86_400_001, 1_709_164_800_000] {
+        for ts in [
+            0i64,
+            951_782_400_000,
+            4_102_444_799_999,
+            -86_400_001,
+            1_709_164_800_000,
+        ] {
             let mut out = Vec::new();
             write_rfc3339_ms(&mut out, ts);
             let ours = String::from_utf8(out).unwrap();

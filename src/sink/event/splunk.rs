@@ -115,8 +115,8 @@ pub fn ack_id(body: &[u8]) -> Result<Option<u64>, String> {
 
 /// Whether the ack answer says `id` was indexed.
 pub fn acked(body: &[u8], id: u64) -> Result<bool, String> {
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| format!("the HEC ack answer is not JSON: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the HEC ack answer is not JSON: {e}"))?;
     Ok(v.get("acks")
         .and_then(|a| a.get(id.to_string()))
         .and_then(|b| b.as_bool())
@@ -169,7 +169,12 @@ mod tests {
             annotations: None,
         };
         let mut out = Vec::new();
-        assert!(write_item(&mut out, &cfg(HecFormat::Event), &EventShape::default(), &ev));
+        assert!(write_item(
+            &mut out,
+            &cfg(HecFormat::Event),
+            &EventShape::default(),
+            &ev
+        ));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["time"], 1714564800.123);
         assert_eq!(v["host"], "db1");
@@ -177,7 +182,12 @@ mod tests {
         assert_eq!(v["index"], "main");
         assert_eq!(v["event"]["metric"], "cpu");
         out.clear();
-        assert!(write_item(&mut out, &cfg(HecFormat::Metric), &EventShape::default(), &ev));
+        assert!(write_item(
+            &mut out,
+            &cfg(HecFormat::Metric),
+            &EventShape::default(),
+            &ev
+        ));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["event"], "metric");
         assert_eq!(v["fields"]["metric_name:cpu"], 0.5);
@@ -186,13 +196,21 @@ mod tests {
             sample: Sample::stale(0),
             ..ev
         };
-        assert!(!write_item(&mut out, &cfg(HecFormat::Metric), &EventShape::default(), &stale));
+        assert!(!write_item(
+            &mut out,
+            &cfg(HecFormat::Metric),
+            &EventShape::default(),
+            &stale
+        ));
     }
 
     #[test]
     fn answers() {
         assert_eq!(ack_id(br#"{"text":"Success","code":0}"#).unwrap(), None);
-        assert_eq!(ack_id(br#"{"text":"Success","code":0,"ackId":7}"#).unwrap(), Some(7));
+        assert_eq!(
+            ack_id(br#"{"text":"Success","code":0,"ackId":7}"#).unwrap(),
+            Some(7)
+        );
         assert!(ack_id(br#"{"text":"Invalid token","code":4}"#).is_err());
         assert!(acked(br#"{"acks":{"7":true}}"#, 7).unwrap());
         assert!(!acked(br#"{"acks":{"7":false}}"#, 7).unwrap());

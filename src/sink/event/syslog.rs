@@ -106,10 +106,7 @@ pub fn write_cef(out: &mut Vec<u8>, severity: u8, ev: &EventRef<'_>) {
         ext("cfp1Label", "value");
         ext("cfp1", &format_value(ev.sample.value));
     }
-    ext(
-        "outcome",
-        if ev.resolved() { "resolved" } else { "breach" },
-    );
+    ext("outcome", if ev.resolved() { "resolved" } else { "breach" });
     let ann = ev.annotations;
     let msg = ann
         .and_then(|a| a.get("summary").or_else(|| a.get("description")))
@@ -117,7 +114,16 @@ pub fn write_cef(out: &mut Vec<u8>, severity: u8, ev: &EventRef<'_>) {
         .unwrap_or_else(|| ev.labels.to_string());
     ext("msg", &msg);
     const OURS: [&str; 11] = [
-        "rt", "cat", "cs1Label", "cs1", "cs2Label", "cs2", "cfp1Label", "cfp1", "outcome", "msg",
+        "rt",
+        "cat",
+        "cs1Label",
+        "cs1",
+        "cs2Label",
+        "cs2",
+        "cfp1Label",
+        "cfp1",
+        "outcome",
+        "msg",
         "CEF",
     ];
     for l in ev.labels.without_name() {
@@ -307,9 +313,10 @@ impl SyslogConnection {
                 for (i, m) in items.iter().enumerate() {
                     match s.send(m).await {
                         Ok(_) => {}
-                        Err(e) if e.raw_os_error() == Some(90) => {
-                            refused.push((i, format!("{} bytes do not fit in a datagram: {e}", m.len())))
-                        }
+                        Err(e) if e.raw_os_error() == Some(90) => refused.push((
+                            i,
+                            format!("{} bytes do not fit in a datagram: {e}", m.len()),
+                        )),
                         Err(e) => return Err(io(e)),
                     }
                 }
@@ -361,7 +368,10 @@ pub fn tls_connector(tls: &TlsFiles) -> Result<tokio_rustls::TlsConnector, Strin
                 .map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
         }
         if roots.is_empty() {
-            return Err(format!("tls.ca_file {}: no certificate in it", ca.display()));
+            return Err(format!(
+                "tls.ca_file {}: no certificate in it",
+                ca.display()
+            ));
         }
         builder.with_root_certificates(roots)
     } else {
@@ -469,7 +479,12 @@ mod tests {
             annotations: None,
         };
         let mut out = Vec::new();
-        write_message(&mut out, &cfg(SyslogFormat::Json), &EventShape::default(), &ev);
+        write_message(
+            &mut out,
+            &cfg(SyslogFormat::Json),
+            &EventShape::default(),
+            &ev,
+        );
         let s = String::from_utf8(out).unwrap();
         // authpriv (10) * 8 + crit (2)
         assert!(

@@ -113,9 +113,7 @@ fn single_label(s: &str) -> Option<String> {
         .strip_prefix(".labels.")
         .or_else(|| inner.strip_prefix("$labels."))?;
     let valid = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit());
     valid.then(|| name.to_string())
 }
@@ -180,7 +178,12 @@ mod tests {
             origin: &origin,
             annotations: None,
         };
-        let r = |s: &str| EventTemplate::parse(s, no_funcs).unwrap().render(&ev).unwrap();
+        let r = |s: &str| {
+            EventTemplate::parse(s, no_funcs)
+                .unwrap()
+                .render(&ev)
+                .unwrap()
+        };
         assert_eq!(r("main"), "main");
         assert_eq!(r("{{ .labels.host }}"), "db1");
         assert_eq!(r("{{ $labels.missing }}"), "");

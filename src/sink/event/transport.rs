@@ -11,7 +11,7 @@ use super::config::{EventConfig, Target};
 use super::elasticsearch::{self, ItemResult};
 use super::file::FileWriter;
 use super::syslog::{tls_connector, SyslogConnection};
-use super::{splunk, split_items, webhook, EventKind};
+use super::{split_items, splunk, webhook, EventKind};
 use crate::client::{Client, ClientError};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -262,8 +262,12 @@ async fn bulk(cfg: &EventConfig, client: &Client, batch: &mut Batch) -> Result<(
     }
     let answer = post(client, "/_bulk", &headers, body).await?;
     let url = client.endpoint().join("/_bulk").to_string();
-    let results = elasticsearch::parse_answer(&answer, batch.pending.len())
-        .map_err(|reason| ClientError::Connect { url: url.clone(), reason })?;
+    let results = elasticsearch::parse_answer(&answer, batch.pending.len()).map_err(|reason| {
+        ClientError::Connect {
+            url: url.clone(),
+            reason,
+        }
+    })?;
     let pending = std::mem::take(&mut batch.pending);
     let mut retry_status = None;
     for (i, r) in pending.into_iter().zip(results) {
@@ -409,6 +413,9 @@ mod tests {
         batch.refuse_all(Some(400), "no");
         assert_eq!(batch.refused.len(), 2);
         assert_eq!(batch.delivered, 1);
-        assert_eq!(relp_acked("RELP: broken (after 12 acknowledged messages)"), Some(12));
+        assert_eq!(
+            relp_acked("RELP: broken (after 12 acknowledged messages)"),
+            Some(12)
+        );
     }
 }

@@ -820,6 +820,37 @@ mod tests {
     }
 
     #[test]
+    fn annotations_are_rendered_per_alert_for_events() {
+        let mut spec = alert(&[("severity", "page")], 0, 0);
+        spec.annotations = BTreeMap::from([
+            (
+                "summary".to_string(),
+                "{{ $labels.instance }} at {{ $value | humanize }} ({{ $labels.severity }})"
+                    .to_string(),
+            ),
+            ("static".to_string(), "x".to_string()),
+        ]);
+        let o = evaluate(
+            &spec,
+            &RuleMemory::default(),
+            0,
+            result(&[r#"m{instance="a"} 1234.5"#]),
+        );
+        let notes = annotate(&spec, o.memory.as_ref().unwrap(), &o.export);
+        assert_eq!(notes.len(), 2, "ALERTS and ALERTS_FOR_STATE");
+        let n = notes[0].as_ref().unwrap();
+        assert_eq!(n["summary"], "a at 1.234k (page)");
+        assert_eq!(n["static"], "x");
+        // The breach ends: its stale markers carry no annotations.
+        let o2 = evaluate(&spec, o.memory.as_ref().unwrap(), 1000, result(&[]));
+        assert!(annotate(&spec, o2.memory.as_ref().unwrap(), &o2.export)
+            .iter()
+            .all(Option::is_none));
+        // Recording rules have none.
+        assert!(annotate(&record("r", &[]), &RuleMemory::default(), &o.export).is_empty());
+    }
+
+    #[test]
     fn template_error_is_a_rule_error() {
         let spec = alert(&[("x", "{{ query \"up\" }}")], 0, 0);
         let o = evaluate(&spec, &RuleMemory::default(), 0, result(&["m 1"]));

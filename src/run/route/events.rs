@@ -655,3 +655,91 @@ pub(super) fn check_schedule(
     };
     Some(Arc::new(ScheduleRoute { schedule, outside }))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{ExportBatch, ExportKind, Labels, Origin, Sample, Series};
+    use crate::run::config::RunConfig;
+    use crate::run::route::{dry_route_events, PipelineConfig};
+
+    fn check(destinations: &str) -> Result<PipelineConfig, Vec<String>> {
+        let text = format!("storage: {{path: /tmp/x}}\ndestinations:\n{destinations}");
+        PipelineConfig::check(&RunConfig::parse(&text, "s.yml").unwrap())
+    }
+
+    #[test]
+    fn preview_shows_each_event_destination_its_wire_form() {
+        let c = check(
+            "  - {name: siem, type: syslog, url: 'udp://127.0.0.1:514', format: cef, hostname: h}\n  - {name: es, type: elasticsearch, url: 'http://127.0.0.1:9200', index: 'x-%Y', relabel_configs: [{action: drop, source_labels: [job], regex: b}]}\n  - {name: vm, url: 'http://127.0.0.1:8428'}\n  - {name: night, type: file, directory: /tmp/x, schedule: {hours: '00:00-06:00'}}\n",
+        )
+        .unwrap();
+        let batch = ExportBatch::new(
+            Origin::rule(ExportKind::Recording, "g", "r"),
+            vec![
+                Series::new(
+                    Labels::from_pairs([("__name__", "m"), ("job", "a")]),
+                    vec![Sample::new(43_200_000, 1.0)],
+                ),
+                Series::new(
+                    Labels::from_pairs([("__name__", "m"), ("job", "b")]),
+                    vec![Sample::new(0, 2.0)],
+                ),
+            ],
+        );
+        let out = dry_route_events(&c, &[batch]);
+        assert_eq!(out[0].len(), 2);
+        assert!(
+            out[0][0].starts_with(
+                "<133>1 1970-01-01T12:00:00.000Z h spillway - recording - CEF:0|spillway|spillway|"
+            ),
+            "{}",
+            out[0][0]
+        );
+        assert_eq!(out[1].len(), 1, "relabeling applies");
+        assert!(out[1][0].starts_with("{\"index\":{\"_index\":\"x-1970\"}}\n{\"time\""));
+        assert!(out[2].is_empty(), "metric destinations show series");
+        assert_eq!(out[3].len(), 1, "only the sample inside the schedule");
+        assert!(out[3][0].contains("\"value\":2"));
+    }
+
+    #[test]
+    fn fields_of_other_types_and_http_settings_are_refused() {
+        let e = check("  - {name: f, type: file, directory: /tmp/x, url: 'http://x', token: t}\n")
+            .unwrap_err();
+        assert!(
+            e.iter().any(|p| p.contains(
+                "destinations[0].token: not a field of type file; it applies to splunk_hec"
+            )),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|p| p.contains("destinations[0].url: a file destination has no URL")),
+            "{e:#?}"
+        );
+        let e = check("  - {name: v, url: 'http://x', format: cef}\n").unwrap_err();
+        assert!(
+            e[0].contains("destinations[0].format: not a field of type remote_write/vm_import"),
+            "{e:#?}"
+        );
+        let e = check(
+            "  - {name: s, type: syslog, url: 'tcp://x:1', bearer_token: t, concurrency: 2}\n",
+        )
+        .unwrap_err();
+        assert!(
+            e[0].contains("syslog destinations have no HTTP settings"),
+            "{e:#?}"
+        );
+        let e =
+            check("  - {name: f, type: file, directory: /tmp/x, concurrency: 3}\n").unwrap_err();
+        assert!(e[0].contains("a file destination has one writer"), "{e:#?}");
+        let e = check(
+            "  - {name: s, type: syslog, url: 'tls://x:1', tls: {ca_file: /nonexistent/ca.pem}}\n",
+        )
+        .unwrap_err();
+        assert!(
+            e[0].contains("destinations[0].tls: tls.ca_file /nonexistent/ca.pem"),
+            "{e:#?}"
+        );
+    }
+}

@@ -396,7 +396,89 @@ pub const DEFAULT_ACK_POLL: Duration = Duration::from_millis(500);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::event::config::{SyslogFormat, SyslogTransport, TlsFiles};
     use crate::sink::event::push_item;
+    use tokio::io::AsyncReadExt;
+
+    /// The receiver drops the first connection after a few bytes, in the
+    /// middle of a frame; the batch goes again, whole, on a new connection.
+    #[tokio::test]
+    async fn a_broken_connection_never_leaves_a_torn_frame() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut first, _) = listener.accept().await.unwrap();
+            let mut some = [0u8; 10];
+            first.read_exact(&mut some).await.unwrap();
+            drop(first);
+            let (mut second, _) = listener.accept().await.unwrap();
+            let mut all = Vec::new();
+            second.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        let cfg = Arc::new(EventConfig {
+            kind: EventKind::Syslog,
+            shape: Default::default(),
+            target: Target::Syslog(crate::sink::event::config::SyslogConfig {
+                transport: SyslogTransport::Tcp,
+                address: addr,
+                server_name: "127.0.0.1".into(),
+                format: SyslogFormat::Json,
+                app_name: "a".into(),
+                facility: 1,
+                hostname: "h".into(),
+                severity_from: "severity".into(),
+                tls: TlsFiles::default(),
+                timeout: Duration::from_secs(5),
+            }),
+            dead_letter: "/nonexistent".into(),
+        });
+        let client = Client::new(crate::client::ClientConfig {
+            url: "http://127.0.0.1".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut t = Transport::new(cfg, &client).unwrap();
+        let mut block = Vec::new();
+        let msgs: Vec<String> = (0..20_000)
+            .map(|i| format!("<13>1 - - - - - message {i}"))
+            .collect();
+        for m in &msgs {
+            push_item(&mut block, |o| o.extend_from_slice(m.as_bytes()));
+        }
+        let mut batch = Batch::new(&[&block]).unwrap();
+        // The peer may still take the first writes into its buffers: retry
+        // as the sender would, until the batch went through whole.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            assert!(attempts < 20, "never delivered");
+            // Give the receiver time to drop the first connection.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if t.attempt(&mut batch).await.is_ok() && batch.pending.is_empty() {
+                if attempts > 1 {
+                    break;
+                }
+                // Delivered into a dead connection's buffers: send again,
+                // as a retry after a failed check would.
+                batch = Batch::new(&[&block]).unwrap();
+            }
+        }
+        t.close().await;
+        let got = server.await.unwrap();
+        // Octet counting: LEN SP MSG, repeated, nothing torn.
+        let mut rest = &got[..];
+        let mut n = 0;
+        while !rest.is_empty() {
+            let sp = rest.iter().position(|&b| b == b' ').unwrap();
+            let len: usize = std::str::from_utf8(&rest[..sp]).unwrap().parse().unwrap();
+            let msg = &rest[sp + 1..sp + 1 + len];
+            assert_eq!(msg, msgs[n].as_bytes());
+            rest = &rest[sp + 1 + len..];
+            n += 1;
+        }
+        assert_eq!(n, msgs.len());
+    }
 
     #[test]
     fn batches_index_items_across_records() {

@@ -13,10 +13,9 @@
 //! ← 9 rsp 0 / 0 serverclose 0
 //! ```
 //!
-//! Messages go in windows of [`WINDOW`] frames; the answers of a window are
-//! read before the next is written, which bounds what is in flight. What was
-//! acknowledged is reported even when the connection then breaks, so a
-//! retry sends only the rest.
+//! At most [`WINDOW`] frames are unanswered at a time (a sliding window),
+//! which bounds what is in flight. What was acknowledged is reported even
+//! when the connection then breaks, so a retry sends only the rest.
 
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -106,35 +105,43 @@ impl RelpConnection {
     }
 
     /// Sends `messages` as `syslog` transactions; `Ok` when every one was
-    /// answered `200`.
+    /// answered `200`. A sliding window: each answer read lets one more
+    /// frame go, and frames are written whenever no answer is waiting, so
+    /// the stream never stalls on delayed acknowledgements.
     pub async fn send_all(&mut self, messages: &[&[u8]]) -> Result<(), RelpError> {
         let mut acked = 0;
-        for window in messages.chunks(WINDOW) {
-            let mut expected = Vec::with_capacity(window.len());
-            for m in window {
-                expected.push(self.frame("syslog", m));
-            }
-            self.flush()
-                .await
-                .map_err(|reason| RelpError { acked, reason })?;
-            for txnr in expected {
-                let (got, status) = self
-                    .answer()
+        let mut next = 0;
+        let mut in_flight = std::collections::VecDeque::with_capacity(WINDOW);
+        while next < messages.len() && in_flight.len() < WINDOW {
+            in_flight.push_back(self.frame("syslog", messages[next]));
+            next += 1;
+        }
+        while let Some(txnr) = in_flight.pop_front() {
+            if !self.out.is_empty() && self.stream.buffer().is_empty() {
+                self.flush()
                     .await
                     .map_err(|reason| RelpError { acked, reason })?;
-                if got != txnr {
-                    return Err(RelpError {
-                        acked,
-                        reason: format!("answer for transaction {got}, expected {txnr}"),
-                    });
-                }
-                if !status.starts_with("200") {
-                    return Err(RelpError {
-                        acked,
-                        reason: format!("the receiver answered {status:?}"),
-                    });
-                }
-                acked += 1;
+            }
+            let (got, status) = self
+                .answer()
+                .await
+                .map_err(|reason| RelpError { acked, reason })?;
+            if got != txnr {
+                return Err(RelpError {
+                    acked,
+                    reason: format!("answer for transaction {got}, expected {txnr}"),
+                });
+            }
+            if !status.starts_with("200") {
+                return Err(RelpError {
+                    acked,
+                    reason: format!("the receiver answered {status:?}"),
+                });
+            }
+            acked += 1;
+            if next < messages.len() {
+                in_flight.push_back(self.frame("syslog", messages[next]));
+                next += 1;
             }
         }
         Ok(())

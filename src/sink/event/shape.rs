@@ -245,9 +245,19 @@ fn json_value(out: &mut Vec<u8>, s: Sample) {
     if s.is_stale() {
         out.extend_from_slice(b"null");
     } else if v.is_finite() {
-        out.extend_from_slice(format_value(v).as_bytes());
+        write_value(out, v);
     } else {
         json_str(out, &format_value(v));
+    }
+}
+
+/// [`format_value`] of a finite value, without an allocation.
+pub fn write_value(out: &mut Vec<u8>, v: f64) {
+    use std::io::Write;
+    if v == v.trunc() && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
     }
 }
 
@@ -274,15 +284,37 @@ pub fn write_rfc3339_ms(out: &mut Vec<u8>, ts_ms: i64) {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let _ = std::io::Write::write_fmt(
-        out,
-        format_args!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            sod / 3600,
-            sod / 60 % 60,
-            sod % 60
-        ),
-    );
+    if !(0..=9999).contains(&y) {
+        let _ = std::io::Write::write_fmt(
+            out,
+            format_args!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+                sod / 3600,
+                sod / 60 % 60,
+                sod % 60
+            ),
+        );
+        return;
+    }
+    // Every event writes one: digits by hand, no formatting machinery.
+    let two = |n: i64| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+    let y = y as i64;
+    out.extend_from_slice(&two(y / 100));
+    out.extend_from_slice(&two(y % 100));
+    out.push(b'-');
+    out.extend_from_slice(&two(i64::from(m)));
+    out.push(b'-');
+    out.extend_from_slice(&two(i64::from(d)));
+    out.push(b'T');
+    out.extend_from_slice(&two(sod / 3600));
+    out.push(b':');
+    out.extend_from_slice(&two(sod / 60 % 60));
+    out.push(b':');
+    out.extend_from_slice(&two(sod % 60));
+    out.push(b'.');
+    out.push(b'0' + (ms / 100) as u8);
+    out.extend_from_slice(&two(ms % 100));
+    out.push(b'Z');
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian

@@ -298,7 +298,6 @@ pub fn write_rfc3339_ms(out: &mut Vec<u8>, ts_ms: i64) {
     }
     // Every event writes one: digits by hand, no formatting machinery.
     let two = |n: i64| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
-    let y = y as i64;
     out.extend_from_slice(&two(y / 100));
     out.extend_from_slice(&two(y % 100));
     out.push(b'-');

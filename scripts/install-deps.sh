@@ -12,6 +12,10 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)  # scripts/bench-run.sh
 command -v strace >/dev/null 2>&1 || need+=(strace)    # the queue's directory-fsync test traces syscalls
+# tests/events.rs: syslog destinations against a real rsyslog (TCP, UDP, TLS, RELP).
+[ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
+ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || need+=(rsyslog-gnutls)
+ls /usr/lib/*/rsyslog/imrelp.so >/dev/null 2>&1 || need+=(rsyslog-relp)
 # The ui browser tests (tests/ui_browser.rs) drive Debian's chromium through chromedriver.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
@@ -39,7 +43,7 @@ fi
 # The Debian packages enable system services; the tests start their own
 # instances on free ports, so stop the packaged ones if they are running.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  for svc in victoria-metrics prometheus vmagent vmalert vmauth; do
+  for svc in victoria-metrics prometheus vmagent vmalert vmauth rsyslog; do
     systemctl is-active --quiet "$svc" 2>/dev/null && { ${sudo:-} systemctl stop "$svc" || true; }
   done
 fi

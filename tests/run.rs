@@ -916,7 +916,7 @@ fn config_errors_name_file_and_group_and_auth_guards_every_route() {
     run.assert_code(0);
     assert!(
         run.stdout()
-            .contains("OK (5 rule groups, 7 rules, 4 destinations)"),
+            .contains("OK (5 rule groups, 7 rules, 5 destinations)"),
         "{}",
         run.describe()
     );

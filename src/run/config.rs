@@ -123,6 +123,56 @@ pub struct DestinationSpec {
     pub max_disk_bytes: Option<String>,
     /// `drop_oldest` (default), `drop_newest` or `block`: what a full queue does.
     pub on_full: Option<String>,
+    /// Samples outside these windows go to `outside_schedule` (any type).
+    #[serde(default)]
+    pub schedule: Option<crate::sink::schedule::ScheduleSpec>,
+    /// `drop` (default) or the name of another destination.
+    pub outside_schedule: Option<String>,
+    // Event destinations (see `sink::event`); which type takes which is
+    // checked in `route::events`.
+    /// syslog over tls://: the client certificate and key (PEM).
+    #[serde(default)]
+    pub client_cert: Option<ClientCertSpec>,
+    /// syslog: json|cef; splunk_hec: event|metric; file: jsonl|csv.
+    pub format: Option<String>,
+    /// Event field → new name (`""` or null drops it).
+    #[serde(default)]
+    pub fields: BTreeMap<String, Option<String>>,
+    pub event_labels_as_fields: Option<bool>,
+    pub app_name: Option<String>,
+    pub facility: Option<String>,
+    pub hostname: Option<String>,
+    pub severity_from: Option<String>,
+    pub index: Option<String>,
+    pub op_type: Option<String>,
+    pub pipeline: Option<String>,
+    pub gzip: Option<bool>,
+    pub api_key: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub token_env: Option<String>,
+    pub sourcetype: Option<String>,
+    pub source: Option<String>,
+    pub host: Option<String>,
+    pub ack: Option<bool>,
+    pub ack_timeout: Option<String>,
+    pub channel: Option<String>,
+    pub body_template: Option<String>,
+    pub one_event_per_request: Option<bool>,
+    pub content_type: Option<String>,
+    pub directory: Option<PathBuf>,
+    pub file_name: Option<String>,
+    pub max_bytes: Option<String>,
+    pub rotate_every: Option<String>,
+    pub keep: Option<usize>,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertSpec {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 impl DestinationSpec {

@@ -342,6 +342,9 @@ pub struct PreviewRule {
     /// only those with `for: 0` can appear in a single evaluation).
     pub series: Vec<Series>,
     pub error: Option<String>,
+    /// Where the series come from and their rendered annotations, as
+    /// event destinations would show them.
+    pub export: crate::model::ExportBatch,
 }
 
 /// Evaluates every rule once, at the timestamp its group would use at
@@ -362,6 +365,7 @@ pub async fn preview(
         for rule in &g.rules {
             let spec = crate::run::options::rule_spec(g, rule, opts);
             let query = crate::run::datasource::RuleQuery::new(g, &rule.expr, sched.interval_ms);
+            let mut export = crate::model::ExportBatch::new(spec.origin(), Vec::new());
             let (series, error) = match ds.instant(&query, at_ms).await {
                 Err(e) => (
                     Vec::new(),
@@ -374,9 +378,13 @@ pub async fn preview(
                         at_ms,
                         answer.series,
                     );
+                    if let Some(m) = &o.memory {
+                        export.annotations = crate::run::eval::annotate(&spec, m, &o.export);
+                    }
                     (o.export, o.error)
                 }
             };
+            export.series = series.clone();
             out.push(PreviewRule {
                 file: g.file.clone(),
                 group: g.name.clone(),
@@ -384,6 +392,7 @@ pub async fn preview(
                 at_ms,
                 series,
                 error,
+                export,
             });
         }
     }

@@ -32,7 +32,7 @@
 //!   at the current timestamp, so destinations see the breach end.
 
 use crate::model::labels::METRIC_NAME;
-use crate::model::{ExportKind, Labels, Origin, Sample, Series};
+use crate::model::{Annotations, ExportKind, Labels, Origin, Sample, Series};
 use crate::run::rules::{render_labels_with, RuleType, TemplateData};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -63,6 +63,9 @@ pub struct RuleSpec {
     /// `external_labels` of the run, for `$externalLabels` in templates.
     pub external_labels: BTreeMap<String, String>,
     pub alert: Option<AlertSpec>,
+    /// An alerting rule's `annotations:` templates (empty otherwise); they
+    /// go to event destinations only.
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl RuleSpec {
@@ -378,6 +381,77 @@ fn evaluate_alerting(
     finish(export, current, alerts, memory, ts)
 }
 
+/// The rendered annotations of each exported series of an alerting rule,
+/// aligned with `export` (empty when the rule has none): rendered as
+/// vmalert does, with the alert's labels as `$labels` and its value as
+/// `$value`. Stale markers (the alert is gone) get none. A template that
+/// fails leaves its annotation out, and says so in the log.
+pub fn annotate(
+    spec: &RuleSpec,
+    memory: &RuleMemory,
+    export: &[Series],
+) -> Vec<Option<Annotations>> {
+    let Some(a) = &spec.alert else {
+        return Vec::new();
+    };
+    if spec.annotations.is_empty() {
+        return Vec::new();
+    }
+    let mut cache: HashMap<Labels, Option<Annotations>> = HashMap::new();
+    export
+        .iter()
+        .map(|s| {
+            if s.samples.iter().all(|p| p.is_stale()) {
+                return None;
+            }
+            let mut key = s.labels.clone();
+            key.remove(METRIC_NAME);
+            key.remove("alertstate");
+            cache
+                .entry(key)
+                .or_insert_with_key(|key| {
+                    let alert = memory.alerts.get(key)?;
+                    Some(render_annotations(spec, a, &alert.labels, alert.value))
+                })
+                .clone()
+        })
+        .collect()
+}
+
+/// `annotations:` of an alerting rule for one alert.
+pub fn render_annotations(
+    spec: &RuleSpec,
+    a: &AlertSpec,
+    labels: &Labels,
+    value: f64,
+) -> Annotations {
+    let data = TemplateData {
+        labels: Some(labels),
+        value,
+        expr: &spec.expr,
+        external_labels: Some(&spec.external_labels),
+        for_: a.for_,
+        rule_type: spec.rule_type.as_str(),
+    };
+    let rendered = match render_labels_with(&spec.annotations, &data) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(group = %spec.group, rule = %spec.name, "annotations: {e}");
+            // Keep what renders on its own.
+            spec.annotations
+                .iter()
+                .filter_map(|(k, v)| {
+                    let one = BTreeMap::from([(k.clone(), v.clone())]);
+                    render_labels_with(&one, &data)
+                        .ok()
+                        .and_then(|mut m| m.remove(k).map(|r| (k.clone(), r)))
+                })
+                .collect()
+        }
+    };
+    std::sync::Arc::new(rendered)
+}
+
 /// `ALERTS{..., alertstate="firing"} 1` and `ALERTS_FOR_STATE{...} activeAt`.
 fn alert_series(alert: &Alert, ts: i64) -> [Series; 2] {
     let mut state = alert.labels.clone();
@@ -444,6 +518,7 @@ mod tests {
             limit: 0,
             external_labels: BTreeMap::new(),
             alert: None,
+            annotations: BTreeMap::new(),
         }
     }
 
@@ -742,6 +817,37 @@ mod tests {
             result(&[r#"m{instance="a"} 50"#, r#"n{instance="a"} 50"#]),
         );
         assert!(o.error.unwrap().contains("same labelset"));
+    }
+
+    #[test]
+    fn annotations_are_rendered_per_alert_for_events() {
+        let mut spec = alert(&[("severity", "page")], 0, 0);
+        spec.annotations = BTreeMap::from([
+            (
+                "summary".to_string(),
+                "{{ $labels.instance }} at {{ $value | humanize }} ({{ $labels.severity }})"
+                    .to_string(),
+            ),
+            ("static".to_string(), "x".to_string()),
+        ]);
+        let o = evaluate(
+            &spec,
+            &RuleMemory::default(),
+            0,
+            result(&[r#"m{instance="a"} 1234.5"#]),
+        );
+        let notes = annotate(&spec, o.memory.as_ref().unwrap(), &o.export);
+        assert_eq!(notes.len(), 2, "ALERTS and ALERTS_FOR_STATE");
+        let n = notes[0].as_ref().unwrap();
+        assert_eq!(n["summary"], "a at 1.234k (page)");
+        assert_eq!(n["static"], "x");
+        // The breach ends: its stale markers carry no annotations.
+        let o2 = evaluate(&spec, o.memory.as_ref().unwrap(), 1000, result(&[]));
+        assert!(annotate(&spec, o2.memory.as_ref().unwrap(), &o2.export)
+            .iter()
+            .all(Option::is_none));
+        // Recording rules have none.
+        assert!(annotate(&record("r", &[]), &RuleMemory::default(), &o.export).is_empty());
     }
 
     #[test]

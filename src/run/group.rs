@@ -28,7 +28,7 @@
 
 use crate::model::{ExportBatch, Origin};
 use crate::run::datasource::{Datasource, RuleQuery};
-use crate::run::eval::{evaluate, RuleMemory, RuleSpec};
+use crate::run::eval::{annotate, evaluate, RuleMemory, RuleSpec};
 use crate::run::options::{rule_spec, EngineOptions};
 use crate::run::results::ResultSink;
 use crate::run::rules::{Group, Rule};
@@ -380,7 +380,9 @@ impl RuleRunner {
                 let sent = if out.export.is_empty() {
                     Ok(())
                 } else {
-                    let batch = ExportBatch::new(self.origin.clone(), out.export);
+                    let mut batch = ExportBatch::new(self.origin.clone(), out.export);
+                    let memory = out.memory.as_ref().unwrap_or(&self.memory);
+                    batch.annotations = annotate(&self.spec, memory, &batch.series);
                     ctx.sink.export(batch).await
                 };
                 match sent {

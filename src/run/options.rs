@@ -119,6 +119,10 @@ pub fn rule_spec(group: &Group, rule: &Rule, opts: &EngineOptions) -> RuleSpec {
             }),
             RuleKind::Recording { .. } => None,
         },
+        annotations: match &rule.kind {
+            RuleKind::Alerting { annotations, .. } => annotations.clone(),
+            RuleKind::Recording { .. } => BTreeMap::new(),
+        },
     }
 }
 

@@ -35,10 +35,11 @@
 
 use crate::model::range::{check_windows, Grid, Windows};
 use crate::model::time::format_rfc3339_ms;
-use crate::model::{ExportBatch, Labels, Sample, Series};
+use crate::model::{Annotations, ExportBatch, Labels, Sample, Series};
 use crate::run::datasource::{Datasource, RuleQuery};
 use crate::run::eval::{
-    alert_labels, recorded_labels, RuleSpec, ALERTS_FOR_STATE_METRIC, ALERTS_METRIC,
+    alert_labels, recorded_labels, render_annotations, RuleSpec, ALERTS_FOR_STATE_METRIC,
+    ALERTS_METRIC,
 };
 use crate::run::options::{rule_spec, EngineOptions};
 use crate::run::results::ResultSink;
@@ -218,6 +219,7 @@ pub async fn replay(
                 step_ms: sched.interval_ms,
                 sink,
                 batch: Vec::new(),
+                notes: Vec::new(),
                 batch_limit: opts.batch_series.max(1),
                 carried: HashMap::new(),
                 series: 0,
@@ -280,6 +282,8 @@ struct RuleReplay<'a> {
     step_ms: i64,
     sink: &'a dyn ResultSink,
     batch: Vec<Series>,
+    /// Rendered annotations per series of `batch` (alerting rules).
+    notes: Vec<Option<Annotations>>,
     batch_limit: usize,
     /// Alerts whose last point was the previous window's last timestamp.
     carried: HashMap<Labels, ReplayAlert>,
@@ -327,7 +331,7 @@ impl RuleReplay<'_> {
                             series.labels
                         )));
                     }
-                    self.push(Series::new(labels, samples)).await?;
+                    self.push(Series::new(labels, samples), None).await?;
                 }
                 Some(a) => {
                     let data = TemplateData {
@@ -382,10 +386,13 @@ impl RuleReplay<'_> {
                         let mut state_labels = labels.clone();
                         state_labels.set(crate::model::labels::METRIC_NAME, ALERTS_METRIC);
                         state_labels.set("alertstate", "firing");
+                        let note = (!self.spec.annotations.is_empty())
+                            .then(|| render_annotations(self.spec, a, &labels, samples[0].value));
                         let mut for_labels = labels;
                         for_labels.set(crate::model::labels::METRIC_NAME, ALERTS_FOR_STATE_METRIC);
-                        self.push(Series::new(state_labels, state_pts)).await?;
-                        self.push(Series::new(for_labels, for_pts)).await?;
+                        self.push(Series::new(state_labels, state_pts), note.clone())
+                            .await?;
+                        self.push(Series::new(for_labels, for_pts), note).await?;
                     }
                 }
             }
@@ -394,9 +401,10 @@ impl RuleReplay<'_> {
         Ok(())
     }
 
-    async fn push(&mut self, s: Series) -> Result<(), WindowError> {
+    async fn push(&mut self, s: Series, note: Option<Annotations>) -> Result<(), WindowError> {
         self.produced += s.samples.len() as u64;
         self.batch.push(s);
+        self.notes.push(note);
         if self.batch.len() >= self.batch_limit {
             self.flush().await.map_err(WindowError::Sink)?;
         }
@@ -408,11 +416,14 @@ impl RuleReplay<'_> {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
+        let notes = std::mem::take(&mut self.notes);
         let series = batch.len() as u64;
         let samples: u64 = batch.iter().map(|s| s.samples.len() as u64).sum();
-        self.sink
-            .export(ExportBatch::new(self.spec.origin(), batch))
-            .await?;
+        let mut export = ExportBatch::new(self.spec.origin(), batch);
+        if notes.iter().any(Option::is_some) {
+            export.annotations = notes;
+        }
+        self.sink.export(export).await?;
         self.series += series;
         self.samples += samples;
         Ok(())

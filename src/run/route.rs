@@ -28,8 +28,9 @@ use crate::model::time::parse_duration;
 use crate::model::{ExportBatch, Series};
 use crate::sink::destination::{
     self, queue_dir_name, Destination, DestinationConfig, DestinationError, DestinationKind,
-    DestinationStatus, MIN_MAX_DISK_BYTES,
+    DestinationStatus, DropReason, MIN_MAX_DISK_BYTES,
 };
+use crate::sink::schedule::{Outside, Schedule};
 use crate::transform::relabel::{Dialect, RelabelConfig, RelabelRules};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -137,6 +138,29 @@ impl PipelineConfig {
                 Ok(d) if problems.len() == before => destinations.push(d),
                 Ok(_) => {}
                 Err(p) => problems.extend(p),
+            }
+        }
+        for (i, spec) in config.destinations.iter().enumerate() {
+            let Some(name) = spec.outside_schedule.as_deref().map(str::trim) else {
+                continue;
+            };
+            if name != "drop" && name != spec.name && !seen.contains_key(name) {
+                let dl = lines.destinations.get(i).unwrap_or(&no_lines);
+                let place = Place {
+                    source,
+                    lines: &dl.item,
+                    index: i,
+                };
+                let names: Vec<&str> = config
+                    .destinations
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect();
+                problems.push(format!(
+                    "{}: no destination is named {name:?}; name one of {} or `drop`",
+                    place.at("outside_schedule"),
+                    names.join(", ")
+                ));
             }
         }
         if problems.is_empty() {
@@ -248,25 +272,53 @@ fn check_destination(
         }),
     };
     let what = format!("destinations[{i}]");
-    let client = match spec.connection().to_client_config(&what) {
-        Ok(c) => {
-            if let Err(e) = Endpoint::parse(&c.url) {
-                problems.push(format!("{}: {e}", at("url")));
+    let event_kind = match kind {
+        DestinationKind::Event(k) => Some(k),
+        _ => None,
+    };
+    let http = event_kind.is_none_or(|k| k.is_http());
+    let mut client = if !http {
+        // Syslog and file destinations have no HTTP client.
+        Some(crate::client::ClientConfig {
+            url: spec.url.clone().unwrap_or_default(),
+            ..Default::default()
+        })
+    } else {
+        match spec.connection().to_client_config(&what) {
+            Ok(c) => {
+                if let Err(e) = Endpoint::parse(&c.url) {
+                    problems.push(format!("{}: {e}", at("url")));
+                }
+                Some(c)
             }
-            Some(c)
+            Err(e) => {
+                // The message starts with `destinations[i].field`; point at that field's line.
+                let field: String = e
+                    .strip_prefix(&format!("{what}."))
+                    .unwrap_or("")
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                problems.push(format!("{}: {e}", place.loc(&field)));
+                None
+            }
         }
-        Err(e) => {
-            // The message starts with `destinations[i].field`; point at that field's line.
-            let field: String = e
-                .strip_prefix(&format!("{what}."))
-                .unwrap_or("")
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            problems.push(format!("{}: {e}", place.loc(&field)));
+    };
+    let event = match event_kind {
+        Some(k) => events::check_event(
+            spec,
+            k,
+            place,
+            storage,
+            if http { client.as_mut() } else { None },
+            &mut problems,
+        ),
+        None => {
+            problems.extend(events::check_metric_fields(spec, place));
             None
         }
     };
+    let schedule = events::check_schedule(spec, place, &mut problems);
     let relabel = compile_relabel(
         &spec.relabel_configs,
         dialect,
@@ -300,6 +352,11 @@ fn check_destination(
             Duration::ZERO
         }
     };
+    // One writer keeps a file whole and a syslog stream in order.
+    let single = matches!(
+        event_kind,
+        Some(crate::sink::event::EventKind::File | crate::sink::event::EventKind::Syslog)
+    );
     let concurrency = match spec.concurrency {
         Some(0) => {
             problems.push(format!("{}: must be at least 1", at("concurrency")));
@@ -313,7 +370,15 @@ fn check_destination(
             ));
             1
         }
+        Some(n) if n > 1 && event_kind == Some(crate::sink::event::EventKind::File) => {
+            problems.push(format!(
+                "{}: a file destination has one writer; remove concurrency or set 1",
+                at("concurrency")
+            ));
+            1
+        }
         Some(n) => n,
+        None if single => 1,
         None => destination::default_concurrency(),
     };
     let max_disk_bytes = match spec.max_disk_bytes.as_deref().map(parse_size) {
@@ -358,6 +423,8 @@ fn check_destination(
             max_disk_bytes,
             on_full,
             queue_dir: storage.join(queue_dir_name(&spec.name)),
+            event,
+            schedule,
         }),
         _ => Err(problems),
     }
@@ -402,6 +469,111 @@ struct Routing {
     destinations: Arc<Vec<Arc<Destination>>>,
     /// Per destination, the config it was opened with.
     configs: Vec<DestinationConfig>,
+}
+
+impl Routing {
+    /// Every destination's accept, with schedules applied: samples outside
+    /// a destination's windows are dropped (counted) or handed, as that
+    /// destination would send them (its relabeling and external labels
+    /// applied), to its fallback, which sends them as they are (neither its
+    /// own relabeling nor its schedule apply to them). Destinations with
+    /// `on_full: block` are offered the batch first: when one of them is
+    /// full the batch goes nowhere else either, so the retry that follows
+    /// does not duplicate it in the others.
+    fn accept(&self, batch: &ExportBatch) -> Vec<DestinationError> {
+        let mut order: Vec<usize> = (0..self.destinations.len()).collect();
+        order.sort_by_key(|&i| self.destinations[i].on_full() != destination::OnFullPolicy::Block);
+        let mut errors = Vec::new();
+        for i in order {
+            self.accept_one(&self.destinations[i], &self.configs[i], batch, &mut errors);
+            if errors
+                .iter()
+                .any(|e| matches!(e, DestinationError::Full { .. }))
+            {
+                break;
+            }
+        }
+        errors
+    }
+
+    fn accept_one(
+        &self,
+        d: &Arc<Destination>,
+        cfg: &DestinationConfig,
+        batch: &ExportBatch,
+        errors: &mut Vec<DestinationError>,
+    ) {
+        let Some(route) = &cfg.schedule else {
+            errors.extend(d.accept_with(&batch.series, batch.meta()).err());
+            return;
+        };
+        let Some((inside, outside)) = split_by_schedule(batch, &route.schedule) else {
+            errors.extend(d.accept_with(&batch.series, batch.meta()).err());
+            return;
+        };
+        if !inside.is_empty() {
+            errors.extend(d.accept_with(&inside.series, inside.meta()).err());
+        }
+        let outside_samples = outside.sample_count() as u64;
+        let fallback = match &route.outside {
+            Outside::Drop => None,
+            Outside::Fallback(name) => self.destinations.iter().find(|f| f.name() == name),
+        };
+        let Some(fallback) = fallback else {
+            d.count_dropped(DropReason::Schedule, outside_samples);
+            return;
+        };
+        let mut handed = outside;
+        let mut filtered = 0u64;
+        handed.retain_mut(|s| match d.relabeled_labels(&s.labels) {
+            Some(l) => {
+                s.labels = l;
+                true
+            }
+            None => {
+                filtered += s.samples.len() as u64;
+                false
+            }
+        });
+        d.count_dropped(DropReason::Relabel, filtered);
+        if !handed.is_empty() {
+            errors.extend(fallback.accept_as_is(&handed.series, handed.meta()).err());
+        }
+    }
+}
+
+/// The batch cut by `schedule` into (inside, outside); `None` when every
+/// sample is inside (the common case costs no copy).
+fn split_by_schedule(
+    batch: &ExportBatch,
+    schedule: &Schedule,
+) -> Option<(ExportBatch, ExportBatch)> {
+    let all_in = batch
+        .series
+        .iter()
+        .all(|s| s.samples.iter().all(|p| schedule.contains(p.timestamp_ms)));
+    if all_in {
+        return None;
+    }
+    let mut inside = ExportBatch::new(batch.origin.clone(), Vec::new());
+    let mut outside = ExportBatch::new(batch.origin.clone(), Vec::new());
+    let annotated = !batch.annotations.is_empty();
+    for (i, s) in batch.series.iter().enumerate() {
+        let (a, b): (Vec<_>, Vec<_>) = s
+            .samples
+            .iter()
+            .partition(|p| schedule.contains(p.timestamp_ms));
+        for (part, samples) in [(&mut inside, a), (&mut outside, b)] {
+            if samples.is_empty() {
+                continue;
+            }
+            part.series.push(Series::new(s.labels.clone(), samples));
+            if annotated {
+                part.annotations.push(batch.annotations_of(i).cloned());
+            }
+        }
+    }
+    Some((inside, outside))
 }
 
 /// What a reload did to the routing.
@@ -553,13 +725,12 @@ impl Pipeline {
         // wait for fsync, and one hand-off per batch costs less than one
         // per destination (the fsyncs are short; concurrent batches overlap).
         let global = Arc::clone(&routing.global);
-        let destinations = Arc::clone(&routing.destinations);
         let (batch, dropped, errors) = tokio::task::spawn_blocking(move || {
             let (batch, dropped) = global.apply(batch, external_labels);
             let errors = if batch.is_empty() {
                 Vec::new()
             } else {
-                accept_all(&destinations, &batch)
+                routing.accept(&batch)
             };
             (batch, dropped, errors)
         })
@@ -796,27 +967,6 @@ async fn release(d: Arc<Destination>) {
     );
 }
 
-/// Offers `batch` to every destination, those with `on_full: block` first:
-/// when one of them is full the batch goes nowhere else either, so the
-/// retry that follows does not duplicate it in the others.
-fn accept_all(destinations: &[Arc<Destination>], batch: &ExportBatch) -> Vec<DestinationError> {
-    let (blocking, others): (Vec<_>, Vec<_>) = destinations
-        .iter()
-        .partition(|d| d.on_full() == destination::OnFullPolicy::Block);
-    let mut errors = Vec::new();
-    for d in blocking.into_iter().chain(others) {
-        match d.accept_with(&batch.series, batch.meta()) {
-            Ok(_) => {}
-            Err(e @ DestinationError::Full { .. }) => {
-                errors.push(e);
-                return errors;
-            }
-            Err(e) => errors.push(e),
-        }
-    }
-    errors
-}
-
 /// The engine's seam: rule results go through [`Pipeline::route_results`].
 /// While a destination with `on_full: block` is full, the results are held
 /// here (the group waits; evaluations it misses meanwhile are caught up
@@ -926,6 +1076,68 @@ pub fn dry_route(config: &PipelineConfig, batch: Vec<Series>) -> Vec<(String, Ve
         .collect()
 }
 
+/// What each event destination would receive of `batches` (rule results
+/// with their origin and annotations), as the items it would send: the
+/// RFC 5424 message, the bulk action and document, the HEC object, the
+/// webhook body part or the file line. Global relabeling, the
+/// destination's relabeling and its schedule apply as in [`Pipeline`].
+/// Empty for metric destinations. For `spillway rules preview`.
+pub fn dry_route_events(config: &PipelineConfig, batches: &[ExportBatch]) -> Vec<Vec<String>> {
+    use crate::sink::event::{encode::write_item, shape::EventRef};
+    let global = GlobalStage {
+        rules: config.global_relabel.clone(),
+        external_labels: Vec::new(),
+    };
+    let batches: Vec<ExportBatch> = batches
+        .iter()
+        .map(|b| global.apply(b.clone(), false).0)
+        .collect();
+    config
+        .destinations
+        .iter()
+        .map(|d| {
+            let Some(ev) = &d.event else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            for b in &batches {
+                for (i, s) in b.series.iter().enumerate() {
+                    let mut labels = s.labels.clone();
+                    if !d.relabel.is_empty()
+                        && !destination::relabel_like_vmagent(&d.relabel, &mut labels)
+                    {
+                        continue;
+                    }
+                    for (k, v) in &d.external_labels {
+                        if labels.get(k).is_none() {
+                            labels.set(k.as_str(), v.as_str());
+                        }
+                    }
+                    for &sample in &s.samples {
+                        if d.schedule
+                            .as_ref()
+                            .is_some_and(|r| !r.schedule.contains(sample.timestamp_ms))
+                        {
+                            continue;
+                        }
+                        let e = EventRef {
+                            sample,
+                            labels: &labels,
+                            origin: &b.origin,
+                            annotations: b.annotations_of(i),
+                        };
+                        let mut item = Vec::new();
+                        if write_item(ev, &e, &mut item) {
+                            out.push(String::from_utf8_lossy(&item).trim_end().to_string());
+                        }
+                    }
+                }
+            }
+            out
+        })
+        .collect()
+}
+
 /// The routing part of a config file, checked: what `spillway run` and
 /// `spillway relabel` share.
 pub fn load(path: &std::path::Path) -> Result<(LoadedConfig, PipelineConfig), Vec<String>> {
@@ -934,6 +1146,7 @@ pub fn load(path: &std::path::Path) -> Result<(LoadedConfig, PipelineConfig), Ve
     Ok((loaded, pipeline))
 }
 
+mod events;
 #[cfg(test)]
 mod tests;
 

@@ -14,7 +14,7 @@
 
 use super::datasource::{ClientDatasource, Datasource, RuleQuery};
 use super::replay::{replay, ReplayOptions, ReplayProgress, ReplayReport};
-use super::route::{dry_route, Pipeline};
+use super::route::{dry_route, dry_route_events, Pipeline};
 use super::rules::load_files;
 use super::rules::RuleType;
 use super::setup::{load_options, Setup};
@@ -371,6 +371,9 @@ pub struct PreviewOutcome {
     pub rules: Vec<PreviewRule>,
     /// Per destination in config order: name, type, URL, and its series.
     pub destinations: Vec<(String, String, String, Vec<Series>)>,
+    /// Per destination, in the same order: the events an event destination
+    /// would send (empty for metric destinations).
+    pub events: Vec<Vec<String>>,
 }
 
 impl PreviewOutcome {
@@ -402,7 +405,24 @@ impl PreviewOutcome {
                 }
             }
         }
-        for (name, kind, url, series) in &self.destinations {
+        for (d, (name, kind, url, series)) in self.destinations.iter().enumerate() {
+            if let Some(events) = self
+                .events
+                .get(d)
+                .filter(|_| crate::sink::event::EventKind::parse(kind).is_some())
+            {
+                let _ = writeln!(
+                    out,
+                    "\ndestination {name} ({kind} {url}) would receive {} events:",
+                    events.len()
+                );
+                for e in events {
+                    for line in e.lines() {
+                        let _ = writeln!(out, "  {line}");
+                    }
+                }
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "\ndestination {name} ({kind} {url}) would receive {} series:",
@@ -460,20 +480,26 @@ pub async fn rules_preview(opts: &RulesPreview) -> Result<PreviewOutcome, Vec<St
         })?;
     let all: Vec<Series> = rules.iter().flat_map(|r| r.series.clone()).collect();
     let routed = dry_route(&setup.pipeline, all);
+    let batches: Vec<crate::model::ExportBatch> = rules.iter().map(|r| r.export.clone()).collect();
+    let events = dry_route_events(&setup.pipeline, &batches);
     let destinations = setup
         .pipeline
         .destinations
         .iter()
         .zip(routed)
         .map(|(d, (_, series))| {
-            let url = crate::client::Endpoint::parse(&d.client.url)
-                .map(|(e, _)| e.display_at(&d.kind.request_path(&d.client.url)))
-                .unwrap_or_else(|_| "<invalid url>".into());
+            let url = match &d.event {
+                Some(e) => e.display_target(&d.client.url),
+                None => crate::client::Endpoint::parse(&d.client.url)
+                    .map(|(e, _)| e.display_at(&d.kind.request_path(&d.client.url)))
+                    .unwrap_or_else(|_| "<invalid url>".into()),
+            };
             (d.name.clone(), d.kind.as_str().to_string(), url, series)
         })
         .collect();
     Ok(PreviewOutcome {
         rules,
         destinations,
+        events,
     })
 }

@@ -33,7 +33,10 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use template::{check_template, render_labels, render_labels_with, TemplateData};
+pub use template::{
+    check_template, functions as template_functions, render_labels, render_labels_with,
+    TemplateData,
+};
 pub use validate::MAX_RULE_DURATION;
 
 use std::collections::BTreeMap;

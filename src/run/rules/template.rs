@@ -45,7 +45,8 @@ const HEADER: &str = concat!(
 
 /// vmalert's template functions (`app/vmalert/templates/template.go` and the
 /// documented `now`), on top of Go's builtins that gtmpl-ng already has.
-fn functions() -> Vec<(&'static str, Func)> {
+/// Event destinations' templates register them too.
+pub fn functions() -> Vec<(&'static str, Func)> {
     vec![
         ("title", title as Func),
         ("toUpper", to_upper),

@@ -60,7 +60,9 @@ impl BlockEncoder {
             let (now, later) = rest.split_at(take);
             match self.kind {
                 DestinationKind::RemoteWrite => self.remote_write.add(labels, now),
-                DestinationKind::VmImport => write_vm_json_parts(labels, now, &mut self.json),
+                DestinationKind::VmImport | DestinationKind::Event(_) => {
+                    write_vm_json_parts(labels, now, &mut self.json)
+                }
             }
             self.in_block += take;
             rest = later;
@@ -81,7 +83,7 @@ impl BlockEncoder {
                 self.remote_write.finish(&mut out)?;
                 out
             }
-            DestinationKind::VmImport => {
+            DestinationKind::VmImport | DestinationKind::Event(_) => {
                 let mut next = self.spare.pop().unwrap_or_default();
                 next.clear();
                 std::mem::replace(&mut self.json, next)
@@ -127,7 +129,8 @@ pub(super) fn merge(kind: DestinationKind, blocks: &[&[u8]]) -> Result<Vec<u8>, 
         return Ok(one.to_vec());
     }
     match kind {
-        DestinationKind::VmImport => Ok(blocks.concat()),
+        // Event blocks are length-prefixed items: they concatenate too.
+        DestinationKind::VmImport | DestinationKind::Event(_) => Ok(blocks.concat()),
         DestinationKind::RemoteWrite => {
             let mut proto = Vec::new();
             let mut decoder = snap::raw::Decoder::new();

@@ -109,6 +109,7 @@
 //! renamed destination is a removed one plus a new, empty one.
 
 mod encode;
+mod event_sender;
 mod sender;
 mod stats;
 
@@ -119,6 +120,7 @@ use crate::codec::CodecError;
 use crate::model::{BatchMeta, Labels, Origin, Series};
 use crate::queue::OnFull;
 use crate::queue::{Queue, QueueError, QueueOptions, RecoveryReport};
+use crate::sink::event::{EventConfig, EventKind};
 use crate::transform::relabel::RelabelRules;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -211,6 +213,8 @@ pub enum DestinationKind {
     RemoteWrite,
     /// VictoriaMetrics `/api/v1/import` JSON lines.
     VmImport,
+    /// One event per sample to a SIEM or log pipeline ([`crate::sink::event`]).
+    Event(EventKind),
 }
 
 impl DestinationKind {
@@ -218,9 +222,11 @@ impl DestinationKind {
         match s {
             "remote_write" => Ok(DestinationKind::RemoteWrite),
             "vm_import" => Ok(DestinationKind::VmImport),
-            other => Err(format!(
-                "unknown destination type {other:?}: expected remote_write or vm_import"
-            )),
+            other => EventKind::parse(other).map(DestinationKind::Event).ok_or_else(|| {
+                format!(
+                    "unknown destination type {other:?}: expected remote_write, vm_import, syslog, elasticsearch, splunk_hec, webhook or file"
+                )
+            }),
         }
     }
 
@@ -228,6 +234,7 @@ impl DestinationKind {
         match self {
             DestinationKind::RemoteWrite => "remote_write",
             DestinationKind::VmImport => "vm_import",
+            DestinationKind::Event(k) => k.as_str(),
         }
     }
 
@@ -238,6 +245,8 @@ impl DestinationKind {
     /// named (`http://vm:8428`, `.../insert/0/prometheus`, `.../api/v1/import`).
     pub fn request_path(self, url: &str) -> String {
         match self {
+            // Event transports know their own paths.
+            DestinationKind::Event(_) => String::new(),
             DestinationKind::VmImport => "/api/v1/import".to_string(),
             DestinationKind::RemoteWrite => {
                 let path = url::Url::parse(url.trim())
@@ -273,6 +282,11 @@ pub struct DestinationConfig {
     pub on_full: OnFullPolicy,
     /// The queue directory, `<storage.path>/<queue_dir_name(name)>`.
     pub queue_dir: PathBuf,
+    /// The settings of an event destination (`kind` is `Event`).
+    pub event: Option<Arc<EventConfig>>,
+    /// `schedule:` and `outside_schedule:`; the pipeline applies them
+    /// before this destination sees a batch.
+    pub schedule: Option<Arc<crate::sink::schedule::ScheduleRoute>>,
 }
 
 impl DestinationConfig {
@@ -295,6 +309,8 @@ impl DestinationConfig {
             max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
             on_full: OnFullPolicy::DropOldest,
             queue_dir: storage.join(queue_dir_name(name)),
+            event: None,
+            schedule: None,
         }
     }
 }
@@ -398,6 +414,8 @@ pub(crate) struct Shared {
     accepting: AtomicBool,
     /// The queue refused a push for room since the last one it took.
     full: AtomicBool,
+    /// Set for event destinations.
+    event: Option<Arc<EventConfig>>,
 }
 
 impl Destination {
@@ -424,8 +442,17 @@ impl Destination {
         let path = config.kind.request_path(&config.client.url);
         let mut client_config = config.client;
         client_config.retry = retry_policy();
+        let event = config.event.clone();
+        if matches!(config.kind, DestinationKind::Event(k) if !k.is_http()) {
+            // Syslog and file transports own their connections; the client
+            // is there for the shape of `Shared` only and never called.
+            client_config.url = "http://127.0.0.1".into();
+        }
         let client = Client::new(client_config).map_err(|e| cfg_err(e.to_string()))?;
-        let display_url = client.endpoint().display_at(&path);
+        let mut display_url = client.endpoint().display_at(&path);
+        if let Some(e) = &event {
+            display_url = e.display_target(&display_url);
+        }
 
         let mut opts = QueueOptions::new(config.max_disk_bytes);
         // Senders merge small blocks, so each may hold many at once (but
@@ -467,6 +494,7 @@ impl Destination {
             phase,
             accepting: AtomicBool::new(true),
             full: AtomicBool::new(false),
+            event,
         };
         Ok((
             Destination {
@@ -502,8 +530,12 @@ impl Destination {
             return;
         }
         for worker in 0..self.shared.concurrency {
-            let task = sender::run(Arc::clone(&self.shared), worker);
-            tasks.senders.push(tokio::spawn(task));
+            let shared = Arc::clone(&self.shared);
+            let task = match &self.shared.event {
+                Some(e) => tokio::spawn(event_sender::run(shared, Arc::clone(e), worker)),
+                None => tokio::spawn(sender::run(shared, worker)),
+            };
+            tasks.senders.push(task);
         }
         tasks.timer = Some(tokio::spawn(sender::sync_cursor(Arc::clone(&self.shared))));
     }
@@ -530,7 +562,18 @@ impl Destination {
         batch: &[Series],
         meta: BatchMeta<'_>,
     ) -> Result<Accepted, DestinationError> {
-        self.shared.accept(batch, meta)
+        self.shared.accept(batch, meta, true)
+    }
+
+    /// [`Destination::accept_with`] for series another destination already
+    /// relabeled (a schedule's fallback takes them as they are): neither
+    /// this destination's `relabel_configs` nor its `external_labels` apply.
+    pub fn accept_as_is(
+        &self,
+        batch: &[Series],
+        meta: BatchMeta<'_>,
+    ) -> Result<Accepted, DestinationError> {
+        self.shared.accept(batch, meta, false)
     }
 
     /// [`Destination::accept`] on the blocking pool.
@@ -545,7 +588,7 @@ impl Destination {
                 origin: &origin,
                 annotations: &[],
             };
-            shared.accept(&batch, meta)
+            shared.accept(&batch, meta, true)
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
@@ -554,6 +597,20 @@ impl Destination {
     /// Queue depth and counters, for `/api/v1/destinations`.
     pub fn status(&self) -> DestinationStatus {
         self.shared.stats.status(&self.shared)
+    }
+
+    /// Counts samples this destination did not take for `reason` (the
+    /// pipeline's `schedule` decisions).
+    pub fn count_dropped(&self, reason: DropReason, samples: u64) {
+        if samples > 0 {
+            self.shared.stats.dropped(reason, samples);
+        }
+    }
+
+    /// The labels this destination would send for a series (its
+    /// `relabel_configs` and `external_labels`), `None` when it drops it.
+    pub fn relabeled_labels(&self, labels: &Labels) -> Option<Labels> {
+        self.shared.relabeled(labels).map(Cow::into_owned)
     }
 
     /// Refreshes this destination's `/metrics` gauges and counters.
@@ -701,16 +758,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn accept(&self, batch: &[Series], meta: BatchMeta<'_>) -> Result<Accepted, DestinationError> {
+    fn accept(
+        &self,
+        batch: &[Series],
+        meta: BatchMeta<'_>,
+        relabel: bool,
+    ) -> Result<Accepted, DestinationError> {
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(DestinationError::Closed {
                 name: self.name.clone(),
             });
         }
+        if let Some(e) = &self.event {
+            return self.accept_events(e, batch, meta, relabel);
+        }
         let mut enc = lock(&self.encoders)
             .pop()
             .unwrap_or_else(|| encode::BlockEncoder::new(self.kind, self.max_batch_samples));
-        let result = self.encode_and_push(batch, meta, &mut enc);
+        let result = self.encode_and_push(batch, meta, relabel, &mut enc);
         enc.reset();
         lock(&self.encoders).push(enc);
         result
@@ -722,6 +787,7 @@ impl Shared {
         // Metric kinds encode labels and samples only; event kinds will
         // read the origin and annotations from here.
         _meta: BatchMeta<'_>,
+        relabel: bool,
         enc: &mut encode::BlockEncoder,
     ) -> Result<Accepted, DestinationError> {
         let encode_err = |source| DestinationError::Encode {
@@ -734,7 +800,12 @@ impl Shared {
             if s.samples.is_empty() {
                 continue;
             }
-            let Some(labels) = self.relabeled(&s.labels) else {
+            let labels = if relabel {
+                self.relabeled(&s.labels)
+            } else {
+                Some(Cow::Borrowed(&s.labels))
+            };
+            let Some(labels) = labels else {
                 out.relabel_dropped += s.samples.len() as u64;
                 continue;
             };

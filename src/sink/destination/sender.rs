@@ -31,7 +31,7 @@ use tokio::time::Instant;
 /// One sender: read, merge, deliver, until told to stop (or, draining,
 /// until nothing is left to read).
 pub(super) async fn run(shared: Arc<Shared>, worker: usize) {
-    let lane = (worker, shared.concurrency);
+    let lane = Some((worker, shared.concurrency));
     tracing::debug!(destination = %shared.name, worker, "sender started");
     let max = shared.max_batch_samples as u64;
     let small = (max / 2).max(1);
@@ -70,11 +70,12 @@ pub(super) async fn run(shared: Arc<Shared>, worker: usize) {
     tracing::debug!(destination = %shared.name, worker, "sender stopped");
 }
 
-/// The next readable block of `lane` (index, of); `None` when stopped, when
-/// draining and nothing is left to read, or at `deadline`.
-async fn next_record(
+/// The next readable block of `lanes` (index, of), or of any lane when
+/// `None` (event destinations, whose order is not per series); `None` when
+/// stopped, when draining and nothing is left to read, or at `deadline`.
+pub(super) async fn next_record(
     shared: &Arc<Shared>,
-    (index, of): (usize, usize),
+    lanes: Option<(usize, usize)>,
     deadline: Option<Instant>,
 ) -> Option<Record> {
     let mut phase = shared.phase.subscribe();
@@ -88,7 +89,11 @@ async fn next_record(
             return None;
         }
         let s = Arc::clone(shared);
-        match tokio::task::spawn_blocking(move || s.queue.read_next_lane(index, of)).await {
+        let read = move || match lanes {
+            Some((index, of)) => s.queue.read_next_lane(index, of),
+            None => s.queue.read_next(),
+        };
+        match tokio::task::spawn_blocking(read).await {
             Ok(Ok(Some(r))) => return Some(r),
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
@@ -280,7 +285,7 @@ pub(super) fn already_stored(kind: DestinationKind, e: &ClientError) -> bool {
     }
 }
 
-async fn stopped(phase: &mut watch::Receiver<Phase>) {
+pub(super) async fn stopped(phase: &mut watch::Receiver<Phase>) {
     loop {
         if *phase.borrow_and_update() == Phase::Stopped {
             return;
@@ -303,6 +308,8 @@ impl Shared {
                     .header("Content-Type", CONTENT_TYPE)
                     .header(VERSION_HEADER, VERSION),
                 DestinationKind::VmImport => req.header("Content-Type", "application/json"),
+                // Event destinations send through `event_sender`.
+                DestinationKind::Event(_) => req,
             };
             let resp = self.client.send_once(req.body(body)).await?;
             let status = resp.status().as_u16();

@@ -10,16 +10,17 @@
 //! | `spillway_queue_max_disk_bytes` | gauge | the configured cap |
 //! | `spillway_samples_queued_total` | counter | samples accepted into the queue |
 //! | `spillway_samples_sent_total` | counter | samples the destination answered 2xx for |
-//! | `spillway_samples_dropped_total{reason}` | counter | `relabel`, `disk_full`, `rejected_4xx`, `too_large`, `damaged` (see the module docs) |
+//! | `spillway_samples_dropped_total{reason}` | counter | `relabel`, `disk_full`, `rejected_4xx`, `too_large`, `damaged`, `schedule` (see the module docs) |
 //! | `spillway_samples_duplicate_total` | counter | samples the destination refused as already stored (Prometheus' out-of-order answers to data sent again): not retried, not dropped |
 //! | `spillway_queue_full_refusals_total` | counter | accepts refused because the queue was full and `on_full` is `block` |
+//! | `spillway_dead_letter_total` | counter | events an event destination refused for good, written to its dead-letter file |
 //! | `spillway_requests_total{status_code}` | counter | send attempts by HTTP status; `error` when no answer came |
 //! | `spillway_retries_total` | counter | attempts after a first one failed |
 //! | `spillway_send_duration_seconds` | histogram | time of one send attempt |
 //!
-//! Once the queue is idle, `queued = sent + duplicate + dropped (all
-//! reasons but relabel)`; while it works, the difference is
-//! `pending_samples`.
+//! Once the queue is idle, `queued = sent + duplicate + dead_letter +
+//! dropped (all reasons but relabel and schedule)`; while it works, the
+//! difference is `pending_samples`.
 //! Counters live in atomics here and are copied into the metrics registry
 //! when `/metrics` is scraped, so both views always agree.
 
@@ -43,15 +44,18 @@ pub enum DropReason {
     TooLarge,
     /// A queued block failed its checksum or could not be decoded.
     Damaged,
+    /// Outside the destination's `schedule`, with `outside_schedule: drop`.
+    Schedule,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Relabel,
         DropReason::DiskFull,
         DropReason::Rejected4xx,
         DropReason::TooLarge,
         DropReason::Damaged,
+        DropReason::Schedule,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +65,7 @@ impl DropReason {
             DropReason::Rejected4xx => "rejected_4xx",
             DropReason::TooLarge => "too_large",
             DropReason::Damaged => "damaged",
+            DropReason::Schedule => "schedule",
         }
     }
 }
@@ -94,13 +99,15 @@ pub struct DestinationStatus {
     pub samples_duplicate: u64,
     pub on_full: &'static str,
     pub full_refusals: u64,
+    /// Events refused for good and written to the dead-letter file.
+    pub dead_letter: u64,
     pub retries: u64,
     pub last_error: Option<String>,
     /// RFC 3339.
     pub last_error_time: Option<String>,
 }
 
-const N_COUNTERS: usize = 11;
+const N_COUNTERS: usize = 13;
 
 pub(super) struct Stats {
     name: String,
@@ -118,6 +125,8 @@ pub(super) struct Stats {
     full_refusals: AtomicU64,
     /// Damage found by the queues of the destinations this one replaces.
     damaged_before: AtomicU64,
+    schedule: AtomicU64,
+    dead_letter: AtomicU64,
     last_error: Mutex<Option<(String, i64)>>,
     duration: metrics::Histogram,
 }
@@ -137,6 +146,8 @@ impl Stats {
             duplicate: AtomicU64::new(0),
             full_refusals: AtomicU64::new(0),
             damaged_before: AtomicU64::new(0),
+            schedule: AtomicU64::new(0),
+            dead_letter: AtomicU64::new(0),
             last_error: Mutex::new(None),
             duration: metrics::histogram!(
                 "spillway_send_duration_seconds",
@@ -157,6 +168,9 @@ impl Stats {
             &self.retries,
             &self.duplicate,
             &self.full_refusals,
+            &self.schedule,
+            &self.dead_letter,
+            // Last: `snapshot` adds the queue's damage counts to it.
             &self.damaged_before,
         ]
     }
@@ -214,8 +228,13 @@ impl Stats {
             DropReason::Rejected4xx => &self.rejected,
             DropReason::TooLarge => &self.too_large,
             DropReason::Damaged => &self.undecodable,
+            DropReason::Schedule => &self.schedule,
         };
         counter.fetch_add(samples, Relaxed);
+    }
+
+    pub fn dead_lettered(&self, events: u64) {
+        self.dead_letter.fetch_add(events, Relaxed);
     }
 
     pub fn retry(&self) {
@@ -246,7 +265,7 @@ impl Stats {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((message, now_ms()));
     }
 
-    fn dropped_by_reason(&self, queue: &QueueStats) -> [(DropReason, u64); 5] {
+    fn dropped_by_reason(&self, queue: &QueueStats) -> [(DropReason, u64); 6] {
         let disk_full = self.disk_full.load(Relaxed);
         let damaged = queue.damaged_samples_total
             + self.undecodable.load(Relaxed)
@@ -257,6 +276,7 @@ impl Stats {
             (DropReason::Rejected4xx, self.rejected.load(Relaxed)),
             (DropReason::TooLarge, self.too_large.load(Relaxed)),
             (DropReason::Damaged, damaged),
+            (DropReason::Schedule, self.schedule.load(Relaxed)),
         ]
     }
 
@@ -285,6 +305,7 @@ impl Stats {
                 "spillway_queue_full_refusals_total",
                 self.full_refusals.load(Relaxed),
             ),
+            ("spillway_dead_letter_total", self.dead_letter.load(Relaxed)),
         ];
         for (name, value) in counters {
             metrics::counter!(name, &[d()]).absolute(value);
@@ -326,6 +347,7 @@ impl Stats {
             samples_duplicate: self.duplicate.load(Relaxed),
             on_full: shared.on_full.as_str(),
             full_refusals: self.full_refusals.load(Relaxed),
+            dead_letter: self.dead_letter.load(Relaxed),
             retries: self.retries.load(Relaxed),
             last_error_time: last.as_ref().map(|(_, t)| format_rfc3339_ms(*t)),
             last_error: last.map(|(m, _)| m),

@@ -384,7 +384,7 @@ fn nested_len(len: usize) -> usize {
     1 + varint_len(len as u64) + len
 }
 
-fn put_string(buf: &mut Vec<u8>, key: u8, s: &str) {
+pub(super) fn put_string(buf: &mut Vec<u8>, key: u8, s: &str) {
     if !s.is_empty() {
         buf.push(key);
         put_varint(buf, s.len() as u64);
@@ -397,7 +397,7 @@ fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
         v >>= 7;

@@ -94,7 +94,7 @@ fn main() -> ExitCode {
         let opts = args.to_options();
         return runtime.block_on(run_command(opts));
     }
-    let replaying = matches!(cli.command, Command::Replay(_));
+    let replaying = matches!(cli.command, Command::Replay(_) | Command::Capture(_));
     runtime.block_on(async {
         tokio::select! {
             code = run(cli) => code,
@@ -125,6 +125,21 @@ async fn run(cli: Cli) -> ExitCode {
             RulesCommand::Preview(p) => rules_preview(p).await,
         },
         Command::Relabel(args) => relabel(args),
+        Command::Capture(args) => capture(args).await,
+    }
+}
+
+async fn capture(args: spillway::cli::capture::CaptureArgs) -> ExitCode {
+    match spillway::run::capture::capture_command(&args.to_options()).await {
+        Ok(outcome) => {
+            print!("{}", outcome.render());
+            if outcome.failed() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(problems) => fail(&problems),
     }
 }
 

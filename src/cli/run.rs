@@ -43,7 +43,7 @@ pub struct RunArgs {
     pub dry_run: bool,
 }
 
-fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
 
@@ -52,7 +52,7 @@ fn parse_auth_arg(s: &str) -> Result<BasicAuth, String> {
 }
 
 /// RFC 3339, unix seconds, `now`, or `now-6h` / `-6h` (that long ago).
-fn parse_time_arg(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_time_arg(s: &str) -> Result<i64, String> {
     let t = s.trim();
     if t == "now" {
         return Ok(now_ms());
@@ -109,6 +109,13 @@ pub struct ReplayArgs {
     /// Queue directory instead of storage.path (needed while `spillway run` holds those queues).
     #[arg(long = "storage.path", value_name = "DIR")]
     pub storage_path: Option<PathBuf>,
+    /// Open the config's breach captures for the breaches found and copy
+    /// their raw data (the default when the config has `captures:`).
+    #[arg(long, conflicts_with = "no_captures")]
+    pub captures: bool,
+    /// Replay the rules only, without breach captures.
+    #[arg(long)]
+    pub no_captures: bool,
 }
 
 impl ReplayArgs {
@@ -121,6 +128,11 @@ impl ReplayArgs {
             max_datapoints_per_query: self.max_datapoints_per_query.max(1),
             drain_timeout: self.drain_timeout,
             storage_path: self.storage_path.clone(),
+            captures: match (self.captures, self.no_captures) {
+                (_, true) => Some(false),
+                (true, false) => Some(true),
+                (false, false) => None,
+            },
         }
     }
 }

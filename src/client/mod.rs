@@ -17,7 +17,7 @@ pub use auth::{Auth, Secret};
 pub use endpoint::{Endpoint, Tenant};
 pub use prom_api::{
     duration_param, seconds as seconds_param, InstantAnswer, InstantResult, QueryForm, QueryParams,
-    SeriesStream,
+    SeriesList, SeriesStream,
 };
 pub use retry::RetryPolicy;
 pub use spec::{BasicAuthSpec, ConnectionSpec, TlsSpec};
@@ -61,6 +61,13 @@ pub enum ClientError {
     },
     #[error("cannot read the answer of {url}: {reason}")]
     Decode { url: String, reason: String },
+    /// The answer is bigger than the caller can hold; ask for less.
+    #[error("the answer of {url} to {what} is over the {limit_bytes}-byte limit; ask for a shorter time range or fewer series")]
+    TooLarge {
+        url: String,
+        what: String,
+        limit_bytes: usize,
+    },
 }
 
 impl ClientError {
@@ -69,7 +76,9 @@ impl ClientError {
         match self {
             ClientError::Connect { .. } | ClientError::Timeout { .. } => true,
             ClientError::Status { status, .. } => *status >= 500 || *status == 429,
-            ClientError::Config(_) | ClientError::Decode { .. } => false,
+            ClientError::Config(_) | ClientError::Decode { .. } | ClientError::TooLarge { .. } => {
+                false
+            }
         }
     }
 

@@ -26,6 +26,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use files::segment_matches;
 pub use template::{check_template, render_labels, render_labels_with, TemplateData};
 
 use std::collections::BTreeMap;

@@ -658,3 +658,43 @@ captures:
         assert!(err.contains(needle), "{needle} missing:\n{}", run.describe());
     }
 }
+
+#[test]
+fn without_export_or_remote_read_captures_fall_back_to_query_range_and_say_so() {
+    let src = Vm::start();
+    let debug = Vm::start();
+    let auth = common::VmAuth::start(&format!(
+        "users:\n- username: \"bob\"\n  password: \"s3cret\"\n  url_map:\n  - src_paths: [\"/api/v1/query\", \"/api/v1/query_range\", \"/api/v1/series\"]\n    url_prefix: \"{}\"\n",
+        src.url()
+    ));
+    let now = now_ms();
+    let t0 = now - now.rem_euclid(60_000) - 3_600_000;
+    let samples: Vec<(i64, f64)> = raw_times(t0 - 60_000, t0 + 6 * 60_000, 10_000, 3)
+        .into_iter()
+        .map(|t| (t, (t / 10_000 % 7) as f64))
+        .collect();
+    src.import(&vm_line(&[("__name__", "up"), ("job", "x")], &samples));
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "datasource: {{url: '{}', basic_auth: {{username: bob, password: s3cret}}}}\nstorage: {{path: '{{dir}}/data'}}\ndestinations:\n{}",
+        auth.url(),
+        vm_destination("debug", &debug, "")
+    );
+    write_files(dir.path(), &[("run.yml", &config)]);
+    let cfg = dir.path().join("run.yml").display().to_string();
+    let run = spillway(&[
+        "capture", "-c", &cfg, "--match", r#"{job="x"}"#,
+        "--from", &(t0 / 1000).to_string(), "--to", &((t0 + 5 * 60_000) / 1000).to_string(),
+        "--destination", "debug",
+    ]);
+    run.assert_code(0);
+    let out = run.stdout();
+    assert!(out.contains("captures fall back to query_range at 15s"), "{}", run.describe());
+    assert!(!out.contains("s3cret"), "{out}");
+    debug.flush();
+    let (got, _) = export_points(&debug.url(), r#"{job="x"}"#, &[]);
+    let times: Vec<i64> = got.values().flat_map(|p| p.keys().copied()).collect();
+    // One point per 15s step of the range, on the step grid.
+    assert_eq!(times.len(), 21, "{times:?}");
+    assert!(times.iter().all(|t| t % 15_000 == 0), "{times:?}");
+}

@@ -33,12 +33,17 @@ fn export_points(url: &str, selector: &str, drop: &[&str]) -> (Points, usize) {
         &format!("match[]={selector}"),
     ])
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let mut points = Points::new();
     let mut total = 0;
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(&line.replace("NaN", "null")).unwrap();
-        let mut metric: BTreeMap<String, String> = serde_json::from_value(v["metric"].clone()).unwrap();
+        let mut metric: BTreeMap<String, String> =
+            serde_json::from_value(v["metric"].clone()).unwrap();
         for d in drop {
             metric.remove(*d);
         }
@@ -58,7 +63,14 @@ fn export_points(url: &str, selector: &str, drop: &[&str]) -> (Points, usize) {
 fn window(points: &Points, from: i64, to: i64) -> Points {
     points
         .iter()
-        .map(|(k, v)| (k.clone(), v.range(from..to).map(|(t, x)| (*t, *x)).collect::<BTreeMap<_, _>>()))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.range(from..to)
+                    .map(|(t, x)| (*t, *x))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+        })
         .filter(|(_, v)| !v.is_empty())
         .collect()
 }
@@ -73,7 +85,9 @@ fn raw_times(from: i64, to: i64, every_ms: i64, salt: i64) -> Vec<i64> {
 }
 
 fn rfc3339_ms(s: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .timestamp_millis()
 }
 
 fn vm_destination(name: &str, vm: &Vm, extra: &str) -> String {
@@ -100,10 +114,20 @@ fn replay_copies_exactly_the_raw_samples_around_a_spike() {
             .into_iter()
             .map(|t| {
                 let hot = name == "cpu" && instance == "a" && t >= spike.0 && t < spike.1;
-                (t, if hot { 95.0 } else { 40.0 + (t % 1000) as f64 / 100.0 })
+                (
+                    t,
+                    if hot {
+                        95.0
+                    } else {
+                        40.0 + (t % 1000) as f64 / 100.0
+                    },
+                )
             })
             .collect();
-        lines.push_str(&vm_line(&[("__name__", name), ("instance", instance)], &samples));
+        lines.push_str(&vm_line(
+            &[("__name__", name), ("instance", instance)],
+            &samples,
+        ));
         lines.push('\n');
     }
     src.import(&lines);
@@ -139,11 +163,18 @@ captures:
         ],
     );
     let cfg = dir.path().join("run.yml").display().to_string();
-    let (from, to) = ((t0 / 1000).to_string(), ((t0 + 3_600_000) / 1000).to_string());
+    let (from, to) = (
+        (t0 / 1000).to_string(),
+        ((t0 + 3_600_000) / 1000).to_string(),
+    );
     let run = spillway(&["replay", "-c", &cfg, "--from", &from, "--to", &to]);
     run.assert_code(0);
     let out = run.stdout();
-    assert!(out.contains("captures: 1 capture, 2 series"), "{}", run.describe());
+    assert!(
+        out.contains("captures: 1 capture, 2 series"),
+        "{}",
+        run.describe()
+    );
 
     // The breach as replay sees it: the grid points where the rule returns the series.
     let q = http_get(&format!(
@@ -160,16 +191,31 @@ captures:
         .map(|p| (p[0].as_f64().unwrap() * 1000.0) as i64)
         .collect();
     let (start, end) = (grid[0], grid[grid.len() - 1] + 60_000);
-    assert!(grid.windows(2).all(|w| w[1] - w[0] == 60_000), "one breach: {grid:?}");
+    assert!(
+        grid.windows(2).all(|w| w[1] - w[0] == 60_000),
+        "one breach: {grid:?}"
+    );
 
     let (source, _) = export_points(&src.url(), r#"{instance="a"}"#, &[]);
     let want = window(&source, start - 5 * 60_000, end + 3 * 60_000);
-    wait_for("the debug storage to hold the capture", Duration::from_secs(30), || {
-        debug.flush();
-        export_points(&debug.url(), r#"{captured_by="cpu_context"}"#, &["captured_by"]).0 == want
-    });
+    wait_for(
+        "the debug storage to hold the capture",
+        Duration::from_secs(30),
+        || {
+            debug.flush();
+            export_points(
+                &debug.url(),
+                r#"{captured_by="cpu_context"}"#,
+                &["captured_by"],
+            )
+            .0 == want
+        },
+    );
     let (got, total) = export_points(&debug.url(), r#"{__name__=~".+"}"#, &["captured_by"]);
-    assert_eq!(got, want, "exactly the raw samples of instance a in the window, nothing else");
+    assert_eq!(
+        got, want,
+        "exactly the raw samples of instance a in the window, nothing else"
+    );
     let distinct: usize = got.values().map(BTreeMap::len).sum();
     assert_eq!(total, distinct, "no sample sent twice");
     assert_eq!(got.len(), 2, "cpu and mem of instance a");
@@ -177,7 +223,11 @@ captures:
     // Replaying again copies nothing: the ranges are on disk.
     let again = spillway(&["replay", "-c", &cfg, "--from", &from, "--to", &to]);
     again.assert_code(0);
-    assert!(again.stdout().contains("0 raw samples copied"), "{}", again.describe());
+    assert!(
+        again.stdout().contains("0 raw samples copied"),
+        "{}",
+        again.describe()
+    );
 }
 
 #[test]
@@ -243,11 +293,17 @@ captures:
         &(m(30) / 1000).to_string(),
     ]);
     run.assert_code(0);
-    assert!(run.stdout().contains("captures: 1 capture, 3 series"), "{}", run.describe());
+    assert!(
+        run.stdout().contains("captures: 1 capture, 3 series"),
+        "{}",
+        run.describe()
+    );
     let (source, _) = export_points(&src.url(), r#"{instance="a"}"#, &[]);
     wait_for("the capture to arrive", Duration::from_secs(30), || {
         debug.flush();
-        !export_points(&debug.url(), r#"{captured_by="host"}"#, &[]).0.is_empty()
+        !export_points(&debug.url(), r#"{captured_by="host"}"#, &[])
+            .0
+            .is_empty()
     });
     let (got, total) = export_points(&debug.url(), r#"{captured_by="host"}"#, &["captured_by"]);
     let distinct: usize = got.values().map(BTreeMap::len).sum();
@@ -266,7 +322,11 @@ captures:
         "ends after the last breach: {} min",
         at(last)
     );
-    assert_eq!(got, window(&source, first, last + 1), "the whole window without holes");
+    assert_eq!(
+        got,
+        window(&source, first, last + 1),
+        "the whole window without holes"
+    );
 }
 
 /// The live-run config: rules every 2s, a capture per sensor.
@@ -312,18 +372,34 @@ fn check_capture(src: &Vm, debug: &Vm, c: &serde_json::Value, sensor: &str) {
     let to = rfc3339_ms(c["to"].as_str().unwrap());
     let breach_start = rfc3339_ms(c["breach_start"].as_str().unwrap());
     let breach_end = rfc3339_ms(c["breach_end"].as_str().unwrap());
-    assert_eq!((from, to), (breach_start - 20_000, breach_end + 10_000), "{c}");
+    assert_eq!(
+        (from, to),
+        (breach_start - 20_000, breach_end + 10_000),
+        "{c}"
+    );
     let sel = format!(r#"{{sensor="{sensor}", __name__=~"temp|fan"}}"#);
     let (source, _) = export_points(&src.url(), &sel, &[]);
     let want = window(&source, from, to);
-    wait_for("the capture to be delivered", Duration::from_secs(30), || {
-        debug.flush();
-        export_points(&debug.url(), &sel, &[]).0 == want
-    });
+    wait_for(
+        "the capture to be delivered",
+        Duration::from_secs(30),
+        || {
+            debug.flush();
+            export_points(&debug.url(), &sel, &[]).0 == want
+        },
+    );
     // The rule results say when the breach started and ended.
-    let (rule, _) = export_points(&debug.url(), &format!(r#"temp_hot{{sensor="{sensor}"}}"#), &[]);
+    let (rule, _) = export_points(
+        &debug.url(),
+        &format!(r#"temp_hot{{sensor="{sensor}"}}"#),
+        &[],
+    );
     let points = rule.values().next().unwrap();
-    assert_eq!(*points.keys().next().unwrap(), breach_start, "breach start = first evaluation returning it");
+    assert_eq!(
+        *points.keys().next().unwrap(),
+        breach_start,
+        "breach start = first evaluation returning it"
+    );
     let stale = points.iter().find(|(_, v)| v.is_nan()).map(|(t, _)| *t);
     assert_eq!(stale, Some(breach_end), "breach end = its stale marker");
 }
@@ -343,9 +419,21 @@ fn live_captures_resume_after_sigterm_and_kill_without_gaps() {
         for (name, every) in [("temp", 1000), ("fan", 700)] {
             let samples: Vec<(i64, f64)> = raw_times(t0 - 120_000, t0 + 240_000, every, salt)
                 .into_iter()
-                .map(|t| (t, if name == "temp" && hot(sensor, t) { 70.0 } else { 20.0 }))
+                .map(|t| {
+                    (
+                        t,
+                        if name == "temp" && hot(sensor, t) {
+                            70.0
+                        } else {
+                            20.0
+                        },
+                    )
+                })
                 .collect();
-            lines.push_str(&vm_line(&[("__name__", name), ("sensor", sensor)], &samples));
+            lines.push_str(&vm_line(
+                &[("__name__", name), ("sensor", sensor)],
+                &samples,
+            ));
             lines.push('\n');
         }
     }
@@ -355,14 +443,42 @@ fn live_captures_resume_after_sigterm_and_kill_without_gaps() {
     let mut sp = SpillwayRun::start_files(&files, &[]);
 
     // s0 breaches and stops while spillway runs.
-    wait_for("the s0 capture to close", Duration::from_secs(60), || closed_capture(&sp, "s0").is_some());
+    wait_for("the s0 capture to close", Duration::from_secs(60), || {
+        closed_capture(&sp, "s0").is_some()
+    });
     let c0 = closed_capture(&sp, "s0").unwrap();
     check_capture(&src, &debug, &c0, "s0");
     let m = sp.metrics_text();
-    assert_eq!(metric_value(&m, "spillway_captures_opened_total", &[("capture", "sensor")]), Some(2.0), "{m}");
-    assert_eq!(metric_value(&m, "spillway_captures_closed_total", &[("capture", "sensor")]), Some(1.0));
-    assert_eq!(metric_value(&m, "spillway_captures_open", &[("capture", "sensor")]), Some(1.0));
-    assert!(metric_value(&m, "spillway_capture_samples_total", &[("capture", "sensor"), ("destination", "debug")]).unwrap() > 0.0);
+    assert_eq!(
+        metric_value(
+            &m,
+            "spillway_captures_opened_total",
+            &[("capture", "sensor")]
+        ),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "spillway_captures_closed_total",
+            &[("capture", "sensor")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&m, "spillway_captures_open", &[("capture", "sensor")]),
+        Some(1.0)
+    );
+    assert!(
+        metric_value(
+            &m,
+            "spillway_capture_samples_total",
+            &[("capture", "sensor"), ("destination", "debug")]
+        )
+        .unwrap()
+            > 0.0
+    );
 
     // s1 still breaches: stop it gracefully, then kill it while it copies.
     let open = |sp: &SpillwayRun| {
@@ -379,13 +495,19 @@ fn live_captures_resume_after_sigterm_and_kill_without_gaps() {
     sp.server.wait_ready("/health");
     let copied = |sp: &SpillwayRun| open(sp).map_or(0, |c| c["copied_seconds"].as_i64().unwrap());
     let before = copied(&sp);
-    wait_for("s1 to go on copying after the restart", Duration::from_secs(30), || copied(&sp) > before);
+    wait_for(
+        "s1 to go on copying after the restart",
+        Duration::from_secs(30),
+        || copied(&sp) > before,
+    );
     sp.server.stop();
     std::thread::sleep(Duration::from_secs(2));
     sp.server.start_again();
     sp.server.wait_ready("/health");
 
-    wait_for("the s1 capture to close", Duration::from_secs(120), || closed_capture(&sp, "s1").is_some());
+    wait_for("the s1 capture to close", Duration::from_secs(120), || {
+        closed_capture(&sp, "s1").is_some()
+    });
     let c1 = closed_capture(&sp, "s1").unwrap();
     check_capture(&src, &debug, &c1, "s1");
     // No gap, and after VictoriaMetrics' dedup no duplicate either.
@@ -460,8 +582,15 @@ captures:
     ]);
     run.assert_code(0);
     let out = run.stdout();
-    assert!(out.contains("captures: 1 capture, 2 series"), "{}", run.describe());
-    assert!(out.contains("reading raw samples with Prometheus remote read"), "{out}");
+    assert!(
+        out.contains("captures: 1 capture, 2 series"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        out.contains("reading raw samples with Prometheus remote read"),
+        "{out}"
+    );
 
     // Raw samples of a Prometheus: a range vector over everything.
     let raw = |url: &str, selector: &str| -> Points {
@@ -481,7 +610,8 @@ captures:
             .unwrap()
             .iter()
             .map(|s| {
-                let mut metric: BTreeMap<String, String> = serde_json::from_value(s["metric"].clone()).unwrap();
+                let mut metric: BTreeMap<String, String> =
+                    serde_json::from_value(s["metric"].clone()).unwrap();
                 metric.remove("captured_by");
                 let points = s["values"]
                     .as_array()
@@ -504,7 +634,10 @@ captures:
         first <= spike.0 - 3 * 60_000 && last >= spike.1 + 60_000,
         "window {first} .. {last} around the spike {spike:?}"
     );
-    assert_eq!(got, window(&raw(&src.url(), r#"{instance="a"}"#), first, last + 1));
+    assert_eq!(
+        got,
+        window(&raw(&src.url(), r#"{instance="a"}"#), first, last + 1)
+    );
 }
 
 #[test]
@@ -518,7 +651,10 @@ fn limits_are_counted_and_a_down_destination_gets_the_capture_later() {
             .into_iter()
             .map(|t| (t, i as f64))
             .collect();
-        lines.push_str(&vm_line(&[("__name__", "up"), ("job", "x"), ("i", &i.to_string())], &samples));
+        lines.push_str(&vm_line(
+            &[("__name__", "up"), ("job", "x"), ("i", &i.to_string())],
+            &samples,
+        ));
         lines.push('\n');
     }
     src.import(&lines);
@@ -531,11 +667,23 @@ fn limits_are_counted_and_a_down_destination_gets_the_capture_later() {
     );
     write_files(dir.path(), &[("run.yml", &config)]);
     let cfg = dir.path().join("run.yml").display().to_string();
-    let (from, to) = ((t0 / 1000).to_string(), ((t0 + 10 * 60_000) / 1000).to_string());
+    let (from, to) = (
+        (t0 / 1000).to_string(),
+        ((t0 + 10 * 60_000) / 1000).to_string(),
+    );
     let capture = |extra: &[&str]| {
         let mut args = vec![
-            "capture", "-c", &cfg, "--match", r#"{job="x"}"#, "--from", &from, "--to", &to,
-            "--destination", "debug",
+            "capture",
+            "-c",
+            &cfg,
+            "--match",
+            r#"{job="x"}"#,
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--destination",
+            "debug",
         ];
         args.extend_from_slice(extra);
         spillway(&args)
@@ -544,30 +692,63 @@ fn limits_are_counted_and_a_down_destination_gets_the_capture_later() {
     // max_series: three of five series, said so.
     let run = capture(&["--name", "few", "--max-series", "3"]);
     run.assert_code(0);
-    assert!(run.stdout().contains("truncated: capture few"), "{}", run.describe());
+    assert!(
+        run.stdout().contains("truncated: capture few"),
+        "{}",
+        run.describe()
+    );
     assert!(run.stdout().contains("3 series"), "{}", run.describe());
     debug.flush();
     assert_eq!(debug.series_count(r#"{job="x"}"#), 3);
 
     // max_samples: exactly that many.
-    let run = capture(&["--name", "some", "--max-samples", "50", "--label", "run=some"]);
+    let run = capture(&[
+        "--name",
+        "some",
+        "--max-samples",
+        "50",
+        "--label",
+        "run=some",
+    ]);
     run.assert_code(0);
-    assert!(run.stdout().contains("max_samples (50) reached"), "{}", run.describe());
+    assert!(
+        run.stdout().contains("max_samples (50) reached"),
+        "{}",
+        run.describe()
+    );
     debug.flush();
     let (got, _) = export_points(&debug.url(), r#"{run="some"}"#, &[]);
     assert_eq!(got.values().map(BTreeMap::len).sum::<usize>(), 50);
 
     // The destination is down: the capture waits in its queue.
     debug.server.stop_gracefully();
-    let run = capture(&["--name", "later", "--label", "run=later", "--drain-timeout", "2s"]);
+    let run = capture(&[
+        "--name",
+        "later",
+        "--label",
+        "run=later",
+        "--drain-timeout",
+        "2s",
+    ]);
     run.assert_code(0);
     assert!(run.stdout().contains("still queued"), "{}", run.describe());
     debug.server.start_again();
     debug.server.wait_ready("/health");
     // The next run delivers it; the range is not copied a second time.
-    let run = capture(&["--name", "later", "--label", "run=later", "--drain-timeout", "30s"]);
+    let run = capture(&[
+        "--name",
+        "later",
+        "--label",
+        "run=later",
+        "--drain-timeout",
+        "30s",
+    ]);
     run.assert_code(0);
-    assert!(run.stdout().contains("0 samples in 0 chunks"), "{}", run.describe());
+    assert!(
+        run.stdout().contains("0 samples in 0 chunks"),
+        "{}",
+        run.describe()
+    );
     let (source, _) = export_points(&src.url(), r#"{job="x"}"#, &[]);
     debug.flush();
     let (got, total) = export_points(&debug.url(), r#"{run="later"}"#, &["run"]);
@@ -586,7 +767,14 @@ fn max_series_truncation_is_counted_by_run() {
             .into_iter()
             .map(|t| (t, if i == 0 && t > t0 + 4_000 { 99.0 } else { 1.0 }))
             .collect();
-        lines.push_str(&vm_line(&[("__name__", "load"), ("host", "h"), ("core", &i.to_string())], &samples));
+        lines.push_str(&vm_line(
+            &[
+                ("__name__", "load"),
+                ("host", "h"),
+                ("core", &i.to_string()),
+            ],
+            &samples,
+        ));
         lines.push('\n');
     }
     src.import(&lines);
@@ -610,10 +798,20 @@ captures:
     );
     let rules = "groups:\n- name: g\n  interval: 2s\n  rules:\n  - record: load_high\n    expr: load > 50\n";
     let sp = SpillwayRun::start_files(&[("run.yml", &config), ("rules.yml", rules)], &[]);
-    wait_for("the truncation to be counted", Duration::from_secs(60), || {
-        sp.metric("spillway_captures_truncated_total", &[("capture", "host"), ("reason", "max_series")]) == 1.0
-    });
-    let c = captures(&sp).into_iter().find(|c| c["state"] == "open").unwrap();
+    wait_for(
+        "the truncation to be counted",
+        Duration::from_secs(60),
+        || {
+            sp.metric(
+                "spillway_captures_truncated_total",
+                &[("capture", "host"), ("reason", "max_series")],
+            ) == 1.0
+        },
+    );
+    let c = captures(&sp)
+        .into_iter()
+        .find(|c| c["state"] == "open")
+        .unwrap();
     assert_eq!(c["series"], 2, "{c}");
     assert_eq!(c["truncated"][0], "max_series", "{c}");
     debug.flush();
@@ -655,7 +853,11 @@ captures:
         ":11: captures[1].match: \"{job=~\\\".*\\\"}\": selector",
         ":12: captures[1].after: 7h is over max_duration (6h)",
     ] {
-        assert!(err.contains(needle), "{needle} missing:\n{}", run.describe());
+        assert!(
+            err.contains(needle),
+            "{needle} missing:\n{}",
+            run.describe()
+        );
     }
 }
 
@@ -683,13 +885,25 @@ fn without_export_or_remote_read_captures_fall_back_to_query_range_and_say_so() 
     write_files(dir.path(), &[("run.yml", &config)]);
     let cfg = dir.path().join("run.yml").display().to_string();
     let run = spillway(&[
-        "capture", "-c", &cfg, "--match", r#"{job="x"}"#,
-        "--from", &(t0 / 1000).to_string(), "--to", &((t0 + 5 * 60_000) / 1000).to_string(),
-        "--destination", "debug",
+        "capture",
+        "-c",
+        &cfg,
+        "--match",
+        r#"{job="x"}"#,
+        "--from",
+        &(t0 / 1000).to_string(),
+        "--to",
+        &((t0 + 5 * 60_000) / 1000).to_string(),
+        "--destination",
+        "debug",
     ]);
     run.assert_code(0);
     let out = run.stdout();
-    assert!(out.contains("captures fall back to query_range at 15s"), "{}", run.describe());
+    assert!(
+        out.contains("captures fall back to query_range at 15s"),
+        "{}",
+        run.describe()
+    );
     assert!(!out.contains("s3cret"), "{out}");
     debug.flush();
     let (got, _) = export_points(&debug.url(), r#"{job="x"}"#, &[]);

@@ -521,15 +521,20 @@ fn run_page_shows_a_breach_capture_and_its_chart() {
     );
     let rules = "groups:\n- name: web\n  interval: 2s\n  rules:\n  - record: api_seen\n    expr: http_requests_total{job=\"api\"} > 0\n";
     let run = SpillwayRun::start_files(&[("run.yml", &config), ("rules.yml", rules)], &[]);
-    common::wait_for("a capture with copied samples", Duration::from_secs(60), || {
-        let v: Value =
-            serde_json::from_str(&common::http_get(&format!("{}/api/v1/captures", run.url()))).unwrap();
-        v["data"]["captures"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["samples"].as_u64().unwrap_or(0) > 0)
-    });
+    common::wait_for(
+        "a capture with copied samples",
+        Duration::from_secs(60),
+        || {
+            let v: Value =
+                serde_json::from_str(&common::http_get(&format!("{}/api/v1/captures", run.url())))
+                    .unwrap();
+            v["data"]["captures"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["samples"].as_u64().unwrap_or(0) > 0)
+        },
+    );
     let driver = Driver::start();
     driver.go(&format!("{}/", run.url()));
     driver.wait(
@@ -537,7 +542,11 @@ fn run_page_shows_a_breach_capture_and_its_chart() {
         "[...document.querySelectorAll('#captures tbody tr')].some(tr => tr.textContent.includes('job_context') && tr.textContent.includes('open') && /^[1-9]/.test(tr.children[6].textContent))",
         30,
     );
-    assert!(driver.text("#captures-source").contains("export"), "{}", driver.text("#captures-source"));
+    assert!(
+        driver.text("#captures-source").contains("export"),
+        "{}",
+        driver.text("#captures-source")
+    );
     driver.click("#captures tbody tr.pick");
     driver.wait(
         "the chart of the captured series",

@@ -40,6 +40,10 @@ pub struct CaptureArgs {
     /// Most samples copied (beyond: truncated and reported).
     #[arg(long)]
     pub max_samples: Option<u64>,
+    /// Data per fetch (the range is copied chunk by chunk; an interrupted run
+    /// copies its last chunk again).
+    #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
+    pub chunk: std::time::Duration,
     /// Label NAME=VALUE set on every copied series (repeatable).
     #[arg(long = "label", value_name = "NAME=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
@@ -72,6 +76,7 @@ impl CaptureArgs {
             name: self.name.clone(),
             max_series: self.max_series,
             max_samples: self.max_samples,
+            chunk: self.chunk,
             labels: self.labels.clone(),
             drain_timeout: self.drain_timeout,
             storage_path: self.storage_path.clone(),
@@ -114,7 +119,10 @@ mod tests {
         assert_eq!(o.labels, [("why".to_string(), "incident-42".to_string())]);
         assert_eq!(o.name, "manual");
         // The destination is required, and labels need a value.
-        assert!(Cli::try_parse_from(["spillway", "capture", "-c", "x", "--match", "up", "--from", "-1h"]).is_err());
+        assert!(Cli::try_parse_from([
+            "spillway", "capture", "-c", "x", "--match", "up", "--from", "-1h"
+        ])
+        .is_err());
         assert!(super::parse_label("a=").is_err());
     }
 }

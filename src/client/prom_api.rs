@@ -310,10 +310,7 @@ impl Client {
             limit_bytes: max_answer_bytes,
         };
         let max_body = snap::raw::max_compress_len(max_answer_bytes).max(max_answer_bytes);
-        if resp
-            .content_length()
-            .is_some_and(|n| n > max_body as u64)
-        {
+        if resp.content_length().is_some_and(|n| n > max_body as u64) {
             return Err(too_large());
         }
         let mut raw = Vec::new();

@@ -170,12 +170,7 @@ fn query_result(buf: &[u8], base: usize) -> Result<Vec<Series>, CodecError> {
                 time_series(ts, at, &mut s)?;
                 out.push(s);
             }
-            (1, w) => {
-                return Err(bad(
-                    r.at(),
-                    &format!("timeseries has wire type {w}, not 2"),
-                ))
-            }
+            (1, w) => return Err(bad(r.at(), &format!("timeseries has wire type {w}, not 2"))),
             (_, w) => r.skip(w)?,
         }
     }
@@ -194,7 +189,9 @@ fn decompress(body: &[u8], max_decoded_bytes: usize) -> Result<Vec<u8>, CodecErr
     let mut raw = vec![0; size];
     let n = snap::raw::Decoder::new()
         .decompress(body, &mut raw)
-        .map_err(|e| CodecError::RemoteRead(format!("the answer is not a raw snappy block: {e}")))?;
+        .map_err(|e| {
+            CodecError::RemoteRead(format!("the answer is not a raw snappy block: {e}"))
+        })?;
     raw.truncate(n);
     Ok(raw)
 }
@@ -327,7 +324,10 @@ mod tests {
             accepted_response_types: vec![0],
         };
         assert_eq!(raw, expected.encode_to_vec());
-        assert_eq!(proto::ReadRequest::decode(raw.as_slice()).unwrap(), expected);
+        assert_eq!(
+            proto::ReadRequest::decode(raw.as_slice()).unwrap(),
+            expected
+        );
     }
 
     #[test]
@@ -357,10 +357,7 @@ mod tests {
                 proto::QueryResult {
                     timeseries: vec![
                         ts("a", &[(1000, 1.5), (2000, 0.0)]),
-                        ts(
-                            "b",
-                            &[(3000, f64::from_bits(crate::model::STALE_NAN_BITS))],
-                        ),
+                        ts("b", &[(3000, f64::from_bits(crate::model::STALE_NAN_BITS))]),
                     ],
                 },
                 proto::QueryResult::default(),
@@ -396,7 +393,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("snappy"), "{e}");
-        let truncated = snap::raw::Encoder::new().compress_vec(b"\x0a\x05\x0a").unwrap();
+        let truncated = snap::raw::Encoder::new()
+            .compress_vec(b"\x0a\x05\x0a")
+            .unwrap();
         assert!(decode_read_response(&truncated, 1 << 20).is_err());
     }
 }

@@ -577,7 +577,10 @@ impl Pipeline {
         let observer = if external_labels {
             None
         } else {
-            self.observer.read().unwrap_or_else(|p| p.into_inner()).clone()
+            self.observer
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
         };
         // One blocking task does the global stage and every destination's
         // accept in turn: relabeling and encoding are CPU work, queue pushes

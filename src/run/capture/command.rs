@@ -30,6 +30,8 @@ pub struct CaptureCommand {
     pub name: String,
     pub max_series: Option<usize>,
     pub max_samples: Option<u64>,
+    /// Data per fetch: the unit of resuming an interrupted run.
+    pub chunk: Duration,
     pub labels: Vec<(String, String)>,
     pub drain_timeout: Duration,
     pub storage_path: Option<PathBuf>,
@@ -113,16 +115,27 @@ pub async fn capture_command(opts: &CaptureCommand) -> Result<CaptureOutcome, Ve
         ));
     }
     if opts.matches.is_empty() {
-        problems.push("--match: give at least one series selector, e.g. --match '{instance=\"db1:9100\"}'".into());
+        problems.push(
+            "--match: give at least one series selector, e.g. --match '{instance=\"db1:9100\"}'"
+                .into(),
+        );
     }
     for m in &opts.matches {
         if let Err(e) = check_selector(m.trim()) {
             problems.push(format!("--match {m:?}: {e}"));
         }
     }
-    let known: Vec<String> = setup.pipeline.destinations.iter().map(|d| d.name.clone()).collect();
+    let known: Vec<String> = setup
+        .pipeline
+        .destinations
+        .iter()
+        .map(|d| d.name.clone())
+        .collect();
     if opts.destinations.is_empty() {
-        problems.push(format!("--destination: name at least one of {}", known.join(", ")));
+        problems.push(format!(
+            "--destination: name at least one of {}",
+            known.join(", ")
+        ));
     }
     for d in &opts.destinations {
         if !known.contains(d) {
@@ -160,6 +173,7 @@ pub async fn capture_command(opts: &CaptureCommand) -> Result<CaptureOutcome, Ve
         def.max_samples = n.max(1);
     }
     def.labels = opts.labels.clone();
+    def.chunk_ms = (opts.chunk.as_millis() as i64).max(1000);
     let mut config = setup.captures.clone();
     config.defs = vec![def.clone()];
 

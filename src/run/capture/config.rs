@@ -319,7 +319,11 @@ fn check_one(
             .map_err(|e| problems.push(format!("{}: {e}", at("if"))))
             .ok()
     });
-    let matches = spec.matches.as_ref().map(OneOrMany::to_vec).unwrap_or_default();
+    let matches = spec
+        .matches
+        .as_ref()
+        .map(OneOrMany::to_vec)
+        .unwrap_or_default();
     if matches.is_empty() {
         problems.push(format!(
             "{}: missing; give the raw series to copy, e.g. match: '{{instance=\"{{{{ $labels.instance }}}}\"}}'",
@@ -334,7 +338,10 @@ fn check_one(
     let ms = |field: &str, v: &Option<String>, default: i64, problems: &mut Vec<String>| match v {
         None => default,
         Some(s) if s.trim_start().starts_with('-') => {
-            problems.push(format!("{}: {s:?} is negative; give a duration such as 5m", at(field)));
+            problems.push(format!(
+                "{}: {s:?} is negative; give a duration such as 5m",
+                at(field)
+            ));
             default
         }
         Some(s) => match parse_duration(s) {
@@ -347,9 +354,19 @@ fn check_one(
     };
     let before_ms = ms("before", &spec.before, DEFAULT_BEFORE_MS, &mut problems);
     let after_ms = ms("after", &spec.after, DEFAULT_AFTER_MS, &mut problems);
-    let max_duration_ms = ms("max_duration", &spec.max_duration, DEFAULT_MAX_DURATION_MS, &mut problems);
+    let max_duration_ms = ms(
+        "max_duration",
+        &spec.max_duration,
+        DEFAULT_MAX_DURATION_MS,
+        &mut problems,
+    );
     let chunk_ms = ms("chunk", &spec.chunk, DEFAULT_CHUNK_MS, &mut problems);
-    let fallback_step_ms = ms("fallback_step", &spec.fallback_step, DEFAULT_FALLBACK_STEP_MS, &mut problems);
+    let fallback_step_ms = ms(
+        "fallback_step",
+        &spec.fallback_step,
+        DEFAULT_FALLBACK_STEP_MS,
+        &mut problems,
+    );
     if max_duration_ms <= 0 {
         problems.push(format!("{}: must be above 0, e.g. 6h", at("max_duration")));
     }
@@ -359,7 +376,9 @@ fn check_one(
                 "{}: {} is over max_duration ({}); a capture never spans more than max_duration",
                 at(field),
                 crate::model::time::format_duration(std::time::Duration::from_millis(v as u64)),
-                crate::model::time::format_duration(std::time::Duration::from_millis(max_duration_ms.max(0) as u64)),
+                crate::model::time::format_duration(std::time::Duration::from_millis(
+                    max_duration_ms.max(0) as u64
+                )),
             ));
         }
     }
@@ -367,7 +386,10 @@ fn check_one(
         problems.push(format!("{}: must be at least 1s", at("chunk")));
     }
     if fallback_step_ms < 1 {
-        problems.push(format!("{}: must be above 0, e.g. 15s", at("fallback_step")));
+        problems.push(format!(
+            "{}: must be above 0, e.g. 15s",
+            at("fallback_step")
+        ));
     }
     if spec.destinations.is_empty() {
         problems.push(format!(
@@ -442,7 +464,10 @@ fn check_match(template: &str) -> Result<(), String> {
     if template.contains("{{") {
         // Values come from the breaching series; only the shape can be checked.
         Selector::parse(sel).map(|_| ()).map_err(|e| {
-            format!("does not give a series selector (rendered without labels: {sel:?}): {}", e.reason)
+            format!(
+                "does not give a series selector (rendered without labels: {sel:?}): {}",
+                e.reason
+            )
         })
     } else {
         check_selector(sel).map(|_| ())
@@ -507,11 +532,16 @@ mod tests {
         assert!(d.takes_rule("static_thresholds", "critical_cpu_usage_export"));
         assert!(!d.takes_rule("static_thresholds", "HighMem"));
         assert_eq!(c.config.interval_ms("static_thresholds"), 30_000);
-        assert_eq!(c.config.state_dir, std::path::Path::new("/data/capture-state"));
+        assert_eq!(
+            c.config.state_dir,
+            std::path::Path::new("/data/capture-state")
+        );
         let labels = Labels::from_pairs([("__name__", "x"), ("instance", "db:9100")]);
         assert_eq!(d.render(&labels, 1.0).unwrap(), [r#"{instance="db:9100"}"#]);
         // A series without the label renders a selector that matches everything.
-        let e = d.render(&Labels::from_pairs([("__name__", "x")]), 1.0).unwrap_err();
+        let e = d
+            .render(&Labels::from_pairs([("__name__", "x")]), 1.0)
+            .unwrap_err();
         assert!(e.contains("matches every series"), "{e}");
     }
 
@@ -543,7 +573,8 @@ mod tests {
             assert!(all.contains(needle), "{needle}\nmissing in:\n{all}");
         }
         assert!(
-            c.warnings[0].starts_with("run.yml:17: captures[1].rules: \"nogroup/*\" matches no rule"),
+            c.warnings[0]
+                .starts_with("run.yml:17: captures[1].rules: \"nogroup/*\" matches no rule"),
             "{:?}",
             c.warnings
         );
@@ -552,12 +583,20 @@ mod tests {
     #[test]
     fn literal_selectors_must_not_match_everything() {
         let c = run_check("  - name: a\n    match: '{job=~\".*\"}'\n    destinations: [siem]\n");
-        assert!(c.problems[0].contains("matches every series"), "{:?}", c.problems);
+        assert!(
+            c.problems[0].contains("matches every series"),
+            "{:?}",
+            c.problems
+        );
     }
 
     #[test]
     fn rule_globs() {
-        assert!(rule_matches("static_*/crit*", "static_thresholds", "critical"));
+        assert!(rule_matches(
+            "static_*/crit*",
+            "static_thresholds",
+            "critical"
+        ));
         assert!(rule_matches("HighMem", "any", "HighMem"));
         assert!(!rule_matches("g/r", "g", "rr"));
     }

@@ -31,8 +31,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use tokio::sync::mpsc;
 
-/// Samples per batch handed to the destinations.
-pub const BATCH_SAMPLES: usize = 10_000;
+/// Samples per batch handed to the destinations: each batch costs one
+/// fsync of every destination's queue, so batches are larger than a
+/// destination's blocks (which it cuts itself), yet a few MiB at most.
+pub const BATCH_SAMPLES: usize = 50_000;
 /// Largest remote read answer held (decompressed); bigger chunks are split.
 pub const MAX_READ_ANSWER_BYTES: usize = 16 << 20;
 /// A chunk is not split below this when a remote read answer is too big.
@@ -81,7 +83,8 @@ fn not_served(e: &SourceError) -> bool {
 }
 
 fn client_not_served(e: &ClientError) -> bool {
-    matches!(e.status(), Some(403 | 404 | 405 | 501)) || crate::source::vm_export::is_missing_route(e)
+    matches!(e.status(), Some(403 | 404 | 405 | 501))
+        || crate::source::vm_export::is_missing_route(e)
 }
 
 /// The source of raw samples (the run's `datasource`), with the method
@@ -287,7 +290,11 @@ impl RawSource {
                 done = &mut fetch => break done,
             }
         };
-        let ChunkSink { admit, mut batch, tx } = sink;
+        let ChunkSink {
+            admit,
+            mut batch,
+            tx,
+        } = sink;
         drop(tx);
         let mut pending = Vec::new();
         while let Some(b) = rx.recv().await {
@@ -326,9 +333,17 @@ impl RawSource {
         while let Some((a, b)) = ranges.pop() {
             let queries: Vec<ReadQuery> = parsed
                 .iter()
-                .flat_map(|s| s.alternatives().iter().map(move |alt| ReadQuery::new(a, b - 1, alt)))
+                .flat_map(|s| {
+                    s.alternatives()
+                        .iter()
+                        .map(move |alt| ReadQuery::new(a, b - 1, alt))
+                })
                 .collect();
-            let results = match self.client.remote_read(&queries, MAX_READ_ANSWER_BYTES).await {
+            let results = match self
+                .client
+                .remote_read(&queries, MAX_READ_ANSWER_BYTES)
+                .await
+            {
                 Ok(r) => r,
                 Err(ClientError::TooLarge { .. }) if b - a > MIN_SPLIT_MS => {
                     let mid = a + (b - a) / 2;
@@ -383,7 +398,11 @@ impl RawSource {
         let step = ((to_ms - from_ms) / points.max(1)).max(1000);
         let query = match selectors {
             [one] => one.clone(),
-            many => many.iter().map(|s| format!("({s})")).collect::<Vec<_>>().join(" or "),
+            many => many
+                .iter()
+                .map(|s| format!("({s})"))
+                .collect::<Vec<_>>()
+                .join(" or "),
         };
         let mut stream = self
             .client
@@ -501,7 +520,8 @@ impl<'a> Admit<'a> {
     /// Adds what passes of `s` to `batch`; `Stop` once `max_samples` is hit.
     fn take(&mut self, mut s: Series, batch: &mut Batcher) -> Flow {
         let (from, to) = (self.from_ms, self.to_ms);
-        s.samples.retain(|p| p.timestamp_ms >= from && p.timestamp_ms < to);
+        s.samples
+            .retain(|p| p.timestamp_ms >= from && p.timestamp_ms < to);
         if s.samples.is_empty() {
             return Flow::Continue;
         }
@@ -562,7 +582,9 @@ impl Batcher {
     }
 
     fn ready(&mut self) -> Option<Vec<Series>> {
-        (self.samples >= BATCH_SAMPLES).then(|| self.take()).flatten()
+        (self.samples >= BATCH_SAMPLES)
+            .then(|| self.take())
+            .flatten()
     }
 
     fn take(&mut self) -> Option<Vec<Series>> {
@@ -624,14 +646,23 @@ mod tests {
         let mut a = Admit::new(&j);
         let mut b = Batcher::default();
         // Half-open range: 5000 belongs to the next chunk.
-        assert_eq!(a.take(s(r#"m{i="1"}"#, &[0, 1000, 2000, 5000]), &mut b), Flow::Continue);
+        assert_eq!(
+            a.take(s(r#"m{i="1"}"#, &[0, 1000, 2000, 5000]), &mut b),
+            Flow::Continue
+        );
         assert_eq!(a.take(s(r#"m{i="2"}"#, &[1000]), &mut b), Flow::Continue);
         assert_eq!(a.take(s(r#"m{i="3"}"#, &[1000]), &mut b), Flow::Continue);
         assert!(a.series_limited);
-        assert_eq!(a.take(s(r#"m{i="1"}"#, &[3000, 4000, 4500]), &mut b), Flow::Stop);
+        assert_eq!(
+            a.take(s(r#"m{i="1"}"#, &[3000, 4000, 4500]), &mut b),
+            Flow::Stop
+        );
         assert!(a.samples_limited);
         let out = a.into_outcome();
-        assert_eq!((out.samples, out.refused_series, out.admitted.len()), (5, 1, 2));
+        assert_eq!(
+            (out.samples, out.refused_series, out.admitted.len()),
+            (5, 1, 2)
+        );
         let batch = b.take().unwrap();
         assert_eq!(batch[0].labels.to_string(), r#"m{captured_by="c", i="1"}"#);
         assert_eq!(batch.iter().map(|s| s.samples.len()).sum::<usize>(), 5);

@@ -131,7 +131,12 @@ struct Inner {
     /// grace period to be seen again.
     loaded_at_ms: Mutex<i64>,
     logged: Mutex<HashSet<String>>,
-    worker: Mutex<Option<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)>>,
+    worker: Mutex<
+        Option<(
+            tokio::sync::watch::Sender<bool>,
+            tokio::task::JoinHandle<()>,
+        )>,
+    >,
 }
 
 /// What a batch run did (`replay`, `spillway capture`).
@@ -188,7 +193,11 @@ impl Captures {
     /// series of captures no longer configured are forgotten and their
     /// open instances stop where they are. `source` replaces the datasource
     /// when given.
-    pub fn reconfigure(&self, config: CaptureConfig, source: Option<Client>) -> std::io::Result<()> {
+    pub fn reconfigure(
+        &self,
+        config: CaptureConfig,
+        source: Option<Client>,
+    ) -> std::io::Result<()> {
         if let Some(c) = source {
             *write(&self.inner.source) = Some(Arc::new(RawSource::new(c)));
         }
@@ -203,7 +212,10 @@ impl Captures {
             let s = Store::open(&config.state_dir).map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
-                    format!("capture state directory {}: {e}", config.state_dir.display()),
+                    format!(
+                        "capture state directory {}: {e}",
+                        config.state_dir.display()
+                    ),
                 )
             })?;
             let (keys, problems) = s.load();
@@ -289,8 +301,15 @@ impl Captures {
         let mut wake = false;
         for e in events {
             match e {
-                Event::Start { key, identity, at_ms, series } => {
-                    let Some(def) = config.def(&key.capture) else { continue };
+                Event::Start {
+                    key,
+                    identity,
+                    at_ms,
+                    series,
+                } => {
+                    let Some(def) = config.def(&key.capture) else {
+                        continue;
+                    };
                     let id = key.id();
                     let k = keys.entry(id.clone()).or_insert_with(|| {
                         KeyState::new(id.clone(), &key.capture, key.selectors.clone(), now)
@@ -310,8 +329,14 @@ impl Captures {
                     dirty.insert(id);
                     wake = true;
                 }
-                Event::End { key, identity, at_ms } => {
-                    let Some(def) = config.def(&key.capture) else { continue };
+                Event::End {
+                    key,
+                    identity,
+                    at_ms,
+                } => {
+                    let Some(def) = config.def(&key.capture) else {
+                        continue;
+                    };
                     let id = key.id();
                     if let Some(k) = keys.get_mut(&id) {
                         k.end(def, at_ms, identity, now);
@@ -324,7 +349,11 @@ impl Captures {
                         k.seen(at_ms);
                     }
                 }
-                Event::Refused { capture, reason, message } => {
+                Event::Refused {
+                    capture,
+                    reason,
+                    message,
+                } => {
                     metrics::counter!("spillway_capture_errors_total", "capture" => capture.to_string(), "reason" => reason)
                         .increment(1);
                     self.log_once(&capture, &message);
@@ -399,7 +428,8 @@ impl Captures {
         let horizon = now - config.lag_ms;
         self.housekeeping(&config, now, horizon);
         self.save_dirty().await;
-        for k in lock(&self.inner.keys).values() {
+        let keys = lock(&self.inner.keys);
+        for k in keys.values().filter(|k| config.def(&k.capture).is_some()) {
             for i in &k.instances {
                 report.captures += 1;
                 report.series += i.admitted.len() as u64;
@@ -446,7 +476,13 @@ impl Captures {
             lock(&self.inner.tracker).sweep(horizon, SILENCE_INTERVALS, &mut events);
             self.apply(events);
         }
-        let max_interval = config.intervals.values().copied().max().unwrap_or(0).max(config.default_interval_ms);
+        let max_interval = config
+            .intervals
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(config.default_interval_ms);
         let grace = SILENCE_INTERVALS * max_interval + config.lag_ms;
         let restored_expired =
             self.inner.mode == Mode::Live && now - *lock(&self.inner.loaded_at_ms) > grace;
@@ -490,7 +526,8 @@ impl Captures {
     }
 
     fn closed(&self, capture: &str, key: &str, s: &state::Summary) {
-        metrics::counter!("spillway_captures_closed_total", "capture" => capture.to_string()).increment(1);
+        metrics::counter!("spillway_captures_closed_total", "capture" => capture.to_string())
+            .increment(1);
         tracing::info!(
             capture,
             key,
@@ -508,7 +545,9 @@ impl Captures {
         if ids.is_empty() {
             return;
         }
-        let Some(store) = lock(&self.inner.store).clone() else { return };
+        let Some(store) = lock(&self.inner.store).clone() else {
+            return;
+        };
         let states: Vec<KeyState> = {
             let keys = lock(&self.inner.keys);
             ids.iter().filter_map(|id| keys.get(id).cloned()).collect()
@@ -530,7 +569,12 @@ impl Captures {
     }
 
     /// The oldest ready chunk over all keys, as a job.
-    fn next_job(&self, config: &CaptureConfig, now: i64, horizon: i64) -> Option<(String, PendingJob)> {
+    fn next_job(
+        &self,
+        config: &CaptureConfig,
+        now: i64,
+        horizon: i64,
+    ) -> Option<(String, PendingJob)> {
         let keys = lock(&self.inner.keys);
         let (k, def, chunk) = keys
             .values()
@@ -593,7 +637,11 @@ impl Captures {
                     format_rfc3339_ms(job.to_ms)
                 );
                 if let Some(r) = report.as_deref_mut() {
-                    r.errors.push(format!("capture {} ({}): {msg}", def.name, job.selectors.join(" ")));
+                    r.errors.push(format!(
+                        "capture {} ({}): {msg}",
+                        def.name,
+                        job.selectors.join(" ")
+                    ));
                 }
                 self.failed(&id, msg);
                 return;
@@ -622,7 +670,9 @@ impl Captures {
         let def = &job.def;
         let now = self.inner.clock.now_ms();
         let mut keys = lock(&self.inner.keys);
-        let Some(k) = keys.get_mut(id) else { return false };
+        let Some(k) = keys.get_mut(id) else {
+            return false;
+        };
         k.copied.add(job.from_ms, job.to_ms);
         k.last_error = None;
         k.failures = 0;
@@ -640,7 +690,11 @@ impl Captures {
                 metrics::counter!("spillway_captures_truncated_total", "capture" => name.clone(), "reason" => "max_series").increment(1);
                 tracing::warn!(capture = %name, key = %id, max_series = def.max_series, "capture truncated: its selectors match more than max_series series; the first ones are copied");
                 if let Some(r) = report.as_deref_mut() {
-                    r.truncated.push(format!("capture {name} ({}): more than max_series ({}) series", job.selectors.join(" "), def.max_series));
+                    r.truncated.push(format!(
+                        "capture {name} ({}): more than max_series ({}) series",
+                        job.selectors.join(" "),
+                        def.max_series
+                    ));
                 }
             }
             if outcome.samples_limited && i.truncated.insert("max_samples".into()) {
@@ -648,7 +702,11 @@ impl Captures {
                 metrics::counter!("spillway_captures_truncated_total", "capture" => name.clone(), "reason" => "max_samples").increment(1);
                 tracing::warn!(capture = %name, key = %id, max_samples = def.max_samples, "capture truncated: max_samples reached; nothing more is copied for it");
                 if let Some(r) = report.as_deref_mut() {
-                    r.truncated.push(format!("capture {name} ({}): max_samples ({}) reached", job.selectors.join(" "), def.max_samples));
+                    r.truncated.push(format!(
+                        "capture {name} ({}): max_samples ({}) reached",
+                        job.selectors.join(" "),
+                        def.max_samples
+                    ));
                 }
             }
         }
@@ -673,7 +731,11 @@ impl Captures {
     /// Refreshes the `/metrics` gauges.
     pub fn collect_metrics(&self) {
         let config = self.config();
-        let mut open: BTreeMap<String, u64> = config.defs.iter().map(|d| (d.name.to_string(), 0)).collect();
+        let mut open: BTreeMap<String, u64> = config
+            .defs
+            .iter()
+            .map(|d| (d.name.to_string(), 0))
+            .collect();
         for k in lock(&self.inner.keys).values() {
             if let Some(n) = open.get_mut(&k.capture) {
                 *n += k.instances.len() as u64;
@@ -701,7 +763,7 @@ impl Captures {
             }
         }
         open.sort_by(|a, b| a["from"].as_str().cmp(&b["from"].as_str()));
-        recent.sort_by(|a, b| b.0.cmp(&a.0));
+        recent.sort_by_key(|r| std::cmp::Reverse(r.0));
         recent.truncate(100);
         let (method, note) = read(&self.inner.source)
             .as_ref()
@@ -730,7 +792,9 @@ impl Captures {
         let horizon = self.inner.clock.now_ms() - config.lag_ms;
         let (selectors, from, to) = {
             let keys = lock(&self.inner.keys);
-            let k = keys.get(key).ok_or_else(|| format!("no capture key {key:?}"))?;
+            let k = keys
+                .get(key)
+                .ok_or_else(|| format!("no capture key {key:?}"))?;
             let (from, to) = match (k.instances.last(), k.history.last()) {
                 (Some(i), _) => (i.from_ms, i.end_ms().min(horizon)),
                 (None, Some(s)) => (s.from_ms, s.to_ms),
@@ -790,9 +854,17 @@ impl BatchOut for Out<'_> {
         Box::pin(async move {
             let samples = crate::model::series::sample_count(&batch) as u64;
             self.router
-                .route_to(ExportBatch::new(self.origin.clone(), batch), self.destinations)
+                .route_to(
+                    ExportBatch::new(self.origin.clone(), batch),
+                    self.destinations,
+                )
                 .await?;
-            let capture = self.origin.capture.as_deref().unwrap_or_default().to_string();
+            let capture = self
+                .origin
+                .capture
+                .as_deref()
+                .unwrap_or_default()
+                .to_string();
             for d in self.destinations {
                 metrics::counter!("spillway_capture_samples_total", "capture" => capture.clone(), "destination" => d.clone())
                     .increment(samples);

@@ -284,7 +284,14 @@ impl KeyState {
     }
 
     /// A series of this key started breaching at `at_ms`.
-    pub fn start(&mut self, def: &CaptureDef, at_ms: i64, identity: u64, shown: &str, now_ms: i64) -> Started {
+    pub fn start(
+        &mut self,
+        def: &CaptureDef,
+        at_ms: i64,
+        identity: u64,
+        shown: &str,
+        now_ms: i64,
+    ) -> Started {
         if self.breaching.len() < MAX_SHOWN_BREACHING || self.breaching.contains_key(&identity) {
             self.breaching.insert(identity, shown.to_string());
         }
@@ -320,7 +327,9 @@ impl KeyState {
     pub fn end(&mut self, def: &CaptureDef, at_ms: i64, identity: u64, now_ms: i64) {
         self.breaching.remove(&identity);
         self.updated_at_ms = now_ms;
-        let Some(idx) = self.open_instance_at(at_ms) else { return };
+        let Some(idx) = self.open_instance_at(at_ms) else {
+            return;
+        };
         let i = &mut self.instances[idx];
         i.open -= 1;
         i.breach_end_ms = Some(i.breach_end_ms.map_or(at_ms, |e| e.max(at_ms)));
@@ -417,8 +426,9 @@ impl KeyState {
     pub fn close_finished(&mut self, now_ms: i64) -> Vec<Summary> {
         let mut closed = Vec::new();
         let copied = &self.copied;
-        let (done, keep): (Vec<Instance>, Vec<Instance>) =
-            std::mem::take(&mut self.instances).into_iter().partition(|i| {
+        let (done, keep): (Vec<Instance>, Vec<Instance>) = std::mem::take(&mut self.instances)
+            .into_iter()
+            .partition(|i| {
                 let over = i.open == 0 && !i.restored && !i.breaching();
                 over && (i.stopped || copied.covers(i.from_ms, i.end_ms()))
             });
@@ -563,7 +573,11 @@ mod tests {
         k.end(&d, 120 * M, 2, 0);
         k.start(&d, 305 * M, 3, "c", 0);
         k.end(&d, 306 * M, 3, 0);
-        let mut w: Vec<(i64, i64)> = k.instances.iter().map(|i| (i.from_ms / M, i.end_ms() / M)).collect();
+        let mut w: Vec<(i64, i64)> = k
+            .instances
+            .iter()
+            .map(|i| (i.from_ms / M, i.end_ms() / M))
+            .collect();
         w.sort();
         assert_eq!(w, [(90, 125), (290, 315)]);
     }

@@ -113,7 +113,11 @@ impl Tracker {
                 continue;
             }
             for s in &batch.series {
-                if def.condition.as_ref().is_some_and(|c| !c.matches(&s.labels)) {
+                if def
+                    .condition
+                    .as_ref()
+                    .is_some_and(|c| !c.matches(&s.labels))
+                {
                     continue;
                 }
                 let id = identity(&def.name, group, rule, &s.labels);
@@ -139,7 +143,11 @@ impl Tracker {
                 if at > t.last_ms {
                     let t = self.remove(id).expect("present");
                     if let Some(key) = t.key {
-                        out.push(Event::End { key, identity: id, at_ms: at });
+                        out.push(Event::End {
+                            key,
+                            identity: id,
+                            at_ms: at,
+                        });
                     }
                 }
             }
@@ -152,7 +160,10 @@ impl Tracker {
             if at - t.last_ms <= t.interval_ms {
                 t.last_ms = at;
                 if let Some(key) = &t.key {
-                    out.push(Event::Seen { key: Arc::clone(key), at_ms: at });
+                    out.push(Event::Seen {
+                        key: Arc::clone(key),
+                        at_ms: at,
+                    });
                 }
                 return;
             }
@@ -162,8 +173,17 @@ impl Tracker {
             t.last_ms = at;
             t.interval_ms = interval_ms;
             if let Some(key) = key {
-                out.push(Event::End { key: Arc::clone(&key), identity: id, at_ms: ended });
-                out.push(Event::Start { key, identity: id, at_ms: at, series: labels.to_string() });
+                out.push(Event::End {
+                    key: Arc::clone(&key),
+                    identity: id,
+                    at_ms: ended,
+                });
+                out.push(Event::Start {
+                    key,
+                    identity: id,
+                    at_ms: at,
+                    series: labels.to_string(),
+                });
             }
             return;
         }
@@ -254,7 +274,8 @@ impl Tracker {
     /// Forgets series of captures no longer configured (a reload).
     pub fn retain(&mut self, config: &CaptureConfig) {
         self.open.retain(|_, t| config.def(&t.capture).is_some());
-        self.per_capture.retain(|name, _| config.def(name).is_some());
+        self.per_capture
+            .retain(|name, _| config.def(name).is_some());
     }
 
     #[cfg(test)]
@@ -266,11 +287,15 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Origin, Sample, Series};
     use crate::model::selector::{parse_label_set, Selector};
+    use crate::model::{Origin, Sample, Series};
 
     fn config() -> CaptureConfig {
-        let mut d = CaptureDef::manual("cpu", vec![r#"{instance="{{ $labels.instance }}"}"#.into()], vec!["d".into()]);
+        let mut d = CaptureDef::manual(
+            "cpu",
+            vec![r#"{instance="{{ $labels.instance }}"}"#.into()],
+            vec!["d".into()],
+        );
         d.condition = Some(Selector::parse(r#"{severity="critical"}"#).unwrap());
         d.rules = vec!["g/*".into()];
         CaptureConfig {
@@ -284,7 +309,11 @@ mod tests {
         let series = points
             .iter()
             .map(|(l, t, stale)| {
-                let s = if *stale { Sample::stale(*t) } else { Sample::new(*t, 1.0) };
+                let s = if *stale {
+                    Sample::stale(*t)
+                } else {
+                    Sample::new(*t, 1.0)
+                };
                 Series::new(parse_label_set(l).unwrap(), vec![s])
             })
             .collect();
@@ -296,8 +325,12 @@ mod tests {
         t.observe(b, &config(), &mut out);
         out.iter()
             .filter_map(|e| match e {
-                Event::Start { key, at_ms, .. } => Some(format!("start {} @{at_ms}", key.selectors.join(","))),
-                Event::End { key, at_ms, .. } => Some(format!("end {} @{at_ms}", key.selectors.join(","))),
+                Event::Start { key, at_ms, .. } => {
+                    Some(format!("start {} @{at_ms}", key.selectors.join(",")))
+                }
+                Event::End { key, at_ms, .. } => {
+                    Some(format!("end {} @{at_ms}", key.selectors.join(",")))
+                }
                 Event::Refused { message, .. } => Some(format!("refused {message}")),
                 Event::Seen { .. } => None,
             })
@@ -309,11 +342,17 @@ mod tests {
     #[test]
     fn start_at_first_sample_end_at_stale_marker() {
         let mut t = Tracker::default();
-        assert_eq!(events(&mut t, &batch("r", &[(A, 10_000, false)])), [r#"start {instance="a"} @10000"#]);
+        assert_eq!(
+            events(&mut t, &batch("r", &[(A, 10_000, false)])),
+            [r#"start {instance="a"} @10000"#]
+        );
         assert!(events(&mut t, &batch("r", &[(A, 20_000, false)])).is_empty());
         // The same batch again (a retried export) changes nothing.
         assert!(events(&mut t, &batch("r", &[(A, 20_000, false)])).is_empty());
-        assert_eq!(events(&mut t, &batch("r", &[(A, 30_000, true)])), [r#"end {instance="a"} @30000"#]);
+        assert_eq!(
+            events(&mut t, &batch("r", &[(A, 30_000, true)])),
+            [r#"end {instance="a"} @30000"#]
+        );
         assert!(events(&mut t, &batch("r", &[(A, 30_000, true)])).is_empty());
         assert!(t.is_empty());
     }
@@ -337,7 +376,10 @@ mod tests {
             Origin::rule(ExportKind::Recording, "g", "r"),
             vec![Series::new(
                 parse_label_set(A).unwrap(),
-                [10_000, 20_000, 50_000, 60_000].iter().map(|&t| Sample::new(t, 1.0)).collect(),
+                [10_000, 20_000, 50_000, 60_000]
+                    .iter()
+                    .map(|&t| Sample::new(t, 1.0))
+                    .collect(),
             )],
         );
         assert_eq!(
@@ -350,7 +392,10 @@ mod tests {
         );
         let mut out = Vec::new();
         t.finish(&mut out);
-        assert!(matches!(&out[..], [Event::End { at_ms: 70_000, .. }]), "{out:?}");
+        assert!(
+            matches!(&out[..], [Event::End { at_ms: 70_000, .. }]),
+            "{out:?}"
+        );
     }
 
     #[test]
@@ -358,7 +403,10 @@ mod tests {
         let mut t = Tracker::default();
         let no_instance = r#"r{severity="critical"}"#;
         let e = events(&mut t, &batch("r", &[(no_instance, 10_000, false)]));
-        assert!(e[0].starts_with("refused match:") && e[0].contains("matches every series"), "{e:?}");
+        assert!(
+            e[0].starts_with("refused match:") && e[0].contains("matches every series"),
+            "{e:?}"
+        );
         assert!(events(&mut t, &batch("r", &[(no_instance, 20_000, false)])).is_empty());
     }
 
@@ -370,6 +418,9 @@ mod tests {
         t.sweep(30_000, 3, &mut out);
         assert!(out.is_empty());
         t.sweep(50_000, 3, &mut out);
-        assert!(matches!(&out[..], [Event::End { at_ms: 20_000, .. }]), "{out:?}");
+        assert!(
+            matches!(&out[..], [Event::End { at_ms: 20_000, .. }]),
+            "{out:?}"
+        );
     }
 }

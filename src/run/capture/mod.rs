@@ -462,7 +462,12 @@ impl Captures {
         let now = self.inner.clock.now_ms();
         let horizon = now - config.lag_ms;
         self.housekeeping(&config, now, horizon);
-        self.save_dirty().await;
+        // Live: a new capture is on disk before its first chunk (a restart
+        // finds it). Batch runs are simply run again: their keys are
+        // written with the first chunk.
+        if self.inner.mode == Mode::Live {
+            self.save_dirty().await;
+        }
         let Some((id, job)) = self.next_job(&config, now, horizon) else {
             return false;
         };
@@ -709,6 +714,10 @@ impl Captures {
                     ));
                 }
             }
+        }
+        // Closed now, the key is written once for the chunk and the close.
+        for s in k.close_finished(now) {
+            self.closed(&k.capture, &k.key, &s);
         }
         lock(&self.inner.dirty).insert(id.to_string());
         true

@@ -912,3 +912,62 @@ fn without_export_or_remote_read_captures_fall_back_to_query_range_and_say_so() 
     assert_eq!(times.len(), 21, "{times:?}");
     assert!(times.iter().all(|t| t % 15_000 == 0), "{times:?}");
 }
+
+#[test]
+fn a_selector_over_the_sources_series_limit_is_truncated_not_failed() {
+    // The source refuses to list more than 4 series (-search.maxSeries).
+    let src = Vm::start_with(&["-search.maxSeries=4"]);
+    let debug = Vm::start();
+    let now = now_ms();
+    let t0 = now - now.rem_euclid(60_000) - 3_600_000;
+    let mut lines = String::new();
+    for i in 0..6 {
+        let samples: Vec<(i64, f64)> = raw_times(t0, t0 + 5 * 60_000, 10_000, i)
+            .into_iter()
+            .map(|t| (t, i as f64))
+            .collect();
+        lines.push_str(&vm_line(
+            &[("__name__", "up"), ("job", "many"), ("i", &i.to_string())],
+            &samples,
+        ));
+        lines.push('\n');
+    }
+    src.import(&lines);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "datasource: {{url: '{}'}}\nstorage: {{path: '{{dir}}/data'}}\ndestinations:\n{}",
+        src.url(),
+        vm_destination("debug", &debug, "")
+    );
+    write_files(dir.path(), &[("run.yml", &config)]);
+    let cfg = dir.path().join("run.yml").display().to_string();
+    let run = spillway(&[
+        "capture",
+        "-c",
+        &cfg,
+        "--match",
+        r#"{job="many"}"#,
+        "--from",
+        &(t0 / 1000).to_string(),
+        "--to",
+        &((t0 + 5 * 60_000) / 1000).to_string(),
+        "--destination",
+        "debug",
+        "--max-series",
+        "3",
+    ]);
+    run.assert_code(0);
+    assert!(
+        run.stdout().contains("more than max_series (3) series"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr()
+            .contains("match more series than the source lists"),
+        "{}",
+        run.describe()
+    );
+    debug.flush();
+    assert_eq!(debug.series_count(r#"{job="many"}"#), 3);
+}

@@ -82,6 +82,17 @@ fn not_served(e: &SourceError) -> bool {
     }
 }
 
+/// A 4xx saying the answer would pass a server-side limit on series.
+fn over_server_limit(e: &ClientError) -> bool {
+    match e {
+        ClientError::Status { status, body, .. } if (400..500).contains(status) => {
+            let b = body.to_ascii_lowercase();
+            b.contains("exceed") || b.contains("too many") || b.contains("limit")
+        }
+        _ => false,
+    }
+}
+
 fn client_not_served(e: &ClientError) -> bool {
     matches!(e.status(), Some(403 | 404 | 405 | 501))
         || crate::source::vm_export::is_missing_route(e)
@@ -230,6 +241,13 @@ impl RawSource {
             Err(e) if client_not_served(&e) => {
                 tracing::warn!(source = %self.client.endpoint().display(), error = %e, "/api/v1/series is not available: max_series is enforced while copying instead of before");
                 self.state().series_api_missing = true;
+                return Ok(job.selectors.to_vec());
+            }
+            Err(e) if over_server_limit(&e) => {
+                // The server has more series than it lists (VictoriaMetrics'
+                // -search.maxSeries): the copy streams and admits the
+                // first max_series it meets, counting the rest.
+                tracing::warn!(source = %self.client.endpoint().display(), error = %e, "the selectors match more series than the source lists; copying the first max_series met");
                 return Ok(job.selectors.to_vec());
             }
             Err(e) => return Err(e.into()),

@@ -814,6 +814,22 @@ captures:
         .unwrap();
     assert_eq!(c["series"], 2, "{c}");
     assert_eq!(c["truncated"][0], "max_series", "{c}");
+    wait_for("the two series to arrive", Duration::from_secs(30), || {
+        debug.flush();
+        debug.series_count(r#"{__name__="load"}"#) == 2
+    });
+    // Later chunks admit no third series.
+    let copied = |sp: &SpillwayRun| {
+        captures(sp)
+            .into_iter()
+            .find(|c| c["state"] == "open")
+            .map_or(0, |c| c["copied_seconds"].as_i64().unwrap())
+    };
+    let before = copied(&sp);
+    wait_for("another chunk", Duration::from_secs(30), || {
+        copied(&sp) >= before + 5
+    });
+    sp.wait_delivered(Duration::from_secs(30));
     debug.flush();
     assert_eq!(debug.series_count(r#"{__name__="load"}"#), 2);
 }

@@ -162,3 +162,46 @@ ls -l "$out"
 echo
 echo "first alerts:"
 head -n 6 "$out"/alerts_*.csv
+
+# Breach capture (issue 9), a step of its own: the example's `cpu_context`
+# capture copies the raw series around critical CPU breaches into a debug
+# storage, here through a replay of the last half hour.
+dbg_port=$(free_port $((lt_port + 1))); debug="http://127.0.0.1:$dbg_port"
+echo
+echo "== breach capture: the raw context of critical CPU breaches into a debug storage ($debug)"
+start_vm debug-vm "$dbg_port"
+cat >"$demo/capture.yml" <<EOF2
+datasource:
+  url: $src
+rule_files:
+  - $root/examples/threshold-export/rules/metrics.yml
+destinations:
+  - name: debug_storage
+    type: remote_write
+    url: $debug/api/v1/write
+    relabel_configs:
+      - source_labels: [export_target]
+        regex: debug_storage
+        action: keep
+captures:
+  - name: cpu_context
+    if: '{severity="critical"}'
+    rules: [static_thresholds/critical_cpu_usage_export]
+    match: '{instance="{{ \$labels.instance }}"}'
+    before: 10m
+    after: 5m
+    destinations: [debug_storage]
+    labels: {export_target: debug_storage, captured_by: cpu_context}
+storage:
+  path: $demo/capture-data
+EOF2
+echo "   config: .demo/capture.yml (the debug storage and the capture of examples/threshold-export)"
+"$bin" replay -c "$demo/capture.yml" --from now-30m --group static_thresholds --drain-timeout 30s
+echo "  the captured series in debug storage (raw samples, every 15s, around the breach):"
+curl -sf "$debug/internal/force_flush" >/dev/null || true
+curl -sf "$debug/api/v1/export" --data-urlencode 'match[]={captured_by="cpu_context"}' |
+  awk '{
+    match($0, /"metric":\{[^}]*\}/); m = substr($0, RSTART + 9, RLENGTH - 9)
+    match($0, /"timestamps":\[[^]]*\]/); n = split(substr($0, RSTART + 14, RLENGTH - 15), _, ",")
+    printf "    %-110s %4d samples\n", m, n
+  }' | sort

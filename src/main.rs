@@ -131,7 +131,7 @@ async fn command(cli: Cli) -> ExitCode {
 fn interrupted_note(command: &Command) -> &'static str {
     match command {
         // Queued blocks are on disk; the queues' flocks die with the process.
-        Command::Replay(_) => {
+        Command::Replay(_) | Command::Capture(_) => {
             "what was queued stays queued and is delivered by the next `spillway run` or replay"
         }
         Command::Gather(_) => {
@@ -155,6 +155,25 @@ async fn run(cli: Cli) -> ExitCode {
             RulesCommand::Preview(p) => rules_preview(p).await,
         },
         Command::Relabel(args) => relabel(args),
+        Command::Capture(args) => capture(args).await,
+    }
+}
+
+async fn capture(args: spillway::cli::capture::CaptureArgs) -> ExitCode {
+    let opts = match args.to_options() {
+        Ok(o) => o,
+        Err(e) => return fail(&[e]),
+    };
+    match spillway::run::capture::capture_command(&opts).await {
+        Ok(outcome) => {
+            spillway::out!("{}", outcome.render());
+            if outcome.failed() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(problems) => fail(&problems),
     }
 }
 

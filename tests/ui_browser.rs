@@ -615,3 +615,57 @@ fetch("{run}/api/v1/import", {{method: "POST", mode: "no-cors", body: {body}}})
     drop(d);
     rt.shutdown_timeout(Duration::from_secs(2));
 }
+
+/// The run page's breach captures: a capture opened by a breaching rule is
+/// listed with its window and counts, and its row draws a chart of the
+/// captured series.
+#[test]
+fn run_page_shows_a_breach_capture_and_its_chart() {
+    let src = Vm::start();
+    let dst = Vm::start();
+    seed(&src);
+    let config = format!(
+        "datasource: {{url: \"{}\"}}\nrule_files: [rules.yml]\nevaluation: {{eval_delay: 0s}}\nstorage: {{path: \"{{dir}}/data\"}}\n\
+         destinations:\n  - name: debug\n    url: \"{}/api/v1/write\"\n\
+         captures:\n  - name: job_context\n    match: '{{job=\"{{{{ $labels.job }}}}\"}}'\n    before: 10m\n    chunk: 5m\n    destinations: [debug]\n",
+        src.url(),
+        dst.url()
+    );
+    let rules = "groups:\n- name: web\n  interval: 2s\n  rules:\n  - record: api_seen\n    expr: http_requests_total{job=\"api\"} > 0\n";
+    let run = SpillwayRun::start_files(&[("run.yml", &config), ("rules.yml", rules)], &[]);
+    common::wait_for(
+        "a capture with copied samples",
+        Duration::from_secs(60),
+        || {
+            let v: Value =
+                serde_json::from_str(&common::http_get(&format!("{}/api/v1/captures", run.url())))
+                    .unwrap();
+            v["data"]["captures"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["samples"].as_u64().unwrap_or(0) > 0)
+        },
+    );
+    let driver = Driver::start();
+    driver.go(&format!("{}/", run.url()));
+    driver.wait(
+        "the capture row with copied samples",
+        "[...document.querySelectorAll('#captures tbody tr')].some(tr => tr.textContent.includes('job_context') && tr.textContent.includes('open') && /^[1-9]/.test(tr.children[6].textContent))",
+        30,
+    );
+    assert!(
+        driver.text("#captures-source").contains("export"),
+        "{}",
+        driver.text("#captures-source")
+    );
+    driver.click("#captures tbody tr.pick");
+    driver.wait(
+        "the chart of the captured series",
+        "document.querySelectorAll('#capture-chart svg polyline').length >= 2",
+        30,
+    );
+    let legend = driver.text("#capture-chart .legend");
+    assert!(legend.contains("job=\"api\""), "{legend}");
+    driver.screenshot("run-page-capture");
+}

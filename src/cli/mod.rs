@@ -6,6 +6,7 @@ use crate::client::{BasicAuthSpec, ConnectionSpec, Secret, TlsSpec};
 use crate::export::ExportFile;
 use crate::transform::threshold::ThresholdSpec;
 pub mod bundle;
+pub mod capture;
 pub mod http;
 pub mod progress;
 pub mod run;
@@ -68,6 +69,9 @@ pub enum Command {
     Rules(RulesArgs),
     /// Show what relabel_configs do to one series, step by step.
     Relabel(RelabelArgs),
+    /// Copy the raw samples of a selector over a time range, once, by hand,
+    /// to destinations of a run config (the path breach captures take).
+    Capture(capture::CaptureArgs),
     /// Support bundle: export series (obfuscated, windowed, resumable) into a
     /// checksummed ZIP in vmgather's layout; or validate, discover, sample, verify.
     Gather(bundle::GatherArgs),

@@ -73,6 +73,13 @@ pub struct ReplayArgs {
     /// Queue directory instead of storage.path (needed while `spillway run` holds those queues).
     #[arg(long = "storage.path", value_name = "DIR")]
     pub storage_path: Option<PathBuf>,
+    /// Open the config's breach captures for the breaches found and copy
+    /// their raw data (the default when the config has `captures:`).
+    #[arg(long, conflicts_with = "no_captures")]
+    pub captures: bool,
+    /// Replay the rules only, without breach captures.
+    #[arg(long)]
+    pub no_captures: bool,
 }
 
 impl ReplayArgs {
@@ -85,6 +92,11 @@ impl ReplayArgs {
             max_datapoints_per_query: self.max_datapoints_per_query as usize,
             drain_timeout: self.drain_timeout,
             storage_path: self.storage_path.clone(),
+            captures: match (self.captures, self.no_captures) {
+                (_, true) => Some(false),
+                (true, false) => Some(true),
+                (false, false) => None,
+            },
         }
     }
 }

@@ -27,7 +27,7 @@ pub use auth::{Auth, Secret};
 pub use endpoint::{display_url, redact as redact_url, Endpoint, Tenant};
 pub use prom_api::{
     duration_param, seconds as seconds_param, InstantAnswer, InstantResult, QueryForm, QueryParams,
-    SeriesStream,
+    SeriesList, SeriesStream,
 };
 pub use retry::RetryPolicy;
 pub use spec::{BasicAuthSpec, ConnectionSpec, TlsSpec};

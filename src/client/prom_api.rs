@@ -1,5 +1,6 @@
 //! Prometheus query API (`query`, `query_range`, `series`), answered by
-//! Prometheus, VictoriaMetrics and VictoriaLogs' `stats_query*` alike.
+//! Prometheus, VictoriaMetrics and VictoriaLogs' `stats_query*` alike, and
+//! Prometheus remote read (`/api/v1/read`, raw samples).
 //!
 //! Range answers are parsed while they arrive: a blocking thread reads the
 //! body from a channel and hands over one series at a time, so memory holds
@@ -21,6 +22,18 @@ use tokio::sync::mpsc;
 
 /// Series arriving one by one; an `Err` ends the stream.
 pub type SeriesStream = mpsc::Receiver<Result<Series, ClientError>>;
+
+/// Label sets of `/api/v1/series`, cut at a limit.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SeriesList {
+    /// At most the limit asked for.
+    pub series: Vec<Labels>,
+    /// The server had more than the limit (reading stopped there).
+    pub more: bool,
+}
+
+/// Longest `/api/v1/series` answer [`Client::series_bounded`] reads.
+const MAX_SERIES_ANSWER_BYTES: u64 = 64 << 20;
 
 /// Each series of an instant query carries one sample at the evaluation time.
 pub type InstantResult = Vec<Series>;
@@ -213,6 +226,122 @@ impl Client {
         Ok(parsed.data.into_iter().map(Labels::from_pairs).collect())
     }
 
+    /// [`Client::series`] that stops reading after `limit` series, so a
+    /// selector matching millions of series costs the server's first
+    /// answer bytes and `limit` label sets here, not the whole list. The
+    /// `limit` parameter is sent too (servers that know it stop early).
+    pub async fn series_bounded(
+        &self,
+        matches: &[String],
+        start_ms: i64,
+        end_ms: i64,
+        limit: usize,
+    ) -> Result<SeriesList, ClientError> {
+        let mut pairs: Vec<(&str, String)> =
+            matches.iter().map(|m| ("match[]", m.clone())).collect();
+        pairs.push(("start", seconds(start_ms)));
+        pairs.push(("end", seconds(end_ms)));
+        // One more than wanted tells "exactly limit" from "more".
+        pairs.push(("limit", (limit + 1).to_string()));
+        let body = form(&pairs, &QueryParams::default());
+        let resp = self
+            .send("series", || {
+                Ok(self
+                    .request_streaming(reqwest::Method::POST, "/api/v1/series")?
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(body.clone()))
+            })
+            .await?;
+        let answer_cap = Limit {
+            max: self.max_response_bytes(),
+            per_series: false,
+            url: display_url(resp.url()),
+        };
+        let rx = self.body_channel(resp);
+        let url = self.endpoint().display();
+        tokio::task::spawn_blocking(move || {
+            let mut reader = ChannelReader {
+                rx,
+                current: Bytes::new(),
+                error: None,
+                counted: Arc::new(AtomicU64::new(0)),
+                limit: answer_cap,
+            };
+            let mut list = SeriesList::default();
+            let result = {
+                let capped = (&mut reader).take(MAX_SERIES_ANSWER_BYTES);
+                let buffered = std::io::BufReader::with_capacity(64 * 1024, capped);
+                let mut de = serde_json::Deserializer::from_reader(buffered);
+                SeriesListSeed {
+                    limit,
+                    list: &mut list,
+                }
+                .deserialize(&mut de)
+            };
+            match result {
+                Ok(()) => Ok(list),
+                Err(_) if list.more => Ok(list),
+                Err(e) => Err(reader.error.take().unwrap_or(ClientError::Decode {
+                    url,
+                    reason: format!("{e} (answers are read up to {MAX_SERIES_ANSWER_BYTES} bytes)"),
+                })),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// Prometheus remote read (`POST /api/v1/read`, `SAMPLES`): per query,
+    /// in order, the raw samples of its series. The answer arrives whole,
+    /// so it is refused (as [`ClientError::TooLarge`], before it is held)
+    /// past `max_answer_bytes` decompressed; ask for shorter ranges then.
+    pub async fn remote_read(
+        &self,
+        queries: &[crate::codec::remote_read::ReadQuery],
+        max_answer_bytes: usize,
+    ) -> Result<Vec<Vec<Series>>, ClientError> {
+        use crate::codec::remote_read as rr;
+        let url = self.endpoint().display();
+        let body = Bytes::from(rr::encode_read_request(queries).map_err(|e| {
+            ClientError::Config(format!("cannot encode the remote read request: {e}"))
+        })?);
+        let resp = self
+            .send("remote read", || {
+                Ok(self
+                    .request(reqwest::Method::POST, "/api/v1/read")?
+                    .header("Content-Encoding", rr::CONTENT_ENCODING)
+                    .header("Content-Type", rr::CONTENT_TYPE)
+                    .header(rr::VERSION_HEADER, rr::VERSION)
+                    .body(body.clone()))
+            })
+            .await?;
+        let too_large = || ClientError::TooLarge {
+            url: url.clone(),
+            limit: max_answer_bytes as u64,
+            per_series: false,
+        };
+        let max_body = snap::raw::max_compress_len(max_answer_bytes).max(max_answer_bytes);
+        if resp.content_length().is_some_and(|n| n > max_body as u64) {
+            return Err(too_large());
+        }
+        let mut raw = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.map_reqwest(e))?;
+            if raw.len() + chunk.len() > max_body {
+                return Err(too_large());
+            }
+            raw.extend_from_slice(&chunk);
+        }
+        if snap::raw::decompress_len(&raw).is_ok_and(|n| n > max_answer_bytes) {
+            return Err(too_large());
+        }
+        rr::decode_read_response(&raw, max_answer_bytes).map_err(|e| ClientError::Decode {
+            url: url.clone(),
+            reason: e.to_string(),
+        })
+    }
+
     /// Instant query with every parameter given by `form`, answered in full
     /// (instant answers are bounded by the number of series, and the
     /// statistics come after the data).
@@ -293,14 +422,10 @@ impl Client {
         Ok(self.stream_series(resp, cap))
     }
 
-    fn stream_series(&self, resp: reqwest::Response, cap: Cap) -> SeriesStream {
-        let limit = Limit {
-            max: self.max_response_bytes(),
-            per_series: cap == Cap::PerSeries,
-            url: display_url(resp.url()),
-        };
+    /// The answer's body as a channel of chunks, fed by a task that stops
+    /// (hanging up) once the receiver is dropped.
+    fn body_channel(&self, resp: reqwest::Response) -> mpsc::Receiver<Result<Bytes, ClientError>> {
         let (bytes_tx, bytes_rx) = mpsc::channel::<Result<Bytes, ClientError>>(8);
-        let (tx, rx) = mpsc::channel(256);
         let this = self.clone();
         tokio::spawn(async move {
             let mut body = resp.bytes_stream();
@@ -312,6 +437,17 @@ impl Client {
                 }
             }
         });
+        bytes_rx
+    }
+
+    fn stream_series(&self, resp: reqwest::Response, cap: Cap) -> SeriesStream {
+        let limit = Limit {
+            max: self.max_response_bytes(),
+            per_series: cap == Cap::PerSeries,
+            url: display_url(resp.url()),
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let bytes_rx = self.body_channel(resp);
         let url = self.endpoint().display();
         let counted = Arc::new(AtomicU64::new(0));
         tokio::task::spawn_blocking(move || {
@@ -340,6 +476,80 @@ impl Client {
             }
         });
         rx
+    }
+}
+
+/// Reads `{"status":..., "data": [{labels}, ...]}` into a [`SeriesList`],
+/// failing on purpose (to stop reading) once it holds more than `limit`.
+struct SeriesListSeed<'a> {
+    limit: usize,
+    list: &'a mut SeriesList,
+}
+
+impl<'de> DeserializeSeed<'de> for SeriesListSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SeriesListSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Prometheus API answer object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut status = None::<String>;
+        let mut error = None::<String>;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "data" => map.next_value_seed(SeriesItems {
+                    limit: self.limit,
+                    list: &mut *self.list,
+                })?,
+                "status" => status = Some(map.next_value()?),
+                "error" => error = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        match status.as_deref() {
+            Some("error") => Err(serde::de::Error::custom(format!(
+                "the server answered status \"error\": {}",
+                error.unwrap_or_default()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+struct SeriesItems<'a> {
+    limit: usize,
+    list: &'a mut SeriesList,
+}
+
+impl<'de> DeserializeSeed<'de> for SeriesItems<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SeriesItems<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of label sets")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(labels) = seq.next_element::<BTreeMap<String, String>>()? {
+            if self.list.series.len() == self.limit {
+                self.list.more = true;
+                return Err(serde::de::Error::custom("enough series"));
+            }
+            self.list.series.push(Labels::from_pairs(labels));
+        }
+        Ok(())
     }
 }
 

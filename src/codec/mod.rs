@@ -13,6 +13,11 @@
 //! message tree per request); the decoder uses the `prost` structs and caps the
 //! decompressed size before allocating.
 //!
+//! **Prometheus remote read 1.0** ([`remote_read`]): a `ReadRequest` in the
+//! same snappy block framing, answered with `SAMPLES` (a `ReadResponse`
+//! holding remote-write `TimeSeries`); breach captures read raw samples out
+//! of Prometheus this way.
+//!
 //! **VictoriaMetrics JSON lines** ([`vm_json`]), what `/api/v1/export` prints
 //! and `/api/v1/import` reads, one series per line:
 //! `{"metric":{"__name__":"up","job":"a"},"values":[1,0.5],"timestamps":[1700000000000,1700000015000]}`.
@@ -24,6 +29,7 @@
 //! exports use). Reading accepts all of them, and a NaN read back is the
 //! staleness marker, the only NaN VictoriaMetrics stores.
 
+pub mod remote_read;
 pub mod remote_write;
 mod remote_write_decode;
 pub mod vm_json;
@@ -64,6 +70,10 @@ pub enum CodecError {
 
     #[error("remote write body is not a valid protobuf WriteRequest: {0}")]
     Protobuf(String),
+
+    /// A remote read answer that cannot be used (too large, not snappy).
+    #[error("remote read answer: {0}")]
+    RemoteRead(String),
 
     #[error(
         "cannot snappy-compress a {size}-byte remote write request: {reason}; send smaller batches"

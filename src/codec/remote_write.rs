@@ -9,9 +9,11 @@
 //! to that), including proto3's rule that fields equal to their default
 //! (empty string, `0.0`, `0`) are left out.
 //!
-//! Decoding (the receiver, tests) goes through the [`proto`] structs, checks
-//! the decompressed size announced in the snappy header before allocating, and
-//! rejects the framed snappy format by name, the most common sender mistake.
+//! Decoding (the receiver) is written by hand too (`remote_write_decode`),
+//! checks the decompressed size announced in the snappy header before
+//! allocating, and rejects the framed snappy format by name, the most common
+//! sender mistake. `prost` is only the tests' oracle: the [`proto`] structs
+//! exist in test builds.
 
 use super::CodecError;
 use crate::model::{Label, Labels, Sample, Series};
@@ -45,7 +47,8 @@ const FRAMED_SNAPPY_MAGIC: &[u8] = b"\xff\x06\x00\x00sNaPpY";
 /// because the build has no `protoc`. Field numbers follow
 /// `prometheus/prompb/remote.proto` and `types.proto`; fields spillway does not
 /// use (exemplars, native histograms) are skipped on decode like any unknown
-/// field.
+/// field. Test builds only: `prost` is a dev-dependency.
+#[cfg(test)]
 pub mod proto {
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct WriteRequest {
@@ -297,6 +300,7 @@ fn decompress_into(
 }
 
 /// Decompresses and decodes into the raw protobuf message, metadata included.
+#[cfg(test)]
 pub fn decode_proto(
     body: &[u8],
     max_decoded_bytes: usize,
@@ -384,7 +388,7 @@ fn nested_len(len: usize) -> usize {
     1 + varint_len(len as u64) + len
 }
 
-fn put_string(buf: &mut Vec<u8>, key: u8, s: &str) {
+pub(super) fn put_string(buf: &mut Vec<u8>, key: u8, s: &str) {
     if !s.is_empty() {
         buf.push(key);
         put_varint(buf, s.len() as u64);
@@ -397,7 +401,7 @@ fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
         v >>= 7;

@@ -13,27 +13,27 @@
 use super::CodecError;
 use crate::model::{Label, Labels, Sample, Series};
 
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     /// Offset of `buf` in the whole message, for messages.
     base: usize,
 }
 
-fn bad(at: usize, what: &str) -> CodecError {
+pub(super) fn bad(at: usize, what: &str) -> CodecError {
     CodecError::Protobuf(format!("{what} at byte {at}"))
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], base: usize) -> Self {
+    pub(super) fn new(buf: &'a [u8], base: usize) -> Self {
         Reader { buf, pos: 0, base }
     }
 
-    fn at(&self) -> usize {
+    pub(super) fn at(&self) -> usize {
         self.base + self.pos
     }
 
-    fn done(&self) -> bool {
+    pub(super) fn done(&self) -> bool {
         self.pos >= self.buf.len()
     }
 
@@ -71,7 +71,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A length-delimited field's bytes, with their offset in the message.
-    fn bytes(&mut self) -> Result<(&'a [u8], usize), CodecError> {
+    pub(super) fn bytes(&mut self) -> Result<(&'a [u8], usize), CodecError> {
         let len = self.varint()? as usize;
         let start = self.pos;
         let end = start
@@ -83,12 +83,12 @@ impl<'a> Reader<'a> {
     }
 
     /// `(field number, wire type)`.
-    fn key(&mut self) -> Result<(u64, u8), CodecError> {
+    pub(super) fn key(&mut self) -> Result<(u64, u8), CodecError> {
         let k = self.varint()?;
         Ok((k >> 3, (k & 7) as u8))
     }
 
-    fn skip(&mut self, wire_type: u8) -> Result<(), CodecError> {
+    pub(super) fn skip(&mut self, wire_type: u8) -> Result<(), CodecError> {
         match wire_type {
             0 => self.varint().map(|_| ()),
             1 => self.fixed64().map(|_| ()),
@@ -146,7 +146,7 @@ pub(super) fn decode_series_into(message: &[u8], out: &mut Vec<Series>) -> Resul
     Ok(())
 }
 
-fn time_series(buf: &[u8], base: usize, into: &mut Series) -> Result<(), CodecError> {
+pub(super) fn time_series(buf: &[u8], base: usize, into: &mut Series) -> Result<(), CodecError> {
     let mut r = Reader::new(buf, base);
     let mut labels: Vec<Label> = std::mem::take(&mut into.labels).into_vec();
     let mut used = 0;

@@ -5,6 +5,7 @@
 //! | `GET /` | the web page (`ui/`, embedded): groups, rules, destinations |
 //! | `GET /api/v1/rules` | groups and rules in vmalert's JSON shape (`?type=record` or `alert` filters) |
 //! | `GET /api/v1/destinations` | queue depth, counters, last error per destination |
+//! | `GET /api/v1/captures` | open and recent breach captures (`/chart?key=K`: their series) |
 //! | `POST /-/reload` | re-read config and rule files: 200 with a summary, 400 with the reason |
 //! | `GET /metrics` | engine, destinations, receiver and reload metrics |
 //! | `GET /health` | `OK` |
@@ -43,14 +44,19 @@ pub struct ApiState {
     pub pipeline: Arc<Pipeline>,
     pub engine: EngineHandle,
     pub reloader: Arc<Reloader>,
+    pub captures: Option<super::capture::Captures>,
 }
 
 /// The whole app: web page, APIs, reload, metrics, health and receiver.
 pub fn app(state: ApiState, limits: receiver::Limits, policy: Arc<Policy>) -> Router {
     let collect_from = Arc::clone(&state.pipeline);
     let reloader = Arc::clone(&state.reloader);
+    let captures = state.captures.clone();
     let collect: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
         collect_from.collect_metrics();
+        if let Some(c) = &captures {
+            c.collect_metrics();
+        }
         reloader.metrics_text()
     });
     let page = with_csrf_meta(INDEX_HTML, policy.csrf_token());
@@ -64,6 +70,7 @@ pub fn app(state: ApiState, limits: receiver::Limits, policy: Arc<Policy>) -> Ro
         .merge(crate::server::health::router())
         .merge(crate::server::metrics::router_with_text(collect))
         .merge(receiver::router(Arc::clone(&state.pipeline), limits))
+        .merge(super::capture::api_router(state.captures.clone()))
         .merge(super::route::api_router(state.pipeline))
         .method_not_allowed_fallback(|req: Request| async move {
             crate::server::ApiError::MethodNotAllowed(format!(

@@ -23,6 +23,7 @@
 //!     relabel_dialect: prometheus   # this destination's own
 //! storage: {path: ./spillway-data}
 //! server: {listen: 127.0.0.1:8880}
+//! captures: []           # breach captures, see `run::capture::config`
 //! ```
 
 use crate::client::ConnectionSpec;
@@ -57,6 +58,9 @@ pub struct RunConfig {
     pub storage: StorageSpec,
     #[serde(default)]
     pub server: ServerSpec,
+    /// Breach captures (see `run::capture`).
+    #[serde(default)]
+    pub captures: Vec<super::capture::CaptureSpec>,
 }
 
 #[derive(Clone, Debug, Default, serde::Deserialize)]
@@ -207,6 +211,7 @@ pub struct LoadedConfig {
 pub struct ConfigLines {
     pub global_relabel_configs: Vec<ItemLines>,
     pub destinations: Vec<DestinationLines>,
+    pub captures: Vec<ItemLines>,
 }
 
 /// An entry of a YAML list: its line and the line of each of its fields.
@@ -238,6 +243,8 @@ struct Layout {
     global_relabel_configs: Option<SpannedItems>,
     #[serde(default)]
     destinations: Option<SpannedItems>,
+    #[serde(default)]
+    captures: Option<SpannedItems>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -288,6 +295,7 @@ impl RunConfig {
         // here only costs line numbers.
         let layout: Layout = crate::model::yaml::parse(text).unwrap_or_default();
         let relabel: DestinationsLayout = crate::model::yaml::parse(text).unwrap_or_default();
+        let captures = item_lines(layout.captures);
         let mut destinations: Vec<DestinationLines> = item_lines(layout.destinations)
             .into_iter()
             .map(|item| DestinationLines {
@@ -307,6 +315,7 @@ impl RunConfig {
             lines: ConfigLines {
                 global_relabel_configs: item_lines(layout.global_relabel_configs),
                 destinations,
+                captures,
             },
         })
     }

@@ -10,6 +10,8 @@
 //!   (`/api/v1/rules`) and `replay` (backfill over a past range);
 //! - routing: `route` (global relabeling, queued destinations), `receiver`
 //!   (lets `run` stand where vmagent stands) and the `spillway relabel` tool;
+//! - `capture`: breach captures (raw data around every breach) and
+//!   `spillway capture`;
 //! - the daemon: `setup` (the one check path of start, reload, replay and
 //!   preview), `reload`, `api` (HTTP routes and the embedded web page in
 //!   `ui/`) and `tools` (`replay`, `rules check`, `rules preview`).
@@ -20,12 +22,14 @@
 //! start the senders, start the rule groups, serve. Stop (SIGINT/SIGTERM),
 //! in reverse: stop taking requests and finish those in progress, stop the
 //! rule groups (an evaluation in progress is abandoned and done again at
-//! the next start), let the destinations deliver what they hold for up to
+//! the next start), stop the captures (a chunk in progress is copied again
+//! at the next start), let the destinations deliver what they hold for up to
 //! the shutdown timeout, close the queues. A second signal stops at once;
 //! queued data waits on disk for the next start either way. SIGHUP reloads
 //! (see `reload`).
 
 pub mod api;
+pub mod capture;
 pub mod config;
 pub mod datasource;
 pub mod engine;
@@ -142,6 +146,22 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         destinations = pipeline.destinations().len(),
         "destinations started"
     );
+    let captures = capture::Captures::open(
+        setup.captures.clone(),
+        setup.capture_source.clone(),
+        Arc::clone(&pipeline) as Arc<dyn capture::CaptureRouter>,
+        Arc::new(SystemClock),
+        capture::Mode::Live,
+    )
+    .map_err(|e| fatal(anyhow::Error::new(e).context("opening breach captures")))?;
+    pipeline.set_observer(Some(Arc::new(captures.clone())));
+    captures.start();
+    if !captures.is_empty() {
+        tracing::info!(
+            captures = setup.captures.defs.len(),
+            "breach captures started"
+        );
+    }
     let engine = Engine::start(
         setup.groups.clone(),
         setup.datasource.clone(),
@@ -151,18 +171,22 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     )
     .map_err(|e| RunError::Config(e.to_string().lines().map(str::to_string).collect()))?;
     tracing::info!(groups = setup.groups.len(), "rule groups started");
-    let reloader = Arc::new(reload::Reloader::new(
-        opts.config.clone(),
-        setup,
-        engine.clone(),
-        Arc::clone(&pipeline),
-    ));
+    let reloader = Arc::new(
+        reload::Reloader::new(
+            opts.config.clone(),
+            setup,
+            engine.clone(),
+            Arc::clone(&pipeline),
+        )
+        .with_captures(captures.clone()),
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let state = api::ApiState {
         pipeline: Arc::clone(&pipeline),
         engine: engine.clone(),
         reloader: Arc::clone(&reloader),
+        captures: Some(captures.clone()),
     };
     let app = api::app(state, receiver::Limits::default(), Arc::new(policy));
     let mut server = tokio::spawn(crate::server::serve(listener, app, async move {
@@ -170,7 +194,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }));
     tracing::info!(
         listen = %local,
-        "spillway run started: web page at http://{local}/ ; /api/v1/rules, /api/v1/destinations, /-/reload, /metrics, /health, /api/v1/write, /api/v1/import"
+        "spillway run started: web page at http://{local}/ ; /api/v1/rules, /api/v1/destinations, /api/v1/captures, /-/reload, /metrics, /health, /api/v1/write, /api/v1/import"
     );
 
     let signal = loop {
@@ -215,7 +239,14 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             return Ok(());
         }
     }
-    tracing::info!("rule groups stopped; delivering what the destinations hold");
+    tokio::select! {
+        _ = captures.shutdown() => {}
+        s = signals.recv() => {
+            tracing::warn!(signal = %s, "second signal: stopping now; undelivered data stays queued for the next start");
+            return Ok(());
+        }
+    }
+    tracing::info!("rule groups and captures stopped; delivering what the destinations hold");
     tokio::select! {
         _ = pipeline.shutdown(opts.shutdown_timeout) => {}
         s = signals.recv() => {

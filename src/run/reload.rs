@@ -93,6 +93,8 @@ pub struct Reloader {
     /// The config now running; the lock also serializes reloads.
     current: tokio::sync::Mutex<Setup>,
     status: Mutex<Status>,
+    /// Breach captures, given the new `captures:` last.
+    captures: Option<super::capture::Captures>,
 }
 
 impl Reloader {
@@ -111,7 +113,14 @@ impl Reloader {
                 last_success_ms: now_ms(),
                 ..Status::default()
             }),
+            captures: None,
         }
+    }
+
+    /// Reloads apply `captures:` to `captures` too (after the engine).
+    pub fn with_captures(mut self, captures: super::capture::Captures) -> Self {
+        self.captures = Some(captures);
+        self
     }
 
     /// Reads and applies the config again; `trigger` names the cause for
@@ -158,6 +167,15 @@ impl Reloader {
             Ok(s) => s,
             Err(e) => return Err(self.failed(e.to_string().lines().map(str::to_string).collect())),
         };
+        if let Some(c) = &self.captures {
+            let source = next
+                .datasource_changed(&current)
+                .then(|| next.capture_source.clone())
+                .flatten();
+            if let Err(e) = c.reconfigure(next.captures.clone(), source) {
+                return Err(self.failed(vec![e.to_string()]));
+            }
+        }
         *current = next;
         let report = ReloadReport { groups, routing };
         {

@@ -20,6 +20,14 @@
 //! series left without labels is dropped. External labels follow
 //! Prometheus: added to a series that does not have the label already. They are applied after global relabeling, and a
 //! destination's own `external_labels` after its own relabeling.
+//!
+//! Breach captures hook in twice: a [`BatchObserver`] sees every batch of
+//! rule results after global relabeling (a capture's `if:` selector is
+//! written against those labels), and [`Pipeline::route_to`] takes the raw
+//! samples a capture copied to the destinations it names. Those go through
+//! each destination's relabeling, external labels and queue, but not
+//! through `global_relabel_configs` or the run's `external_labels`: those
+//! are written for rule results, and raw data keeps its own labels.
 
 use super::config::{DestinationLines, DestinationSpec, ItemLines, LoadedConfig, RunConfig};
 use crate::client::Endpoint;
@@ -461,6 +469,15 @@ pub struct Pipeline {
     started: AtomicBool,
     routed_samples: AtomicU64,
     relabel_dropped: AtomicU64,
+    /// Sees rule results after global relabeling (breach captures).
+    observer: std::sync::RwLock<Option<Arc<dyn BatchObserver>>>,
+}
+
+/// Sees every batch of rule results after global relabeling, before the
+/// destinations take it. Called on a blocking thread for every batch, and
+/// again for a batch the engine retries: it must be quick and idempotent.
+pub trait BatchObserver: Send + Sync {
+    fn observe(&self, batch: &ExportBatch);
 }
 
 /// One configuration of the pipeline.
@@ -663,7 +680,61 @@ impl Pipeline {
             started: AtomicBool::new(false),
             routed_samples: AtomicU64::new(0),
             relabel_dropped: AtomicU64::new(0),
+            observer: std::sync::RwLock::new(None),
         })
+    }
+
+    /// Installs (or removes) the observer of rule results.
+    pub fn set_observer(&self, observer: Option<Arc<dyn BatchObserver>>) {
+        *self.observer.write().unwrap_or_else(|p| p.into_inner()) = observer;
+    }
+
+    /// Routes raw samples copied by a breach capture to the destinations
+    /// named: their relabeling, external labels and queues apply; global
+    /// relabeling and the run's external labels do not (see the module
+    /// docs). Promises what [`Pipeline::route`] promises; a name that is
+    /// not (or no longer) a destination is an error for that name.
+    pub async fn route_to(&self, batch: ExportBatch, names: &[String]) -> Result<(), RouteError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(RouteError::ShuttingDown);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let _gate = self.gate.read().await;
+        let routing = self.current();
+        let mut errors = Vec::new();
+        let mut targets = Vec::new();
+        for n in names {
+            match routing.destinations.iter().find(|d| d.name() == n) {
+                Some(d) => targets.push(Arc::clone(d)),
+                None => errors.push(DestinationError::Config {
+                    name: n.clone(),
+                    reason: "not a configured destination (removed by a reload?)".into(),
+                }),
+            }
+        }
+        self.routed_samples
+            .fetch_add(batch.sample_count() as u64, Ordering::Relaxed);
+        let failed: Vec<DestinationError> = tokio::task::spawn_blocking(move || {
+            targets
+                .iter()
+                .filter_map(|d| d.accept_with(&batch.series, batch.meta()).err())
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        errors.extend(failed);
+        if errors.is_empty() {
+            Ok(())
+        } else if errors
+            .iter()
+            .all(|e| matches!(e, DestinationError::Closed { .. }))
+        {
+            Err(RouteError::ShuttingDown)
+        } else {
+            Err(RouteError::Destinations(errors))
+        }
     }
 
     fn current(&self) -> Arc<Routing> {
@@ -720,6 +791,15 @@ impl Pipeline {
         let routing = self.current();
         self.routed_samples
             .fetch_add(batch.sample_count() as u64, Ordering::Relaxed);
+        // Rule results only (the receiver's data opens no capture).
+        let observer = if external_labels {
+            None
+        } else {
+            self.observer
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        };
         // One blocking task does the global stage and every destination's
         // accept in turn: relabeling and encoding are CPU work, queue pushes
         // wait for fsync, and one hand-off per batch costs less than one
@@ -727,6 +807,9 @@ impl Pipeline {
         let global = Arc::clone(&routing.global);
         let (batch, dropped, errors) = tokio::task::spawn_blocking(move || {
             let (batch, dropped) = global.apply(batch, external_labels);
+            if let Some(o) = &observer {
+                o.observe(&batch);
+            }
             let errors = if batch.is_empty() {
                 Vec::new()
             } else {

@@ -32,6 +32,10 @@ pub struct Setup {
     pub engine: EngineOptions,
     pub groups: Vec<Group>,
     pub datasource: Arc<ClientDatasource>,
+    /// `captures:`, checked, and the client they read raw samples with
+    /// (the `datasource:` one).
+    pub captures: super::capture::CaptureConfig,
+    pub capture_source: Option<Client>,
     /// What the datasources were built from, so a reload can tell whether
     /// they changed (kept in memory only; it holds credentials).
     datasource_key: String,
@@ -121,6 +125,7 @@ impl Setup {
             &source,
             &mut problems,
         );
+        let capture_source = prometheus.clone().flatten();
         let datasource = Arc::new(
             ClientDatasource::new(prometheus.flatten(), vlogs.flatten())
                 .with_query_step(query_step)
@@ -131,6 +136,32 @@ impl Setup {
                 problems.extend(e.to_string().lines().map(str::to_string));
             }
         }
+        let captures = match (&pipeline, &engine) {
+            (Some(p), Some(e)) => {
+                let checked = super::capture::config::check(&super::capture::config::Context {
+                    loaded: &loaded,
+                    destinations: p.destinations.iter().map(|d| d.name.clone()).collect(),
+                    queue_dirs: p
+                        .destinations
+                        .iter()
+                        .map(|d| crate::sink::destination::queue_dir_name(&d.name))
+                        .collect(),
+                    groups: &groups,
+                    default_interval_ms: e.default_interval.as_millis() as i64,
+                    lag_ms: e.default_eval_delay.as_millis() as i64,
+                    storage: config
+                        .storage
+                        .path
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(super::route::DEFAULT_STORAGE_PATH)),
+                    has_datasource: config.datasource.is_some(),
+                });
+                problems.extend(checked.problems);
+                warnings.extend(checked.warnings);
+                checked.config
+            }
+            _ => Default::default(),
+        };
         if config.rule_files.is_empty() {
             warnings.push(format!(
                 "{source}: rule_files: none; only what arrives at /api/v1/write and /api/v1/import is routed"
@@ -149,6 +180,8 @@ impl Setup {
                     engine,
                     groups,
                     datasource,
+                    captures,
+                    capture_source,
                     datasource_key,
                     warnings,
                 })

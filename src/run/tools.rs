@@ -43,6 +43,9 @@ pub struct ReplayCommand {
     pub drain_timeout: Duration,
     /// Replaces `storage.path` (e.g. while `spillway run` holds the queues).
     pub storage_path: Option<PathBuf>,
+    /// Open breach captures for the breaches found (`None`: when the
+    /// config has `captures:`).
+    pub captures: Option<bool>,
 }
 
 /// What a replay did, for the summary.
@@ -51,6 +54,8 @@ pub struct ReplayOutcome {
     pub from_ms: i64,
     pub to_ms: i64,
     pub report: ReplayReport,
+    /// What the breach captures copied, when they ran.
+    pub captures: Option<super::capture::CaptureReport>,
     pub destinations: Vec<DestinationStatus>,
     pub elapsed: Duration,
 }
@@ -91,6 +96,29 @@ impl ReplayOutcome {
                     format!(", {}", dropped.join(", "))
                 },
             );
+        }
+        if let Some(c) = &self.captures {
+            let _ = writeln!(
+                out,
+                "  captures: {}, {} series, {} raw samples copied in {}",
+                plural(c.captures, "capture"),
+                c.series,
+                c.samples,
+                plural(c.chunks, "chunk"),
+            );
+            if let Some(m) = &c.method {
+                let _ = writeln!(out, "  captures' source: {m}");
+            }
+            for t in &c.truncated {
+                let _ = writeln!(out, "  capture truncated: {t}");
+            }
+            if c.pending_ms > 0 {
+                let _ = writeln!(
+                    out,
+                    "  captures: {}s of data not copied yet (too recent; `spillway run` with the same storage.path continues them)",
+                    c.pending_ms / 1000
+                );
+            }
         }
         if self.destinations.iter().any(|d| d.pending_samples > 0) {
             out.push_str(
@@ -137,7 +165,15 @@ pub async fn replay_command(
         for d in &mut setup.pipeline.destinations {
             d.queue_dir = dir.join(queue_dir_name(&d.name));
         }
+        setup.captures.state_dir = dir.join(super::capture::config::STATE_DIR);
     }
+    if opts.captures == Some(true) && setup.captures.is_empty() {
+        return Err(vec![format!(
+            "--captures: {} has no `captures:` to open",
+            setup.loaded.source
+        )]);
+    }
+    let with_captures = opts.captures.unwrap_or(!setup.captures.is_empty());
     let config = setup.pipeline.clone();
     let pipeline = tokio::task::spawn_blocking(move || Pipeline::open(config))
         .await
@@ -149,6 +185,20 @@ pub async fn replay_command(
         })?;
     let pipeline = Arc::new(pipeline);
     pipeline.start();
+    let captures = if with_captures {
+        let c = super::capture::Captures::open(
+            setup.captures.clone(),
+            setup.capture_source.clone(),
+            Arc::clone(&pipeline) as Arc<dyn super::capture::CaptureRouter>,
+            Arc::new(super::SystemClock),
+            super::capture::Mode::Batch,
+        )
+        .map_err(|e| vec![e.to_string()])?;
+        pipeline.set_observer(Some(Arc::new(c.clone())));
+        Some(c)
+    } else {
+        None
+    };
     let replay_opts = ReplayOptions {
         max_datapoints_per_query: opts.max_datapoints_per_query,
         engine: setup.engine.clone(),
@@ -166,17 +216,29 @@ pub async fn replay_command(
     )
     .await;
     progress.finish();
+    let capture_report = match (&captures, &result) {
+        (Some(c), Ok(_)) => {
+            c.finish_breaches();
+            tracing::info!("replay done; copying the raw data of the breaches found");
+            Some(c.run_until_idle().await)
+        }
+        _ => None,
+    };
     // Whatever happened, what was queued gets its chance to be delivered.
     tracing::info!(
         timeout = ?opts.drain_timeout,
         "replay done; waiting for the destinations to deliver"
     );
     pipeline.shutdown(opts.drain_timeout).await;
-    let report = result.map_err(|e| vec![e.to_string()])?;
+    let mut report = result.map_err(|e| vec![e.to_string()])?;
+    if let Some(c) = &capture_report {
+        report.errors.extend(c.errors.iter().cloned());
+    }
     Ok(ReplayOutcome {
         from_ms,
         to_ms,
         report,
+        captures: capture_report,
         destinations: pipeline.statuses(),
         elapsed: started.elapsed(),
     })

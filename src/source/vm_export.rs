@@ -255,6 +255,11 @@ impl VmExportSource {
     }
 }
 
+/// Longest export line held while it arrives: VictoriaMetrics writes a
+/// block of one series per line (a few MiB at most); a source sending more
+/// without a newline is refused instead of filling memory.
+pub const MAX_EXPORT_LINE_BYTES: usize = 64 << 20;
+
 /// Splits chunks into lines and feeds the sink; a line may span chunks.
 fn run_sink<S: LineSink>(mut sink: S, mut rx: mpsc::Receiver<Bytes>) -> (S, Result<(), String>) {
     let mut partial: Vec<u8> = Vec::new();
@@ -274,6 +279,11 @@ fn run_sink<S: LineSink>(mut sink: S, mut rx: mpsc::Receiver<Bytes>) -> (S, Resu
                     return Ok(());
                 }
                 rest = &rest[nl + 1..];
+            }
+            if partial.len() + rest.len() > MAX_EXPORT_LINE_BYTES {
+                return Err(format!(
+                    "an export line is longer than {MAX_EXPORT_LINE_BYTES} bytes; the source sent no newline"
+                ));
             }
             partial.extend_from_slice(rest);
         }

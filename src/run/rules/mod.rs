@@ -33,6 +33,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use files::segment_matches;
 pub use template::{
     check_template, functions as template_functions, render_labels, render_labels_with,
     TemplateData,

@@ -1,5 +1,6 @@
-// The web page of `spillway run`: reads /api/v1/rules and
-// /api/v1/destinations every few seconds and draws them. No framework, no
+// The web page of `spillway run`: reads /api/v1/rules,
+// /api/v1/destinations and /api/v1/captures every few seconds and draws
+// them; a capture's row draws a chart of its series. No framework, no
 // network access beyond this server.
 "use strict";
 
@@ -107,6 +108,89 @@ function drawGroups(groups) {
   }
 }
 
+const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+let pickedCapture = null;
+
+function shortTime(rfc3339) {
+  return rfc3339 ? new Date(Date.parse(rfc3339)).toLocaleString() : "…";
+}
+
+function drawCaptures(data) {
+  const section = document.getElementById("captures-section");
+  const list = data.captures || [];
+  section.hidden = (data.configured || []).length === 0 && list.length === 0;
+  if (section.hidden) return;
+  const src = data.source || {};
+  document.getElementById("captures-source").textContent =
+    "raw samples read with " + (src.method || "(not read yet)") + (src.note ? " · " + src.note : "");
+  const body = document.querySelector("#captures tbody");
+  body.replaceChildren();
+  if (list.length === 0) {
+    body.append(el("tr", {}, el("td", { colspan: 9, class: "muted" }, "no captures yet: one opens when a matching series starts breaching")));
+  }
+  for (const c of list) {
+    const id = c.key + "|" + c.from;
+    const row = el("tr", { class: "pick" + (pickedCapture === id ? " picked" : ""), title: "show a chart of the captured series" },
+      el("td", {}, c.name),
+      el("td", {}, el("code", {}, (c.selectors || []).join(" "))),
+      el("td", {}, badge(c.state)),
+      el("td", {}, el("code", { class: "muted" }, (c.breaching || []).join(", "))),
+      el("td", {}, shortTime(c.from) + " → " + (c.to ? shortTime(c.to) : "(breaching)")),
+      el("td", { class: "num" }, num(c.series)),
+      el("td", { class: "num" }, num(c.samples)),
+      el("td", {}, (c.truncated || []).join(", ")),
+      el("td", { class: "error" }, c.last_error || ""));
+    row.addEventListener("click", () => { pickedCapture = id; drawChart(c.key); });
+    body.append(row);
+  }
+}
+
+async function drawChart(key) {
+  const box = document.getElementById("capture-chart");
+  box.hidden = false;
+  box.replaceChildren(el("p", { class: "muted" }, "loading the captured series…"));
+  let data;
+  try {
+    data = (await getJSON("api/v1/captures/chart?key=" + encodeURIComponent(key))).data;
+  } catch (e) {
+    box.replaceChildren(el("p", { class: "error" }, "cannot load the chart: " + e.message));
+    return;
+  }
+  const series = data.series || [];
+  const points = series.flatMap(s => s.points);
+  if (points.length === 0) {
+    box.replaceChildren(el("p", { class: "muted" }, "no samples in " + shortTime(data.from) + " → " + shortTime(data.to)));
+    return;
+  }
+  const w = 1000, h = 220, pad = 30;
+  const t0 = Math.min(...points.map(p => p[0])), t1 = Math.max(...points.map(p => p[0]));
+  const v0 = Math.min(...points.map(p => p[1])), v1 = Math.max(...points.map(p => p[1]));
+  const x = t => pad + (t1 > t0 ? (t - t0) / (t1 - t0) : 0.5) * (w - 2 * pad);
+  const y = v => h - pad + (v1 > v0 ? -(v - v0) / (v1 - v0) : -0.5) * (h - 2 * pad);
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("viewBox", "0 0 " + w + " " + h);
+  svg.setAttribute("preserveAspectRatio", "none");
+  const legend = el("div", { class: "legend" });
+  series.forEach((s, i) => {
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("points", s.points.map(p => x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1)).join(" "));
+    line.setAttribute("stroke", COLORS[i % COLORS.length]);
+    svg.append(line);
+    legend.append(el("span", { style: "color:" + COLORS[i % COLORS.length] }, s.labels));
+  });
+  for (const [text, tx, ty] of [[String(+v1.toPrecision(4)), 2, pad], [String(+v0.toPrecision(4)), 2, h - pad],
+    [new Date(t0).toLocaleTimeString(), pad, h - 8], [new Date(t1).toLocaleTimeString(), w - pad - 60, h - 8]]) {
+    const t = document.createElementNS(ns, "text");
+    t.setAttribute("x", tx);
+    t.setAttribute("y", ty);
+    t.textContent = text;
+    svg.append(t);
+  }
+  box.replaceChildren(el("p", { class: "muted" }, "first " + series.length + " series of the capture, read back from the source at about 200 points"), svg, legend);
+}
+
 async function getJSON(path) {
   const resp = await fetch(path, { cache: "no-store" });
   if (!resp.ok) throw new Error(path + ": HTTP " + resp.status);
@@ -116,9 +200,10 @@ async function getJSON(path) {
 async function refresh() {
   const status = document.getElementById("status");
   try {
-    const [rules, dests] = await Promise.all([getJSON("api/v1/rules"), getJSON("api/v1/destinations")]);
+    const [rules, dests, caps] = await Promise.all([getJSON("api/v1/rules"), getJSON("api/v1/destinations"), getJSON("api/v1/captures")]);
     drawGroups(rules.data.groups || []);
     drawDestinations(dests.data.destinations || []);
+    drawCaptures(caps.data || {});
     status.textContent = "updated " + new Date().toLocaleTimeString();
   } catch (e) {
     status.textContent = "cannot reach spillway: " + e.message;

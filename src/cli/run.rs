@@ -2,6 +2,7 @@
 
 use crate::model::time::{now_ms, parse_duration, parse_timestamp_ms};
 use crate::run::api::BasicAuth;
+use crate::run::cluster::ClusterFlags;
 use crate::run::relabel::RelabelOptions;
 use crate::run::tools::{ReplayCommand, RulesCheck, RulesPreview};
 use crate::run::RunOptions;
@@ -41,6 +42,39 @@ pub struct RunArgs {
     /// exit (0 valid, 2 with every problem listed); nothing is started.
     #[arg(long)]
     pub dry_run: bool,
+    /// Reload when the config or a rule file changes on disk, checking this
+    /// often (e.g. 30s; Kubernetes ConfigMaps); off by default.
+    #[arg(long = "config.check-interval", value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub config_check_interval: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Sharding rule groups across replicas; each flag overrides the run
+/// config's `cluster:` section.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClusterArgs {
+    /// How many members share the rule groups (each group is evaluated by
+    /// the member(s) a consistent hash of its file and name picks).
+    #[arg(long = "cluster.members-count", value_name = "N")]
+    pub members_count: Option<u32>,
+    /// This member: 0..N-1, or a pod name ending in it (spillway-2).
+    #[arg(long = "cluster.member-num", value_name = "I")]
+    pub member_num: Option<String>,
+    /// Members evaluating each group (HA); set the destination's
+    /// -dedup.minScrapeInterval to collapse the identical copies.
+    #[arg(long = "cluster.replication-factor", value_name = "R")]
+    pub replication_factor: Option<u32>,
+}
+
+impl ClusterArgs {
+    pub fn to_flags(&self) -> ClusterFlags {
+        ClusterFlags {
+            members_count: self.members_count,
+            member_num: self.member_num.clone(),
+            replication_factor: self.replication_factor,
+        }
+    }
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
@@ -75,6 +109,8 @@ impl RunArgs {
             shutdown_timeout: self.shutdown_timeout,
             auth: self.http_auth.clone(),
             dry_run: self.dry_run,
+            cluster: self.cluster.to_flags(),
+            config_check_interval: self.config_check_interval,
         }
     }
 }
@@ -109,6 +145,9 @@ pub struct ReplayArgs {
     /// Queue directory instead of storage.path (needed while `spillway run` holds those queues).
     #[arg(long = "storage.path", value_name = "DIR")]
     pub storage_path: Option<PathBuf>,
+    /// Replay only the groups this cluster member owns, as `run` evaluates them.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 impl ReplayArgs {
@@ -121,6 +160,7 @@ impl ReplayArgs {
             max_datapoints_per_query: self.max_datapoints_per_query.max(1),
             drain_timeout: self.drain_timeout,
             storage_path: self.storage_path.clone(),
+            cluster: self.cluster.to_flags(),
         }
     }
 }
@@ -236,6 +276,36 @@ mod tests {
         let o = r.to_options();
         assert_eq!(o.listen.as_deref(), Some("127.0.0.1:1"));
         assert_eq!(o.shutdown_timeout, std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let cli = Cli::try_parse_from([
+            "spillway",
+            "run",
+            "-c",
+            "x.yml",
+            "--cluster.members-count",
+            "3",
+            "--cluster.member-num",
+            "spillway-2",
+            "--cluster.replication-factor",
+            "2",
+            "--config.check-interval",
+            "30s",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        let o = r.to_options();
+        assert_eq!(o.cluster.members_count, Some(3));
+        assert_eq!(o.cluster.member_num.as_deref(), Some("spillway-2"));
+        assert_eq!(o.cluster.replication_factor, Some(2));
+        assert_eq!(
+            o.config_check_interval,
+            Some(std::time::Duration::from_secs(30))
+        );
     }
 
     #[test]

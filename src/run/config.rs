@@ -20,6 +20,7 @@
 //!     relabel_configs: [{source_labels: [export_target], regex: incident_storage, action: keep}]
 //! storage: {path: ./spillway-data}
 //! server: {listen: 127.0.0.1:8880}
+//! cluster: {members_count: 3, replication_factor: 1}  # member_num: from --cluster.member-num
 //! ```
 
 use crate::client::ConnectionSpec;
@@ -49,6 +50,9 @@ pub struct RunConfig {
     pub storage: StorageSpec,
     #[serde(default)]
     pub server: ServerSpec,
+    /// Sharding across replicas (see `cluster.rs`); flags override it.
+    #[serde(default)]
+    pub cluster: super::cluster::ClusterSpec,
 }
 
 #[derive(Clone, Debug, Default, serde::Deserialize)]

@@ -25,6 +25,7 @@
 //! (see `reload`).
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod datasource;
 pub mod engine;
@@ -40,6 +41,8 @@ pub mod schedule;
 pub mod setup;
 pub mod state;
 pub mod tools;
+pub mod unclean;
+pub mod watch;
 
 #[cfg(test)]
 mod tests;
@@ -74,6 +77,10 @@ pub struct RunOptions {
     pub auth: Option<api::BasicAuth>,
     /// Check the config and every rule file, then exit (vmagent's `-dryRun`).
     pub dry_run: bool,
+    /// `--cluster.*`: which share of the rule groups this process evaluates.
+    pub cluster: cluster::ClusterFlags,
+    /// Reload when the config or a rule file changes (`--config.check-interval`).
+    pub config_check_interval: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +96,8 @@ pub enum RunError {
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let fatal = |e: anyhow::Error| RunError::Fatal(e);
     let config_path = opts.config.clone();
-    let setup = tokio::task::spawn_blocking(move || setup::Setup::load(&config_path))
+    let flags = opts.cluster.clone();
+    let setup = tokio::task::spawn_blocking(move || setup::Setup::load_with(&config_path, &flags))
         .await
         .map_err(|e| fatal(anyhow::anyhow!("reading the config: {e}")))?
         .map_err(RunError::Config)?;
@@ -101,6 +109,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         groups = setup.groups.len(),
         rules = setup.groups.iter().map(|g| g.rules.len()).sum::<usize>(),
         destinations = setup.pipeline.destinations.len(),
+        cluster_member = setup.cluster.membership.member_num,
+        cluster_members = setup.cluster.membership.members_count,
+        groups_not_owned = setup.cluster.others.len(),
         "config checked"
     );
     if opts.dry_run {
@@ -156,12 +167,41 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     )
     .map_err(|e| RunError::Config(e.to_string().lines().map(str::to_string).collect()))?;
     tracing::info!(groups = setup.groups.len(), "rule groups started");
-    let reloader = Arc::new(reload::Reloader::new(
-        opts.config.clone(),
-        setup,
-        engine.clone(),
-        Arc::clone(&pipeline),
-    ));
+    let storage = setup
+        .loaded
+        .config
+        .storage
+        .path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(route::DEFAULT_STORAGE_PATH));
+    let marker = unclean::Marker::create(&storage).map_err(|e| {
+        fatal(anyhow::anyhow!(
+            "{}: {e}",
+            storage.join(unclean::MARKER).display()
+        ))
+    })?;
+    if marker.previous_unclean {
+        tracing::warn!("the previous run on this storage.path did not stop in order (kill -9, OOM, crash); queued data was recovered");
+    }
+    let reloader = Arc::new(
+        reload::Reloader::new(
+            opts.config.clone(),
+            setup,
+            engine.clone(),
+            Arc::clone(&pipeline),
+        )
+        .with_cluster_flags(opts.cluster.clone()),
+    );
+    let _watcher = opts
+        .config_check_interval
+        .filter(|d| !d.is_zero())
+        .map(|every| {
+            AbortOnDrop(tokio::spawn(watch::watch(
+                opts.config.clone(),
+                every,
+                Arc::clone(&reloader),
+            )))
+        });
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let state = api::ApiState {
@@ -208,6 +248,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             }
             s = signals.recv() => {
                 tracing::warn!(signal = %s, "second signal: stopping now; undelivered data stays queued for the next start");
+                marker.remove();
                 return Ok(());
             }
         }
@@ -217,6 +258,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         _ = engine.shutdown() => {}
         s = signals.recv() => {
             tracing::warn!(signal = %s, "second signal: stopping now; undelivered data stays queued for the next start");
+            marker.remove();
             return Ok(());
         }
     }
@@ -225,6 +267,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         _ = pipeline.shutdown(opts.shutdown_timeout) => {}
         s = signals.recv() => {
             tracing::warn!(signal = %s, "second signal: stopping now; undelivered data stays queued for the next start");
+            marker.remove();
             return Ok(());
         }
     }
@@ -236,11 +279,21 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             "destination stopped"
         );
     }
+    marker.remove();
     tracing::info!("spillway run stopped");
     match signal {
         Some(_) => Ok(()),
         None => Err(fatal(anyhow::anyhow!(
             "the HTTP server failed; see the log"
         ))),
+    }
+}
+
+/// Aborts a background task when the run ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

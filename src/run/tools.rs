@@ -38,6 +38,8 @@ pub struct ReplayCommand {
     pub drain_timeout: Duration,
     /// Replaces `storage.path` (e.g. while `spillway run` holds the queues).
     pub storage_path: Option<PathBuf>,
+    /// Replay only the groups this cluster member owns.
+    pub cluster: super::cluster::ClusterFlags,
 }
 
 /// What a replay did, for the summary.
@@ -107,7 +109,8 @@ pub async fn replay_command(
 ) -> Result<ReplayOutcome, Vec<String>> {
     let started = std::time::Instant::now();
     let path = opts.config.clone();
-    let mut setup = tokio::task::spawn_blocking(move || Setup::load(&path))
+    let flags = opts.cluster.clone();
+    let mut setup = tokio::task::spawn_blocking(move || Setup::load_with(&path, &flags))
         .await
         .map_err(|e| vec![format!("reading the config: {e}")])??;
     for w in &setup.warnings {
@@ -115,8 +118,19 @@ pub async fn replay_command(
     }
     let groups = setup.select_groups(&opts.groups).map_err(|e| vec![e])?;
     if groups.is_empty() {
+        let m = &setup.cluster.membership;
+        let why = if setup.cluster.others.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " owned by cluster member {} of {}; the other members own the other {}",
+                m.member_num,
+                m.members_count,
+                setup.cluster.others.len()
+            )
+        };
         return Err(vec![format!(
-            "{}: rule_files: no rule groups to replay",
+            "{}: rule_files: no rule groups to replay{why}",
             setup.loaded.source
         )]);
     }

@@ -4,6 +4,7 @@
 //! Layers, each using only those below it:
 //! `cli` → commands (`export`, `bundle`) → `source`, `transform`, `sink` → `client` → `model`.
 
+pub mod build_info;
 pub mod bundle;
 pub mod cli;
 pub mod client;

@@ -125,6 +125,25 @@ async fn run(cli: Cli) -> ExitCode {
             RulesCommand::Preview(p) => rules_preview(p).await,
         },
         Command::Relabel(args) => relabel(args),
+        Command::Health(args) => match spillway::run::probe::probe(&args.to_probe()).await {
+            Ok(answer) => {
+                println!("{}: {answer}", args.url);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::GenerateAssets(args) => match spillway::cli::generate::generate(&args) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&[format!("writing into {}: {e}", args.out.display())]),
+        },
     }
 }
 

@@ -31,6 +31,7 @@ pub mod datasource;
 pub mod engine;
 pub mod eval;
 mod group;
+pub mod probe;
 pub mod receiver;
 pub mod relabel;
 pub mod reload;

@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .merge(assets::router())
         .merge(api::router(state.clone()))
+        .merge(server::metrics::router(Arc::new(|| {})))
         .fallback(|| async {
             ApiError::NotFound(
                 "no such page or API route; the API is listed at /api/openapi.json".into(),

@@ -46,7 +46,10 @@ fn write_pages(
     let mut buf = Vec::new();
     clap_mangen::Man::new(page).render(&mut buf)?;
     written.push(write(&dir.join(format!("{name}.1")), &buf)?);
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
         write_pages(sub, &format!("{name}-{}", sub.get_name()), dir, written)?;
     }
     Ok(())
@@ -82,7 +85,12 @@ mod tests {
         ] {
             assert!(names.iter().any(|x| x == n), "{n} missing in {names:?}");
         }
-        assert!(!names.iter().any(|x| x.contains("generate")), "{names:?}");
+        assert!(
+            !names
+                .iter()
+                .any(|x| x.contains("generate") || x.contains("help")),
+            "{names:?}"
+        );
         let bash = std::fs::read_to_string(dir.path().join("completions/spillway.bash")).unwrap();
         assert!(
             bash.contains("--cluster.members-count"),

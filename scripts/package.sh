@@ -45,6 +45,11 @@ if [ -z "$binary" ]; then
 fi
 [ -x "$binary" ] || { echo "no executable at $binary" >&2; exit 1; }
 
+# The release profile keeps line tables for backtraces; the artifacts do without.
+stripped="$(mktemp -d)/spillway"
+strip --strip-debug -o "$stripped" "$binary"
+binary="$stripped"
+
 static="$out/spillway-$version-x86_64-linux-static"
 if readelf -d "$binary" 2>/dev/null | grep -q NEEDED; then
   echo "note: $binary is dynamically linked; it is packaged, but not copied as the static binary" >&2

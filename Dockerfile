@@ -5,6 +5,7 @@
 #
 # or, offline, around a binary scripts/package.sh already built:
 #
+#   cp /etc/ssl/certs/ca-certificates.crt target/package/
 #   podman build --format docker --build-arg SOURCE=prebuilt \
 #     --build-arg BINARY=target/package/spillway-0.1.0-x86_64-linux-static -t spillway .
 #
@@ -21,16 +22,21 @@ ARG SPILLWAY_GIT_COMMIT=unknown
 ARG SOURCE_DATE_EPOCH
 RUN RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked --target x86_64-unknown-linux-gnu --bin spillway \
- && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/spillway /out/spillway
+ && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/spillway /out/spillway \
+ && cp /etc/ssl/certs/ca-certificates.crt /out/ca-certificates.crt
 
 FROM scratch AS prebuilt
 ARG BINARY=target/package/spillway-x86_64-linux-static
+ARG CA_BUNDLE=target/package/ca-certificates.crt
 COPY ${BINARY} /out/spillway
+COPY ${CA_BUNDLE} /out/ca-certificates.crt
 
 FROM ${SOURCE} AS binary
 
 FROM scratch
 COPY --from=binary /out/spillway /spillway
+# The HTTP client needs a trust store to start, even for plain-HTTP endpoints.
+COPY --from=binary /out/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 # The queue directory, owned by the user the process runs as (scratch has no mkdir).
 COPY --chown=65532:65532 packaging/container/data/ /var/lib/spillway/
 USER 65532:65532

@@ -28,6 +28,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+/// Debian's CA bundle (package ca-certificates).
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -76,9 +79,18 @@ fn version() -> &'static str {
 }
 
 /// `scripts/package.sh` into `out`; returns (static binary, .deb or None).
+/// `SPILLWAY_STATIC_BINARY=PATH` packages a binary built before (its
+/// `package.sh` run) instead of building: for quick local runs.
 fn package(out: &Path, static_only: bool) -> (PathBuf, Option<PathBuf>) {
     let mut cmd = Command::new(repo().join("scripts/package.sh"));
     cmd.arg("--out").arg(out);
+    if let Some(bin) = std::env::var_os("SPILLWAY_STATIC_BINARY") {
+        eprintln!(
+            "packaging {} (SPILLWAY_STATIC_BINARY) instead of building",
+            bin.to_string_lossy()
+        );
+        cmd.arg("--binary").arg(bin);
+    }
     if static_only {
         cmd.arg("--static-only");
     }
@@ -173,13 +185,14 @@ fn deb_installs_runs_as_its_user_and_removes() {
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{port}");
     let mut service = Server::start_in(
-        "runuser",
+        // setpriv execs the binary itself, so the signals reach spillway.
+        "setpriv",
         port,
         dir,
         [
-            "-u",
-            "spillway",
-            "--",
+            "--reuid=spillway",
+            "--regid=spillway",
+            "--init-groups",
             "/usr/bin/spillway",
             "run",
             "-c",
@@ -299,6 +312,12 @@ destinations:
             b"127.0.0.1 localhost source.test spillway.test\n".to_vec(),
             0o644,
         ),
+        // The HTTP client refuses to start without a trust store, even for http://.
+        (
+            CA_BUNDLE,
+            std::fs::read(CA_BUNDLE).expect("ca-certificates"),
+            0o644,
+        ),
     ]);
     let r = root.path().display().to_string();
     let v = ok(Command::new("chroot").args([&r, "/spillway", "--version"]));
@@ -390,6 +409,7 @@ fn image_builds_offline_from_the_static_binary() {
     )
     .unwrap();
     std::fs::copy(&bin, ctx.path().join("spillway-static")).unwrap();
+    std::fs::copy(CA_BUNDLE, ctx.path().join("ca-certificates.crt")).unwrap();
     let store = tempfile::tempdir().unwrap();
     let podman = |args: &[&str]| {
         let mut c = Command::new("podman");
@@ -419,26 +439,24 @@ fn image_builds_offline_from_the_static_binary() {
         "SOURCE=prebuilt",
         "--build-arg",
         "BINARY=spillway-static",
+        "--build-arg",
+        "CA_BUNDLE=ca-certificates.crt",
         "-t",
         "spillway:test",
         &context,
     ]));
-    let config = ok(&mut podman(&[
-        "image",
-        "inspect",
-        "--format",
-        "{{json .Config}}",
-        "spillway:test",
-    ]));
-    let c: serde_json::Value = serde_json::from_str(config.trim()).unwrap();
+    let inspect = ok(&mut podman(&["image", "inspect", "spillway:test"]));
+    let image: serde_json::Value = serde_json::from_str(inspect.trim()).unwrap();
+    let c = image[0]["Config"].clone();
     assert_eq!(c["User"], "65532:65532", "{c}");
     assert!(c["ExposedPorts"].get("8880/tcp").is_some(), "{c}");
     assert!(c["Volumes"].get("/var/lib/spillway").is_some(), "{c}");
     assert_eq!(c["Entrypoint"], serde_json::json!(["/spillway"]), "{c}");
-    let health = c["Healthcheck"]["Test"].to_string();
+    // podman keeps a docker-format healthcheck beside the OCI config.
+    let health = image[0]["Healthcheck"]["Test"].to_string();
     assert!(
         health.contains("/spillway") && health.contains("health"),
-        "{c}"
+        "{image}"
     );
 
     // Its file system, run as its user: `podman run` cannot set rlimits in
@@ -466,6 +484,7 @@ fn image_builds_offline_from_the_static_binary() {
     assert!(files.contains(&"spillway".to_string()), "{files:?}");
     assert!(
         files.iter().all(|f| f == "spillway"
+            || f == "etc/ssl/certs/ca-certificates.crt"
             || f.starts_with("var/lib/spillway/")
             || f.starts_with("etc/")
             || f.starts_with("run/")),
@@ -483,6 +502,24 @@ fn image_builds_offline_from_the_static_binary() {
     let v =
         ok(Command::new("chroot").args(["--userspec=65532:65532", &r, "/spillway", "--version"]));
     assert!(v.starts_with(&format!("spillway {}", version())), "{v}");
+    // With a config mounted where the image's command looks for it.
+    std::fs::create_dir_all(rootfs.path().join("etc/spillway")).unwrap();
+    std::fs::write(
+        rootfs.path().join("etc/spillway/spillway.yml"),
+        "datasource: {url: 'http://vm:8428'}\nstorage: {path: /var/lib/spillway}\n\
+         destinations: [{name: d, url: 'https://vm:8428/api/v1/write'}]\n",
+    )
+    .unwrap();
+    let dry = ok(Command::new("chroot").args([
+        "--userspec=65532:65532",
+        &r,
+        "/spillway",
+        "run",
+        "--dry-run",
+        "-c",
+        "/etc/spillway/spillway.yml",
+    ]));
+    assert!(dry.contains("OK ("), "{dry}");
     let _ = podman(&["rm", "-f", "spillway-test"]).output();
     let _ = podman(&["rmi", "-f", "spillway:test"]).output();
 }

@@ -22,7 +22,10 @@
 //! the next start), let the destinations deliver what they hold for up to
 //! the shutdown timeout, close the queues. A second signal stops at once;
 //! queued data waits on disk for the next start either way. SIGHUP reloads
-//! (see `reload`).
+//! (see `reload`); `--config.check-interval` reloads when the files change
+//! (`watch`). A marker in `storage.path` tells the next start whether this
+//! one stopped in order (`unclean`); `cluster` picks the groups this member
+//! of a sharded deployment evaluates.
 
 pub mod api;
 pub mod cluster;

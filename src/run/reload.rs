@@ -15,7 +15,9 @@
 //!    restarts every group (rules keep their state).
 //!
 //! `server.listen` is read at start only; a change is logged as needing a
-//! restart. Reloads are serialized: one at a time.
+//! restart. Reloads are serialized: one at a time. Every read applies the
+//! `--cluster.*` flags of the start, so a new `cluster.members_count` moves
+//! groups to their new owners at the reload (see `cluster.rs`).
 //!
 //! Metrics: `spillway_config_last_reload_successful` (1/0),
 //! `spillway_config_last_reload_success_timestamp_seconds`,

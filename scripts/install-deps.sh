@@ -19,6 +19,13 @@ ls /usr/lib/*/rsyslog/imrelp.so >/dev/null 2>&1 || need+=(rsyslog-relp)
 # The ui browser tests (tests/ui_browser.rs) drive Debian's chromium through chromedriver.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# tests/operate.rs: the .deb (dpkg-deb), the static binary (readelf, strip), the image (podman).
+command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
+command -v readelf >/dev/null 2>&1 || need+=(binutils)
+command -v podman >/dev/null 2>&1 || need+=(podman)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v pip3 >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 for extra in "$@"; do
   case "$extra" in
     chromium) command -v chromium >/dev/null 2>&1 || need+=(chromium) ;;
@@ -46,6 +53,13 @@ if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   for svc in victoria-metrics prometheus vmagent vmalert vmauth rsyslog; do
     systemctl is-active --quiet "$svc" 2>/dev/null && { ${sudo:-} systemctl stop "$svc" || true; }
   done
+fi
+
+# tests/operate.rs validates the Kubernetes manifests offline; this version bundles its schemas.
+if ! python3 -c "import kubernetes_validate" >/dev/null 2>&1; then
+  echo "installing: kubernetes-validate==1.37.0 (pip)"
+  python3 -m pip install --quiet kubernetes-validate==1.37.0 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages kubernetes-validate==1.37.0
 fi
 
 command -v cargo >/dev/null 2>&1 || { echo "cargo is missing: install a Rust toolchain (rustup) first" >&2; exit 1; }

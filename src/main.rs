@@ -156,6 +156,25 @@ async fn run(cli: Cli) -> ExitCode {
         },
         Command::Relabel(args) => relabel(args),
         Command::Capture(args) => capture(args).await,
+        Command::Health(args) => match spillway::run::probe::probe(&args.to_probe()).await {
+            Ok(answer) => {
+                spillway::outln!("{}: {answer}", args.url);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                spillway::errln!("unhealthy: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::GenerateAssets(args) => match spillway::cli::generate::generate(&args) {
+            Ok(files) => {
+                for f in files {
+                    spillway::outln!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&[format!("writing into {}: {e}", args.out.display())]),
+        },
     }
 }
 

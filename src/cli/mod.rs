@@ -7,6 +7,7 @@ use crate::export::ExportFile;
 use crate::transform::threshold::ThresholdSpec;
 pub mod bundle;
 pub mod capture;
+pub mod generate;
 pub mod http;
 pub mod progress;
 pub mod run;
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(
     name = "spillway",
-    version,
+    version = crate::build_info::LONG_VERSION,
     about = "Export time series out of VictoriaMetrics, Prometheus and VictoriaLogs when thresholds are crossed.",
     after_help = "Exit codes: 0 success (stdout's reader going away, as with `| head`, is no error); 1 the command ran but part of it failed (e.g. a query); 2 bad usage, bad config or a fatal error; 130 stopped by SIGINT or SIGTERM (`run` and `ui` stop gracefully with 0)."
 )]
@@ -79,6 +80,40 @@ pub enum Command {
     Import(bundle::ImportArgs),
     /// Web UI: the gather wizard and the import page, with their REST API under /api.
     Ui(ui::UiArgs),
+    /// Probe a running `spillway run` or `ui`: exit 0 when its /health
+    /// answers 200, 1 otherwise (Docker HEALTHCHECK in an image without curl).
+    Health(HealthArgs),
+    /// Write shell completions and man pages (for packagers).
+    #[command(hide = true)]
+    GenerateAssets(generate::GenerateArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HealthArgs {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8880")]
+    pub url: String,
+    /// USER:PASSWORD when the server runs with --http.auth (read from the same variable).
+    #[arg(
+        long = "http.auth",
+        value_name = "USER:PASSWORD",
+        env = "SPILLWAY_HTTP_AUTH",
+        hide_env_values = true
+    )]
+    pub http_auth: Option<String>,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "5s", value_parser = crate::model::time::duration_arg)]
+    pub timeout: std::time::Duration,
+}
+
+impl HealthArgs {
+    pub fn to_probe(&self) -> crate::run::probe::Probe {
+        crate::run::probe::Probe {
+            url: self.url.clone(),
+            auth: self.http_auth.clone(),
+            timeout: self.timeout,
+        }
+    }
 }
 
 /// How to reach a server: shared by every command that talks to one.

@@ -1,6 +1,7 @@
 //! Arguments of `spillway run`, `replay`, `rules` and `relabel`.
 
 use crate::model::time::{duration_arg, time_arg, TimeArg};
+use crate::run::cluster::ClusterFlags;
 use crate::run::relabel::RelabelOptions;
 use crate::run::tools::{ReplayCommand, RulesCheck, RulesPreview};
 use crate::run::RunOptions;
@@ -30,6 +31,39 @@ pub struct RunArgs {
     /// exit (0 valid, 2 with every problem listed); nothing is started.
     #[arg(long)]
     pub dry_run: bool,
+    /// Reload when the config or a rule file changes on disk, checking this
+    /// often (e.g. 30s; Kubernetes ConfigMaps); off by default.
+    #[arg(long = "config.check-interval", value_name = "DURATION", value_parser = duration_arg)]
+    pub config_check_interval: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Sharding rule groups across replicas; each flag overrides the run
+/// config's `cluster:` section.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClusterArgs {
+    /// How many members share the rule groups (each group is evaluated by
+    /// the member(s) a consistent hash of its file and name picks).
+    #[arg(long = "cluster.members-count", value_name = "N")]
+    pub members_count: Option<u32>,
+    /// This member: 0..N-1, or a pod name ending in it (spillway-2).
+    #[arg(long = "cluster.member-num", value_name = "I")]
+    pub member_num: Option<String>,
+    /// Members evaluating each group (HA); set the destination's
+    /// -dedup.minScrapeInterval to collapse the identical copies.
+    #[arg(long = "cluster.replication-factor", value_name = "R")]
+    pub replication_factor: Option<u32>,
+}
+
+impl ClusterArgs {
+    pub fn to_flags(&self) -> ClusterFlags {
+        ClusterFlags {
+            members_count: self.members_count,
+            member_num: self.member_num.clone(),
+            replication_factor: self.replication_factor,
+        }
+    }
 }
 
 impl RunArgs {
@@ -39,6 +73,8 @@ impl RunArgs {
             http: self.http.to_options(),
             shutdown_timeout: self.shutdown_timeout,
             dry_run: self.dry_run,
+            cluster: self.cluster.to_flags(),
+            config_check_interval: self.config_check_interval,
         }
     }
 }
@@ -80,6 +116,9 @@ pub struct ReplayArgs {
     /// Replay the rules only, without breach captures.
     #[arg(long)]
     pub no_captures: bool,
+    /// Replay only the groups this cluster member owns, as `run` evaluates them.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 impl ReplayArgs {
@@ -97,6 +136,7 @@ impl ReplayArgs {
                 (true, false) => Some(true),
                 (false, false) => None,
             },
+            cluster: self.cluster.to_flags(),
         }
     }
 }
@@ -231,6 +271,36 @@ mod tests {
         let o = r.to_options();
         assert_eq!(o.http.listen.as_deref(), Some("127.0.0.1:1"));
         assert_eq!(o.shutdown_timeout, std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let cli = Cli::try_parse_from([
+            "spillway",
+            "run",
+            "-c",
+            "x.yml",
+            "--cluster.members-count",
+            "3",
+            "--cluster.member-num",
+            "spillway-2",
+            "--cluster.replication-factor",
+            "2",
+            "--config.check-interval",
+            "30s",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        let o = r.to_options();
+        assert_eq!(o.cluster.members_count, Some(3));
+        assert_eq!(o.cluster.member_num.as_deref(), Some("spillway-2"));
+        assert_eq!(o.cluster.replication_factor, Some(2));
+        assert_eq!(
+            o.config_check_interval,
+            Some(std::time::Duration::from_secs(30))
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /` | the web page (`ui/`, embedded): groups, rules, destinations |
-//! | `GET /api/v1/rules` | groups and rules in vmalert's JSON shape (`?type=record` or `alert` filters) |
+//! | `GET /api/v1/rules` | groups and rules in vmalert's JSON shape (`?type=record` or `alert` filters); `data.cluster`: the groups this member owns and the others' owners |
 //! | `GET /api/v1/destinations` | queue depth, counters, last error per destination |
 //! | `GET /api/v1/captures` | open and recent breach captures (`/chart?key=K`: their series) |
 //! | `POST /-/reload` | re-read config and rule files: 200 with a summary, 400 with the reason |
@@ -57,7 +57,7 @@ pub fn app(state: ApiState, limits: receiver::Limits, policy: Arc<Policy>) -> Ro
         if let Some(c) = &captures {
             c.collect_metrics();
         }
-        reloader.metrics_text()
+        reloader.metrics_text() + &reloader.cluster().metrics_text()
     });
     let page = with_csrf_meta(INDEX_HTML, policy.csrf_token());
     let router = Router::new()
@@ -120,6 +120,8 @@ async fn rules(
     Query(q): Query<RulesQuery>,
 ) -> Result<axum::Json<serde_json::Value>, crate::server::ApiError> {
     let mut v = state.engine.rules_api_json();
+    // Which groups this member evaluates, and who evaluates the others.
+    v["data"]["cluster"] = state.reloader.cluster().api_json();
     let keep = match q.kind.as_deref() {
         None | Some("") => None,
         Some("alert") => Some("alerting"),

@@ -24,6 +24,7 @@
 //! storage: {path: ./spillway-data}
 //! server: {listen: 127.0.0.1:8880}
 //! captures: []           # breach captures, see `run::capture::config`
+//! cluster: {members_count: 3, replication_factor: 1}  # member_num: from --cluster.member-num
 //! ```
 
 use crate::client::ConnectionSpec;
@@ -61,6 +62,9 @@ pub struct RunConfig {
     /// Breach captures (see `run::capture`).
     #[serde(default)]
     pub captures: Vec<super::capture::CaptureSpec>,
+    /// Sharding across replicas (see `cluster.rs`); flags override it.
+    #[serde(default)]
+    pub cluster: super::cluster::ClusterSpec,
 }
 
 #[derive(Clone, Debug, Default, serde::Deserialize)]

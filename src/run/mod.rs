@@ -26,16 +26,21 @@
 //! at the next start), let the destinations deliver what they hold for up to
 //! the shutdown timeout, close the queues. A second signal stops at once;
 //! queued data waits on disk for the next start either way. SIGHUP reloads
-//! (see `reload`).
+//! (see `reload`); `--config.check-interval` reloads when the files change
+//! (`watch`). A marker in `storage.path` tells the next start whether this
+//! one stopped in order (`unclean`); `cluster` picks the groups this member
+//! of a sharded deployment evaluates.
 
 pub mod api;
 pub mod capture;
+pub mod cluster;
 pub mod config;
 pub mod datasource;
 pub mod engine;
 pub mod eval;
 mod group;
 pub mod options;
+pub mod probe;
 pub mod receiver;
 pub mod relabel;
 pub mod reload;
@@ -47,6 +52,8 @@ pub mod schedule;
 pub mod setup;
 pub mod state;
 pub mod tools;
+pub mod unclean;
+pub mod watch;
 
 #[cfg(test)]
 mod tests;
@@ -78,6 +85,10 @@ pub struct RunOptions {
     pub shutdown_timeout: Duration,
     /// Check the config and every rule file, then exit (vmagent's `-dryRun`).
     pub dry_run: bool,
+    /// `--cluster.*`: which share of the rule groups this process evaluates.
+    pub cluster: cluster::ClusterFlags,
+    /// Reload when the config or a rule file changes (`--config.check-interval`).
+    pub config_check_interval: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +104,8 @@ pub enum RunError {
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let fatal = |e: anyhow::Error| RunError::Fatal(e);
     let config_path = opts.config.clone();
-    let setup = tokio::task::spawn_blocking(move || setup::Setup::load(&config_path))
+    let flags = opts.cluster.clone();
+    let setup = tokio::task::spawn_blocking(move || setup::Setup::load_with(&config_path, &flags))
         .await
         .map_err(|e| fatal(anyhow::anyhow!("reading the config: {e}")))?
         .map_err(RunError::Config)?;
@@ -105,6 +117,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         groups = setup.groups.len(),
         rules = setup.groups.iter().map(|g| g.rules.len()).sum::<usize>(),
         destinations = setup.pipeline.destinations.len(),
+        cluster_member = setup.cluster.membership.member_num,
+        cluster_members = setup.cluster.membership.members_count,
+        groups_not_owned = setup.cluster.others.len(),
         "config checked"
     );
     let default_listen = setup.listen().unwrap_or(DEFAULT_LISTEN).to_string();
@@ -171,6 +186,22 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     )
     .map_err(|e| RunError::Config(e.to_string().lines().map(str::to_string).collect()))?;
     tracing::info!(groups = setup.groups.len(), "rule groups started");
+    let storage = setup
+        .loaded
+        .config
+        .storage
+        .path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(route::DEFAULT_STORAGE_PATH));
+    let marker = unclean::Marker::create(&storage).map_err(|e| {
+        fatal(anyhow::anyhow!(
+            "{}: {e}",
+            storage.join(unclean::MARKER).display()
+        ))
+    })?;
+    if marker.previous_unclean {
+        tracing::warn!("the previous run on this storage.path did not stop in order (kill -9, OOM, crash); queued data was recovered");
+    }
     let reloader = Arc::new(
         reload::Reloader::new(
             opts.config.clone(),
@@ -178,8 +209,19 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             engine.clone(),
             Arc::clone(&pipeline),
         )
-        .with_captures(captures.clone()),
+        .with_captures(captures.clone())
+        .with_cluster_flags(opts.cluster.clone()),
     );
+    let _watcher = opts
+        .config_check_interval
+        .filter(|d| !d.is_zero())
+        .map(|every| {
+            AbortOnDrop(tokio::spawn(watch::watch(
+                opts.config.clone(),
+                every,
+                Arc::clone(&reloader),
+            )))
+        });
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let state = api::ApiState {
@@ -227,6 +269,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             }
             s = signals.recv() => {
                 tracing::warn!(signal = %s, "second signal: stopping now; undelivered data stays queued for the next start");
+                marker.remove();
                 return Ok(());
             }
         }
@@ -236,6 +279,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         _ = engine.shutdown() => {}
         s = signals.recv() => {
             tracing::warn!(signal = %s, "second signal: stopping now; undelivered data stays queued for the next start");
+            marker.remove();
             return Ok(());
         }
     }
@@ -251,6 +295,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         _ = pipeline.shutdown(opts.shutdown_timeout) => {}
         s = signals.recv() => {
             tracing::warn!(signal = %s, "second signal: stopping now; undelivered data stays queued for the next start");
+            marker.remove();
             return Ok(());
         }
     }
@@ -262,11 +307,21 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             "destination stopped"
         );
     }
+    marker.remove();
     tracing::info!("spillway run stopped");
     match signal {
         Some(_) => Ok(()),
         None => Err(fatal(anyhow::anyhow!(
             "the HTTP server failed; see the log"
         ))),
+    }
+}
+
+/// Aborts a background task when the run ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

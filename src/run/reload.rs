@@ -15,7 +15,9 @@
 //!    restarts every group (rules keep their state).
 //!
 //! `server.listen` is read at start only; a change is logged as needing a
-//! restart. Reloads are serialized: one at a time.
+//! restart. Reloads are serialized: one at a time. Every read applies the
+//! `--cluster.*` flags of the start, so a new `cluster.members_count` moves
+//! groups to their new owners at the reload (see `cluster.rs`).
 //!
 //! Metrics: `spillway_config_last_reload_successful` (1/0),
 //! `spillway_config_last_reload_success_timestamp_seconds`,
@@ -23,6 +25,7 @@
 //! the last reload failed, `spillway_config_last_reload_error{error="..."} 1`
 //! carrying the first problem (the log has all of them).
 
+use super::cluster::{ClusterFlags, ClusterView};
 use super::engine::EngineHandle;
 use super::route::Pipeline;
 use super::setup::Setup;
@@ -95,6 +98,10 @@ pub struct Reloader {
     status: Mutex<Status>,
     /// Breach captures, given the new `captures:` last.
     captures: Option<super::capture::Captures>,
+    /// `--cluster.*`: applied to every config read.
+    cluster_flags: ClusterFlags,
+    /// Ownership under the running config, readable while a reload runs.
+    cluster: Mutex<Arc<ClusterView>>,
 }
 
 impl Reloader {
@@ -108,6 +115,8 @@ impl Reloader {
             path,
             engine,
             pipeline,
+            cluster: Mutex::new(Arc::new(running.cluster.clone())),
+            cluster_flags: ClusterFlags::default(),
             current: tokio::sync::Mutex::new(running),
             status: Mutex::new(Status {
                 last_success_ms: now_ms(),
@@ -123,13 +132,28 @@ impl Reloader {
         self
     }
 
+    /// Reloads read the config with these `--cluster.*` flags.
+    pub fn with_cluster_flags(mut self, flags: ClusterFlags) -> Self {
+        self.cluster_flags = flags;
+        self
+    }
+
+    /// Which groups this member owns under the running config.
+    pub fn cluster(&self) -> Arc<ClusterView> {
+        self.cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Reads and applies the config again; `trigger` names the cause for
     /// the log. `Err` holds every problem (the old config keeps running).
     pub async fn reload(&self, trigger: &str) -> Result<ReloadReport, Vec<String>> {
         let mut current = self.current.lock().await;
         tracing::info!(trigger, config = %self.path.display(), "reloading the config");
         let path = self.path.clone();
-        let checked = tokio::task::spawn_blocking(move || Setup::load(&path))
+        let flags = self.cluster_flags.clone();
+        let checked = tokio::task::spawn_blocking(move || Setup::load_with(&path, &flags))
             .await
             .unwrap_or_else(|e| Err(vec![format!("reading the config: {e}")]));
         let next = match checked {
@@ -176,6 +200,7 @@ impl Reloader {
                 return Err(self.failed(vec![e.to_string()]));
             }
         }
+        *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(next.cluster.clone());
         *current = next;
         let report = ReloadReport { groups, routing };
         {

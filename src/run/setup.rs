@@ -14,6 +14,7 @@
 //! working directory.) Group and rule errors name the files as resolved,
 //! e.g. `examples/threshold-export/rules/metrics.yml:12`.
 
+use super::cluster::{ClusterFlags, ClusterView, Membership};
 use super::config::{LoadedConfig, RunConfig};
 use super::datasource::{ClientDatasource, VlogsWindow};
 use super::engine::check_groups;
@@ -41,6 +42,8 @@ pub struct Setup {
     datasource_key: String,
     /// Things worth a log line that do not stop the start.
     pub warnings: Vec<String>,
+    /// Which groups this member owns; `groups` holds only those.
+    pub cluster: ClusterView,
 }
 
 impl std::fmt::Debug for Setup {
@@ -54,10 +57,38 @@ impl std::fmt::Debug for Setup {
 }
 
 impl Setup {
-    /// Reads and checks the config at `path` and every rule file it names.
+    /// Reads and checks the config at `path` and every rule file it names;
+    /// every group is kept, whatever the config's `cluster:` says (`rules
+    /// preview`).
     pub fn load(path: &Path) -> Result<Setup, Vec<String>> {
         let loaded = RunConfig::load(path).map_err(|e| vec![e])?;
         Self::check(loaded, path)
+    }
+
+    /// [`Setup::load`] keeping only the groups this member owns under the
+    /// config's `cluster:` and `flags` (`run`, its reloads, `replay`).
+    pub fn load_with(path: &Path, flags: &ClusterFlags) -> Result<Setup, Vec<String>> {
+        let loaded = RunConfig::load(path).map_err(|e| vec![e])?;
+        let source = loaded.source.clone();
+        let membership = Membership::resolve(&loaded.config.cluster, flags).map_err(|p| {
+            p.into_iter()
+                .map(|p| format!("{source}: {p}"))
+                .collect::<Vec<_>>()
+        });
+        match (Self::check(loaded, path), membership) {
+            (Ok(mut setup), Ok(m)) => {
+                let dir = path.parent().unwrap_or(Path::new(""));
+                let (view, mine) = ClusterView::assign(m, dir, std::mem::take(&mut setup.groups));
+                setup.groups = mine;
+                setup.cluster = view;
+                Ok(setup)
+            }
+            (Err(mut p), Err(q)) => {
+                p.extend(q);
+                Err(p)
+            }
+            (Err(p), Ok(_)) | (Ok(_), Err(p)) => Err(p),
+        }
     }
 
     /// [`Setup::load`] for a config already read; `path` places relative
@@ -174,6 +205,12 @@ impl Setup {
                     "{:?}|{:?}|{:?}|{:?}",
                     config.datasource, config.vlogs_datasource, query_step, vlogs_window
                 );
+                let cluster = ClusterView::assign(
+                    Membership::SINGLE,
+                    path.parent().unwrap_or(Path::new("")),
+                    groups.clone(),
+                )
+                .0;
                 Ok(Setup {
                     loaded,
                     pipeline,
@@ -184,6 +221,7 @@ impl Setup {
                     capture_source,
                     datasource_key,
                     warnings,
+                    cluster,
                 })
             }
             _ => Err(problems),
@@ -210,6 +248,16 @@ impl Setup {
             .iter()
             .filter(|n| !self.groups.iter().any(|g| &g.name == *n))
             .collect();
+        if let Some(other) = unknown
+            .iter()
+            .find_map(|n| self.cluster.owners_of(n).map(|owners| (n, owners)))
+        {
+            let m = &self.cluster.membership;
+            return Err(format!(
+                "group {:?} is evaluated by cluster member(s) {:?}, not by this one ({} of {}); replay it there",
+                other.0, other.1, m.member_num, m.members_count
+            ));
+        }
         if !unknown.is_empty() {
             let known: Vec<&str> = self.groups.iter().map(|g| g.name.as_str()).collect();
             return Err(format!(

@@ -46,6 +46,8 @@ pub struct ReplayCommand {
     /// Open breach captures for the breaches found (`None`: when the
     /// config has `captures:`).
     pub captures: Option<bool>,
+    /// Replay only the groups this cluster member owns.
+    pub cluster: super::cluster::ClusterFlags,
 }
 
 /// What a replay did, for the summary.
@@ -141,7 +143,8 @@ pub async fn replay_command(
     let started = std::time::Instant::now();
     let (from_ms, to_ms) = resolve_range(&opts.from, &opts.to)?;
     let path = opts.config.clone();
-    let mut setup = tokio::task::spawn_blocking(move || Setup::load(&path))
+    let flags = opts.cluster.clone();
+    let mut setup = tokio::task::spawn_blocking(move || Setup::load_with(&path, &flags))
         .await
         .map_err(|e| vec![format!("reading the config: {e}")])??;
     for w in &setup.warnings {
@@ -149,8 +152,19 @@ pub async fn replay_command(
     }
     let groups = setup.select_groups(&opts.groups).map_err(|e| vec![e])?;
     if groups.is_empty() {
+        let m = &setup.cluster.membership;
+        let why = if setup.cluster.others.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " owned by cluster member {} of {}; the other members own the other {}",
+                m.member_num,
+                m.members_count,
+                setup.cluster.others.len()
+            )
+        };
         return Err(vec![format!(
-            "{}: rule_files: no rule groups to replay",
+            "{}: rule_files: no rule groups to replay{why}",
             setup.loaded.source
         )]);
     }

@@ -126,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .merge(assets::router(policy.csrf_token()))
         .merge(api::router())
         .merge(server::health::router())
+        .merge(server::metrics::router(Arc::new(|| {})))
         .fallback(|| async {
             ApiError::NotFound(
                 "no such page or API route; the API is listed at /api/openapi.json".into(),

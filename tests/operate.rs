@@ -643,15 +643,50 @@ fn kubernetes_manifests_validate_offline_and_their_config_passes_dry_run() {
             .chain(["--dry-run".to_string()])
             .collect()
     };
+    // Listening on 0.0.0.0 needs basic auth: from a secret the pod cannot
+    // start without, the one the scrape objects read too.
+    let auth_env = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "SPILLWAY_HTTP_AUTH")
+        .expect("SPILLWAY_HTTP_AUTH in the container's env");
+    let secret = &auth_env["valueFrom"]["secretKeyRef"];
+    assert_eq!(secret["name"], "spillway-http-auth", "{auth_env}");
+    assert_ne!(
+        secret["optional"], true,
+        "the pod must not start without auth"
+    );
+    for sub in [
+        "with-vm-operator/vmservicescrape.yaml",
+        "with-prometheus-operator/servicemonitor.yaml",
+    ] {
+        let basic = &yaml(&dir.join(sub))["spec"]["endpoints"][0]["basicAuth"];
+        assert_eq!(
+            basic["username"]["name"], "spillway-http-auth",
+            "{sub}: {basic}"
+        );
+        assert_eq!(
+            basic["password"]["name"], "spillway-http-auth",
+            "{sub}: {basic}"
+        );
+    }
+    let with_auth = [("SPILLWAY_HTTP_AUTH", "spillway:test-password")];
+    let dry_run = |args: &[String], env: &[(&str, &str)]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::spillway_env(None, env, &args)
+    };
     for pod in ["spillway-0", "spillway-2"] {
-        let args = args_for(pod);
-        let out = common::spillway(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let out = dry_run(&args_for(pod), &with_auth);
         out.assert_code(0);
         assert!(out.stdout().contains(": OK ("), "{}", out.describe());
     }
+    // Without the secret the pod refuses to listen beyond loopback.
+    let out = dry_run(&args_for("spillway-0"), &[]);
+    out.assert_code(2);
+    assert!(out.stderr().contains("--http.auth"), "{}", out.describe());
     // A fourth pod does not fit the config: refused, naming the flag.
-    let args = args_for("spillway-3");
-    let out = common::spillway(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = dry_run(&args_for("spillway-3"), &with_auth);
     out.assert_code(2);
     assert!(
         out.stderr().contains("--cluster.member-num \"spillway-3\""),

@@ -374,8 +374,16 @@ pub fn spillway(args: &[&str]) -> Run {
 }
 
 pub fn spillway_in(cwd: Option<&Path>, args: &[&str]) -> Run {
+    spillway_env(cwd, &[], args)
+}
+
+/// `spillway_in` with extra environment variables.
+pub fn spillway_env(cwd: Option<&Path>, env: &[(&str, &str)], args: &[&str]) -> Run {
     let mut cmd = Command::new(spillway_bin());
-    cmd.args(args).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    cmd.args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied());
     if let Some(d) = cwd {
         cmd.current_dir(d);
     }

@@ -20,7 +20,8 @@ COPY . .
 # No .git in the build context: pass the commit in (`--build-arg SPILLWAY_GIT_COMMIT=$(git rev-parse --short=12 HEAD)`).
 ARG SPILLWAY_GIT_COMMIT=unknown
 ARG SOURCE_DATE_EPOCH
-RUN RUSTFLAGS="-C target-feature=+crt-static" \
+# Static glibc: getrandom must call getrandom() directly (no dlsym, no /dev/urandom in scratch).
+RUN RUSTFLAGS="-C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\"" \
     cargo build --release --locked --target x86_64-unknown-linux-gnu --bin spillway \
  && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/spillway /out/spillway \
  && cp /etc/ssl/certs/ca-certificates.crt /out/ca-certificates.crt

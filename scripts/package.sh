@@ -39,7 +39,9 @@ if [ -z "$binary" ]; then
   echo "== building the static binary ($target, crt-static, release)"
   target_dir=${CARGO_TARGET_DIR:-target}
   # --target keeps RUSTFLAGS off build scripts and proc macros, which must stay dynamic.
-  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+  # getrandom finds glibc's getrandom() with dlsym, which a static binary cannot, and
+  # falls back to /dev/urandom: absent in an empty root. Link the call directly.
+  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\"" \
     cargo build --release --locked --target "$target" --bin spillway
   binary="$target_dir/$target/release/spillway"
 fi

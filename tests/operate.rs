@@ -199,6 +199,9 @@ fn deb_installs_runs_as_its_user_and_removes() {
             "/etc/spillway/spillway.yml",
             "--http.listen",
             &listen,
+            // The probe below uses a name; names are served only when allowed.
+            "--http.allowed-hosts",
+            "spillway.test",
         ]
         .map(String::from)
         .to_vec(),
@@ -345,6 +348,9 @@ destinations:
             "/spillway.yml",
             "--http.listen",
             &listen,
+            // The probe below uses a name; names are served only when allowed.
+            "--http.allowed-hosts",
+            "spillway.test",
         ]
         .map(String::from)
         .to_vec(),

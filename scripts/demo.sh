@@ -7,6 +7,8 @@
 #     last hour into the same destinations.
 #  2. `spillway export`: the same source exported with thresholds to files.
 # Usage: scripts/demo.sh [RUN_SECONDS]   (default 60)
+#        SPILLWAY=PATH scripts/demo.sh     runs a binary built before (e.g. the static one
+#                                          of scripts/package.sh) instead of building
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -14,10 +16,15 @@ demo="$root/.demo"
 run_seconds=${1:-60}
 
 scripts/install-deps.sh
-echo "== building spillway (release)"
-cargo build --release --locked --quiet
-# Where cargo put it: CARGO_TARGET_DIR or build.target-dir may move it off ./target.
-bin=$(scripts/bin-path.sh release spillway)
+if [ -n "${SPILLWAY:-}" ]; then
+  bin=$SPILLWAY
+  echo "== using $bin ($("$bin" --version | head -n 1))"
+else
+  echo "== building spillway (release)"
+  cargo build --release --locked --quiet
+  # Where cargo put it: CARGO_TARGET_DIR or build.target-dir may move it off ./target.
+  bin=$(scripts/bin-path.sh release spillway)
+fi
 [ -x "$bin" ] || { echo "spillway was built but is not at $bin" >&2; exit 1; }
 
 free_port() {

@@ -490,6 +490,7 @@ fn live_captures_resume_after_sigterm_and_kill_without_gaps() {
         open(&sp).is_some_and(|c| c["copied_seconds"].as_i64().unwrap() >= 30)
     });
     assert_eq!(sp.server.terminate(Duration::from_secs(20)), Some(0));
+    // The downtime is the thing under test: the capture resumes after it.
     std::thread::sleep(Duration::from_secs(3));
     sp.server.start_again();
     sp.server.wait_ready("/health");
@@ -501,6 +502,7 @@ fn live_captures_resume_after_sigterm_and_kill_without_gaps() {
         || copied(&sp) > before,
     );
     sp.server.stop();
+    // The downtime after a SIGKILL is the thing under test.
     std::thread::sleep(Duration::from_secs(2));
     sp.server.start_again();
     sp.server.wait_ready("/health");

@@ -347,10 +347,20 @@ async fn source_outage_is_caught_up_after_restart() {
     let clock = Arc::new(TokioClock::starting_at(t0 + 500));
     let ds = Arc::new(ClientDatasource::new(Some(client(&vm.url())), None));
     let engine = Engine::start(rules, ds, sink.clone(), clock.clone(), no_delay()).unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let evaluated = sink
+        .wait_until(Duration::from_secs(20), |s| !s.is_empty())
+        .await;
+    assert!(evaluated, "no evaluation before the outage");
     let stopped_at = clock.now_ms();
     tokio::task::block_in_place(|| vm.server.stop());
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    // The outage must span several evaluation timestamps (asserted below):
+    // wait until the rule has failed and three intervals have passed.
+    let outage = engine_wait(Duration::from_secs(30), || {
+        !engine.snapshot().groups[0].rules[0].status.healthy()
+            && clock.now_ms() >= stopped_at + 7_000
+    })
+    .await;
+    assert!(outage, "the rule did not fail within 30s of the outage");
     let snap = engine.snapshot();
     let status = &snap.groups[0].rules[0].status;
     assert!(
@@ -605,8 +615,12 @@ async fn vlogs_rules_query_stats_api_as_vmalert_does() {
     let done = sink
         .wait_until(Duration::from_secs(10), |s| s.len() >= 4)
         .await;
-    // Let the failing rule finish too.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The failing rule finishes on its own schedule: wait for its error.
+    let failed = engine_wait(Duration::from_secs(10), || {
+        engine.rules_api_json()["data"]["groups"][0]["rules"][2]["health"] == "err"
+    })
+    .await;
+    assert!(failed, "the broken rule reported no error within 10s");
     let api = engine.rules_api_json();
     engine.shutdown().await;
     assert!(done);
@@ -1320,6 +1334,8 @@ async fn differential_against_vmalert() {
         no_delay(),
     )
     .unwrap();
+    // The sleep is the thing under test: both engines evaluate side by side
+    // on the wall clock for 30s, and the comparison below covers that run.
     tokio::time::sleep(Duration::from_secs(30)).await;
     engine.shutdown().await;
     // vmalert keeps evaluating and flushes every 500ms: wait (bounded) until
@@ -1645,4 +1661,18 @@ async fn replay_matches_vmalert_replay() {
     }
     assert!(b.keys().any(|l| l.starts_with("ALERTS{")));
     assert!(compared > 100, "compared only {compared} samples");
+}
+
+/// Polls `done` until it holds or `timeout` passes; says which.
+async fn engine_wait(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -738,6 +738,7 @@ fn interrupted_run_leaves_no_half_file() {
         calls.load(std::sync::atomic::Ordering::SeqCst) >= 2,
         "the export never reached its second window"
     );
+    // The SIGINT must land inside the second window, while it is fetched.
     std::thread::sleep(std::time::Duration::from_millis(200));
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])

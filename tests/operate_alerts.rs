@@ -485,6 +485,7 @@ fn each_fault_fires_its_alert_and_only_it_and_every_panel_has_data() {
         .status()
         .unwrap()
         .success());
+    // The pause is the fault under test (missed evaluations).
     std::thread::sleep(Duration::from_secs(7));
     assert!(Command::new("kill")
         .args(["-CONT", &missed])

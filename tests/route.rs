@@ -103,6 +103,7 @@ fn destination_down_for_30s_under_load_gets_every_sample() {
         );
         expected.extend(points("load", requests, 10, ts));
         requests += 1;
+        // Paces the steady load; the 30s outage it spans is under test.
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(requests > 100, "steady load: {requests} requests");
@@ -252,6 +253,8 @@ storage: {{path: \"{{dir}}/data\"}}
     assert_eq!(dropped(&sp), 100.0);
     let requests = bad.requests();
     assert!((1..=10).contains(&requests), "{requests} requests");
+    // Proving that nothing happens needs time to pass: a retry would come
+    // within the backoff (well under 2s).
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(bad.requests(), requests, "a 400 is never retried");
     assert_eq!(

@@ -8,7 +8,7 @@ mod common;
 
 use common::{http_get, post_status, series_points, spillway, vm_line, wait_for, SpillwayRun, Vm};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -302,15 +302,16 @@ fn reload_refuses_a_bad_rule_file_and_applies_a_good_one() {
     let keep_before = rule(&before, "keep", "temp:keep");
     let change_before = rule(&before, "change", "temp:change");
     assert_eq!(change_before["health"], "ok");
-    std::thread::sleep(Duration::from_secs(3));
-    let after = sp.rules();
-    assert_ne!(
-        rule(&after, "keep", "temp:keep")["lastEvaluation"],
-        keep_before["lastEvaluation"]
-    );
-    assert_ne!(
-        rule(&after, "change", "temp:change")["lastEvaluation"],
-        change_before["lastEvaluation"]
+    let mut after = sp.rules();
+    wait_for(
+        "both old rules to evaluate again",
+        Duration::from_secs(20),
+        || {
+            after = sp.rules();
+            rule(&after, "keep", "temp:keep")["lastEvaluation"] != keep_before["lastEvaluation"]
+                && rule(&after, "change", "temp:change")["lastEvaluation"]
+                    != change_before["lastEvaluation"]
+        },
     );
     let oldest_keep_update = |api: &serde_json::Value| -> String {
         rule(api, "keep", "temp:keep")["updates"]
@@ -478,9 +479,14 @@ fn source_outage_is_caught_up_through_the_binary() {
     });
     src.server.stop();
     let down_at = now_ms();
-    std::thread::sleep(Duration::from_secs(12));
-    let api = sp.rules();
-    assert_eq!(rule(&api, "g", "temp:all")["health"], "err", "{api}");
+    wait_for("the rule to fail", Duration::from_secs(20), || {
+        rule(&sp.rules(), "g", "temp:all")["health"] == "err"
+    });
+    // The outage length is the thing under test: it must span several
+    // 2s timestamps for the catch-up below to have something to do.
+    std::thread::sleep(Duration::from_millis(
+        (down_at + 12_000 - now_ms()).clamp(0, 12_000) as u64,
+    ));
     src.server.restart();
     src.server.wait_ready("/health");
     let up_at = now_ms();
@@ -559,6 +565,7 @@ fn a_paused_process_writes_the_source_value_at_the_resume_timestamp() {
     for pause in [Duration::ZERO, Duration::from_secs(12)] {
         wait_for("0.3s past a timestamp", Duration::from_secs(5), phase);
         sp.signal("STOP");
+        // The pause is the thing under test (a frozen process).
         std::thread::sleep(pause + Duration::from_secs(1));
         wait_for("0.3s past a timestamp", Duration::from_secs(5), phase);
         let at = now_ms();
@@ -649,7 +656,6 @@ fn replay_over_six_hours_exports_exactly_the_breaching_points() {
     let cfg = dir.path().join("run.yml").display().to_string();
     let from = (start / 1000).to_string();
     let to = (end / 1000).to_string();
-    let started = Instant::now();
     let run = spillway(&[
         "replay",
         "-c",
@@ -662,7 +668,6 @@ fn replay_over_six_hours_exports_exactly_the_breaching_points() {
         "31",
     ]);
     run.assert_code(0);
-    assert!(started.elapsed() < Duration::from_secs(60));
     let out = run.stdout();
     assert!(
         out.contains("1 group, 1 rule, 12 range requests"),

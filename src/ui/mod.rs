@@ -1,8 +1,8 @@
 //! `spillway ui`: the gather wizard, the import page and their REST API
 //! under `/api/*`, served from one binary with embedded assets.
 //!
-//! The handlers (`api/`, one router per area) only translate JSON into
-//! [`crate::bundle`] calls and jobs (`jobs.rs`); the HTTP plumbing (errors,
+//! The handlers (`api/`, one route table per area) only translate JSON into
+//! [`crate::bundle`] calls and jobs (`jobs/`); the HTTP plumbing (errors,
 //! `/health`, bind, serve, signals) and the request guard (Host, cross-site,
 //! CSRF token, basic auth: [`crate::server::guard`]) are `crate::server`'s,
 //! shared with `spillway run`. Every error, the router's own 404 and 405

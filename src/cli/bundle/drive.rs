@@ -5,8 +5,8 @@
 //! at once.
 
 use super::print::{
-    human_bytes, print_discovery, print_export_outcome, print_import_outcome, print_sample,
-    print_validate, print_verify,
+    print_discovery, print_export_outcome, print_import_outcome, print_sample, print_validate,
+    print_verify,
 };
 use super::{client_config, fail, obfuscation, opt_duration, range, GatherArgs, ImportArgs};
 use crate::bundle::{
@@ -14,6 +14,7 @@ use crate::bundle::{
     ImportParams, ImportProgress, ImportStage, SafetyLimits,
 };
 use crate::client::{Client, ClientConfig};
+use crate::model::size::format_size_short;
 use crate::model::time::format_duration;
 use crate::source::vm_export::ExportMethod;
 use crate::transform::obfuscate::ObfuscationOptions;
@@ -244,7 +245,11 @@ impl View {
         if let View::Bar(b) = self {
             b.set_length(p.windows_total);
             b.set_position(p.windows_done);
-            b.set_message(format!("{} samples, {}", p.samples, human_bytes(p.bytes)));
+            b.set_message(format!(
+                "{} samples, {}",
+                p.samples,
+                format_size_short(p.bytes)
+            ));
             if let Some(m) = &p.message {
                 b.println(m);
             }

@@ -8,7 +8,6 @@ mod drive;
 mod print;
 
 pub use drive::{gather, import};
-pub use print::human_bytes;
 
 use super::ConnectionArgs;
 use crate::client::ClientConfig;

@@ -4,6 +4,7 @@
 use crate::bundle::{
     Discovery, ExportOutcome, ImportOutcome, SampleRow, ValidateReport, VerifyReport,
 };
+use crate::model::size::format_size_short;
 use crate::model::time::{format_duration, format_rfc3339_ms};
 use std::time::Duration;
 
@@ -122,7 +123,7 @@ pub(super) fn print_verify(r: &VerifyReport) {
         vec!["series".into(), r.series.to_string()],
         vec!["samples".into(), r.samples.to_string()],
         vec!["range".into(), range],
-        vec!["metrics.jsonl".into(), human_bytes(r.bytes)],
+        vec!["metrics.jsonl".into(), format_size_short(r.bytes)],
     ]);
 }
 
@@ -151,10 +152,6 @@ fn table(rows: &[Vec<String>]) {
     }
 }
 
-pub fn human_bytes(n: u64) -> String {
-    crate::model::size::format_size_short(n)
-}
-
 /// The summary of a finished gather.
 pub(super) fn print_export_outcome(o: &ExportOutcome) {
     let m = &o.metadata;
@@ -170,7 +167,7 @@ pub(super) fn print_export_outcome(o: &ExportOutcome) {
         } else {
             String::new()
         },
-        human_bytes(o.archive_bytes),
+        format_size_short(o.archive_bytes),
         m.export_method.as_deref().unwrap_or("export"),
         m.source_flavour.as_deref().unwrap_or("unknown"),
         format_duration(Duration::from_millis(o.elapsed.as_millis() as u64)),

@@ -3,7 +3,7 @@
 //! belongs to which type, URL schemes, templates, sizes, durations, time
 //! zones; every problem as `FILE:LINE: destinations[i].field: ...`.
 
-use super::Place;
+use super::check::Place;
 use crate::client::{ClientConfig, Secret};
 use crate::model::size::parse_size;
 use crate::model::time::parse_duration;

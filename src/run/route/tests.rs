@@ -1,6 +1,14 @@
 use super::*;
+use crate::model::Series;
 use crate::model::{Labels, Sample};
+use crate::run::config::RunConfig;
+use crate::sink::destination::{self, DestinationConfig, DestinationKind, DestinationStatus};
+use crate::transform::relabel::{Dialect, RelabelRules};
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 fn check(text: &str) -> Result<PipelineConfig, Vec<String>> {
     let loaded = RunConfig::parse(text, "run.yml").map_err(|e| vec![e])?;

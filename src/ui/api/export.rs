@@ -10,7 +10,7 @@ use crate::ui::AppState;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,7 +23,7 @@ pub(super) const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/export/resume"),
 ];
 
-fn handler(path: &str) -> MethodRouter<AppState> {
+pub(super) fn handler(path: &str) -> MethodRouter<AppState> {
     match path {
         "/api/export" => post(export_sync),
         "/api/export/start" => post(export_start),
@@ -32,12 +32,6 @@ fn handler(path: &str) -> MethodRouter<AppState> {
         "/api/export/resume" => post(export_resume),
         other => unreachable!("route {other} in ROUTES has no handler"),
     }
-}
-
-pub(super) fn router() -> Router<AppState> {
-    ROUTES
-        .iter()
-        .fold(Router::new(), |r, (_, path)| r.route(path, handler(path)))
 }
 
 #[derive(Deserialize)]

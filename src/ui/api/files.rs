@@ -7,7 +7,7 @@ use crate::ui::AppState;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -17,19 +17,13 @@ pub(super) const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/fs/check"),
 ];
 
-fn handler(path: &str) -> MethodRouter<AppState> {
+pub(super) fn handler(path: &str) -> MethodRouter<AppState> {
     match path {
         "/api/download" => get(download),
         "/api/fs/list" => get(fs_list),
         "/api/fs/check" => post(fs_check),
         other => unreachable!("route {other} in ROUTES has no handler"),
     }
-}
-
-pub(super) fn router() -> Router<AppState> {
-    ROUTES
-        .iter()
-        .fold(Router::new(), |r, (_, path)| r.route(path, handler(path)))
 }
 
 #[derive(Deserialize)]

@@ -13,7 +13,7 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderMap};
 use axum::routing::{get, post, MethodRouter};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ pub(super) const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/import/resume"),
 ];
 
-fn handler(path: &str) -> MethodRouter<AppState> {
+pub(super) fn handler(path: &str) -> MethodRouter<AppState> {
     match path {
         "/api/analyze" => post(analyze),
         // The handler counts bytes itself and answers 413 with a message.
@@ -37,12 +37,6 @@ fn handler(path: &str) -> MethodRouter<AppState> {
         "/api/import/resume" => post(import_resume),
         other => unreachable!("route {other} in ROUTES has no handler"),
     }
-}
-
-pub(super) fn router() -> Router<AppState> {
-    ROUTES
-        .iter()
-        .fold(Router::new(), |r, (_, path)| r.route(path, handler(path)))
 }
 
 #[derive(Deserialize)]

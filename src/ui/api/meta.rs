@@ -7,7 +7,7 @@ use crate::ui::AppState;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 
 pub(super) const ROUTES: &[(&str, &str)] = &[
@@ -16,19 +16,13 @@ pub(super) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/openapi.json"),
 ];
 
-fn handler(path: &str) -> MethodRouter<AppState> {
+pub(super) fn handler(path: &str) -> MethodRouter<AppState> {
     match path {
         "/api/health" => get(health),
         "/api/config" => get(config),
         "/api/openapi.json" => get(openapi),
         other => unreachable!("route {other} in ROUTES has no handler"),
     }
-}
-
-pub(super) fn router() -> Router<AppState> {
-    ROUTES
-        .iter()
-        .fold(Router::new(), |r, (_, path)| r.route(path, handler(path)))
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -64,11 +64,22 @@ pub fn routes() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
 /// The areas' routers merged.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .merge(meta::router())
-        .merge(probe::router())
-        .merge(export::router())
-        .merge(files::router())
-        .merge(import::router())
+        .merge(area(meta::ROUTES, meta::handler))
+        .merge(area(probe::ROUTES, probe::handler))
+        .merge(area(export::ROUTES, export::handler))
+        .merge(area(files::ROUTES, files::handler))
+        .merge(area(import::ROUTES, import::handler))
+}
+
+/// An area's router: every path of its `ROUTES` with the handler its
+/// `handler` names, so the route list and the router cannot drift apart.
+fn area(
+    routes: &[(&str, &str)],
+    handler: fn(&str) -> axum::routing::MethodRouter<AppState>,
+) -> Router<AppState> {
+    routes
+        .iter()
+        .fold(Router::new(), |r, (_, path)| r.route(path, handler(path)))
 }
 
 /// An [`ApiError`] answered as JSON.

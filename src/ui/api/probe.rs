@@ -8,7 +8,7 @@ use crate::source::vm_export::ExportMethod;
 use crate::transform::obfuscate::{ObfuscationOptions, Obfuscator};
 use crate::ui::AppState;
 use axum::routing::{post, MethodRouter};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
 pub(super) const ROUTES: &[(&str, &str)] = &[
@@ -17,19 +17,13 @@ pub(super) const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/sample"),
 ];
 
-fn handler(path: &str) -> MethodRouter<AppState> {
+pub(super) fn handler(path: &str) -> MethodRouter<AppState> {
     match path {
         "/api/validate" => post(validate),
         "/api/discover" => post(discover),
         "/api/sample" => post(sample),
         other => unreachable!("route {other} in ROUTES has no handler"),
     }
-}
-
-pub(super) fn router() -> Router<AppState> {
-    ROUTES
-        .iter()
-        .fold(Router::new(), |r, (_, path)| r.route(path, handler(path)))
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,413 @@
+//! The streaming parser of Prometheus API answers: a [`Read`] over the
+//! body's chunks that counts what it hands on against `max_response_bytes`,
+//! and serde seeds that send each series of a `matrix`/`vector` answer as
+//! soon as it is parsed. Runs on a blocking thread (see [`super`]).
+
+use super::{ClientError, InstantAnswer, SeriesList};
+use crate::model::{Labels, Sample, Series};
+use bytes::Bytes;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Reads `{"status":..., "data": [{labels}, ...]}` into a [`SeriesList`],
+/// failing on purpose (to stop reading) once it holds more than `limit`.
+pub(super) struct SeriesListSeed<'a> {
+    pub(super) limit: usize,
+    pub(super) list: &'a mut SeriesList,
+}
+
+impl<'de> DeserializeSeed<'de> for SeriesListSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SeriesListSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Prometheus API answer object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut status = None::<String>;
+        let mut error = None::<String>;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "data" => map.next_value_seed(SeriesItems {
+                    limit: self.limit,
+                    list: &mut *self.list,
+                })?,
+                "status" => status = Some(map.next_value()?),
+                "error" => error = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        match status.as_deref() {
+            Some("error") => Err(serde::de::Error::custom(format!(
+                "the server answered status \"error\": {}",
+                error.unwrap_or_default()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+struct SeriesItems<'a> {
+    limit: usize,
+    list: &'a mut SeriesList,
+}
+
+impl<'de> DeserializeSeed<'de> for SeriesItems<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SeriesItems<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of label sets")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(labels) = seq.next_element::<BTreeMap<String, String>>()? {
+            if self.list.series.len() == self.limit {
+                self.list.more = true;
+                return Err(serde::de::Error::custom("enough series"));
+            }
+            self.list.series.push(Labels::from_pairs(labels));
+        }
+        Ok(())
+    }
+}
+/// What `max_response_bytes` bounds in a streamed answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cap {
+    /// The answer is collected whole (instant queries).
+    Whole,
+    /// The answer is handed over series by series (range queries).
+    PerSeries,
+}
+
+pub(super) struct Limit {
+    pub(super) max: u64,
+    pub(super) per_series: bool,
+    /// Shown in the error.
+    pub(super) url: String,
+}
+
+pub(super) struct ChannelReader {
+    pub(super) rx: mpsc::Receiver<Result<Bytes, ClientError>>,
+    pub(super) current: Bytes,
+    pub(super) error: Option<ClientError>,
+    /// Bytes handed to the parser since the start (or the last series).
+    pub(super) counted: Arc<AtomicU64>,
+    pub(super) limit: Limit,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.counted.load(Ordering::Relaxed) > self.limit.max {
+            let e = ClientError::TooLarge {
+                url: self.limit.url.clone(),
+                limit: self.limit.max,
+                per_series: self.limit.per_series,
+            };
+            let msg = e.to_string();
+            self.error = Some(e);
+            return Err(std::io::Error::other(msg));
+        }
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => {
+                    let msg = e.to_string();
+                    self.error = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        self.counted.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+type Tx<'a> = &'a mpsc::Sender<Result<Series, ClientError>>;
+
+/// Signals that the consumer hung up; surfaces as a serde error and ends parsing.
+const CONSUMER_GONE: &str = "consumer stopped reading";
+
+pub(super) struct ResponseSeed<'a> {
+    pub(super) tx: Tx<'a>,
+    /// Zeroed after each series when the cap is per series.
+    pub(super) reset: Option<&'a AtomicU64>,
+}
+
+impl<'de> DeserializeSeed<'de> for ResponseSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ResponseSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Prometheus API answer object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut status = None::<String>;
+        let mut error = None::<String>;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "data" => map.next_value_seed(DataSeed {
+                    tx: self.tx,
+                    reset: self.reset,
+                })?,
+                "status" => status = Some(map.next_value()?),
+                "error" => error = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        match status.as_deref() {
+            Some("error") => Err(serde::de::Error::custom(format!(
+                "the server answered status \"error\": {}",
+                error.unwrap_or_default()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+struct DataSeed<'a> {
+    tx: Tx<'a>,
+    reset: Option<&'a AtomicU64>,
+}
+
+impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DataSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a `data` object with resultType and result")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut result_type = String::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "resultType" => result_type = map.next_value()?,
+                "result" => map.next_value_seed(ResultSeed {
+                    tx: self.tx,
+                    reset: self.reset,
+                    scalar: matches!(result_type.as_str(), "scalar" | "string"),
+                })?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct ResultSeed<'a> {
+    tx: Tx<'a>,
+    reset: Option<&'a AtomicU64>,
+    scalar: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ResultSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ResultSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a result array")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.scalar {
+            let ts: f64 = seq
+                .next_element()?
+                .ok_or_else(|| serde::de::Error::custom("scalar without timestamp"))?;
+            let v: String = seq
+                .next_element()?
+                .ok_or_else(|| serde::de::Error::custom("scalar without value"))?;
+            let sample = Sample::new(
+                to_ms(ts),
+                parse_value(&v).map_err(serde::de::Error::custom)?,
+            );
+            return self.send(Series::new(Labels::new(), vec![sample]));
+        }
+        while let Some(raw) = seq.next_element::<RawSeries>()? {
+            let series = raw.into_series().map_err(serde::de::Error::custom)?;
+            self.send(series)?;
+        }
+        Ok(())
+    }
+}
+
+impl ResultSeed<'_> {
+    fn send<E: serde::de::Error>(&self, s: Series) -> Result<(), E> {
+        if let Some(counter) = self.reset {
+            counter.store(0, Ordering::Relaxed);
+        }
+        self.tx
+            .blocking_send(Ok(s))
+            .map_err(|_| E::custom(CONSUMER_GONE))
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RawSeries {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    #[serde(default)]
+    values: Vec<(f64, Value)>,
+    #[serde(default)]
+    value: Option<(f64, Value)>,
+}
+
+impl RawSeries {
+    fn into_series(self) -> Result<Series, String> {
+        let samples = self
+            .values
+            .iter()
+            .chain(self.value.iter())
+            .map(|(ts, v)| Sample::new(to_ms(*ts), v.0))
+            .collect();
+        Ok(Series::new(Labels::from_pairs(self.metric), samples))
+    }
+}
+
+/// A sample value parsed straight from the transient string serde hands us:
+/// no allocation per point, which dominates long range answers.
+struct Value(f64);
+
+impl<'de> serde::Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a sample value string such as \"1.5\" or \"NaN\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+                parse_value(v).map(Value).map_err(E::custom)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+                Ok(Value(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+                Ok(Value(v as f64))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+                Ok(Value(v as f64))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn to_ms(seconds: f64) -> i64 {
+    (seconds * 1000.0).round() as i64
+}
+
+/// Prometheus sends values as strings: `"1.5"`, `"NaN"`, `"+Inf"`, `"-Inf"`.
+pub fn parse_value(v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .map_err(|_| format!("invalid sample value {v:?}"))
+}
+
+/// Parses a whole instant-query answer: vector, scalar, string or matrix
+/// (VictoriaLogs answers matrices to some stats queries), plus `stats`.
+pub(crate) fn parse_instant_answer(body: &[u8]) -> Result<InstantAnswer, String> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(default)]
+        status: Option<String>,
+        #[serde(default, rename = "errorType")]
+        error_type: Option<String>,
+        #[serde(default)]
+        error: Option<String>,
+        #[serde(default)]
+        data: Option<Data>,
+        #[serde(default)]
+        stats: Option<Stats>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Data {
+        #[serde(default, rename = "resultType")]
+        result_type: String,
+        #[serde(default)]
+        result: serde_json::Value,
+    }
+    #[derive(serde::Deserialize)]
+    struct Stats {
+        #[serde(default, rename = "seriesFetched")]
+        series_fetched: Option<serde_json::Value>,
+    }
+    let env: Envelope = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if env.status.as_deref() == Some("error") {
+        return Err(format!(
+            "the server answered status \"error\" ({}): {}",
+            env.error_type.unwrap_or_default(),
+            env.error.unwrap_or_default()
+        ));
+    }
+    let mut series = Vec::new();
+    if let Some(data) = env.data {
+        match data.result_type.as_str() {
+            "scalar" | "string" => {
+                let (ts, v): (f64, String) =
+                    serde_json::from_value(data.result).map_err(|e| e.to_string())?;
+                series.push(Series::new(
+                    Labels::new(),
+                    vec![Sample::new(to_ms(ts), parse_value(&v)?)],
+                ));
+            }
+            _ if data.result.is_null() => {}
+            _ => {
+                let raw: Vec<RawSeries> =
+                    serde_json::from_value(data.result).map_err(|e| e.to_string())?;
+                for r in raw {
+                    series.push(r.into_series()?);
+                }
+            }
+        }
+    }
+    // VictoriaMetrics sends the count as a string ("12"); accept a number too.
+    let series_fetched = env
+        .stats
+        .and_then(|s| s.series_fetched)
+        .and_then(|v| match v {
+            serde_json::Value::String(s) => s.parse().ok(),
+            serde_json::Value::Number(n) => n.as_u64(),
+            _ => None,
+        });
+    Ok(InstantAnswer {
+        series,
+        series_fetched,
+    })
+}

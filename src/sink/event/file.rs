@@ -221,9 +221,13 @@ mod tests {
     #[test]
     fn keep_follows_rotation_order_not_the_clock() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("events-99991231T235959.999.csv"), "h
+        std::fs::write(
+            dir.path().join("events-99991231T235959.999.csv"),
+            "h
 old0
-").unwrap();
+",
+        )
+        .unwrap();
         std::fs::write(
             dir.path().join("events-0000000007-99991231T235959.999.csv"),
             "h

@@ -611,3 +611,39 @@ fn url_query_values_never_show() {
         assert!(!text.contains(key), "{what}: {text}");
     }
 }
+
+/// A machine without a CA bundle (a static binary in an empty root): the
+/// client still starts and plain http:// works; only an https:// URL fails,
+/// at the handshake, saying that the trust store is missing.
+#[test]
+fn http_works_without_a_ca_bundle() {
+    let vm = Vm::start();
+    let run = |url: &str| {
+        let out = std::process::Command::new(spillway_bin())
+            .args(["gather", "--url", url, "--since", "10m", "--discover"])
+            .env("SSL_CERT_FILE", "/nonexistent/ca.pem")
+            .env("SSL_CERT_DIR", "/nonexistent")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run(&vm.url());
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    // It asked the server: the export API was found there.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("export API") && l.ends_with("yes")),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    // The same server spoken to with TLS: refused for want of roots, clearly.
+    let https = vm.url().replace("http://", "https://");
+    let (code, stdout, stderr) = run(&https);
+    assert_ne!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(!stderr.contains("builder error"), "{stderr}");
+}

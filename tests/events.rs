@@ -682,6 +682,130 @@ async fn splunk_hec_leaves_the_queue_only_when_acknowledged() {
     p.shutdown(Duration::from_secs(5)).await;
 }
 
+/// HEC as Splunk documents a batch with a bad event: it indexes the events
+/// before it and answers 400 `{"text":"Invalid data format","code":6,
+/// "invalid-event-number":N}` (N counted from 0 in that request). Events
+/// whose `seq` label is in `bad` are the bad ones.
+async fn hec_picky_fake(bad: &'static [usize]) -> (Fake, Arc<Mutex<Vec<usize>>>) {
+    let shape = data("splunk_hec_answers.json")["invalid_data"].clone();
+    let indexed = Arc::new(Mutex::new(Vec::new()));
+    let st = Arc::clone(&indexed);
+    let app = axum::Router::new().route(
+        "/services/collector/event",
+        axum::routing::post(move |body: String| {
+            let (st, mut shape) = (Arc::clone(&st), shape.clone());
+            async move {
+                let mut indexed = st.lock().unwrap();
+                let de = serde_json::Deserializer::from_str(&body).into_iter::<serde_json::Value>();
+                for (n, v) in de.enumerate() {
+                    let seq: usize = v.unwrap()["host"].as_str().unwrap().parse().unwrap();
+                    if bad.contains(&seq) {
+                        shape["body"]["invalid-event-number"] = n.into();
+                        return (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            axum::Json(shape["body"].clone()),
+                        );
+                    }
+                    indexed.push(seq);
+                }
+                let ok = serde_json::json!({"text": "Success", "code": 0});
+                (axum::http::StatusCode::OK, axum::Json(ok))
+            }
+        }),
+    );
+    (serve(app).await, indexed)
+}
+
+/// An answer naming one invalid event keeps the events before it, sends
+/// that one event to the dead-letter file and the rest again: every good
+/// event indexed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splunk_hec_invalid_event_number_dead_letters_only_that_event() {
+    let (hec, indexed) = hec_picky_fake(&[0, 7, 8, 19]).await;
+    let storage = tempfile::tempdir().unwrap();
+    let p = pipeline(
+        &format!(
+            "  - {{name: splunk, type: splunk_hec, url: '{}', token: t, host: '{{{{ .labels.seq }}}}', concurrency: 1}}\n",
+            hec.url
+        ),
+        storage.path(),
+    );
+    route(&p, alert_batch(events(0, 20, 1_000))).await;
+    wait_done(&p, "splunk", 20, Duration::from_secs(30)).await;
+    let s = status(&p, "splunk");
+    assert_eq!((s.samples_sent, s.dead_letter), (16, 4), "{s:?}");
+    let mut got = indexed.lock().unwrap().clone();
+    got.sort();
+    let want: Vec<usize> = (0..20).filter(|i| ![0, 7, 8, 19].contains(i)).collect();
+    assert_eq!(got, want, "every good event indexed exactly once");
+    let dead = std::fs::read_to_string(storage.path().join("dead-letter/splunk.jsonl")).unwrap();
+    let dead: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seqs: Vec<&str> = dead
+        .iter()
+        .map(|d| d["event"]["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(seqs, ["0", "7", "8", "19"]);
+    assert_eq!(dead[0]["status"], 400);
+    assert!(
+        dead[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid data format"),
+        "{}",
+        dead[0]
+    );
+    p.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Past `dead_letter_max_bytes` refused events are counted as dropped,
+/// never written: the files stay within the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_files_stay_within_their_cap() {
+    let (hec, state) = hec_fake("right").await;
+    let storage = tempfile::tempdir().unwrap();
+    let p = pipeline(
+        &format!(
+            "  - {{name: splunk, type: splunk_hec, url: '{}', token: wrong, dead_letter_max_bytes: 4KiB}}\n",
+            hec.url
+        ),
+        storage.path(),
+    );
+    route(&p, alert_batch(events(0, 100, 1_000))).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = status(&p, "splunk");
+        let full = s
+            .samples_dropped
+            .get("dead_letter_full")
+            .copied()
+            .unwrap_or(0);
+        if s.dead_letter + full >= 100 && s.pending_samples == 0 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(state.lock().unwrap().bad_token >= 1);
+    assert!(
+        s.dead_letter > 0 && s.samples_dropped["dead_letter_full"] > 0,
+        "{s:?}"
+    );
+    let dir = storage.path().join("dead-letter");
+    let mut total = 0;
+    let mut lines = 0;
+    for f in ["splunk.jsonl", "splunk.1.jsonl"] {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap();
+        total += text.len();
+        lines += text.lines().count() as u64;
+    }
+    assert!(total <= 4096, "{total} bytes of dead letters");
+    assert_eq!(lines, s.dead_letter);
+    p.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn splunk_hec_invalid_token_goes_to_the_dead_letter_file() {
     let (hec, state) = hec_fake("right").await;

@@ -20,6 +20,7 @@ mod endpoint;
 mod prom_api;
 mod retry;
 mod spec;
+mod tls;
 mod vlogs_api;
 mod vm_api;
 
@@ -31,6 +32,7 @@ pub use prom_api::{
 };
 pub use retry::RetryPolicy;
 pub use spec::{BasicAuthSpec, ConnectionSpec, TlsSpec};
+pub use tls::NO_ROOTS as TLS_NO_ROOTS;
 pub use vlogs_api::{
     logsql_has_stats_pipe, logsql_has_time_filter, rename_stats_result, stats_query_form,
     stats_query_range_form, STATS_QUERY_PATH, STATS_QUERY_RANGE_PATH, STATS_RESULT_LABEL,
@@ -170,6 +172,28 @@ fn install_crypto_provider() {
     });
 }
 
+/// The TLS settings of a client that verifies certificates (see [`tls`]):
+/// the shared system ones, or those plus the CA file's.
+fn tls_settings(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let Some(ca) = ca else {
+        return Ok((*tls::system()).clone());
+    };
+    let not_pem = |e: &dyn std::fmt::Display| {
+        ClientError::Config(format!("TLS CA file {} is not PEM: {e}", ca.display()))
+    };
+    let pem = crate::model::input::read_bytes(ca, 16 << 20, "TLS CA file")
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| not_pem(&e))?;
+    if certs.is_empty() {
+        return Err(not_pem(&"no certificate in it"));
+    }
+    Ok((*tls::with_extra_roots(certs)).clone())
+}
+
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         install_crypto_provider();
@@ -183,20 +207,11 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
             .no_proxy();
-        if let Some(ca) = &config.tls_ca_file {
-            let pem = std::fs::read(ca).map_err(|e| {
-                ClientError::Config(format!("cannot read TLS CA file {}: {e}", ca.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                ClientError::Config(format!("TLS CA file {} is not PEM: {e}", ca.display()))
-            })?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        if config.tls_insecure_skip_verify {
-            builder = builder.danger_accept_invalid_certs(true);
-        }
+        builder = if config.tls_insecure_skip_verify {
+            builder.danger_accept_invalid_certs(true)
+        } else {
+            builder.use_preconfigured_tls(tls_settings(config.tls_ca_file.as_deref())?)
+        };
         let http = builder
             .build()
             .map_err(|e| ClientError::Config(format!("cannot build HTTP client: {e}")))?;

@@ -64,8 +64,9 @@
 //! damaged header costs only the records it overlaps: the scan searches the
 //! following bytes for the next intact header (magic, version, checksum, and
 //! counts that can follow the last good record) and resumes there. A queue
-//! of the first format (24-byte headers, no counts) is refused at open with
-//! [`QueueError::OldFormat`] rather than guessed at.
+//! of the first format (24-byte headers, no counts, a `cursor` file) is
+//! migrated once at open: its pending records are copied into the current
+//! format and the directory switched over crash-safely (see `migrate.rs`).
 //!
 //! # Meta file
 //!
@@ -154,6 +155,7 @@
 //! to wake an async task (e.g. `tokio::sync::Notify`).
 
 mod meta;
+mod migrate;
 mod recover;
 mod segment;
 mod state;
@@ -427,7 +429,13 @@ impl Queue {
         let dir = dir.as_ref().to_path_buf();
         meta::create_dir_durably(&dir)?;
         let lock_file = meta::lock_dir(&dir)?;
-        let rec = recover::recover(&dir)?;
+        let migrated = migrate::migrate_if_v1(&dir, opts.segment_bytes)?;
+        let mut rec = recover::recover(&dir)?;
+        if let Some(m) = migrated {
+            rec.report.migrated_v1_records = m.records;
+            rec.report.dropped_records += m.corruptions.iter().map(|c| c.records).sum::<u64>();
+            rec.report.corruptions.extend(m.corruptions);
+        }
         let gaps = rec
             .entries
             .windows(2)

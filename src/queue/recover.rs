@@ -40,6 +40,8 @@ pub struct RecoveryReport {
     /// Segments whose records were all acknowledged before the stop.
     pub removed_acked_segments: usize,
     pub removed_temp_files: usize,
+    /// Pending records copied from a queue of the first format at this open.
+    pub migrated_v1_records: u64,
 }
 
 impl RecoveryReport {
@@ -117,6 +119,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, QueueError> {
         dropped_samples: 0,
         removed_acked_segments: 0,
         removed_temp_files: 0,
+        migrated_v1_records: 0,
     };
     let listed = list(dir, &mut report)?;
     let meta = match meta::load_meta(dir)? {

@@ -1137,19 +1137,98 @@ fn damage_without_a_meta_file_is_counted_between_intact_records() {
     assert_eq!(samples_of(&read_all(&q)), vec![1, 2, 3, 4, 6, 7, 8, 9]);
 }
 
-#[test]
-fn a_queue_of_the_first_format_is_refused_clearly() {
+/// The v1 fixture (`testdata/v1`, written by `testdata/gen_v1.py` from the
+/// first format's description): five records, the first acknowledged.
+fn v1_fixture() -> TempDir {
     let tmp = TempDir::new().unwrap();
-    let mut old = vec![0u8; 24];
-    old[0..2].copy_from_slice(b"SW");
-    old[2] = 1;
-    let crc = crc32fast::hash(&old[0..20]);
-    old[20..24].copy_from_slice(&crc.to_le_bytes());
-    fs::write(tmp.path().join(seg(0)), &old).unwrap();
-    let err = Queue::open(tmp.path(), roomy()).err().expect("refused");
-    assert!(matches!(err, QueueError::OldFormat { .. }), "{err}");
-    assert!(err.to_string().contains("older spillway"), "{err}");
-    assert!(tmp.path().join(seg(0)).exists(), "nothing deleted");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/queue/testdata/v1"),
+        tmp.path(),
+    );
+    tmp
+}
+
+fn v1_payload(k: usize) -> Vec<u8> {
+    format!("v1 record {k} ").repeat(k + 1).into_bytes()
+}
+
+/// A queue an older spillway wrote is migrated at open: its pending
+/// records come out in order with their sample counts, nothing
+/// acknowledged comes back, the files are of the current format, and the
+/// queue works on (pushes, acks, a restart) as any other.
+#[test]
+fn a_queue_of_the_first_format_is_migrated_once() {
+    let tmp = v1_fixture();
+    let (q, report) = open(tmp.path(), roomy());
+    assert_eq!(report.migrated_v1_records, 4, "{report:?}");
+    assert!(report.is_clean(), "{report:?}");
+    assert!(!tmp.path().join("cursor").exists());
+    assert!(!tmp.path().join("v2.ready").exists() && !tmp.path().join("v2.tmp").exists());
+    let got = read_all(&q);
+    assert_eq!(samples_of(&got), vec![20, 30, 40, 50]);
+    for (r, k) in got.iter().zip(1..) {
+        assert_eq!(r.payload, v1_payload(k));
+    }
+    q.ack(got[0].id).unwrap();
+    let id = q.push(b"new", 7).unwrap().ids[0];
+    drop(q);
+    let (q, report) = open(tmp.path(), roomy());
+    assert_eq!(report.migrated_v1_records, 0);
+    assert!(report.is_clean(), "{report:?}");
+    let got = read_all(&q);
+    assert_eq!(samples_of(&got), vec![30, 40, 50, 7]);
+    assert_eq!(got[3].id, id);
+}
+
+/// A crash after the migration's commit point is finished by the next
+/// open; one before it starts over from the untouched v1 files.
+#[test]
+fn an_interrupted_migration_finishes_or_starts_over() {
+    // Before the commit: a half-built v2.tmp is thrown away.
+    let tmp = v1_fixture();
+    fs::create_dir(tmp.path().join("v2.tmp")).unwrap();
+    fs::write(tmp.path().join("v2.tmp").join(seg(0)), b"half").unwrap();
+    let (q, report) = open(tmp.path(), roomy());
+    assert_eq!(report.migrated_v1_records, 4);
+    assert_eq!(samples_of(&read_all(&q)), vec![20, 30, 40, 50]);
+    drop(q);
+
+    // After the commit, in the middle of moving files in.
+    let migrated = TempDir::new().unwrap();
+    copy_dir(tmp.path(), migrated.path());
+    let crashed = v1_fixture();
+    let ready = crashed.path().join("v2.ready");
+    fs::create_dir(&ready).unwrap();
+    for name in seg_files(crashed.path()) {
+        fs::remove_file(crashed.path().join(name)).unwrap();
+    }
+    fs::remove_file(crashed.path().join("cursor")).unwrap();
+    fs::write(ready.join("moving"), b"").unwrap();
+    let names = seg_files(migrated.path());
+    let (first, rest) = names.split_first().unwrap();
+    fs::copy(migrated.path().join(first), crashed.path().join(first)).unwrap();
+    for n in rest.iter().map(String::as_str).chain(["meta"]) {
+        fs::copy(migrated.path().join(n), ready.join(n)).unwrap();
+    }
+    let (q, report) = open(crashed.path(), roomy());
+    assert!(report.is_clean(), "{report:?}");
+    assert!(!ready.exists());
+    assert_eq!(samples_of(&read_all(&q)), vec![20, 30, 40, 50]);
+}
+
+/// Damage in a v1 segment is reported, not guessed at: the intact records
+/// before it are migrated, the damage is counted.
+#[test]
+fn damage_in_a_v1_queue_is_counted_by_the_migration() {
+    let tmp = v1_fixture();
+    let second = tmp.path().join(seg(0x90));
+    flip(&second, 30);
+    let (q, report) = open(tmp.path(), roomy());
+    assert_eq!(report.migrated_v1_records, 2, "{report:?}");
+    assert_eq!(report.corruptions.len(), 1, "{report:?}");
+    assert_eq!(report.corruptions[0].offset, 0x90);
+    assert_eq!(q.stats().damaged_records_total, 1);
+    assert_eq!(samples_of(&read_all(&q)), vec![20, 30]);
 }
 
 // --- issue 14 item 12: acknowledgements out of order survive a crash -------
@@ -1407,4 +1486,101 @@ fn synced_after_mkdir(trace: &str, created: &Path, parent: &Path) -> bool {
 #[test]
 fn an_index_entry_is_40_bytes_as_documented() {
     assert_eq!(std::mem::size_of::<Entry>(), 40);
+}
+
+/// A queue that dropped records for room and then stopped cleanly has lost
+/// nothing it did not already count: its next open reports nothing damaged,
+/// whatever was acknowledged, in flight or pending when the drops happened.
+#[test]
+fn drops_for_room_are_not_damage_after_a_clean_restart() {
+    for sync in [Duration::ZERO, Duration::from_secs(3600)] {
+        for acked_every in [0u64, 1, 2, 3] {
+            let tmp = TempDir::new().unwrap();
+            let o = QueueOptions {
+                cursor_sync_interval: sync,
+                ..opts(1000, 300)
+            };
+            let (q, _) = open(tmp.path(), o);
+            let mut dropped = 0;
+            for k in 0..40u64 {
+                dropped += q.push(&payload(k, REC100), k + 1).unwrap().dropped_records;
+                if acked_every > 0 && k % acked_every == 0 {
+                    let r = q.read_next().unwrap().unwrap();
+                    if k % (2 * acked_every) == 0 {
+                        q.ack(r.id).unwrap();
+                    }
+                }
+            }
+            assert!(dropped > 0, "the test must drop for room");
+            let before = q.stats();
+            q.close().unwrap();
+            drop(q);
+            let (q, report) = open(tmp.path(), o);
+            let ctx = format!("sync {sync:?}, ack every {acked_every}: {report:?}");
+            assert!(report.is_clean(), "{ctx}");
+            assert_eq!(
+                (report.dropped_records, report.dropped_samples),
+                (0, 0),
+                "{ctx}"
+            );
+            let st = q.stats();
+            assert_eq!(
+                (st.damaged_records_total, st.damaged_samples_total),
+                (0, 0),
+                "{ctx}"
+            );
+            assert_eq!(st.pending_records, before.pending_records, "{ctx}");
+        }
+    }
+}
+
+/// The same as a destination drives it: batches over lanes, segments of
+/// 1/16 of the cap, acks out of order, the meta file stored once a second.
+#[test]
+fn drops_for_room_in_lane_batches_are_not_damage_after_a_clean_restart() {
+    let tmp = TempDir::new().unwrap();
+    let o = QueueOptions {
+        cursor_sync_interval: Duration::from_secs(1),
+        max_in_flight: 64,
+        ..QueueOptions::new(1 << 20)
+    };
+    let (q, _) = open(tmp.path(), o);
+    let mut dropped = 0;
+    let mut held = Vec::new();
+    for k in 0..120u64 {
+        let bodies: Vec<Vec<u8>> = (0..3)
+            .map(|j| payload(k * 3 + j, 9_000 + j as usize * 1_000))
+            .collect();
+        let batch: Vec<(&[u8], u64, u8)> = bodies
+            .iter()
+            .enumerate()
+            .map(|(j, b)| (b.as_slice(), 100 + j as u64, j as u8))
+            .collect();
+        dropped += q.push_lanes(&batch).unwrap().dropped_records;
+        if let Some(r) = q.read_next_lane((k % 2) as usize, 2).unwrap() {
+            held.push(r.id);
+        }
+        if k % 3 == 2 {
+            // Newest first: out of order, some of them already dropped.
+            while let Some(id) = held.pop() {
+                q.ack(id).unwrap();
+                if held.len() % 2 == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(dropped > 0, "the test must drop for room");
+    let before = q.stats();
+    q.close().unwrap();
+    drop(q);
+    let (q, report) = open(tmp.path(), o);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(
+        (report.dropped_records, report.dropped_samples),
+        (0, 0),
+        "{report:?}"
+    );
+    assert_eq!(q.stats().damaged_records_total, 0);
+    assert_eq!(report.pending_records, before.pending_records, "{report:?}");
 }

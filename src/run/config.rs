@@ -174,6 +174,7 @@ pub struct DestinationSpec {
     pub max_bytes: Option<String>,
     pub rotate_every: Option<String>,
     pub keep: Option<usize>,
+    pub dead_letter_max_bytes: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, serde::Deserialize)]

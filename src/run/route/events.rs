@@ -65,6 +65,11 @@ fn event_fields(spec: &DestinationSpec) -> Vec<(&'static str, bool, &'static [Ev
         ("max_bytes", spec.max_bytes.is_some(), &[File]),
         ("rotate_every", spec.rotate_every.is_some(), &[File]),
         ("keep", spec.keep.is_some(), &[File]),
+        (
+            "dead_letter_max_bytes",
+            spec.dead_letter_max_bytes.is_some(),
+            ALL,
+        ),
     ]
 }
 
@@ -104,6 +109,9 @@ pub(super) fn check_event(
     let before = problems.len();
     problems.extend(misplaced(spec, Some(kind), place));
     let at = |f: &str| place.at(f);
+    let dead_letter_max_bytes = dead_letter_max_bytes(spec.dead_letter_max_bytes.as_deref())
+        .map_err(|e| problems.push(format!("{}: {e}", at("dead_letter_max_bytes"))))
+        .unwrap_or_default();
     let shape = EventShape::new(&spec.fields, spec.event_labels_as_fields.unwrap_or(false))
         .map_err(|e| problems.push(format!("{}: {e}", at("fields"))))
         .ok();
@@ -124,6 +132,7 @@ pub(super) fn check_event(
             dead_letter: storage
                 .join("dead-letter")
                 .join(format!("{}.jsonl", queue_dir_name(&spec.name))),
+            dead_letter_max_bytes,
         })),
         _ => None,
     }

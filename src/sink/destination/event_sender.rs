@@ -94,7 +94,7 @@ pub(super) async fn run(shared: Arc<Shared>, cfg: Arc<EventConfig>, worker: usiz
         }
     };
     let transport = Arc::new(AsyncMutex::new(transport));
-    let dead = DeadLetter::new(&cfg.dead_letter, &shared.name);
+    let dead = DeadLetter::new(&cfg.dead_letter, &shared.name, cfg.dead_letter_max_bytes);
     let max = shared.max_batch_samples as u64;
     let small = (max / 2).max(1);
     let mut carry: Option<Record> = None;
@@ -229,7 +229,7 @@ async fn deliver(
             .collect();
         let n = owned.len() as u64;
         let dl = dead.clone();
-        let written = tokio::task::spawn_blocking(move || {
+        let outcome = tokio::task::spawn_blocking(move || {
             let entries: Vec<Refused<'_>> = owned
                 .iter()
                 .map(|(event, status, reason)| Refused {
@@ -242,23 +242,38 @@ async fn deliver(
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-        if let Err(e) = written {
-            let msg = format!(
+        let written = match outcome {
+            Ok(w) => w,
+            Err(e) => {
+                let msg = format!(
                 "cannot write {n} refused events to the dead-letter file {}: {e}; they stay queued",
                 dead.path().display()
             );
-            tracing::error!(destination = %shared.name, "{msg}");
-            shared.stats.set_last_error(msg);
-            return;
-        }
+                tracing::error!(destination = %shared.name, "{msg}");
+                shared.stats.set_last_error(msg);
+                return;
+            }
+        };
+        let full = if written.dropped > 0 {
+            format!(
+                " ({} more dropped: the dead-letter files are at dead_letter_max_bytes)",
+                written.dropped
+            )
+        } else {
+            String::new()
+        };
         let msg = format!(
-            "{n} events refused by the receiver went to {}: {}",
+            "{} events refused by the receiver went to {}{full}: {}",
+            written.written,
             dead.path().display(),
             b.refused[0].2
         );
         tracing::warn!(destination = %shared.name, "{msg}");
         shared.stats.set_last_error(msg);
-        shared.stats.dead_lettered(n);
+        shared.stats.dead_lettered(written.written);
+        shared
+            .stats
+            .dropped(DropReason::DeadLetterFull, written.dropped);
     }
     shared.stats.sent(b.delivered);
     drop(b);

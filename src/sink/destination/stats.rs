@@ -10,7 +10,7 @@
 //! | `spillway_queue_max_disk_bytes` | gauge | the configured cap |
 //! | `spillway_samples_queued_total` | counter | samples accepted into the queue |
 //! | `spillway_samples_sent_total` | counter | samples the destination answered 2xx for |
-//! | `spillway_samples_dropped_total{reason}` | counter | `relabel`, `disk_full`, `rejected_4xx`, `too_large`, `damaged`, `schedule` (see the module docs) |
+//! | `spillway_samples_dropped_total{reason}` | counter | `relabel`, `disk_full`, `rejected_4xx`, `too_large`, `damaged`, `schedule`, `dead_letter_full` (see the module docs) |
 //! | `spillway_samples_duplicate_total` | counter | samples the destination refused as already stored (Prometheus' out-of-order answers to data sent again): not retried, not dropped |
 //! | `spillway_queue_full_refusals_total` | counter | accepts refused because the queue was full and `on_full` is `block` |
 //! | `spillway_dead_letter_total` | counter | events an event destination refused for good, written to its dead-letter file |
@@ -46,16 +46,20 @@ pub enum DropReason {
     Damaged,
     /// Outside the destination's `schedule`, with `outside_schedule: drop`.
     Schedule,
+    /// Refused for good by an event destination whose dead-letter files
+    /// were at `dead_letter_max_bytes`.
+    DeadLetterFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Relabel,
         DropReason::DiskFull,
         DropReason::Rejected4xx,
         DropReason::TooLarge,
         DropReason::Damaged,
         DropReason::Schedule,
+        DropReason::DeadLetterFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +70,7 @@ impl DropReason {
             DropReason::TooLarge => "too_large",
             DropReason::Damaged => "damaged",
             DropReason::Schedule => "schedule",
+            DropReason::DeadLetterFull => "dead_letter_full",
         }
     }
 }
@@ -107,7 +112,7 @@ pub struct DestinationStatus {
     pub last_error_time: Option<String>,
 }
 
-const N_COUNTERS: usize = 13;
+const N_COUNTERS: usize = 14;
 
 pub(super) struct Stats {
     name: String,
@@ -127,6 +132,7 @@ pub(super) struct Stats {
     damaged_before: AtomicU64,
     schedule: AtomicU64,
     dead_letter: AtomicU64,
+    dead_letter_full: AtomicU64,
     last_error: Mutex<Option<(String, i64)>>,
     duration: metrics::Histogram,
 }
@@ -148,6 +154,7 @@ impl Stats {
             damaged_before: AtomicU64::new(0),
             schedule: AtomicU64::new(0),
             dead_letter: AtomicU64::new(0),
+            dead_letter_full: AtomicU64::new(0),
             last_error: Mutex::new(None),
             duration: metrics::histogram!(
                 "spillway_send_duration_seconds",
@@ -170,6 +177,7 @@ impl Stats {
             &self.full_refusals,
             &self.schedule,
             &self.dead_letter,
+            &self.dead_letter_full,
             // Last: `snapshot` adds the queue's damage counts to it.
             &self.damaged_before,
         ]
@@ -229,6 +237,7 @@ impl Stats {
             DropReason::TooLarge => &self.too_large,
             DropReason::Damaged => &self.undecodable,
             DropReason::Schedule => &self.schedule,
+            DropReason::DeadLetterFull => &self.dead_letter_full,
         };
         counter.fetch_add(samples, Relaxed);
     }
@@ -265,7 +274,7 @@ impl Stats {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((message, now_ms()));
     }
 
-    fn dropped_by_reason(&self, queue: &QueueStats) -> [(DropReason, u64); 6] {
+    fn dropped_by_reason(&self, queue: &QueueStats) -> [(DropReason, u64); 7] {
         let disk_full = self.disk_full.load(Relaxed);
         let damaged = queue.damaged_samples_total
             + self.undecodable.load(Relaxed)
@@ -277,6 +286,10 @@ impl Stats {
             (DropReason::TooLarge, self.too_large.load(Relaxed)),
             (DropReason::Damaged, damaged),
             (DropReason::Schedule, self.schedule.load(Relaxed)),
+            (
+                DropReason::DeadLetterFull,
+                self.dead_letter_full.load(Relaxed),
+            ),
         ]
     }
 

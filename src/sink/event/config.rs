@@ -16,6 +16,20 @@ pub struct EventConfig {
     pub target: Target,
     /// `<storage.path>/dead-letter/<queue dir name>.jsonl`.
     pub dead_letter: PathBuf,
+    /// `dead_letter_max_bytes`: both dead-letter files together.
+    pub dead_letter_max_bytes: u64,
+}
+
+/// `dead_letter_max_bytes` as written (a size like `256MiB`), checked:
+/// at least 2 KiB, so that each of the two files holds a line or more.
+pub fn dead_letter_max_bytes(text: Option<&str>) -> Result<u64, String> {
+    let Some(text) = text else {
+        return Ok(super::dead_letter::DEFAULT_MAX_BYTES);
+    };
+    match crate::model::size::parse_size(text)? {
+        n if n >= 2048 => Ok(n),
+        n => Err(format!("{n} bytes is too small; give at least 2KiB")),
+    }
 }
 
 impl EventConfig {

@@ -4,9 +4,14 @@
 //!
 //! Rotation: before a write would take the live file past `max_bytes`, or
 //! once it is older than `rotate_every`, the live file is fsynced and
-//! renamed to `<name>-<UTC yyyymmddThhmmss.mmm>.<ext>` (the directory
+//! renamed to `<name>-<seq>-<UTC yyyymmddThhmmss.mmm>.<ext>` (the directory
 //! fsynced too), and a new live file starts (CSV: with its header). Only
-//! `keep` rotated files stay; older ones are deleted. Nothing is ever
+//! `keep` rotated files stay; older ones are deleted. Age is told by `seq`
+//! (one more than the highest in the directory, ten digits so names sort
+//! the same way), never by the time stamp: two rotations within one
+//! millisecond, or a clock stepped back, must not make `keep` delete the
+//! newest file. Names of the earlier `<name>-<time>[-n]` form count as
+//! older than any numbered one. Nothing is ever
 //! written to a file but whole lines, each delivery in one `write`, and
 //! rotation only happens between deliveries, so a tailer following the
 //! name sees complete lines in the old file and then the new one: never a
@@ -99,6 +104,7 @@ impl FileWriter {
             f.sync_all()?;
         }
         let live = self.live_path();
+        let seq = self.rotated()?.last().map_or(0, |p| self.seq_of(p)) + 1;
         let stamp = {
             let mut b = Vec::new();
             super::shape::write_rfc3339_ms(&mut b, crate::model::time::now_ms());
@@ -107,23 +113,27 @@ impl FileWriter {
                 .trim_end_matches('Z')
                 .to_string()
         };
-        let mut target =
-            self.cfg
-                .directory
-                .join(format!("{}-{stamp}.{}", self.cfg.name, self.ext()));
-        let mut n = 1;
-        while target.exists() {
-            target =
-                self.cfg
-                    .directory
-                    .join(format!("{}-{stamp}-{n}.{}", self.cfg.name, self.ext()));
-            n += 1;
-        }
+        let target = self.cfg.directory.join(format!(
+            "{}-{seq:010}-{stamp}.{}",
+            self.cfg.name,
+            self.ext()
+        ));
         std::fs::rename(&live, &target)?;
         sync_dir(&self.cfg.directory)?;
         self.open()?;
         sync_dir(&self.cfg.directory)?;
         self.prune()
+    }
+
+    /// The rotation number in a rotated file's name; 0 for the older
+    /// `<name>-<time>` form (see the module docs).
+    fn seq_of(&self, path: &Path) -> u64 {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let rest = name.get(self.cfg.name.len() + 1..).unwrap_or("");
+        match rest.split_once('-') {
+            Some((seq, _)) if seq.bytes().all(|b| b.is_ascii_digit()) => seq.parse().unwrap_or(0),
+            _ => 0,
+        }
     }
 
     /// The rotated files, oldest first.
@@ -141,7 +151,7 @@ impl FileWriter {
             })
             .map(|e| e.path())
             .collect();
-        out.sort();
+        out.sort_by_cached_key(|p| (self.seq_of(p), p.clone()));
         Ok(out)
     }
 
@@ -202,6 +212,46 @@ mod tests {
             std::fs::read_to_string(w.live_path()).unwrap(),
             "h\n0123456789abcdef\n"
         );
+    }
+
+    /// Rotations closer together than the clock's resolution, or after
+    /// the clock stepped back, still keep the newest files: a rotated file
+    /// named with a time far in the future (a clock set back since) is
+    /// older than every rotation after it.
+    #[test]
+    fn keep_follows_rotation_order_not_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("events-99991231T235959.999.csv"),
+            "h
+old0
+",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("events-0000000007-99991231T235959.999.csv"),
+            "h
+old7
+",
+        )
+        .unwrap();
+        let mut w = writer(dir.path(), Some(10), 3);
+        for i in 0..4 {
+            w.write(format!("line{i}\n").as_bytes()).unwrap();
+        }
+        let rotated = w.rotated().unwrap();
+        let names: Vec<String> = rotated
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(names[0].starts_with("events-0000000008-"), "{names:?}");
+        assert!(names[2].starts_with("events-0000000010-"), "{names:?}");
+        let contents: Vec<String> = rotated
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        assert_eq!(contents, ["h\nline0\n", "h\nline1\n", "h\nline2\n"]);
     }
 
     #[test]

@@ -15,7 +15,11 @@
 //! Answers: `200 {"text":"Success","code":0}` delivered; `503` (code 9,
 //! server busy) and `429` retried; other 4xx (`403` code 4 invalid token,
 //! `400` code 6 invalid data format, ...) go to the dead-letter file with
-//! the answer. With `ack: true` every request carries
+//! the answer. An answer naming one event (`{"text":"Invalid data
+//! format","code":6,"invalid-event-number":N}`: HEC indexed the events
+//! before N, not N and not those after it) counts the events before N
+//! delivered, dead-letters event N with the answer, and sends the rest
+//! again at once. With `ack: true` every request carries
 //! `X-Splunk-Request-Channel`, the answer's `ackId` is polled at
 //! `/services/collector/ack` (`{"acks":[id]}` → `{"acks":{"id":true}}`),
 //! and the batch leaves the queue only once acknowledged; one not
@@ -111,6 +115,19 @@ pub fn ack_id(body: &[u8]) -> Result<Option<u64>, String> {
         Some(0) | None => Ok(a.ack_id),
         Some(c) => Err(format!("the HEC answered code {c}")),
     }
+}
+
+/// The `invalid-event-number` of a refusal (0-based within the request).
+pub fn invalid_event_number(body: &[u8]) -> Option<usize> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(rename = "invalid-event-number")]
+        n: usize,
+    }
+    let start = body.iter().position(|&b| b == b'{')?;
+    serde_json::from_slice::<Answer>(&body[start..])
+        .ok()
+        .map(|a| a.n)
 }
 
 /// Whether the ack answer says `id` was indexed.
@@ -215,5 +232,11 @@ mod tests {
         assert!(acked(br#"{"acks":{"7":true}}"#, 7).unwrap());
         assert!(!acked(br#"{"acks":{"7":false}}"#, 7).unwrap());
         assert_eq!(new_channel().len(), 36);
+        let invalid = br#"{"text":"Invalid data format","code":6,"invalid-event-number":3}"#;
+        assert_eq!(invalid_event_number(invalid), Some(3));
+        assert_eq!(
+            invalid_event_number(br#"{"text":"Invalid token","code":4}"#),
+            None
+        );
     }
 }

@@ -39,18 +39,35 @@ use tokio::net::{TcpStream, UdpSocket};
 
 /// The syslog severity of a label value (see the module docs).
 pub fn severity(value: Option<&str>) -> u8 {
+    const NAMES: [(&str, u8); 17] = [
+        ("emerg", 0),
+        ("emergency", 0),
+        ("panic", 0),
+        ("alert", 1),
+        ("crit", 2),
+        ("critical", 2),
+        ("err", 3),
+        ("error", 3),
+        ("high", 3),
+        ("warning", 4),
+        ("warn", 4),
+        ("medium", 4),
+        ("notice", 5),
+        ("low", 5),
+        ("info", 6),
+        ("informational", 6),
+        ("debug", 7),
+    ];
     let Some(v) = value else { return 5 };
-    match v.trim().to_ascii_lowercase().as_str() {
-        "emerg" | "emergency" | "panic" | "0" => 0,
-        "alert" | "1" => 1,
-        "crit" | "critical" | "2" => 2,
-        "err" | "error" | "high" | "3" => 3,
-        "warning" | "warn" | "medium" | "4" => 4,
-        "notice" | "low" | "5" => 5,
-        "info" | "informational" | "6" => 6,
-        "debug" | "7" => 7,
-        _ => 5,
+    let v = v.trim();
+    // Every event asks: compare in place instead of lowercasing a copy.
+    if let [d @ b'0'..=b'7'] = v.as_bytes() {
+        return d - b'0';
     }
+    NAMES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(v))
+        .map_or(5, |&(_, s)| s)
 }
 
 /// CEF severity 0–10 from a syslog severity.
@@ -62,19 +79,32 @@ pub fn cef_severity(syslog: u8) -> u8 {
 pub fn write_message(out: &mut Vec<u8>, cfg: &SyslogConfig, shape: &EventShape, ev: &EventRef<'_>) {
     let sev = severity(ev.labels.get(&cfg.severity_from));
     let pri = u16::from(cfg.facility) * 8 + u16::from(sev);
-    let _ = write!(out, "<{pri}>1 ");
+    out.push(b'<');
+    write_small(out, pri);
+    out.extend_from_slice(b">1 ");
     write_rfc3339_ms(out, ev.sample.timestamp_ms);
-    let _ = write!(
-        out,
-        " {} {} - {} - ",
-        cfg.hostname,
-        cfg.app_name,
-        ev.origin.kind.as_str()
-    );
+    for part in [&cfg.hostname, &cfg.app_name] {
+        out.push(b' ');
+        out.extend_from_slice(part.as_bytes());
+    }
+    out.extend_from_slice(b" - ");
+    out.extend_from_slice(ev.origin.kind.as_str().as_bytes());
+    out.extend_from_slice(b" - ");
     match cfg.format {
         SyslogFormat::Json => shape.write_json(out, ev),
         SyslogFormat::Cef => write_cef(out, cef_severity(sev), ev),
     }
+}
+
+/// A number below 1000 in decimal, without the formatting machinery.
+fn write_small(out: &mut Vec<u8>, n: u16) {
+    if n >= 100 {
+        out.push(b'0' + (n / 100 % 10) as u8);
+    }
+    if n >= 10 {
+        out.push(b'0' + (n / 10 % 10) as u8);
+    }
+    out.push(b'0' + (n % 10) as u8);
 }
 
 /// One CEF record (see the module docs).

@@ -294,30 +294,55 @@ async fn hec(cfg: &EventConfig, client: &Client, batch: &mut Batch) -> Result<()
     let Target::Splunk(s) = &cfg.target else {
         unreachable!("hec for a splunk target")
     };
-    let mut body = Vec::new();
-    for it in batch.pending_items() {
-        body.extend_from_slice(it);
-    }
     let mut headers = vec![("Content-Type", "application/json".to_string())];
     if s.ack {
         headers.push(("X-Splunk-Request-Channel", s.channel.clone()));
     }
-    let answer = post(client, splunk::EVENT_PATH, &headers, body).await?;
     let url = client.endpoint().join(splunk::EVENT_PATH).to_string();
-    let id = splunk::ack_id(&answer).map_err(|reason| ClientError::Connect {
-        url: url.clone(),
-        reason,
-    })?;
-    if let (true, Some(id)) = (s.ack, id) {
-        wait_for_ack(client, s, id).await?;
-    } else if s.ack {
-        tracing::warn!(
-            url = %url,
-            "ack: true, but the HEC answered without an ackId (indexer acknowledgement is off for this token?); taking the batch as delivered"
-        );
+    // Each round delivers or refuses at least one event, so this ends.
+    while !batch.pending.is_empty() {
+        let mut body = Vec::new();
+        for it in batch.pending_items() {
+            body.extend_from_slice(it);
+        }
+        let answer = match post(client, splunk::EVENT_PATH, &headers, body).await {
+            Ok(a) => a,
+            Err(e) => match invalid_event(&e, batch.pending.len()) {
+                Some((n, reason)) => {
+                    // HEC indexed the events before N and none after it.
+                    batch.deliver_first(n);
+                    let bad = batch.pending.remove(0);
+                    batch.refused.push((bad, e.status(), reason));
+                    continue;
+                }
+                None => return Err(e),
+            },
+        };
+        let id = splunk::ack_id(&answer).map_err(|reason| ClientError::Connect {
+            url: url.clone(),
+            reason,
+        })?;
+        if let (true, Some(id)) = (s.ack, id) {
+            wait_for_ack(client, s, id).await?;
+        } else if s.ack {
+            tracing::warn!(
+                url = %url,
+                "ack: true, but the HEC answered without an ackId (indexer acknowledgement is off for this token?); taking the batch as delivered"
+            );
+        }
+        batch.deliver_all();
     }
-    batch.deliver_all();
     Ok(())
+}
+
+/// A HEC refusal naming one event of the request (`invalid-event-number`
+/// within `pending`): that event's index and the reason to keep with it.
+fn invalid_event(e: &ClientError, pending: usize) -> Option<(usize, String)> {
+    let ClientError::Status { body, .. } = e else {
+        return None;
+    };
+    let n = splunk::invalid_event_number(body.as_bytes())?;
+    (n < pending).then(|| (n, e.to_string()))
 }
 
 /// Polls `/services/collector/ack` until `id` is acknowledged or
@@ -432,6 +457,7 @@ mod tests {
                 timeout: Duration::from_secs(5),
             }),
             dead_letter: "/nonexistent".into(),
+            dead_letter_max_bytes: 1 << 20,
         });
         let client = Client::new(crate::client::ClientConfig {
             url: "http://127.0.0.1".into(),

@@ -139,9 +139,13 @@ fn prometheus_refuses_zstd_once_and_gets_everything_as_snappy() {
     assert_eq!(samples as usize, sent.len(), "{q}");
 }
 
-/// What the fake receiver saw: per request, its headers of interest and body.
+/// One request the fake receiver saw: `Content-Encoding`,
+/// `X-VictoriaMetrics-Remote-Write-Version` and the body.
+type Request = (Option<String>, Option<String>, Vec<u8>);
+
+/// What the fake receiver saw, in order.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(Option<String>, Option<String>, Vec<u8>)>>>);
+struct Seen(Arc<Mutex<Vec<Request>>>);
 
 /// A remote-write receiver that takes both protocols and answers 204
 /// (`zstd_status` to zstd bodies), recording every request. Stops on drop.
@@ -194,13 +198,13 @@ impl Receiver {
         }
     }
 
-    fn requests(&self) -> Vec<(Option<String>, Option<String>, Vec<u8>)> {
+    fn requests(&self) -> Vec<Request> {
         self.seen.0.lock().unwrap().clone()
     }
 }
 
 /// Samples in the bodies of `requests` that were accepted (not `refused`).
-fn decoded_samples(requests: &[(Option<String>, Option<String>, Vec<u8>)]) -> usize {
+fn decoded_samples(requests: &[Request]) -> usize {
     requests
         .iter()
         .flat_map(|(_, _, b)| decode_write_request(b).unwrap())

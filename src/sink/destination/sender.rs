@@ -239,6 +239,11 @@ fn prepare(
         return Prepared::Body(b.clone());
     }
     let b = match records {
+        // A zstd block may be refused and resent as snappy (see `send`):
+        // keep it queued in memory for that, send a copy.
+        [only] if to == Compression::Zstd && Compression::of(&only.payload) == to => {
+            bytes::Bytes::copy_from_slice(&only.payload)
+        }
         // One block goes as queued: move it, no copy.
         [only]
             if shared.kind != DestinationKind::RemoteWrite

@@ -1,6 +1,8 @@
 //! Throughput of the wire formats, swept over batch sizes (100, 1k, 10k
-//! series × 10 samples): remote write encode (reused encoder) and decode, and
-//! VictoriaMetrics JSON lines write and read.
+//! series × 10 samples): remote write encode (reused encoder) and decode, in
+//! both protocols (Prometheus: snappy, VictoriaMetrics: zstd), and
+//! VictoriaMetrics JSON lines write and read. The last column is wire bytes
+//! per sample.
 //!
 //! A plain `main` timed with `Instant` (`harness = false`), so it needs no
 //! benchmark crate: `cargo bench --bench codec`. Each case repeats for about
@@ -8,7 +10,7 @@
 //! per second of the wire format.
 
 use spillway::codec::remote_write::RemoteWriteEncoder;
-use spillway::codec::{decode_write_request, write_vm_json_lines, VmJsonLineReader};
+use spillway::codec::{decode_write_request, write_vm_json_lines, Compression, VmJsonLineReader};
 use spillway::model::{Labels, Sample, Series};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -64,30 +66,45 @@ fn report(format: &str, op: &str, series: usize, bytes: usize, per_batch: Durati
     let samples = series * SAMPLES_PER_SERIES;
     let secs = per_batch.as_secs_f64();
     println!(
-        "{format:<14} {op:<8} {series:>7} {samples:>8} {bytes:>12} {:>12.3} {:>12.2} {:>10.1}",
+        "{format:<14} {op:<8} {series:>7} {samples:>8} {bytes:>12} {:>12.3} {:>12.2} {:>10.1} {:>8.2}",
         secs * 1e3,
         samples as f64 / secs / 1e6,
         bytes as f64 / secs / (1 << 20) as f64,
+        bytes as f64 / samples as f64,
     );
 }
 
 fn main() {
     println!(
-        "{:<14} {:<8} {:>7} {:>8} {:>12} {:>12} {:>12} {:>10}",
-        "format", "op", "series", "samples", "wire bytes", "ms/batch", "Msamples/s", "MiB/s"
+        "{:<14} {:<8} {:>7} {:>8} {:>12} {:>12} {:>12} {:>10} {:>8}",
+        "format",
+        "op",
+        "series",
+        "samples",
+        "wire bytes",
+        "ms/batch",
+        "Msamples/s",
+        "MiB/s",
+        "B/sample"
     );
     for &n in &BATCHES {
         let series = batch(n);
 
-        let mut encoder = RemoteWriteEncoder::new();
-        let mut body = Vec::new();
-        let t = time(|| encoder.encode(black_box(&series), &mut body).unwrap());
-        report("remote_write", "encode", n, body.len(), t);
+        for (format, compression) in [
+            ("remote_write", Compression::Snappy),
+            ("rw_vm_zstd", Compression::Zstd),
+        ] {
+            let mut encoder = RemoteWriteEncoder::new();
+            encoder.set_compression(compression);
+            let mut body = Vec::new();
+            let t = time(|| encoder.encode(black_box(&series), &mut body).unwrap());
+            report(format, "encode", n, body.len(), t);
 
-        let t = time(|| {
-            black_box(decode_write_request(black_box(&body)).unwrap());
-        });
-        report("remote_write", "decode", n, body.len(), t);
+            let t = time(|| {
+                black_box(decode_write_request(black_box(&body)).unwrap());
+            });
+            report(format, "decode", n, body.len(), t);
+        }
 
         let mut text = Vec::new();
         let t = time(|| {

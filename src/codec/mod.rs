@@ -7,6 +7,8 @@
 //! compressed as **one raw snappy block**, not the framed/stream format. The
 //! sender sets `Content-Encoding: snappy`, `Content-Type:
 //! application/x-protobuf` and `X-Prometheus-Remote-Write-Version: 0.1.0`.
+//! The VictoriaMetrics remote-write protocol sends the same protobuf as one
+//! zstd frame (`Content-Encoding: zstd`); decoding takes either.
 //! Values travel as IEEE-754 bits, so the staleness marker
 //! (`0x7ff0000000000002`) arrives exactly as sent. The encoder writes the
 //! protobuf by hand from borrowed series into reused buffers (no owned
@@ -36,7 +38,7 @@ pub mod vm_json;
 
 pub use remote_write::{
     decode_write_request, decode_write_request_into, decode_write_request_with_limit,
-    encode_write_request, split_for_limit, RemoteWriteEncoder,
+    encode_write_request, split_for_limit, Compression, RemoteWriteEncoder,
 };
 pub use vm_json::{
     parse_vm_json_line, write_vm_json_line, write_vm_json_lines, write_vm_json_metric,
@@ -67,6 +69,9 @@ pub enum CodecError {
 
     #[error("remote write body is not a valid raw snappy block: {0}")]
     Snappy(String),
+
+    #[error("remote write body is not a valid zstd frame: {0}")]
+    Zstd(String),
 
     #[error("remote write body is not a valid protobuf WriteRequest: {0}")]
     Protobuf(String),

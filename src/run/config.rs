@@ -131,6 +131,8 @@ pub struct DestinationSpec {
     pub max_disk_bytes: Option<String>,
     /// `drop_oldest` (default), `drop_newest` or `block`: what a full queue does.
     pub on_full: Option<String>,
+    /// remote_write: `auto` (default), `prometheus` or `victoriametrics`.
+    pub protocol: Option<String>,
     /// Samples outside these windows go to `outside_schedule` (any type).
     #[serde(default)]
     pub schedule: Option<crate::sink::schedule::ScheduleSpec>,

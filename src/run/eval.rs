@@ -35,6 +35,7 @@ use crate::model::labels::METRIC_NAME;
 use crate::model::{Annotations, ExportKind, Labels, Origin, Sample, Series};
 use crate::run::rules::{render_labels_with, RuleType, TemplateData};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Metric name of the series that says an alert fires.
@@ -118,11 +119,17 @@ impl AlertState {
     }
 }
 
+/// The label sets a rule exported, shared between the memories of
+/// consecutive evaluations: a series found again is remembered by a
+/// reference count, not a fresh copy of its labels (with tens of thousands
+/// of results per evaluation, those copies were most of its allocations).
+pub type Exported = HashSet<Arc<Labels>>;
+
 /// What a rule remembers between evaluations.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RuleMemory {
     /// Series exported by the last successful evaluation, for stale markers.
-    pub exported: HashSet<Labels>,
+    pub exported: Exported,
     /// Pending and firing alerts (alerting rules only).
     pub alerts: HashMap<Labels, Alert>,
 }
@@ -195,14 +202,15 @@ fn evaluate_recording(
             result.len()
         ));
     }
-    let mut current = HashSet::with_capacity(result.len());
+    let mut current = Exported::with_capacity(result.len());
     let mut export = Vec::with_capacity(result.len());
+    let mut reused = 0;
     for s in result {
         let Some(sample) = s.samples.last() else {
             continue;
         };
         let labels = recorded_labels(&spec.name, &spec.labels, &s.labels);
-        if !current.insert(labels.clone()) {
+        if !current.insert(remembered(&memory.exported, &labels, &mut reused)) {
             return Outcome::error(format!(
                 "original metric {}; resulting labels {}: {DUPLICATE}",
                 s.labels, labels
@@ -210,19 +218,37 @@ fn evaluate_recording(
         }
         export.push(Series::new(labels, vec![Sample::new(ts, sample.value)]));
     }
-    finish(export, current, HashMap::new(), memory, ts)
+    finish(export, current, reused, HashMap::new(), memory, ts)
 }
 
-/// Adds stale markers for what disappeared and sorts the export.
+/// `labels` as the memory keeps it: the previous evaluation's copy when it
+/// exported the same series (counted in `reused`), else a new one.
+fn remembered(before: &Exported, labels: &Labels, reused: &mut usize) -> Arc<Labels> {
+    match before.get(labels) {
+        Some(known) => {
+            *reused += 1;
+            Arc::clone(known)
+        }
+        None => Arc::new(labels.clone()),
+    }
+}
+
+/// Adds stale markers for what disappeared and sorts the export. `reused`
+/// series of `current` were in the memory already (each once: duplicates
+/// were refused before); when that is all of the memory, nothing
+/// disappeared, and the pass looking for it (a hash per series) is skipped.
 fn finish(
     mut export: Vec<Series>,
-    current: HashSet<Labels>,
+    current: Exported,
+    reused: usize,
     alerts: HashMap<Labels, Alert>,
     memory: &RuleMemory,
     ts: i64,
 ) -> Outcome {
-    for gone in memory.exported.difference(&current) {
-        export.push(Series::new(gone.clone(), vec![Sample::stale(ts)]));
+    if reused < memory.exported.len() {
+        for gone in memory.exported.difference(&current) {
+            export.push(Series::new(Labels::clone(gone), vec![Sample::stale(ts)]));
+        }
     }
     export.sort_by(|a, b| a.labels.cmp(&b.labels));
     Outcome {
@@ -371,14 +397,18 @@ fn evaluate_alerting(
     }
 
     let mut export = Vec::new();
-    let mut current = HashSet::new();
+    let mut current = Exported::new();
+    let mut reused = 0;
     for alert in alerts.values().filter(|a| a.state == AlertState::Firing) {
         for s in alert_series(alert, ts) {
-            current.insert(s.labels.clone());
+            // Counted once: an alert's series are distinct from each other's.
+            if !current.contains(&s.labels) {
+                current.insert(remembered(&memory.exported, &s.labels, &mut reused));
+            }
             export.push(s);
         }
     }
-    finish(export, current, alerts, memory, ts)
+    finish(export, current, reused, alerts, memory, ts)
 }
 
 /// The rendered annotations of each exported series of an alerting rule,
@@ -570,7 +600,7 @@ mod tests {
         // Deleting `instance` makes the two series one.
         let spec = record("r", &[("instance", "")]);
         let before = RuleMemory {
-            exported: HashSet::from([parse_label_set(r#"r{x="1"}"#).unwrap()]),
+            exported: HashSet::from([Arc::new(parse_label_set(r#"r{x="1"}"#).unwrap())]),
             alerts: HashMap::new(),
         };
         let out = evaluate(

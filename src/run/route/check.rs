@@ -399,6 +399,9 @@ fn check_destination(
             destination::OnFullPolicy::default()
         }
     };
+    let protocol = destination::WriteProtocol::check(spec.protocol.as_deref(), kind)
+        .map_err(|e| problems.push(format!("{}: {e}", at("protocol"))))
+        .unwrap_or_default();
     match client {
         Some(client) if problems.is_empty() => Ok(DestinationConfig {
             name: spec.name.clone(),
@@ -414,6 +417,7 @@ fn check_destination(
             queue_dir: storage.join(queue_dir_name(&spec.name)),
             event,
             schedule,
+            protocol,
         }),
         _ => Err(problems),
     }

@@ -8,10 +8,14 @@
 //! it is, or merges several small ones into one body: protobuf messages
 //! concatenate into a valid message (`timeseries` is a repeated field), and
 //! JSON lines concatenate as lines, so merging is decompress, append,
-//! compress once.
+//! compress once. Remote-write blocks are snappy (Prometheus remote write)
+//! or zstd (the VictoriaMetrics protocol), as the destination spoke when they
+//! were queued; a request is built in what it speaks now, so a block queued
+//! as zstd is repacked to snappy after a fallback.
 
 use super::DestinationKind;
-use crate::codec::{write_vm_json_parts, CodecError, RemoteWriteEncoder};
+use crate::codec::remote_write::{merge_bodies, MAX_DECODED_BYTES};
+use crate::codec::{write_vm_json_parts, CodecError, Compression, RemoteWriteEncoder};
 use crate::model::{Labels, Sample};
 
 /// Reusable per-accept encoder: buffers survive between batches.
@@ -41,6 +45,11 @@ impl BlockEncoder {
             blocks: Vec::new(),
             spare: Vec::new(),
         }
+    }
+
+    /// Remote-write blocks cut from now on are compressed so.
+    pub fn set_compression(&mut self, compression: Compression) {
+        self.remote_write.set_compression(compression);
     }
 
     /// Series added from now on belong to `lane`; a block of another lane
@@ -123,34 +132,21 @@ impl BlockEncoder {
     }
 }
 
-/// One request body from one or more queued blocks, in order.
-pub(super) fn merge(kind: DestinationKind, blocks: &[&[u8]]) -> Result<Vec<u8>, CodecError> {
-    if let [one] = blocks {
-        return Ok(one.to_vec());
-    }
-    match kind {
+/// One request body from one or more queued blocks, in order. Remote write
+/// blocks (snappy or zstd, whichever they were queued as) come out as `to`,
+/// recompressed when needed; a single block already so compressed is
+/// copied as it is.
+pub(super) fn merge(
+    kind: DestinationKind,
+    blocks: &[&[u8]],
+    to: Compression,
+) -> Result<Vec<u8>, CodecError> {
+    match (kind, blocks) {
+        (DestinationKind::RemoteWrite, [one]) if Compression::of(one) == to => Ok(one.to_vec()),
+        (DestinationKind::RemoteWrite, _) => merge_bodies(blocks, to, MAX_DECODED_BYTES),
+        (_, [one]) => Ok(one.to_vec()),
         // Event blocks are length-prefixed items: they concatenate too.
-        DestinationKind::VmImport | DestinationKind::Event(_) => Ok(blocks.concat()),
-        DestinationKind::RemoteWrite => {
-            let mut proto = Vec::new();
-            let mut decoder = snap::raw::Decoder::new();
-            for b in blocks {
-                let len =
-                    snap::raw::decompress_len(b).map_err(|e| CodecError::Snappy(e.to_string()))?;
-                let at = proto.len();
-                proto.resize(at + len, 0);
-                let n = decoder
-                    .decompress(b, &mut proto[at..])
-                    .map_err(|e| CodecError::Snappy(e.to_string()))?;
-                proto.truncate(at + n);
-            }
-            snap::raw::Encoder::new()
-                .compress_vec(&proto)
-                .map_err(|e| CodecError::Compress {
-                    size: proto.len(),
-                    reason: e.to_string(),
-                })
-        }
+        (DestinationKind::VmImport | DestinationKind::Event(_), _) => Ok(blocks.concat()),
     }
 }
 
@@ -215,9 +211,43 @@ mod tests {
         let blocks = enc.finish().unwrap();
         assert_eq!(blocks.len(), 3);
         let refs: Vec<&[u8]> = blocks.iter().map(|b| b.0.as_slice()).collect();
-        let merged = merge(DestinationKind::RemoteWrite, &refs).unwrap();
+        let merged = merge(DestinationKind::RemoteWrite, &refs, Compression::Snappy).unwrap();
+        assert_eq!(Compression::of(&merged), Compression::Snappy);
         let back = decode_write_request(&merged).unwrap();
         assert_eq!(back, vec![series("a", 2), series("b", 2), series("c", 1)]);
+    }
+
+    #[test]
+    fn zstd_blocks_merge_into_either_protocol() {
+        let mut enc = BlockEncoder::new(DestinationKind::RemoteWrite, 2);
+        enc.set_compression(Compression::Zstd);
+        let a = series("a", 2);
+        enc.add(&a.labels, &a.samples).unwrap();
+        let zstd_block = enc.finish().unwrap().remove(0).0;
+        assert_eq!(Compression::of(&zstd_block), Compression::Zstd);
+        enc.set_compression(Compression::Snappy);
+        let b = series("b", 1);
+        enc.add(&b.labels, &b.samples).unwrap();
+        let snappy_block = enc.finish().unwrap().remove(0).0;
+        assert_eq!(Compression::of(&snappy_block), Compression::Snappy);
+        for to in [Compression::Zstd, Compression::Snappy] {
+            let parts = [zstd_block.as_slice(), snappy_block.as_slice()];
+            let merged = merge(DestinationKind::RemoteWrite, &parts, to).unwrap();
+            assert_eq!(Compression::of(&merged), to);
+            assert_eq!(
+                decode_write_request(&merged).unwrap(),
+                vec![a.clone(), b.clone()]
+            );
+        }
+        // A lone zstd block after a fallback is repacked, not sent as zstd.
+        let repacked = merge(
+            DestinationKind::RemoteWrite,
+            &[&zstd_block],
+            Compression::Snappy,
+        )
+        .unwrap();
+        assert_eq!(Compression::of(&repacked), Compression::Snappy);
+        assert_eq!(decode_write_request(&repacked).unwrap(), vec![a]);
     }
 
     #[test]
@@ -229,6 +259,7 @@ mod tests {
         let merged = merge(
             DestinationKind::VmImport,
             &[blocks[0].0.as_slice(), blocks[0].0.as_slice()],
+            Compression::Snappy,
         )
         .unwrap();
         let lines: Vec<Series> = merged

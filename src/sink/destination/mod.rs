@@ -174,6 +174,49 @@ pub fn retry_policy() -> RetryPolicy {
     }
 }
 
+/// Which remote-write protocol a `remote_write` destination speaks
+/// (`protocol:`; see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteProtocol {
+    /// vmagent's default: the VictoriaMetrics protocol (zstd) until the
+    /// destination answers 400 or 415 to it, then Prometheus remote write
+    /// 1.0 (snappy) for the rest of the process' life.
+    #[default]
+    Auto,
+    /// Prometheus remote write 1.0 only.
+    Prometheus,
+    /// The VictoriaMetrics protocol; a block refused with 400/415 is still
+    /// sent once more as Prometheus remote write, as vmagent's
+    /// `-remoteWrite.useVMProto` does, but the next ones stay zstd.
+    VictoriaMetrics,
+}
+
+impl WriteProtocol {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(WriteProtocol::Auto),
+            "prometheus" => Ok(WriteProtocol::Prometheus),
+            "victoriametrics" => Ok(WriteProtocol::VictoriaMetrics),
+            other => Err(format!(
+                "unknown remote write protocol {other:?}: expected auto, prometheus or victoriametrics"
+            )),
+        }
+    }
+
+    /// `protocol:` of a destination of `kind`: only remote write has one.
+    pub fn check(value: Option<&str>, kind: DestinationKind) -> Result<Self, String> {
+        match value {
+            None => Ok(WriteProtocol::default()),
+            Some(_) if kind != DestinationKind::RemoteWrite => Err(format!(
+                "only remote_write destinations choose a protocol, this one is {}; remove `protocol`",
+                kind.as_str()
+            )),
+            Some(v) => WriteProtocol::parse(v),
+        }
+    }
+}
+
 /// What an accept does when the queue is full (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -287,6 +330,8 @@ pub struct DestinationConfig {
     /// `schedule:` and `outside_schedule:`; the pipeline applies them
     /// before this destination sees a batch.
     pub schedule: Option<Arc<crate::sink::schedule::ScheduleRoute>>,
+    /// Remote write only: VictoriaMetrics (zstd) or Prometheus (snappy).
+    pub protocol: WriteProtocol,
 }
 
 impl DestinationConfig {
@@ -311,6 +356,7 @@ impl DestinationConfig {
             queue_dir: storage.join(queue_dir_name(name)),
             event: None,
             schedule: None,
+            protocol: WriteProtocol::default(),
         }
     }
 }
@@ -416,6 +462,11 @@ pub(crate) struct Shared {
     full: AtomicBool,
     /// Set for event destinations.
     event: Option<Arc<EventConfig>>,
+    protocol: WriteProtocol,
+    /// Remote write: new blocks and merged requests use the VictoriaMetrics
+    /// protocol (zstd). Cleared for good when `Auto` learns the destination
+    /// does not take it.
+    vm_proto: AtomicBool,
 }
 
 impl Destination {
@@ -495,6 +546,11 @@ impl Destination {
             accepting: AtomicBool::new(true),
             full: AtomicBool::new(false),
             event,
+            protocol: config.protocol,
+            vm_proto: AtomicBool::new(
+                config.kind == DestinationKind::RemoteWrite
+                    && config.protocol != WriteProtocol::Prometheus,
+            ),
         };
         Ok((
             Destination {
@@ -775,6 +831,7 @@ impl Shared {
         let mut enc = lock(&self.encoders)
             .pop()
             .unwrap_or_else(|| encode::BlockEncoder::new(self.kind, self.max_batch_samples));
+        enc.set_compression(self.compression());
         let result = self.encode_and_push(batch, meta, relabel, &mut enc);
         enc.reset();
         lock(&self.encoders).push(enc);

@@ -19,10 +19,13 @@
 //! (already counted as `disk_full`) is not sent after all, which keeps
 //! `sent + dropped` exact.
 
-use super::{encode, DestinationKind, DropReason, Phase, Shared, CURSOR_SYNC_INTERVAL};
+use super::{
+    encode, DestinationKind, DropReason, Phase, Shared, WriteProtocol, CURSOR_SYNC_INTERVAL,
+};
 use crate::client::ClientError;
-use crate::codec::remote_write::{CONTENT_ENCODING, CONTENT_TYPE, VERSION, VERSION_HEADER};
+use crate::codec::Compression;
 use crate::queue::Record;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -164,10 +167,32 @@ async fn deliver(shared: &Arc<Shared>, mut records: Vec<Record>) {
 }
 
 /// One request for `records`, retried until it is delivered or refused;
-/// `None` when the destination was stopped meanwhile.
+/// `None` when the destination was stopped meanwhile. A remote-write
+/// request in the VictoriaMetrics protocol refused with 400 or 415 is sent
+/// again at once as Prometheus remote write, as vmagent does (see
+/// [`Shared::fall_back`]).
 async fn send(
     shared: &Arc<Shared>,
     records: &mut Vec<Record>,
+) -> Option<Result<Outcome, ClientError>> {
+    let mut to = shared.compression();
+    loop {
+        let result = send_as(shared, records, to).await?;
+        match &result {
+            Err(e) if to == Compression::Zstd && matches!(e.status(), Some(400 | 415)) => {
+                shared.fall_back(e);
+                to = Compression::Snappy;
+            }
+            _ => return Some(result),
+        }
+    }
+}
+
+/// [`send`] with the remote-write compression fixed.
+async fn send_as(
+    shared: &Arc<Shared>,
+    records: &mut Vec<Record>,
+    to: Compression,
 ) -> Option<Result<Outcome, ClientError>> {
     let mut body: Option<bytes::Bytes> = None;
     let mut attempts = 0u32;
@@ -183,7 +208,7 @@ async fn send(
             shared.stats.retry();
         }
         attempts += 1;
-        let prepared = prepare(shared, records, &mut body);
+        let prepared = prepare(shared, records, &mut body, to);
         let shared = Arc::clone(shared);
         async move {
             match prepared {
@@ -201,21 +226,37 @@ async fn send(
 
 /// The request body for `records`, built once and kept in `body` across
 /// attempts (until the set of records changes).
-fn prepare(shared: &Shared, records: &mut [Record], body: &mut Option<bytes::Bytes>) -> Prepared {
+fn prepare(
+    shared: &Shared,
+    records: &mut [Record],
+    body: &mut Option<bytes::Bytes>,
+    to: Compression,
+) -> Prepared {
     if records.is_empty() {
         return Prepared::Nothing;
     }
     if let Some(b) = body {
         return Prepared::Body(b.clone());
     }
-    let b = if let [only] = records {
+    let b = match records {
+        // A zstd block may be refused and resent as snappy (see `send`):
+        // keep it queued in memory for that, send a copy.
+        [only] if to == Compression::Zstd && Compression::of(&only.payload) == to => {
+            bytes::Bytes::copy_from_slice(&only.payload)
+        }
         // One block goes as queued: move it, no copy.
-        bytes::Bytes::from(std::mem::take(&mut only.payload))
-    } else {
-        let parts: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
-        match encode::merge(shared.kind, &parts) {
-            Ok(b) => bytes::Bytes::from(b),
-            Err(e) => return Prepared::Undecodable(e.to_string()),
+        [only]
+            if shared.kind != DestinationKind::RemoteWrite
+                || Compression::of(&only.payload) == to =>
+        {
+            bytes::Bytes::from(std::mem::take(&mut only.payload))
+        }
+        _ => {
+            let parts: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
+            match encode::merge(shared.kind, &parts, to) {
+                Ok(b) => bytes::Bytes::from(b),
+                Err(e) => return Prepared::Undecodable(e.to_string()),
+            }
         }
     };
     *body = Some(b.clone());
@@ -297,16 +338,40 @@ pub(super) async fn stopped(phase: &mut watch::Receiver<Phase>) {
 }
 
 impl Shared {
+    /// How new remote-write blocks and requests are compressed now.
+    pub(super) fn compression(&self) -> Compression {
+        if self.vm_proto.load(Ordering::Relaxed) {
+            Compression::Zstd
+        } else {
+            Compression::Snappy
+        }
+    }
+
+    /// The destination refused a VictoriaMetrics-protocol request with
+    /// `e` (400 or 415): with `protocol: auto` it is taken as not speaking
+    /// it, and gets Prometheus remote write from now on (until a restart),
+    /// as vmagent does.
+    fn fall_back(&self, e: &ClientError) {
+        if self.protocol == WriteProtocol::Auto && self.vm_proto.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                destination = %self.name,
+                "the destination refused the VictoriaMetrics remote-write protocol (zstd): {e}; \
+                 sending Prometheus remote write 1.0 (snappy) from now on (set `protocol: prometheus` to skip the first try)"
+            );
+        }
+    }
+
     /// One attempt; what to do about a failure is the retry policy's call.
     async fn post(&self, body: bytes::Bytes) -> Result<(), ClientError> {
         let started = std::time::Instant::now();
         let result = async {
             let req = self.client.request(reqwest::Method::POST, &self.path)?;
             let req = match self.kind {
-                DestinationKind::RemoteWrite => req
-                    .header("Content-Encoding", CONTENT_ENCODING)
-                    .header("Content-Type", CONTENT_TYPE)
-                    .header(VERSION_HEADER, VERSION),
+                // The body says which protocol it is in, as vmagent decides.
+                DestinationKind::RemoteWrite => Compression::of(&body)
+                    .headers()
+                    .into_iter()
+                    .fold(req, |req, (k, v)| req.header(k, v)),
                 DestinationKind::VmImport => req.header("Content-Type", "application/json"),
                 // Event destinations send through `event_sender`.
                 DestinationKind::Event(_) => req,

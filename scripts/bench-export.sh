@@ -15,12 +15,14 @@
 # Env:   RUNS=3            runs per command (median and spread over them)
 #        SPILLWAY=path     measure a prebuilt binary instead of building one
 #        FORMATS="..."     the single-format list (default "csv parquet sqlite json jsonl")
+#        RANGES="6h 24h"   which ranges to measure
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 series=${1:-10000}
 runs=${RUNS:-3}
 formats=${FORMATS:-csv parquet sqlite json jsonl}
+ranges=${RANGES:-6h 24h}
 step=15
 hours=24
 . scripts/bench-lib.sh
@@ -117,8 +119,7 @@ run_range() {
   done
 }
 
-run_range 6h $(( end - 6 * 3600 )) "$end"
-run_range 24h "$start" "$end"
+for r in $ranges; do run_range "$r" $(( end - ${r%h} * 3600 )) "$end"; done
 
 # summary: per name, median and min..max of wall, client CPU, server CPU, RSS.
 summary() {
@@ -144,7 +145,7 @@ summary
 
 echo
 echo "== ratios of medians (spillway / curl): wall and total CPU (client + server)"
-for r in 6h 24h; do
+for r in $ranges; do
   for n in csv,parquet,sqlite $formats; do
     case $n in csv,parquet,sqlite) t=1.5 ;; json|jsonl) t=1.3 ;; *) t=1.2 ;; esac
     awk -v a="spillway-$r-$n" -v b="curl-$r" -v t="$t" -v r="$r" -v f="$n" '
@@ -153,4 +154,4 @@ for r in 6h 24h; do
            r, f, aw/bw, t, (ac+as)/(bc+bs), ar/1024 }' "$work/medians.txt"
   done
 done
-echo "RSS 24h / 6h (all three): $(awk '$1=="spillway-24h-csv,parquet,sqlite"{a=$4} $1=="spillway-6h-csv,parquet,sqlite"{b=$4} END{printf "%.2f", a/b}' "$work/medians.txt")x (flat memory: about 1)"
+echo "RSS 24h / 6h (all three): $(awk '$1=="spillway-24h-csv,parquet,sqlite"{a=$4} $1=="spillway-6h-csv,parquet,sqlite"{b=$4} END{ if (a > 0 && b > 0) printf "%.2f", a/b; else printf "n/a" }' "$work/medians.txt")x (flat memory: about 1)"

@@ -56,6 +56,8 @@ fn input() -> Vec<(Labels, Vec<FlaggedSample>)> {
 }
 
 type Open = fn(&Path, &RunInfo) -> Box<dyn file::RecordSink>;
+/// A case: its name, how to open the sink, what to prepare (untimed) before each run.
+type Case = (&'static str, Open, fn(&Path));
 
 /// The best of `RUNS` runs, in rows per second. `prepare` runs untimed before each.
 fn measure(
@@ -100,7 +102,7 @@ fn baseline_path(name: &str) -> PathBuf {
 fn main() {
     let input = input();
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, Open, fn(&Path)); 8] = [
+    let cases: [Case; 8] = [
         (
             "csv",
             |d, r| file::open(Format::Csv, d, r).unwrap(),

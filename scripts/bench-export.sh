@@ -1,22 +1,40 @@
 #!/usr/bin/env bash
 # Benchmark of `spillway export` against the server's own limit: the same
 # query_range calls fetched by curl to /dev/null. Loads SERIES series × 24 h at
-# 15 s into a loopback VictoriaMetrics, then, in one run, times
-#   curl (the same windows spillway uses) vs spillway export --format csv,parquet,sqlite
-# over a 6 h range and over the 24 h range (flat memory), printing wall time,
-# CPU time, peak RSS and the ratios. Targets: wall <= 1.5x curl; RSS <= 150 MB.
+# 15 s into a loopback VictoriaMetrics, then, RUNS times interleaved, measures
+#   curl (the same windows spillway uses, one after the other)
+#   spillway export --format csv,parquet,sqlite   (all three in one pass)
+#   spillway export --format csv | parquet | sqlite | json | jsonl   (each alone)
+# over a 6 h range and over the 24 h range (flat memory). For each it prints
+# the median and the spread (min..max) of wall time, CPU-seconds of the client,
+# CPU-seconds of the server during the command, and peak RSS, then the ratios
+# of the medians against curl.
+# Targets (issue 13): all three together <= 1.5x curl, each alone <= 1.2x,
+# json/jsonl <= 1.3x, peak RSS <= 100 MB at both ranges.
 # Usage: scripts/bench-export.sh [SERIES]   (default 10000)
+# Env:   RUNS=3            runs per command (median and spread over them)
+#        SPILLWAY=path     measure a prebuilt binary instead of building one
+#        FORMATS="..."     the single-format list (default "csv parquet sqlite json jsonl")
+#        RANGES="6h 24h"   which ranges to measure
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 series=${1:-10000}
+runs=${RUNS:-3}
+formats=${FORMATS:-csv parquet sqlite json jsonl}
+ranges=${RANGES:-6h 24h}
 step=15
 hours=24
 . scripts/bench-lib.sh
 
 scripts/install-deps.sh time
-cargo build --release --locked --quiet
-bin="$root/target/release/spillway"
+if [ -n "${SPILLWAY:-}" ]; then
+  bin=$SPILLWAY
+else
+  cargo build --release --locked --quiet
+  bin="${CARGO_TARGET_DIR:-$root/target}/release/spillway"
+fi
+echo "== measuring $bin"
 work="$root/bench-out/export"
 rm -rf "$work"; mkdir -p "$work"
 results="$work/results.txt"; : >"$results"
@@ -55,8 +73,23 @@ thresholds:
     alert_above: 80
 YML
 
+# CPU-seconds the server has used so far (utime + stime from /proc).
+server_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$vm_pid/stat"
+}
+
+# run NAME CMD...: `measure` plus the server's CPU during CMD, appended as field 5.
+run() {
+  local name=$1; shift
+  local before after
+  before=$(server_cpu)
+  measure "$name" "$@"
+  after=$(server_cpu)
+  sed -i "\$s/\$/ $(awk -v a="$after" -v b="$before" 'BEGIN{printf "%.2f", a-b}')/" "$results"
+}
+
 window_points=720
-run_range() {
+write_curl() {
   local label=$1 from=$2 to=$3
   # The same windows spillway uses: the 15 s grid inside [from, to], 720 points per call.
   local first=$(( (from + step - 1) / step * step )) last=$(( to / step * step ))
@@ -66,24 +99,59 @@ run_range() {
     echo "curl -sf -o /dev/null --data-urlencode query=bench_metric -d start=$s -d end=$e -d step=${step}s -d nocache=1 $vm/api/v1/query_range" >>"$work/curl-$label.sh"
   done
   echo "== $label range: $(wc -l <"$work/curl-$label.sh") query_range calls"
-  measure "curl-$label" bash "$work/curl-$label.sh"
-  measure "spillway-$label" "$bin" --quiet export --url "$vm" --query bench_metric --from "$from" --to "$to" \
-    --step ${step}s --thresholds "$work/thresholds.yml" --format csv,parquet,sqlite --out "$work/out-$label"
-  ls -l "$work/out-$label" | tail -n +2
-  # The same without SQLite, to show what the database costs on its own.
-  measure "spillway-$label-csv,parquet" "$bin" --quiet export --url "$vm" --query bench_metric --from "$from" --to "$to" \
-    --step ${step}s --thresholds "$work/thresholds.yml" --format csv,parquet --out "$work/out-$label-nosql"
-  rm -rf "$work/out-$label" "$work/out-$label-nosql"
 }
 
-run_range 6h $(( end - 6 * 3600 )) "$end"
-run_range 24h "$start" "$end"
+export_run() {
+  local label=$1 from=$2 to=$3 fmt=$4
+  run "spillway-$label-$fmt" "$bin" --quiet export --url "$vm" --query bench_metric --from "$from" --to "$to" \
+    --step ${step}s --thresholds "$work/thresholds.yml" --format "$fmt" --out "$work/out"
+  rm -rf "$work/out"
+}
+
+run_range() {
+  local label=$1 from=$2 to=$3
+  write_curl "$label" "$from" "$to"
+  for (( i = 1; i <= runs; i++ )); do
+    echo "-- $label run $i/$runs"
+    run "curl-$label" bash "$work/curl-$label.sh"
+    export_run "$label" "$from" "$to" csv,parquet,sqlite
+    for f in $formats; do export_run "$label" "$from" "$to" "$f"; done
+  done
+}
+
+for r in $ranges; do run_range "$r" $(( end - ${r%h} * 3600 )) "$end"; done
+
+# summary: per name, median and min..max of wall, client CPU, server CPU, RSS.
+summary() {
+  sort -k1,1 -s "$results" | awk '
+    function med(a, n,   i, j, t) {
+      for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+      return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+    }
+    function flush(   k) {
+      if (name == "") return
+      printf "%-32s %3d runs  wall %7.2f (%.2f..%.2f)  cpu %7.2f (%.2f..%.2f)  server cpu %6.2f  RSS %6.1f MB (%.1f..%.1f)\n",
+        name, n, med(w, n), w[1], w[n], med(c, n), c[1], c[n], med(s, n), med(r, n)/1024, r[1]/1024, r[n]/1024
+      print name, med(w, n), med(c, n), med(r, n), med(s, n) > medians
+      n = 0
+    }
+    $1 != name { flush(); name = $1 }
+    { n++; w[n] = $2; c[n] = $3; r[n] = $4; s[n] = $5 }
+    END { flush() }' medians="$work/medians.txt"
+}
+echo
+echo "== medians and spread (min..max) over $runs runs; $series series"
+summary
 
 echo
-echo "== ratios (spillway / curl)"
-for r in 6h 24h; do
-  echo "$r: wall $(ratio spillway-$r curl-$r 2)x (target <= 1.5), cpu $(ratio spillway-$r curl-$r 3)x," \
-       "spillway peak RSS $(awk -v n=spillway-$r '$1==n{printf "%.1f", $4/1024}' "$results") MB (target <= 150);" \
-       "without sqlite: wall $(ratio spillway-$r-csv,parquet curl-$r 2)x"
+echo "== ratios of medians (spillway / curl): wall and total CPU (client + server)"
+for r in $ranges; do
+  for n in csv,parquet,sqlite $formats; do
+    case $n in csv,parquet,sqlite) t=1.5 ;; json|jsonl) t=1.3 ;; *) t=1.2 ;; esac
+    awk -v a="spillway-$r-$n" -v b="curl-$r" -v t="$t" -v r="$r" -v f="$n" '
+      $1==a{aw=$2; ac=$3; ar=$4; as=$5} $1==b{bw=$2; bc=$3; bs=$5}
+      END{ printf "%-4s %-20s wall %5.2fx (target <= %s)  cpu %5.2fx  RSS %6.1f MB (target <= 100)\n",
+           r, f, aw/bw, t, (ac+as)/(bc+bs), ar/1024 }' "$work/medians.txt"
+  done
 done
-echo "RSS 24h / 6h: $(ratio spillway-24h spillway-6h 4)x (flat memory: about 1)"
+echo "RSS 24h / 6h (all three): $(awk '$1=="spillway-24h-csv,parquet,sqlite"{a=$4} $1=="spillway-6h-csv,parquet,sqlite"{b=$4} END{ if (a > 0 && b > 0) printf "%.2f", a/b; else printf "n/a" }' "$work/medians.txt")x (flat memory: about 1)"

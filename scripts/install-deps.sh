@@ -62,5 +62,12 @@ if ! python3 -c "import kubernetes_validate" >/dev/null 2>&1; then
     || python3 -m pip install --quiet --break-system-packages kubernetes-validate==1.37.0
 fi
 
+# tests/export_lake.rs reads the partitioned Parquet export back with DuckDB and pandas/pyarrow.
+if ! python3 -c "import duckdb, pandas, pyarrow" >/dev/null 2>&1; then
+  echo "installing: duckdb==2.0.1 pandas==3.1.1 pyarrow==26.0.1 (pip)"
+  python3 -m pip install --quiet duckdb==2.0.1 pandas==3.1.1 pyarrow==26.0.1 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages duckdb==2.0.1 pandas==3.1.1 pyarrow==26.0.1
+fi
+
 command -v cargo >/dev/null 2>&1 || { echo "cargo is missing: install a Rust toolchain (rustup) first" >&2; exit 1; }
 exit 0

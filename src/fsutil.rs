@@ -79,6 +79,21 @@ fn create_temp(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Creates a fresh temp directory for `dir/final_name` (same naming as temp
+/// files) and returns it with its lock: a `.lock` file inside, locked while
+/// the returned `File` is open, so [`remove_stale_temps`] leaves it alone.
+pub fn create_temp_dir(dir: &Path, final_name: &str) -> io::Result<(PathBuf, File)> {
+    let path = temp_path_for(dir, final_name);
+    fs::create_dir(&path)?;
+    match create_temp(&path.join(".lock")) {
+        Ok(lock) => Ok((path, lock)),
+        Err(e) => {
+            fs::remove_dir_all(&path).ok();
+            Err(e)
+        }
+    }
+}
+
 /// The pid in a temp file name of ours, `.<final>.tmp.<pid>.<n>`; `None`
 /// for any other name.
 pub fn temp_owner(name: &str) -> Option<u32> {
@@ -143,6 +158,21 @@ impl AtomicFile {
     /// name empty or short, never a reader-visible temp file.
     pub fn commit_unsynced(self) -> io::Result<PathBuf> {
         self.finish(false)
+    }
+
+    /// [`commit`](Self::commit) that never replaces: when the final name
+    /// exists (another process created it meanwhile) it fails with
+    /// `AlreadyExists` and the temp file stays, for the caller to use or drop.
+    pub fn commit_new(&mut self) -> io::Result<PathBuf> {
+        let writer = self.writer.as_mut().expect("writer present until commit");
+        writer.flush()?;
+        writer.get_ref().sync_all()?;
+        // A hard link fails atomically when the name is taken; rename would replace it.
+        fs::hard_link(&self.temp_path, &self.final_path)?;
+        self.renamed = true;
+        fs::remove_file(&self.temp_path)?;
+        sync_dir(&self.dir)?;
+        Ok(self.final_path.clone())
     }
 
     fn finish(mut self, durable: bool) -> io::Result<PathBuf> {
@@ -278,18 +308,30 @@ pub fn remove_stale_temps(dir: &Path) -> io::Result<Vec<PathBuf>> {
         if pid == std::process::id() || process_alive(pid) {
             continue;
         }
-        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !is_dir && !entry.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
         let path = entry.path();
-        let Ok(file) = File::open(&path) else {
+        // A temp directory's lock is its `.lock` file (see `create_temp_dir`).
+        let lock_path = if is_dir {
+            path.join(".lock")
+        } else {
+            path.clone()
+        };
+        let Ok(file) = File::open(&lock_path) else {
             continue;
         };
         // Held: a live writer the pid check cannot see (another pid namespace).
         if file.try_lock().is_err() {
             continue;
         }
-        match fs::remove_file(&path) {
+        let removed_entry = if is_dir {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match removed_entry {
             Ok(()) => {
                 tracing::info!(path = %path.display(), pid, "removed a temp file left by a stopped process");
                 removed.push(path);

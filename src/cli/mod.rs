@@ -227,6 +227,9 @@ pub struct ExportArgs {
     /// State file: each run continues exactly where the previous one ended.
     #[arg(long, value_name = "STATE")]
     pub incremental: Option<PathBuf>,
+    /// Parquet as a Hive-partitioned tree under OUT/samples: day, hour or metric.
+    #[arg(long, value_name = "BY")]
+    pub partition_by: Option<String>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
     /// Same as --url (the pandas vmselect processor's name for it).
@@ -282,6 +285,7 @@ impl ExportArgs {
             format: (!self.format.is_empty()).then(|| self.format.clone()),
             out: self.out.clone().or_else(|| self.output_dir.clone()),
             incremental: self.incremental.clone(),
+            partition_by: self.partition_by.clone(),
             flags: self.given_flags(),
         }
     }
@@ -295,6 +299,7 @@ impl ExportArgs {
             ("step", self.step.is_some()),
             ("window", self.window.is_some()),
             ("lag", self.lag.is_some()),
+            ("partition_by", self.partition_by.is_some()),
         ]
         .into_iter()
         .filter_map(|(f, given)| given.then_some(f))

@@ -6,7 +6,7 @@ use crate::client::{ClientConfig, ConnectionSpec};
 use crate::model::range::{check_windows, Grid, RangeDefaults, RangeInput, RangeNames};
 use crate::model::time::{format_duration, format_rfc3339_ms, now_ms, parse_duration};
 use crate::model::yaml;
-use crate::sink::file::Format;
+use crate::sink::file::{Format, PartitionBy};
 use crate::transform::threshold::{ThresholdSpec, Thresholds};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,8 @@ pub struct ExportFile {
     pub format: Option<Vec<String>>,
     pub out: Option<PathBuf>,
     pub incremental: Option<PathBuf>,
+    /// Parquet as a Hive-partitioned tree: `day`, `hour` or `metric`.
+    pub partition_by: Option<String>,
     /// The fields that came from the command line, so that an error names
     /// `--since` or `since:` as the user wrote it.
     #[serde(skip)]
@@ -81,6 +83,8 @@ pub struct ExportOptions {
     pub formats: Vec<Format>,
     pub out: PathBuf,
     pub incremental: Option<PathBuf>,
+    /// Set only with the parquet format.
+    pub partition_by: Option<PartitionBy>,
 }
 
 const DEFAULT_WINDOW_POINTS: i64 = 720;
@@ -104,6 +108,7 @@ impl ExportFile {
                 "step" => self.step.is_some(),
                 "window" => self.window.is_some(),
                 "lag" => self.lag.is_some(),
+                "partition_by" => self.partition_by.is_some(),
                 _ => false,
             };
         if in_file {
@@ -140,7 +145,8 @@ impl ExportFile {
             thresholds_file,
             format,
             out,
-            incremental
+            incremental,
+            partition_by
         );
         if !over.thresholds.is_empty() {
             self.thresholds = over.thresholds;
@@ -224,6 +230,11 @@ impl ExportFile {
         });
         let step_name = self.name("step");
         let mut formats = Vec::new();
+        let partition_text = self.partition_by.clone();
+        let partition_name = match self.name("partition_by").as_str() {
+            "--partition_by" => "--partition-by".to_string(),
+            other => other.to_string(),
+        };
         for f in self.format.unwrap_or_else(|| vec!["csv".into()]) {
             match f.parse::<Format>() {
                 Ok(f) if !formats.contains(&f) => formats.push(f),
@@ -231,6 +242,12 @@ impl ExportFile {
                 Err(e) => errs.push(format!("--format: {e}")),
             }
         }
+        let partition_by = partition_by(
+            partition_text.as_deref(),
+            &partition_name,
+            &formats,
+            &mut errs,
+        );
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -247,8 +264,28 @@ impl ExportFile {
             formats,
             out: self.out.unwrap_or_else(|| PathBuf::from(".")),
             incremental: self.incremental,
+            partition_by,
         })
     }
+}
+
+/// `--partition-by` / `partition_by:`, valid only with the parquet format.
+fn partition_by(
+    text: Option<&str>,
+    name: &str,
+    formats: &[Format],
+    errs: &mut Vec<String>,
+) -> Option<PartitionBy> {
+    let by = text?
+        .parse::<PartitionBy>()
+        .map_err(|e| errs.push(format!("{name}: {e}")))
+        .ok()?;
+    if !formats.contains(&Format::Parquet) {
+        errs.push(format!(
+            "{name} {by}: partitions apply to the parquet format only; add parquet to --format"
+        ));
+    }
+    Some(by)
 }
 
 impl ExportFile {

@@ -104,10 +104,13 @@ pub async fn run(opts: ExportOptions, progress: &dyn Progress) -> anyhow::Result
     };
     let mut sinks: Vec<Box<dyn RecordSink>> = Vec::new();
     for f in &opts.formats {
-        sinks.push(
-            file::open(*f, &opts.out, &run_info)
-                .with_context(|| format!("cannot open the {f} output"))?,
-        );
+        let sink = match opts.partition_by {
+            Some(by) if *f == file::Format::Parquet => {
+                file::open_partitioned(&opts.out, &run_info, by)
+            }
+            _ => file::open(*f, &opts.out, &run_info),
+        };
+        sinks.push(sink.with_context(|| format!("cannot open the {f} output"))?);
     }
     let writers = SinkWriters::spawn(sinks);
     let tx = writers.sender();

@@ -26,7 +26,10 @@ mod csv;
 mod json;
 mod jsonl;
 mod parquet;
+mod partition;
 mod sqlite;
+
+pub use partition::{PartitionBy, UnknownPartitioning};
 
 use crate::fsutil::AtomicFile;
 use crate::model::time::format_rfc3339_ms;
@@ -217,6 +220,20 @@ pub fn open(
         )?),
         Format::Sqlite => Box::new(sqlite::SqliteSink::open(out_dir, run)?),
     })
+}
+
+/// Opens the Parquet sink writing a Hive-partitioned tree under
+/// `out_dir/samples` (see `partition`'s docs) instead of the flat files.
+pub fn open_partitioned(
+    out_dir: &Path,
+    run: &RunInfo,
+    by: PartitionBy,
+) -> Result<Box<dyn RecordSink>, SinkError> {
+    crate::fsutil::create_dir_all(out_dir).map_err(|error| SinkError::Create {
+        path: out_dir.to_path_buf(),
+        error,
+    })?;
+    Ok(Box::new(partition::Partitioned::open(out_dir, run, by)?))
 }
 
 /// One output file of a file format, written under a temp name.

@@ -125,8 +125,28 @@ impl Segment {
     }
 }
 
+/// How a file is laid out: the flat per-run files, or one file of a
+/// partitioned (Hive) tree, whose path already names the metric.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Layout {
+    /// Whether the `metric` column is stored (a `metric=` directory replaces it).
+    pub with_metric: bool,
+    pub compression: Compression,
+    pub row_group_rows: usize,
+}
+
+impl Layout {
+    /// `samples_<run>.parquet`: Snappy, every column (unchanged since the first release).
+    pub const FLAT: Layout = Layout {
+        with_metric: true,
+        compression: Compression::SNAPPY,
+        row_group_rows: ROW_GROUP_ROWS,
+    };
+}
+
 pub(super) struct ParquetFile {
     path: PathBuf,
+    layout: Layout,
     writer: SerializedFileWriter<AtomicFile>,
     segments: Vec<Segment>,
     /// [`Segment::heap_bytes`] of `segments`.
@@ -153,6 +173,7 @@ impl ParquetFile {
         let mut group = self.writer.next_row_group()?;
         let segments = &self.segments;
         let strings: [fn(&Segment) -> &ByteArray; 2] = [|s| &s.query, |s| &s.metric];
+        let strings = &strings[..if self.layout.with_metric { 2 } else { 1 }];
         for string in strings {
             write_column::<ByteArrayType>(&mut group, |w| {
                 for s in segments {
@@ -246,18 +267,28 @@ fn map_rows(entries: &[ByteArray], rows: usize) -> (Vec<ByteArray>, Vec<i16>, Ve
     (values, def, rep)
 }
 
-impl Encoder for ParquetFile {
-    fn start(file: AtomicFile, run: &RunInfo) -> Result<Self, SinkError> {
+impl ParquetFile {
+    /// Starts a file with `layout`; see [`Encoder::start`].
+    pub(super) fn start_with(
+        file: AtomicFile,
+        run: &RunInfo,
+        layout: Layout,
+    ) -> Result<Self, SinkError> {
         let path = file.path().to_path_buf();
         let perr = |error| SinkError::Parquet {
             path: path.clone(),
             error,
         };
-        let schema = Arc::new(parse_message_type(SCHEMA).map_err(perr)?);
+        let schema = if layout.with_metric {
+            SCHEMA.to_string()
+        } else {
+            SCHEMA.replace("  required binary metric (STRING);\n", "")
+        };
+        let schema = Arc::new(parse_message_type(&schema).map_err(perr)?);
         let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
+            .set_compression(layout.compression)
             .set_created_by(format!("spillway {}", env!("CARGO_PKG_VERSION")))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_max_row_group_row_count(Some(layout.row_group_rows))
             .set_column_dictionary_enabled("timestamp".into(), false)
             .set_column_encoding("timestamp".into(), Encoding::DELTA_BINARY_PACKED)
             .set_column_dictionary_enabled("value".into(), false)
@@ -269,14 +300,41 @@ impl Encoder for ParquetFile {
         let writer = SerializedFileWriter::new(file, schema, Arc::new(props)).map_err(perr)?;
         Ok(ParquetFile {
             path,
+            layout,
             writer,
             segments: Vec::new(),
             segment_bytes: 0,
-            timestamps: Vec::with_capacity(ROW_GROUP_ROWS),
-            values: Vec::with_capacity(ROW_GROUP_ROWS),
-            out_of_range: Vec::with_capacity(ROW_GROUP_ROWS),
-            alerts: Vec::with_capacity(ROW_GROUP_ROWS),
+            timestamps: Vec::new(),
+            values: Vec::new(),
+            out_of_range: Vec::new(),
+            alerts: Vec::new(),
         })
+    }
+
+    /// Completes a file of a partitioned tree: like [`Encoder::close`] but
+    /// without the run's outcome, which is not known yet when a file closes early.
+    pub(super) fn close_part(mut self) -> Result<AtomicFile, SinkError> {
+        self.flush().map_err(|e| self.error(e))?;
+        let path = self.path;
+        self.writer
+            .into_inner()
+            .map_err(|error| SinkError::Parquet { path, error })
+    }
+
+    /// Rows buffered for the next row group.
+    pub(super) fn buffered_rows(&self) -> usize {
+        self.timestamps.len()
+    }
+
+    /// Writes the buffered rows as a row group now (memory pressure).
+    pub(super) fn flush_now(&mut self) -> Result<(), SinkError> {
+        self.flush().map_err(|e| self.error(e))
+    }
+}
+
+impl Encoder for ParquetFile {
+    fn start(file: AtomicFile, run: &RunInfo) -> Result<Self, SinkError> {
+        ParquetFile::start_with(file, run, Layout::FLAT)
     }
 
     fn write(
@@ -286,7 +344,7 @@ impl Encoder for ParquetFile {
         mut samples: &[FlaggedSample],
     ) -> Result<(), SinkError> {
         while !samples.is_empty() {
-            let room = ROW_GROUP_ROWS - self.timestamps.len();
+            let room = self.layout.row_group_rows - self.timestamps.len();
             let (now, later) = samples.split_at(samples.len().min(room));
             if !self.segments.last().is_some_and(|s| s.is(query, labels)) {
                 let segment = Segment::new(query, labels);
@@ -301,7 +359,9 @@ impl Encoder for ParquetFile {
                 self.out_of_range.push(s.out_of_range);
                 self.alerts.push(s.alert);
             }
-            if self.timestamps.len() >= ROW_GROUP_ROWS || self.segment_bytes >= SEGMENT_BYTES {
+            if self.timestamps.len() >= self.layout.row_group_rows
+                || self.segment_bytes >= SEGMENT_BYTES
+            {
                 self.flush().map_err(|e| self.error(e))?;
             }
             samples = later;

@@ -33,13 +33,21 @@
 //! rolls everything back, so a failed run leaves no rows (an aborted first
 //! run leaves an empty database: even the schema is rolled back). A second
 //! run on the same database waits up to 10 minutes for the first to finish.
-//! The database file itself is never renamed. Journal mode is WAL so readers (dashboards,
-//! `sqlite3`) keep reading earlier runs during a long run, at the price of
-//! the WAL file growing to the run's size until the commit's checkpoint.
+//!
+//! The first run into a directory (no `spillway.sqlite` yet) is a bulk load:
+//! it fills a fresh database under a temp name with no journal and no sync
+//! (`journal_mode = OFF`, `synchronous = OFF`: a crash loses only the temp
+//! file, which nobody reads), builds the indexes after the rows are in
+//! (one sort instead of a B-tree insert per row), fsyncs and links the file
+//! into place without replacing anything. If another run created the
+//! database meanwhile, the loaded run is copied into it in one ordinary
+//! transaction instead. Later runs append to the existing file in place,
+//! crash-safe: a rollback journal and `synchronous = FULL`.
 //! Inserts reuse prepared statements; the series id is looked up once per
 //! write call, not per row.
 
 use super::{FlaggedSample, RecordSink, RunInfo, RunOutcome, SinkError};
+use crate::fsutil::AtomicFile;
 use crate::model::time::format_rfc3339_ms;
 use crate::model::Labels;
 use rusqlite::{Connection, ErrorCode};
@@ -87,16 +95,35 @@ CREATE TABLE IF NOT EXISTS alert_rows (
     out_of_range INTEGER NOT NULL,
     alert INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS sample_rows_series_time ON sample_rows(series_id, timestamp_ms);
-CREATE INDEX IF NOT EXISTS sample_rows_run ON sample_rows(run);
-CREATE INDEX IF NOT EXISTS alert_rows_time ON alert_rows(timestamp_ms);
-CREATE INDEX IF NOT EXISTS alert_rows_run ON alert_rows(run);
 CREATE VIEW IF NOT EXISTS samples AS
     SELECT u.run_id, s.query, s.metric, s.labels, r.timestamp_ms, r.value, r.out_of_range, r.alert
     FROM sample_rows r JOIN series s ON s.id = r.series_id JOIN runs u ON u.rowid = r.run;
 CREATE VIEW IF NOT EXISTS alerts AS
     SELECT u.run_id, s.query, s.metric, s.labels, r.timestamp_ms, r.value, r.out_of_range, r.alert
     FROM alert_rows r JOIN series s ON s.id = r.series_id JOIN runs u ON u.rowid = r.run;
+";
+
+/// Built after a bulk load, or with the schema when appending.
+const INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS sample_rows_series_time ON sample_rows(series_id, timestamp_ms);
+CREATE INDEX IF NOT EXISTS sample_rows_run ON sample_rows(run);
+CREATE INDEX IF NOT EXISTS alert_rows_time ON alert_rows(timestamp_ms);
+CREATE INDEX IF NOT EXISTS alert_rows_run ON alert_rows(run);
+";
+
+/// Copies a bulk-loaded run (database `fresh`) into the main database,
+/// mapping its series ids onto the main database's; `?1` is the run's new key.
+const MERGE: &str = "
+INSERT INTO series (query, metric, labels)
+    SELECT query, metric, labels FROM fresh.series WHERE true ON CONFLICT DO NOTHING;
+INSERT INTO sample_rows (run, series_id, timestamp_ms, value, out_of_range, alert)
+    SELECT ?1, m.id, r.timestamp_ms, r.value, r.out_of_range, r.alert
+    FROM fresh.sample_rows r JOIN fresh.series f ON f.id = r.series_id
+    JOIN series m ON m.metric = f.metric AND m.labels = f.labels AND m.query = f.query;
+INSERT INTO alert_rows (run, series_id, timestamp_ms, value, out_of_range, alert)
+    SELECT ?1, m.id, r.timestamp_ms, r.value, r.out_of_range, r.alert
+    FROM fresh.alert_rows r JOIN fresh.series f ON f.id = r.series_id
+    JOIN series m ON m.metric = f.metric AND m.labels = f.labels AND m.query = f.query;
 ";
 
 const INSERT_SERIES: &str =
@@ -111,6 +138,8 @@ const INSERT_ALERT: &str = "INSERT INTO alert_rows \
 pub(super) struct SqliteSink {
     path: PathBuf,
     conn: Connection,
+    /// The temp file of a bulk load (first run into the directory); `None` when appending.
+    fresh: Option<AtomicFile>,
     run_id: String,
     /// The run's rowid in `runs`, stored in every row instead of the longer id.
     run_key: i64,
@@ -123,7 +152,18 @@ pub(super) struct SqliteSink {
 impl SqliteSink {
     pub(super) fn open(dir: &Path, run: &RunInfo) -> Result<SqliteSink, SinkError> {
         let path = dir.join(DB_NAME);
-        let conn = Connection::open(&path).map_err(|error| SinkError::Sqlite {
+        let fresh = if path.exists() {
+            None
+        } else {
+            Some(
+                AtomicFile::create(dir, DB_NAME).map_err(|error| SinkError::Create {
+                    path: path.clone(),
+                    error,
+                })?,
+            )
+        };
+        let target = fresh.as_ref().map_or(path.as_path(), |f| f.temp_path());
+        let conn = Connection::open(target).map_err(|error| SinkError::Sqlite {
             path: path.clone(),
             action: "open",
             error,
@@ -131,6 +171,7 @@ impl SqliteSink {
         let mut sink = SqliteSink {
             path,
             conn,
+            fresh,
             run_id: run.run_id.clone(),
             run_key: 0,
             last_series: None,
@@ -163,12 +204,17 @@ impl SqliteSink {
         // `-journal` file is left next to the database. FULL sync makes a
         // finished run survive a power cut. The page cache (64 MiB) keeps
         // index pages resident during a long transaction.
-        conn.execute_batch(
+        let pragmas = if self.fresh.is_some() {
+            // Nobody else sees the temp file; it is fsynced before it is linked in.
+            "PRAGMA journal_mode = OFF;
+             PRAGMA synchronous = OFF;
+             PRAGMA cache_size = -65536;"
+        } else {
             "PRAGMA journal_mode = DELETE;
              PRAGMA synchronous = FULL;
-             PRAGMA cache_size = -65536;",
-        )
-        .map_err(self.err("configure"))?;
+             PRAGMA cache_size = -65536;"
+        };
+        conn.execute_batch(pragmas).map_err(self.err("configure"))?;
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(self.err("lock"))?;
 
@@ -185,6 +231,10 @@ impl SqliteSink {
         if version < SCHEMA_VERSION {
             conn.execute_batch(SCHEMA)
                 .map_err(self.err("create the schema in"))?;
+            if self.fresh.is_none() {
+                conn.execute_batch(INDEXES)
+                    .map_err(self.err("create the schema in"))?;
+            }
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(self.err("create the schema in"))?;
         }
@@ -302,12 +352,62 @@ impl RecordSink for SqliteSink {
                 ],
             )
             .map_err(self.err("record the run in"))?;
+        if self.fresh.is_some() {
+            self.conn
+                .execute_batch(INDEXES)
+                .map_err(self.err("index"))?;
+        }
         self.conn
             .execute_batch("COMMIT")
             .map_err(self.err("commit to"))?;
         self.committed = true;
+        if let Some(mut fresh) = self.fresh.take() {
+            match fresh.commit_new() {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    merge(&self.path, fresh.temp_path()).map_err(self.err("append the run to"))?;
+                }
+                Err(error) => {
+                    return Err(SinkError::Write {
+                        path: self.path.clone(),
+                        error,
+                    })
+                }
+            }
+        }
         Ok(vec![self.path.clone()])
     }
+}
+
+/// Another run created `path` while this one bulk-loaded `fresh`: append the
+/// loaded run to it in one crash-safe transaction, as a later run would.
+fn merge(path: &Path, fresh: &Path) -> rusqlite::Result<()> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(600))?;
+    conn.execute_batch("PRAGMA journal_mode = DELETE; PRAGMA synchronous = FULL;")?;
+    conn.execute(
+        "ATTACH DATABASE ?1 AS fresh",
+        [fresh.to_string_lossy().into_owned()],
+    )?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(Some("main"), "user_version", |r| r.get(0))?;
+    if version != SCHEMA_VERSION {
+        // Both runs are this spillway: the other one created the same schema.
+        tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(INDEXES)?;
+        tx.pragma_update(Some("main"), "user_version", SCHEMA_VERSION)?;
+    }
+    tx.execute("INSERT INTO main.runs SELECT * FROM fresh.runs", [])?;
+    let run = tx.last_insert_rowid();
+    for statement in MERGE.split(';').filter(|s| !s.trim().is_empty()) {
+        let mut stmt = tx.prepare(statement)?;
+        if stmt.parameter_count() > 0 {
+            stmt.execute([run])?;
+        } else {
+            stmt.execute([])?;
+        }
+    }
+    tx.commit()
 }
 
 impl Drop for SqliteSink {
@@ -472,6 +572,36 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    /// Two first runs into one directory both bulk-load a fresh file; the
+    /// second to finish finds the database taken and appends to it.
+    #[test]
+    fn concurrent_first_runs_both_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = open(Format::Sqlite, dir.path(), &testutil::run_info()).unwrap();
+        let mut b = open(Format::Sqlite, dir.path(), &second_run()).unwrap();
+        testutil::feed(a.as_mut());
+        testutil::feed(b.as_mut());
+        b.finish(&testutil::outcome()).unwrap();
+        a.finish(&testutil::outcome()).unwrap();
+        let db = Connection::open(dir.path().join(DB_NAME)).unwrap();
+        let expected = |alerts_only| {
+            let mut rows = testutil::expected(alerts_only);
+            for r in &mut rows {
+                if r.value == 0.0 {
+                    r.value = 0.0;
+                }
+            }
+            sorted(rows)
+        };
+        for run in [testutil::run_info(), second_run()] {
+            assert_eq!(rows(&db, "samples", &run.run_id), expected(false));
+            assert_eq!(rows(&db, "alerts", &run.run_id), expected(true));
+        }
+        assert_eq!(count(&db, "SELECT count(*) FROM series"), 3);
+        let entries = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(entries, 1, "no temp file is left");
     }
 
     #[test]

@@ -1,0 +1,174 @@
+//! Row-write throughput of `spillway export`'s file sinks: CSV, JSON, JSONL,
+//! SQLite (a fresh file: the bulk load; and an append to an existing one),
+//! Parquet (flat) and Parquet partitioned by day, each fed 2,000 series × 720
+//! samples in write calls of one window, as the export pipeline does.
+//!
+//! A plain `main` timed with `Instant` (`harness = false`), like the other
+//! benches: `cargo bench --bench sinks`. Prints rows per second per sink.
+//! `BENCH_SAVE=name` stores the figures in `target/bench-baselines/name.txt`;
+//! `BENCH_BASELINE=name` prints the change against such a saved run.
+
+use spillway::model::Labels;
+use spillway::sink::file::{self, FlaggedSample, Format, PartitionBy, RunInfo, RunOutcome};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const SERIES: usize = 2_000;
+const SAMPLES: usize = 720;
+const RUNS: usize = 3;
+
+fn run_info(n: usize) -> RunInfo {
+    RunInfo {
+        run_id: format!("20240102T150405.{n:03}Z"),
+        started_ms: 1_704_207_845_000,
+        from_ms: 1_704_121_445_000,
+        to_ms: 1_704_207_845_000,
+        step_ms: 15_000,
+        queries: vec!["bench_metric".into()],
+    }
+}
+
+fn input() -> Vec<(Labels, Vec<FlaggedSample>)> {
+    (0..SERIES)
+        .map(|s| {
+            let labels = Labels::from_pairs([
+                ("__name__", "bench_metric".to_string()),
+                ("instance", format!("host-{s}:9100")),
+                ("job", format!("job-{}", s % 50)),
+            ]);
+            let mut v = 50.0;
+            let samples = (0..SAMPLES)
+                .map(|i| {
+                    v += ((i * 7919 + s * 104_729) % 400) as f64 / 100.0 - 2.0;
+                    let value = (v * 100.0_f64).round() / 100.0;
+                    FlaggedSample {
+                        timestamp_ms: 1_704_121_445_000 + i as i64 * 15_000,
+                        value,
+                        out_of_range: !(0.0..=100.0).contains(&value),
+                        alert: value > 80.0,
+                    }
+                })
+                .collect();
+            (labels, samples)
+        })
+        .collect()
+}
+
+type Open = fn(&Path, &RunInfo) -> Box<dyn file::RecordSink>;
+/// A case: its name, how to open the sink, what to prepare (untimed) before each run.
+type Case = (&'static str, Open, fn(&Path));
+
+/// The best of `RUNS` runs, in rows per second. `prepare` runs untimed before each.
+fn measure(
+    dir: &Path,
+    input: &[(Labels, Vec<FlaggedSample>)],
+    open: Open,
+    prepare: fn(&Path),
+) -> f64 {
+    let rows = (SERIES * SAMPLES) as f64;
+    let mut best = f64::MAX;
+    for n in 0..RUNS {
+        let out = dir.join(format!("run-{n}"));
+        std::fs::create_dir_all(&out).unwrap();
+        prepare(&out);
+        let t0 = Instant::now();
+        let mut sink = open(&out, &run_info(n + 1));
+        for (labels, samples) in input {
+            sink.write("bench_metric", labels, samples).unwrap();
+        }
+        sink.finish(&RunOutcome::default()).unwrap();
+        best = best.min(t0.elapsed().as_secs_f64());
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    rows / best
+}
+
+fn nothing(_: &Path) {}
+
+/// An earlier (small) run, so the measured one appends to an existing database.
+fn earlier_sqlite_run(dir: &Path) {
+    let sink = file::open(Format::Sqlite, dir, &run_info(0)).unwrap();
+    sink.finish(&RunOutcome::default()).unwrap();
+}
+
+fn baseline_path(name: &str) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    Path::new(&target)
+        .join("bench-baselines")
+        .join(format!("sinks-{name}.txt"))
+}
+
+fn main() {
+    let input = input();
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [Case; 8] = [
+        (
+            "csv",
+            |d, r| file::open(Format::Csv, d, r).unwrap(),
+            nothing,
+        ),
+        (
+            "json",
+            |d, r| file::open(Format::Json, d, r).unwrap(),
+            nothing,
+        ),
+        (
+            "jsonl",
+            |d, r| file::open(Format::Jsonl, d, r).unwrap(),
+            nothing,
+        ),
+        (
+            "sqlite-fresh",
+            |d, r| file::open(Format::Sqlite, d, r).unwrap(),
+            nothing,
+        ),
+        (
+            "sqlite-append",
+            |d, r| file::open(Format::Sqlite, d, r).unwrap(),
+            earlier_sqlite_run,
+        ),
+        (
+            "parquet",
+            |d, r| file::open(Format::Parquet, d, r).unwrap(),
+            nothing,
+        ),
+        (
+            "parquet-by-day",
+            |d, r| file::open_partitioned(d, r, PartitionBy::Day).unwrap(),
+            nothing,
+        ),
+        (
+            "parquet-by-hour",
+            |d, r| file::open_partitioned(d, r, PartitionBy::Hour).unwrap(),
+            nothing,
+        ),
+    ];
+    let baseline: BTreeMap<String, f64> = std::env::var("BENCH_BASELINE")
+        .ok()
+        .and_then(|b| std::fs::read_to_string(baseline_path(&b)).ok())
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| l.split_once(' '))
+                .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut saved = String::new();
+    println!("{SERIES} series x {SAMPLES} samples, best of {RUNS}");
+    for (name, open, prepare) in cases {
+        let rate = measure(dir.path(), &input, open, prepare);
+        saved.push_str(&format!("{name} {rate:.0}\n"));
+        let change = baseline
+            .get(name)
+            .map(|b| format!("  ({:+.1}% against the baseline)", (rate / b - 1.0) * 100.0))
+            .unwrap_or_default();
+        println!("{name:16} {:8.2} M rows/s{change}", rate / 1e6);
+    }
+    if let Ok(name) = std::env::var("BENCH_SAVE") {
+        let path = baseline_path(&name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, saved).unwrap();
+        println!("saved as {}", path.display());
+    }
+}

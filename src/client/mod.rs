@@ -481,7 +481,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// provided auth token "Basic Ym9i..."`): those never reach a message.
 fn short_body(body: &str) -> String {
     const MAX: usize = 2000;
-    let redacted = redact_auth_tokens(body.trim());
+    let redacted = redact_query_values(&redact_auth_tokens(body.trim()));
     let body = redacted.as_str();
     if body.len() <= MAX {
         return body.to_string();
@@ -491,6 +491,31 @@ fn short_body(body: &str) -> String {
         cut -= 1;
     }
     format!("{}… ({} bytes)", &body[..cut], body.len())
+}
+
+/// Replaces the values of query strings in `text` with `<redacted>`:
+/// VictoriaMetrics echoes the request URI in its errors (`requestURI:
+/// /api/v1/write?authKey=...`), and a query value may be a credential.
+fn redact_query_values(text: &str) -> String {
+    let ends = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ';' | ',' | '<' | '>');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(q) = rest.find('?') {
+        out.push_str(&rest[..=q]);
+        let query = &rest[q + 1..];
+        let len = query.find(ends).unwrap_or(query.len());
+        let pairs: Vec<String> = query[..len]
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, value)) if !value.is_empty() => format!("{name}=<redacted>"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+        rest = &query[len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Replaces the token after `Basic ` / `Bearer ` (any case) with `<redacted>`.
@@ -528,6 +553,20 @@ fn redact_auth_tokens(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoed_query_values_are_redacted() {
+        let body = r#"remoteAddr: "127.0.0.1:1"; requestURI: /api/v1/write?authKey=k3y&extra_label=a; cannot decompress"#;
+        let shown = short_body(body);
+        assert!(!shown.contains("k3y"), "{shown}");
+        assert!(
+            shown.contains(
+                "requestURI: /api/v1/write?authKey=<redacted>&extra_label=<redacted>; cannot"
+            ),
+            "{shown}"
+        );
+        assert_eq!(short_body("is it? yes"), "is it? yes");
+    }
 
     #[test]
     fn echoed_credentials_are_redacted() {

@@ -364,6 +364,8 @@ impl Shared {
     /// One attempt; what to do about a failure is the retry policy's call.
     async fn post(&self, body: bytes::Bytes) -> Result<(), ClientError> {
         let started = std::time::Instant::now();
+        let zstd = self.kind == DestinationKind::RemoteWrite
+            && Compression::of(&body) == Compression::Zstd;
         let result = async {
             let req = self.client.request(reqwest::Method::POST, &self.path)?;
             let req = match self.kind {
@@ -387,7 +389,14 @@ impl Shared {
             Ok(s) => Some(*s),
             Err(e) => e.status(),
         };
-        self.stats.attempt(started.elapsed().as_secs_f64(), status);
+        let seconds = started.elapsed().as_secs_f64();
+        if zstd && matches!(status, Some(400 | 415)) {
+            // Protocol negotiation, not a refusal of the data: the request is
+            // sent again at once as snappy, and that answer is what counts.
+            self.stats.protocol_refusal(seconds);
+        } else {
+            self.stats.attempt(seconds, status);
+        }
         match result {
             Ok(_) => Ok(()),
             Err(e) => {

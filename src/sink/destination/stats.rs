@@ -16,6 +16,7 @@
 //! | `spillway_dead_letter_total` | counter | events an event destination refused for good, written to its dead-letter file |
 //! | `spillway_requests_total{status_code}` | counter | send attempts by HTTP status; `error` when no answer came |
 //! | `spillway_retries_total` | counter | attempts after a first one failed |
+//! | `spillway_remote_write_protocol_fallbacks_total` | counter | VictoriaMetrics-protocol (zstd) requests refused with 400/415 and sent again as Prometheus remote write (not in `spillway_requests_total`) |
 //! | `spillway_send_duration_seconds` | histogram | time of one send attempt |
 //!
 //! Once the queue is idle, `queued = sent + duplicate + dead_letter +
@@ -266,6 +267,17 @@ impl Stats {
             "spillway_requests_total",
             "destination" => self.name.clone(),
             "status_code" => code
+        )
+        .increment(1);
+    }
+
+    /// A VictoriaMetrics-protocol (zstd) request refused with 400/415:
+    /// the destination does not speak it (see `sender::send`).
+    pub fn protocol_refusal(&self, seconds: f64) {
+        self.duration.record(seconds);
+        metrics::counter!(
+            "spillway_remote_write_protocol_fallbacks_total",
+            "destination" => self.name.clone()
         )
         .increment(1);
     }

@@ -83,6 +83,9 @@ fn config(name: &str, kind: DestinationKind, url: &str, dir: &Path) -> Destinati
     c.concurrency = 1;
     c.flush_interval = Duration::from_millis(50);
     c.max_disk_bytes = 1 << 20;
+    // These tests count requests of the Prometheus protocol; the zstd first
+    // try of `auto` and its fallback are tested in tests/remote_write_protocol.rs.
+    c.protocol = WriteProtocol::Prometheus;
     c
 }
 

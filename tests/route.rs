@@ -257,11 +257,18 @@ storage: {{path: \"{{dir}}/data\"}}
     // within the backoff (well under 2s).
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(bad.requests(), requests, "a 400 is never retried");
+    // The first request tries the VictoriaMetrics protocol (zstd); its 400
+    // is the protocol negotiation, counted apart from the data's 400s.
+    let fallbacks = sp.metric(
+        "spillway_remote_write_protocol_fallbacks_total",
+        &[("destination", "bad")],
+    );
+    assert_eq!(fallbacks, 1.0);
     assert_eq!(
         sp.metric(
             "spillway_requests_total",
             &[("destination", "bad"), ("status_code", "400")]
-        ),
+        ) + fallbacks,
         requests as f64
     );
     assert_eq!(

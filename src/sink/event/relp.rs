@@ -116,18 +116,11 @@ impl RelpConnection {
             in_flight.push_back(self.frame("syslog", messages[next]));
             next += 1;
         }
-        // Frames written but not yet sent, the newest of `in_flight`.
-        let mut unsent = in_flight.len();
         while let Some(txnr) = in_flight.pop_front() {
-            // Send when the awaited frame itself is unsent, or half a window
-            // piled up while no answer is waiting: one write per many frames
-            // rather than one per answer, and the receiver never runs dry.
-            let must = unsent > in_flight.len();
-            if must || (unsent >= WINDOW / 2 && self.stream.buffer().is_empty()) {
+            if !self.out.is_empty() && self.stream.buffer().is_empty() {
                 self.flush()
                     .await
                     .map_err(|reason| RelpError { acked, reason })?;
-                unsent = 0;
             }
             let (got, status) = self
                 .answer()
@@ -149,7 +142,6 @@ impl RelpConnection {
             if next < messages.len() {
                 in_flight.push_back(self.frame("syslog", messages[next]));
                 next += 1;
-                unsent += 1;
             }
         }
         Ok(())

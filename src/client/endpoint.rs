@@ -130,17 +130,22 @@ pub fn display_url(url: &Url) -> String {
     out.push_str(url.path().trim_end_matches('/'));
     if let Some(query) = url.query() {
         out.push('?');
-        let names: Vec<String> = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| match p.split_once('=') {
-                Some((name, _)) => format!("{name}=<redacted>"),
-                None => p.to_string(),
-            })
-            .collect();
-        out.push_str(&names.join("&"));
+        out.push_str(&redact_query(query));
     }
     out
+}
+
+/// A query string with every value replaced by `<redacted>`; the names stay.
+pub fn redact_query(query: &str) -> String {
+    let pairs: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((name, _)) => format!("{name}=<redacted>"),
+            None => p.to_string(),
+        })
+        .collect();
+    pairs.join("&")
 }
 
 /// [`display_url`] for text that may not parse as a URL (error messages

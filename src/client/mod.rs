@@ -504,14 +504,7 @@ fn redact_query_values(text: &str) -> String {
         out.push_str(&rest[..=q]);
         let query = &rest[q + 1..];
         let len = query.find(ends).unwrap_or(query.len());
-        let pairs: Vec<String> = query[..len]
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((name, value)) if !value.is_empty() => format!("{name}=<redacted>"),
-                _ => pair.to_string(),
-            })
-            .collect();
-        out.push_str(&pairs.join("&"));
+        out.push_str(&endpoint::redact_query(&query[..len]));
         rest = &query[len..];
     }
     out.push_str(rest);

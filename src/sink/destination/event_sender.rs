@@ -14,7 +14,7 @@
 //! acknowledged when nothing is pending; a stop in the middle leaves them
 //! queued, to be sent again whole by the next start (at-least-once).
 
-use super::sender::{next_record, stopped};
+use super::sender::{next_batch, stopped};
 use super::{Accepted, DestinationError, DropReason, Phase, Shared};
 use crate::client::ClientError;
 use crate::model::BatchMeta;
@@ -27,7 +27,6 @@ use crate::sink::event::transport::{refused, Batch, Transport};
 use crate::sink::event::EventConfig;
 use std::sync::Arc;
 use tokio::sync::Mutex as AsyncMutex;
-use tokio::time::Instant;
 
 impl Shared {
     /// Relabels and encodes `batch` as events, then queues the blocks.
@@ -95,35 +94,8 @@ pub(super) async fn run(shared: Arc<Shared>, cfg: Arc<EventConfig>, worker: usiz
     };
     let transport = Arc::new(AsyncMutex::new(transport));
     let dead = DeadLetter::new(&cfg.dead_letter, &shared.name, cfg.dead_letter_max_bytes);
-    let max = shared.max_batch_samples as u64;
-    let small = (max / 2).max(1);
     let mut carry: Option<Record> = None;
-    loop {
-        let first = match carry.take() {
-            Some(r) => r,
-            None => match next_record(&shared, None, None).await {
-                Some(r) => r,
-                None => break,
-            },
-        };
-        let mut samples = first.samples;
-        let mut records = vec![first];
-        if samples < small {
-            let deadline = Instant::now() + shared.flush_interval;
-            while samples < small {
-                match next_record(&shared, None, Some(deadline)).await {
-                    Some(r) if samples + r.samples > max => {
-                        carry = Some(r);
-                        break;
-                    }
-                    Some(r) => {
-                        samples += r.samples;
-                        records.push(r);
-                    }
-                    None => break,
-                }
-            }
-        }
+    while let Some(records) = next_batch(&shared, None, &mut carry, usize::MAX).await {
         if shared.phase() == Phase::Stopped {
             break;
         }

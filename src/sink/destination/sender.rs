@@ -36,41 +36,53 @@ use tokio::time::Instant;
 pub(super) async fn run(shared: Arc<Shared>, worker: usize) {
     let lane = Some((worker, shared.concurrency));
     tracing::debug!(destination = %shared.name, worker, "sender started");
-    let max = shared.max_batch_samples as u64;
-    let small = (max / 2).max(1);
     let mut carry: Option<Record> = None;
-    loop {
-        let first = match carry.take() {
-            Some(r) => r,
-            None => match next_record(&shared, lane, None).await {
-                Some(r) => r,
-                None => break,
-            },
-        };
-        let mut samples = first.samples;
-        let mut records = vec![first];
-        if samples < small {
-            let deadline = Instant::now() + shared.flush_interval;
-            while samples < small && records.len() < super::MAX_BLOCKS_PER_REQUEST {
-                match next_record(&shared, lane, Some(deadline)).await {
-                    Some(r) if samples + r.samples > max => {
-                        carry = Some(r);
-                        break;
-                    }
-                    Some(r) => {
-                        samples += r.samples;
-                        records.push(r);
-                    }
-                    None => break,
-                }
-            }
-        }
+    while let Some(records) =
+        next_batch(&shared, lane, &mut carry, super::MAX_BLOCKS_PER_REQUEST).await
+    {
         if shared.phase() == Phase::Stopped {
             break;
         }
         deliver(&shared, records).await;
     }
     tracing::debug!(destination = %shared.name, worker, "sender stopped");
+}
+
+/// The next request's records for a sender: the oldest record, then more
+/// until `max_batch_samples / 2` or `max_blocks` records are gathered or
+/// `flush_interval` passed; a record that would pass `max_batch_samples` is
+/// left in `carry` for the next batch. `None` once the queue is closed.
+pub(super) async fn next_batch(
+    shared: &Arc<Shared>,
+    lanes: Option<(usize, usize)>,
+    carry: &mut Option<Record>,
+    max_blocks: usize,
+) -> Option<Vec<Record>> {
+    let max = shared.max_batch_samples as u64;
+    let small = (max / 2).max(1);
+    let first = match carry.take() {
+        Some(r) => r,
+        None => next_record(shared, lanes, None).await?,
+    };
+    let mut samples = first.samples;
+    let mut records = vec![first];
+    if samples < small {
+        let deadline = Instant::now() + shared.flush_interval;
+        while samples < small && records.len() < max_blocks {
+            match next_record(shared, lanes, Some(deadline)).await {
+                Some(r) if samples + r.samples > max => {
+                    *carry = Some(r);
+                    break;
+                }
+                Some(r) => {
+                    samples += r.samples;
+                    records.push(r);
+                }
+                None => break,
+            }
+        }
+    }
+    Some(records)
 }
 
 /// The next readable block of `lanes` (index, of), or of any lane when

@@ -15,6 +15,7 @@
 #
 #   scripts/bench-events.sh
 #   SAMPLES=200000 RUNS=1 TYPES="remote_write file" scripts/bench-events.sh
+#   RELP_WINDOW=1024 TYPES=syslog_relp scripts/bench-events.sh   (relp_window)
 #
 # Needs rsyslog (+ rsyslog-relp), victoria-metrics, python3, curl
 # (scripts/install-deps.sh) and a release build (done here). Everything
@@ -127,7 +128,7 @@ destination() { # type -> the destinations: entry
   case $1 in
     remote_write) echo "{name: d, type: remote_write, url: 'http://127.0.0.1:$VM_PORT/api/v1/write'}" ;;
     syslog_tcp) echo "{name: d, type: syslog, url: 'tcp://127.0.0.1:$TCP_PORT'}" ;;
-    syslog_relp) echo "{name: d, type: syslog, url: 'relp://127.0.0.1:$RELP_PORT'}" ;;
+    syslog_relp) echo "{name: d, type: syslog, url: 'relp://127.0.0.1:$RELP_PORT'${RELP_WINDOW:+, relp_window: $RELP_WINDOW}}" ;;
     elasticsearch) echo "{name: d, type: elasticsearch, url: 'http://127.0.0.1:$FAKE_PORT', index: 'spillway-%Y.%m.%d'}" ;;
     splunk_hec) echo "{name: d, type: splunk_hec, url: 'http://127.0.0.1:$FAKE_PORT', token: t}" ;;
     webhook) echo "{name: d, type: webhook, url: 'http://127.0.0.1:$FAKE_PORT/hook'}" ;;

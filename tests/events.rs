@@ -1244,6 +1244,14 @@ fn bad_input_is_named_with_file_and_line() {
             ":3: destinations[0].token: missing; give the HEC token as token, token_file or token_env",
         ),
         (
+            "  - name: a\n    type: syslog\n    url: tcp://siem:514\n    relp_window: 64\n",
+            ":6: destinations[0].relp_window: needs a relp:// URL",
+        ),
+        (
+            "  - name: a\n    type: syslog\n    url: relp://siem:2514\n    relp_window: 0\n",
+            ":6: destinations[0].relp_window: 0 is not between 1 and 16384",
+        ),
+        (
             "  - name: a\n    type: elasticsearch\n    url: http://x\n    index: Bad-%Y\n",
             ":6: destinations[0].index: \"Bad-%Y\" contains 'B'",
         ),
@@ -1258,7 +1266,7 @@ fn bad_input_is_named_with_file_and_line() {
         );
     }
     let ok = dry_run(&format!(
-        "{base}  - {{name: siem, type: syslog, url: 'relp://127.0.0.1:2514', format: cef}}\n  - {{name: f, type: file, directory: /tmp/x, schedule: {{days: [mon-fri], hours: '09:00-18:00', timezone: Europe/Berlin}}, outside_schedule: siem}}\n"
+        "{base}  - {{name: siem, type: syslog, url: 'relp://127.0.0.1:2514', format: cef, relp_window: 1024}}\n  - {{name: f, type: file, directory: /tmp/x, schedule: {{days: [mon-fri], hours: '09:00-18:00', timezone: Europe/Berlin}}, outside_schedule: siem}}\n"
     ));
     assert_eq!(ok.code(), 0, "{}", ok.describe());
 }

@@ -153,6 +153,8 @@ pub struct DestinationSpec {
     pub facility: Option<String>,
     pub hostname: Option<String>,
     pub severity_from: Option<String>,
+    /// syslog over relp://: frames in flight before answers are awaited.
+    pub relp_window: Option<u32>,
     pub index: Option<String>,
     pub op_type: Option<String>,
     pub pipeline: Option<String>,

@@ -161,8 +161,15 @@ impl VmExportSource {
         };
         let result = match (fed, sunk) {
             (Err(SourceError::Cancelled), _) => Err(SourceError::Cancelled),
+            // A body that stops inside a line was cut short (a proxy whose
+            // backend went away may still end the answer cleanly): fetch
+            // the window again rather than fail on half a line.
+            (_, Err(SinkFailure::Truncated(reason))) => Err(SourceError::Body {
+                url: self.export_client.endpoint().display(),
+                reason: format!("the answer ended inside a line ({reason})"),
+            }),
             // The sink's error explains why feeding stopped (it hung up).
-            (_, Err(e)) => Err(SourceError::Sink(e)),
+            (_, Err(SinkFailure::Sink(e))) => Err(SourceError::Sink(e)),
             (r, Ok(())) => r,
         };
         (sink, result)
@@ -260,18 +267,31 @@ impl VmExportSource {
 /// without a newline is refused instead of filling memory.
 pub const MAX_EXPORT_LINE_BYTES: usize = 64 << 20;
 
+/// Why the line worker stopped.
+#[derive(Debug)]
+enum SinkFailure {
+    /// The sink refused a line (or could not write it).
+    Sink(String),
+    /// The body ended without a newline and that last piece is not a line
+    /// the sink accepts: the answer was cut short.
+    Truncated(String),
+}
+
 /// Splits chunks into lines and feeds the sink; a line may span chunks.
-fn run_sink<S: LineSink>(mut sink: S, mut rx: mpsc::Receiver<Bytes>) -> (S, Result<(), String>) {
+fn run_sink<S: LineSink>(
+    mut sink: S,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> (S, Result<(), SinkFailure>) {
     let mut partial: Vec<u8> = Vec::new();
     let result = (|| {
         while let Some(chunk) = rx.blocking_recv() {
             let mut rest: &[u8] = &chunk;
             while let Some(nl) = memchr::memchr(b'\n', rest) {
                 let flow = if partial.is_empty() {
-                    deliver(&mut sink, &rest[..nl])?
+                    deliver(&mut sink, &rest[..nl]).map_err(SinkFailure::Sink)?
                 } else {
                     partial.extend_from_slice(&rest[..nl]);
-                    let f = deliver(&mut sink, &partial)?;
+                    let f = deliver(&mut sink, &partial).map_err(SinkFailure::Sink)?;
                     partial.clear();
                     f
                 };
@@ -281,14 +301,14 @@ fn run_sink<S: LineSink>(mut sink: S, mut rx: mpsc::Receiver<Bytes>) -> (S, Resu
                 rest = &rest[nl + 1..];
             }
             if partial.len() + rest.len() > MAX_EXPORT_LINE_BYTES {
-                return Err(format!(
+                return Err(SinkFailure::Sink(format!(
                     "an export line is longer than {MAX_EXPORT_LINE_BYTES} bytes; the source sent no newline"
-                ));
+                )));
             }
             partial.extend_from_slice(rest);
         }
         if !partial.is_empty() {
-            deliver(&mut sink, &partial)?;
+            deliver(&mut sink, &partial).map_err(SinkFailure::Truncated)?;
         }
         Ok(())
     })();
@@ -329,6 +349,31 @@ mod tests {
         let (sink, r) = run_sink(Collect(vec![], 100), rx);
         r.unwrap();
         assert_eq!(sink.0, ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
+    }
+
+    #[test]
+    fn a_body_ending_inside_a_line_is_truncated_not_a_sink_error() {
+        struct Json(usize);
+        impl LineSink for Json {
+            fn line(&mut self, line: &[u8]) -> Result<Flow, String> {
+                serde_json::from_slice::<serde_json::Value>(line).map_err(|e| e.to_string())?;
+                self.0 += 1;
+                Ok(Flow::Continue)
+            }
+        }
+        let (tx, rx) = mpsc::channel(8);
+        tx.try_send(Bytes::from("{\"a\":1}\n{\"b\":\"unterm"))
+            .unwrap();
+        drop(tx);
+        let (sink, r) = run_sink(Json(0), rx);
+        assert_eq!(sink.0, 1);
+        assert!(matches!(r, Err(SinkFailure::Truncated(_))), "{r:?}");
+
+        let (tx, rx) = mpsc::channel(8);
+        tx.try_send(Bytes::from("{\"a\":1}\nnot json\n")).unwrap();
+        drop(tx);
+        let (_, r) = run_sink(Json(0), rx);
+        assert!(matches!(r, Err(SinkFailure::Sink(_))), "{r:?}");
     }
 
     #[test]

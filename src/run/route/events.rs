@@ -34,6 +34,7 @@ fn event_fields(spec: &DestinationSpec) -> Vec<(&'static str, bool, &'static [Ev
         ("facility", spec.facility.is_some(), &[Syslog]),
         ("hostname", spec.hostname.is_some(), &[Syslog]),
         ("severity_from", spec.severity_from.is_some(), &[Syslog]),
+        ("relp_window", spec.relp_window.is_some(), &[Syslog]),
         ("index", spec.index.is_some(), &[Elasticsearch, SplunkHec]),
         ("op_type", spec.op_type.is_some(), &[Elasticsearch]),
         ("pipeline", spec.pipeline.is_some(), &[Elasticsearch]),
@@ -321,6 +322,22 @@ fn syslog(
             problems.push(format!("{}: {e}", at(field)));
         }
     }
+    let relp_window = match spec.relp_window {
+        None => crate::sink::event::relp::DEFAULT_WINDOW,
+        Some(w) if transport != SyslogTransport::Relp => {
+            problems.push(format!("{}: needs a relp:// URL", at("relp_window")));
+            w as usize
+        }
+        Some(w @ 1..=crate::sink::event::relp::MAX_WINDOW) => w as usize,
+        Some(w) => {
+            problems.push(format!(
+                "{}: {w} is not between 1 and {}",
+                at("relp_window"),
+                crate::sink::event::relp::MAX_WINDOW
+            ));
+            crate::sink::event::relp::DEFAULT_WINDOW
+        }
+    };
     let timeout = duration(
         spec.timeout.as_deref(),
         Duration::from_secs(10),
@@ -347,6 +364,7 @@ fn syslog(
             .unwrap_or_else(|| "severity".into()),
         tls,
         timeout,
+        relp_window,
     })
 }
 

@@ -117,6 +117,8 @@ pub struct SyslogConfig {
     pub tls: TlsFiles,
     /// How long a connection attempt or an unanswered RELP window may take.
     pub timeout: Duration,
+    /// RELP: frames written before their answers are awaited.
+    pub relp_window: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

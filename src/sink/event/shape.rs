@@ -236,6 +236,14 @@ fn key(out: &mut Vec<u8>, first: &mut bool, name: &str) {
 
 /// A JSON string literal.
 pub fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Label names and values rarely need escaping: copy those whole.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // serde_json escapes exactly what JSON requires; it cannot fail on a Vec.
     let _ = serde_json::to_writer(&mut *out, s);
 }
@@ -339,6 +347,25 @@ pub fn is_metric_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_str_writes_what_serde_json_writes() {
+        for s in [
+            "",
+            "plain",
+            "a\"b",
+            "back\\slash",
+            "line\nbreak",
+            "\u{1}\u{1f}",
+            "\u{7f}",
+            "grüße ✓",
+            "tab\t",
+        ] {
+            let mut out = Vec::new();
+            json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
     use crate::model::ExportKind;
     use std::sync::Arc;
 

@@ -280,7 +280,7 @@ impl SyslogConnection {
                 Ok(SyslogConnection::Udp(s))
             }
             SyslogTransport::Relp => Ok(SyslogConnection::Relp(Box::new(
-                RelpConnection::open(tcp().await?, t)
+                RelpConnection::open(tcp().await?, t, cfg.relp_window)
                     .await
                     .map_err(|e| connect_err(cfg, e))?,
             ))),
@@ -495,6 +495,7 @@ mod tests {
             severity_from: "severity".into(),
             tls: TlsFiles::default(),
             timeout: std::time::Duration::from_secs(1),
+            relp_window: crate::sink::event::relp::DEFAULT_WINDOW,
         }
     }
 

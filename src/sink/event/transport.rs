@@ -64,6 +64,18 @@ impl Batch {
         self.pending.iter().map(|&i| self.item(i)).collect()
     }
 
+    /// The pending items back to back, in one exactly sized buffer (a
+    /// growing one cost the bulk path a tenth of its CPU in copies and
+    /// page faults).
+    pub fn pending_concat(&self) -> Vec<u8> {
+        let len = self.pending.iter().map(|&i| self.ranges[i].len()).sum();
+        let mut out = Vec::with_capacity(len);
+        for &i in &self.pending {
+            out.extend_from_slice(self.item(i));
+        }
+        out
+    }
+
     /// Marks the first `n` pending items delivered.
     fn deliver_first(&mut self, n: usize) {
         let n = n.min(self.pending.len());
@@ -185,10 +197,7 @@ impl Transport {
                 }
             }
             Transport::File(w) => {
-                let mut lines = Vec::new();
-                for it in batch.pending_items() {
-                    lines.extend_from_slice(it);
-                }
+                let lines = batch.pending_concat();
                 let w = Arc::clone(w);
                 let dir = {
                     let g = w.lock().unwrap_or_else(|p| p.into_inner());
@@ -251,10 +260,7 @@ async fn bulk(cfg: &EventConfig, client: &Client, batch: &mut Batch) -> Result<(
     let Target::Elasticsearch(es) = &cfg.target else {
         unreachable!("bulk for an elasticsearch target")
     };
-    let mut body = Vec::new();
-    for it in batch.pending_items() {
-        body.extend_from_slice(it);
-    }
+    let mut body = batch.pending_concat();
     let mut headers = vec![("Content-Type", "application/x-ndjson".to_string())];
     if es.gzip {
         body = elasticsearch::gzip(&body);
@@ -301,10 +307,7 @@ async fn hec(cfg: &EventConfig, client: &Client, batch: &mut Batch) -> Result<()
     let url = client.endpoint().join(splunk::EVENT_PATH).to_string();
     // Each round delivers or refuses at least one event, so this ends.
     while !batch.pending.is_empty() {
-        let mut body = Vec::new();
-        for it in batch.pending_items() {
-            body.extend_from_slice(it);
-        }
+        let body = batch.pending_concat();
         let answer = match post(client, splunk::EVENT_PATH, &headers, body).await {
             Ok(a) => a,
             Err(e) => match invalid_event(&e, batch.pending.len()) {
@@ -455,6 +458,7 @@ mod tests {
                 severity_from: "severity".into(),
                 tls: TlsFiles::default(),
                 timeout: Duration::from_secs(5),
+                relp_window: crate::sink::event::relp::DEFAULT_WINDOW,
             }),
             dead_letter: "/nonexistent".into(),
             dead_letter_max_bytes: 1 << 20,
@@ -518,6 +522,7 @@ mod tests {
         assert_eq!(batch.pending_items(), vec![&b"x"[..], b"yy", b"zzz"]);
         batch.deliver_first(1);
         assert_eq!(batch.pending_items(), vec![&b"yy"[..], b"zzz"]);
+        assert_eq!(batch.pending_concat(), b"yyzzz");
         batch.refuse_all(Some(400), "no");
         assert_eq!(batch.refused.len(), 2);
         assert_eq!(batch.delivered, 1);

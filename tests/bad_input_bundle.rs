@@ -26,7 +26,15 @@ fn gather_refuses_ranges_out_of_bounds() {
     gather(&["--from", "0", "--to", "9223372036854775807"])
         .refused(2, &["--to", "after 9999-12-31T23:59:59.999Z"]);
     // Within 1970..9999, but more windows than any gather should make.
-    gather(&["--from", "0", "--to", "9999-12-31T23:59:59Z"]).refused(
+    gather(&[
+        "--from",
+        "0",
+        "--to",
+        "9999-12-31T23:59:59Z",
+        "--batch-window",
+        "5m",
+    ])
+    .refused(
         2,
         &[
             "in windows of 5m",

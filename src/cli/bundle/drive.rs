@@ -60,6 +60,7 @@ pub async fn gather(args: GatherArgs, quiet: bool) -> ExitCode {
         to_ms,
         step_ms,
         batch_window_ms: window_ms,
+        batch_samples: args.batch_samples,
         obfuscation: obf,
         obfuscation_map: args.obfuscation_map.clone(),
         out_dir,

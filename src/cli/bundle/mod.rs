@@ -47,9 +47,12 @@ pub struct GatherArgs {
     /// Keep one point per STEP (the last of each interval); with the query_range fallback, its step.
     #[arg(long)]
     pub step: Option<String>,
-    /// Window per request (default: 30s up to 15m of range, 1m up to 6h, else 5m); clamped to 30s..24h.
+    /// Fixed window per request, clamped to 30s..24h (default: sized from the data, see --batch-samples).
     #[arg(long)]
     pub batch_window: Option<String>,
+    /// Without --batch-window: samples per request the windows are sized for, measured from a first 5m window.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1000..=1_000_000_000))]
+    pub batch_samples: Option<u64>,
     /// What to obfuscate: ips, jobs (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "ips,jobs")]
     pub obfuscate: Vec<String>,

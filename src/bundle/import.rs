@@ -584,8 +584,12 @@ impl Upload<'_> {
             state,
             armed: !self.params.dry_run,
         };
-        // Lines pass unread unless points must be dropped, shifted or re-encoded.
-        let raw = guard.state.retention_cutoff_ms.is_none()
+        // Lines pass unread unless points must be dropped, shifted or re-encoded
+        // (a cutoff before the bundle's first point drops nothing).
+        let raw = guard
+            .state
+            .retention_cutoff_ms
+            .is_none_or(|c| check.min_ts.is_some_and(|min| min >= c))
             && guard.state.shift_ms == 0
             && check.special_lines == 0
             && guard.state.acked.is_empty();
@@ -709,10 +713,14 @@ impl Upload<'_> {
         let importer = self.client.clone();
         let dry = self.params.dry_run;
         async move {
+            let mut chunk = chunk;
             let sent = if dry || chunk.body.is_empty() {
                 Ok(())
             } else {
-                importer.import(Bytes::copy_from_slice(&chunk.body)).await
+                // The body moves into the request; only the offsets are needed after.
+                importer
+                    .import(Bytes::from(std::mem::take(&mut chunk.body)))
+                    .await
             };
             (chunk, sent)
         }
@@ -758,7 +766,7 @@ fn produce_raw(
     tx: &tokio::sync::mpsc::Sender<Result<Chunk, BundleError>>,
     cancel: &CancelToken,
 ) -> Result<(), BundleError> {
-    let mut reader = bundle.metrics_reader();
+    let mut reader = bundle.upload_reader();
     reader.skip_to(skip)?;
     loop {
         let start = reader.offset;
@@ -805,7 +813,7 @@ fn produce(
         skipped_samples: 0,
         skipped_lines: 0,
     };
-    let mut reader = bundle.metrics_reader();
+    let mut reader = bundle.upload_reader();
     reader.skip_to(skip)?;
     let mut chunk = new_chunk(skip);
     let mut scratch = Vec::new();
@@ -993,8 +1001,10 @@ async fn verify_on_target(
         );
     }
     let deadline = Instant::now() + timeout;
+    flush_target(client).await;
     let mut last: Option<u64> = None;
     let mut use_count = false;
+    let mut pause = Duration::from_millis(100);
     loop {
         let found = if use_count {
             count_series(&reader, &matcher, start_ms, end_ms).await
@@ -1028,7 +1038,23 @@ async fn verify_on_target(
             );
             return (last, Some(false), Some(note));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Asks a single-node VictoriaMetrics to make what it acknowledged
+/// searchable now (`/internal/force_flush`) instead of at its next periodic
+/// flush, which verification would otherwise wait for (seconds). Best
+/// effort: a cluster, vmauth or Prometheus answers 404 or refuses, and
+/// verification then polls as before.
+async fn flush_target(client: &Client) {
+    let Ok(req) = client.request_at_root(reqwest::Method::GET, "/internal/force_flush") else {
+        return;
+    };
+    match client.send_once(req).await {
+        Ok(resp) => client.discard_body(resp).await,
+        Err(e) => tracing::debug!(error = %e, "no force_flush on the target; polling"),
     }
 }
 

@@ -410,7 +410,8 @@ async fn run(
     std::fs::remove_dir(&job.staging).ok();
     emit_last(
         &job.report.tx,
-        job.report.event(ExportStage::Done, total, total, None),
+        job.report
+            .event(ExportStage::Done, job.total, job.total, None),
     )
     .await;
     Ok(outcome)

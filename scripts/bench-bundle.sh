@@ -138,6 +138,7 @@ bundle_mb=$(( $(stat -c %s "$bundle") / 1048576 ))
 jsonl_mb=$(( $(stat -c %s "$work/bundle.jsonl") / 1048576 ))
 
 echo "== import"
+c1=$("$BIN" import --help | grep -o -- --concurrency | head -1 || true)
 for i in $(seq 1 "$RUNS"); do
   start_vm b "$PORT_B"
   run curl_import "$VM_PID" curl -sf --data-binary @"$work/bundle.jsonl" "$B/api/v1/import"
@@ -147,6 +148,13 @@ for i in $(seq 1 "$RUNS"); do
   # Check + upload, without the wait for the target to show the new series.
   awk '/^checked in/ { gsub("s,", ""); gsub("s$", ""); print $3 + $6 }' "$work/spill_import.out" >>"$work/spill_import_cu"
   stop_vm "$VM_PID"
+  # One request at a time, as vmctl vm-native sends one stream (older builds lack the flag).
+  if [ -n "$c1" ]; then
+    start_vm b "$PORT_B"
+    run spill_import_c1 "$VM_PID" "$BIN" -q import "$bundle" --url "$B" --concurrency 1
+    awk '/^checked in/ { gsub("s,", ""); gsub("s$", ""); print $3 + $6 }' "$work/spill_import_c1.out" >>"$work/spill_import_c1_cu"
+    stop_vm "$VM_PID"
+  fi
 done
 
 echo "== vmctl vm-native"
@@ -173,6 +181,7 @@ row gather_default "spillway gather (default: $windows_default windows)"
 row curl_import "curl --data-binary metrics.jsonl > import"
 row spill_import "spillway import (check+upload+verify)"
 printf "%-44s %8s %10s\n" "spillway import (check+upload)" "$(median spill_import_cu 1)" "$(rate "$(median spill_import_cu 1)")"
+[ -z "$c1" ] || printf "%-44s %8s %10s\n" "spillway import --concurrency 1 (chk+upl)" "$(median spill_import_c1_cu 1)" "$(rate "$(median spill_import_c1_cu 1)")"
 row vmctl "vmctl vm-native A -> B"
 echo
 # ratios NUM DEN: per-run NUM/DEN of the wall times, as "median [min-max]".
@@ -188,5 +197,6 @@ echo "gather (default windows) / raw export:        $(ratios curl_export gather_
 echo "import (check+upload) / raw curl import:      $(ratios curl_import spill_import_cu1)   (target >= 0.95)"
 echo "import (with verification) / raw curl import: $(ratios curl_import spill_import)   (target >= 0.8)"
 echo "vmctl vm-native / import (check+upload):      $(ratios vmctl spill_import_cu1)   (target >= 1)"
+[ -z "$c1" ] || echo "vmctl vm-native / import --concurrency 1:     $(ratios vmctl spill_import_c1_cu)   (one stream each)"
 echo "gather+import / vmctl vm-native:              $(ratios vmctl gather_import)"
 echo "peak RSS: gather $(( $(median gather_1w 4) / 1024 )) MiB, import $(( $(median spill_import 4) / 1024 )) MiB   (target <= 100 MiB)"

@@ -80,6 +80,20 @@ fn import_refuses_absurd_sizes_and_timestamps() {
         "99999999999999999999TiB",
     ])
     .refused(2, &["--chunk-size", "invalid size"]);
+    // Request bodies in flight are bounded, whatever the two flags say.
+    s.run(&[
+        "import",
+        "far.jsonl",
+        "--url",
+        URL,
+        "--chunk-size",
+        "64MiB",
+        "--concurrency",
+        "64",
+    ])
+    .refused(2, &["--concurrency 64 × --chunk-size 64MiB", "in flight"]);
+    s.run(&["import", "far.jsonl", "--url", URL, "--concurrency", "65"])
+        .refused(2, &["--concurrency"]);
     s.run(&[
         "import",
         "far.jsonl",

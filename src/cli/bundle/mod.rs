@@ -51,7 +51,7 @@ pub struct GatherArgs {
     #[arg(long)]
     pub batch_window: Option<String>,
     /// Without --batch-window: samples per request the windows are sized for, measured from a first 5m window.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1000..=1_000_000_000))]
+    #[arg(long, value_name = "N", conflicts_with = "batch_window", value_parser = clap::value_parser!(u64).range(1000..=1_000_000_000))]
     pub batch_samples: Option<u64>,
     /// What to obfuscate: ips, jobs (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "ips,jobs")]
@@ -106,6 +106,9 @@ pub struct ImportArgs {
     /// Bytes per /api/v1/import request, cut at line ends (e.g. 512KiB, 4MiB; 1KiB to 64MiB).
     #[arg(long, default_value = "512KiB", value_parser = size_usize_arg)]
     pub chunk_size: usize,
+    /// Requests in flight at once (1 to 64).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
     /// Continue an interrupted import from its saved offset.
     #[arg(long)]
     pub resume: bool,
@@ -215,6 +218,25 @@ mod tests {
         assert!(o.ips && o.jobs && o.labels == ["pod"] && o.drop_labels == ["x"]);
         let (from, to) = range(&g).unwrap();
         assert_eq!(to - from, 7_200_000);
+        let adaptive = [
+            "spillway",
+            "gather",
+            "--url",
+            "http://x:1",
+            "--batch-samples",
+        ];
+        let parse = |n: &str| Cli::try_parse_from(adaptive.iter().copied().chain([n]));
+        let Command::Gather(g) = parse("5000").unwrap().command else {
+            panic!("not gather")
+        };
+        assert_eq!(g.batch_samples, Some(5000));
+        assert!(parse("10").is_err(), "below 1000");
+        assert!(Cli::try_parse_from(adaptive.iter().copied().chain([
+            "5000",
+            "--batch-window",
+            "1m"
+        ]))
+        .is_err());
     }
 
     #[test]
@@ -229,6 +251,8 @@ mod tests {
             "3:4",
             "--chunk-size",
             "1MiB",
+            "--concurrency",
+            "2",
             "--resume",
             "--shift-to-now",
             "--dry-run",
@@ -239,6 +263,10 @@ mod tests {
         };
         assert!(i.resume && i.shift_to_now && i.dry_run);
         assert_eq!(i.chunk_size, 1 << 20);
+        assert_eq!(i.concurrency, 2);
+        assert!(
+            Cli::try_parse_from(["spillway", "import", "b.zip", "--concurrency", "0"]).is_err()
+        );
         assert_eq!(
             client_config(&i.connection)
                 .unwrap()

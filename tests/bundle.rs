@@ -817,9 +817,9 @@ fn windows_of(run: &Run) -> u64 {
         .unwrap_or_else(|_| panic!("no window count in {}", run.describe()))
 }
 
-/// #13: without `--batch-window` the windows are sized from the first one;
-/// a small fleet goes in the 5-minute probe and one more call, and the
-/// bundle holds exactly the samples of one raw `/api/v1/export`.
+/// #13: without `--batch-window` the windows are sized from the series the
+/// index counts; a small fleet goes in one call, and the bundle holds
+/// exactly the samples of one raw `/api/v1/export`.
 #[test]
 fn default_windows_return_exactly_one_raw_export() {
     let a = Vm::start();
@@ -843,7 +843,7 @@ fn default_windows_return_exactly_one_raw_export() {
         out.to_str().unwrap(),
     ]);
     run.assert_code(0);
-    assert_eq!(windows_of(&run), 2, "{}", run.describe());
+    assert_eq!(windows_of(&run), 1, "{}", run.describe());
     let got = bundle_series(&find_bundle(&out));
     assert_no_duplicates(&got);
     let counts = |m: &BTreeMap<String, Vec<(i64, f64)>>| -> BTreeMap<String, usize> {
@@ -851,6 +851,105 @@ fn default_windows_return_exactly_one_raw_export() {
     };
     assert_eq!(counts(&got), counts(&raw));
     assert_eq!(got, raw);
+}
+
+/// `gather` of `[start, end]` from `url` in windows of ~1000 samples.
+fn adaptive_gather_args(
+    url: &str,
+    start: i64,
+    end: i64,
+    out: &Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args = vec![
+        "gather".to_string(),
+        "--url".into(),
+        url.into(),
+        "--from".into(),
+        secs(start),
+        "--to".into(),
+        secs(end),
+        "--retries".into(),
+        "0".into(),
+        "--batch-samples".into(),
+        "1000".into(),
+        "--out".into(),
+        out.to_str().unwrap().into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The bundle of an uninterrupted adaptive gather (checked against a raw
+/// export) and its window count.
+fn uninterrupted_adaptive_gather(
+    a: &Vm,
+    start: i64,
+    end: i64,
+    dir: &Path,
+) -> (BTreeMap<String, Vec<(i64, f64)>>, u64) {
+    let out = dir.join("whole");
+    let args = adaptive_gather_args(&a.url(), start, end, &out, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let whole = spillway(&args);
+    whole.assert_code(0);
+    let windows = windows_of(&whole);
+    // 19 series: a first window of ~9 minutes (at 10 s), then ~13-minute ones (at 15 s).
+    assert!((6..=20).contains(&windows), "{}", whole.describe());
+    let expected = bundle_series(&find_bundle(&out));
+    assert_eq!(expected, export_map(&a.url(), r#"{__name__!=""}"#));
+    (expected, windows)
+}
+
+/// #13: SIGKILL while an adaptive gather waits for its fourth window, then
+/// `--resume`: the three staged windows are kept and the bundle is the
+/// uninterrupted gather's, with no sample twice or missing.
+#[test]
+fn killed_adaptive_gather_resumes_to_the_same_bundle() {
+    let a = Vm::start();
+    let end = recent_minute();
+    let start = end - 2 * 3_600_000;
+    a.import(&lines_for(&fleet(), start, end, 15_000));
+    let dir = tempfile::tempdir().unwrap();
+    let (expected, windows) = uninterrupted_adaptive_gather(&a, start, end, dir.path());
+    // Request 1 is the validation's probe; 2..=4 are windows 0..=2; 5 is held.
+    let proxy = Proxy::start(
+        &a.url(),
+        ProxyRules {
+            hold_exports_after: Some(4),
+            ..Default::default()
+        },
+    );
+    let out = dir.path().join("out");
+    let args = adaptive_gather_args(&proxy.url(), start, end, &out, &[]);
+    let mut child = Command::new(spillway_bin())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the fourth window to be held",
+        Duration::from_secs(30),
+        || proxy.held_exports() > 0,
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    proxy.release_exports();
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
+    let resumed = spillway(&resume);
+    resumed.assert_code(0);
+    assert!(
+        resumed.stdout().contains("(3 resumed)"),
+        "{}",
+        resumed.describe()
+    );
+    assert_eq!(windows_of(&resumed), windows, "{}", resumed.describe());
+    let got = bundle_series(&find_bundle(&out));
+    assert_no_duplicates(&got);
+    assert_eq!(got, expected);
 }
 
 /// #13: an adaptive plan (windows sized by `--batch-samples`) cut off in
@@ -865,33 +964,11 @@ fn interrupted_adaptive_gather_resumes_to_the_same_bundle() {
     a.import(&lines_for(&series, start, end, 15_000));
     let dir = tempfile::tempdir().unwrap();
     let gather = |url: &str, out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "gather".to_string(),
-            "--url".into(),
-            url.into(),
-            "--from".into(),
-            secs(start),
-            "--to".into(),
-            secs(end),
-            "--retries".into(),
-            "0".into(),
-            "--batch-samples".into(),
-            "1000".into(),
-            "--out".into(),
-            out.to_str().unwrap().into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let args = adaptive_gather_args(url, start, end, out, extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         spillway(&args)
     };
-    let whole_out = dir.path().join("whole");
-    let whole = gather(&a.url(), &whole_out, &[]);
-    whole.assert_code(0);
-    let windows = windows_of(&whole);
-    // 19 series at 15 s: ~380 samples in the 5-minute probe, then ~13-minute windows.
-    assert!((6..=20).contains(&windows), "{}", whole.describe());
-    let expected = bundle_series(&find_bundle(&whole_out));
-    assert_eq!(expected, export_map(&a.url(), r#"{__name__!=""}"#));
+    let (expected, windows) = uninterrupted_adaptive_gather(&a, start, end, dir.path());
 
     // Request 1 is the validation's probe, so request 4 is window 2.
     let proxy = Proxy::start(

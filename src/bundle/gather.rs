@@ -321,6 +321,38 @@ fn check_params(params: &ExportParams) -> Result<(), BundleError> {
     .map_err(BundleError::Params)
 }
 
+fn plan_limits(batch_samples: Option<u64>) -> Limits {
+    Limits {
+        target_samples: batch_samples.unwrap_or(Limits::default().target_samples),
+        ..Limits::default()
+    }
+}
+
+/// Most series counted for sizing the first adaptive window; past it (or
+/// when the server refuses to list them) the first window is a short probe.
+const SERIES_HINT_LIMIT: usize = 100_000;
+
+/// The series the selectors match in the range, from the index (no samples
+/// read), or `None` when they cannot be counted cheaply.
+async fn count_series(
+    client: &Client,
+    selectors: &[String],
+    from_ms: i64,
+    to_ms: i64,
+) -> Option<u64> {
+    match client
+        .series_bounded(selectors, from_ms, to_ms, SERIES_HINT_LIMIT)
+        .await
+    {
+        Ok(list) if !list.more => Some(list.series.len() as u64),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "series not counted; the first window is a probe");
+            None
+        }
+    }
+}
+
 /// The windows of a plan, lazily, from its start.
 fn plan_windows(plan: &Plan) -> WindowPlanner {
     let align = plan.step_ms.unwrap_or(1);
@@ -330,12 +362,7 @@ fn plan_windows(plan: &Plan) -> WindowPlanner {
             plan.to_ms,
             plan.window_ms,
             align,
-            Limits {
-                target_samples: plan
-                    .batch_samples
-                    .unwrap_or(Limits::default().target_samples),
-                ..Limits::default()
-            },
+            plan_limits(plan.batch_samples),
         )
     } else {
         WindowPlanner::fixed(plan.from_ms, plan.to_ms, plan.window_ms, align)
@@ -370,7 +397,23 @@ async fn run(
         fsutil::remove_stale_temps(dir).map_err(io_err(dir))?;
     }
     let discovery = super::discover_components(&client, params.from_ms, params.to_ms).await;
-    let plan = open_plan(&params, &staging, &selectors, &client, &checked, &discovery)?;
+    let series_hint = if params.batch_window_ms.is_none() && !params.resume && checked.export_api {
+        tokio::select! {
+            n = count_series(&client, &selectors, params.from_ms, params.to_ms) => n,
+            _ = cancel.cancelled() => return Err(BundleError::Cancelled),
+        }
+    } else {
+        None
+    };
+    let plan = open_plan(
+        &params,
+        &staging,
+        &selectors,
+        &client,
+        &checked,
+        &discovery,
+        series_hint,
+    )?;
     let mut obf = load_obfuscator(&staging, &plan, params.obfuscation_map.as_deref())?;
     obf.set_components(discovery.job_components());
     if params.obfuscation_map.is_some() {
@@ -426,6 +469,7 @@ fn open_plan(
     client: &Client,
     checked: &super::ValidateReport,
     discovery: &super::Discovery,
+    series_hint: Option<u64>,
 ) -> Result<Plan, BundleError> {
     match (read_plan(staging)?, params.resume) {
         (Some(plan), true) => {
@@ -462,7 +506,13 @@ fn open_plan(
                 to_ms: params.to_ms,
                 window_ms: match params.batch_window_ms {
                     Some(_) => plan_window_ms(range, params.batch_window_ms, params.step_ms),
-                    None => first_window_ms(params.from_ms, params.to_ms, params.step_ms.unwrap_or(1)),
+                    None => first_window_ms(
+                        params.from_ms,
+                        params.to_ms,
+                        params.step_ms.unwrap_or(1),
+                        series_hint,
+                        plan_limits(params.batch_samples),
+                    ),
                 },
                 adaptive: params.batch_window_ms.is_none(),
                 batch_samples: params.batch_samples,

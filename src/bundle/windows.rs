@@ -4,9 +4,12 @@
 //! every block that overlaps the window, whatever its share of the block) on
 //! top of the samples it sends, so many short windows multiply the server's
 //! work: 73 five-minute windows over 6 h cost it ~10× one export. Without
-//! `--batch-window` the planner therefore measures the first, short window
-//! (samples and bytes per millisecond of range) and sizes each following one
-//! to carry about [`Limits::target_samples`], never more than
+//! `--batch-window` the first window is sized from the number of matching
+//! series (`/api/v1/series`, an index lookup that reads no samples) at one
+//! point per [`ASSUMED_INTERVAL_MS`]; when that count is unavailable it is a
+//! short probe. Every following window is sized from what the previous one
+//! held (samples and bytes per millisecond of range) to carry about
+//! [`Limits::target_samples`], never more than
 //! [`Limits::max_bytes`] of staged text, so a small range goes in two calls
 //! and a huge one in windows of bounded size (memory stays flat anyway: a
 //! window is streamed to its staging file). Growth per window is capped, so
@@ -19,9 +22,12 @@
 
 use crate::model::range::MAX_WINDOWS;
 
-/// The first window of an adaptive plan: short, so that measuring costs
-/// little even for a large fleet.
+/// The first window of an adaptive plan when the series are not counted:
+/// short, so that measuring costs little even for a large fleet.
 pub const PROBE_MS: i64 = 5 * 60_000;
+/// Points per series assumed before a window is measured: one per 10 s, on
+/// the dense side of common scrape intervals, so the first window errs short.
+pub const ASSUMED_INTERVAL_MS: i64 = 10_000;
 /// The shortest window (before the `MAX_WINDOWS` floor).
 pub const MIN_WINDOW_MS: i64 = 30_000;
 /// A window is at most this many times longer than the one before.
@@ -162,10 +168,35 @@ impl WindowPlanner {
     }
 }
 
-/// The first window of an adaptive plan over `[from_ms, to_ms]`.
-pub fn first_window_ms(from_ms: i64, to_ms: i64, align_ms: i64) -> i64 {
+/// The first window of an adaptive plan over `[from_ms, to_ms]`: for
+/// `series` matching series (`None`: not counted) at one point per
+/// [`ASSUMED_INTERVAL_MS`], the length that carries `limits.target_samples`
+/// (the whole range when it fits), at least the probe and at most
+/// [`MAX_GROWTH`] probes long; the probe when the count is unknown.
+pub fn first_window_ms(
+    from_ms: i64,
+    to_ms: i64,
+    align_ms: i64,
+    series: Option<u64>,
+    limits: Limits,
+) -> i64 {
     let align = align_ms.max(1);
-    round_up(PROBE_MS, align).max(adaptive_min_ms(from_ms, to_ms, align))
+    let probe = round_up(PROBE_MS, align).max(adaptive_min_ms(from_ms, to_ms, align));
+    let Some(series) = series else {
+        return probe;
+    };
+    let longest = i128::from(probe) * i128::from(MAX_GROWTH);
+    let fits = i128::from(limits.target_samples) * i128::from(ASSUMED_INTERVAL_MS)
+        / i128::from(series.max(1));
+    let range = i128::from(to_ms) - i128::from(from_ms) + 1;
+    let len = if fits >= range {
+        // The whole range, whatever its alignment.
+        range + i128::from(align)
+    } else {
+        fits
+    };
+    let len = i64::try_from(len.min(longest)).unwrap_or(i64::MAX / 4);
+    round_up(len, align).max(probe)
 }
 
 /// The shortest adaptive window: 30 s, and long enough that the range never
@@ -243,8 +274,13 @@ mod tests {
     #[test]
     fn small_range_is_one_window() {
         let (from, to) = (0, 4 * M);
-        let p =
-            WindowPlanner::adaptive(from, to, first_window_ms(from, to, 1), 1, Limits::default());
+        let p = WindowPlanner::adaptive(
+            from,
+            to,
+            first_window_ms(from, to, 1, None, Limits::default()),
+            1,
+            Limits::default(),
+        );
         assert_eq!(run(p, 1e6, 20), [(0, 4 * M)]);
     }
 
@@ -254,8 +290,13 @@ mod tests {
     fn moderate_fleet_takes_two_calls() {
         let (from, to) = (0, 6 * H);
         let density = 20_000.0 / 15_000.0;
-        let p =
-            WindowPlanner::adaptive(from, to, first_window_ms(from, to, 1), 1, Limits::default());
+        let p = WindowPlanner::adaptive(
+            from,
+            to,
+            first_window_ms(from, to, 1, None, Limits::default()),
+            1,
+            Limits::default(),
+        );
         let ws = run(p, density, 22);
         contiguous(from, to, &ws);
         assert_eq!(ws, [(0, 5 * M - 1), (5 * M, 6 * H)]);
@@ -267,7 +308,13 @@ mod tests {
         // 2 M series at 15 s: 40 M samples every 5 minutes.
         let density = 2_000_000.0 / 15_000.0;
         let limits = Limits::default();
-        let p = WindowPlanner::adaptive(from, to, first_window_ms(from, to, 1), 1, limits);
+        let p = WindowPlanner::adaptive(
+            from,
+            to,
+            first_window_ms(from, to, 1, None, Limits::default()),
+            1,
+            limits,
+        );
         let ws = run(p, density, 10);
         contiguous(from, to, &ws);
         assert_eq!(ws.len(), 24 * 12, "{:?}", &ws[..3]);
@@ -286,7 +333,13 @@ mod tests {
             max_bytes: 100 << 20,
         };
         let density = 100.0 / 1000.0;
-        let p = WindowPlanner::adaptive(from, to, first_window_ms(from, to, 1), 1, limits);
+        let p = WindowPlanner::adaptive(
+            from,
+            to,
+            first_window_ms(from, to, 1, None, Limits::default()),
+            1,
+            limits,
+        );
         let ws = run(p, density, 1000);
         contiguous(from, to, &ws);
         for &(s, e) in &ws {
@@ -300,8 +353,13 @@ mod tests {
     #[test]
     fn an_empty_first_window_grows_by_the_growth_cap() {
         let (from, to) = (0, 30 * 24 * H);
-        let mut p =
-            WindowPlanner::adaptive(from, to, first_window_ms(from, to, 1), 1, Limits::default());
+        let mut p = WindowPlanner::adaptive(
+            from,
+            to,
+            first_window_ms(from, to, 1, None, Limits::default()),
+            1,
+            Limits::default(),
+        );
         p.advance(0, 0);
         assert_eq!(p.peek(), Some((5 * M, 5 * M + 5 * M * MAX_GROWTH - 1)));
     }
@@ -309,8 +367,13 @@ mod tests {
     #[test]
     fn dense_data_shrinks_windows_to_the_floor() {
         let (from, to) = (0, H);
-        let mut p =
-            WindowPlanner::adaptive(from, to, first_window_ms(from, to, 1), 1, Limits::default());
+        let mut p = WindowPlanner::adaptive(
+            from,
+            to,
+            first_window_ms(from, to, 1, None, Limits::default()),
+            1,
+            Limits::default(),
+        );
         p.advance(u64::MAX / 2, 1);
         let (s, e) = p.peek().unwrap();
         assert_eq!(e - s + 1, MIN_WINDOW_MS);
@@ -323,7 +386,7 @@ mod tests {
         let p = WindowPlanner::adaptive(
             from,
             to,
-            first_window_ms(from, to, step),
+            first_window_ms(from, to, step, None, Limits::default()),
             step,
             Limits::default(),
         );
@@ -337,8 +400,13 @@ mod tests {
     #[test]
     fn never_more_than_max_windows() {
         let (from, to) = (0, 253_402_300_799_000);
-        let p =
-            WindowPlanner::adaptive(from, to, first_window_ms(from, to, 1), 1, Limits::default());
+        let p = WindowPlanner::adaptive(
+            from,
+            to,
+            first_window_ms(from, to, 1, None, Limits::default()),
+            1,
+            Limits::default(),
+        );
         assert!(p.remaining_estimate() <= MAX_WINDOWS);
         let mut p2 = p.clone();
         p2.advance(u64::MAX / 2, u64::MAX / 2);
@@ -346,10 +414,41 @@ mod tests {
     }
 
     #[test]
+    fn counted_series_size_the_first_window() {
+        let l = Limits::default();
+        // 20,000 series over 6 h: 43.2 M points at 10 s, 28.8 M at 15 s: one call.
+        let (from, to) = (1_000, 1_000 + 6 * H);
+        let first = first_window_ms(from, to, 1, Some(20_000), l);
+        let p = WindowPlanner::adaptive(from, to, first, 1, l);
+        assert_eq!(run(p, 20_000.0 / 15_000.0, 22), [(from, to)]);
+        // Nothing matched: one call too.
+        assert!(first_window_ms(from, to, 1, Some(0), l) > 6 * H);
+        // 200,000 series: the window that carries the target at 10 s.
+        assert_eq!(first_window_ms(from, to, 1, Some(200_000), l), 2_000_000);
+        // Never shorter than the probe, never longer than the growth cap.
+        assert_eq!(first_window_ms(from, to, 1, Some(u64::MAX), l), PROBE_MS);
+        let long = (0, 30 * 24 * H);
+        assert_eq!(
+            first_window_ms(long.0, long.1, 1, Some(1), l),
+            PROBE_MS * MAX_GROWTH
+        );
+        // Whole steps with --step.
+        assert_eq!(
+            first_window_ms(from, to, 7 * M, Some(2_000_000), l) % (7 * M),
+            0
+        );
+    }
+
+    #[test]
     fn query_range_windows_are_capped() {
         let (from, to) = (0, 30 * 24 * H);
-        let mut p =
-            WindowPlanner::adaptive(from, to, first_window_ms(from, to, 1), 1, Limits::default());
+        let mut p = WindowPlanner::adaptive(
+            from,
+            to,
+            first_window_ms(from, to, 1, None, Limits::default()),
+            1,
+            Limits::default(),
+        );
         p.cap_len(10_000 * M);
         let ws = run(p, 0.001, 20);
         contiguous(from, to, &ws);
@@ -360,7 +459,13 @@ mod tests {
     fn resume_continues_after_the_recorded_window() {
         let (from, to) = (0, 24 * H);
         let mk = || {
-            WindowPlanner::adaptive(from, to, first_window_ms(from, to, 1), 1, Limits::default())
+            WindowPlanner::adaptive(
+                from,
+                to,
+                first_window_ms(from, to, 1, None, Limits::default()),
+                1,
+                Limits::default(),
+            )
         };
         let mut a = mk();
         let first = a.peek().unwrap();

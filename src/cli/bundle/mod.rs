@@ -50,7 +50,7 @@ pub struct GatherArgs {
     /// Fixed window per request, clamped to 30s..24h (default: sized from the data, see --batch-samples).
     #[arg(long)]
     pub batch_window: Option<String>,
-    /// Without --batch-window: samples per request the windows are sized for, measured from a first 5m window.
+    /// Without --batch-window: samples per request the windows are sized for (default 40M), from the series count, then from what each window held.
     #[arg(long, value_name = "N", conflicts_with = "batch_window", value_parser = clap::value_parser!(u64).range(1000..=1_000_000_000))]
     pub batch_samples: Option<u64>,
     /// What to obfuscate: ips, jobs (comma-separated).

@@ -4,7 +4,9 @@
 //! Staging directory (one run at a time; default `<out>/spillway-staging`):
 //! - `gather.json`: the plan, written once (atomically) before the first
 //!   window: export id, source URL (never credentials), selectors, range,
-//!   window length, step, method, obfuscation options, components.
+//!   window length (or, for an adaptive plan, the first window's length and
+//!   `--batch-samples`; see `windows.rs`), step, method, obfuscation
+//!   options, components.
 //! - `window-<index>.jsonl`: the lines of one finished window, already
 //!   obfuscated (nothing un-obfuscated touches the disk). Written under a
 //!   temp name and renamed when the window is complete, so a window file is
@@ -13,7 +15,9 @@
 //!   xxh64, and a resumed run checks them and fetches again any window whose
 //!   file an OS crash left short or damaged.
 //! - `windows.jsonl`: an append-only journal, one line per finished window
-//!   (`index`, lines, samples, bytes, xxh64, jobs seen), fsynced after the
+//!   (`index`, its bounds, lines, samples, bytes, xxh64, jobs seen; an
+//!   adaptive plan is continued from the last entry's bounds and counts),
+//!   fsynced after the
 //!   window file's rename. A window counts as done only once it is in the
 //!   journal and its file matches; a torn last line (crash while appending)
 //!   is ignored and that window is fetched again, overwriting its file. So

@@ -13,7 +13,12 @@
 # the server's CPU (from /proc) and the ratios. Each timed step runs RUNS
 # times; the median is shown. Not a test: nothing fails on slow numbers.
 #
+# Each ratio is taken per run (run i of one side against run i of the other)
+# and printed as median [min-max] over the runs.
+#
 # Usage: scripts/bench-bundle.sh            (SERIES=20000 HOURS=6 STEP=15 RUNS=3)
+#        SPILLWAY=/path/to/spillway scripts/bench-bundle.sh   (a prebuilt binary;
+#        otherwise a release build into $CARGO_TARGET_DIR, default target/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,8 +33,14 @@ PORT_B=${PORT_B:-18702}
 for b in victoria-metrics vmctl curl unzip script awk; do
   command -v "$b" >/dev/null || { echo "missing $b: run scripts/install-deps.sh victoria-metrics unzip" >&2; exit 1; }
 done
-cargo build --release --locked --quiet
-BIN=$PWD/target/release/spillway
+if [ -n "${SPILLWAY:-}" ]; then
+  BIN=$(realpath "$SPILLWAY")
+else
+  cargo build --release --locked --quiet
+  BIN=$(realpath "${CARGO_TARGET_DIR:-target}")/release/spillway
+fi
+[ -x "$BIN" ] || { echo "no spillway binary at $BIN" >&2; exit 1; }
+echo "== spillway: $BIN ($("$BIN" --version 2>/dev/null || echo unknown version))"
 
 work=$(mktemp -d)
 pids=()
@@ -117,9 +128,9 @@ for i in $(seq 1 "$RUNS"); do
   rm -rf "$work/g1"
   run gather_1w "$A_PID" "$BIN" -q gather --url "$A" --from $from --to $to \
     --obfuscate ips,jobs --batch-window 24h --out "$work/g1"
+  rm -rf "$work/gd"
+  run gather_default "$A_PID" "$BIN" -q gather --url "$A" --from $from --to $to --obfuscate ips,jobs --out "$work/gd"
 done
-rm -rf "$work/gd"
-run gather_default "$A_PID" "$BIN" -q gather --url "$A" --from $from --to $to --obfuscate ips,jobs --out "$work/gd"
 windows_default=$(grep -o '[0-9]* windows' "$work/gather_default.out" | cut -d' ' -f1)
 bundle=$(ls "$work"/g1/*.zip)
 unzip -p "$bundle" metrics.jsonl >"$work/bundle.jsonl"
@@ -127,6 +138,7 @@ bundle_mb=$(( $(stat -c %s "$bundle") / 1048576 ))
 jsonl_mb=$(( $(stat -c %s "$work/bundle.jsonl") / 1048576 ))
 
 echo "== import"
+c1=$("$BIN" import --help | grep -o -- --concurrency | head -1 || true)
 for i in $(seq 1 "$RUNS"); do
   start_vm b "$PORT_B"
   run curl_import "$VM_PID" curl -sf --data-binary @"$work/bundle.jsonl" "$B/api/v1/import"
@@ -136,6 +148,13 @@ for i in $(seq 1 "$RUNS"); do
   # Check + upload, without the wait for the target to show the new series.
   awk '/^checked in/ { gsub("s,", ""); gsub("s$", ""); print $3 + $6 }' "$work/spill_import.out" >>"$work/spill_import_cu"
   stop_vm "$VM_PID"
+  # One request at a time, as vmctl vm-native sends one stream (older builds lack the flag).
+  if [ -n "$c1" ]; then
+    start_vm b "$PORT_B"
+    run spill_import_c1 "$VM_PID" "$BIN" -q import "$bundle" --url "$B" --concurrency 1
+    awk '/^checked in/ { gsub("s,", ""); gsub("s$", ""); print $3 + $6 }' "$work/spill_import_c1.out" >>"$work/spill_import_c1_cu"
+    stop_vm "$VM_PID"
+  fi
 done
 
 echo "== vmctl vm-native"
@@ -162,12 +181,22 @@ row gather_default "spillway gather (default: $windows_default windows)"
 row curl_import "curl --data-binary metrics.jsonl > import"
 row spill_import "spillway import (check+upload+verify)"
 printf "%-44s %8s %10s\n" "spillway import (check+upload)" "$(median spill_import_cu 1)" "$(rate "$(median spill_import_cu 1)")"
+[ -z "$c1" ] || printf "%-44s %8s %10s\n" "spillway import --concurrency 1 (chk+upl)" "$(median spill_import_c1_cu 1)" "$(rate "$(median spill_import_c1_cu 1)")"
 row vmctl "vmctl vm-native A -> B"
 echo
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-echo "gather (1 window) / raw export throughput:   $(ratio "$(median curl_export 1)" "$(median gather_1w 1)")   (target >= 0.8)"
-echo "gather (default windows) / raw export:       $(ratio "$(median curl_export 1)" "$(median gather_default 1)")"
-echo "import (check+upload) / raw curl import:     $(ratio "$(median curl_import 1)" "$(median spill_import_cu 1)")   (target >= 0.9)"
-echo "import (with verification) / raw curl import: $(ratio "$(median curl_import 1)" "$(median spill_import 1)")"
-echo "gather+import / vmctl vm-native:             $(ratio "$(median vmctl 1)" "$(awk -v a="$(median gather_1w 1)" -v b="$(median spill_import_cu 1)" 'BEGIN{print a+b}')")"
+# ratios NUM DEN: per-run NUM/DEN of the wall times, as "median [min-max]".
+ratios() {
+  paste -d' ' <(awk '{print $1}' "$work/$1") <(awk '{print $1}' "$work/$2") |
+    awk '{ print $1 / $2 }' | sort -g |
+    awk '{ a[NR] = $1 } END { printf "%.2f [%.2f-%.2f]", a[int((NR + 1) / 2)], a[1], a[NR] }'
+}
+awk '{print $1}' "$work/spill_import_cu" >"$work/spill_import_cu1"
+paste -d' ' <(awk '{print $1}' "$work/gather_1w") "$work/spill_import_cu1" | awk '{ print $1 + $2 }' >"$work/gather_import"
+echo "gather (1 window) / raw export throughput:    $(ratios curl_export gather_1w)"
+echo "gather (default windows) / raw export:        $(ratios curl_export gather_default)   (target >= 0.9)"
+echo "import (check+upload) / raw curl import:      $(ratios curl_import spill_import_cu1)   (target >= 0.95)"
+echo "import (with verification) / raw curl import: $(ratios curl_import spill_import)   (target >= 0.8)"
+echo "vmctl vm-native / import (check+upload):      $(ratios vmctl spill_import_cu1)   (target >= 1)"
+[ -z "$c1" ] || echo "vmctl vm-native / import --concurrency 1:     $(ratios vmctl spill_import_c1_cu)   (one stream each)"
+echo "gather+import / vmctl vm-native:              $(ratios vmctl gather_import)"
 echo "peak RSS: gather $(( $(median gather_1w 4) / 1024 )) MiB, import $(( $(median spill_import 4) / 1024 )) MiB   (target <= 100 MiB)"

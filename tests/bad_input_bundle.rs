@@ -26,7 +26,15 @@ fn gather_refuses_ranges_out_of_bounds() {
     gather(&["--from", "0", "--to", "9223372036854775807"])
         .refused(2, &["--to", "after 9999-12-31T23:59:59.999Z"]);
     // Within 1970..9999, but more windows than any gather should make.
-    gather(&["--from", "0", "--to", "9999-12-31T23:59:59Z"]).refused(
+    gather(&[
+        "--from",
+        "0",
+        "--to",
+        "9999-12-31T23:59:59Z",
+        "--batch-window",
+        "5m",
+    ])
+    .refused(
         2,
         &[
             "in windows of 5m",
@@ -72,6 +80,20 @@ fn import_refuses_absurd_sizes_and_timestamps() {
         "99999999999999999999TiB",
     ])
     .refused(2, &["--chunk-size", "invalid size"]);
+    // Request bodies in flight are bounded, whatever the two flags say.
+    s.run(&[
+        "import",
+        "far.jsonl",
+        "--url",
+        URL,
+        "--chunk-size",
+        "64MiB",
+        "--concurrency",
+        "64",
+    ])
+    .refused(2, &["--concurrency 64 × --chunk-size 64MiB", "in flight"]);
+    s.run(&["import", "far.jsonl", "--url", URL, "--concurrency", "65"])
+        .refused(2, &["--concurrency"]);
     s.run(&[
         "import",
         "far.jsonl",

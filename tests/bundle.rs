@@ -743,6 +743,8 @@ fn interrupted_gather_resumes_without_fetching_a_window_twice() {
         &secs(end),
         "--retries",
         "0",
+        "--batch-window",
+        "30s",
         "--obfuscate",
         "ips,jobs",
         "--out",
@@ -799,6 +801,224 @@ fn interrupted_gather_resumes_without_fetching_a_window_twice() {
     );
     assert_eq!(total_samples(&got), series.len() * 41);
     spillway(&["gather", "--verify", bundle.to_str().unwrap()]).assert_code(0);
+}
+
+/// The windows line of a finished gather's output (`... in N windows ...`).
+fn windows_of(run: &Run) -> u64 {
+    let out = run.stdout();
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| w.trim_end_matches([',', ')']) == "windows")
+        .unwrap_or_else(|| panic!("no window count in {}", run.describe()));
+    words[at - 1]
+        .trim_start_matches('(')
+        .parse()
+        .unwrap_or_else(|_| panic!("no window count in {}", run.describe()))
+}
+
+/// #13: without `--batch-window` the windows are sized from the series the
+/// index counts; a small fleet goes in one call, and the bundle holds
+/// exactly the samples of one raw `/api/v1/export`.
+#[test]
+fn default_windows_return_exactly_one_raw_export() {
+    let a = Vm::start();
+    let end = recent_minute();
+    let start = end - 3 * 3_600_000;
+    let series = fleet();
+    a.import(&lines_for(&series, start, end, 15_000));
+    let raw = export_map(&a.url(), r#"{__name__!=""}"#);
+    assert_eq!(raw.len(), series.len());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = spillway(&[
+        "gather",
+        "--url",
+        &a.url(),
+        "--from",
+        &secs(start),
+        "--to",
+        &secs(end),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    run.assert_code(0);
+    assert_eq!(windows_of(&run), 1, "{}", run.describe());
+    let got = bundle_series(&find_bundle(&out));
+    assert_no_duplicates(&got);
+    let counts = |m: &BTreeMap<String, Vec<(i64, f64)>>| -> BTreeMap<String, usize> {
+        m.iter().map(|(k, v)| (k.clone(), v.len())).collect()
+    };
+    assert_eq!(counts(&got), counts(&raw));
+    assert_eq!(got, raw);
+}
+
+/// `gather` of `[start, end]` from `url` in windows of ~1000 samples.
+fn adaptive_gather_args(
+    url: &str,
+    start: i64,
+    end: i64,
+    out: &Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args = vec![
+        "gather".to_string(),
+        "--url".into(),
+        url.into(),
+        "--from".into(),
+        secs(start),
+        "--to".into(),
+        secs(end),
+        "--retries".into(),
+        "0".into(),
+        "--batch-samples".into(),
+        "1000".into(),
+        "--out".into(),
+        out.to_str().unwrap().into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The bundle of an uninterrupted adaptive gather (checked against a raw
+/// export) and its window count.
+fn uninterrupted_adaptive_gather(
+    a: &Vm,
+    start: i64,
+    end: i64,
+    dir: &Path,
+) -> (BTreeMap<String, Vec<(i64, f64)>>, u64) {
+    let out = dir.join("whole");
+    let args = adaptive_gather_args(&a.url(), start, end, &out, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let whole = spillway(&args);
+    whole.assert_code(0);
+    let windows = windows_of(&whole);
+    // 19 series: a first window of ~9 minutes (at 10 s), then ~13-minute ones (at 15 s).
+    assert!((6..=20).contains(&windows), "{}", whole.describe());
+    let expected = bundle_series(&find_bundle(&out));
+    assert_eq!(expected, export_map(&a.url(), r#"{__name__!=""}"#));
+    (expected, windows)
+}
+
+/// #13: SIGKILL while an adaptive gather waits for its fourth window, then
+/// `--resume`: the three staged windows are kept and the bundle is the
+/// uninterrupted gather's, with no sample twice or missing.
+#[test]
+fn killed_adaptive_gather_resumes_to_the_same_bundle() {
+    let a = Vm::start();
+    let end = recent_minute();
+    let start = end - 2 * 3_600_000;
+    a.import(&lines_for(&fleet(), start, end, 15_000));
+    let dir = tempfile::tempdir().unwrap();
+    let (expected, windows) = uninterrupted_adaptive_gather(&a, start, end, dir.path());
+    // Request 1 is the validation's probe; 2..=4 are windows 0..=2; 5 is held.
+    let proxy = Proxy::start(
+        &a.url(),
+        ProxyRules {
+            hold_exports_after: Some(4),
+            ..Default::default()
+        },
+    );
+    let out = dir.path().join("out");
+    let args = adaptive_gather_args(&proxy.url(), start, end, &out, &[]);
+    let mut child = Command::new(spillway_bin())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the fourth window to be held",
+        Duration::from_secs(30),
+        || proxy.held_exports() > 0,
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    proxy.release_exports();
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
+    let resumed = spillway(&resume);
+    resumed.assert_code(0);
+    assert!(
+        resumed.stdout().contains("(3 resumed)"),
+        "{}",
+        resumed.describe()
+    );
+    assert_eq!(windows_of(&resumed), windows, "{}", resumed.describe());
+    let got = bundle_series(&find_bundle(&out));
+    assert_no_duplicates(&got);
+    assert_eq!(got, expected);
+}
+
+/// #13: an adaptive plan (windows sized by `--batch-samples`) cut off in
+/// its third window resumes with the same bounds for the staged windows and
+/// ends with the samples of an uninterrupted gather: none twice, none missed.
+#[test]
+fn interrupted_adaptive_gather_resumes_to_the_same_bundle() {
+    let a = Vm::start();
+    let end = recent_minute();
+    let start = end - 2 * 3_600_000;
+    let series = fleet();
+    a.import(&lines_for(&series, start, end, 15_000));
+    let dir = tempfile::tempdir().unwrap();
+    let gather = |url: &str, out: &Path, extra: &[&str]| {
+        let args = adaptive_gather_args(url, start, end, out, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        spillway(&args)
+    };
+    let (expected, windows) = uninterrupted_adaptive_gather(&a, start, end, dir.path());
+
+    // Request 1 is the validation's probe, so request 4 is window 2.
+    let proxy = Proxy::start(
+        &a.url(),
+        ProxyRules {
+            break_export: Some(4),
+            ..Default::default()
+        },
+    );
+    let out = dir.path().join("out");
+    gather(&proxy.url(), &out, &[]).assert_code(2);
+    let staging = out.join("spillway-staging");
+    let journal = std::fs::read_to_string(staging.join("windows.jsonl")).unwrap();
+    let bounds: Vec<(i64, i64)> = journal
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["start_ms"].as_i64().unwrap(),
+                v["end_ms"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(bounds.len(), 2, "{journal}");
+    assert_eq!(bounds[0].0, start);
+    assert_eq!(bounds[0].1 + 1, bounds[1].0);
+    assert!(
+        bounds[1].1 - bounds[1].0 > bounds[0].1 - bounds[0].0,
+        "{bounds:?}"
+    );
+
+    // Changing the plan's sizing on resume is refused, before any fetch.
+    let refused = gather(&proxy.url(), &out, &["--resume", "--batch-window", "1m"]);
+    refused.assert_code(2);
+    assert!(
+        refused.stderr().contains("--batch-window"),
+        "{}",
+        refused.describe()
+    );
+    let resumed = gather(&proxy.url(), &out, &["--resume"]);
+    resumed.assert_code(0);
+    assert!(
+        resumed.stdout().contains("(2 resumed)"),
+        "{}",
+        resumed.describe()
+    );
+    assert_eq!(windows_of(&resumed), windows, "{}", resumed.describe());
+    let got = bundle_series(&find_bundle(&out));
+    assert_no_duplicates(&got);
+    assert_eq!(got, expected);
 }
 
 /// A ZIP written with the `zip` crate: `(name, bytes)` entries, optional symlinks.
@@ -1260,6 +1480,7 @@ fn export_and_import_jobs_report_progress_and_cancel_cleanly() {
             to_ms: end,
             step_ms: None,
             batch_window_ms: Some(30_000),
+            batch_samples: None,
             obfuscation: Default::default(),
             obfuscation_map: None,
             out_dir: out.clone(),

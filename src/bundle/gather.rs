@@ -4,7 +4,9 @@
 //! Staging directory (one run at a time; default `<out>/spillway-staging`):
 //! - `gather.json`: the plan, written once (atomically) before the first
 //!   window: export id, source URL (never credentials), selectors, range,
-//!   window length, step, method, obfuscation options, components.
+//!   window length (or, for an adaptive plan, the first window's length and
+//!   `--batch-samples`; see `windows.rs`), step, method, obfuscation
+//!   options, components.
 //! - `window-<index>.jsonl`: the lines of one finished window, already
 //!   obfuscated (nothing un-obfuscated touches the disk). Written under a
 //!   temp name and renamed when the window is complete, so a window file is
@@ -13,7 +15,9 @@
 //!   xxh64, and a resumed run checks them and fetches again any window whose
 //!   file an OS crash left short or damaged.
 //! - `windows.jsonl`: an append-only journal, one line per finished window
-//!   (`index`, lines, samples, bytes, xxh64, jobs seen), fsynced after the
+//!   (`index`, its bounds, lines, samples, bytes, xxh64, jobs seen; an
+//!   adaptive plan is continued from the last entry's bounds and counts),
+//!   fsynced after the
 //!   window file's rename. A window counts as done only once it is in the
 //!   journal and its file matches; a torn last line (crash while appending)
 //!   is ignored and that window is fetched again, overwriting its file. So
@@ -36,6 +40,7 @@
 //! unfinished archive; finished windows stay for `--resume`.
 
 use super::metadata::{BundleMetadata, ObfuscationSummary, TimeRange};
+use super::windows::{first_window_ms, Limits, WindowPlanner};
 use super::{
     batch_window_ms, build_selectors, emit, emit_last, eta, io_err, line, validate, BundleError,
     CancelToken, Flavour, JobHandle, ProgressTx,
@@ -68,8 +73,11 @@ pub struct ExportParams {
     pub to_ms: i64,
     /// Downsample to one point per step (export) / the query step (fallback).
     pub step_ms: Option<i64>,
-    /// Custom window length (clamped to 30 s – 24 h); `None` picks by range.
+    /// Custom window length (clamped to 30 s – 24 h); `None` sizes windows
+    /// from the data (see `windows.rs`).
     pub batch_window_ms: Option<i64>,
+    /// Samples per adaptive window (default `Limits::default()`).
+    pub batch_samples: Option<u64>,
     pub obfuscation: ObfuscationOptions,
     /// Write original → replacement here (never into the bundle).
     pub obfuscation_map: Option<PathBuf>,
@@ -158,7 +166,15 @@ struct Plan {
     jobs: Vec<String>,
     from_ms: i64,
     to_ms: i64,
+    /// The window length, or the first window's when `adaptive`.
     window_ms: i64,
+    /// Windows sized from what the previous one held (no `--batch-window`);
+    /// their bounds are in the journal, since they depend on the data.
+    #[serde(default)]
+    adaptive: bool,
+    /// `--batch-samples` of an adaptive plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch_samples: Option<u64>,
     step_ms: Option<i64>,
     method: ExportMethod,
     obfuscation: ObfuscationOptions,
@@ -178,6 +194,11 @@ struct WindowDone {
     /// Hex xxh64 of the window file, checked on resume.
     #[serde(default)]
     xxh64: Option<String>,
+    /// The window's bounds (inclusive); an adaptive plan is made of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    end_ms: Option<i64>,
 }
 
 /// One gather per staging directory: an flock on `.lock` (see
@@ -276,6 +297,10 @@ fn check_params(params: &ExportParams) -> Result<(), BundleError> {
         }
         _ => {}
     }
+    // An adaptive plan stays under MAX_WINDOWS by construction (see `windows.rs`).
+    if params.batch_window_ms.is_none() {
+        return Ok(());
+    }
     let window_ms = plan_window_ms(
         params.to_ms - params.from_ms,
         params.batch_window_ms,
@@ -300,14 +325,52 @@ fn check_params(params: &ExportParams) -> Result<(), BundleError> {
     .map_err(BundleError::Params)
 }
 
-/// The windows of a plan, lazily.
-fn plan_windows(plan: &Plan) -> Windows {
-    Windows::aligned(
-        plan.from_ms,
-        plan.to_ms,
-        plan.window_ms,
-        plan.step_ms.unwrap_or(1),
-    )
+fn plan_limits(batch_samples: Option<u64>) -> Limits {
+    Limits {
+        target_samples: batch_samples.unwrap_or(Limits::default().target_samples),
+        ..Limits::default()
+    }
+}
+
+/// Most series counted for sizing the first adaptive window; past it (or
+/// when the server refuses to list them) the first window is a short probe.
+const SERIES_HINT_LIMIT: usize = 100_000;
+
+/// The series the selectors match in the range, from the index (no samples
+/// read), or `None` when they cannot be counted cheaply.
+async fn count_series(
+    client: &Client,
+    selectors: &[String],
+    from_ms: i64,
+    to_ms: i64,
+) -> Option<u64> {
+    match client
+        .series_bounded(selectors, from_ms, to_ms, SERIES_HINT_LIMIT)
+        .await
+    {
+        Ok(list) if !list.more => Some(list.series.len() as u64),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "series not counted; the first window is a probe");
+            None
+        }
+    }
+}
+
+/// The windows of a plan, lazily, from its start.
+fn plan_windows(plan: &Plan) -> WindowPlanner {
+    let align = plan.step_ms.unwrap_or(1);
+    if plan.adaptive {
+        WindowPlanner::adaptive(
+            plan.from_ms,
+            plan.to_ms,
+            plan.window_ms,
+            align,
+            plan_limits(plan.batch_samples),
+        )
+    } else {
+        WindowPlanner::fixed(plan.from_ms, plan.to_ms, plan.window_ms, align)
+    }
 }
 
 async fn run(
@@ -338,14 +401,30 @@ async fn run(
         fsutil::remove_stale_temps(dir).map_err(io_err(dir))?;
     }
     let discovery = super::discover_components(&client, params.from_ms, params.to_ms).await;
-    let plan = open_plan(&params, &staging, &selectors, &client, &checked, &discovery)?;
+    let series_hint = if params.batch_window_ms.is_none() && !params.resume && checked.export_api {
+        tokio::select! {
+            n = count_series(&client, &selectors, params.from_ms, params.to_ms) => n,
+            _ = cancel.cancelled() => return Err(BundleError::Cancelled),
+        }
+    } else {
+        None
+    };
+    let plan = open_plan(
+        &params,
+        &staging,
+        &selectors,
+        &client,
+        &checked,
+        &discovery,
+        series_hint,
+    )?;
     let mut obf = load_obfuscator(&staging, &plan, params.obfuscation_map.as_deref())?;
     obf.set_components(discovery.job_components());
     if params.obfuscation_map.is_some() {
         obf.keep_map();
     }
-    let total = plan_windows(&plan).remaining();
-    let staged = Staged::load(&staging, total).await?;
+    let staged = Staged::load(&staging, &plan).await?;
+    let total = staged.total;
     report.totals = staged.totals;
     let message = (staged.count() > 0).then(|| {
         format!(
@@ -378,7 +457,8 @@ async fn run(
     std::fs::remove_dir(&job.staging).ok();
     emit_last(
         &job.report.tx,
-        job.report.event(ExportStage::Done, total, total, None),
+        job.report
+            .event(ExportStage::Done, job.total, job.total, None),
     )
     .await;
     Ok(outcome)
@@ -393,6 +473,7 @@ fn open_plan(
     client: &Client,
     checked: &super::ValidateReport,
     discovery: &super::Discovery,
+    series_hint: Option<u64>,
 ) -> Result<Plan, BundleError> {
     match (read_plan(staging)?, params.resume) {
         (Some(plan), true) => {
@@ -427,7 +508,18 @@ fn open_plan(
                 jobs: params.jobs.clone(),
                 from_ms: params.from_ms,
                 to_ms: params.to_ms,
-                window_ms: plan_window_ms(range, params.batch_window_ms, params.step_ms),
+                window_ms: match params.batch_window_ms {
+                    Some(_) => plan_window_ms(range, params.batch_window_ms, params.step_ms),
+                    None => first_window_ms(
+                        params.from_ms,
+                        params.to_ms,
+                        params.step_ms.unwrap_or(1),
+                        series_hint,
+                        plan_limits(params.batch_samples),
+                    ),
+                },
+                adaptive: params.batch_window_ms.is_none(),
+                batch_samples: params.batch_samples,
                 step_ms: params.step_ms,
                 method,
                 obfuscation: params.obfuscation.clone(),
@@ -441,16 +533,71 @@ fn open_plan(
 }
 
 /// The windows an interrupted run finished (journal entries whose files
-/// are intact), with their totals.
+/// are intact), with their totals, and where its plan goes on.
 struct Staged {
     done: BTreeSet<u64>,
+    /// Adaptive plans: the bounds the journal recorded for windows `0..n`
+    /// (fetched again with the same bounds if their file is damaged).
+    known: Vec<(i64, i64)>,
+    /// The plan after the `known` windows.
+    planner: WindowPlanner,
+    /// Windows in the plan (an estimate for adaptive plans).
+    total: u64,
     jobs: BTreeSet<String>,
     totals: Totals,
 }
 
+/// The journal's entries, the last one per index, in index order.
+fn latest_entries(entries: Vec<WindowDone>) -> Vec<WindowDone> {
+    let mut by_index = std::collections::BTreeMap::new();
+    for e in entries {
+        by_index.insert(e.index, e);
+    }
+    by_index.into_values().collect()
+}
+
+/// Replays an adaptive plan's journal: the bounds of its windows `0..n`
+/// while they follow each other from the range's start (an entry that
+/// does not is dropped with all after it: those windows are planned and
+/// fetched again), and the planner after them.
+fn replay_adaptive(plan: &Plan, entries: &mut Vec<WindowDone>) -> (Vec<(i64, i64)>, WindowPlanner) {
+    let mut planner = plan_windows(plan);
+    let mut known = Vec::new();
+    let mut next_start = plan.from_ms;
+    let mut keep = 0;
+    for (i, e) in entries.iter().enumerate() {
+        let (Some(start), Some(end)) = (e.start_ms, e.end_ms) else {
+            break;
+        };
+        if e.index != i as u64 || start != next_start || end < start || end > plan.to_ms {
+            break;
+        }
+        planner.resume_after(start, end, e.samples, e.bytes);
+        known.push((start, end));
+        next_start = end.saturating_add(1);
+        keep = i + 1;
+    }
+    entries.truncate(keep);
+    (known, planner)
+}
+
 impl Staged {
-    async fn load(staging: &Path, total: u64) -> Result<Staged, BundleError> {
-        let mut entries = read_journal(staging)?;
+    async fn load(staging: &Path, plan: &Plan) -> Result<Staged, BundleError> {
+        let mut entries = latest_entries(read_journal(staging)?);
+        let (known, planner, total) = if plan.adaptive {
+            let (known, planner) = replay_adaptive(plan, &mut entries);
+            let total = known.len() as u64 + planner.remaining_estimate();
+            (known, planner, total)
+        } else {
+            let total = Windows::aligned(
+                plan.from_ms,
+                plan.to_ms,
+                plan.window_ms,
+                plan.step_ms.unwrap_or(1),
+            )
+            .remaining();
+            (Vec::new(), plan_windows(plan), total)
+        };
         let staging = staging.to_path_buf();
         // Hashing the files is blocking work.
         entries = tokio::task::spawn_blocking(move || {
@@ -465,6 +612,9 @@ impl Staged {
         }
         Ok(Staged {
             done: entries.iter().map(|w| w.index).collect(),
+            known,
+            planner,
+            total,
             jobs: entries
                 .iter()
                 .flat_map(|w| w.jobs.iter().cloned())
@@ -530,13 +680,36 @@ impl Gather<'_> {
         let fetch_started = Instant::now();
         let mut fetched = 0u64;
         let mut jobs_seen = staged.jobs.clone();
-        for (index, (start, end)) in (0u64..).zip(plan_windows(&self.plan)) {
+        let mut planner = staged.planner.clone();
+        let known = staged.known.len() as u64;
+        let mut index = 0u64;
+        loop {
+            if let ExportMethod::QueryRange { step_ms } = self.plan.method {
+                planner.cap_len(step_ms.saturating_mul(MAX_QUERY_POINTS));
+            }
+            let planned = index >= known;
+            let (start, end) = match staged.known.get(index as usize) {
+                Some(&b) => b,
+                None => match planner.peek() {
+                    Some(b) => b,
+                    None => break,
+                },
+            };
             if staged.done.contains(&index) {
+                if planned {
+                    // Only fixed plans get here: their lengths do not depend on the data.
+                    planner.advance(0, 0);
+                }
+                index += 1;
                 continue;
             }
             let window = self
                 .fetch_window(&mut source, index, start, end, staged.count() + fetched)
                 .await?;
+            if planned {
+                planner.advance(window.stats.samples, window.stats.bytes);
+            }
+            self.total = known.max(index + 1) + planner.remaining_estimate();
             let entry = WindowDone {
                 index,
                 lines: window.stats.lines,
@@ -544,6 +717,8 @@ impl Gather<'_> {
                 bytes: window.stats.bytes,
                 jobs: window.jobs.into_iter().collect(),
                 xxh64: None,
+                start_ms: Some(start),
+                end_ms: Some(end),
             };
             journal = self.commit(window.out, journal, entry.clone()).await?;
             tracing::debug!(window = index, "window committed");
@@ -559,10 +734,12 @@ impl Gather<'_> {
             ev.eta = eta(
                 fetch_started.elapsed(),
                 fetched as f64,
-                (self.total - staged.count()) as f64,
+                self.total.saturating_sub(staged.count()) as f64,
             );
             emit(&self.report.tx, ev);
+            index += 1;
         }
+        self.total = index;
         Ok(jobs_seen)
     }
 
@@ -769,6 +946,10 @@ impl Gather<'_> {
     }
 }
 
+/// Points per series in one `query_range` window (Prometheus refuses more
+/// than 11,000).
+const MAX_QUERY_POINTS: i64 = 10_000;
+
 /// The window length: by range or custom (see `batch_window_ms`), made whole
 /// steps with `--step` so that a step interval is never split (see `Windows::aligned`).
 fn plan_window_ms(range_ms: i64, custom_ms: Option<i64>, step_ms: Option<i64>) -> i64 {
@@ -806,8 +987,12 @@ fn check_resume(
     if plan.step_ms != params.step_ms {
         diffs.push("--step".to_string());
     }
+    if params.batch_samples.is_some() && params.batch_samples != plan.batch_samples {
+        diffs.push("--batch-samples".to_string());
+    }
     if params.batch_window_ms.is_some()
-        && plan_window_ms(0, params.batch_window_ms, params.step_ms) != plan.window_ms
+        && (plan.adaptive
+            || plan_window_ms(0, params.batch_window_ms, params.step_ms) != plan.window_ms)
     {
         diffs.push("--batch-window".to_string());
     }

@@ -56,6 +56,8 @@ pub struct ImportParams {
     /// A `.zip` bundle or a `.jsonl` file.
     pub bundle: PathBuf,
     pub chunk_bytes: usize,
+    /// Requests in flight at once (default [`IN_FLIGHT`]).
+    pub concurrency: usize,
     pub resume: bool,
     pub shift_to_now: bool,
     /// Check and plan, send nothing.
@@ -73,6 +75,7 @@ impl ImportParams {
             client,
             bundle,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
+            concurrency: IN_FLIGHT,
             resume: false,
             shift_to_now: false,
             dry_run: false,
@@ -273,7 +276,7 @@ fn read_state(path: &Path) -> Result<Option<ImportState>, BundleError> {
 
 /// Requests in flight at once: the target parses them in parallel, and a
 /// single stream of small requests would leave it idle between them.
-const IN_FLIGHT: usize = 4;
+pub const IN_FLIGHT: usize = 4;
 
 /// One request's worth of whole lines: bytes `[start, end)` of `metrics.jsonl`.
 struct Chunk {
@@ -286,8 +289,11 @@ struct Chunk {
     skipped_lines: u64,
 }
 
-/// The largest `--chunk-size`: a request body is held in memory, four at a time.
+/// The largest `--chunk-size`: a request body is held in memory, `--concurrency` at a time.
 pub const MAX_CHUNK_BYTES: usize = 64 << 20;
+
+/// The most request bodies held at once (`--chunk-size` × `--concurrency`).
+pub const MAX_IN_FLIGHT_BYTES: usize = 512 << 20;
 
 async fn run(
     params: ImportParams,
@@ -299,6 +305,16 @@ async fn run(
         return Err(BundleError::Params(format!(
             "--chunk-size {} is outside 1KiB .. 64MiB (default 512KiB)",
             crate::model::size::format_size(params.chunk_bytes as u64)
+        )));
+    }
+    if !(1..=64).contains(&params.concurrency)
+        || params.chunk_bytes.saturating_mul(params.concurrency) > MAX_IN_FLIGHT_BYTES
+    {
+        return Err(BundleError::Params(format!(
+            "--concurrency {} × --chunk-size {}: at most 64 requests and {} in flight",
+            params.concurrency,
+            crate::model::size::format_size(params.chunk_bytes as u64),
+            crate::model::size::format_size(MAX_IN_FLIGHT_BYTES as u64)
         )));
     }
     let client = Client::new(params.client.clone())?;
@@ -545,7 +561,7 @@ async fn plan(
     Ok((state, retention_source))
 }
 
-/// Step 3: chunks read on a blocking thread, [`IN_FLIGHT`] requests at a
+/// Step 3: chunks read on a blocking thread, `concurrency` requests at a
 /// time, the committed offset saved as acknowledgements arrive.
 struct Upload<'a> {
     params: &'a ImportParams,
@@ -584,12 +600,17 @@ impl Upload<'_> {
             state,
             armed: !self.params.dry_run,
         };
-        // Lines pass unread unless points must be dropped, shifted or re-encoded.
-        let raw = guard.state.retention_cutoff_ms.is_none()
+        // Lines pass unread unless points must be dropped, shifted or re-encoded
+        // (a cutoff before the bundle's first point drops nothing).
+        let raw = guard
+            .state
+            .retention_cutoff_ms
+            .is_none_or(|c| check.min_ts.is_some_and(|min| min >= c))
             && guard.state.shift_ms == 0
             && check.special_lines == 0
             && guard.state.acked.is_empty();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk, BundleError>>(IN_FLIGHT);
+        let in_flight = self.params.concurrency;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk, BundleError>>(in_flight);
         let producer = self.spawn_producer(opened, &guard.state, raw, tx);
         let upload_started = Instant::now();
         let mut last_save = Instant::now();
@@ -597,8 +618,8 @@ impl Upload<'_> {
         let mut producing = true;
         let mut failure: Option<String> = None;
         loop {
-            // Keep IN_FLIGHT requests going; stop feeding after a failure.
-            while producing && failure.is_none() && inflight.len() < IN_FLIGHT {
+            // Keep `in_flight` requests going; stop feeding after a failure.
+            while producing && failure.is_none() && inflight.len() < in_flight {
                 let next = tokio::select! {
                     c = rx.recv() => c,
                     _ = self.cancel.cancelled() => {
@@ -709,10 +730,14 @@ impl Upload<'_> {
         let importer = self.client.clone();
         let dry = self.params.dry_run;
         async move {
+            let mut chunk = chunk;
             let sent = if dry || chunk.body.is_empty() {
                 Ok(())
             } else {
-                importer.import(Bytes::copy_from_slice(&chunk.body)).await
+                // The body moves into the request; only the offsets are needed after.
+                importer
+                    .import(Bytes::from(std::mem::take(&mut chunk.body)))
+                    .await
             };
             (chunk, sent)
         }
@@ -758,7 +783,7 @@ fn produce_raw(
     tx: &tokio::sync::mpsc::Sender<Result<Chunk, BundleError>>,
     cancel: &CancelToken,
 ) -> Result<(), BundleError> {
-    let mut reader = bundle.metrics_reader();
+    let mut reader = bundle.upload_reader();
     reader.skip_to(skip)?;
     loop {
         let start = reader.offset;
@@ -805,7 +830,7 @@ fn produce(
         skipped_samples: 0,
         skipped_lines: 0,
     };
-    let mut reader = bundle.metrics_reader();
+    let mut reader = bundle.upload_reader();
     reader.skip_to(skip)?;
     let mut chunk = new_chunk(skip);
     let mut scratch = Vec::new();
@@ -993,8 +1018,10 @@ async fn verify_on_target(
         );
     }
     let deadline = Instant::now() + timeout;
+    flush_target(client).await;
     let mut last: Option<u64> = None;
     let mut use_count = false;
+    let mut pause = Duration::from_millis(100);
     loop {
         let found = if use_count {
             count_series(&reader, &matcher, start_ms, end_ms).await
@@ -1028,7 +1055,23 @@ async fn verify_on_target(
             );
             return (last, Some(false), Some(note));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Asks a single-node VictoriaMetrics to make what it acknowledged
+/// searchable now (`/internal/force_flush`) instead of at its next periodic
+/// flush, which verification would otherwise wait for (seconds). Best
+/// effort: a cluster, vmauth or Prometheus answers 404 or refuses, and
+/// verification then polls as before.
+async fn flush_target(client: &Client) {
+    let Ok(req) = client.request_at_root(reqwest::Method::GET, "/internal/force_flush") else {
+        return;
+    };
+    match client.send_once(req).await {
+        Ok(resp) => client.discard_body(resp).await,
+        Err(e) => tracing::debug!(error = %e, "no force_flush on the target; polling"),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod line;
 pub mod metadata;
 pub mod validate;
 pub mod verify;
+pub mod windows;
 
 pub use discover::{discover, discover_components, sample, Discovery, SampleRow};
 pub use drive::drive;

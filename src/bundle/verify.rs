@@ -335,7 +335,9 @@ fn sha256_file(path: &Path) -> Result<String, BundleError> {
 /// Counts and hashes what it reads; stops a bomb by size and ratio.
 struct Guard<R> {
     inner: R,
-    hasher: Sha256,
+    /// `None` when the digest is not wanted (the upload pass: the check
+    /// before it hashed the same bytes, and the ZIP's CRC still guards them).
+    hasher: Option<Sha256>,
     bytes: u64,
     compressed: Option<u64>,
     limits: SafetyLimits,
@@ -344,7 +346,9 @@ struct Guard<R> {
 impl<R: Read> Read for Guard<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.bytes += n as u64;
         if self.bytes > self.limits.max_uncompressed_bytes {
             return Err(io::Error::other(format!(
@@ -379,6 +383,8 @@ enum Block {
 /// A `Read` over the blocks; the digest and any failure are kept aside.
 struct BlockRead {
     rx: std::sync::mpsc::Receiver<Block>,
+    /// Read blocks go back to the pump, so their pages are not faulted in again.
+    recycle: std::sync::mpsc::SyncSender<Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
     digest: Option<String>,
@@ -396,7 +402,8 @@ impl Read for BlockRead {
             }
             match self.rx.recv() {
                 Ok(Block::Data(d)) => {
-                    self.current = d;
+                    let used = std::mem::replace(&mut self.current, d);
+                    let _ = self.recycle.try_send(used);
                     self.pos = 0;
                 }
                 Ok(Block::Done(digest)) => self.digest = Some(digest),
@@ -428,12 +435,24 @@ pub struct MetricsReader {
 }
 
 impl OpenedBundle {
-    /// Starts reading `metrics.jsonl` (see [`Block`]).
+    /// Starts reading `metrics.jsonl` (see [`Block`]), hashed.
     pub fn metrics_reader(&self) -> MetricsReader {
+        self.reader(true)
+    }
+
+    /// [`metrics_reader`](Self::metrics_reader) without the SHA-256 (its
+    /// [`MetricsReader::finish`] returns an empty digest): for the upload,
+    /// after a check that hashed the same entry.
+    pub fn upload_reader(&self) -> MetricsReader {
+        self.reader(false)
+    }
+
+    fn reader(&self, hashed: bool) -> MetricsReader {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(8);
+        let (recycle, recycled) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         let this = self.clone();
         std::thread::spawn(move || {
-            let last = match this.pump(&tx) {
+            let last = match this.pump(&tx, &recycled, hashed) {
                 Ok(digest) => Block::Done(digest),
                 Err(e) => Block::Failed(e),
             };
@@ -444,6 +463,7 @@ impl OpenedBundle {
                 1 << 20,
                 BlockRead {
                     rx,
+                    recycle,
                     current: Vec::new(),
                     pos: 0,
                     digest: None,
@@ -459,10 +479,15 @@ impl OpenedBundle {
     }
 
     /// Sends the blocks; returns the digest. Stops quietly when the reader hangs up.
-    fn pump(&self, tx: &std::sync::mpsc::SyncSender<Block>) -> Result<String, BundleError> {
+    fn pump(
+        &self,
+        tx: &std::sync::mpsc::SyncSender<Block>,
+        recycled: &std::sync::mpsc::Receiver<Vec<u8>>,
+        hashed: bool,
+    ) -> Result<String, BundleError> {
         let file = File::open(&self.path).map_err(io_err(&self.path))?;
         match &self.kind {
-            Kind::Jsonl => self.send_all(self.guard(Box::new(file), None), tx),
+            Kind::Jsonl => self.send_all(self.guard(Box::new(file), None, hashed), tx, recycled),
             Kind::Zip {
                 metrics_index,
                 compressed,
@@ -472,7 +497,11 @@ impl OpenedBundle {
                 let entry = zip
                     .by_index(*metrics_index)
                     .map_err(|e| reject(&self.path, format!("metrics.jsonl: {e}")))?;
-                self.send_all(self.guard(Box::new(entry), Some(*compressed)), tx)
+                self.send_all(
+                    self.guard(Box::new(entry), Some(*compressed), hashed),
+                    tx,
+                    recycled,
+                )
             }
         }
     }
@@ -481,10 +510,11 @@ impl OpenedBundle {
         &self,
         inner: Box<dyn Read + 'a>,
         compressed: Option<u64>,
+        hashed: bool,
     ) -> Guard<Box<dyn Read + 'a>> {
         Guard {
             inner,
-            hasher: Sha256::new(),
+            hasher: hashed.then(Sha256::new),
             bytes: 0,
             compressed,
             limits: self.limits,
@@ -495,9 +525,11 @@ impl OpenedBundle {
         &self,
         mut g: Guard<Box<dyn Read + '_>>,
         tx: &std::sync::mpsc::SyncSender<Block>,
+        recycled: &std::sync::mpsc::Receiver<Vec<u8>>,
     ) -> Result<String, BundleError> {
         loop {
-            let mut block = vec![0u8; 1 << 20];
+            let mut block = recycled.try_recv().unwrap_or_default();
+            block.resize(1 << 20, 0);
             let mut n = 0;
             while n < block.len() {
                 match g.read(&mut block[n..]) {
@@ -510,7 +542,11 @@ impl OpenedBundle {
                 }
             }
             if n == 0 {
-                return Ok(hex(&g.hasher.finalize()));
+                return Ok(g
+                    .hasher
+                    .take()
+                    .map(|h| hex(&h.finalize()))
+                    .unwrap_or_default());
             }
             block.truncate(n);
             if tx.send(Block::Data(block)).is_err() {

@@ -60,6 +60,7 @@ pub async fn gather(args: GatherArgs, quiet: bool) -> ExitCode {
         to_ms,
         step_ms,
         batch_window_ms: window_ms,
+        batch_samples: args.batch_samples,
         obfuscation: obf,
         obfuscation_map: args.obfuscation_map.clone(),
         out_dir,
@@ -319,6 +320,7 @@ pub async fn import(args: ImportArgs, quiet: bool) -> ExitCode {
     let chunk = args.chunk_size;
     let mut params = ImportParams::new(client_cfg, args.bundle.clone());
     params.chunk_bytes = chunk;
+    params.concurrency = usize::from(args.concurrency);
     params.resume = args.resume;
     params.shift_to_now = args.shift_to_now;
     params.dry_run = args.dry_run;

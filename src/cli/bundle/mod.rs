@@ -47,9 +47,12 @@ pub struct GatherArgs {
     /// Keep one point per STEP (the last of each interval); with the query_range fallback, its step.
     #[arg(long)]
     pub step: Option<String>,
-    /// Window per request (default: 30s up to 15m of range, 1m up to 6h, else 5m); clamped to 30s..24h.
+    /// Fixed window per request, clamped to 30s..24h (default: sized from the data, see --batch-samples).
     #[arg(long)]
     pub batch_window: Option<String>,
+    /// Without --batch-window: samples per request the windows are sized for (default 40M), from the series count, then from what each window held.
+    #[arg(long, value_name = "N", conflicts_with = "batch_window", value_parser = clap::value_parser!(u64).range(1000..=1_000_000_000))]
+    pub batch_samples: Option<u64>,
     /// What to obfuscate: ips, jobs (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "ips,jobs")]
     pub obfuscate: Vec<String>,
@@ -103,6 +106,9 @@ pub struct ImportArgs {
     /// Bytes per /api/v1/import request, cut at line ends (e.g. 512KiB, 4MiB; 1KiB to 64MiB).
     #[arg(long, default_value = "512KiB", value_parser = size_usize_arg)]
     pub chunk_size: usize,
+    /// Requests in flight at once (1 to 64).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
     /// Continue an interrupted import from its saved offset.
     #[arg(long)]
     pub resume: bool,
@@ -212,6 +218,25 @@ mod tests {
         assert!(o.ips && o.jobs && o.labels == ["pod"] && o.drop_labels == ["x"]);
         let (from, to) = range(&g).unwrap();
         assert_eq!(to - from, 7_200_000);
+        let adaptive = [
+            "spillway",
+            "gather",
+            "--url",
+            "http://x:1",
+            "--batch-samples",
+        ];
+        let parse = |n: &str| Cli::try_parse_from(adaptive.iter().copied().chain([n]));
+        let Command::Gather(g) = parse("5000").unwrap().command else {
+            panic!("not gather")
+        };
+        assert_eq!(g.batch_samples, Some(5000));
+        assert!(parse("10").is_err(), "below 1000");
+        assert!(Cli::try_parse_from(adaptive.iter().copied().chain([
+            "5000",
+            "--batch-window",
+            "1m"
+        ]))
+        .is_err());
     }
 
     #[test]
@@ -226,6 +251,8 @@ mod tests {
             "3:4",
             "--chunk-size",
             "1MiB",
+            "--concurrency",
+            "2",
             "--resume",
             "--shift-to-now",
             "--dry-run",
@@ -236,6 +263,10 @@ mod tests {
         };
         assert!(i.resume && i.shift_to_now && i.dry_run);
         assert_eq!(i.chunk_size, 1 << 20);
+        assert_eq!(i.concurrency, 2);
+        assert!(
+            Cli::try_parse_from(["spillway", "import", "b.zip", "--concurrency", "0"]).is_err()
+        );
         assert_eq!(
             client_config(&i.connection)
                 .unwrap()

@@ -152,6 +152,7 @@ impl ExportSpec {
             to_ms: self.to_ms,
             step_ms: self.step_ms,
             batch_window_ms: self.batch_window_ms,
+            batch_samples: None,
             obfuscation: self.obfuscation.clone(),
             obfuscation_map: None,
             out_dir: self.out_dir.clone(),

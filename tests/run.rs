@@ -527,8 +527,17 @@ fn source_outage_is_caught_up_through_the_binary() {
             at(*t)
         );
     }
+    // The outage shows in the metrics as failed evaluations. Whether an
+    // iteration also started late (`spillway_group_iterations_missed_total`)
+    // depends on how long the refused queries took, so it is not asserted.
     let m = sp.metrics_text();
-    assert!(m.contains("spillway_group_iterations_missed_total{"), "{m}");
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("spillway_rule_evaluation_errors_total{")
+                && l.contains("temp:all")
+                && !l.ends_with(" 0")),
+        "{m}"
+    );
 }
 
 /// Issue 11, item 5: spillway frozen with SIGSTOP and resumed just after an

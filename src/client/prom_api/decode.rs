@@ -14,34 +14,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Reads `{"status":..., "data": [{labels}, ...]}` into a [`SeriesList`],
-/// failing on purpose (to stop reading) once it holds more than `limit`.
-pub(super) struct SeriesListSeed<'a> {
-    pub(super) limit: usize,
-    pub(super) list: &'a mut SeriesList,
-}
+/// The envelope of every Prometheus API answer, `{"status":...,
+/// "error":..., "data": ...}`: `data` goes to the seed `S` as it is read,
+/// and `"status": "error"` becomes an error naming the server's message.
+pub(super) struct Answer<S>(pub(super) S);
 
-impl<'de> DeserializeSeed<'de> for SeriesListSeed<'_> {
+impl<'de, S: DeserializeSeed<'de, Value = ()>> DeserializeSeed<'de> for Answer<S> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for SeriesListSeed<'_> {
+impl<'de, S: DeserializeSeed<'de, Value = ()>> Visitor<'de> for Answer<S> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a Prometheus API answer object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut data = Some(self.0);
         let mut status = None::<String>;
         let mut error = None::<String>;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
-                "data" => map.next_value_seed(SeriesItems {
-                    limit: self.limit,
-                    list: &mut *self.list,
-                })?,
+                "data" => match data.take() {
+                    Some(seed) => map.next_value_seed(seed)?,
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                },
                 "status" => status = Some(map.next_value()?),
                 "error" => error = Some(map.next_value()?),
                 _ => {
@@ -59,9 +60,12 @@ impl<'de> Visitor<'de> for SeriesListSeed<'_> {
     }
 }
 
-struct SeriesItems<'a> {
-    limit: usize,
-    list: &'a mut SeriesList,
+/// `data` of a `/api/v1/series` answer, `[{labels}, ...]`, into a
+/// [`SeriesList`], failing on purpose (to stop reading) once it holds more
+/// than `limit`.
+pub(super) struct SeriesItems<'a> {
+    pub(super) limit: usize,
+    pub(super) list: &'a mut SeriesList,
 }
 
 impl<'de> DeserializeSeed<'de> for SeriesItems<'_> {
@@ -148,53 +152,12 @@ type Tx<'a> = &'a mpsc::Sender<Result<Series, ClientError>>;
 /// Signals that the consumer hung up; surfaces as a serde error and ends parsing.
 const CONSUMER_GONE: &str = "consumer stopped reading";
 
-pub(super) struct ResponseSeed<'a> {
+/// `data` of a query answer: each series of its `result` is sent as soon
+/// as it is parsed.
+pub(super) struct DataSeed<'a> {
     pub(super) tx: Tx<'a>,
     /// Zeroed after each series when the cap is per series.
     pub(super) reset: Option<&'a AtomicU64>,
-}
-
-impl<'de> DeserializeSeed<'de> for ResponseSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ResponseSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a Prometheus API answer object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut status = None::<String>;
-        let mut error = None::<String>;
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "data" => map.next_value_seed(DataSeed {
-                    tx: self.tx,
-                    reset: self.reset,
-                })?,
-                "status" => status = Some(map.next_value()?),
-                "error" => error = Some(map.next_value()?),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        match status.as_deref() {
-            Some("error") => Err(serde::de::Error::custom(format!(
-                "the server answered status \"error\": {}",
-                error.unwrap_or_default()
-            ))),
-            _ => Ok(()),
-        }
-    }
-}
-
-struct DataSeed<'a> {
-    tx: Tx<'a>,
-    reset: Option<&'a AtomicU64>,
 }
 
 impl<'de> DeserializeSeed<'de> for DataSeed<'_> {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub(crate) use decode::parse_instant_answer;
-use decode::{Cap, ChannelReader, Limit, ResponseSeed, SeriesListSeed};
+use decode::{Answer, Cap, ChannelReader, DataSeed, Limit, SeriesItems};
 
 /// Series arriving one by one; an `Err` ends the stream.
 pub type SeriesStream = mpsc::Receiver<Result<Series, ClientError>>;
@@ -278,10 +278,10 @@ impl Client {
                 let capped = (&mut reader).take(MAX_SERIES_ANSWER_BYTES);
                 let buffered = std::io::BufReader::with_capacity(64 * 1024, capped);
                 let mut de = serde_json::Deserializer::from_reader(buffered);
-                SeriesListSeed {
+                Answer(SeriesItems {
                     limit,
                     list: &mut list,
-                }
+                })
                 .deserialize(&mut de)
             };
             match result {
@@ -468,7 +468,7 @@ impl Client {
             let result = {
                 let buffered = std::io::BufReader::with_capacity(64 * 1024, &mut reader);
                 let mut de = serde_json::Deserializer::from_reader(buffered);
-                ResponseSeed { tx: &tx, reset }
+                Answer(DataSeed { tx: &tx, reset })
                     .deserialize(&mut de)
                     .and_then(|()| de.end())
             };

@@ -49,10 +49,10 @@ fn group_params_replace_defaults() {
 fn parse(body: &str) -> Result<Vec<Series>, String> {
     let (tx, mut rx) = mpsc::channel(1024);
     let mut de = serde_json::Deserializer::from_str(body);
-    ResponseSeed {
+    Answer(DataSeed {
         tx: &tx,
         reset: None,
-    }
+    })
     .deserialize(&mut de)
     .map_err(|e| e.to_string())?;
     drop(tx);

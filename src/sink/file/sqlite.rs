@@ -456,6 +456,18 @@ mod tests {
         sorted(rows)
     }
 
+    /// The rows the test feed makes, as SQLite gives them back: it stores
+    /// integral REALs compactly and loses the sign of -0.
+    fn stored_rows(alerts_only: bool) -> Vec<Row> {
+        let mut rows = testutil::expected(alerts_only);
+        for r in &mut rows {
+            if r.value == 0.0 {
+                r.value = 0.0;
+            }
+        }
+        sorted(rows)
+    }
+
     fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
         rows.sort_by(|a, b| {
             (&a.query, &a.metric, &a.labels, a.timestamp_ms).cmp(&(
@@ -490,19 +502,9 @@ mod tests {
             assert_eq!(paths, [dir.path().join(DB_NAME)]);
         }
         let db = Connection::open(dir.path().join(DB_NAME)).unwrap();
-        // SQLite stores integral REALs compactly and loses the sign of -0.
-        let expected = |alerts_only| {
-            let mut rows = testutil::expected(alerts_only);
-            for r in &mut rows {
-                if r.value == 0.0 {
-                    r.value = 0.0;
-                }
-            }
-            sorted(rows)
-        };
         for run in [testutil::run_info(), second_run()] {
-            assert_eq!(rows(&db, "samples", &run.run_id), expected(false));
-            assert_eq!(rows(&db, "alerts", &run.run_id), expected(true));
+            assert_eq!(rows(&db, "samples", &run.run_id), stored_rows(false));
+            assert_eq!(rows(&db, "alerts", &run.run_id), stored_rows(true));
         }
         assert_eq!(count(&db, "SELECT count(*) FROM runs"), 2);
         let run: (
@@ -588,18 +590,9 @@ mod tests {
         b.finish(&testutil::outcome()).unwrap();
         a.finish(&testutil::outcome()).unwrap();
         let db = Connection::open(dir.path().join(DB_NAME)).unwrap();
-        let expected = |alerts_only| {
-            let mut rows = testutil::expected(alerts_only);
-            for r in &mut rows {
-                if r.value == 0.0 {
-                    r.value = 0.0;
-                }
-            }
-            sorted(rows)
-        };
         for run in [testutil::run_info(), second_run()] {
-            assert_eq!(rows(&db, "samples", &run.run_id), expected(false));
-            assert_eq!(rows(&db, "alerts", &run.run_id), expected(true));
+            assert_eq!(rows(&db, "samples", &run.run_id), stored_rows(false));
+            assert_eq!(rows(&db, "alerts", &run.run_id), stored_rows(true));
         }
         assert_eq!(count(&db, "SELECT count(*) FROM series"), 3);
         let entries = std::fs::read_dir(dir.path()).unwrap().count();

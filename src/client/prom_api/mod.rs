@@ -52,6 +52,14 @@ pub struct QueryParams {
 
 /// Unix seconds as the query APIs take them: `1700000000`, or with
 /// milliseconds when there are some (`1700000000.500`).
+/// The form of a `/api/v1/series` request.
+fn series_pairs(matches: &[String], start_ms: i64, end_ms: i64) -> Vec<(&'static str, String)> {
+    let mut pairs: Vec<(&str, String)> = matches.iter().map(|m| ("match[]", m.clone())).collect();
+    pairs.push(("start", seconds(start_ms)));
+    pairs.push(("end", seconds(end_ms)));
+    pairs
+}
+
 pub fn seconds(ms: i64) -> String {
     if ms % 1000 == 0 {
         (ms / 1000).to_string()
@@ -215,11 +223,10 @@ impl Client {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Labels>, ClientError> {
-        let mut pairs: Vec<(&str, String)> =
-            matches.iter().map(|m| ("match[]", m.clone())).collect();
-        pairs.push(("start", seconds(start_ms)));
-        pairs.push(("end", seconds(end_ms)));
-        let body = form(&pairs, &QueryParams::default());
+        let body = form(
+            &series_pairs(matches, start_ms, end_ms),
+            &QueryParams::default(),
+        );
         let resp = self
             .send("series", || {
                 Ok(self
@@ -243,10 +250,7 @@ impl Client {
         end_ms: i64,
         limit: usize,
     ) -> Result<SeriesList, ClientError> {
-        let mut pairs: Vec<(&str, String)> =
-            matches.iter().map(|m| ("match[]", m.clone())).collect();
-        pairs.push(("start", seconds(start_ms)));
-        pairs.push(("end", seconds(end_ms)));
+        let mut pairs = series_pairs(matches, start_ms, end_ms);
         // One more than wanted tells "exactly limit" from "more".
         pairs.push(("limit", (limit + 1).to_string()));
         let body = form(&pairs, &QueryParams::default());

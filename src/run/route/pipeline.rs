@@ -145,16 +145,7 @@ impl Pipeline {
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         errors.extend(failed);
-        if errors.is_empty() {
-            Ok(())
-        } else if errors
-            .iter()
-            .all(|e| matches!(e, DestinationError::Closed { .. }))
-        {
-            Err(RouteError::ShuttingDown)
-        } else {
-            Err(RouteError::Destinations(errors))
-        }
+        destination_errors(errors)
     }
 
     pub(super) fn current(&self) -> Arc<Routing> {
@@ -245,20 +236,12 @@ impl Pipeline {
             DestinationError::Full { retry_after, .. } => Some((e.to_string(), *retry_after)),
             _ => None,
         });
-        let result = if errors.is_empty() {
-            Ok(())
-        } else if let Some((message, retry_after)) = full {
-            Err(RouteError::Full {
+        let result = match full {
+            Some((message, retry_after)) => Err(RouteError::Full {
                 message,
                 retry_after,
-            })
-        } else if errors
-            .iter()
-            .all(|e| matches!(e, DestinationError::Closed { .. }))
-        {
-            Err(RouteError::ShuttingDown)
-        } else {
-            Err(RouteError::Destinations(errors))
+            }),
+            None => destination_errors(errors),
         };
         (result, batch)
     }
@@ -325,5 +308,20 @@ impl crate::run::results::ResultSink for Pipeline {
                 }
             }
         })
+    }
+}
+
+/// What the destinations' refusals mean for the caller: nothing, a
+/// shutdown (every refusal says the destination closed), or the errors.
+fn destination_errors(errors: Vec<DestinationError>) -> Result<(), RouteError> {
+    if errors.is_empty() {
+        Ok(())
+    } else if errors
+        .iter()
+        .all(|e| matches!(e, DestinationError::Closed { .. }))
+    {
+        Err(RouteError::ShuttingDown)
+    } else {
+        Err(RouteError::Destinations(errors))
     }
 }

@@ -23,6 +23,7 @@
 //! costs a system call: every answer already received is parsed from one
 //! read, and the frames those answers make room for leave in one write.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,13 +67,14 @@ impl std::fmt::Display for RelpError {
     }
 }
 
-/// One frame from the receiver.
+/// One frame from the receiver, borrowed from the input buffer: one
+/// arrives per message sent, so it should not allocate.
 #[derive(Debug, PartialEq)]
-struct Answer {
+struct Answer<'a> {
     txnr: u64,
-    command: String,
+    command: Cow<'a, str>,
     /// The first line of the data: the status of a `rsp`.
-    status: String,
+    status: Cow<'a, str>,
 }
 
 impl RelpConnection {
@@ -208,12 +210,13 @@ impl RelpConnection {
     async fn answer(&mut self) -> Result<(u64, String), String> {
         loop {
             if let Some((a, used)) = parse_answer(&self.input)? {
-                self.input.drain(..used);
-                return match a.command.as_str() {
-                    "rsp" => Ok((a.txnr, a.status)),
+                let answer = match a.command.as_ref() {
+                    "rsp" => Ok((a.txnr, a.status.into_owned())),
                     "serverclose" => Err("the receiver closed the session".into()),
                     other => Err(format!("unexpected command {other:?} from the receiver")),
                 };
+                self.input.drain(..used);
+                return answer;
             }
             self.fill().await?;
         }
@@ -231,7 +234,7 @@ impl RelpConnection {
 
 /// An answer to the oldest frame in flight must be its `200`.
 fn check_ack(answer: &Answer, expected: Option<u64>) -> Result<(), String> {
-    match answer.command.as_str() {
+    match answer.command.as_ref() {
         "rsp" => {}
         "serverclose" => return Err("the receiver closed the session".into()),
         other => return Err(format!("unexpected command {other:?} from the receiver")),
@@ -257,7 +260,7 @@ fn check_ack(answer: &Answer, expected: Option<u64>) -> Result<(), String> {
 /// Parses one frame from the start of `input`: the frame and the bytes it
 /// used, `None` while it is incomplete. Every field is bounded, so a
 /// hostile receiver cannot make us buffer more than [`MAX_ANSWER`].
-fn parse_answer(input: &[u8]) -> Result<Option<(Answer, usize)>, String> {
+fn parse_answer(input: &[u8]) -> Result<Option<(Answer<'_>, usize)>, String> {
     let mut at = 0;
     let Some((txnr, _)) = token(input, &mut at, MAX_DIGITS)? else {
         return Ok(None);
@@ -269,7 +272,7 @@ fn parse_answer(input: &[u8]) -> Result<Option<(Answer, usize)>, String> {
     let Some((command, _)) = token(input, &mut at, MAX_COMMAND)? else {
         return Ok(None);
     };
-    let command = lossy(command);
+    let command = String::from_utf8_lossy(command);
     let Some((len, sep)) = token(input, &mut at, MAX_DIGITS)? else {
         return Ok(None);
     };
@@ -284,7 +287,7 @@ fn parse_answer(input: &[u8]) -> Result<Option<(Answer, usize)>, String> {
         if len > 0 {
             return Err("malformed RELP frame from the receiver".into());
         }
-        let status = String::new();
+        let status = Cow::Borrowed("");
         return Ok(Some((
             Answer {
                 txnr,
@@ -302,7 +305,7 @@ fn parse_answer(input: &[u8]) -> Result<Option<(Answer, usize)>, String> {
         return Err("RELP frame without its trailer".into());
     }
     let data = &input[at..at + len];
-    let status = lossy(data.split(|&b| b == b'\n').next().unwrap_or(b""));
+    let status = String::from_utf8_lossy(data.split(|&b| b == b'\n').next().unwrap_or(b""));
     Ok(Some((
         Answer {
             txnr,
@@ -339,7 +342,7 @@ fn lossy(b: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<Option<(Answer, usize)>, String> {
+    fn parse(s: &str) -> Result<Option<(Answer<'_>, usize)>, String> {
         parse_answer(s.as_bytes())
     }
 
@@ -363,13 +366,13 @@ mod tests {
         let data = "200 OK\nrelp_version=0\ncommands=syslog";
         let frame = format!("1 rsp {} {data}\n", data.len());
         let (a, used) = parse(&frame).unwrap().unwrap();
-        assert_eq!((a.status.as_str(), used), ("200 OK", frame.len()));
+        assert_eq!((a.status.as_ref(), used), ("200 OK", frame.len()));
     }
 
     #[test]
     fn empty_data_is_accepted_with_or_without_the_space() {
         let (a, used) = parse("0 serverclose 0\nx").unwrap().unwrap();
-        assert_eq!((a.txnr, a.command.as_str(), used), (0, "serverclose", 16));
+        assert_eq!((a.txnr, a.command.as_ref(), used), (0, "serverclose", 16));
         let (a, used) = parse("9 rsp 0 \n").unwrap().unwrap();
         assert_eq!((a.txnr, used), (9, 9));
     }
@@ -390,7 +393,7 @@ mod tests {
 
     #[test]
     fn acknowledgements_must_follow_the_window_in_order() {
-        let ok = |txnr, status: &str| Answer {
+        let ok = |txnr, status: &'static str| Answer {
             txnr,
             command: "rsp".into(),
             status: status.into(),
@@ -406,7 +409,7 @@ mod tests {
         let close = Answer {
             txnr: 0,
             command: "serverclose".into(),
-            status: String::new(),
+            status: "".into(),
         };
         assert!(check_ack(&close, Some(4)).unwrap_err().contains("closed"));
     }

@@ -316,7 +316,11 @@ fn changing_members_count_rebalances_on_reload() {
     wait_for(
         "member 1 to pick up the new config",
         Duration::from_secs(20),
-        || evaluated(&m1) == expected_owned(3, 1, 1),
+        // The groups switch before the cluster gauges: both are waited for.
+        || {
+            evaluated(&m1) == expected_owned(3, 1, 1)
+                && m1.metric("spillway_cluster_members_count", &[]) == 3.0
+        },
     );
     let mut all = BTreeSet::new();
     for (i, m) in [&m0, &m1, &m2].into_iter().enumerate() {

@@ -95,17 +95,53 @@ impl Labels {
         self.value(METRIC_NAME)
     }
 
-    /// Sets a label; an empty value removes it.
-    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        let name = name.into();
-        let value = value.into();
-        match self.position(&name) {
-            Ok(i) if value.is_empty() => {
+    /// Sets a label; an empty value removes it. Names and values are only
+    /// copied when stored: replacing a value reuses the old one's buffer.
+    pub fn set(
+        &mut self,
+        name: impl AsRef<str> + Into<String>,
+        value: impl AsRef<str> + Into<String>,
+    ) {
+        let new = value.as_ref();
+        match self.position(name.as_ref()) {
+            Ok(i) if new.is_empty() => {
                 self.0.remove(i);
             }
-            Ok(i) => self.0[i].value = value,
-            Err(_) if value.is_empty() => {}
-            Err(i) => self.0.insert(i, Label { name, value }),
+            Ok(i) => {
+                let old = &mut self.0[i].value;
+                if old != new {
+                    old.clear();
+                    old.push_str(new);
+                }
+            }
+            Err(_) if new.is_empty() => {}
+            Err(i) => self.0.insert(
+                i,
+                Label {
+                    name: name.into(),
+                    value: value.into(),
+                },
+            ),
+        }
+    }
+
+    /// Sets a label like [`Labels::set`] and hands back the value it
+    /// replaced or removed, so a caller can undo the change.
+    pub fn replace(&mut self, name: &str, value: String) -> Option<String> {
+        match self.position(name) {
+            Ok(i) if value.is_empty() => Some(self.0.remove(i).value),
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].value, value)),
+            Err(_) if value.is_empty() => None,
+            Err(i) => {
+                self.0.insert(
+                    i,
+                    Label {
+                        name: name.to_string(),
+                        value,
+                    },
+                );
+                None
+            }
         }
     }
 

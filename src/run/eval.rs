@@ -34,6 +34,7 @@
 use crate::model::labels::METRIC_NAME;
 use crate::model::{Annotations, ExportKind, Labels, Origin, Sample, Series};
 use crate::run::rules::{render_labels_with, RuleType, TemplateData};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,23 +176,61 @@ pub fn recorded_labels(
     result: &Labels,
 ) -> Labels {
     let mut out = result.clone();
-    out.set(METRIC_NAME, record);
+    record_in_place(record, rule_labels, &mut out, &mut Undo::new());
+    out
+}
+
+/// What [`record_in_place`] replaced or removed, oldest first: a label's
+/// name and its value before (`None`: it was absent).
+type Undo<'a> = Vec<(Cow<'a, str>, Option<String>)>;
+
+/// [`recorded_labels`] on the result's own labels: the evaluation owns
+/// them, and copying every label of tens of thousands of results per round
+/// was most of its allocations. `undo` (cleared first) gets what it takes
+/// to give the original back for an error message ([`undo_record`]).
+fn record_in_place<'a>(
+    record: &str,
+    rule_labels: &'a BTreeMap<String, String>,
+    labels: &mut Labels,
+    undo: &mut Undo<'a>,
+) {
+    undo.clear();
+    let before = labels.replace(METRIC_NAME, record.to_string());
+    undo.push((Cow::Borrowed(METRIC_NAME), before));
     for (k, v) in rule_labels {
         if v.is_empty() {
-            out.remove(k);
+            if let Some(before) = labels.remove(k) {
+                undo.push((Cow::Borrowed(k), Some(before)));
+            }
             continue;
         }
-        match out.get(k) {
+        match labels.get(k) {
             Some(existing) if existing == v => continue,
             Some(existing) => {
                 let existing = existing.to_string();
-                out.set(format!("exported_{k}"), existing);
+                let exported = format!("exported_{k}");
+                let before = labels.replace(&exported, existing);
+                undo.push((Cow::Owned(exported), before));
             }
             None => {}
         }
-        out.set(k.clone(), v.clone());
+        let before = labels.replace(k, v.clone());
+        undo.push((Cow::Borrowed(k), before));
     }
-    out
+}
+
+/// Gives back the labels [`record_in_place`] started from.
+fn undo_record(labels: &mut Labels, undo: &mut Undo) {
+    while let Some((name, before)) = undo.pop() {
+        match before {
+            Some(value) => {
+                labels.replace(&name, value);
+            }
+            None => {
+                labels.remove(&name);
+            }
+        }
+    }
 }
 
 fn evaluate_recording(
@@ -210,18 +249,26 @@ fn evaluate_recording(
     let mut current = Exported::with_capacity_and_hasher(result.len(), LabelHasher::default());
     let mut export = Vec::with_capacity(result.len());
     let mut reused = 0;
+    let mut undo = Undo::new();
     for s in result {
-        let Some(sample) = s.samples.last() else {
+        let Series {
+            mut labels,
+            mut samples,
+        } = s;
+        let Some(value) = samples.last().map(|last| last.value) else {
             continue;
         };
-        let labels = recorded_labels(&spec.name, &spec.labels, &s.labels);
+        record_in_place(&spec.name, &spec.labels, &mut labels, &mut undo);
         if !current.insert(remembered(&memory.exported, &labels, &mut reused)) {
+            let recorded = labels.to_string();
+            undo_record(&mut labels, &mut undo);
             return Outcome::error(format!(
-                "original metric {}; resulting labels {}: {DUPLICATE}",
-                s.labels, labels
+                "original metric {labels}; resulting labels {recorded}: {DUPLICATE}"
             ));
         }
-        export.push(Series::new(labels, vec![Sample::new(ts, sample.value)]));
+        samples.clear();
+        samples.push(Sample::new(ts, value));
+        export.push(Series::new(labels, samples));
     }
     finish(export, current, reused, HashMap::new(), memory, ts)
 }
@@ -632,6 +679,39 @@ mod tests {
             out.memory, None,
             "memory kept: no stale markers for an error"
         );
+    }
+
+    #[test]
+    fn labelling_in_place_is_undone_exactly() {
+        // Every kind of change: the name, a removal, a clash moved to
+        // `exported_job` (over an existing one), an addition, an equal value.
+        let rule_labels: BTreeMap<String, String> = [
+            ("instance", ""),
+            ("job", "rule"),
+            ("team", "a"),
+            ("zone", "z1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let original =
+            parse_label_set(r#"m{instance="i",job="orig",exported_job="older",zone="z1",x="1"}"#)
+                .unwrap();
+        let mut labels = original.clone();
+        let mut undo = Undo::new();
+        record_in_place("r", &rule_labels, &mut labels, &mut undo);
+        assert_eq!(
+            labels,
+            recorded_labels("r", &rule_labels, &original),
+            "the same labels as a copy gets"
+        );
+        assert_eq!(
+            labels.to_string(),
+            r#"r{exported_job="orig", job="rule", team="a", x="1", zone="z1"}"#
+        );
+        undo_record(&mut labels, &mut undo);
+        assert_eq!(labels, original);
+        assert!(undo.is_empty());
     }
 
     #[test]

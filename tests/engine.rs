@@ -1676,3 +1676,43 @@ async fn engine_wait(timeout: Duration, mut done: impl FnMut() -> bool) -> bool 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The lag `run::margin` measures: how far behind the time asked for a
+/// source answers `time()` sent now.
+async fn lag_of(url: &str) -> i64 {
+    let ds = ClientDatasource::new(Some(client(url)), None);
+    let group = &groups(
+        "lag.yml",
+        "groups:\n- name: g\n  rules:\n  - record: r\n    expr: up\n",
+    )[0];
+    let probe = RuleQuery::new(group, "time()", 60_000);
+    let now = SystemClock.now_ms();
+    ds.answer_lag(&probe, now)
+        .await
+        .unwrap_or_else(|| panic!("no lag measured from {url}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn datasource_lag_is_measured_from_the_answer_to_time() {
+    // Prometheus evaluates at the time asked for.
+    let prom = common::Prometheus::start();
+    assert_eq!(lag_of(&prom.url()).await, 0);
+    // VictoriaMetrics answers as of its present minus the latency offset
+    // (the request's travel time comes off it, never adds to it).
+    let vm = Vm::start_with(&["-search.latencyOffset=5s"]);
+    let lag = lag_of(&vm.url()).await;
+    assert!((3000..=5001).contains(&lag), "lag {lag} ms for a 5s offset");
+    // A query for a time far enough back is answered as asked.
+    let ds = ClientDatasource::new(Some(client(&vm.url())), None);
+    let group = &groups(
+        "lag.yml",
+        "groups:\n- name: g\n  rules:\n  - record: r\n    expr: up\n",
+    )[0];
+    let probe = RuleQuery::new(group, "time()", 60_000);
+    let back = SystemClock.now_ms() - 60_000;
+    let answer = ds.instant(&probe, back).await.unwrap();
+    assert_eq!(
+        (answer.series[0].samples[0].value * 1000.0).round() as i64,
+        back
+    );
+}

@@ -147,6 +147,14 @@ pub trait Datasource: Send + Sync {
         start_ms: i64,
         end_ms: i64,
     ) -> BoxFuture<'a, Result<SeriesStream, QueryError>>;
+
+    /// How far behind `now_ms` the source answers `probe` (a `time()`
+    /// query) sent now, in ms; `None` when it cannot tell (see
+    /// `run::margin`).
+    fn answer_lag<'a>(&'a self, probe: &'a RuleQuery, now_ms: i64) -> BoxFuture<'a, Option<i64>> {
+        let _ = (probe, now_ms);
+        Box::pin(async { None })
+    }
 }
 
 /// The real datasources: a Prometheus-compatible one and, optionally,
@@ -292,6 +300,25 @@ impl Datasource for ClientDatasource {
                     Ok(client.query_instant_form("/api/v1/query", &form).await?)
                 }
             }
+        })
+    }
+
+    fn answer_lag<'a>(&'a self, probe: &'a RuleQuery, now_ms: i64) -> BoxFuture<'a, Option<i64>> {
+        Box::pin(async move {
+            let client = self.prometheus.as_ref()?;
+            if probe.rule_type != RuleType::Prometheus {
+                return None;
+            }
+            let form = self.prometheus_instant_form(probe, now_ms);
+            let answer = client
+                .query_instant_form("/api/v1/query", &form)
+                .await
+                .ok()?;
+            let used_s = answer.series.first()?.samples.first()?.value;
+            if !used_s.is_finite() {
+                return None;
+            }
+            Some(now_ms - (used_s * 1000.0).round() as i64)
         })
     }
 

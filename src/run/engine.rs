@@ -424,6 +424,11 @@ fn describe_metrics() {
             "spillway_group_iterations_missed_total",
             "Evaluation timestamps a group did not start on time (evaluated late by catch-up)."
         );
+        metrics::describe_gauge!(
+            "spillway_group_wake_margin_seconds",
+            metrics::Unit::Seconds,
+            "How long after a timestamp is due the group evaluates it: the datasource's measured lag beyond the group's eval_delay, plus 150ms, at most 1.2s."
+        );
         metrics::describe_counter!(
             "spillway_rule_catch_up_dropped_total",
             "Missed evaluation timestamps older than max_catch_up, given up."

@@ -21,7 +21,7 @@
 //! (what it exported, its alerts) and its cursor move together.
 //!
 //! Every evaluation, scheduled or caught up, happens at least the wake
-//! margin (`EngineOptions::wake_margin`) after its timestamp is due: an
+//! margin (`run::margin`) after its timestamp is due: an
 //! iteration evaluates up to the newest timestamp whose margin has passed,
 //! so a process resumed from a pause (or a clock that jumped) inside a
 //! timestamp's margin leaves that timestamp to the next wake-up.
@@ -29,6 +29,7 @@
 use crate::model::{ExportBatch, Origin};
 use crate::run::datasource::{Datasource, RuleQuery};
 use crate::run::eval::{annotate, evaluate, RuleMemory, RuleSpec};
+use crate::run::margin::WakeMargin;
 use crate::run::options::{rule_spec, EngineOptions};
 use crate::run::results::ResultSink;
 use crate::run::rules::{Group, Rule};
@@ -95,8 +96,8 @@ pub(crate) struct GroupTask {
     sink: Arc<dyn ResultSink>,
     clock: Arc<dyn Clock>,
     max_catch_up: Duration,
-    /// Added to the due time of each timestamp (see `EngineOptions::wake_margin`).
-    wake_margin_ms: i64,
+    /// Added to the due time of each timestamp (see `run::margin`).
+    margin: WakeMargin,
     metric_labels: Vec<metrics::Label>,
 }
 
@@ -118,6 +119,12 @@ fn history_len(rule: &Rule, opts: &EngineOptions) -> usize {
         Some(_) => 1,
         None => opts.history_len,
     }
+}
+
+/// The longest wake margin of a group: the configured one, at most 3/4 of
+/// its interval.
+fn wake_margin_cap(opts: &EngineOptions, schedule: &Schedule) -> i64 {
+    (opts.wake_margin.as_millis() as i64).min(schedule.interval_ms * 3 / 4)
 }
 
 impl GroupTask {
@@ -183,10 +190,18 @@ impl GroupTask {
             sink,
             clock,
             max_catch_up: opts.max_catch_up,
-            wake_margin_ms: (opts.wake_margin.as_millis() as i64).min(schedule.interval_ms * 3 / 4),
+            margin: WakeMargin::new(&shared.group, &schedule, wake_margin_cap(opts, &schedule)),
             metric_labels: group_labels,
         };
         (task, shared)
+    }
+
+    fn publish_margin(&self) {
+        metrics::gauge!(
+            "spillway_group_wake_margin_seconds",
+            self.metric_labels.clone()
+        )
+        .set(self.margin.ms() as f64 / 1000.0);
     }
 
     /// Runs until `stop` changes (or its sender is dropped); returns what
@@ -202,7 +217,14 @@ impl GroupTask {
         );
         let mut next_ts = self.schedule.timestamp_at(self.clock.now_ms());
         loop {
-            let wake = self.schedule.due_at(next_ts) + self.wake_margin_ms;
+            if self.margin.stale(self.clock.now_ms()) {
+                tokio::select! {
+                    biased;
+                    _ = stop.changed() => break,
+                    _ = self.margin.refresh(&*self.ds, &*self.clock) => self.publish_margin(),
+                }
+            }
+            let wake = self.schedule.due_at(next_ts) + self.margin.ms();
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
@@ -212,10 +234,10 @@ impl GroupTask {
             // due one: after a pause or a clock jump `now` may sit inside
             // the margin of a newer timestamp, and evaluating it at once
             // gets the answer as of a second before it (see
-            // `EngineOptions::wake_margin`). It waits for the next turn.
+            // `run::margin`). It waits for the next turn.
             let due = self
                 .schedule
-                .timestamp_at(self.clock.now_ms() - self.wake_margin_ms)
+                .timestamp_at(self.clock.now_ms() - self.margin.ms())
                 .max(next_ts);
             if due > next_ts {
                 let missed = ((due - next_ts) / step) as u64;

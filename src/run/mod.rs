@@ -39,6 +39,7 @@ pub mod datasource;
 pub mod engine;
 pub mod eval;
 mod group;
+mod margin;
 pub mod options;
 pub mod probe;
 pub mod receiver;

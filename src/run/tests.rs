@@ -28,6 +28,8 @@ struct FnDatasource {
     calls: Mutex<Vec<(String, i64)>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// What `answer_lag` says (`None`: it cannot tell).
+    lag: Mutex<Option<i64>>,
 }
 
 impl FnDatasource {
@@ -41,6 +43,7 @@ impl FnDatasource {
             calls: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            lag: Mutex::new(None),
         })
     }
 
@@ -93,6 +96,12 @@ impl Datasource for FnDatasource {
         _: i64,
     ) -> BoxFuture<'a, Result<SeriesStream, QueryError>> {
         Box::pin(async { Err(QueryError::new("not used", false)) })
+    }
+
+    fn answer_lag<'a>(&'a self, probe: &'a RuleQuery, _: i64) -> BoxFuture<'a, Option<i64>> {
+        assert_eq!(probe.expr, "time()");
+        let lag = *self.lag.lock().unwrap();
+        Box::pin(async move { lag })
     }
 }
 
@@ -320,6 +329,43 @@ async fn a_resumed_process_waits_the_wake_margin_for_the_newest_timestamp() {
     }
     let exported: Vec<i64> = exported(&sink).iter().map(|e| e.1).collect();
     assert_eq!(exported, [0, 10, 20, 30, 40, 50]);
+}
+
+/// The wake margin follows the datasource's measured lag beyond the
+/// group's delay (`run::margin`), and is measured again every 5 minutes.
+#[tokio::test(start_paused = true)]
+async fn the_wake_margin_follows_the_measured_lag() {
+    use super::margin::{ALLOWANCE_MS, PROBE_EVERY_MS};
+    use super::schedule::Clock;
+    let clock = TokioClock::starting_at(T0);
+    let lags: Arc<Mutex<Vec<(i64, i64)>>> = Arc::default();
+    let seen = Arc::clone(&lags);
+    let ds = FnDatasource::new(move |_, ts| {
+        seen.lock().unwrap().push((ts - BASE, clock.now_ms() - ts));
+        Ok(vec![one("m", ts, 1.0)])
+    });
+    // A source that evaluates at the time asked for (Prometheus).
+    *ds.lag.lock().unwrap() = Some(0);
+    let engine = Engine::start(
+        groups(TEN_SECONDS),
+        ds.clone(),
+        MemorySink::new(),
+        Arc::new(clock),
+        EngineOptions::default(),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    // Now it lags 1s (VictoriaMetrics 1.79 with latencyOffset 0): taken at
+    // the next measurement.
+    *ds.lag.lock().unwrap() = Some(1000);
+    tokio::time::sleep(Duration::from_millis(PROBE_EVERY_MS as u64 + 20_000)).await;
+    engine.shutdown().await;
+    let lags = lags.lock().unwrap().clone();
+    // The first one (+0s) was due before the start (at +3s).
+    let first: Vec<i64> = lags.iter().skip(1).take(3).map(|l| l.1).collect();
+    assert_eq!(first, [ALLOWANCE_MS; 3], "{lags:?}");
+    let last: Vec<i64> = lags.iter().rev().take(3).map(|l| l.1).collect();
+    assert_eq!(last, [1000 + ALLOWANCE_MS; 3], "{lags:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -93,11 +93,12 @@ bench_wait_http() { # URL [PID]: waits up to 30s; fails early if PID died
 
 # bench_start_vm PORTVAR NAME [FLAGS...]: a VictoriaMetrics with its data in
 # BENCH_WORK/NAME; stores its port in PORTVAR (and its PID in PORTVAR_PID).
+# BENCH_VM_BIN: the victoria-metrics binary (default: from PATH).
 bench_start_vm() {
   local var=$1 name=$2; shift 2
   local port pid
   bench_free_port port
-  bench_spawn pid "$BENCH_WORK/$name.log" victoria-metrics -httpListenAddr=127.0.0.1:$port \
+  bench_spawn pid "$BENCH_WORK/$name.log" "${BENCH_VM_BIN:-victoria-metrics}" -httpListenAddr=127.0.0.1:$port \
     -storageDataPath="$BENCH_WORK/$name" -retentionPeriod=100y -loggerLevel=WARN "$@"
   bench_wait_http "http://127.0.0.1:$port/health" "$pid"
   printf -v "$var" '%s' "$port"

@@ -33,6 +33,10 @@
 #   SPILLWAY=/path/to/spillway VMALERT=/opt/vmalert VMAGENT=/opt/vmagent scripts/bench-run.sh
 #   PAIRS="vmalert:vmagent /opt/vmalert-1.150:/opt/vmagent-1.150" scripts/bench-run.sh
 #
+# SOURCE_VM: the source's victoria-metrics (default: from PATH). It runs with
+# -search.latencyOffset=0s; releases that still answer a query for the last
+# second as of a second ago (1.79 does) put that second into every side's
+# delay from the timestamp (see README, Guarantees).
 # SPILLWAY: binary to measure (default: release build made here). VMALERT,
 # VMAGENT: the pair (default: from PATH). PAIRS: several pairs, space
 # separated ALERT:AGENT, each measured in the same runs (overrides
@@ -67,8 +71,10 @@ bench_init
 WORK=$BENCH_WORK
 SP_VERSION=$("$SPILLWAY" --version | awk '{print $2}')
 
+SOURCE_VM=$(command -v "${SOURCE_VM:-victoria-metrics}" || true)
+[ -x "$SOURCE_VM" ] || { echo "SOURCE_VM: no victoria-metrics binary found" >&2; exit 2; }
 echo "== source: $SERIES series"
-bench_start_vm SRC source -search.latencyOffset=0s -search.disableCache
+BENCH_VM_BIN=$SOURCE_VM bench_start_vm SRC source -search.latencyOffset=0s -search.disableCache
 # 30s resolution from 10 minutes ago to past the last run: every query the
 # benchmark makes finds a fresh point.
 SPAN=$((600 + RUNS * (WARMUP + WINDOW + 90)))
@@ -331,6 +337,7 @@ for i in "${!ALERTS[@]}"; do
   echo "pair$i = ${LABELS[$i]} ($pinned)"
 done
 echo "spillway = $SPILLWAY $SP_VERSION (phase pinned with eval_offset $EVAL_OFFSET)"
+echo "source = $(bench_label "$SOURCE_VM") with -search.latencyOffset=0s"
 echo "columns: median [min-max] of CPU s | peak RSS MiB | iteration avg s | delay from timestamp p50 s | p99 s | delay from firing p50 s | p99 s | probe points"
 echo "ratio rows: CPU | peak RSS"
 bench_summary "$RESULTS"

@@ -32,7 +32,7 @@
 //!   at the current timestamp, so destinations see the breach end.
 
 use crate::model::labels::METRIC_NAME;
-use crate::model::{Annotations, ExportKind, Labels, Origin, Sample, Series};
+use crate::model::{Annotations, ExportKind, Label, Labels, Origin, Sample, Series};
 use crate::run::rules::{render_labels_with, RuleType, TemplateData};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -120,13 +120,41 @@ impl AlertState {
     }
 }
 
-/// The label sets a rule exported, shared between the memories of
-/// consecutive evaluations: a series found again is remembered by a
-/// reference count, not a fresh copy of its labels (with tens of thousands
-/// of results per evaluation, those copies were most of its allocations).
-/// Hashed with foldhash: SipHash over every label of every result was a
-/// tenth of `run`'s CPU; the seed is still random per process.
-pub type Exported = HashSet<Arc<Labels>, LabelHasher>;
+/// The label sets a rule exported, for its stale markers: each packed into
+/// one allocation ([`pack`]), shared between the memories of consecutive
+/// evaluations, so a series found again costs a reference count, not a
+/// copy. With tens of thousands of results per rule, a `Labels` per series
+/// (a vector and two strings per label) was most of `run`'s memory. Hashed
+/// with foldhash (SipHash was a tenth of `run`'s CPU); the seed is still
+/// random per process.
+pub type Exported = HashSet<Arc<[u8]>, LabelHasher>;
+
+/// Separates names and values in a packed label set: UTF-8 text never
+/// holds the byte 0xFF, so the packing cannot be ambiguous.
+const PACK_SEPARATOR: u8 = 0xFF;
+
+/// `labels` as `name 0xFF value 0xFF ...` into `buf` (cleared first).
+pub fn pack(labels: &Labels, buf: &mut Vec<u8>) {
+    buf.clear();
+    for l in labels.iter() {
+        buf.extend_from_slice(l.name.as_bytes());
+        buf.push(PACK_SEPARATOR);
+        buf.extend_from_slice(l.value.as_bytes());
+        buf.push(PACK_SEPARATOR);
+    }
+}
+
+/// The labels [`pack`] packed.
+pub fn unpack(packed: &[u8]) -> Labels {
+    let mut parts = packed
+        .split(|b| *b == PACK_SEPARATOR)
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let mut pairs = Vec::new();
+    while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+        pairs.push(Label { name, value });
+    }
+    Labels::from_vec(pairs)
+}
 
 /// The hasher of the label-set maps kept between evaluations.
 pub type LabelHasher = foldhash::quality::RandomState;
@@ -246,9 +274,8 @@ fn evaluate_recording(
             result.len()
         ));
     }
-    let mut current = Exported::with_capacity_and_hasher(result.len(), LabelHasher::default());
+    let mut memo = Remember::new(&memory.exported, result.len());
     let mut export = Vec::with_capacity(result.len());
-    let mut reused = 0;
     let mut undo = Undo::new();
     for s in result {
         let Series {
@@ -259,7 +286,7 @@ fn evaluate_recording(
             continue;
         };
         record_in_place(&spec.name, &spec.labels, &mut labels, &mut undo);
-        if !current.insert(remembered(&memory.exported, &labels, &mut reused)) {
+        if !memo.add(&labels) {
             let recorded = labels.to_string();
             undo_record(&mut labels, &mut undo);
             return Outcome::error(format!(
@@ -270,18 +297,43 @@ fn evaluate_recording(
         samples.push(Sample::new(ts, value));
         export.push(Series::new(labels, samples));
     }
-    finish(export, current, reused, HashMap::new(), memory, ts)
+    finish(export, memo, HashMap::new(), ts)
 }
 
-/// `labels` as the memory keeps it: the previous evaluation's copy when it
-/// exported the same series (counted in `reused`), else a new one.
-fn remembered(before: &Exported, labels: &Labels, reused: &mut usize) -> Arc<Labels> {
-    match before.get(labels) {
-        Some(known) => {
-            *reused += 1;
-            Arc::clone(known)
+/// Builds the memory of one evaluation from the one before.
+struct Remember<'a> {
+    before: &'a Exported,
+    current: Exported,
+    /// Series of `current` taken from `before`.
+    reused: usize,
+    scratch: Vec<u8>,
+}
+
+impl<'a> Remember<'a> {
+    fn new(before: &'a Exported, capacity: usize) -> Self {
+        Remember {
+            before,
+            current: Exported::with_capacity_and_hasher(capacity, LabelHasher::default()),
+            reused: 0,
+            scratch: Vec::new(),
         }
-        None => Arc::new(labels.clone()),
+    }
+
+    /// Adds `labels` (the previous evaluation's copy when it exported them
+    /// too); `false` when they were added already.
+    fn add(&mut self, labels: &Labels) -> bool {
+        pack(labels, &mut self.scratch);
+        if self.current.contains(self.scratch.as_slice()) {
+            return false;
+        }
+        let kept = match self.before.get(self.scratch.as_slice()) {
+            Some(known) => {
+                self.reused += 1;
+                Arc::clone(known)
+            }
+            None => Arc::from(self.scratch.as_slice()),
+        };
+        self.current.insert(kept)
     }
 }
 
@@ -291,15 +343,19 @@ fn remembered(before: &Exported, labels: &Labels, reused: &mut usize) -> Arc<Lab
 /// disappeared, and the pass looking for it (a hash per series) is skipped.
 fn finish(
     mut export: Vec<Series>,
-    current: Exported,
-    reused: usize,
+    memo: Remember,
     alerts: HashMap<Labels, Alert>,
-    memory: &RuleMemory,
     ts: i64,
 ) -> Outcome {
-    if reused < memory.exported.len() {
-        for gone in memory.exported.difference(&current) {
-            export.push(Series::new(Labels::clone(gone), vec![Sample::stale(ts)]));
+    let Remember {
+        before,
+        current,
+        reused,
+        ..
+    } = memo;
+    if reused < before.len() {
+        for gone in before.difference(&current) {
+            export.push(Series::new(unpack(gone), vec![Sample::stale(ts)]));
         }
     }
     export.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -449,18 +505,14 @@ fn evaluate_alerting(
     }
 
     let mut export = Vec::new();
-    let mut current = Exported::default();
-    let mut reused = 0;
+    let mut memo = Remember::new(&memory.exported, alerts.len() * 2);
     for alert in alerts.values().filter(|a| a.state == AlertState::Firing) {
         for s in alert_series(alert, ts) {
-            // Counted once: an alert's series are distinct from each other's.
-            if !current.contains(&s.labels) {
-                current.insert(remembered(&memory.exported, &s.labels, &mut reused));
-            }
+            memo.add(&s.labels);
             export.push(s);
         }
     }
-    finish(export, current, reused, alerts, memory, ts)
+    finish(export, memo, alerts, ts)
 }
 
 /// The rendered annotations of each exported series of an alerting rule,
@@ -652,7 +704,7 @@ mod tests {
         // Deleting `instance` makes the two series one.
         let spec = record("r", &[("instance", "")]);
         let before = RuleMemory {
-            exported: [Arc::new(parse_label_set(r#"r{x="1"}"#).unwrap())]
+            exported: [packed(r#"r{x="1"}"#)]
                 .into_iter()
                 .collect(),
             alerts: HashMap::new(),
@@ -679,6 +731,29 @@ mod tests {
             out.memory, None,
             "memory kept: no stale markers for an error"
         );
+    }
+
+    fn packed(text: &str) -> Arc<[u8]> {
+        let mut buf = Vec::new();
+        pack(&parse_label_set(text).unwrap(), &mut buf);
+        Arc::from(buf)
+    }
+
+    #[test]
+    fn packed_label_sets_unpack_to_the_same_labels() {
+        for text in [
+            r#"m{}"#,
+            r#"m{a="1",b="x y",c="ünï\"cødé\n",d="=,{}"}"#,
+            r#"{"dotted.name"="v",__name__="m"}"#,
+        ] {
+            let labels = parse_label_set(text).unwrap();
+            let mut buf = Vec::new();
+            pack(&labels, &mut buf);
+            assert_eq!(unpack(&buf), labels, "{text}");
+        }
+        // Different sets never pack alike (names and values cannot run into
+        // each other).
+        assert_ne!(packed(r#"m{ab="c"}"#), packed(r#"m{a="bc"}"#));
     }
 
     #[test]

@@ -43,8 +43,9 @@
 //! database meanwhile, the loaded run is copied into it in one ordinary
 //! transaction instead. Later runs append to the existing file in place,
 //! crash-safe: a rollback journal and `synchronous = FULL`.
-//! Inserts reuse prepared statements; the series id is looked up once per
-//! write call, not per row.
+//! Inserts reuse prepared statements of 64 rows each (each execution has a
+//! fixed cost: reset, step, cursor setup); the series id is looked up once
+//! per write call, not per row.
 
 use super::{FlaggedSample, RecordSink, RunInfo, RunOutcome, SinkError};
 use crate::fsutil::AtomicFile;
@@ -130,10 +131,43 @@ const INSERT_SERIES: &str =
     "INSERT INTO series (query, metric, labels) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
 const SELECT_SERIES: &str =
     "SELECT id FROM series WHERE metric = ?2 AND labels = ?3 AND query = ?1";
-const INSERT_SAMPLE: &str = "INSERT INTO sample_rows \
-    (run, series_id, timestamp_ms, value, out_of_range, alert) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-const INSERT_ALERT: &str = "INSERT INTO alert_rows \
-    (run, series_id, timestamp_ms, value, out_of_range, alert) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+/// Rows per multi-row `INSERT`: one statement execution (reset, step,
+/// cursor setup) carries this many rows instead of one. The run and series
+/// are the same in every row, bound once as `?1` and `?2`.
+const BATCH_ROWS: usize = 64;
+
+/// `INSERT INTO table (...) VALUES (?1, ?2, ?3, ?4, ?5, ?6), (?1, ?2, ?7, ...)` for `rows` rows.
+fn insert_sql(table: &str, rows: usize) -> String {
+    let mut sql = format!(
+        "INSERT INTO {table} (run, series_id, timestamp_ms, value, out_of_range, alert) VALUES "
+    );
+    for i in 0..rows {
+        let p = 3 + 4 * i;
+        let sep = if i == 0 { "" } else { "," };
+        sql.push_str(&format!(
+            "{sep}(?1, ?2, ?{p}, ?{}, ?{}, ?{})",
+            p + 1,
+            p + 2,
+            p + 3
+        ));
+    }
+    sql
+}
+
+/// The insert statements of one rows table: a full batch and a single row.
+struct RowInserts {
+    batch: String,
+    single: String,
+}
+
+impl RowInserts {
+    fn new(table: &str) -> RowInserts {
+        RowInserts {
+            batch: insert_sql(table, BATCH_ROWS),
+            single: insert_sql(table, 1),
+        }
+    }
+}
 
 pub(super) struct SqliteSink {
     path: PathBuf,
@@ -146,6 +180,10 @@ pub(super) struct SqliteSink {
     /// The last write's (query, labels) and series id: a series arriving in
     /// consecutive calls is looked up once.
     last_series: Option<(String, Labels, i64)>,
+    sample_inserts: RowInserts,
+    alert_inserts: RowInserts,
+    /// Reused to gather one write's alerts, so filtering allocates nothing.
+    alert_buf: Vec<FlaggedSample>,
     committed: bool,
 }
 
@@ -175,6 +213,9 @@ impl SqliteSink {
             run_id: run.run_id.clone(),
             run_key: 0,
             last_series: None,
+            sample_inserts: RowInserts::new("sample_rows"),
+            alert_inserts: RowInserts::new("alert_rows"),
+            alert_buf: Vec::new(),
             committed: false,
         };
         sink.begin(run)?;
@@ -282,27 +323,52 @@ fn series_id(conn: &Connection, query: &str, labels: &Labels) -> rusqlite::Resul
         .query_row(params, |row| row.get(0))
 }
 
-/// Inserts rows with one prepared statement; the run and series are bound
-/// once and stay bound (SQLite keeps bindings across executions).
-fn insert_rows<'a>(
+/// Inserts rows with prepared statements, [`BATCH_ROWS`] rows per
+/// execution; the run and series are bound once and stay bound (SQLite
+/// keeps bindings across executions).
+fn insert_rows(
     conn: &Connection,
-    sql: &str,
+    sql: &RowInserts,
     run_key: i64,
     series_id: i64,
-    samples: impl Iterator<Item = &'a FlaggedSample>,
+    samples: &[FlaggedSample],
 ) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    stmt.raw_bind_parameter(1, run_key)?;
-    stmt.raw_bind_parameter(2, series_id)?;
-    for s in samples {
-        stmt.raw_bind_parameter(3, s.timestamp_ms)?;
-        // SQLite turns NaN into NULL anyway; saying so keeps it explicit.
-        stmt.raw_bind_parameter(4, (!s.value.is_nan()).then_some(s.value))?;
-        stmt.raw_bind_parameter(5, s.out_of_range)?;
-        stmt.raw_bind_parameter(6, s.alert)?;
-        stmt.raw_execute()?;
+    let mut batches = samples.chunks_exact(BATCH_ROWS);
+    if batches.len() > 0 {
+        let mut stmt = conn.prepare_cached(&sql.batch)?;
+        stmt.raw_bind_parameter(1, run_key)?;
+        stmt.raw_bind_parameter(2, series_id)?;
+        for batch in &mut batches {
+            for (i, s) in batch.iter().enumerate() {
+                bind_row(&mut stmt, 3 + 4 * i, s)?;
+            }
+            stmt.raw_execute()?;
+        }
+    }
+    let rest = batches.remainder();
+    if !rest.is_empty() {
+        let mut stmt = conn.prepare_cached(&sql.single)?;
+        stmt.raw_bind_parameter(1, run_key)?;
+        stmt.raw_bind_parameter(2, series_id)?;
+        for s in rest {
+            bind_row(&mut stmt, 3, s)?;
+            stmt.raw_execute()?;
+        }
     }
     Ok(())
+}
+
+/// Binds one row's own columns from parameter `first` on.
+fn bind_row(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    first: usize,
+    s: &FlaggedSample,
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(first, s.timestamp_ms)?;
+    // SQLite turns NaN into NULL anyway; saying so keeps it explicit.
+    stmt.raw_bind_parameter(first + 1, (!s.value.is_nan()).then_some(s.value))?;
+    stmt.raw_bind_parameter(first + 2, s.out_of_range)?;
+    stmt.raw_bind_parameter(first + 3, s.alert)
 }
 
 impl RecordSink for SqliteSink {
@@ -323,18 +389,12 @@ impl RecordSink for SqliteSink {
                 id
             }
         };
-        let conn = &self.conn;
-        let run_key = self.run_key;
-        insert_rows(conn, INSERT_SAMPLE, run_key, series, samples.iter())
-            .and_then(|()| {
-                insert_rows(
-                    conn,
-                    INSERT_ALERT,
-                    run_key,
-                    series,
-                    samples.iter().filter(|s| s.alert),
-                )
-            })
+        self.alert_buf.clear();
+        self.alert_buf
+            .extend(samples.iter().filter(|s| s.alert).copied());
+        let (conn, run_key) = (&self.conn, self.run_key);
+        insert_rows(conn, &self.sample_inserts, run_key, series, samples)
+            .and_then(|()| insert_rows(conn, &self.alert_inserts, run_key, series, &self.alert_buf))
             .map_err(self.err("insert into"))
     }
 

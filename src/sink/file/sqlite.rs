@@ -244,10 +244,14 @@ impl SqliteSink {
         // finished run survive a power cut. The page cache (64 MiB) keeps
         // index pages resident during a long transaction. A fresh file has
         // no index during the load (they are built after it), so 16 MiB
-        // is enough there and keeps the whole export under 100 MB.
+        // is enough there and keeps the whole export under 100 MB. A fresh
+        // file gets 16 KiB pages (a database keeps its page size): fewer
+        // page splits and cell moves per row and per index entry; measured
+        // on the sinks bench, about 15% less CPU than 4 KiB, and less than 64 KiB.
         let pragmas = if self.fresh.is_some() {
             // Nobody else sees the temp file; it is fsynced before it is linked in.
-            "PRAGMA journal_mode = OFF;
+            "PRAGMA page_size = 16384;
+             PRAGMA journal_mode = OFF;
              PRAGMA synchronous = OFF;
              PRAGMA cache_size = -16384;"
         } else {
@@ -707,6 +711,8 @@ mod tests {
                 "sample_rows_series_time"
             ]
         );
+        // A bulk-loaded file keeps the page size chosen for the load.
+        assert_eq!(count(&db, "PRAGMA page_size"), 16_384);
         // The alerts view reaches the partial index of the alert rows by time.
         let plan: Vec<String> = db
             .prepare("EXPLAIN QUERY PLAN SELECT * FROM alerts WHERE timestamp_ms > 5")

@@ -4,8 +4,9 @@
 //! samples in write calls of one window, as the export pipeline does.
 //!
 //! A plain `main` timed with `Instant` (`harness = false`), like the other
-//! benches: `cargo bench --bench sinks`. Prints rows per second per sink.
-//! `BENCH_SAVE=name` stores the figures in `target/bench-baselines/name.txt`;
+//! benches: `cargo bench --bench sinks` (`-- sqlite csv`: only the cases
+//! whose name contains one of the words). Prints rows per second per sink.
+//! `BENCH_SAVE=name` stores the figures in `$CARGO_TARGET_DIR/bench-baselines/sinks-name.txt`;
 //! `BENCH_BASELINE=name` prints the change against such a saved run.
 
 use spillway::model::Labels;
@@ -156,7 +157,15 @@ fn main() {
         .unwrap_or_default();
     let mut saved = String::new();
     println!("{SERIES} series x {SAMPLES} samples, best of {RUNS}");
+    // `cargo bench --bench sinks -- sqlite parquet`: only the cases whose name contains a word.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     for (name, open, prepare) in cases {
+        if !only.is_empty() && !only.iter().any(|w| name.contains(w.as_str())) {
+            continue;
+        }
         let rate = measure(dir.path(), &input, open, prepare);
         saved.push_str(&format!("{name} {rate:.0}\n"));
         let change = baseline

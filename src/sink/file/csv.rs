@@ -10,7 +10,8 @@
 //! in SQLite.
 
 use super::{
-    push_value, Encoder, FlaggedSample, RunInfo, RunOutcome, SinkError, TimestampFormatter,
+    bool_text, push_int, push_value, Encoder, FlaggedSample, RunInfo, RunOutcome, SinkError,
+    TimestampFormatter,
 };
 use crate::fsutil::AtomicFile;
 use crate::model::Labels;
@@ -96,7 +97,7 @@ impl Encoder for CsvFile {
             self.rows.push_str(&prefix);
             self.timestamps.push(&mut self.rows, s.timestamp_ms);
             self.rows.push(',');
-            self.rows.push_str(itoa(s.timestamp_ms, &mut [0; 20]));
+            push_int(&mut self.rows, s.timestamp_ms);
             self.rows.push(',');
             push_value(&mut self.rows, s.value);
             self.rows.push(',');
@@ -115,33 +116,6 @@ impl Encoder for CsvFile {
     fn close(self, _outcome: &RunOutcome) -> Result<AtomicFile, SinkError> {
         Ok(self.out)
     }
-}
-
-fn bool_text(b: bool) -> &'static str {
-    if b {
-        "true"
-    } else {
-        "false"
-    }
-}
-
-/// Formats an integer into `buf` without allocating.
-fn itoa(n: i64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        i -= 1;
-        buf[i] = b'-';
-    }
-    std::str::from_utf8(&buf[i..]).expect("ASCII digits")
 }
 
 #[cfg(test)]
@@ -258,12 +232,5 @@ mod tests {
     #[test]
     fn abort_leaves_no_file() {
         testutil::abort_leaves_nothing(Format::Csv);
-    }
-
-    #[test]
-    fn itoa_matches_to_string() {
-        for n in [0, 7, -7, 1_704_207_845_123, i64::MIN, i64::MAX] {
-            assert_eq!(itoa(n, &mut [0; 20]), n.to_string());
-        }
     }
 }

@@ -21,8 +21,8 @@
 //! `outcome` comes last because it is only known at the end.
 
 use super::{
-    outcome_json, push_json_labels, push_json_str, push_json_value, run_json, write_err, Encoder,
-    FlaggedSample, RunInfo, RunOutcome, SinkError,
+    bool_text, outcome_json, push_int, push_json_labels, push_json_str, push_json_value, run_json,
+    write_err, Encoder, FlaggedSample, RunInfo, RunOutcome, SinkError,
 };
 use crate::fsutil::AtomicFile;
 use crate::model::Labels;
@@ -91,10 +91,15 @@ impl Encoder for JsonFile {
                 if i > 0 {
                     self.buf.push(',');
                 }
-                write!(self.buf, "[{},", s.timestamp_ms).expect("writing to a String cannot fail");
+                self.buf.push('[');
+                push_int(&mut self.buf, s.timestamp_ms);
+                self.buf.push(',');
                 push_json_value(&mut self.buf, s.value);
-                write!(self.buf, ",{},{}]", s.out_of_range, s.alert)
-                    .expect("writing to a String cannot fail");
+                self.buf.push(',');
+                self.buf.push_str(bool_text(s.out_of_range));
+                self.buf.push(',');
+                self.buf.push_str(bool_text(s.alert));
+                self.buf.push(']');
             }
             let text = std::mem::take(&mut self.buf);
             self.put(&text)?;

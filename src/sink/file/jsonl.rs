@@ -10,12 +10,11 @@
 //! No header or trailer, so files can be concatenated.
 
 use super::{
-    push_json_labels, push_json_str, push_json_value, write_err, Encoder, FlaggedSample, RunInfo,
-    RunOutcome, SinkError, TimestampFormatter,
+    bool_text, push_int, push_json_labels, push_json_str, push_json_value, write_err, Encoder,
+    FlaggedSample, RunInfo, RunOutcome, SinkError, TimestampFormatter,
 };
 use crate::fsutil::AtomicFile;
 use crate::model::Labels;
-use std::fmt::Write as _;
 use std::io::Write as _;
 
 pub(super) struct JsonlFile {
@@ -56,15 +55,14 @@ impl Encoder for JsonlFile {
             for s in chunk {
                 self.line.push_str(&head);
                 self.timestamps.push(&mut self.line, s.timestamp_ms);
-                write!(self.line, r#"","timestamp_ms":{},"value":"#, s.timestamp_ms)
-                    .expect("writing to a String cannot fail");
+                self.line.push_str(r#"","timestamp_ms":"#);
+                push_int(&mut self.line, s.timestamp_ms);
+                self.line.push_str(r#","value":"#);
                 push_json_value(&mut self.line, s.value);
-                write!(
-                    self.line,
-                    r#","out_of_range":{},"alert":{}"#,
-                    s.out_of_range, s.alert
-                )
-                .expect("writing to a String cannot fail");
+                self.line.push_str(r#","out_of_range":"#);
+                self.line.push_str(bool_text(s.out_of_range));
+                self.line.push_str(r#","alert":"#);
+                self.line.push_str(bool_text(s.alert));
                 self.line.push_str(&tail);
             }
             self.out

@@ -704,9 +704,7 @@ mod tests {
         // Deleting `instance` makes the two series one.
         let spec = record("r", &[("instance", "")]);
         let before = RuleMemory {
-            exported: [packed(r#"r{x="1"}"#)]
-                .into_iter()
-                .collect(),
+            exported: [packed(r#"r{x="1"}"#)].into_iter().collect(),
             alerts: HashMap::new(),
         };
         let out = evaluate(

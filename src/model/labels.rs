@@ -282,10 +282,31 @@ impl serde::Serialize for Labels {
     }
 }
 
+/// A map of names to string values, read straight into label pairs:
+/// [`Labels::from_vec`] then sorts (wire formats send them sorted, so it
+/// only checks) and lets a later duplicate win, as a map would. A map in
+/// between cost a node allocation and a tree walk per series of every
+/// query answer.
 impl<'de> serde::Deserialize<'de> for Labels {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = <std::collections::BTreeMap<String, String>>::deserialize(d)?;
-        Ok(Labels::from_pairs(map))
+        struct PairsVisitor;
+        impl<'de> serde::de::Visitor<'de> for PairsVisitor {
+            type Value = Labels;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of label names to string values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Labels, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
+                while let Some((name, value)) = map.next_entry::<String, String>()? {
+                    pairs.push(Label { name, value });
+                }
+                Ok(Labels::from_vec(pairs))
+            }
+        }
+        d.deserialize_map(PairsVisitor)
     }
 }
 

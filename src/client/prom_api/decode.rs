@@ -4,7 +4,7 @@
 //! soon as it is parsed. Runs on a blocking thread (see [`super`]).
 
 use super::{ClientError, InstantAnswer, SeriesList};
-use crate::model::{Label, Labels, Sample, Series};
+use crate::model::{Labels, Sample, Series};
 use bytes::Bytes;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
@@ -80,12 +80,12 @@ impl<'de> Visitor<'de> for SeriesItems<'_> {
         f.write_str("a list of label sets")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(labels) = seq.next_element::<LabelPairs>()? {
+        while let Some(labels) = seq.next_element::<Labels>()? {
             if self.list.series.len() == self.limit {
                 self.list.more = true;
                 return Err(serde::de::Error::custom("enough series"));
             }
-            self.list.series.push(Labels::from_vec(labels.0));
+            self.list.series.push(labels);
         }
         Ok(())
     }
@@ -244,7 +244,7 @@ impl ResultSeed<'_> {
 #[derive(serde::Deserialize)]
 struct RawSeries {
     #[serde(default)]
-    metric: LabelPairs,
+    metric: Labels,
     #[serde(default)]
     values: Vec<(f64, Value)>,
     #[serde(default)]
@@ -259,34 +259,7 @@ impl RawSeries {
             .chain(self.value.iter())
             .map(|(ts, v)| Sample::new(to_ms(*ts), v.0))
             .collect();
-        Ok(Series::new(Labels::from_vec(self.metric.0), samples))
-    }
-}
-
-/// A `metric` object read straight into label pairs: [`Labels::from_vec`]
-/// then sorts (servers send them sorted, so it only checks) and lets a
-/// later duplicate win, as a map would. A map in between cost a node
-/// allocation and a tree walk per series of every answer.
-#[derive(Default)]
-struct LabelPairs(Vec<Label>);
-
-impl<'de> serde::Deserialize<'de> for LabelPairs {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = LabelPairs;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a map of label names to string values")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LabelPairs, A::Error> {
-                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
-                while let Some((name, value)) = map.next_entry::<String, String>()? {
-                    pairs.push(Label { name, value });
-                }
-                Ok(LabelPairs(pairs))
-            }
-        }
-        d.deserialize_map(V)
+        Ok(Series::new(self.metric, samples))
     }
 }
 

@@ -20,8 +20,7 @@
 //! whose recursion limit stays on.
 
 use crate::model::{Labels, STALE_NAN_BITS};
-use serde::de::{Deserializer, MapAccess, Visitor};
-use std::fmt;
+use serde::Deserialize;
 
 /// The parts of a line; see the module doc.
 #[derive(Debug, Clone, Copy)]
@@ -170,27 +169,9 @@ pub fn scan_line_fast(line: &[u8]) -> Result<ScannedLine<'_>, String> {
 /// [`Labels::from_pairs`].
 pub fn parse_metric(metric: &[u8]) -> Result<Labels, String> {
     let mut de = serde_json::Deserializer::from_slice(metric);
-    de.deserialize_map(LabelsVisitor)
+    Labels::deserialize(&mut de)
         .and_then(|labels| de.end().map(|()| labels))
         .map_err(|e| format!("`metric` is not an object of string labels: {e}"))
-}
-
-/// `metric` read straight into the model's labels (they own their strings,
-/// so the parser hands over owned ones instead of borrowing and copying).
-struct LabelsVisitor;
-
-impl<'de> Visitor<'de> for LabelsVisitor {
-    type Value = Labels;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object of label names to string values")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Labels, A::Error> {
-        let mut pairs: Vec<(String, String)> = Vec::with_capacity(16);
-        while let Some(pair) = map.next_entry::<String, String>()? {
-            pairs.push(pair);
-        }
-        Ok(Labels::from_pairs(pairs))
-    }
 }
 
 /// Calls `each` with every timestamp of an array body (integer unix

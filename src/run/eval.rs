@@ -323,17 +323,15 @@ impl<'a> Remember<'a> {
     /// too); `false` when they were added already.
     fn add(&mut self, labels: &Labels) -> bool {
         pack(labels, &mut self.scratch);
-        if self.current.contains(self.scratch.as_slice()) {
-            return false;
-        }
-        let kept = match self.before.get(self.scratch.as_slice()) {
-            Some(known) => {
-                self.reused += 1;
-                Arc::clone(known)
-            }
-            None => Arc::from(self.scratch.as_slice()),
+        let (kept, known) = match self.before.get(self.scratch.as_slice()) {
+            Some(known) => (Arc::clone(known), true),
+            None => (Arc::from(self.scratch.as_slice()), false),
         };
-        self.current.insert(kept)
+        let added = self.current.insert(kept);
+        if added && known {
+            self.reused += 1;
+        }
+        added
     }
 }
 

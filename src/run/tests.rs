@@ -285,6 +285,22 @@ async fn late_iterations_are_caught_up() {
     assert_eq!(ts, [0, 10, 20, 30, 40]);
 }
 
+/// What [`lag_recorder`] records: (timestamp from BASE, ms after it).
+type Lags = Arc<Mutex<Vec<(i64, i64)>>>;
+
+/// A datasource that records, for each query, its timestamp (from BASE) and
+/// how long after that timestamp it was asked (ms), by `clock`.
+fn lag_recorder(clock: TokioClock) -> (Arc<FnDatasource>, Lags) {
+    use super::schedule::Clock;
+    let lags = Lags::default();
+    let seen = Arc::clone(&lags);
+    let ds = FnDatasource::new(move |_, ts| {
+        seen.lock().unwrap().push((ts - BASE, clock.now_ms() - ts));
+        Ok(vec![one("m", ts, 1.0)])
+    });
+    (ds, lags)
+}
+
 /// Issue 11, item 5: a process frozen (SIGSTOP) and resumed just after a
 /// timestamp became due evaluated that timestamp at once, inside the wake
 /// margin, so VictoriaMetrics answered as of a second earlier. Every
@@ -292,14 +308,8 @@ async fn late_iterations_are_caught_up() {
 /// timestamp.
 #[tokio::test(start_paused = true)]
 async fn a_resumed_process_waits_the_wake_margin_for_the_newest_timestamp() {
-    use super::schedule::Clock;
     let clock = TokioClock::starting_at(T0);
-    let lags: Arc<Mutex<Vec<(i64, i64)>>> = Arc::default();
-    let seen = Arc::clone(&lags);
-    let ds = FnDatasource::new(move |_, ts| {
-        seen.lock().unwrap().push((ts - BASE, clock.now_ms() - ts));
-        Ok(vec![one("m", ts, 1.0)])
-    });
+    let (ds, lags) = lag_recorder(clock);
     let sink = MemorySink::new();
     let opts = EngineOptions::default();
     let margin = opts.wake_margin.as_millis() as i64;
@@ -336,14 +346,8 @@ async fn a_resumed_process_waits_the_wake_margin_for_the_newest_timestamp() {
 #[tokio::test(start_paused = true)]
 async fn the_wake_margin_follows_the_measured_lag() {
     use super::margin::{ALLOWANCE_MS, PROBE_EVERY_MS};
-    use super::schedule::Clock;
     let clock = TokioClock::starting_at(T0);
-    let lags: Arc<Mutex<Vec<(i64, i64)>>> = Arc::default();
-    let seen = Arc::clone(&lags);
-    let ds = FnDatasource::new(move |_, ts| {
-        seen.lock().unwrap().push((ts - BASE, clock.now_ms() - ts));
-        Ok(vec![one("m", ts, 1.0)])
-    });
+    let (ds, lags) = lag_recorder(clock);
     // A source that evaluates at the time asked for (Prometheus).
     *ds.lag.lock().unwrap() = Some(0);
     let engine = Engine::start(

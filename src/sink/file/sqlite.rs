@@ -551,6 +551,21 @@ mod tests {
         rows
     }
 
+    /// Column `column` (text) of every row `sql` gives.
+    fn texts(db: &Connection, sql: &str, column: usize) -> Vec<String> {
+        db.prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get(column))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// How SQLite plans `select`, one step per `; `.
+    fn query_plan(db: &Connection, select: &str) -> String {
+        texts(db, &format!("EXPLAIN QUERY PLAN {select}"), 3).join("; ")
+    }
+
     fn count(db: &Connection, sql: &str) -> i64 {
         db.query_row(sql, [], |r| r.get(0)).unwrap()
     }
@@ -676,16 +691,10 @@ mod tests {
         let sink = open(Format::Sqlite, dir.path(), &testutil::run_info()).unwrap();
         sink.finish(&RunOutcome::default()).unwrap();
         let db = Connection::open(dir.path().join(DB_NAME)).unwrap();
-        let plan: Vec<String> = db
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT * FROM samples WHERE metric = 'x' AND timestamp_ms > 5",
-            )
-            .unwrap()
-            .query_map([], |r| r.get(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let plan = plan.join("; ");
+        let plan = query_plan(
+            &db,
+            "SELECT * FROM samples WHERE metric = 'x' AND timestamp_ms > 5",
+        );
         // The view's filter reaches both indexes: series by metric, rows by time.
         assert!(
             plan.contains("INDEX sqlite_autoindex_series_1 (metric=?)"),
@@ -695,13 +704,11 @@ mod tests {
             plan.contains("USING INDEX sample_rows_series_time (series_id=? AND timestamp_ms>?)"),
             "{plan}"
         );
-        let mut names: Vec<String> = db
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let mut names = texts(
+            &db,
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL",
+            0,
+        );
         names.sort();
         assert_eq!(
             names,
@@ -714,14 +721,7 @@ mod tests {
         // A bulk-loaded file keeps the page size chosen for the load.
         assert_eq!(count(&db, "PRAGMA page_size"), 16_384);
         // The alerts view reaches the partial index of the alert rows by time.
-        let plan: Vec<String> = db
-            .prepare("EXPLAIN QUERY PLAN SELECT * FROM alerts WHERE timestamp_ms > 5")
-            .unwrap()
-            .query_map([], |r| r.get(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let plan = plan.join("; ");
+        let plan = query_plan(&db, "SELECT * FROM alerts WHERE timestamp_ms > 5");
         assert!(
             plan.contains("USING INDEX sample_rows_alert_time (timestamp_ms>?)"),
             "{plan}"

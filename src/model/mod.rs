@@ -13,6 +13,7 @@ pub mod selector;
 pub mod series;
 pub mod size;
 pub mod time;
+pub mod value;
 pub mod yaml;
 
 pub use labels::{Label, Labels};

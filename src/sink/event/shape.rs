@@ -3,6 +3,7 @@
 //! no intermediate map, since every exported sample passes through here.
 
 use crate::model::labels::METRIC_NAME;
+use crate::model::value::{push_json_value, push_value};
 use crate::model::{Annotations, Labels, Origin, Sample};
 use std::collections::BTreeMap;
 
@@ -214,7 +215,7 @@ impl EventShape {
                 Field::Rule => cell.extend_from_slice(ev.origin.rule.as_bytes()),
                 Field::Type => cell.extend_from_slice(ev.origin.kind.as_str().as_bytes()),
                 Field::Value if ev.resolved() => {}
-                Field::Value => cell.extend_from_slice(format_value(ev.sample.value).as_bytes()),
+                Field::Value => push_value(&mut cell, ev.sample.value),
                 other => self.write_value(&mut cell, other, ev),
             }
             cells.push(cell);
@@ -252,36 +253,8 @@ fn json_value(out: &mut Vec<u8>, s: Sample) {
     let v = s.value;
     if s.is_stale() {
         out.extend_from_slice(b"null");
-    } else if v.is_finite() {
-        write_value(out, v);
     } else {
-        json_str(out, &format_value(v));
-    }
-}
-
-/// [`format_value`] of a finite value, without an allocation.
-pub fn write_value(out: &mut Vec<u8>, v: f64) {
-    use std::io::Write;
-    if v == v.trunc() && v.abs() < 1e15 {
-        let _ = write!(out, "{}", v as i64);
-    } else {
-        let _ = write!(out, "{v}");
-    }
-}
-
-/// A sample value as Prometheus prints it: shortest round-trip form,
-/// integers without a fraction, `NaN`, `+Inf`, `-Inf`.
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else if v == v.trunc() && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
+        push_json_value(out, v);
     }
 }
 

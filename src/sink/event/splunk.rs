@@ -76,7 +76,8 @@ pub fn write_item(
         HecFormat::Metric => {
             out.extend_from_slice(b",\"event\":\"metric\",\"fields\":{");
             json_str(out, &format!("metric_name:{}", ev.metric()));
-            let _ = write!(out, ":{}", super::shape::format_value(v));
+            out.push(b':');
+            crate::model::value::push_value(out, v);
             for l in ev.labels.without_name() {
                 out.push(b',');
                 json_str(out, &l.name);

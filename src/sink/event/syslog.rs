@@ -30,8 +30,9 @@
 
 use super::config::{SyslogConfig, SyslogFormat, SyslogTransport, TlsFiles};
 use super::relp::RelpConnection;
-use super::shape::{format_value, write_rfc3339_ms, EventRef, EventShape};
+use super::shape::{write_rfc3339_ms, EventRef, EventShape};
 use crate::client::ClientError;
+use crate::model::value::value_text;
 use std::io::Write as _;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -134,7 +135,7 @@ pub fn write_cef(out: &mut Vec<u8>, severity: u8, ev: &EventRef<'_>) {
     ext("cs2", &ev.origin.rule);
     if !ev.resolved() {
         ext("cfp1Label", "value");
-        ext("cfp1", &format_value(ev.sample.value));
+        ext("cfp1", &value_text(ev.sample.value));
     }
     ext("outcome", if ev.resolved() { "resolved" } else { "breach" });
     let ann = ev.annotations;

@@ -11,7 +11,8 @@
 //! default [`gtmpl_ng::Limits`] (loops, output size, nesting), so a template
 //! from a config cannot exhaust memory or stack.
 
-use super::shape::{format_value, write_rfc3339_ms, EventRef};
+use super::shape::{write_rfc3339_ms, EventRef};
+use crate::model::value::value_text;
 use gtmpl_ng::{Context, Func, Template, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -140,7 +141,7 @@ pub fn event_value(ev: &EventRef<'_>) -> Value {
     } else if ev.sample.value.is_finite() {
         Value::from(ev.sample.value)
     } else {
-        Value::from(format_value(ev.sample.value))
+        Value::from(value_text(ev.sample.value))
     };
     let mut m = HashMap::new();
     m.insert(

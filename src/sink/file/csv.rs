@@ -10,10 +10,10 @@
 //! in SQLite.
 
 use super::{
-    bool_text, push_int, push_value, Encoder, FlaggedSample, RunInfo, RunOutcome, SinkError,
-    TimestampFormatter,
+    bool_text, push_int, Encoder, FlaggedSample, RunInfo, RunOutcome, SinkError, TimestampFormatter,
 };
 use crate::fsutil::AtomicFile;
+use crate::model::value::push_value;
 use crate::model::Labels;
 use std::io::{self, Write};
 

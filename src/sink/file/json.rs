@@ -21,10 +21,11 @@
 //! `outcome` comes last because it is only known at the end.
 
 use super::{
-    bool_text, outcome_json, push_int, push_json_labels, push_json_str, push_json_value, run_json,
-    write_err, Encoder, FlaggedSample, RunInfo, RunOutcome, SinkError,
+    bool_text, outcome_json, push_int, push_json_labels, push_json_str, run_json, write_err,
+    Encoder, FlaggedSample, RunInfo, RunOutcome, SinkError,
 };
 use crate::fsutil::AtomicFile;
+use crate::model::value::push_json_value;
 use crate::model::Labels;
 use std::fmt::Write as _;
 use std::io::Write as _;

@@ -10,10 +10,11 @@
 //! No header or trailer, so files can be concatenated.
 
 use super::{
-    bool_text, push_int, push_json_labels, push_json_str, push_json_value, write_err, Encoder,
-    FlaggedSample, RunInfo, RunOutcome, SinkError, TimestampFormatter,
+    bool_text, push_int, push_json_labels, push_json_str, write_err, Encoder, FlaggedSample,
+    RunInfo, RunOutcome, SinkError, TimestampFormatter,
 };
 use crate::fsutil::AtomicFile;
+use crate::model::value::push_json_value;
 use crate::model::Labels;
 use std::io::Write as _;
 

@@ -34,7 +34,7 @@ pub use partition::{PartitionBy, UnknownPartitioning};
 use crate::fsutil::AtomicFile;
 use crate::model::time::format_rfc3339_ms;
 use crate::model::Labels;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -334,44 +334,6 @@ fn write_err(file: &AtomicFile) -> impl FnOnce(io::Error) -> SinkError + '_ {
     }
 }
 
-/// Appends `v` as the Prometheus API prints sample values: the shortest
-/// decimal that reads back to the same float, no exponent (Go's
-/// `FormatFloat(v, 'f', -1, 64)`; Rust's `Display` is the same algorithm),
-/// and `NaN`, `+Inf`, `-Inf`.
-fn push_value(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v == f64::INFINITY {
-        out.push_str("+Inf");
-    } else if v == f64::NEG_INFINITY {
-        out.push_str("-Inf");
-    } else {
-        push_finite(out, v);
-    }
-}
-
-/// Ryū prints the shortest round-trip digits in a fraction of `Display`'s
-/// time (`Display` was the largest cost of the text formats). Up to 15
-/// significant digits the shortest digits are unique, so both print the
-/// same; from 16 on two candidates can round-trip and the two algorithms
-/// may pick different ones (`...016.2` / `...016.3`), so those values, and
-/// those Ryū prints with an exponent (Go's `'f'` format has none), take
-/// `Display`. Ryū's `1.0` for 1 loses its `.0`.
-fn push_finite(out: &mut String, v: f64) {
-    let mut buf = ryu::Buffer::new();
-    let text = buf.format_finite(v);
-    let significant = text
-        .trim_start_matches(['-', '0', '.'])
-        .bytes()
-        .filter(u8::is_ascii_digit)
-        .count();
-    if significant > 15 || text.contains('e') {
-        write!(out, "{v}").expect("writing to a String cannot fail");
-    } else {
-        out.push_str(text.strip_suffix(".0").unwrap_or(text));
-    }
-}
-
 /// Appends `n` in decimal without `fmt`'s machinery (one per row and column).
 fn push_int(out: &mut String, n: i64) {
     out.push_str(itoa::Buffer::new().format(n));
@@ -382,19 +344,6 @@ fn bool_text(b: bool) -> &'static str {
         "true"
     } else {
         "false"
-    }
-}
-
-/// Appends `v` as a JSON value: a number when finite, else the string
-/// Prometheus uses (`"NaN"`, `"+Inf"`, `"-Inf"`), since JSON has no
-/// non-finite numbers.
-fn push_json_value(out: &mut String, v: f64) {
-    if v.is_finite() {
-        push_value(out, v);
-    } else {
-        out.push('"');
-        push_value(out, v);
-        out.push('"');
     }
 }
 
@@ -710,72 +659,6 @@ mod tests {
             err.to_string(),
             r#"unknown format "xml": expected one of csv, json, jsonl, sqlite, parquet"#
         );
-    }
-
-    #[test]
-    fn values_print_like_prometheus() {
-        let cases = [
-            (1.0, "1"),
-            (-0.5, "-0.5"),
-            (0.1 + 0.2, "0.30000000000000004"),
-            (1e21, "1000000000000000000000"),
-            (1.5e-7, "0.00000015"),
-            (f64::NAN, "NaN"),
-            (f64::INFINITY, "+Inf"),
-            (f64::NEG_INFINITY, "-Inf"),
-        ];
-        for (v, want) in cases {
-            let mut s = String::new();
-            push_value(&mut s, v);
-            assert_eq!(s, want);
-            if v.is_finite() {
-                assert_eq!(s.parse::<f64>().unwrap(), v, "round trip of {s}");
-            }
-        }
-        let mut s = String::new();
-        push_json_value(&mut s, f64::NEG_INFINITY);
-        assert_eq!(s, r#""-Inf""#);
-    }
-
-    /// The Ryū path prints exactly what `Display` prints: random doubles of
-    /// every magnitude (the exponent case included), and two-decimal values
-    /// like the ones servers send.
-    #[test]
-    fn fast_values_match_display() {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for i in 0..300_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let v = match i % 3 {
-                0 => f64::from_bits(x),
-                // Exponents around 1e-7..1e18: where Ryū prints without `e`, and its edges.
-                1 => f64::from_bits((x & !(0x7ff << 52)) | ((1000 + (x >> 52) % 85) << 52)),
-                _ => (x % 2_000_000) as f64 / 100.0 - 10_000.0,
-            };
-            if !v.is_finite() {
-                continue;
-            }
-            let mut fast = String::new();
-            push_value(&mut fast, v);
-            assert_eq!(fast, v.to_string(), "bits {:#x}", v.to_bits());
-        }
-        for v in [
-            0.0,
-            -0.0,
-            1.0,
-            1e15,
-            1e16,
-            1e-5,
-            1e-4,
-            f64::MAX,
-            f64::MIN_POSITIVE,
-            5e-324,
-        ] {
-            let mut fast = String::new();
-            push_value(&mut fast, v);
-            assert_eq!(fast, v.to_string());
-        }
     }
 
     #[test]

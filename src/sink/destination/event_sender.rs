@@ -112,11 +112,15 @@ async fn deliver(
     shared: &Arc<Shared>,
     transport: &Arc<AsyncMutex<Transport>>,
     dead: &DeadLetter,
-    records: Vec<Record>,
+    mut records: Vec<Record>,
 ) {
     let samples: u64 = records.iter().map(|r| r.samples).sum();
-    let payloads: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
-    let batch = match Batch::new(&payloads) {
+    // Only the ids are needed to acknowledge: the batch takes the bytes.
+    let payloads = records
+        .iter_mut()
+        .map(|r| std::mem::take(&mut r.payload))
+        .collect();
+    let batch = match Batch::new(payloads) {
         Ok(b) => b,
         Err(e) => {
             let msg = format!("dropped {samples} queued events that cannot be decoded: {e}");

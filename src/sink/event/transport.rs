@@ -20,8 +20,10 @@ use std::time::Duration;
 /// The items of the queue records a sender took, and where each stands.
 #[derive(Debug, Default)]
 pub struct Batch {
-    data: Vec<u8>,
-    ranges: Vec<Range<usize>>,
+    /// The records' payloads, kept as read (not copied together).
+    payloads: Vec<Vec<u8>>,
+    /// Per item: its payload and its bytes there.
+    ranges: Vec<(usize, Range<usize>)>,
     /// Indexes of items not delivered or refused yet, in order.
     pub pending: Vec<usize>,
     pub delivered: u64,
@@ -31,19 +33,16 @@ pub struct Batch {
 
 impl Batch {
     /// From queue record payloads; `Err` if one is damaged.
-    pub fn new(payloads: &[&[u8]]) -> Result<Batch, String> {
+    pub fn new(payloads: Vec<Vec<u8>>) -> Result<Batch, String> {
         let mut b = Batch::default();
-        b.data.reserve(payloads.iter().map(|p| p.len()).sum());
-        for p in payloads {
-            let base = b.data.len();
-            let items = split_items(p)?;
+        for (n, p) in payloads.iter().enumerate() {
             let start_of = |item: &[u8]| item.as_ptr() as usize - p.as_ptr() as usize;
-            for item in items {
-                let s = base + start_of(item);
-                b.ranges.push(s..s + item.len());
+            for item in split_items(p)? {
+                let s = start_of(item);
+                b.ranges.push((n, s..s + item.len()));
             }
-            b.data.extend_from_slice(p);
         }
+        b.payloads = payloads;
         b.pending = (0..b.ranges.len()).collect();
         Ok(b)
     }
@@ -57,7 +56,8 @@ impl Batch {
     }
 
     pub fn item(&self, i: usize) -> &[u8] {
-        &self.data[self.ranges[i].clone()]
+        let (p, r) = &self.ranges[i];
+        &self.payloads[*p][r.clone()]
     }
 
     pub fn pending_items(&self) -> Vec<&[u8]> {
@@ -68,7 +68,7 @@ impl Batch {
     /// growing one cost the bulk path a tenth of its CPU in copies and
     /// page faults).
     pub fn pending_concat(&self) -> Vec<u8> {
-        let len = self.pending.iter().map(|&i| self.ranges[i].len()).sum();
+        let len = self.pending.iter().map(|&i| self.ranges[i].1.len()).sum();
         let mut out = Vec::with_capacity(len);
         for &i in &self.pending {
             out.extend_from_slice(self.item(i));
@@ -476,7 +476,7 @@ mod tests {
         for m in &msgs {
             push_item(&mut block, |o| o.extend_from_slice(m.as_bytes()));
         }
-        let mut batch = Batch::new(&[&block]).unwrap();
+        let mut batch = Batch::new(vec![block.clone()]).unwrap();
         // The peer may still take the first writes into its buffers: retry
         // as the sender would, until the batch went through whole.
         let mut attempts = 0;
@@ -491,7 +491,7 @@ mod tests {
                 }
                 // Delivered into a dead connection's buffers: send again,
                 // as a retry after a failed check would.
-                batch = Batch::new(&[&block]).unwrap();
+                batch = Batch::new(vec![block.clone()]).unwrap();
             }
         }
         t.close().await;
@@ -517,7 +517,7 @@ mod tests {
         push_item(&mut a, |o| o.extend_from_slice(b"yy"));
         let mut b = Vec::new();
         push_item(&mut b, |o| o.extend_from_slice(b"zzz"));
-        let mut batch = Batch::new(&[&a, &b]).unwrap();
+        let mut batch = Batch::new(vec![a, b]).unwrap();
         assert_eq!(batch.len(), 3);
         assert_eq!(batch.pending_items(), vec![&b"x"[..], b"yy", b"zzz"]);
         batch.deliver_first(1);

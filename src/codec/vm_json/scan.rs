@@ -207,8 +207,20 @@ pub(super) fn for_each_timestamp(b: &[u8], mut each: impl FnMut(i64)) -> Result<
 
 /// The value of the digits `b` starts with (wrapped past 19 of them) and
 /// their count, eight at a time where eight bytes are there to load.
+#[inline]
 fn leading_digits(b: &[u8]) -> (u64, usize) {
     const ZEROS: u64 = 0x3030_3030_3030_3030;
+    const POW10: [u64; 9] = [
+        1,
+        10,
+        100,
+        1_000,
+        10_000,
+        100_000,
+        1_000_000,
+        10_000_000,
+        100_000_000,
+    ];
     let (mut acc, mut pos) = (0u64, 0usize);
     while let Some(word) = b.get(pos..pos + 8) {
         let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
@@ -225,9 +237,7 @@ fn leading_digits(b: &[u8]) -> (u64, usize) {
         } else {
             (x << (8 * (8 - k))) | (ZEROS >> (8 * k))
         };
-        acc = acc
-            .wrapping_mul(10u64.pow(k as u32))
-            .wrapping_add(eight_digits(x));
+        acc = acc.wrapping_mul(POW10[k]).wrapping_add(eight_digits(x));
         pos += k;
         if k < 8 {
             return (acc, pos);
@@ -241,6 +251,7 @@ fn leading_digits(b: &[u8]) -> (u64, usize) {
 }
 
 /// The value of eight ASCII digits loaded little-endian (first digit in the low byte).
+#[inline]
 fn eight_digits(x: u64) -> u64 {
     let x = x.wrapping_sub(0x3030_3030_3030_3030);
     let x = (x.wrapping_mul(10) + (x >> 8)) & 0x00ff_00ff_00ff_00ff;
@@ -372,6 +383,21 @@ const NUMBER_BYTES: [bool; 256] = {
 
 /// Count of the values and whether all are plain numbers, without parsing them.
 fn scan_values(b: &[u8]) -> Result<(usize, bool), String> {
+    // What servers print: digits, `.`, `-`, `e`, `E`, `+` and commas, a digit
+    // before every comma and at the end (so no entry is empty). Checked
+    // without branches per byte, so the compiler can do it in vectors.
+    let last_is_digit = b.last().is_some_and(u8::is_ascii_digit);
+    if last_is_digit && b[0] != b',' {
+        let bytes_ok = b.iter().fold(true, |ok, &c| {
+            ok & (c.is_ascii_digit() | matches!(c, b'.' | b'-' | b'e' | b'E' | b'+' | b','))
+        });
+        let commas_ok = b
+            .windows(2)
+            .fold(true, |ok, w| ok & ((w[1] != b',') | w[0].is_ascii_digit()));
+        if bytes_ok && commas_ok {
+            return Ok((memchr::memchr_iter(b',', b).count() + 1, true));
+        }
+    }
     // Plain numbers only (the usual case): one pass over the bytes.
     if memchr::memchr3(b'n', b'N', b'"', b).is_none() {
         let (mut count, mut digit, mut ok) = (0usize, false, true);
@@ -693,6 +719,44 @@ mod tests {
             if a.is_ok() {
                 assert_eq!(fast, strict, "{}", String::from_utf8_lossy(case));
             }
+        }
+    }
+
+    #[test]
+    fn quick_value_check_agrees_with_the_token_reader() {
+        for case in [
+            "1,2.5,-3,4e5,6E-7,+8",
+            "1,,2",
+            ",1",
+            "1,",
+            "-,1",
+            "1.,2",
+            "e,1",
+            "1,.",
+            "1, 2",
+            " 1,2",
+            "1,NaN",
+            "1,\"2\"",
+            "1,x",
+            "7",
+            "",
+        ] {
+            let b = case.as_bytes();
+            let quick = scan_values(b);
+            let mut count = 0usize;
+            let mut plain = true;
+            let tokens: Result<(usize, bool), String> = tokens(b)
+                .try_for_each(|t| {
+                    let t = t?;
+                    count += 1;
+                    if !is_number(t) {
+                        special_value(t).ok_or_else(|| not_a_value(t))?;
+                        plain = false;
+                    }
+                    Ok::<(), String>(())
+                })
+                .map(|()| (count, plain));
+            assert_eq!(quick, tokens, "{case}");
         }
     }
 

@@ -832,6 +832,32 @@ mod tests {
     }
 
     #[test]
+    fn the_hashing_stage_digests_every_block_and_the_upload_pass_skips_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.jsonl");
+        // Several 1 MiB blocks and a partial one.
+        let line = "{\"metric\":{\"__name__\":\"a\"},\"values\":[1],\"timestamps\":[10]}\n";
+        let text = line.repeat((3 << 20) / line.len() + 7);
+        std::fs::write(&p, &text).unwrap();
+        let opened = open_bundle(&p, SafetyLimits::default()).unwrap();
+        let mut reader = opened.metrics_reader();
+        let mut lines = 0;
+        while reader.next_line().unwrap().is_some() {
+            lines += 1;
+        }
+        assert_eq!(lines, (3 << 20) / line.len() + 7);
+        assert_eq!(
+            reader.finish().unwrap(),
+            hex(&Sha256::digest(text.as_bytes()))
+        );
+        let mut upload = opened.upload_reader();
+        let mut body = Vec::new();
+        while upload.read_lines(1 << 20, &mut body).unwrap() {}
+        assert_eq!(body, text.as_bytes());
+        assert_eq!(upload.finish().unwrap(), "");
+    }
+
+    #[test]
     fn jsonl_bundle_scans() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.jsonl");

@@ -8,7 +8,9 @@
 #     default windows and with one window (--batch-window 24h);
 #   - curl --data-binary of the bundle's metrics.jsonl to /api/v1/import of a
 #     fresh VictoriaMetrics (B) vs `spillway import` of the bundle;
-#   - vmctl vm-native from A to a fresh B, the migration peer.
+#   - vmctl vm-native from A to a fresh B, the migration peer;
+#   - `spillway gather --verify` of the bundle: the check an import makes
+#     before sending anything, alone (its CPU is all client).
 # Prints throughput (samples/s), client CPU and peak RSS (/usr/bin/time -v),
 # the server's CPU (from /proc) and the ratios. Each timed step runs RUNS
 # times; the median is shown. Not a test: nothing fails on slow numbers.
@@ -140,6 +142,8 @@ jsonl_mb=$(( $(stat -c %s "$work/bundle.jsonl") / 1048576 ))
 echo "== import"
 c1=$("$BIN" import --help | grep -o -- --concurrency | head -1 || true)
 for i in $(seq 1 "$RUNS"); do
+  # The check an import makes before it sends anything, alone (no server).
+  run check_only "$A_PID" "$BIN" -q gather --verify "$bundle"
   start_vm b "$PORT_B"
   run curl_import "$VM_PID" curl -sf --data-binary @"$work/bundle.jsonl" "$B/api/v1/import"
   stop_vm "$VM_PID"
@@ -179,6 +183,7 @@ row curl_export "curl /api/v1/export > /dev/null"
 row gather_1w "spillway gather (1 window, obfuscated, zip)"
 row gather_default "spillway gather (default: $windows_default windows)"
 row curl_import "curl --data-binary metrics.jsonl > import"
+row check_only "spillway gather --verify (import's check)"
 row spill_import "spillway import (check+upload+verify)"
 printf "%-44s %8s %10s\n" "spillway import (check+upload)" "$(median spill_import_cu 1)" "$(rate "$(median spill_import_cu 1)")"
 [ -z "$c1" ] || printf "%-44s %8s %10s\n" "spillway import --concurrency 1 (chk+upl)" "$(median spill_import_c1_cu 1)" "$(rate "$(median spill_import_c1_cu 1)")"

@@ -332,12 +332,9 @@ fn sha256_file(path: &Path) -> Result<String, BundleError> {
     Ok(hex(&h.finalize()))
 }
 
-/// Counts and hashes what it reads; stops a bomb by size and ratio.
+/// Counts what it reads; stops a bomb by size and ratio.
 struct Guard<R> {
     inner: R,
-    /// `None` when the digest is not wanted (the upload pass: the check
-    /// before it hashed the same bytes, and the ZIP's CRC still guards them).
-    hasher: Option<Sha256>,
     bytes: u64,
     compressed: Option<u64>,
     limits: SafetyLimits,
@@ -346,9 +343,6 @@ struct Guard<R> {
 impl<R: Read> Read for Guard<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if let Some(h) = &mut self.hasher {
-            h.update(&buf[..n]);
-        }
         self.bytes += n as u64;
         if self.bytes > self.limits.max_uncompressed_bytes {
             return Err(io::Error::other(format!(
@@ -370,14 +364,39 @@ impl<R: Read> Read for Guard<R> {
     }
 }
 
-/// Blocks of `metrics.jsonl`, inflated, hashed and checked against the
-/// limits on a thread of their own, so inflating overlaps whatever the
-/// reader does with the lines.
+/// Blocks of `metrics.jsonl`, inflated and checked against the limits on a
+/// thread of their own (and hashed on another, see [`hash_blocks`]), so
+/// inflating overlaps whatever the reader does with the lines.
 enum Block {
     Data(Vec<u8>),
     Failed(BundleError),
     /// End of the entry, with the hex SHA-256 of all of it.
     Done(String),
+}
+
+/// Blocks queued between two stages of the reader (1 MiB each).
+const BLOCKS_IN_FLIGHT: usize = 4;
+
+/// The hashing stage: passes the blocks on and puts the SHA-256 of all of
+/// them into the closing [`Block::Done`]. The upload pass has none (the
+/// check before it hashed the same bytes, and the ZIP's CRC still guards them).
+fn hash_blocks(rx: std::sync::mpsc::Receiver<Block>, tx: std::sync::mpsc::SyncSender<Block>) {
+    let mut hasher = Sha256::new();
+    for block in rx {
+        let last = match block {
+            Block::Data(d) => {
+                hasher.update(&d);
+                if tx.send(Block::Data(d)).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Block::Done(_) => Block::Done(hex(&hasher.finalize())),
+            Block::Failed(e) => Block::Failed(e),
+        };
+        let _ = tx.send(last);
+        return;
+    }
 }
 
 /// A `Read` over the blocks; the digest and any failure are kept aside.
@@ -448,15 +467,24 @@ impl OpenedBundle {
     }
 
     fn reader(&self, hashed: bool) -> MetricsReader {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(8);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(BLOCKS_IN_FLIGHT);
         let (recycle, recycled) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         let this = self.clone();
+        // Hashing on a thread of its own: inflating, hashing and reading the
+        // lines each take about as long, so one thread for two would set the pace.
+        let pump_tx = if hashed {
+            let (pump_tx, hash_rx) = std::sync::mpsc::sync_channel::<Block>(BLOCKS_IN_FLIGHT);
+            std::thread::spawn(move || hash_blocks(hash_rx, tx));
+            pump_tx
+        } else {
+            tx
+        };
         std::thread::spawn(move || {
-            let last = match this.pump(&tx, &recycled, hashed) {
-                Ok(digest) => Block::Done(digest),
+            let last = match this.pump(&pump_tx, &recycled) {
+                Ok(()) => Block::Done(String::new()),
                 Err(e) => Block::Failed(e),
             };
-            let _ = tx.send(last);
+            let _ = pump_tx.send(last);
         });
         MetricsReader {
             reader: BufReader::with_capacity(
@@ -478,16 +506,15 @@ impl OpenedBundle {
         }
     }
 
-    /// Sends the blocks; returns the digest. Stops quietly when the reader hangs up.
+    /// Sends the blocks. Stops quietly when the reader hangs up.
     fn pump(
         &self,
         tx: &std::sync::mpsc::SyncSender<Block>,
         recycled: &std::sync::mpsc::Receiver<Vec<u8>>,
-        hashed: bool,
-    ) -> Result<String, BundleError> {
+    ) -> Result<(), BundleError> {
         let file = File::open(&self.path).map_err(io_err(&self.path))?;
         match &self.kind {
-            Kind::Jsonl => self.send_all(self.guard(Box::new(file), None, hashed), tx, recycled),
+            Kind::Jsonl => self.send_all(self.guard(Box::new(file), None), tx, recycled),
             Kind::Zip {
                 metrics_index,
                 compressed,
@@ -497,11 +524,7 @@ impl OpenedBundle {
                 let entry = zip
                     .by_index(*metrics_index)
                     .map_err(|e| reject(&self.path, format!("metrics.jsonl: {e}")))?;
-                self.send_all(
-                    self.guard(Box::new(entry), Some(*compressed), hashed),
-                    tx,
-                    recycled,
-                )
+                self.send_all(self.guard(Box::new(entry), Some(*compressed)), tx, recycled)
             }
         }
     }
@@ -510,11 +533,9 @@ impl OpenedBundle {
         &self,
         inner: Box<dyn Read + 'a>,
         compressed: Option<u64>,
-        hashed: bool,
     ) -> Guard<Box<dyn Read + 'a>> {
         Guard {
             inner,
-            hasher: hashed.then(Sha256::new),
             bytes: 0,
             compressed,
             limits: self.limits,
@@ -526,7 +547,7 @@ impl OpenedBundle {
         mut g: Guard<Box<dyn Read + '_>>,
         tx: &std::sync::mpsc::SyncSender<Block>,
         recycled: &std::sync::mpsc::Receiver<Vec<u8>>,
-    ) -> Result<String, BundleError> {
+    ) -> Result<(), BundleError> {
         loop {
             let mut block = recycled.try_recv().unwrap_or_default();
             block.resize(1 << 20, 0);
@@ -542,15 +563,11 @@ impl OpenedBundle {
                 }
             }
             if n == 0 {
-                return Ok(g
-                    .hasher
-                    .take()
-                    .map(|h| hex(&h.finalize()))
-                    .unwrap_or_default());
+                return Ok(());
             }
             block.truncate(n);
             if tx.send(Block::Data(block)).is_err() {
-                return Ok(String::new());
+                return Ok(());
             }
         }
     }
@@ -812,6 +829,32 @@ mod tests {
         for ok in ["metrics.jsonl", "a/b.json", "a..b"] {
             assert!(unsafe_name(ok.as_bytes()).is_none(), "{ok}");
         }
+    }
+
+    #[test]
+    fn the_hashing_stage_digests_every_block_and_the_upload_pass_skips_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.jsonl");
+        // Several 1 MiB blocks and a partial one.
+        let line = "{\"metric\":{\"__name__\":\"a\"},\"values\":[1],\"timestamps\":[10]}\n";
+        let text = line.repeat((3 << 20) / line.len() + 7);
+        std::fs::write(&p, &text).unwrap();
+        let opened = open_bundle(&p, SafetyLimits::default()).unwrap();
+        let mut reader = opened.metrics_reader();
+        let mut lines = 0;
+        while reader.next_line().unwrap().is_some() {
+            lines += 1;
+        }
+        assert_eq!(lines, (3 << 20) / line.len() + 7);
+        assert_eq!(
+            reader.finish().unwrap(),
+            hex(&Sha256::digest(text.as_bytes()))
+        );
+        let mut upload = opened.upload_reader();
+        let mut body = Vec::new();
+        while upload.read_lines(1 << 20, &mut body).unwrap() {}
+        assert_eq!(body, text.as_bytes());
+        assert_eq!(upload.finish().unwrap(), "");
     }
 
     #[test]

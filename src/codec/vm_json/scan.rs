@@ -178,15 +178,96 @@ pub fn parse_metric(metric: &[u8]) -> Result<Labels, String> {
 /// milliseconds, the whole `i64` range; floats are refused, as
 /// VictoriaMetrics refuses them) and returns their count.
 pub(super) fn for_each_timestamp(b: &[u8], mut each: impl FnMut(i64)) -> Result<usize, String> {
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Ok(0);
+    }
+    // What every server prints (bare digits, a comma right after) is read
+    // here without per-digit overflow checks: 18 digits cannot overflow.
+    // Anything else, from the first such entry on, goes to the strict reader.
+    let mut count = 0usize;
+    let mut pos = 0usize;
+    loop {
+        let start = pos;
+        let (acc, digits) = leading_digits(&b[pos..]);
+        pos += digits;
+        let at_end = pos == b.len();
+        if digits == 0 || digits > 18 || !(at_end || b[pos] == b',') {
+            let rest = timestamps_strict(b, start, &mut each)?;
+            return Ok(count + rest);
+        }
+        // At most 18 digits: below 10^18, within i64.
+        each(acc as i64);
+        count += 1;
+        if at_end {
+            return Ok(count);
+        }
+        pos += 1;
+    }
+}
+
+/// The value of the digits `b` starts with (wrapped past 19 of them) and
+/// their count, eight at a time where eight bytes are there to load.
+#[inline]
+fn leading_digits(b: &[u8]) -> (u64, usize) {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    const POW10: [u64; 9] = [
+        1,
+        10,
+        100,
+        1_000,
+        10_000,
+        100_000,
+        1_000_000,
+        10_000_000,
+        100_000_000,
+    ];
+    let (mut acc, mut pos) = (0u64, 0usize);
+    while let Some(word) = b.get(pos..pos + 8) {
+        let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        // A high bit per byte that is not an ASCII digit.
+        let not_digit =
+            (x.wrapping_sub(ZEROS) | x.wrapping_add(0x4646_4646_4646_4646)) & 0x8080_8080_8080_8080;
+        let k = (not_digit.trailing_zeros() / 8) as usize;
+        if k == 0 {
+            return (acc, pos);
+        }
+        // The k digits moved to the end of the word, '0's before them.
+        let x = if k == 8 {
+            x
+        } else {
+            (x << (8 * (8 - k))) | (ZEROS >> (8 * k))
+        };
+        acc = acc.wrapping_mul(POW10[k]).wrapping_add(eight_digits(x));
+        pos += k;
+        if k < 8 {
+            return (acc, pos);
+        }
+    }
+    while let Some(d) = b.get(pos).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+        acc = acc.wrapping_mul(10).wrapping_add(u64::from(d));
+        pos += 1;
+    }
+    (acc, pos)
+}
+
+/// The value of eight ASCII digits loaded little-endian (first digit in the low byte).
+#[inline]
+fn eight_digits(x: u64) -> u64 {
+    let x = x.wrapping_sub(0x3030_3030_3030_3030);
+    let x = (x.wrapping_mul(10) + (x >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let x = (x.wrapping_mul(100) + (x >> 16)) & 0x0000_ffff_0000_ffff;
+    (x.wrapping_mul(10_000) + (x >> 32)) & 0xffff_ffff
+}
+
+/// The strict reader of [`for_each_timestamp`] from `from` (the start of an
+/// entry) on: signs, whitespace, the full `i64` range, the errors.
+fn timestamps_strict(b: &[u8], from: usize, each: &mut impl FnMut(i64)) -> Result<usize, String> {
     let bad = || {
         format!(
             "timestamps [{}] are not all integers in milliseconds",
             String::from_utf8_lossy(&b[..b.len().min(60)])
         )
     };
-    if b.iter().all(u8::is_ascii_whitespace) {
-        return Ok(0);
-    }
     let beyond = || format!("{} (beyond the 64-bit range)", bad());
     let mut count = 0usize;
     // Accumulated as a negative number, so i64::MIN fits too.
@@ -203,7 +284,7 @@ pub(super) fn for_each_timestamp(b: &[u8], mut each: impl FnMut(i64)) -> Result<
         count += 1;
         Ok(())
     };
-    for &c in b {
+    for &c in &b[from..] {
         match c {
             b'0'..=b'9' if !ended => {
                 acc = acc
@@ -302,6 +383,21 @@ const NUMBER_BYTES: [bool; 256] = {
 
 /// Count of the values and whether all are plain numbers, without parsing them.
 fn scan_values(b: &[u8]) -> Result<(usize, bool), String> {
+    // What servers print: digits, `.`, `-`, `e`, `E`, `+` and commas, a digit
+    // before every comma and at the end (so no entry is empty). Checked
+    // without branches per byte, so the compiler can do it in vectors.
+    let last_is_digit = b.last().is_some_and(u8::is_ascii_digit);
+    if last_is_digit && b[0] != b',' {
+        let bytes_ok = b.iter().fold(true, |ok, &c| {
+            ok & (c.is_ascii_digit() | matches!(c, b'.' | b'-' | b'e' | b'E' | b'+' | b','))
+        });
+        let commas_ok = b
+            .windows(2)
+            .fold(true, |ok, w| ok & ((w[1] != b',') | w[0].is_ascii_digit()));
+        if bytes_ok && commas_ok {
+            return Ok((memchr::memchr_iter(b',', b).count() + 1, true));
+        }
+    }
     // Plain numbers only (the usual case): one pass over the bytes.
     if memchr::memchr3(b'n', b'N', b'"', b).is_none() {
         let (mut count, mut digit, mut ok) = (0usize, false, true);
@@ -591,6 +687,92 @@ mod tests {
         ] {
             assert!(for_each_timestamp(bad, |_| {}).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn fast_timestamps_agree_with_the_strict_reader() {
+        let cases: [&[u8]; 18] = [
+            b"1700000000000,1700000015000,1700000030000",
+            b"1700000000000, 1700000015000",
+            b"1,2,-3,4",
+            b"0",
+            b"999999999999999999,1000000000000000000",
+            b"9223372036854775807,9223372036854775808",
+            b"12,,3",
+            b"12,",
+            b",12",
+            b"12 ,3",
+            b"12,3 ",
+            b" 12,3",
+            b"1.5,2",
+            b"00000000000000000000000001,2",
+            b"1,2,x",
+            b"-9223372036854775808,1",
+            b"12345678,123456789,1234567,87654321,0,7",
+            b"1700000000000,17000000000001,170000000,1",
+        ];
+        for case in cases {
+            let (mut fast, mut strict) = (Vec::new(), Vec::new());
+            let a = for_each_timestamp(case, |t| fast.push(t));
+            let b = timestamps_strict(case, 0, &mut |t| strict.push(t));
+            assert_eq!(a, b, "{}", String::from_utf8_lossy(case));
+            if a.is_ok() {
+                assert_eq!(fast, strict, "{}", String::from_utf8_lossy(case));
+            }
+        }
+    }
+
+    #[test]
+    fn quick_value_check_agrees_with_the_token_reader() {
+        for case in [
+            "1,2.5,-3,4e5,6E-7,+8",
+            "1,,2",
+            ",1",
+            "1,",
+            "-,1",
+            "1.,2",
+            "e,1",
+            "1,.",
+            "1, 2",
+            " 1,2",
+            "1,NaN",
+            "1,\"2\"",
+            "1,x",
+            "7",
+            "",
+        ] {
+            let b = case.as_bytes();
+            let quick = scan_values(b);
+            let mut count = 0usize;
+            let mut plain = true;
+            let tokens: Result<(usize, bool), String> = tokens(b)
+                .try_for_each(|t| {
+                    let t = t?;
+                    count += 1;
+                    if !is_number(t) {
+                        special_value(t).ok_or_else(|| not_a_value(t))?;
+                        plain = false;
+                    }
+                    Ok::<(), String>(())
+                })
+                .map(|()| (count, plain));
+            assert_eq!(quick, tokens, "{case}");
+        }
+    }
+
+    #[test]
+    fn digits_eight_at_a_time() {
+        let mut n = 1u64;
+        for len in 1..=19 {
+            let text = format!("{n},x");
+            assert_eq!(leading_digits(text.as_bytes()), (n, len), "{text}");
+            let tail = format!("{n}");
+            assert_eq!(leading_digits(tail.as_bytes()), (n, len), "{tail}");
+            n = n * 10 + (len as u64 % 10);
+        }
+        assert_eq!(leading_digits(b"x12345678"), (0, 0));
+        assert_eq!(leading_digits(b"1234/6789"), (1234, 4));
+        assert_eq!(leading_digits(b"1234:6789"), (1234, 4));
     }
 
     #[test]

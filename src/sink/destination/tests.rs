@@ -146,8 +146,12 @@ async fn remote_write_delivers_with_the_spec_headers_and_acks() {
     assert_eq!(back.len(), 2);
     assert_eq!(back[0], batch[0]);
     assert!(back[1].samples[0].is_stale(), "stale marker bits survive");
-    let st = d.status();
-    assert_eq!((st.pending_samples, st.pending_blocks), (0, 0));
+    // Counted sent when the server answered; acknowledged in the queue after.
+    eventually("acknowledged", || {
+        let st = d.status();
+        (st.pending_samples, st.pending_blocks) == (0, 0)
+    })
+    .await;
     d.shutdown(Duration::from_secs(1)).await;
     assert!(matches!(
         d.accept(&batch),
@@ -179,8 +183,9 @@ async fn a_4xx_is_counted_logged_and_not_retried() {
     })
     .await;
     assert_eq!(fake.received().len(), 2, "a 4xx is not retried");
+    eventually("acknowledged", || d.status().pending_samples == 0).await;
     let st = d.status();
-    assert_eq!((st.samples_sent, st.pending_samples), (0, 0));
+    assert_eq!(st.samples_sent, 0);
     let err = st.last_error.unwrap();
     assert!(
         err.contains("400") && err.contains("label name too long"),
@@ -477,7 +482,11 @@ async fn already_stored_answers_split_merged_requests_and_count_apart() {
     *fake.default.lock().unwrap() = (400, OOO);
     d.accept(&[series("m", "d", &[(1, 1.0), (2, 2.0)])])
         .unwrap();
-    eventually("settled", || d.status().samples_duplicate == 2).await;
+    eventually("settled", || {
+        let st = d.status();
+        st.samples_duplicate == 2 && st.pending_samples == 0
+    })
+    .await;
     let st = d.status();
     assert_eq!(st.samples_dropped.values().sum::<u64>(), 0, "{st:?}");
     assert_eq!((st.samples_sent, st.pending_samples), (3, 0));

@@ -61,6 +61,7 @@ use crate::model::time::format_rfc3339_ms;
 use crate::model::Labels;
 use rusqlite::{Connection, ErrorCode};
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 pub(super) const DB_NAME: &str = "spillway.sqlite";
@@ -139,10 +140,10 @@ const SELECT_SERIES: &str =
 /// are the same in every row, bound once as `?1` and `?2`.
 const BATCH_ROWS: usize = 64;
 
-/// `INSERT INTO table (...) VALUES (?1, ?2, ?3, ?4, ?5, ?6), (?1, ?2, ?7, ...)` for `rows` rows.
-fn insert_sql(table: &str, rows: usize) -> String {
-    let mut sql = format!(
-        "INSERT INTO {table} (run, series_id, timestamp_ms, value, out_of_range, alert) VALUES "
+/// `INSERT INTO sample_rows (...) VALUES (?1, ?2, ?3, ?4, ?5, ?6), (?1, ?2, ?7, ...)` for `rows` rows.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO sample_rows (run, series_id, timestamp_ms, value, out_of_range, alert) VALUES ",
     );
     for i in 0..rows {
         let p = 3 + 4 * i;
@@ -157,20 +158,8 @@ fn insert_sql(table: &str, rows: usize) -> String {
     sql
 }
 
-/// The insert statements of one rows table: a full batch and a single row.
-struct RowInserts {
-    batch: String,
-    single: String,
-}
-
-impl RowInserts {
-    fn new(table: &str) -> RowInserts {
-        RowInserts {
-            batch: insert_sql(table, BATCH_ROWS),
-            single: insert_sql(table, 1),
-        }
-    }
-}
+static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| insert_sql(BATCH_ROWS));
+static INSERT_ONE: LazyLock<String> = LazyLock::new(|| insert_sql(1));
 
 pub(super) struct SqliteSink {
     path: PathBuf,
@@ -183,7 +172,6 @@ pub(super) struct SqliteSink {
     /// The last write's (query, labels) and series id: a series arriving in
     /// consecutive calls is looked up once.
     last_series: Option<(String, Labels, i64)>,
-    inserts: RowInserts,
     committed: bool,
 }
 
@@ -213,7 +201,6 @@ impl SqliteSink {
             run_id: run.run_id.clone(),
             run_key: 0,
             last_series: None,
-            inserts: RowInserts::new("sample_rows"),
             committed: false,
         };
         sink.begin(run)?;
@@ -275,7 +262,7 @@ impl SqliteSink {
         }
         if version < SCHEMA_VERSION {
             // A fresh file gets its indexes after the load.
-            upgrade(conn, "main", version, self.fresh.is_none())
+            upgrade(conn, version, self.fresh.is_none())
                 .map_err(self.err("create the schema in"))?;
         }
 
@@ -325,14 +312,13 @@ fn series_id(conn: &Connection, query: &str, labels: &Labels) -> rusqlite::Resul
 /// keeps bindings across executions).
 fn insert_rows(
     conn: &Connection,
-    sql: &RowInserts,
     run_key: i64,
     series_id: i64,
     samples: &[FlaggedSample],
 ) -> rusqlite::Result<()> {
     let mut batches = samples.chunks_exact(BATCH_ROWS);
     if batches.len() > 0 {
-        let mut stmt = conn.prepare_cached(&sql.batch)?;
+        let mut stmt = conn.prepare_cached(&INSERT_BATCH)?;
         stmt.raw_bind_parameter(1, run_key)?;
         stmt.raw_bind_parameter(2, series_id)?;
         for batch in &mut batches {
@@ -344,7 +330,7 @@ fn insert_rows(
     }
     let rest = batches.remainder();
     if !rest.is_empty() {
-        let mut stmt = conn.prepare_cached(&sql.single)?;
+        let mut stmt = conn.prepare_cached(&INSERT_ONE)?;
         stmt.raw_bind_parameter(1, run_key)?;
         stmt.raw_bind_parameter(2, series_id)?;
         for s in rest {
@@ -386,8 +372,7 @@ impl RecordSink for SqliteSink {
                 id
             }
         };
-        insert_rows(&self.conn, &self.inserts, self.run_key, series, samples)
-            .map_err(self.err("insert into"))
+        insert_rows(&self.conn, self.run_key, series, samples).map_err(self.err("insert into"))
     }
 
     fn finish(mut self: Box<Self>, outcome: &RunOutcome) -> Result<Vec<PathBuf>, SinkError> {
@@ -433,9 +418,9 @@ impl RecordSink for SqliteSink {
     }
 }
 
-/// Brings the schema of database `db` from `version` to [`SCHEMA_VERSION`]
+/// Brings the schema of the main database from `version` to [`SCHEMA_VERSION`]
 /// (0: an empty file; 1: alert rows stored twice), inside the caller's transaction.
-fn upgrade(conn: &Connection, db: &str, version: i64, indexes: bool) -> rusqlite::Result<()> {
+fn upgrade(conn: &Connection, version: i64, indexes: bool) -> rusqlite::Result<()> {
     if version == 1 {
         conn.execute_batch(UPGRADE_FROM_1)?;
     }
@@ -443,7 +428,7 @@ fn upgrade(conn: &Connection, db: &str, version: i64, indexes: bool) -> rusqlite
     if indexes {
         conn.execute_batch(INDEXES)?;
     }
-    conn.pragma_update(Some(db), "user_version", SCHEMA_VERSION)
+    conn.pragma_update(Some("main"), "user_version", SCHEMA_VERSION)
 }
 
 /// Another run created `path` while this one bulk-loaded `fresh`: append the
@@ -468,7 +453,7 @@ fn merge(path: &Path, fresh: &Path) -> rusqlite::Result<()> {
         ));
     }
     if version < SCHEMA_VERSION {
-        upgrade(&tx, "main", version, true)?;
+        upgrade(&tx, version, true)?;
     }
     tx.execute("INSERT INTO main.runs SELECT * FROM fresh.runs", [])?;
     let run = tx.last_insert_rowid();

@@ -31,7 +31,6 @@ pub struct BlockBuilder {
     block: Vec<u8>,
     in_block: u64,
     blocks: Vec<(Vec<u8>, u64)>,
-    last_block_bytes: usize,
     /// Events the type could not carry.
     pub skipped: u64,
 }
@@ -43,17 +42,11 @@ impl BlockBuilder {
             block: Vec::new(),
             in_block: 0,
             blocks: Vec::new(),
-            last_block_bytes: 0,
             skipped: 0,
         }
     }
 
     pub fn add(&mut self, cfg: &EventConfig, ev: &EventRef<'_>) {
-        if self.block.capacity() == 0 {
-            // Blocks of one destination are alike: start at the last one's
-            // size instead of doubling up to it (copies and fresh pages).
-            self.block.reserve(self.last_block_bytes);
-        }
         let at = self.block.len();
         let mut carried = true;
         push_item(&mut self.block, |out| carried = write_item(cfg, ev, out));
@@ -70,7 +63,6 @@ impl BlockBuilder {
 
     fn cut(&mut self) {
         if self.in_block > 0 {
-            self.last_block_bytes = self.block.len();
             self.blocks
                 .push((std::mem::take(&mut self.block), self.in_block));
             self.in_block = 0;

@@ -5,22 +5,30 @@
 //! back to the same float, never an exponent, `-0` for negative zero —
 //! and `NaN`, `+Inf`, `-Inf`.
 
-use std::fmt::Write as _;
-
 /// Where value text goes: a `String` (file sinks) or bytes (event items).
 pub trait TextOut {
     fn push_text(&mut self, s: &str);
+    /// `v` by its `Display`, written in place (no temporary string).
+    fn push_display(&mut self, v: f64);
 }
 
 impl TextOut for String {
     fn push_text(&mut self, s: &str) {
         self.push_str(s);
     }
+    fn push_display(&mut self, v: f64) {
+        use std::fmt::Write as _;
+        write!(self, "{v}").expect("writing to a String cannot fail");
+    }
 }
 
 impl TextOut for Vec<u8> {
     fn push_text(&mut self, s: &str) {
         self.extend_from_slice(s.as_bytes());
+    }
+    fn push_display(&mut self, v: f64) {
+        use std::io::Write as _;
+        write!(self, "{v}").expect("writing to a Vec cannot fail");
     }
 }
 
@@ -73,9 +81,7 @@ fn push_finite(out: &mut impl TextOut, v: f64) {
         .filter(u8::is_ascii_digit)
         .count();
     if significant > 15 || text.contains('e') {
-        let mut display = String::with_capacity(32);
-        write!(display, "{v}").expect("writing to a String cannot fail");
-        out.push_text(&display);
+        out.push_display(v);
     } else {
         out.push_text(text.strip_suffix(".0").unwrap_or(text));
     }

@@ -81,26 +81,31 @@ if mode == "raw":
     s.sendall(b"1 open %d %s\n" % (len(offer), offer))
     if not s.recv(4096).startswith(b"1 rsp"): raise SystemExit("open refused")
     frames = [b"%d syslog %d %s\n" % (i + 2, len(MSG), MSG) for i in range(n)]
-    acked, cv = 0, threading.Condition()
+    acked, closed, cv = 0, False, threading.Condition()
     def read():
-        global acked
+        global acked, closed
         rest = b""
         while acked < n:
             d = s.recv(1 << 16)
-            if not d: raise SystemExit("receiver closed")
+            if not d: break
             rest += d
-            k = rest.count(b" rsp ")
-            rest = rest[rest.rfind(b"\n") + 1:]
+            end = rest.rfind(b"\n") + 1
+            k = rest.count(b" rsp ", 0, end)  # whole frames only: a partial one is counted once it is complete
+            rest = rest[end:]
             with cv:
                 acked += k; cv.notify()
-    reader = threading.Thread(target=read); t0 = time.time(); reader.start()
-    sent = 0
+        with cv:
+            closed = True; cv.notify()
+    reader = threading.Thread(target=read, daemon=True); t0 = time.time(); reader.start()
+    sent, deadline = 0, time.time() + 300
     while sent < n:
         with cv:
-            while sent - acked >= w: cv.wait()
+            while sent - acked >= w and not closed and time.time() < deadline: cv.wait(1)
+            if closed or time.time() >= deadline: raise SystemExit("receiver closed or stalled")
             k = min(w - (sent - acked), n - sent)
         s.sendall(b"".join(frames[sent:sent + k])); sent += k
-    reader.join()
+    reader.join(max(0, deadline - time.time()))
+    if acked < n: raise SystemExit(f"only {acked} of {n} answered")
     print(f"{n / (time.time() - t0):.0f}")
 elif mode == "tcp":
     port, n = map(int, sys.argv[2:4])

@@ -23,7 +23,7 @@
 //! exist in test builds.
 
 use super::CodecError;
-use crate::model::{Label, Labels, Sample, Series};
+use crate::model::{Label, Labels, Sample, Series, WireForm};
 
 /// `Content-Encoding` a remote-write sender must set.
 pub const CONTENT_ENCODING: &str = "snappy";
@@ -227,6 +227,15 @@ impl RemoteWriteEncoder {
         put_timeseries(&mut self.proto, labels, samples);
     }
 
+    /// Appends one series already encoded: `body` is the body of its
+    /// `TimeSeries` message (as [`WireForm::series_bytes`] gives it).
+    pub fn add_encoded(&mut self, body: &[u8]) {
+        self.proto.reserve(nested_len(body.len()));
+        self.proto.push(KEY_TIMESERIES);
+        put_varint(&mut self.proto, body.len() as u64);
+        self.proto.extend_from_slice(body);
+    }
+
     /// Bytes of uncompressed protobuf added since the last `finish`.
     pub fn pending_len(&self) -> usize {
         self.proto.len()
@@ -353,17 +362,23 @@ pub fn decode_write_request_with_limit(
 
 /// [`decode_write_request_with_limit`] into `out`, reusing the series,
 /// label strings and sample vectors it holds (its content is replaced), and
-/// `scratch` for the decompressed message. A receiver that keeps both
-/// decodes request after request without allocating. On error `out` holds
-/// an unspecified part of the request.
+/// `wire` for the decompressed message and where each series is in it (see
+/// [`WireForm`]). A receiver that keeps both decodes request after request
+/// without allocating. On error `out` holds an unspecified part of the
+/// request.
 pub fn decode_write_request_into(
     body: &[u8],
     max_decoded_bytes: usize,
     out: &mut Vec<Series>,
-    scratch: &mut Vec<u8>,
+    wire: &mut WireForm,
 ) -> Result<(), CodecError> {
-    decompress_into(body, max_decoded_bytes, scratch)?;
-    super::remote_write_decode::decode_series_into(scratch, out)
+    decompress_into(body, max_decoded_bytes, &mut wire.message)?;
+    let decoded =
+        super::remote_write_decode::decode_series_into(&wire.message, out, Some(&mut wire.spans));
+    if decoded.is_err() {
+        wire.spans.clear();
+    }
+    decoded
 }
 
 /// Undoes the snappy block or zstd frame, refusing the framed snappy format

@@ -11,6 +11,7 @@
 //! message.
 
 use super::CodecError;
+use crate::model::wire::NO_SPAN;
 use crate::model::{Label, Labels, Sample, Series};
 
 pub(super) struct Reader<'a> {
@@ -118,16 +119,30 @@ fn utf8<'a>(bytes: &'a [u8], at: usize, what: &str) -> Result<&'a str, CodecErro
 /// Decodes a decompressed `WriteRequest`.
 pub(super) fn decode_series(message: &[u8]) -> Result<Vec<Series>, CodecError> {
     let mut out = Vec::new();
-    decode_series_into(message, &mut out)?;
+    decode_series_into(message, &mut out, None)?;
     Ok(out)
 }
 
 /// Decodes into `out`, replacing what it held but reusing its series'
 /// vectors and label strings: a receiver that hands the same batch back
-/// decodes request after request without allocating per label.
-pub(super) fn decode_series_into(message: &[u8], out: &mut Vec<Series>) -> Result<(), CodecError> {
+/// decodes request after request without allocating per label. With
+/// `spans`, it is replaced by each series' [`WireForm`] span: the range of
+/// its `TimeSeries` body in `message`, or [`NO_SPAN`] when that body is
+/// not exactly what the decoded series would encode to.
+///
+/// [`WireForm`]: crate::model::WireForm
+pub(super) fn decode_series_into(
+    message: &[u8],
+    out: &mut Vec<Series>,
+    mut spans: Option<&mut Vec<(u32, u32)>>,
+) -> Result<(), CodecError> {
     let mut r = Reader::new(message, 0);
     let mut n = 0;
+    // Spans are u32 offsets; a message past 4 GiB simply has none.
+    let spans_fit = u32::try_from(message.len()).is_ok();
+    if let Some(s) = spans.as_deref_mut() {
+        s.clear();
+    }
     while !r.done() {
         match r.key()? {
             (1, 2) => {
@@ -135,7 +150,14 @@ pub(super) fn decode_series_into(message: &[u8], out: &mut Vec<Series>) -> Resul
                 if n == out.len() {
                     out.push(Series::default());
                 }
-                time_series(ts, at, &mut out[n])?;
+                let plain = time_series(ts, at, &mut out[n])?;
+                if let Some(s) = spans.as_deref_mut() {
+                    s.push(if plain && spans_fit && !ts.is_empty() {
+                        (at as u32, (at + ts.len()) as u32)
+                    } else {
+                        NO_SPAN
+                    });
+                }
                 n += 1;
             }
             (1, w) => return Err(bad(r.at(), &format!("timeseries has wire type {w}, not 2"))),
@@ -146,10 +168,16 @@ pub(super) fn decode_series_into(message: &[u8], out: &mut Vec<Series>) -> Resul
     Ok(())
 }
 
-pub(super) fn time_series(buf: &[u8], base: usize, into: &mut Series) -> Result<(), CodecError> {
+/// Decodes one `TimeSeries` into `into`. `true` when the message holds
+/// labels and samples only, each label with one non-empty name and value
+/// and the labels strictly sorted by name, each sample with at most one
+/// value and one timestamp: then it means exactly the decoded series and
+/// may be forwarded as it is.
+pub(super) fn time_series(buf: &[u8], base: usize, into: &mut Series) -> Result<bool, CodecError> {
     let mut r = Reader::new(buf, base);
     let mut labels: Vec<Label> = std::mem::take(&mut into.labels).into_vec();
     let mut used = 0;
+    let mut plain = true;
     into.samples.clear();
     while !r.done() {
         match r.key()? {
@@ -158,12 +186,15 @@ pub(super) fn time_series(buf: &[u8], base: usize, into: &mut Series) -> Result<
                 if used == labels.len() {
                     labels.push(Label::default());
                 }
-                label(l, at, &mut labels[used])?;
+                plain &= label(l, at, &mut labels[used])?;
+                plain &= used == 0 || labels[used - 1].name < labels[used].name;
                 used += 1;
             }
             (2, 2) => {
                 let (s, at) = r.bytes()?;
-                into.samples.push(sample(s, at)?);
+                let (s, plain_sample) = sample(s, at)?;
+                plain &= plain_sample;
+                into.samples.push(s);
             }
             (f @ (1 | 2), w) => {
                 return Err(bad(
@@ -171,30 +202,37 @@ pub(super) fn time_series(buf: &[u8], base: usize, into: &mut Series) -> Result<
                     &format!("field {f} of TimeSeries has wire type {w}, not 2"),
                 ))
             }
-            (_, w) => r.skip(w)?,
+            (_, w) => {
+                plain = false;
+                r.skip(w)?
+            }
         }
     }
     labels.truncate(used);
     into.labels = Labels::from_vec(labels);
-    Ok(())
+    Ok(plain)
 }
 
-/// Decodes one label into `into`, reusing its strings' buffers.
-fn label(buf: &[u8], base: usize, into: &mut Label) -> Result<(), CodecError> {
+/// Decodes one label into `into`, reusing its strings' buffers. `true`
+/// when it had one non-empty name, one non-empty value and nothing else.
+fn label(buf: &[u8], base: usize, into: &mut Label) -> Result<bool, CodecError> {
     let mut r = Reader::new(buf, base);
     into.name.clear();
     into.value.clear();
+    let (mut names, mut values, mut other) = (0u32, 0u32, false);
     while !r.done() {
         match r.key()? {
             (1, 2) => {
                 let (b, at) = r.bytes()?;
                 into.name.clear();
                 into.name.push_str(utf8(b, at, "label name")?);
+                names += 1;
             }
             (2, 2) => {
                 let (b, at) = r.bytes()?;
                 into.value.clear();
                 into.value.push_str(utf8(b, at, "label value")?);
+                values += 1;
             }
             (f @ (1 | 2), w) => {
                 return Err(bad(
@@ -202,29 +240,44 @@ fn label(buf: &[u8], base: usize, into: &mut Label) -> Result<(), CodecError> {
                     &format!("field {f} of Label has wire type {w}, not 2"),
                 ))
             }
-            (_, w) => r.skip(w)?,
+            (_, w) => {
+                other = true;
+                r.skip(w)?
+            }
         }
     }
-    Ok(())
+    Ok(names == 1 && values == 1 && !other && !into.name.is_empty() && !into.value.is_empty())
 }
 
-fn sample(buf: &[u8], base: usize) -> Result<Sample, CodecError> {
+/// One sample, and whether it had at most one value, at most one timestamp
+/// and nothing else.
+fn sample(buf: &[u8], base: usize) -> Result<(Sample, bool), CodecError> {
     let mut r = Reader::new(buf, base);
     let mut s = Sample::new(0, 0.0);
+    let (mut values, mut timestamps, mut other) = (0u32, 0u32, false);
     while !r.done() {
         match r.key()? {
-            (1, 1) => s.value = f64::from_bits(r.fixed64()?),
-            (2, 0) => s.timestamp_ms = r.varint()? as i64,
+            (1, 1) => {
+                s.value = f64::from_bits(r.fixed64()?);
+                values += 1;
+            }
+            (2, 0) => {
+                s.timestamp_ms = r.varint()? as i64;
+                timestamps += 1;
+            }
             (f @ (1 | 2), w) => {
                 return Err(bad(
                     r.at(),
                     &format!("field {f} of Sample has wire type {w}"),
                 ))
             }
-            (_, w) => r.skip(w)?,
+            (_, w) => {
+                other = true;
+                r.skip(w)?
+            }
         }
     }
-    Ok(s)
+    Ok((s, values <= 1 && timestamps <= 1 && !other))
 }
 
 #[cfg(test)]
@@ -317,10 +370,10 @@ mod tests {
         let mut raw = Vec::new();
         let mut enc = RemoteWriteEncoder::new();
         enc.encode_uncompressed(&first, &mut raw);
-        decode_series_into(&raw, &mut batch).unwrap();
+        decode_series_into(&raw, &mut batch, None).unwrap();
         assert_eq!(batch, first);
         enc.encode_uncompressed(&second, &mut raw);
-        decode_series_into(&raw, &mut batch).unwrap();
+        decode_series_into(&raw, &mut batch, None).unwrap();
         assert_eq!(batch, second);
     }
 
@@ -348,5 +401,132 @@ mod tests {
         let bad_utf8 = [0x0a, 0x06, 0x0a, 0x04, 0x0a, 0x02, 0xff, 0xfe];
         let e = decode_series(&bad_utf8).unwrap_err().to_string();
         assert!(e.contains("UTF-8"), "{e}");
+    }
+
+    /// Spans of `message` decoded, as `Some(bytes)` / `None` per series.
+    fn spans_of(message: &[u8]) -> Vec<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        let mut spans = Vec::new();
+        decode_series_into(message, &mut out, Some(&mut spans)).unwrap();
+        assert_eq!(spans.len(), out.len());
+        spans
+            .iter()
+            .map(|&(a, b)| (a != b).then(|| message[a as usize..b as usize].to_vec()))
+            .collect()
+    }
+
+    fn label(name: &str, value: &str) -> proto::Label {
+        proto::Label {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    fn one_series(labels: Vec<proto::Label>) -> proto::TimeSeries {
+        proto::TimeSeries {
+            labels,
+            samples: vec![proto::Sample {
+                value: 1.0,
+                timestamp: 5,
+            }],
+        }
+    }
+
+    #[test]
+    fn spans_point_at_series_that_mean_what_they_decode_to() {
+        let series = vec![
+            Series::new(
+                Labels::from_pairs([("__name__", "m"), ("a", "1")]),
+                vec![Sample::new(1, 2.0), Sample::new(2, 0.0)],
+            ),
+            Series::new(Labels::from_pairs([("b", "2")]), vec![Sample::new(0, 1.0)]),
+        ];
+        let mut raw = Vec::new();
+        let mut enc = RemoteWriteEncoder::new();
+        enc.encode_uncompressed(&series, &mut raw);
+        let spans = spans_of(&raw);
+        // Each span is exactly what the encoder writes for that series alone.
+        for (s, span) in series.iter().zip(&spans) {
+            let mut alone = Vec::new();
+            enc.encode_uncompressed(std::slice::from_ref(s), &mut alone);
+            let mut again = RemoteWriteEncoder::new();
+            again.add_encoded(span.as_deref().expect("a canonical series has a span"));
+            let mut copied = Vec::new();
+            again.finish(&mut copied).unwrap();
+            assert_eq!(
+                decode_series(&snap::raw::Decoder::new().decompress_vec(&copied).unwrap()).unwrap(),
+                vec![s.clone()]
+            );
+            assert!(alone.ends_with(span.as_deref().unwrap()));
+        }
+    }
+
+    #[test]
+    fn series_that_decode_to_something_else_have_no_span() {
+        let exemplar = {
+            // TimeSeries field 3 (exemplars), which spillway skips.
+            let mut m = one_series(vec![label("a", "1")]).encode_to_vec();
+            m.extend_from_slice(&[0x1a, 0x00]);
+            m
+        };
+        let sample_extra = {
+            // A sample with an unknown field 3.
+            let mut ts = one_series(vec![label("a", "1")]);
+            ts.samples.clear();
+            let mut m = ts.encode_to_vec();
+            m.extend_from_slice(&[0x12, 0x04, 0x10, 0x05, 0x18, 0x01]);
+            m
+        };
+        let wrap = |ts: Vec<u8>| {
+            let mut m = vec![0x0a];
+            put_varint_for_test(&mut m, ts.len());
+            m.extend_from_slice(&ts);
+            m
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "unsorted",
+                proto::WriteRequest {
+                    timeseries: vec![one_series(vec![label("b", "1"), label("a", "1")])],
+                    metadata: vec![],
+                }
+                .encode_to_vec(),
+            ),
+            (
+                "duplicate name",
+                proto::WriteRequest {
+                    timeseries: vec![one_series(vec![label("a", "1"), label("a", "2")])],
+                    metadata: vec![],
+                }
+                .encode_to_vec(),
+            ),
+            (
+                "empty value",
+                proto::WriteRequest {
+                    timeseries: vec![one_series(vec![label("a", "1"), label("b", "")])],
+                    metadata: vec![],
+                }
+                .encode_to_vec(),
+            ),
+            ("exemplar", wrap(exemplar)),
+            ("unknown sample field", wrap(sample_extra)),
+        ];
+        for (what, message) in cases {
+            assert_eq!(spans_of(&message), vec![None], "{what}");
+        }
+        let plain = proto::WriteRequest {
+            timeseries: vec![one_series(vec![label("a", "1"), label("b", "1")])],
+            metadata: vec![],
+        }
+        .encode_to_vec();
+        assert!(spans_of(&plain)[0].is_some(), "the control case has a span");
+    }
+
+    fn put_varint_for_test(buf: &mut Vec<u8>, mut v: usize) {
+        while v >= 0x80 {
+            buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        buf.push(v as u8);
     }
 }

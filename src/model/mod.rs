@@ -14,12 +14,14 @@ pub mod series;
 pub mod size;
 pub mod time;
 pub mod value;
+pub mod wire;
 pub mod yaml;
 
 pub use labels::{Label, Labels};
 pub use origin::{Annotations, BatchMeta, ExportBatch, ExportKind, Origin};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 pub use series::{Batch, Sample, Series, STALE_NAN_BITS};
+pub use wire::WireForm;
 
 /// Lower-case hex of `bytes` (digests in checksums and state files).
 pub fn hex(bytes: &[u8]) -> String {

@@ -6,6 +6,7 @@
 //! put it in every event, and breach captures read the rule and group to
 //! decide which breaches open a capture.
 
+use super::wire::{WireForm, NO_SPAN};
 use super::Series;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -69,12 +70,14 @@ pub type Annotations = Arc<BTreeMap<String, String>>;
 /// A batch of series on its way to the destinations, with where it came
 /// from. `annotations` is either empty (no series has any) or holds one
 /// entry per series, in the same order; whoever removes series from the
-/// batch keeps the two aligned (see [`ExportBatch::retain_mut`]).
+/// batch keeps the two aligned (see [`ExportBatch::retain_mut`]). So does
+/// `wire`, the encoding received series came in (remote write only).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ExportBatch {
     pub origin: Origin,
     pub series: Vec<Series>,
     pub annotations: Vec<Option<Annotations>>,
+    pub wire: Option<WireForm>,
 }
 
 impl ExportBatch {
@@ -83,6 +86,7 @@ impl ExportBatch {
             origin,
             series,
             annotations: Vec::new(),
+            wire: None,
         }
     }
 
@@ -108,22 +112,51 @@ impl ExportBatch {
     }
 
     /// `Vec::retain_mut` over the series, keeping `annotations` aligned.
+    /// `keep` may change a series, so every kept one loses its wire form.
     pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut Series) -> bool) {
-        if self.annotations.is_empty() {
-            self.series.retain_mut(keep);
-            return;
+        self.retain_marking(|s| keep(s).then_some(true))
+    }
+
+    /// [`ExportBatch::retain_mut`] for a `keep` that knows what it did:
+    /// `None` drops the series, `Some(changed)` keeps it, and only a
+    /// changed one loses its wire form.
+    pub fn retain_marking(&mut self, mut keep: impl FnMut(&mut Series) -> Option<bool>) {
+        let annotated = !self.annotations.is_empty();
+        if annotated {
+            self.annotations.resize(self.series.len(), None);
         }
-        let mut annotations = std::mem::take(&mut self.annotations).into_iter();
-        let mut kept = Vec::with_capacity(annotations.len());
+        if self
+            .wire
+            .as_ref()
+            .is_some_and(|w| w.spans.len() != self.series.len())
+        {
+            self.wire = None;
+        }
+        let mut spans = self.wire.as_mut().map(|w| &mut w.spans);
+        let annotations = &mut self.annotations;
+        let (mut i, mut kept) = (0, 0);
         self.series.retain_mut(|s| {
-            let a = annotations.next().flatten();
-            let k = keep(s);
-            if k {
-                kept.push(a);
+            let verdict = keep(s);
+            if let Some(changed) = verdict {
+                // Moving entry i down to `kept` (<= i): what it swaps up
+                // belongs to a dropped series and is never read again.
+                if annotated {
+                    annotations.swap(kept, i);
+                }
+                if let Some(spans) = spans.as_deref_mut() {
+                    spans[kept] = if changed { NO_SPAN } else { spans[i] };
+                }
+                kept += 1;
             }
-            k
+            i += 1;
+            verdict.is_some()
         });
-        self.annotations = kept;
+        if annotated {
+            self.annotations.truncate(kept);
+        }
+        if let Some(w) = &mut self.wire {
+            w.spans.truncate(kept);
+        }
     }
 
     /// A view for the destinations: origin and annotations without the series.
@@ -131,6 +164,7 @@ impl ExportBatch {
         BatchMeta {
             origin: &self.origin,
             annotations: &self.annotations,
+            wire: self.wire.as_ref(),
         }
     }
 }
@@ -141,6 +175,8 @@ pub struct BatchMeta<'a> {
     pub origin: &'a Origin,
     /// Empty, or one entry per series of the batch it belongs to.
     pub annotations: &'a [Option<Annotations>],
+    /// The series' encoding as received, if they came by remote write.
+    pub wire: Option<&'a WireForm>,
 }
 
 impl BatchMeta<'_> {
@@ -187,5 +223,48 @@ mod tests {
         assert_eq!(b.len(), 1);
         assert!(b.annotations.is_empty());
         assert_eq!(b.meta().annotations_of(0), None);
+    }
+
+    #[test]
+    fn retain_marking_keeps_spans_aligned_and_forgets_changed_series() {
+        let mut b = ExportBatch::received(vec![s("a"), s("b"), s("c"), s("d")]);
+        b.wire = Some(WireForm {
+            message: b"aabbccdd".to_vec(),
+            spans: vec![(0, 2), (2, 4), (4, 6), (6, 8)],
+        });
+        b.retain_marking(|s| match s.labels.metric_name() {
+            "a" => None,
+            "b" => Some(false),
+            "c" => {
+                s.labels.set("x", "1");
+                Some(true)
+            }
+            _ => Some(false),
+        });
+        let wire = b.wire.as_ref().unwrap();
+        assert_eq!(b.len(), 3);
+        assert_eq!(wire.series_bytes(0), Some(&b"bb"[..]));
+        assert_eq!(
+            wire.series_bytes(1),
+            None,
+            "a changed series is encoded again"
+        );
+        assert_eq!(wire.series_bytes(2), Some(&b"dd"[..]));
+        b.retain_mut(|_| true);
+        assert!(
+            (0..3).all(|i| b.wire.as_ref().unwrap().series_bytes(i).is_none()),
+            "retain_mut may change anything"
+        );
+    }
+
+    #[test]
+    fn spans_that_do_not_match_the_series_are_dropped_not_trusted() {
+        let mut b = ExportBatch::received(vec![s("a"), s("b")]);
+        b.wire = Some(WireForm {
+            message: b"aa".to_vec(),
+            spans: vec![(0, 2)],
+        });
+        b.retain_marking(|_| Some(false));
+        assert_eq!(b.wire, None);
     }
 }

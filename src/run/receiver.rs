@@ -31,7 +31,7 @@
 
 use super::route::{Pipeline, RouteError};
 use crate::codec::{self, CodecError};
-use crate::model::Series;
+use crate::model::{ExportBatch, Series};
 use crate::server::ApiError;
 use axum::body::Body;
 use axum::extract::State;
@@ -63,29 +63,34 @@ const DECODE_STEP: usize = 4 << 10;
 /// Bad import lines named in an answer; the rest are counted.
 const SHOWN_BAD_LINES: usize = 5;
 
-/// Decoded batches handed back by the pipeline, decoded into again so a
-/// busy receiver does not allocate per label (bounded: a burst's extra
-/// batches are freed).
+/// Decoded batches (with their decompressed messages) handed back by the
+/// pipeline, decoded into again so a busy receiver does not allocate per
+/// label (bounded: a burst's extra batches are freed).
 const SPARE_BATCHES: usize = 4;
 
 #[derive(Clone)]
 struct Receiver {
     pipeline: Arc<Pipeline>,
     limits: Limits,
-    spare: Arc<std::sync::Mutex<Vec<Vec<Series>>>>,
-    /// Body and decompression buffers, likewise reused.
+    spare: Arc<std::sync::Mutex<Vec<ExportBatch>>>,
+    /// Body buffers, likewise reused.
     spare_bytes: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Receiver {
-    fn take_spare(&self) -> Vec<Series> {
-        self.spare
+    fn take_spare(&self) -> ExportBatch {
+        let mut batch = self
+            .spare
             .lock()
-            .map(|mut s| s.pop().unwrap_or_default())
-            .unwrap_or_default()
+            .ok()
+            .and_then(|mut s| s.pop())
+            .unwrap_or_default();
+        batch.origin = crate::model::Origin::received();
+        batch.annotations.clear();
+        batch
     }
 
-    fn give_back(&self, batch: Option<Vec<Series>>) {
+    fn give_back(&self, batch: Option<ExportBatch>) {
         if let (Some(b), Ok(mut spare)) = (batch, self.spare.lock()) {
             if spare.len() < SPARE_BATCHES {
                 spare.push(b);
@@ -100,12 +105,10 @@ impl Receiver {
             .unwrap_or_default()
     }
 
-    fn give_back_bytes(&self, buffers: [Vec<u8>; 2]) {
+    fn give_back_bytes(&self, buffer: Vec<u8>) {
         if let Ok(mut spare) = self.spare_bytes.lock() {
-            for b in buffers {
-                if spare.len() < 2 * SPARE_BATCHES {
-                    spare.push(b);
-                }
+            if spare.len() < SPARE_BATCHES {
+                spare.push(buffer);
             }
         }
     }
@@ -238,19 +241,19 @@ async fn remote_write_inner(
     let body = read_body(body, headers, limit, rx.take_bytes()).await?;
     let max_decoded = rx.limits.max_decoded_bytes;
     let mut batch = rx.take_spare();
-    let mut scratch = rx.take_bytes();
-    let (decoded, body, scratch) = tokio::task::spawn_blocking(move || {
-        let r = codec::decode_write_request_into(&body, max_decoded, &mut batch, &mut scratch);
-        (r.map(|()| batch), body, scratch)
+    let (decoded, body) = tokio::task::spawn_blocking(move || {
+        let wire = batch.wire.get_or_insert_with(Default::default);
+        let r = codec::decode_write_request_into(&body, max_decoded, &mut batch.series, wire);
+        (r.map(|()| batch), body)
     })
     .await
     .map_err(|e| ApiError::Internal(anyhow::anyhow!("decoding task failed: {e}")))?;
-    rx.give_back_bytes([body, scratch]);
+    rx.give_back_bytes(body);
     let batch = decoded.map_err(|e| match e {
         CodecError::BodyTooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
         other => ApiError::BadRequest(other.to_string()),
     })?;
-    let samples = crate::model::series::sample_count(&batch);
+    let samples = batch.sample_count();
     let (result, batch) = rx.pipeline.route_and_return(batch).await;
     rx.give_back(batch);
     result.map_err(route_error)?;

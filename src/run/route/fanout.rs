@@ -150,19 +150,26 @@ impl GlobalStage {
             return (batch, 0);
         }
         let mut dropped = 0u64;
-        batch.retain_mut(|s| {
-            if !self.rules.is_empty()
-                && !destination::relabel_like_vmagent(&self.rules, &mut s.labels)
-            {
-                dropped += s.samples.len() as u64;
-                return false;
+        // Marking what changed keeps the wire form of the series that did
+        // not (the destinations copy those instead of encoding them).
+        batch.retain_marking(|s| {
+            let mut changed = false;
+            if !self.rules.is_empty() {
+                match destination::relabel_like_vmagent_marking(&self.rules, &mut s.labels) {
+                    Some(c) => changed = c,
+                    None => {
+                        dropped += s.samples.len() as u64;
+                        return None;
+                    }
+                }
             }
             for (k, v) in external {
                 if s.labels.get(k).is_none() {
                     s.labels.set(k.as_str(), v.as_str());
+                    changed = true;
                 }
             }
-            true
+            Some(changed)
         });
         (batch, dropped)
     }

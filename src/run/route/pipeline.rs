@@ -165,7 +165,7 @@ impl Pipeline {
     /// Returns once all of them hold it on disk. This is the entry point of
     /// the receiver; see the module docs for what `Ok` and `Err` promise.
     pub async fn route(&self, batch: Vec<Series>) -> Result<(), RouteError> {
-        self.route_and_return(batch).await.0
+        self.route_and_return(ExportBatch::received(batch)).await.0
     }
 
     /// [`Pipeline::route`] for rule results (and captures): the engine
@@ -176,15 +176,15 @@ impl Pipeline {
         self.route_inner(batch, false).await.0
     }
 
-    /// [`Pipeline::route`] that also hands the batch back once every
+    /// [`Pipeline::route`] for a received batch (with its wire form, if it
+    /// came by remote write) that also hands the batch back once every
     /// destination is done with it (`None` if it was consumed), so the
-    /// receiver can decode the next request into the same strings.
+    /// receiver can decode the next request into the same buffers.
     pub async fn route_and_return(
         &self,
-        batch: Vec<Series>,
-    ) -> (Result<(), RouteError>, Option<Vec<Series>>) {
-        let (result, batch) = self.route_inner(ExportBatch::received(batch), true).await;
-        (result, batch.map(|b| b.series))
+        batch: ExportBatch,
+    ) -> (Result<(), RouteError>, Option<ExportBatch>) {
+        self.route_inner(batch, true).await
     }
 
     pub(super) async fn route_inner(

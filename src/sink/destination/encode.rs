@@ -82,6 +82,30 @@ impl BlockEncoder {
         Ok(())
     }
 
+    /// [`BlockEncoder::add`] for a series whose remote-write encoding is at
+    /// hand (`body`, see [`crate::model::WireForm`]): copied as it is when
+    /// the destination speaks remote write and the series fits the open
+    /// block whole, encoded as `add` does otherwise.
+    pub fn add_wire(
+        &mut self,
+        body: Option<&[u8]>,
+        labels: &Labels,
+        samples: &[Sample],
+    ) -> Result<(), CodecError> {
+        let fits = !samples.is_empty() && self.in_block + samples.len() <= self.max_samples;
+        match body {
+            Some(body) if fits && matches!(self.kind, DestinationKind::RemoteWrite) => {
+                self.remote_write.add_encoded(body);
+                self.in_block += samples.len();
+                if self.in_block == self.max_samples {
+                    self.cut()?;
+                }
+                Ok(())
+            }
+            _ => self.add(labels, samples),
+        }
+    }
+
     fn cut(&mut self) -> Result<(), CodecError> {
         if self.in_block == 0 {
             return Ok(());
@@ -184,6 +208,38 @@ mod tests {
             .collect();
         assert_eq!(names, [("a", 3), ("b", 1), ("b", 4), ("b", 1)]);
         assert!(enc.finish().unwrap().is_empty(), "finish starts afresh");
+    }
+
+    #[test]
+    fn received_encodings_are_copied_into_the_same_blocks_encoding_makes() {
+        let batch = [series("a", 3), series("b", 2), series("c", 4)];
+        let mut wire = crate::model::WireForm::default();
+        let mut raw_batch = Vec::new();
+        let mut body = Vec::new();
+        let mut rw = RemoteWriteEncoder::new();
+        rw.encode(&batch, &mut body).unwrap();
+        crate::codec::decode_write_request_into(&body, 1 << 20, &mut raw_batch, &mut wire).unwrap();
+        assert_eq!(raw_batch, batch);
+        let blocks = |use_wire: bool| {
+            let mut enc = BlockEncoder::new(DestinationKind::RemoteWrite, 4);
+            for (i, s) in batch.iter().enumerate() {
+                let copied = wire.series_bytes(i).filter(|_| use_wire);
+                enc.add_wire(copied, &s.labels, &s.samples).unwrap();
+            }
+            enc.finish().unwrap()
+        };
+        // "a" is copied; "b" and "c" do not fit the open block whole, so
+        // they are encoded and split across blocks as without the wire form.
+        let (copied, encoded) = (blocks(true), blocks(false));
+        assert_eq!(copied.iter().map(|b| b.1).collect::<Vec<_>>(), [4, 4, 1]);
+        assert_eq!(copied, encoded);
+        // The copy is taken as it is, not encoded from the labels given.
+        let mut enc = BlockEncoder::new(DestinationKind::RemoteWrite, 4);
+        let b = &batch[1];
+        enc.add_wire(wire.series_bytes(1), &batch[0].labels, &b.samples)
+            .unwrap();
+        let block = enc.finish().unwrap().remove(0).0;
+        assert_eq!(decode_write_request(&block).unwrap(), vec![b.clone()]);
     }
 
     #[test]

@@ -606,13 +606,14 @@ impl Destination {
             BatchMeta {
                 origin: &origin,
                 annotations: &[],
+                wire: None,
             },
         )
     }
 
     /// [`Destination::accept`] with where the batch came from (rule,
     /// group, kind, annotations), which event destinations put in every
-    /// event; metric destinations ignore it.
+    /// event; metric destinations use only its wire form, if any.
     pub fn accept_with(
         &self,
         batch: &[Series],
@@ -643,6 +644,7 @@ impl Destination {
             let meta = BatchMeta {
                 origin: &origin,
                 annotations: &[],
+                wire: None,
             };
             shared.accept(&batch, meta, true)
         })
@@ -777,6 +779,27 @@ pub fn relabel_like_vmagent(rules: &RelabelRules, labels: &mut Labels) -> bool {
     !labels.is_empty()
 }
 
+/// [`relabel_like_vmagent`] that also says whether it changed the labels:
+/// `None` when the series is dropped, `Some(changed)` otherwise.
+/// Filter-only rules decide without editing, so a kept series is unchanged
+/// unless it had temporary (`__`) labels to remove.
+pub fn relabel_like_vmagent_marking(rules: &RelabelRules, labels: &mut Labels) -> Option<bool> {
+    match rules.keeps(labels) {
+        Some(false) => None,
+        Some(true) => {
+            let temporary = labels
+                .iter()
+                .any(|l| l.name.starts_with("__") && l.name != "__name__");
+            if !temporary {
+                return Some(false);
+            }
+            crate::transform::relabel::finalize(labels);
+            (!labels.is_empty()).then_some(true)
+        }
+        None => relabel_like_vmagent(rules, labels).then_some(true),
+    }
+}
+
 /// The lane (and so the sender) of a series: the same labels always map
 /// to the same one, so a series' samples leave in the order they came.
 fn lane_of(labels: &Labels, lanes: usize) -> u8 {
@@ -841,9 +864,9 @@ impl Shared {
     fn encode_and_push(
         &self,
         batch: &[Series],
-        // Metric kinds encode labels and samples only; event kinds will
-        // read the origin and annotations from here.
-        _meta: BatchMeta<'_>,
+        // Metric kinds encode labels and samples only, and copy a series'
+        // received encoding when they send it unchanged.
+        meta: BatchMeta<'_>,
         relabel: bool,
         enc: &mut encode::BlockEncoder,
     ) -> Result<Accepted, DestinationError> {
@@ -853,7 +876,7 @@ impl Shared {
         };
         let mut out = Accepted::default();
         let mut kept = Vec::with_capacity(batch.len());
-        for s in batch {
+        for (i, s) in batch.iter().enumerate() {
             if s.samples.is_empty() {
                 continue;
             }
@@ -866,14 +889,18 @@ impl Shared {
                 out.relabel_dropped += s.samples.len() as u64;
                 continue;
             };
-            kept.push((lane_of(&labels, self.concurrency), labels, &s.samples));
+            let wire = match (&labels, meta.wire) {
+                (Cow::Borrowed(_), Some(w)) => w.series_bytes(i),
+                _ => None,
+            };
+            kept.push((lane_of(&labels, self.concurrency), labels, &s.samples, wire));
         }
         self.stats.relabel_dropped(out.relabel_dropped);
         // Stable: within a lane, series keep their order in the batch.
         kept.sort_by_key(|k| k.0);
-        for (lane, labels, samples) in &kept {
+        for (lane, labels, samples, wire) in &kept {
             enc.set_lane(*lane).map_err(encode_err)?;
-            enc.add(labels, samples).map_err(encode_err)?;
+            enc.add_wire(*wire, labels, samples).map_err(encode_err)?;
         }
         let blocks = enc.finish().map_err(encode_err)?;
         if blocks.is_empty() {

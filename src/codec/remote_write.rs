@@ -324,6 +324,13 @@ pub fn merge_bodies(
     to: Compression,
     max_decoded_bytes: usize,
 ) -> Result<Vec<u8>, CodecError> {
+    if to == Compression::Snappy
+        && bodies.iter().all(|b| {
+            Compression::of(b) == Compression::Snappy && !b.starts_with(FRAMED_SNAPPY_MAGIC)
+        })
+    {
+        return concat_snappy(bodies, max_decoded_bytes.saturating_mul(4));
+    }
     let mut proto = Vec::new();
     let mut one = Vec::new();
     for b in bodies {
@@ -342,6 +349,50 @@ pub fn merge_bodies(
         Compression::Zstd => compress_zstd(&mut None, &proto, &mut out)?,
     }
     Ok(out)
+}
+
+/// Raw snappy blocks joined without decompressing them: a block is its
+/// uncompressed length (a varint) and then elements whose back-references
+/// never reach before the block's own start. So one header with the summed
+/// length followed by each block's elements decodes to the concatenated
+/// messages, and the sender saves a decompression and a compression of
+/// every byte it merges.
+fn concat_snappy(bodies: &[&[u8]], max_total: usize) -> Result<Vec<u8>, CodecError> {
+    let mut total = 0usize;
+    let mut elements = Vec::with_capacity(bodies.len());
+    for b in bodies {
+        let (len, header) = snappy_header(b)?;
+        total = total.saturating_add(len);
+        elements.push(&b[header..]);
+    }
+    // Snappy lengths are 32-bit; the merged one must be too.
+    if total > max_total || total > u32::MAX as usize {
+        return Err(CodecError::BodyTooLarge {
+            decoded_bytes: total,
+            limit_bytes: max_total.min(u32::MAX as usize),
+        });
+    }
+    let size: usize = elements.iter().map(|e| e.len()).sum();
+    let mut out = Vec::with_capacity(size + 10);
+    put_varint(&mut out, total as u64);
+    for e in elements {
+        out.extend_from_slice(e);
+    }
+    Ok(out)
+}
+
+/// A raw snappy block's uncompressed length and the bytes its header takes.
+fn snappy_header(block: &[u8]) -> Result<(usize, usize), CodecError> {
+    let mut len = 0u64;
+    for (i, &b) in block.iter().take(5).enumerate() {
+        len |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            let len = u32::try_from(len)
+                .map_err(|_| CodecError::Snappy("block length is over 4 GiB".into()))?;
+            return Ok((len as usize, i + 1));
+        }
+    }
+    Err(CodecError::Snappy("damaged block header".into()))
 }
 
 /// Decodes a remote-write body into series (labels sorted by the model,
@@ -877,6 +928,51 @@ mod tests {
         assert!(split_for_limit(&[], 10).unwrap().is_empty());
         assert_eq!(split_for_limit(&batch, 0).unwrap().len(), 32);
         assert_eq!(split_for_limit(&batch, 1000).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn snappy_blocks_merge_by_concatenation() {
+        // Repetitive series (back-references inside each block) and one
+        // block past snappy's 64 KiB internal window.
+        let batch = |name: &str, n: usize| -> Vec<Series> {
+            (0..n)
+                .map(|i| {
+                    series(
+                        &[
+                            ("__name__", name),
+                            ("instance", &format!("host-{i}:9100")),
+                            ("job", "node"),
+                        ],
+                        &[(i as i64, i as f64 * 0.5)],
+                    )
+                })
+                .collect()
+        };
+        let parts = [batch("a", 3), batch("b", 5000), batch("c", 1)];
+        let bodies: Vec<Vec<u8>> = parts
+            .iter()
+            .map(|p| {
+                let mut b = Vec::new();
+                encode_write_request(p, &mut b).unwrap();
+                b
+            })
+            .collect();
+        assert!(snap::raw::decompress_len(&bodies[1]).unwrap() > 64 << 10);
+        let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        let merged = merge_bodies(&refs, Compression::Snappy, MAX_DECODED_BYTES).unwrap();
+        let want: Vec<Series> = parts.concat();
+        assert_eq!(decode_write_request(&merged).unwrap(), want);
+        // No recompression: the merged body is the blocks' elements as they were.
+        let elements: usize = bodies
+            .iter()
+            .map(|b| b.len() - snappy_header(b).unwrap().1)
+            .sum();
+        assert_eq!(merged.len(), elements + snappy_header(&merged).unwrap().1);
+        // The merged size still counts against the limit.
+        let small_limit = snap::raw::decompress_len(&bodies[1]).unwrap();
+        let e = merge_bodies(&refs, Compression::Snappy, small_limit / 4).unwrap_err();
+        assert!(matches!(e, CodecError::BodyTooLarge { .. }), "{e}");
+        assert!(snappy_header(&[0x80, 0x80]).is_err());
     }
 
     #[test]

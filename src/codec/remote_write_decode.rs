@@ -178,6 +178,8 @@ pub(super) fn time_series(buf: &[u8], base: usize, into: &mut Series) -> Result<
     let mut labels: Vec<Label> = std::mem::take(&mut into.labels).into_vec();
     let mut used = 0;
     let mut plain = true;
+    // Sorted, unique, no empty value: what `Labels::from_vec` would check.
+    let mut clean = true;
     into.samples.clear();
     while !r.done() {
         match r.key()? {
@@ -186,8 +188,10 @@ pub(super) fn time_series(buf: &[u8], base: usize, into: &mut Series) -> Result<
                 if used == labels.len() {
                     labels.push(Label::default());
                 }
-                plain &= label(l, at, &mut labels[used])?;
-                plain &= used == 0 || labels[used - 1].name < labels[used].name;
+                let this = &mut labels[used];
+                plain &= label(l, at, this)?;
+                clean &= !this.value.is_empty();
+                clean &= used == 0 || labels[used - 1].name < labels[used].name;
                 used += 1;
             }
             (2, 2) => {
@@ -209,8 +213,12 @@ pub(super) fn time_series(buf: &[u8], base: usize, into: &mut Series) -> Result<
         }
     }
     labels.truncate(used);
-    into.labels = Labels::from_vec(labels);
-    Ok(plain)
+    into.labels = if clean {
+        Labels::from_clean_vec(labels)
+    } else {
+        Labels::from_vec(labels)
+    };
+    Ok(plain && clean)
 }
 
 /// Decodes one label into `into`, reusing its strings' buffers. `true`

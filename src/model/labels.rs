@@ -67,6 +67,16 @@ impl Labels {
         Labels(out)
     }
 
+    /// [`Labels::from_vec`] for a vector its maker already checked: names
+    /// strictly ascending, no empty value (a decoder that compared each
+    /// name with the previous one as it read them).
+    pub fn from_clean_vec(v: Vec<Label>) -> Self {
+        debug_assert!(
+            v.windows(2).all(|w| w[0].name < w[1].name) && v.iter().all(|l| !l.value.is_empty())
+        );
+        Labels(v)
+    }
+
     /// The label vector, for reuse of its strings (see [`Labels::from_vec`]).
     pub fn into_vec(self) -> Vec<Label> {
         self.0

@@ -592,3 +592,39 @@ async fn queue_damage_found_at_open_is_counted_as_damaged() {
     assert_eq!(st.samples_dropped["damaged"], lost);
     assert_eq!(st.samples_dropped["disk_full"], 0);
 }
+
+#[test]
+fn lanes_are_the_streaming_xxh64_of_the_labels_as_before() {
+    // Lanes of queued blocks survive restarts and upgrades: the one-shot
+    // hash must place every series where the piecewise one did.
+    let streaming = |labels: &Labels, lanes: usize| {
+        let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+        for l in labels.iter() {
+            h.update(l.name.as_bytes());
+            h.update(&[0xff]);
+            h.update(l.value.as_bytes());
+            h.update(&[0xfe]);
+        }
+        (h.digest() % lanes as u64) as u8
+    };
+    let mut key = Vec::new();
+    for i in 0..500 {
+        let labels = Labels::from_pairs([
+            ("__name__", format!("metric_{}", i % 7)),
+            ("instance", format!("host-{i}:9100")),
+            ("job", "x".repeat(i % 40)),
+        ]);
+        for lanes in [1, 2, 3, 4, 8, 64] {
+            let want = if lanes == 1 {
+                0
+            } else {
+                streaming(&labels, lanes)
+            };
+            assert_eq!(
+                super::lane_of(&labels, lanes, &mut key),
+                want,
+                "{labels:?} / {lanes}"
+            );
+        }
+    }
+}

@@ -176,6 +176,9 @@ const KEY_SAMPLE_TIMESTAMP: u8 = 2 << 3; // Sample.timestamp, varint
 pub struct RemoteWriteEncoder {
     proto: Vec<u8>,
     body: Vec<u8>,
+    /// Snappy's output before it is copied out, kept at its largest size
+    /// so that no block pays for zeroing it.
+    scratch: Vec<u8>,
     snappy: snap::raw::Encoder,
     compression: Compression,
     /// Made at the first zstd body: a zstd context holds ~1 MiB.
@@ -193,6 +196,7 @@ impl RemoteWriteEncoder {
         RemoteWriteEncoder {
             proto: Vec::new(),
             body: Vec::new(),
+            scratch: Vec::new(),
             snappy: snap::raw::Encoder::new(),
             compression: Compression::Snappy,
             zstd: None,
@@ -206,7 +210,12 @@ impl RemoteWriteEncoder {
 
     fn compress(&mut self, out: &mut Vec<u8>) -> Result<(), CodecError> {
         match self.compression {
-            Compression::Snappy => compress(&mut self.snappy, &self.proto, out),
+            Compression::Snappy => {
+                let n = compress_into_prefix(&mut self.snappy, &self.proto, &mut self.scratch)?;
+                out.clear();
+                out.extend_from_slice(&self.scratch[..n]);
+                Ok(())
+            }
             Compression::Zstd => compress_zstd(&mut self.zstd, &self.proto, out),
         }
     }
@@ -459,8 +468,13 @@ fn decompress_into(
             limit_bytes: max_decoded_bytes,
         });
     }
-    raw.clear();
-    raw.resize(decoded_bytes, 0);
+    // Only what the buffer never held is zeroed: snappy writes every byte
+    // of a valid block, and a reused buffer is about the right size.
+    if raw.len() < decoded_bytes {
+        raw.resize(decoded_bytes, 0);
+    } else {
+        raw.truncate(decoded_bytes);
+    }
     let n = snap::raw::Decoder::new()
         .decompress(body, raw)
         .map_err(|e| CodecError::Snappy(e.to_string()))?;
@@ -484,18 +498,32 @@ fn compress(
     input: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    out.clear();
-    out.resize(snap::raw::max_compress_len(input.len()), 0);
+    let n = compress_into_prefix(snappy, input, out)?;
+    out.truncate(n);
+    Ok(())
+}
+
+/// Compresses `input` into the start of `buf` and returns the compressed
+/// length. `buf` grows to snappy's bound when shorter (only the growth is
+/// zeroed: snappy overwrites what it uses) and is never shortened, so a
+/// buffer kept for this costs no zeroing after the first block.
+fn compress_into_prefix(
+    snappy: &mut snap::raw::Encoder,
+    input: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<usize, CodecError> {
     // max_compress_len is 0 past snappy's 4 GiB block limit; compress then
     // fails and the caller learns the batch was too big.
-    let n = snappy
-        .compress(input, out)
+    let bound = snap::raw::max_compress_len(input.len());
+    if buf.len() < bound {
+        buf.resize(bound, 0);
+    }
+    snappy
+        .compress(input, &mut buf[..bound])
         .map_err(|e| CodecError::Compress {
             size: input.len(),
             reason: e.to_string(),
-        })?;
-    out.truncate(n);
-    Ok(())
+        })
 }
 
 /// Replaces `out` with `input` in one zstd frame (recording its size, so a

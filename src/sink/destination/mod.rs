@@ -819,6 +819,26 @@ fn lane_of(labels: &Labels, lanes: usize, key: &mut Vec<u8>) -> u8 {
     (xxhash_rust::xxh64::xxh64(key, 0) % lanes as u64) as u8
 }
 
+/// Indices of `lanes` (each below `count`) grouped by lane in lane order,
+/// each lane's in their original order: a counting sort, since there are
+/// few lanes and many series.
+fn lane_order(lanes: impl Iterator<Item = u8> + Clone, count: usize) -> Vec<usize> {
+    let mut start = vec![0usize; count.max(1) + 1];
+    for l in lanes.clone() {
+        start[usize::from(l) + 1] += 1;
+    }
+    for i in 1..start.len() {
+        start[i] += start[i - 1];
+    }
+    let mut order = vec![0; start[start.len() - 1]];
+    for (i, l) in lanes.enumerate() {
+        let at = &mut start[usize::from(l)];
+        order[*at] = i;
+        *at += 1;
+    }
+    order
+}
+
 /// Logs each spot of damage recovery found, once, with what was lost.
 fn log_damage(name: &str, report: &RecoveryReport) {
     for c in &report.corruptions {
@@ -905,9 +925,8 @@ impl Shared {
             ));
         }
         self.stats.relabel_dropped(out.relabel_dropped);
-        // Stable: within a lane, series keep their order in the batch.
-        kept.sort_by_key(|k| k.0);
-        for (lane, labels, samples, wire) in &kept {
+        for i in lane_order(kept.iter().map(|k| k.0), self.concurrency) {
+            let (lane, labels, samples, wire) = &kept[i];
             enc.set_lane(*lane).map_err(encode_err)?;
             enc.add_wire(*wire, labels, samples).map_err(encode_err)?;
         }

@@ -628,3 +628,12 @@ fn lanes_are_the_streaming_xxh64_of_the_labels_as_before() {
         }
     }
 }
+
+#[test]
+fn lane_order_groups_by_lane_and_keeps_order_within_each() {
+    let lanes = [2u8, 0, 1, 2, 0, 0, 3, 1];
+    let order = super::lane_order(lanes.iter().copied(), 4);
+    assert_eq!(order, [1, 4, 5, 2, 7, 0, 3, 6]);
+    assert!(super::lane_order(std::iter::empty(), 1).is_empty());
+    assert_eq!(super::lane_order([0u8, 0].into_iter(), 1), [0, 1]);
+}

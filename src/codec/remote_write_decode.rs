@@ -224,6 +224,26 @@ pub(super) fn time_series(buf: &[u8], base: usize, into: &mut Series) -> Result<
 /// Decodes one label into `into`, reusing its strings' buffers. `true`
 /// when it had one non-empty name, one non-empty value and nothing else.
 fn label(buf: &[u8], base: usize, into: &mut Label) -> Result<bool, CodecError> {
+    // What every encoder writes for names and values under 128 bytes:
+    // name (key 0x0a, length), value (key 0x12, length), nothing else.
+    if let [0x0a, n, rest @ ..] = buf {
+        let n = usize::from(*n);
+        if let Some((name, [0x12, m, value @ ..])) = rest.split_at_checked(n) {
+            if n < 0x80 && usize::from(*m) == value.len() && *m < 0x80 && n > 0 && *m > 0 {
+                into.name.clear();
+                into.name.push_str(utf8(name, base + 2, "label name")?);
+                into.value.clear();
+                into.value
+                    .push_str(utf8(value, base + 4 + n, "label value")?);
+                return Ok(true);
+            }
+        }
+    }
+    label_fields(buf, base, into)
+}
+
+/// [`label`] for any encoding of a `Label`, field by field.
+fn label_fields(buf: &[u8], base: usize, into: &mut Label) -> Result<bool, CodecError> {
     let mut r = Reader::new(buf, base);
     into.name.clear();
     into.value.clear();
@@ -536,5 +556,38 @@ mod tests {
             v >>= 7;
         }
         buf.push(v as u8);
+    }
+
+    #[test]
+    fn the_label_fast_path_agrees_with_the_field_reader() {
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for (n, v) in [
+            (1, 1),
+            (127, 1),
+            (128, 3),
+            (5, 127),
+            (5, 128),
+            (0, 3),
+            (3, 0),
+        ] {
+            let l = label("n".repeat(n).as_str(), "v".repeat(v).as_str());
+            cases.push(l.encode_to_vec());
+        }
+        // Value first, a repeated name, a trailing unknown field, truncations.
+        cases.push(vec![0x12, 0x01, b'v', 0x0a, 0x01, b'n']);
+        cases.push(vec![0x0a, 0x01, b'a', 0x0a, 0x01, b'b', 0x12, 0x01, b'v']);
+        cases.push(vec![0x0a, 0x01, b'n', 0x12, 0x01, b'v', 0x18, 0x01]);
+        cases.push(vec![0x0a, 0x01, b'n', 0x12, 0x02, b'v']);
+        cases.push(vec![0x0a, 0x05, b'n']);
+        cases.push(vec![0x0a, 0x01, 0xff, 0x12, 0x01, b'v']);
+        for bytes in &cases {
+            let (mut fast, mut slow) = (Label::default(), Label::default());
+            let a = super::label(bytes, 7, &mut fast).map_err(|e| e.to_string());
+            let b = label_fields(bytes, 7, &mut slow).map_err(|e| e.to_string());
+            assert_eq!(a, b, "{bytes:?}");
+            if a.is_ok() {
+                assert_eq!(fast, slow, "{bytes:?}");
+            }
+        }
     }
 }

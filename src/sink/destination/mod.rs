@@ -78,22 +78,27 @@
 //! # Cost per sample
 //!
 //! Encoding happens once (remote write: about 20 bytes of protobuf per
-//! sample plus the labels of its series, snappy-compressed). Each accept
-//! costs one `fdatasync` for all its blocks; each delivered block costs an
-//! in-memory acknowledgement, with the queue's meta file (what was delivered,
-//! what was written) stored (temp file, fsync, rename) at most once a
-//! second. On disk a block carries a 40-byte header. A series' lane is one
-//! xxh64 of its labels per accept (skipped when `concurrency` is 1). Small blocks (rule results of a few samples) are merged by the
-//! sender into requests of up to `max_batch_samples`, waiting at most
-//! `flush_interval` for company, so a trickle of tiny results does not
-//! become a trickle of tiny requests.
+//! sample plus the labels of its series, snappy-compressed). A series that
+//! came by remote write and leaves unchanged (no rule edited it, no
+//! external label was missing) is not encoded at all: its `TimeSeries`
+//! bytes are copied from the request ([`crate::model::WireForm`]). Each
+//! accept costs one `fdatasync` for all its blocks; each delivered block
+//! costs an in-memory acknowledgement, with the queue's meta file (what was
+//! delivered, what was written) stored (temp file, fsync, rename) at most
+//! once a second. On disk a block carries a 40-byte header. A series' lane
+//! is one xxh64 of its labels per accept (skipped when `concurrency` is
+//! 1). Small blocks (rule results of a few samples, a batch cut into lanes)
+//! are merged by the sender into requests of up to `max_batch_samples`,
+//! waiting at most `flush_interval` for company, so a trickle of tiny
+//! results does not become a trickle of tiny requests; snappy blocks merge
+//! by concatenation, without being decompressed.
 //!
 //! Measured (`cargo bench --bench relabel`, batches of 10k one-sample
 //! series, fsync included): an accept costs 150–230 ns per series; a
 //! `keep`/`drop`-only rule list decides in about 15 ns per series without
-//! copying labels. End to end, receiving remote write and routing it to two
-//! relabel-routed destinations costs about 0.4 CPU seconds per million
-//! samples (`scripts/bench-router.sh`).
+//! copying labels. End to end, `scripts/bench-router.sh` (remote write in,
+//! two relabel-routed destinations out) is where the whole path is
+//! measured against vmagent; the figures are in the README.
 //!
 //! # Queue directories
 //!

@@ -796,7 +796,7 @@ pub fn relabel_like_vmagent_marking(rules: &RelabelRules, labels: &mut Labels) -
                 .iter()
                 .any(|l| l.name.starts_with("__") && l.name != "__name__");
             if !temporary {
-                return Some(false);
+                return (!labels.is_empty()).then_some(false);
             }
             crate::transform::relabel::finalize(labels);
             (!labels.is_empty()).then_some(true)

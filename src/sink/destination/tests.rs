@@ -637,3 +637,40 @@ fn lane_order_groups_by_lane_and_keeps_order_within_each() {
     assert!(super::lane_order(std::iter::empty(), 1).is_empty());
     assert_eq!(super::lane_order([0u8, 0].into_iter(), 1), [0, 1]);
 }
+
+#[test]
+fn marking_relabeling_agrees_with_relabeling_and_says_what_changed() {
+    let rule_lists = [
+        "- action: keep\n  source_labels: [job]\n  regex: a.*\n",
+        "- action: drop\n  source_labels: [job]\n  regex: b\n",
+        "- action: keep\n  source_labels: [job]\n  regex: .*\n",
+        "- action: replace\n  source_labels: [job]\n  target_label: team\n  replacement: t-$1\n",
+        "- action: labeldrop\n  regex: job\n",
+    ];
+    let label_sets = [
+        Labels::from_pairs([("__name__", "m"), ("job", "a1")]),
+        Labels::from_pairs([("__name__", "m"), ("job", "b")]),
+        Labels::from_pairs([("__name__", "m"), ("__tmp", "x"), ("job", "a2")]),
+        Labels::from_pairs([("job", "a3")]),
+        Labels::from_pairs([("__tmp", "only")]),
+        Labels::default(),
+    ];
+    for yaml in rule_lists {
+        let rules = RelabelRules::from_yaml(yaml, "test", Default::default()).unwrap();
+        for labels in &label_sets {
+            let mut plain = labels.clone();
+            let kept = relabel_like_vmagent(&rules, &mut plain);
+            let mut marked = labels.clone();
+            let verdict = relabel_like_vmagent_marking(&rules, &mut marked);
+            assert_eq!(verdict.is_some(), kept, "{yaml} on {labels:?}");
+            if let Some(changed) = verdict {
+                assert_eq!(marked, plain, "{yaml} on {labels:?}");
+                // Editing rules may report a change that left the labels
+                // equal; an unchanged verdict must never hide a change.
+                if !changed {
+                    assert_eq!(&marked, labels, "{yaml} on {labels:?}");
+                }
+            }
+        }
+    }
+}

@@ -7,8 +7,12 @@
 //! `WriteRequest`, or VictoriaMetrics JSON lines. Sending posts a block as
 //! it is, or merges several small ones into one body: protobuf messages
 //! concatenate into a valid message (`timeseries` is a repeated field), and
-//! JSON lines concatenate as lines, so merging is decompress, append,
-//! compress once. Remote-write blocks are snappy (Prometheus remote write)
+//! JSON lines concatenate as lines. Snappy blocks merge without being
+//! decompressed (their elements concatenate under one new length header);
+//! zstd blocks are decompressed, appended and compressed once. A series
+//! that arrived by remote write and is sent unchanged is copied into its
+//! block from the request rather than encoded again (`add_wire`).
+//! Remote-write blocks are snappy (Prometheus remote write)
 //! or zstd (the VictoriaMetrics protocol), as the destination spoke when they
 //! were queued; a request is built in what it speaks now, so a block queued
 //! as zstd is repacked to snappy after a fallback.

@@ -792,10 +792,7 @@ pub fn relabel_like_vmagent_marking(rules: &RelabelRules, labels: &mut Labels) -
     match rules.keeps(labels) {
         Some(false) => None,
         Some(true) => {
-            let temporary = labels
-                .iter()
-                .any(|l| l.name.starts_with("__") && l.name != "__name__");
-            if !temporary {
+            if !crate::transform::relabel::has_temporary(labels) {
                 return (!labels.is_empty()).then_some(false);
             }
             crate::transform::relabel::finalize(labels);
@@ -1029,10 +1026,8 @@ impl Shared {
         let mut owned = match verdict {
             Some(false) => return None,
             Some(true) => {
-                let temporary = !self.relabel.is_empty()
-                    && labels
-                        .iter()
-                        .any(|l| l.name.starts_with("__") && l.name != "__name__");
+                let temporary =
+                    !self.relabel.is_empty() && crate::transform::relabel::has_temporary(labels);
                 let missing = self
                     .external_labels
                     .iter()

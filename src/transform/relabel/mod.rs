@@ -291,5 +291,14 @@ impl fmt::Display for RelabelRules {
 /// vmagent's `FinalizeLabels`: removes every label whose name starts with
 /// `__`, except `__name__`. It does not add `instance` from `__address__`.
 pub fn finalize(labels: &mut Labels) {
-    labels.retain(|l| !l.name.starts_with("__") || l.name == crate::model::labels::METRIC_NAME);
+    labels.retain(|l| !is_temporary(&l.name));
+}
+
+/// Whether [`finalize`] would remove something.
+pub fn has_temporary(labels: &Labels) -> bool {
+    labels.iter().any(|l| is_temporary(&l.name))
+}
+
+fn is_temporary(name: &str) -> bool {
+    name.starts_with("__") && name != crate::model::labels::METRIC_NAME
 }

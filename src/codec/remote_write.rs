@@ -392,16 +392,13 @@ fn concat_snappy(bodies: &[&[u8]], max_total: usize) -> Result<Vec<u8>, CodecErr
 
 /// A raw snappy block's uncompressed length and the bytes its header takes.
 fn snappy_header(block: &[u8]) -> Result<(usize, usize), CodecError> {
-    let mut len = 0u64;
-    for (i, &b) in block.iter().take(5).enumerate() {
-        len |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            let len = u32::try_from(len)
-                .map_err(|_| CodecError::Snappy("block length is over 4 GiB".into()))?;
-            return Ok((len as usize, i + 1));
-        }
-    }
-    Err(CodecError::Snappy("damaged block header".into()))
+    let mut r = super::remote_write_decode::Reader::new(block, 0);
+    let len = r
+        .varint()
+        .ok()
+        .and_then(|len| u32::try_from(len).ok())
+        .ok_or_else(|| CodecError::Snappy("damaged block header".into()))?;
+    Ok((len as usize, r.at()))
 }
 
 /// Decodes a remote-write body into series (labels sorted by the model,

@@ -39,7 +39,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn varint(&mut self) -> Result<u64, CodecError> {
+    pub(super) fn varint(&mut self) -> Result<u64, CodecError> {
         // Keys and most lengths fit in one byte.
         if let Some(&b) = self.buf.get(self.pos) {
             if b < 0x80 {
@@ -507,7 +507,7 @@ mod tests {
         };
         let wrap = |ts: Vec<u8>| {
             let mut m = vec![0x0a];
-            put_varint_for_test(&mut m, ts.len());
+            super::super::remote_write::put_varint(&mut m, ts.len() as u64);
             m.extend_from_slice(&ts);
             m
         };
@@ -548,14 +548,6 @@ mod tests {
         }
         .encode_to_vec();
         assert!(spans_of(&plain)[0].is_some(), "the control case has a span");
-    }
-
-    fn put_varint_for_test(buf: &mut Vec<u8>, mut v: usize) {
-        while v >= 0x80 {
-            buf.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        buf.push(v as u8);
     }
 
     #[test]

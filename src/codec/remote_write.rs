@@ -175,7 +175,6 @@ const KEY_SAMPLE_TIMESTAMP: u8 = 2 << 3; // Sample.timestamp, varint
 /// state across calls. Keep one per destination worker.
 pub struct RemoteWriteEncoder {
     proto: Vec<u8>,
-    body: Vec<u8>,
     /// Snappy's output before it is copied out, kept at its largest size
     /// so that no block pays for zeroing it.
     scratch: Vec<u8>,
@@ -195,7 +194,6 @@ impl RemoteWriteEncoder {
     pub fn new() -> Self {
         RemoteWriteEncoder {
             proto: Vec::new(),
-            body: Vec::new(),
             scratch: Vec::new(),
             snappy: snap::raw::Encoder::new(),
             compression: Compression::Snappy,
@@ -290,8 +288,8 @@ impl RemoteWriteEncoder {
                 in_body += take;
                 rest = &rest[take..];
                 if in_body == max_samples {
-                    compress(&mut self.snappy, &self.proto, &mut self.body)?;
-                    emit(&self.body);
+                    let n = compress_into_prefix(&mut self.snappy, &self.proto, &mut self.scratch)?;
+                    emit(&self.scratch[..n]);
                     self.proto.clear();
                     in_body = 0;
                     open = false;
@@ -302,8 +300,8 @@ impl RemoteWriteEncoder {
             }
         }
         if open {
-            compress(&mut self.snappy, &self.proto, &mut self.body)?;
-            emit(&self.body);
+            let n = compress_into_prefix(&mut self.snappy, &self.proto, &mut self.scratch)?;
+            emit(&self.scratch[..n]);
         }
         Ok(())
     }
@@ -421,8 +419,8 @@ pub fn decode_write_request_with_limit(
 /// label strings and sample vectors it holds (its content is replaced), and
 /// `wire` for the decompressed message and where each series is in it (see
 /// [`WireForm`]). A receiver that keeps both decodes request after request
-/// without allocating. On error `out` holds an unspecified part of the
-/// request.
+/// without allocating. On error `out` and `wire` hold an unspecified part
+/// of the request.
 pub fn decode_write_request_into(
     body: &[u8],
     max_decoded_bytes: usize,
@@ -430,12 +428,7 @@ pub fn decode_write_request_into(
     wire: &mut WireForm,
 ) -> Result<(), CodecError> {
     decompress_into(body, max_decoded_bytes, &mut wire.message)?;
-    let decoded =
-        super::remote_write_decode::decode_series_into(&wire.message, out, Some(&mut wire.spans));
-    if decoded.is_err() {
-        wire.spans.clear();
-    }
-    decoded
+    super::remote_write_decode::decode_series_into(&wire.message, out, Some(&mut wire.spans))
 }
 
 /// Undoes the snappy block or zstd frame, refusing the framed snappy format

@@ -5,7 +5,9 @@
 # (A), then, in one run:
 #   - curl of /api/v1/export to /dev/null (the server's own limit)
 #     vs `spillway gather --obfuscate ips,jobs` (ZIP, deflate), with the
-#     default windows and with one window (--batch-window 24h);
+#     default windows and with one window (--batch-window 24h), both
+#     reading the native export, and with one window and --json-export
+#     (what gather read before it decoded native blocks);
 #   - curl --data-binary of the bundle's metrics.jsonl to /api/v1/import of a
 #     fresh VictoriaMetrics (B) vs `spillway import` of the bundle;
 #   - vmctl vm-native from A to a fresh B, the migration peer;
@@ -123,6 +125,7 @@ run() {
 # median LABEL FIELD: median of a column over the runs.
 median() { awk -v f="$2" '{print $f}' "$work/$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+json_flag=$("$BIN" gather --help | grep -o -- --json-export | head -1 || true)
 echo "== export"
 for i in $(seq 1 "$RUNS"); do
   run curl_export "$A_PID" curl -sf -o /dev/null "$A/api/v1/export" \
@@ -132,6 +135,11 @@ for i in $(seq 1 "$RUNS"); do
     --obfuscate ips,jobs --batch-window 24h --out "$work/g1"
   rm -rf "$work/gd"
   run gather_default "$A_PID" "$BIN" -q gather --url "$A" --from $from --to $to --obfuscate ips,jobs --out "$work/gd"
+  if [ -n "$json_flag" ]; then
+    rm -rf "$work/gj"
+    run gather_json "$A_PID" "$BIN" -q gather --url "$A" --from $from --to $to \
+      --obfuscate ips,jobs --batch-window 24h --json-export --out "$work/gj"
+  fi
 done
 windows_default=$(grep -o '[0-9]* windows' "$work/gather_default.out" | cut -d' ' -f1)
 bundle=$(ls "$work"/g1/*.zip)
@@ -182,6 +190,7 @@ printf "%-44s %8s %10s %8s %8s %9s\n" "step" "wall s" "samples/s" "cpu s" "rss M
 row curl_export "curl /api/v1/export > /dev/null"
 row gather_1w "spillway gather (1 window, obfuscated, zip)"
 row gather_default "spillway gather (default: $windows_default windows)"
+[ -z "$json_flag" ] || row gather_json "spillway gather --json-export (1 window)"
 row curl_import "curl --data-binary metrics.jsonl > import"
 row check_only "spillway gather --verify (import's check)"
 row spill_import "spillway import (check+upload+verify)"
@@ -199,6 +208,7 @@ awk '{print $1}' "$work/spill_import_cu" >"$work/spill_import_cu1"
 paste -d' ' <(awk '{print $1}' "$work/gather_1w") "$work/spill_import_cu1" | awk '{ print $1 + $2 }' >"$work/gather_import"
 echo "gather (1 window) / raw export throughput:    $(ratios curl_export gather_1w)"
 echo "gather (default windows) / raw export:        $(ratios curl_export gather_default)   (target >= 0.9)"
+[ -z "$json_flag" ] || echo "gather --json-export (1 window) / raw export:  $(ratios curl_export gather_json)"
 echo "import (check+upload) / raw curl import:      $(ratios curl_import spill_import_cu1)   (target >= 0.95)"
 echo "import (with verification) / raw curl import: $(ratios curl_import spill_import)   (target >= 0.8)"
 echo "vmctl vm-native / import (check+upload):      $(ratios vmctl spill_import_cu1)   (target >= 1)"

@@ -853,6 +853,119 @@ fn default_windows_return_exactly_one_raw_export() {
     assert_eq!(got, raw);
 }
 
+/// Every sample of a bundle, per series (its metric as the bundle prints
+/// it), in time order, values as bits: read with spillway's own line reader
+/// since a bundle may hold `NaN` and `+Inf`, which JSON has not.
+fn bundle_bits(bundle: &Path) -> BTreeMap<String, Vec<(i64, u64)>> {
+    let text = zip_entry(bundle, "metrics.jsonl");
+    let mut map: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let series = spillway::codec::parse_vm_json_line(line).unwrap();
+        let samples = series
+            .samples
+            .iter()
+            .map(|s| (s.timestamp_ms, s.value.to_bits()));
+        map.entry(format!("{:?}", series.labels))
+            .or_default()
+            .extend(samples);
+    }
+    for v in map.values_mut() {
+        v.sort();
+    }
+    map
+}
+
+/// #13: from a single node, `gather` reads `/api/v1/export/native` and
+/// prints the lines itself. The bundle holds exactly the samples of the
+/// JSON export, bit for bit: values of every shape (fractions, tiny, huge,
+/// negative, infinite), label values with the bytes the native series name
+/// escapes, series stored as several blocks and parts, and a range that
+/// cuts blocks in the middle.
+#[test]
+fn native_export_gives_the_json_exports_samples_bit_for_bit() {
+    let a = Vm::start();
+    let end = recent_minute();
+    let start = end - 3 * 3_600_000;
+    let shapes: [fn(i64) -> f64; 8] = [
+        |k| k as f64,
+        |k| -(k as f64) / 8.0,
+        |k| 1.5e9 + k as f64 * 0.001,
+        |k| 0.1 * k as f64,
+        |k| 1e-7 * (k % 1000) as f64,
+        |k| 1e20 * (k % 7) as f64 + 3.0,
+        |k| (k as f64).sqrt() * 1e-3 - 12.5,
+        |k| if k % 5 == 0 { 0.0 } else { 42.0 },
+    ];
+    let mut lines = String::new();
+    for (i, shape) in shapes.iter().enumerate() {
+        let (name, value) = ("shape", format!("s{i} \u{1}one \u{2}two \u{0}zero"));
+        let samples: Vec<(i64, f64)> = (0..)
+            .map(|k| (start + k * 1000, shape(k)))
+            .take_while(|s| s.0 <= end)
+            .collect();
+        // 10,801 points each at 1 s: more than one 8,192-row block.
+        lines.push_str(&vm_line(
+            &[("__name__", "native_shapes"), (name, &value)],
+            &samples,
+        ));
+        lines.push('\n');
+    }
+    // Infinities, which JSON has no number for, in the spelling VictoriaMetrics reads.
+    lines.push_str(&format!(
+        "{{\"metric\":{{\"__name__\":\"native_inf\"}},\"values\":[1,+Inf,-Inf,2.5],\"timestamps\":[{},{},{},{}]}}\n",
+        start, start + 5_400_000, start + 5_460_000, end
+    ));
+    a.import(&lines);
+    // A second part for the same series: more blocks per series.
+    a.import(&lines_for(&fleet(), start, end, 15_000));
+    a.import(&lines_for(&fleet(), start + 7_000, end, 15_000));
+    let dir = tempfile::tempdir().unwrap();
+    let gather = |out: &Path, extra: &[&str], from: i64, to: i64| {
+        let mut args = vec![
+            "gather".to_string(),
+            "--url".into(),
+            a.url(),
+            "--from".into(),
+            secs(from),
+            "--to".into(),
+            secs(to),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = spillway(&args);
+        run.assert_code(0);
+        find_bundle(out)
+    };
+    // A range that starts and ends inside blocks.
+    for (from, to) in [(start, end), (start + 3_601_000, end - 1_799_000)] {
+        let native = gather(&dir.path().join(format!("n{from}")), &[], from, to);
+        let json = gather(
+            &dir.path().join(format!("j{from}")),
+            &["--json-export"],
+            from,
+            to,
+        );
+        // The JSON export prints a series in one line per window (one
+        // window here); the native export, one per block.
+        let lines = |bundle: &Path| metadata(bundle)["metrics_count"].as_u64().unwrap();
+        let series = (shapes.len() + 1 + fleet().len()) as u64;
+        assert_eq!(lines(&json), series);
+        assert!(lines(&native) > series, "the native export was not read");
+        let (native, json) = (bundle_bits(&native), bundle_bits(&json));
+        assert_eq!(native.len() as u64, series);
+        assert!(native.values().all(|v| !v.is_empty()));
+        for (k, v) in &json {
+            assert!(
+                v.iter().all(|s| (from..=to).contains(&s.0)),
+                "{k} outside the range"
+            );
+        }
+        assert_eq!(native, json);
+    }
+}
+
 /// `gather` of `[start, end]` from `url` in windows of ~1000 samples.
 fn adaptive_gather_args(
     url: &str,
@@ -1481,6 +1594,7 @@ fn export_and_import_jobs_report_progress_and_cancel_cleanly() {
             step_ms: None,
             batch_window_ms: Some(30_000),
             batch_samples: None,
+            native: true,
             obfuscation: Default::default(),
             obfuscation_map: None,
             out_dir: out.clone(),

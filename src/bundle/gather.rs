@@ -46,11 +46,14 @@ use super::{
     CancelToken, Flavour, JobHandle, ProgressTx,
 };
 use crate::client::{Client, ClientConfig};
-use crate::codec::{parse_vm_json_line, write_vm_json_line, write_vm_json_metric};
+use crate::codec::vm_native::NativeBlock;
+use crate::codec::{
+    parse_vm_json_line, write_vm_json_line, write_vm_json_metric, write_vm_json_parts,
+};
 use crate::fsutil::{self, AtomicFile};
 use crate::model::range::{check_windows, Windows};
 use crate::model::time::{format_rfc3339_ms, now_ms};
-use crate::model::Sample;
+use crate::model::{Labels, Sample};
 use crate::sink::zip::BundleWriter;
 use crate::source::vm_export::{ExportMethod, Flow, LineSink, SourceError, VmExportSource};
 use crate::transform::obfuscate::{
@@ -78,6 +81,10 @@ pub struct ExportParams {
     pub batch_window_ms: Option<i64>,
     /// Samples per adaptive window (default `Limits::default()`).
     pub batch_samples: Option<u64>,
+    /// Read a single-node VictoriaMetrics' native export and print the
+    /// lines here (`VmExportSource::with_native`); `false` reads the JSON
+    /// export.
+    pub native: bool,
     pub obfuscation: ObfuscationOptions,
     /// Write original → replacement here (never into the bundle).
     pub obfuscation_map: Option<PathBuf>,
@@ -111,7 +118,8 @@ pub struct ExportProgress {
     pub stage: ExportStage,
     pub windows_done: u64,
     pub windows_total: u64,
-    /// Lines of `metrics.jsonl` so far (one per series and window).
+    /// Lines of `metrics.jsonl` so far (one per series and window; from a
+    /// native export, one per stored block of a series in the window).
     pub lines: u64,
     pub samples: u64,
     /// Uncompressed bytes staged so far.
@@ -675,6 +683,13 @@ impl Gather<'_> {
             self.client.clone(),
             self.plan.selectors.clone(),
             self.plan.method,
+        )
+        // `--step` keeps the last point per interval of a series: of its one
+        // line, which native blocks (several per series) are not.
+        .with_native(
+            self.params.native
+                && self.plan.flavour == Flavour::Single
+                && self.plan.step_ms.is_none(),
         );
         let mut journal = open_journal(&self.staging)?;
         let fetch_started = Instant::now();
@@ -1054,12 +1069,7 @@ impl WindowWriter {
     fn write_line(&mut self, line: &[u8]) -> Result<(), String> {
         let scanned = line::scan_line_fast(line)?;
         let mut labels = line::parse_metric(scanned.metric)?;
-        self.obf.apply(&mut labels);
-        if let Some(job) = labels.get("job") {
-            if !self.jobs.contains(job) {
-                self.jobs.insert(job.to_string());
-            }
-        }
+        self.obfuscate(&mut labels);
         let start = self.buf.len();
         let samples = if self.step_ms.is_some() || !scanned.plain_values {
             let mut series = parse_vm_json_line(line).map_err(|e| e.to_string())?;
@@ -1079,6 +1089,38 @@ impl WindowWriter {
             self.buf.extend_from_slice(b"]}\n");
             scanned.samples
         };
+        self.written(start, samples)
+    }
+
+    /// A native block: printed as the JSON export prints a line.
+    fn write_series(&mut self, mut labels: Labels, block: NativeBlock<'_>) -> Result<(), String> {
+        self.obfuscate(&mut labels);
+        let start = self.buf.len();
+        let count = match self.step_ms {
+            Some(step) => {
+                let kept = downsample(&block.samples().collect::<Vec<_>>(), step);
+                write_vm_json_parts(&labels, &kept, &mut self.buf);
+                kept.len()
+            }
+            None => {
+                block.write_json_line(&labels, &mut self.buf);
+                block.timestamps.len()
+            }
+        };
+        self.written(start, count)
+    }
+
+    fn obfuscate(&mut self, labels: &mut Labels) {
+        self.obf.apply(labels);
+        if let Some(job) = labels.get("job") {
+            if !self.jobs.contains(job) {
+                self.jobs.insert(job.to_string());
+            }
+        }
+    }
+
+    /// Counts what the last write added from `start` and flushes when full.
+    fn written(&mut self, start: usize, samples: usize) -> Result<(), String> {
         if samples > 0 {
             self.stats.lines += 1;
             self.stats.samples += samples as u64;
@@ -1117,6 +1159,11 @@ impl WindowWriter {
 impl LineSink for WindowWriter {
     fn line(&mut self, line: &[u8]) -> Result<Flow, String> {
         self.write_line(line)?;
+        Ok(Flow::Continue)
+    }
+
+    fn series(&mut self, labels: Labels, block: NativeBlock<'_>) -> Result<Flow, String> {
+        self.write_series(labels, block)?;
         Ok(Flow::Continue)
     }
 }

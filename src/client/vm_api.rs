@@ -58,6 +58,36 @@ impl Client {
         end_ms: i64,
         extra: &BTreeMap<String, String>,
     ) -> Result<reqwest::Response, ClientError> {
+        self.export_at("/api/v1/export", matches, start_ms, end_ms, extra)
+            .await
+    }
+
+    /// `/api/v1/export/native`: the same selection as [`Client::export`] as
+    /// the storage's own blocks (see `codec::vm_native`), streamed.
+    pub async fn export_native(
+        &self,
+        matches: &[String],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<reqwest::Response, ClientError> {
+        self.export_at(
+            "/api/v1/export/native",
+            matches,
+            start_ms,
+            end_ms,
+            &BTreeMap::new(),
+        )
+        .await
+    }
+
+    async fn export_at(
+        &self,
+        path: &'static str,
+        matches: &[String],
+        start_ms: i64,
+        end_ms: i64,
+        extra: &BTreeMap<String, String>,
+    ) -> Result<reqwest::Response, ClientError> {
         // Built in a block: the serializer is not Send and must not live across the await.
         let body = {
             let mut s = url::form_urlencoded::Serializer::new(String::new());
@@ -74,9 +104,9 @@ impl Client {
             s.finish()
         };
         // Streamed for as long as it takes: the reader times out on silence instead.
-        self.send("export", || {
+        self.send(path.trim_start_matches("/api/v1/"), || {
             Ok(self
-                .request_streaming(reqwest::Method::POST, "/api/v1/export")?
+                .request_streaming(reqwest::Method::POST, path)?
                 .header("Content-Type", "application/x-www-form-urlencoded")
                 .body(body.clone()))
         })

@@ -72,7 +72,7 @@ pub fn value_text(v: f64) -> String {
 /// may pick different ones (`...016.2` / `...016.3`), so those values, and
 /// those Ryū prints with an exponent (Go's `'f'` format has none), take
 /// `Display`, which is Go's algorithm. Ryū's `1.0` for 1 loses its `.0`.
-fn push_finite(out: &mut impl TextOut, v: f64) {
+pub(crate) fn push_finite(out: &mut impl TextOut, v: f64) {
     let mut buf = ryu::Buffer::new();
     let text = buf.format_finite(v);
     let significant = text

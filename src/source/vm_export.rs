@@ -15,12 +15,16 @@
 //! Uses `client` and `model` only.
 
 use crate::client::{Client, ClientError, QueryParams};
+use crate::codec::vm_native::{FeedError, NativeBlock, NativeError, NativeReader, OwnedBlock};
 use crate::codec::write_vm_json_line;
+use crate::model::Labels;
 use crate::source::query::RangePlan;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -45,6 +49,16 @@ pub enum Flow {
 /// Receives export lines (without the newline) on a blocking thread.
 pub trait LineSink: Send + 'static {
     fn line(&mut self, line: &[u8]) -> Result<Flow, String>;
+
+    /// One block of a native export: sorted labels and the block's samples
+    /// in the window (at least one). By default the line the JSON export
+    /// would print for it.
+    fn series(&mut self, labels: Labels, block: NativeBlock<'_>) -> Result<Flow, String> {
+        let mut line = Vec::new();
+        block.write_json_line(&labels, &mut line);
+        line.pop();
+        self.line(&line)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +120,9 @@ pub struct VmExportSource {
     export_client: Client,
     selectors: Vec<String>,
     pub method: ExportMethod,
+    /// Read `Export` windows as native blocks while this holds (see
+    /// [`VmExportSource::with_native`]); shared by clones.
+    native: Option<Arc<AtomicBool>>,
 }
 
 impl VmExportSource {
@@ -119,6 +136,38 @@ impl VmExportSource {
             export_client,
             selectors,
             method,
+            native: None,
+        }
+    }
+
+    /// Reads `Export` windows from `/api/v1/export/native` and decodes the
+    /// blocks here (`codec::vm_native`): the server then spends almost
+    /// nothing where printing JSON cost it more CPU than everything the
+    /// client does. The sink gets each block as
+    /// [`LineSink::series`], samples cut to the window. A server without
+    /// that route, or an answer that is not a native export, switches this
+    /// source (and its clones) to the JSON export for good; a window that
+    /// broke off that way fails as retriable and is fetched again.
+    pub fn with_native(mut self, on: bool) -> VmExportSource {
+        self.native = on.then(|| Arc::new(AtomicBool::new(true)));
+        self
+    }
+
+    /// Whether the next `Export` window is read as native blocks.
+    pub fn reads_native(&self) -> bool {
+        self.native
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    fn stop_native(&self, why: &str) {
+        if let Some(flag) = &self.native {
+            if flag.swap(false, Ordering::Relaxed) {
+                tracing::info!(
+                    url = %self.export_client.endpoint().display(),
+                    "{why}; reading /api/v1/export (JSON lines) instead"
+                );
+            }
         }
     }
 
@@ -148,8 +197,8 @@ impl VmExportSource {
         sink: S,
         cancelled: impl Future<Output = ()>,
     ) -> (S, Result<u64, SourceError>) {
-        let (tx, rx) = mpsc::channel::<Bytes>(32);
-        let worker = tokio::task::spawn_blocking(move || run_sink(sink, rx));
+        let (tx, rx) = mpsc::channel::<Piece>(32);
+        let worker = tokio::task::spawn_blocking(move || run_sink(sink, rx, start_ms, end_ms));
         let fed = tokio::select! {
             r = self.feed(start_ms, end_ms, &tx) => r,
             _ = cancelled => Err(SourceError::Cancelled),
@@ -168,11 +217,56 @@ impl VmExportSource {
                 url: self.export_client.endpoint().display(),
                 reason: format!("the answer ended inside a line ({reason})"),
             }),
+            // The answer broke off: the block it cut is no fault of the format.
+            (Err(e), Err(SinkFailure::Native(_))) => Err(e),
+            (_, Err(SinkFailure::Native(e))) => {
+                self.stop_native(&format!("cannot read the native export: {e}"));
+                Err(SourceError::Body {
+                    url: self.export_client.endpoint().display(),
+                    reason: e.to_string(),
+                })
+            }
             // The sink's error explains why feeding stopped (it hung up).
             (_, Err(SinkFailure::Sink(e))) => Err(SourceError::Sink(e)),
             (r, Ok(())) => r,
         };
         (sink, result)
+    }
+
+    /// The export answer, native when this source reads native and the
+    /// server has the route; `(response, is_native)`.
+    async fn open_export(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+        idle: Duration,
+    ) -> Result<(reqwest::Response, bool), SourceError> {
+        let url = self.export_client.endpoint().display();
+        let timed_out = || ClientError::Timeout {
+            url: url.clone(),
+            after: idle,
+        };
+        if self.reads_native() {
+            let native = self
+                .export_client
+                .export_native(&self.selectors, start_ms, end_ms);
+            match tokio::time::timeout(idle, native).await {
+                Ok(Ok(resp)) => return Ok((resp, true)),
+                Ok(Err(e)) if is_missing_route(&e) => {
+                    self.stop_native("/api/v1/export/native is not routed here")
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(timed_out().into()),
+            }
+        }
+        let no_extra = BTreeMap::new();
+        let json = self
+            .export_client
+            .export(&self.selectors, start_ms, end_ms, &no_extra);
+        let resp = tokio::time::timeout(idle, json)
+            .await
+            .map_err(|_| timed_out())??;
+        Ok((resp, false))
     }
 
     /// Sends the window's bytes (whole lines or body chunks) to the worker.
@@ -181,7 +275,7 @@ impl VmExportSource {
         &self,
         start_ms: i64,
         end_ms: i64,
-        tx: &mpsc::Sender<Bytes>,
+        tx: &mpsc::Sender<Piece>,
     ) -> Result<u64, SourceError> {
         match self.method {
             ExportMethod::Export => {
@@ -192,16 +286,7 @@ impl VmExportSource {
                     .timeout()
                     .unwrap_or(Duration::from_secs(60));
                 let url = self.export_client.endpoint().display();
-                let resp = tokio::time::timeout(
-                    idle,
-                    self.export_client
-                        .export(&self.selectors, start_ms, end_ms, &BTreeMap::new()),
-                )
-                .await
-                .map_err(|_| ClientError::Timeout {
-                    url: url.clone(),
-                    after: idle,
-                })??;
+                let (resp, native) = self.open_export(start_ms, end_ms, idle).await?;
                 let mut body = resp.bytes_stream();
                 let mut bytes = 0u64;
                 loop {
@@ -219,7 +304,12 @@ impl VmExportSource {
                         reason: crate::client::reqwest_reason(e),
                     })?;
                     bytes += chunk.len() as u64;
-                    if tx.send(chunk).await.is_err() {
+                    let piece = if native {
+                        Piece::Native(chunk)
+                    } else {
+                        Piece::Lines(chunk)
+                    };
+                    if tx.send(piece).await.is_err() {
                         // The sink stopped (enough lines, or its own error).
                         break;
                     }
@@ -252,7 +342,11 @@ impl VmExportSource {
                         continue;
                     }
                     bytes += buf.len() as u64;
-                    if tx.send(Bytes::copy_from_slice(&buf)).await.is_err() {
+                    if tx
+                        .send(Piece::Lines(Bytes::copy_from_slice(&buf)))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -275,44 +369,117 @@ enum SinkFailure {
     /// The body ended without a newline and that last piece is not a line
     /// the sink accepts: the answer was cut short.
     Truncated(String),
+    /// A native answer that cannot be read (damaged, cut short, or not one).
+    Native(NativeError),
 }
 
-/// Splits chunks into lines and feeds the sink; a line may span chunks.
+/// A piece of the answer for the worker.
+enum Piece {
+    /// JSON lines (a chunk may end inside one).
+    Lines(Bytes),
+    /// Native export bytes (a chunk may end inside a block).
+    Native(Bytes),
+}
+
+/// Splits chunks into lines, or decodes native blocks, and feeds the sink.
 fn run_sink<S: LineSink>(
     mut sink: S,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<Piece>,
+    start_ms: i64,
+    end_ms: i64,
 ) -> (S, Result<(), SinkFailure>) {
     let mut partial: Vec<u8> = Vec::new();
+    let mut native = NativeSamples::new(start_ms, end_ms);
     let result = (|| {
-        while let Some(chunk) = rx.blocking_recv() {
-            let mut rest: &[u8] = &chunk;
-            while let Some(nl) = memchr::memchr(b'\n', rest) {
-                let flow = if partial.is_empty() {
-                    deliver(&mut sink, &rest[..nl]).map_err(SinkFailure::Sink)?
-                } else {
-                    partial.extend_from_slice(&rest[..nl]);
-                    let f = deliver(&mut sink, &partial).map_err(SinkFailure::Sink)?;
-                    partial.clear();
-                    f
-                };
-                if flow == Flow::Stop {
-                    return Ok(());
-                }
-                rest = &rest[nl + 1..];
+        while let Some(piece) = rx.blocking_recv() {
+            let flow = match piece {
+                Piece::Lines(chunk) => split_lines(&mut sink, &chunk, &mut partial)?,
+                Piece::Native(chunk) => native.feed(&mut sink, &chunk)?,
+            };
+            if flow == Flow::Stop {
+                return Ok(());
             }
-            if partial.len() + rest.len() > MAX_EXPORT_LINE_BYTES {
-                return Err(SinkFailure::Sink(format!(
-                    "an export line is longer than {MAX_EXPORT_LINE_BYTES} bytes; the source sent no newline"
-                )));
-            }
-            partial.extend_from_slice(rest);
         }
+        native.reader.finish().map_err(SinkFailure::Native)?;
         if !partial.is_empty() {
             deliver(&mut sink, &partial).map_err(SinkFailure::Truncated)?;
         }
         Ok(())
     })();
     (sink, result)
+}
+
+fn split_lines<S: LineSink>(
+    sink: &mut S,
+    chunk: &[u8],
+    partial: &mut Vec<u8>,
+) -> Result<Flow, SinkFailure> {
+    let mut rest = chunk;
+    while let Some(nl) = memchr::memchr(b'\n', rest) {
+        let flow = if partial.is_empty() {
+            deliver(sink, &rest[..nl]).map_err(SinkFailure::Sink)?
+        } else {
+            partial.extend_from_slice(&rest[..nl]);
+            let f = deliver(sink, partial).map_err(SinkFailure::Sink)?;
+            partial.clear();
+            f
+        };
+        if flow == Flow::Stop {
+            return Ok(Flow::Stop);
+        }
+        rest = &rest[nl + 1..];
+    }
+    if partial.len() + rest.len() > MAX_EXPORT_LINE_BYTES {
+        return Err(SinkFailure::Sink(format!(
+            "an export line is longer than {MAX_EXPORT_LINE_BYTES} bytes; the source sent no newline"
+        )));
+    }
+    partial.extend_from_slice(rest);
+    Ok(Flow::Continue)
+}
+
+/// Native blocks to the sink, cut to the window as the JSON export cuts
+/// them (the server sends whole blocks).
+struct NativeSamples {
+    reader: NativeReader,
+    /// The kept samples of a block whose timestamps are out of order.
+    unordered: OwnedBlock,
+    start_ms: i64,
+    end_ms: i64,
+}
+
+impl NativeSamples {
+    fn new(start_ms: i64, end_ms: i64) -> NativeSamples {
+        NativeSamples {
+            reader: NativeReader::new(),
+            unordered: OwnedBlock::default(),
+            start_ms,
+            end_ms,
+        }
+    }
+
+    fn feed<S: LineSink>(&mut self, sink: &mut S, chunk: &[u8]) -> Result<Flow, SinkFailure> {
+        let (unordered, start, end) = (&mut self.unordered, self.start_ms, self.end_ms);
+        let go_on = self.reader.feed(chunk, |labels, block| {
+            let kept = match block.cut(start, end) {
+                Some(run) => run,
+                None => {
+                    block.filter_into(start, end, unordered);
+                    unordered.as_block()
+                }
+            };
+            if kept.timestamps.is_empty() {
+                return Ok(true);
+            }
+            Ok(sink.series(labels, kept)? == Flow::Continue)
+        });
+        match go_on {
+            Ok(true) => Ok(Flow::Continue),
+            Ok(false) => Ok(Flow::Stop),
+            Err(FeedError::Sink(e)) => Err(SinkFailure::Sink(e)),
+            Err(FeedError::Native(e)) => Err(SinkFailure::Native(e)),
+        }
+    }
 }
 
 fn deliver<S: LineSink>(sink: &mut S, line: &[u8]) -> Result<Flow, String> {
@@ -343,10 +510,10 @@ mod tests {
     fn lines_span_chunks() {
         let (tx, rx) = mpsc::channel(8);
         for c in ["{\"a\":1}\n{\"b\"", ":2}\r\n\n", "{\"c\":3}"] {
-            tx.try_send(Bytes::from(c)).unwrap();
+            tx.try_send(Piece::Lines(Bytes::from(c))).unwrap();
         }
         drop(tx);
-        let (sink, r) = run_sink(Collect(vec![], 100), rx);
+        let (sink, r) = run_sink(Collect(vec![], 100), rx, i64::MIN, i64::MAX);
         r.unwrap();
         assert_eq!(sink.0, ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
     }
@@ -362,26 +529,78 @@ mod tests {
             }
         }
         let (tx, rx) = mpsc::channel(8);
-        tx.try_send(Bytes::from("{\"a\":1}\n{\"b\":\"unterm"))
+        tx.try_send(Piece::Lines(Bytes::from("{\"a\":1}\n{\"b\":\"unterm")))
             .unwrap();
         drop(tx);
-        let (sink, r) = run_sink(Json(0), rx);
+        let (sink, r) = run_sink(Json(0), rx, i64::MIN, i64::MAX);
         assert_eq!(sink.0, 1);
         assert!(matches!(r, Err(SinkFailure::Truncated(_))), "{r:?}");
 
         let (tx, rx) = mpsc::channel(8);
-        tx.try_send(Bytes::from("{\"a\":1}\nnot json\n")).unwrap();
+        tx.try_send(Piece::Lines(Bytes::from("{\"a\":1}\nnot json\n")))
+            .unwrap();
         drop(tx);
-        let (_, r) = run_sink(Json(0), rx);
+        let (_, r) = run_sink(Json(0), rx, i64::MIN, i64::MAX);
         assert!(matches!(r, Err(SinkFailure::Sink(_))), "{r:?}");
+    }
+
+    /// A native answer of one series, 1.79's layout: `up{job="a"}`, values
+    /// 7 at 1000, 2000, … (a constant step and a constant).
+    fn native_body(rows: u8) -> Vec<u8> {
+        let mut body = vec![0u8; 16];
+        let name = b"up\x01job\x01a\x01";
+        body.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        body.extend_from_slice(name);
+        // zigzag 1000 = 2000 = [0xd0, 0x0f]; rows; scale 0; DeltaConst,
+        // Const; step 1000 as 2 bytes; no value data.
+        let block = [0xd0, 0x0f, 14, rows, 0, 2, 3, 2, 0xd0, 0x0f, 0];
+        body.extend_from_slice(&(block.len() as u32).to_be_bytes());
+        body.extend_from_slice(&block);
+        body
+    }
+
+    #[test]
+    fn native_blocks_reach_the_sink_as_lines_cut_to_the_window() {
+        let (tx, rx) = mpsc::channel(8);
+        let body = native_body(5);
+        let (a, b) = body.split_at(20);
+        tx.try_send(Piece::Native(Bytes::copy_from_slice(a)))
+            .unwrap();
+        tx.try_send(Piece::Native(Bytes::copy_from_slice(b)))
+            .unwrap();
+        drop(tx);
+        let (sink, r) = run_sink(Collect(vec![], 100), rx, 2000, 4000);
+        r.unwrap();
+        assert_eq!(
+            sink.0,
+            [
+                r#"{"metric":{"__name__":"up","job":"a"},"values":[7,7,7],"timestamps":[2000,3000,4000]}"#
+            ]
+        );
+        // Nothing in the window: no line.
+        let (tx, rx) = mpsc::channel(8);
+        tx.try_send(Piece::Native(Bytes::from(native_body(5))))
+            .unwrap();
+        drop(tx);
+        let (sink, r) = run_sink(Collect(vec![], 100), rx, 9000, 9999);
+        r.unwrap();
+        assert!(sink.0.is_empty());
+        // Cut inside the block: the answer broke off.
+        let (tx, rx) = mpsc::channel(8);
+        let mut body = native_body(5);
+        body.pop();
+        tx.try_send(Piece::Native(Bytes::from(body))).unwrap();
+        drop(tx);
+        let (_, r) = run_sink(Collect(vec![], 100), rx, 0, 9999);
+        assert!(matches!(r, Err(SinkFailure::Native(_))), "{r:?}");
     }
 
     #[test]
     fn stop_ends_early() {
         let (tx, rx) = mpsc::channel(8);
-        tx.try_send(Bytes::from("1\n2\n3\n")).unwrap();
+        tx.try_send(Piece::Lines(Bytes::from("1\n2\n3\n"))).unwrap();
         drop(tx);
-        let (sink, r) = run_sink(Collect(vec![], 2), rx);
+        let (sink, r) = run_sink(Collect(vec![], 2), rx, i64::MIN, i64::MAX);
         r.unwrap();
         assert_eq!(sink.0, ["1", "2"]);
     }

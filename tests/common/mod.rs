@@ -663,8 +663,8 @@ pub struct ProxyRules {
     /// Strip `/select/<tenant>/prometheus` from paths, as a cluster vmselect
     /// would serve them: makes a single node answer the cluster URL form.
     pub strip_cluster_prefix: bool,
-    /// Break the answer of this export request (1-based): half of the body,
-    /// then the connection is cut.
+    /// Break the answer of this export request (1-based, JSON or native):
+    /// half of the body, then the connection is cut.
     pub break_export: Option<usize>,
     /// Hold every export request after this many (counted on arrival) until
     /// [`Proxy::release_exports`]: a job stays mid-export for as long as a
@@ -793,7 +793,7 @@ async fn proxy_forward(
             path = format!("/{}", parts[4]);
         }
     }
-    if path.ends_with("/api/v1/export") {
+    if is_export(&path) {
         use std::sync::atomic::Ordering;
         let n = st.hold.arrived.fetch_add(1, Ordering::SeqCst) + 1;
         if st.rules.hold_exports_after.is_some_and(|after| n > after) {
@@ -820,7 +820,7 @@ async fn proxy_forward(
     };
     let status = axum::http::StatusCode::from_u16(resp.status().as_u16()).unwrap();
     let bytes = resp.bytes().await.unwrap_or_default();
-    if path.ends_with("/api/v1/export") {
+    if is_export(&path) {
         let n = st.exports.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         if st.rules.break_export == Some(n) {
             let half = bytes.slice(..bytes.len() / 2);
@@ -837,6 +837,11 @@ async fn proxy_forward(
         }
     }
     (status, bytes).into_response()
+}
+
+/// `/api/v1/export`, JSON lines or native blocks.
+fn is_export(path: &str) -> bool {
+    path.ends_with("/api/v1/export") || path.ends_with("/api/v1/export/native")
 }
 
 /// Every series of `/api/v1/export` for `selector`: canonical label JSON → samples.

@@ -61,6 +61,7 @@ pub async fn gather(args: GatherArgs, quiet: bool) -> ExitCode {
         step_ms,
         batch_window_ms: window_ms,
         batch_samples: args.batch_samples,
+        native: !args.json_export,
         obfuscation: obf,
         obfuscation_map: args.obfuscation_map.clone(),
         out_dir,

@@ -38,7 +38,7 @@ pub use scan::{parse_metric, scan_line, scan_line_fast, ScannedLine};
 
 use super::CodecError;
 use crate::model::{labels::METRIC_NAME, Labels, Sample, Series};
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 
 /// Longest line [`VmJsonLineReader`] accepts by default: VictoriaMetrics'
 /// `-import.maxLineLen` default, so what it would import we read too.
@@ -347,28 +347,111 @@ fn put_value(out: &mut Vec<u8>, v: f64) {
         // this way; -0.0 prints as 0, as VictoriaMetrics prints it.
         put_i64(out, v as i64);
     } else {
-        // Rust's `{}` for f64 is the shortest string that reads back to the
-        // same bits, never in exponent form: the digits of Go's 'f', -1.
-        write!(out, "{v}").expect("writing to a Vec cannot fail");
+        // The shortest string that reads back to the same bits, never in
+        // exponent form: the digits of Go's 'f', -1.
+        crate::model::value::push_finite(out, v);
     }
 }
 
 fn put_i64(out: &mut Vec<u8>, v: i64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = v.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// A line of samples held as VictoriaMetrics stores values, `decimals[i] *
+/// 10^scale` (a native export block), with `values` the floats the server
+/// computes from them. Prints what [`write_vm_json_parts`] prints for
+/// `values`, but from the decimal digits wherever they are the float's
+/// shortest form, which skips the float-to-text search for most values.
+pub fn write_vm_json_decimal_parts(
+    labels: &Labels,
+    timestamps: &[i64],
+    values: &[f64],
+    decimals: &[i64],
+    scale: i16,
+    out: &mut Vec<u8>,
+) {
+    if timestamps.is_empty() {
+        return;
+    }
+    out.extend_from_slice(b"{\"metric\":");
+    write_vm_json_metric(labels, out);
+    out.extend_from_slice(b",\"values\":[");
+    for (i, (&v, &d)) in values.iter().zip(decimals).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if !put_decimal(out, d, scale) {
+            put_value(out, v);
         }
     }
-    if v < 0 {
+    out.extend_from_slice(b"],\"timestamps\":[");
+    for (i, &t) in timestamps.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        put_i64(out, t);
+    }
+    out.extend_from_slice(b"]}\n");
+}
+
+/// Prints `d * 10^scale` when that is the text [`put_value`] prints for
+/// the float VictoriaMetrics computes from it; `false` otherwise.
+///
+/// Why they agree: with |d| < 10^15 the decimal has at most 15 significant
+/// digits; with |scale| <= 22 the power of ten is exact, so the server's
+/// one division or multiplication rounds the decimal correctly. A decimal
+/// of at most 15 digits is the only one of its length or shorter that
+/// rounds to that float, so it is the float's shortest form. Integral
+/// results take the integer path instead, so they must equal the float
+/// exactly: below 2^53 they do.
+fn put_decimal(out: &mut Vec<u8>, d: i64, scale: i16) -> bool {
+    const MAX_DIGITS: u64 = 1_000_000_000_000_000;
+    const EXACT: u64 = 1 << 53;
+    let magnitude = d.unsigned_abs();
+    if magnitude >= MAX_DIGITS || !(-22..=22).contains(&scale) {
+        return false;
+    }
+    if scale >= 0 {
+        let Some(m) = 10u64
+            .checked_pow(scale as u32)
+            .and_then(|p| magnitude.checked_mul(p))
+        else {
+            return false;
+        };
+        if m >= EXACT {
+            return false;
+        }
+        if d < 0 {
+            out.push(b'-');
+        }
+        out.extend_from_slice(itoa::Buffer::new().format(m).as_bytes());
+        return true;
+    }
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(magnitude).as_bytes();
+    let point = digits.len() as i64 + i64::from(scale);
+    // Trailing zeros after the point are not printed (nor is the point).
+    let keep = digits.len() - digits.iter().rev().take_while(|&&c| c == b'0').count();
+    if keep == 0 {
+        out.push(b'0');
+        return true;
+    }
+    if d < 0 {
         out.push(b'-');
     }
-    out.extend_from_slice(&buf[i..]);
+    if point >= keep as i64 {
+        // Integral: the digits before the point.
+        out.extend_from_slice(&digits[..point as usize]);
+    } else if point > 0 {
+        out.extend_from_slice(&digits[..point as usize]);
+        out.push(b'.');
+        out.extend_from_slice(&digits[point as usize..keep]);
+    } else {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', (-point) as usize));
+        out.extend_from_slice(&digits[..keep]);
+    }
+    true
 }
 
 #[cfg(test)]
@@ -381,6 +464,67 @@ mod tests {
         let mut out = Vec::new();
         write_vm_json_line(series, &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    /// The decimal path prints exactly what the float path prints for the
+    /// float VictoriaMetrics computes, wherever it takes a value: random
+    /// decimals of every length, every scale it accepts and past them, and
+    /// the edges (15 digits, 2^53, trailing zeros, zero, negatives).
+    #[test]
+    fn decimals_print_as_their_floats_print() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut taken = 0;
+        let mut check = |d: i64, scale: i16| {
+            let mut float = Vec::new();
+            crate::codec::vm_native::decimal_to_floats(&[d], scale, &mut float);
+            let (mut by_decimal, mut by_float) = (Vec::new(), Vec::new());
+            put_value(&mut by_float, float[0]);
+            if put_decimal(&mut by_decimal, d, scale) {
+                taken += 1;
+                assert_eq!(
+                    String::from_utf8_lossy(&by_decimal),
+                    String::from_utf8_lossy(&by_float),
+                    "{d}e{scale}"
+                );
+            }
+        };
+        for d in [
+            0,
+            1,
+            -1,
+            999_999_999_999_999,
+            -999_999_999_999_999,
+            1_000_000_000_000_000,
+        ] {
+            for scale in -24..=24 {
+                check(d, scale);
+            }
+        }
+        for (d, scale) in [
+            (9_007_199_254_740_991, 0),
+            (9_007_199_254_740, 3),
+            (900_719_925_474, 4),
+        ] {
+            check(d, scale);
+            check(-d, scale);
+        }
+        for _ in 0..400_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = (x % 17) as u32;
+            let mut d = ((x >> 8) % 10u64.pow(digits).max(1)) as i64;
+            if x & (1 << 40) != 0 {
+                d = -d;
+            }
+            if x & (1 << 41) != 0 {
+                // Trailing zeros, as decimals of whole-number floats have.
+                d = d.saturating_mul(1000);
+            }
+            let scale = ((x >> 50) % 49) as i16 - 24;
+            check(d, scale);
+        }
+        assert!(taken > 150_000, "the decimal path took only {taken} values");
     }
 
     fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> Series {

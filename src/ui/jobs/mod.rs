@@ -153,6 +153,7 @@ impl ExportSpec {
             step_ms: self.step_ms,
             batch_window_ms: self.batch_window_ms,
             batch_samples: None,
+            native: true,
             obfuscation: self.obfuscation.clone(),
             obfuscation_map: None,
             out_dir: self.out_dir.clone(),

@@ -3,6 +3,7 @@
 //! layouts; tests/bundle.rs reads real answers of a running server.
 
 use super::*;
+use std::collections::BTreeMap;
 
 fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -360,4 +361,60 @@ fn the_layout_is_kept_after_the_first_block_and_a_sink_can_stop() {
     assert!(read_all(&body, body.len()).unwrap_err().contains("block 2"));
     // An empty answer (no series) is fine.
     assert!(read_all(&stream(&[]), 5).unwrap().0.is_empty());
+}
+
+/// Every sample of export lines, per series, in time order, values as bits.
+fn json_samples(lines: &[u8]) -> BTreeMap<String, Vec<(i64, u64)>> {
+    let mut map: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
+    for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let series = crate::codec::parse_vm_json_line(line).unwrap();
+        map.entry(format!("{:?}", series.labels))
+            .or_default()
+            .extend(
+                series
+                    .samples
+                    .iter()
+                    .map(|s| (s.timestamp_ms, s.value.to_bits())),
+            );
+    }
+    for v in map.values_mut() {
+        v.sort();
+    }
+    map
+}
+
+/// Real answers of Debian's 1.79 and of v1.150.0 (tests/conformance/vm-native):
+/// each native answer, printed as lines here, holds exactly the samples of
+/// the same server's JSON export.
+#[test]
+fn real_native_answers_hold_the_json_exports_samples() {
+    let cases: [(&[u8], &[u8], Layout); 2] = [
+        (
+            include_bytes!("../../tests/conformance/vm-native/v1.79.native"),
+            include_bytes!("../../tests/conformance/vm-native/v1.79.jsonl"),
+            Layout::Before182,
+        ),
+        (
+            include_bytes!("../../tests/conformance/vm-native/v1.150.0.native"),
+            include_bytes!("../../tests/conformance/vm-native/v1.150.0.jsonl"),
+            Layout::Since182,
+        ),
+    ];
+    for (native, json, layout) in cases {
+        let mut reader = NativeReader::new();
+        let mut lines = Vec::new();
+        for chunk in native.chunks(100) {
+            reader
+                .feed(chunk, |labels, block| {
+                    block.write_json_line(&labels, &mut lines);
+                    Ok(true)
+                })
+                .unwrap();
+        }
+        reader.finish().unwrap();
+        assert_eq!(reader.layout(), Some(layout));
+        let (got, want) = (json_samples(&lines), json_samples(json));
+        assert_eq!(want.len(), 11);
+        assert_eq!(got, want, "{layout:?}");
+    }
 }

@@ -7,7 +7,8 @@
 # the pipe that does the same with nothing in between:
 #   curl A/api/v1/export | curl --data-binary @- B/api/v1/import
 # Each side runs RUNS times against a fresh B; shown are the median, the
-# spread (min..max), throughput in samples/s, client CPU and peak RSS, and
+# spread (min..max), throughput in samples/s, client CPU and peak RSS, the
+# CPU the source server (A, the one in an incident) spent on the copy, and
 # the ratio of the throughputs. Not a test: nothing fails on slow numbers.
 #
 # Usage: scripts/bench-capture.sh            (SERIES=1000 HOURS=1 STEP=15 RUNS=3)
@@ -74,7 +75,9 @@ BEGIN {
     printf "{\"metric\":{\"__name__\":\"node_cpu_usage\",\"job\":\"bench\",\"instance\":\"host-%04d:9100\"},\"values\":[%s],\"timestamps\":[%s]}\n", s, v, ts
   }
 }' >"$work/data.jsonl"
-start_vm a "$PORT_A"
+start_vm a "$PORT_A"; A_PID=$VM_PID
+hz=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 curl -sf --data-binary @"$work/data.jsonl" "$A/api/v1/import"
 curl -sf "$A/internal/force_flush" >/dev/null
 rm -f "$work/data.jsonl"
@@ -90,12 +93,14 @@ destinations:
     url: $B/api/v1/write
 EOF
 
-# run LABEL CMD...: one timed run; appends "wall cpu rss_kb" to $work/LABEL.
+# run LABEL CMD...: one timed run; appends "wall cpu rss_kb source_cpu" to $work/LABEL.
 run() {
-  local label=$1; shift
+  local label=$1 c0 c1; shift
+  c0=$(cpu_ticks "$A_PID")
   /usr/bin/time -f "%e %U %S %M" -o "$work/time.txt" "$@" >"$work/$label.out" 2>"$work/$label.err" || {
     echo "$label failed:" >&2; cat "$work/$label.out" "$work/$label.err" >&2; exit 1; }
-  awk '{ printf "%.3f %.2f %d\n", $1, $2 + $3, $4 }' "$work/time.txt" >>"$work/$label"
+  c1=$(cpu_ticks "$A_PID")
+  awk -v s="$(( c1 - c0 ))" -v hz="$hz" '{ printf "%.3f %.2f %d %.2f\n", $1, $2 + $3, $4, s / hz }' "$work/time.txt" >>"$work/$label"
 }
 # check: B holds every sample (not timed).
 check() {
@@ -123,16 +128,17 @@ done
 # stat LABEL FIELD: "median min max" of a column over the runs.
 stat() { awk -v f="$2" '{print $f}' "$work/$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)], a[1], a[NR]}'; }
 row() {
-  local label=$1 name=$2 w lo hi c r
+  local label=$1 name=$2 w lo hi c r a
   read -r w lo hi < <(stat "$label" 1)
   read -r c _ _ < <(stat "$label" 2)
   read -r r _ _ < <(stat "$label" 3)
-  printf "%-46s %8s %16s %12s %8s %8d\n" "$name" "$w" "$lo..$hi" \
-    "$(awk -v s="$samples" -v w="$w" 'BEGIN { printf "%.0f", s / w }')" "$c" $(( r / 1024 ))
+  read -r a _ _ < <(stat "$label" 4)
+  printf "%-46s %8s %16s %12s %8s %8d %9s\n" "$name" "$w" "$lo..$hi" \
+    "$(awk -v s="$samples" -v w="$w" 'BEGIN { printf "%.0f", s / w }')" "$c" $(( r / 1024 )) "$a"
 }
 echo
 echo "samples: $samples; runs: $RUNS; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf "%-46s %8s %16s %12s %8s %8s\n" "step" "wall s" "spread s" "samples/s" "cpu s" "rss MiB"
+printf "%-46s %8s %16s %12s %8s %8s %9s\n" "step" "wall s" "spread s" "samples/s" "cpu s" "rss MiB" "source s"
 row pipe "curl export | curl import"
 row capture "spillway capture (export -> queue -> write)"
 read -r pw _ _ < <(stat pipe 1)

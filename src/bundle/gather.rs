@@ -81,9 +81,8 @@ pub struct ExportParams {
     pub batch_window_ms: Option<i64>,
     /// Samples per adaptive window (default `Limits::default()`).
     pub batch_samples: Option<u64>,
-    /// Read a single-node VictoriaMetrics' native export and print the
-    /// lines here (`VmExportSource::with_native`); `false` reads the JSON
-    /// export.
+    /// Read VictoriaMetrics' native export and print the lines here
+    /// (`VmExportSource::with_native`); `false` reads the JSON export.
     pub native: bool,
     pub obfuscation: ObfuscationOptions,
     /// Write original → replacement here (never into the bundle).
@@ -686,11 +685,7 @@ impl Gather<'_> {
         )
         // `--step` keeps the last point per interval of a series: of its one
         // line, which native blocks (several per series) are not.
-        .with_native(
-            self.params.native
-                && self.plan.flavour == Flavour::Single
-                && self.plan.step_ms.is_none(),
-        );
+        .with_native(self.params.native && self.plan.step_ms.is_none());
         let mut journal = open_journal(&self.staging)?;
         let fetch_started = Instant::now();
         let mut fetched = 0u64;

@@ -9,7 +9,8 @@
 //! - 16 bytes: the request's time range, `start` and `end` in ms (`i64`).
 //! - Then per block: `u32` length + the series name, `u32` length + the
 //!   block.
-//! - Series name (single-node `MetricName.Marshal`): the metric name, then
+//! - Series name (`MetricName.Marshal` of a single node; a cluster vmselect
+//!   writes the same, without the tenant): the metric name, then
 //!   key, value, key, value…, each ended by byte 1, with bytes 0, 1 and 2
 //!   inside escaped as `0 '0'`, `0 '1'`, `0 '2'`. Tags are sorted by key.
 //! - Block (`Block.MarshalPortable`): zigzag varints `min_timestamp`,

@@ -153,6 +153,13 @@ impl VmExportSource {
         self
     }
 
+    /// [`VmExportSource::with_native`] with the switch held by the caller,
+    /// so what one source learnt (no native route here) outlives it.
+    pub fn with_native_switch(mut self, switch: Arc<AtomicBool>) -> VmExportSource {
+        self.native = Some(switch);
+        self
+    }
+
     /// Whether the next `Export` window is read as native blocks.
     pub fn reads_native(&self) -> bool {
         self.native

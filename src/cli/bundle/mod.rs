@@ -53,7 +53,7 @@ pub struct GatherArgs {
     /// Without --batch-window: samples per request the windows are sized for (default 40M), from the series count, then from what each window held.
     #[arg(long, value_name = "N", conflicts_with = "batch_window", value_parser = clap::value_parser!(u64).range(1000..=1_000_000_000))]
     pub batch_samples: Option<u64>,
-    /// Read /api/v1/export (JSON lines) even from a single-node VictoriaMetrics, whose native export (/api/v1/export/native) is read by default: the server then prints every value, several times the CPU.
+    /// Read /api/v1/export (JSON lines) instead of the native export (/api/v1/export/native, read by default where the server has it): the server then prints every value, many times the CPU.
     #[arg(long)]
     pub json_export: bool,
     /// What to obfuscate: ips, jobs (comma-separated).

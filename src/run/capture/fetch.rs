@@ -23,12 +23,14 @@
 
 use crate::client::{Client, ClientError};
 use crate::codec::remote_read::ReadQuery;
+use crate::codec::vm_native::NativeBlock;
 use crate::model::selector::Selector;
 use crate::model::{Labels, Series};
 use crate::source::vm_export::{ExportMethod, Flow, LineSink, SourceError, VmExportSource};
 use futures_util::future::BoxFuture;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// Samples per batch handed to the destinations: each batch costs one
@@ -103,6 +105,10 @@ fn client_not_served(e: &ClientError) -> bool {
 pub struct RawSource {
     client: Client,
     state: Mutex<SourceState>,
+    /// Whether `Export` still reads the native export (see
+    /// `VmExportSource::with_native`): the monitored server, likely busy
+    /// in an incident, then spends almost nothing on the copy.
+    native: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -148,6 +154,7 @@ impl RawSource {
         RawSource {
             client,
             state: Mutex::new(SourceState::default()),
+            native: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -288,7 +295,8 @@ impl RawSource {
             Method::QueryRange { step_ms } => ExportMethod::QueryRange { step_ms },
             _ => ExportMethod::Export,
         };
-        let source = VmExportSource::new(self.client.clone(), selectors.to_vec(), export_method);
+        let source = VmExportSource::new(self.client.clone(), selectors.to_vec(), export_method)
+            .with_native_switch(self.native.clone());
         let (tx, mut rx) = mpsc::channel::<Vec<Series>>(1);
         let sink = ChunkSink {
             admit: admit.into_owned(),
@@ -621,6 +629,16 @@ struct ChunkSink {
 impl LineSink for ChunkSink {
     fn line(&mut self, line: &[u8]) -> Result<Flow, String> {
         let series = crate::codec::parse_vm_json_line(line).map_err(|e| e.to_string())?;
+        self.take(series)
+    }
+
+    fn series(&mut self, labels: Labels, block: NativeBlock<'_>) -> Result<Flow, String> {
+        self.take(Series::new(labels, block.samples().collect()))
+    }
+}
+
+impl ChunkSink {
+    fn take(&mut self, series: Series) -> Result<Flow, String> {
         let flow = self.admit.take(series, &mut self.batch);
         if let Some(full) = self.batch.ready() {
             self.tx

@@ -114,7 +114,7 @@ impl NativeReader {
 
     /// Checks that the body ended between blocks.
     pub fn finish(&self) -> Result<(), NativeError> {
-        if self.pending.is_empty() && (self.header_seen || self.blocks == 0) {
+        if self.pending.is_empty() {
             return Ok(());
         }
         Err(self.error(format!(

@@ -1,5 +1,7 @@
 //! Raw series out of VictoriaMetrics for one time window, as export lines:
-//! `/api/v1/export` streamed, or `query_range` when that route is missing.
+//! `/api/v1/export` streamed (or its native form, decoded here; see
+//! [`VmExportSource::with_native`]), or `query_range` when that route is
+//! missing.
 //!
 //! The export body is split into lines while it arrives and each line is
 //! handed to a [`LineSink`] on a blocking thread, so the whole answer is never
@@ -12,7 +14,7 @@
 //! writes) is read through `/prometheus` for the export API only, as
 //! vmgather does; a 404, or a 400 whose body says `missing route` (vmauth)
 //! or `unsupported path` (VictoriaMetrics), marks the export API as missing.
-//! Uses `client` and `model` only.
+//! Uses `client`, `codec` and `model` only.
 
 use crate::client::{Client, ClientError, QueryParams};
 use crate::codec::vm_native::{FeedError, NativeBlock, NativeError, NativeReader, OwnedBlock};

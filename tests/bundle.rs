@@ -966,6 +966,52 @@ fn native_export_gives_the_json_exports_samples_bit_for_bit() {
     }
 }
 
+/// #13: a native answer that cannot be decoded is not trusted: the window
+/// is fetched again from the JSON export, and the rest of the gather reads
+/// that, so the bundle still holds exactly the raw export.
+#[test]
+fn an_undecodable_native_answer_falls_back_to_the_json_export() {
+    let a = Vm::start();
+    let end = recent_minute();
+    let start = end - 3_600_000;
+    let series = fleet();
+    a.import(&lines_for(&series, start, end, 15_000));
+    let proxy = Proxy::start(
+        &a.url(),
+        ProxyRules {
+            garble_native: true,
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = spillway(&[
+        "-v",
+        "gather",
+        "--url",
+        &proxy.url(),
+        "--from",
+        &secs(start),
+        "--to",
+        &secs(end),
+        "--batch-window",
+        "20m",
+        "--retries",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    run.assert_code(0);
+    assert!(
+        run.stderr().contains("cannot read the native export"),
+        "{}",
+        run.describe()
+    );
+    let got = bundle_series(&find_bundle(&out));
+    assert_no_duplicates(&got);
+    assert_eq!(got, export_map(&a.url(), r#"{__name__!=""}"#));
+}
+
 /// `gather` of `[start, end]` from `url` in windows of ~1000 samples.
 fn adaptive_gather_args(
     url: &str,

@@ -670,6 +670,9 @@ pub struct ProxyRules {
     /// [`Proxy::release_exports`]: a job stays mid-export for as long as a
     /// test needs.
     pub hold_exports_after: Option<usize>,
+    /// Answer `/api/v1/export/native` with a body that is no native export
+    /// (a whole, well-ended answer of the wrong kind).
+    pub garble_native: bool,
 }
 
 /// A tiny HTTP forwarder for what no real server here can do (there is no
@@ -820,6 +823,10 @@ async fn proxy_forward(
     };
     let status = axum::http::StatusCode::from_u16(resp.status().as_u16()).unwrap();
     let bytes = resp.bytes().await.unwrap_or_default();
+    if st.rules.garble_native && path.ends_with("/api/v1/export/native") {
+        let junk = vec![0xffu8; 64];
+        return (axum::http::StatusCode::OK, junk).into_response();
+    }
     if is_export(&path) {
         let n = st.exports.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         if st.rules.break_export == Some(n) {

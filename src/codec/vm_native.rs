@@ -193,53 +193,14 @@ impl NativeBlock<'_> {
     }
 
     /// The samples with `start <= timestamp <= end`, as the server's JSON
-    /// export cuts them; `None` when they are not one run of the block
-    /// (timestamps out of order), then see [`NativeBlock::filter_into`].
-    pub fn cut(&self, start: i64, end: i64) -> Option<NativeBlock<'_>> {
-        if !self.timestamps.is_sorted() {
-            return None;
-        }
+    /// export cuts them: one run, since a decoded block is in time order.
+    pub fn cut(&self, start: i64, end: i64) -> NativeBlock<'_> {
         let lo = self.timestamps.partition_point(|&t| t < start);
         let hi = self.timestamps.partition_point(|&t| t <= end).max(lo);
-        Some(NativeBlock {
+        NativeBlock {
             timestamps: &self.timestamps[lo..hi],
             values: &self.values[lo..hi],
             decimals: &self.decimals[lo..hi],
-            scale: self.scale,
-        })
-    }
-
-    /// [`NativeBlock::cut`] for any order: the kept samples, copied.
-    pub fn filter_into(&self, start: i64, end: i64, into: &mut OwnedBlock) {
-        into.timestamps.clear();
-        into.values.clear();
-        into.decimals.clear();
-        into.scale = self.scale;
-        for i in 0..self.timestamps.len() {
-            if (start..=end).contains(&self.timestamps[i]) {
-                into.timestamps.push(self.timestamps[i]);
-                into.values.push(self.values[i]);
-                into.decimals.push(self.decimals[i]);
-            }
-        }
-    }
-}
-
-/// Storage for a filtered [`NativeBlock`].
-#[derive(Default, Debug)]
-pub struct OwnedBlock {
-    pub timestamps: Vec<i64>,
-    pub values: Vec<f64>,
-    pub decimals: Vec<i64>,
-    pub scale: i16,
-}
-
-impl OwnedBlock {
-    pub fn as_block(&self) -> NativeBlock<'_> {
-        NativeBlock {
-            timestamps: &self.timestamps,
-            values: &self.values,
-            decimals: &self.decimals,
             scale: self.scale,
         }
     }
@@ -484,24 +445,24 @@ fn read_header(r: &mut Reader<'_>, layout: Layout) -> Result<Header, String> {
 }
 
 /// What the server does after decoding: lossy timestamps are put back in
-/// order inside the block's bounds; lossless ones must already be.
+/// order inside the block's bounds; lossless ones must already be in order
+/// (the storage writes blocks sorted; [`NativeBlock::cut`] relies on it)
+/// and, where the layout has bounds, inside them.
 fn check_timestamps(ts: &mut [i64], h: &Header) -> Result<(), String> {
-    let Some(max) = h.max_timestamp else {
-        return Ok(());
-    };
-    if h.precision_bits < 64 {
+    if let (Some(max), true) = (h.max_timestamp, h.precision_bits < 64) {
         ensure_non_decreasing(ts, h.min_timestamp, max);
         return Ok(());
     }
+    if ts.windows(2).any(|w| w[1] < w[0]) {
+        return Err("timestamps out of order".into());
+    }
     let (first, last) = (ts[0], ts[ts.len() - 1]);
+    let max = h.max_timestamp.unwrap_or(i64::MAX);
     if first < h.min_timestamp || last > max {
         return Err(format!(
             "timestamps {first}..{last} outside the block's bounds {}..{max}",
             h.min_timestamp
         ));
-    }
-    if ts.windows(2).any(|w| w[1] < w[0]) {
-        return Err("timestamps out of order".into());
     }
     Ok(())
 }

@@ -269,6 +269,14 @@ fn lossy_timestamps_are_put_back_in_order_within_the_block_bounds() {
     assert!(check_timestamps(&mut [10, 21], &h).is_err());
     assert!(check_timestamps(&mut [15, 12], &h).is_err());
     assert!(check_timestamps(&mut [10, 20], &h).is_ok());
+    // 1.79's layout has no upper bound, but its blocks are sorted too.
+    let old = Header {
+        max_timestamp: None,
+        ..h
+    };
+    assert!(check_timestamps(&mut [15, 12], &old).is_err());
+    assert!(check_timestamps(&mut [9, 12], &old).is_err());
+    assert!(check_timestamps(&mut [10, 99], &old).is_ok());
 }
 
 fn body_with_block(block: Vec<u8>) -> Vec<u8> {

@@ -17,7 +17,7 @@
 //! Uses `client`, `codec` and `model` only.
 
 use crate::client::{Client, ClientError, QueryParams};
-use crate::codec::vm_native::{FeedError, NativeBlock, NativeError, NativeReader, OwnedBlock};
+use crate::codec::vm_native::{FeedError, NativeBlock, NativeError, NativeReader};
 use crate::codec::write_vm_json_line;
 use crate::model::Labels;
 use crate::source::query::RangePlan;
@@ -451,8 +451,6 @@ fn split_lines<S: LineSink>(
 /// them (the server sends whole blocks).
 struct NativeSamples {
     reader: NativeReader,
-    /// The kept samples of a block whose timestamps are out of order.
-    unordered: OwnedBlock,
     start_ms: i64,
     end_ms: i64,
 }
@@ -461,22 +459,15 @@ impl NativeSamples {
     fn new(start_ms: i64, end_ms: i64) -> NativeSamples {
         NativeSamples {
             reader: NativeReader::new(),
-            unordered: OwnedBlock::default(),
             start_ms,
             end_ms,
         }
     }
 
     fn feed<S: LineSink>(&mut self, sink: &mut S, chunk: &[u8]) -> Result<Flow, SinkFailure> {
-        let (unordered, start, end) = (&mut self.unordered, self.start_ms, self.end_ms);
+        let (start, end) = (self.start_ms, self.end_ms);
         let go_on = self.reader.feed(chunk, |labels, block| {
-            let kept = match block.cut(start, end) {
-                Some(run) => run,
-                None => {
-                    block.filter_into(start, end, unordered);
-                    unordered.as_block()
-                }
-            };
+            let kept = block.cut(start, end);
             if kept.timestamps.is_empty() {
                 return Ok(true);
             }

@@ -658,6 +658,30 @@ pub(super) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+/// Reads what [`put_varint`] writes (protobuf's varint, Go's
+/// `binary.Uvarint`): the value and its length in bytes, or `None` when
+/// `buf` ends inside it or it runs past 64 bits.
+#[inline]
+pub(super) fn read_varint(buf: &[u8]) -> Option<(u64, usize)> {
+    // Keys, lengths and most deltas fit in one byte.
+    match buf.first() {
+        Some(&b) if b < 0x80 => return Some((u64::from(b), 1)),
+        None => return None,
+        _ => {}
+    }
+    let mut v = 0u64;
+    for (i, &b) in buf.iter().enumerate().take(10) {
+        if i == 9 && b > 1 {
+            return None;
+        }
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1001,6 +1025,25 @@ mod tests {
             assert_eq!(b.len(), varint_len(v), "{v}");
             assert_eq!(b.len(), prost::encoding::encoded_len_varint(v), "{v}");
         }
+    }
+
+    /// The one reader of varints (protobuf and VictoriaMetrics' native
+    /// blocks) reads back what the writer wrote, and refuses what Go's
+    /// `binary.Uvarint` refuses.
+    #[test]
+    fn varints_read_back_and_overflow_is_refused() {
+        for v in [0u64, 1, 127, 128, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            b.push(0x7f);
+            assert_eq!(read_varint(&b), Some((v, varint_len(v))), "{v}");
+        }
+        assert_eq!(read_varint(&[]), None);
+        assert_eq!(read_varint(&[0x80, 0x80]), None);
+        let mut past_64_bits = vec![0xff; 9];
+        past_64_bits.push(0x02);
+        assert_eq!(read_varint(&past_64_bits), None);
+        assert_eq!(read_varint(&[0xff; 11]), None);
     }
 
     #[test]

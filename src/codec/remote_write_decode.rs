@@ -10,6 +10,7 @@
 //! Errors say what was malformed and at which byte of the decompressed
 //! message.
 
+use super::remote_write::read_varint;
 use super::CodecError;
 use crate::model::wire::NO_SPAN;
 use crate::model::{Label, Labels, Sample, Series};
@@ -40,25 +41,11 @@ impl<'a> Reader<'a> {
 
     #[inline]
     pub(super) fn varint(&mut self) -> Result<u64, CodecError> {
-        // Keys and most lengths fit in one byte.
-        if let Some(&b) = self.buf.get(self.pos) {
-            if b < 0x80 {
-                self.pos += 1;
-                return Ok(u64::from(b));
-            }
-        }
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let Some(&b) = self.buf.get(self.pos) else {
-                return Err(bad(self.at(), "truncated varint"));
-            };
-            self.pos += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(bad(self.at(), "varint longer than 10 bytes"))
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
+        let (v, len) = read_varint(rest)
+            .ok_or_else(|| bad(self.at(), "truncated varint, or one past 64 bits"))?;
+        self.pos += len;
+        Ok(v)
     }
 
     fn fixed64(&mut self) -> Result<u64, CodecError> {

@@ -38,6 +38,7 @@
 //! server writes at most 8,192), and zstd output is capped by what the row
 //! count allows.
 
+use super::remote_write::read_varint;
 use super::write_vm_json_decimal_parts;
 use crate::model::{labels::METRIC_NAME, Label, Labels, Sample};
 
@@ -628,18 +629,10 @@ struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
     fn uvarint(&mut self, what: &str) -> Result<u64, String> {
-        let mut v = 0u64;
-        for (i, &b) in self.0.iter().enumerate().take(10) {
-            if i == 9 && b > 1 {
-                break;
-            }
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                self.0 = &self.0[i + 1..];
-                return Ok(v);
-            }
-        }
-        Err(format!("the {what} is not a valid varint"))
+        let (v, len) =
+            read_varint(self.0).ok_or_else(|| format!("the {what} is not a valid varint"))?;
+        self.0 = &self.0[len..];
+        Ok(v)
     }
 
     fn varint(&mut self, what: &str) -> Result<i64, String> {

@@ -47,9 +47,7 @@ use super::{
 };
 use crate::client::{Client, ClientConfig};
 use crate::codec::vm_native::NativeBlock;
-use crate::codec::{
-    parse_vm_json_line, write_vm_json_line, write_vm_json_metric, write_vm_json_parts,
-};
+use crate::codec::{parse_vm_json_line, write_vm_json_line, write_vm_json_metric};
 use crate::fsutil::{self, AtomicFile};
 use crate::model::range::{check_windows, Windows};
 use crate::model::time::{format_rfc3339_ms, now_ms};
@@ -1089,20 +1087,15 @@ impl WindowWriter {
 
     /// A native block: printed as the JSON export prints a line.
     fn write_series(&mut self, mut labels: Labels, block: NativeBlock<'_>) -> Result<(), String> {
+        // `fetch_all` reads the JSON export under `--step`, whose one point
+        // per interval needs a series' whole line, not one of its blocks.
+        if self.step_ms.is_some() {
+            return Err("a native block cannot be downsampled with --step".into());
+        }
         self.obfuscate(&mut labels);
         let start = self.buf.len();
-        let count = match self.step_ms {
-            Some(step) => {
-                let kept = downsample(&block.samples().collect::<Vec<_>>(), step);
-                write_vm_json_parts(&labels, &kept, &mut self.buf);
-                kept.len()
-            }
-            None => {
-                block.write_json_line(&labels, &mut self.buf);
-                block.timestamps.len()
-            }
-        };
-        self.written(start, count)
+        block.write_json_line(&labels, &mut self.buf);
+        self.written(start, block.timestamps.len())
     }
 
     fn obfuscate(&mut self, labels: &mut Labels) {

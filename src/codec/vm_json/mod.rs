@@ -54,24 +54,42 @@ pub fn write_vm_json_line(series: &Series, out: &mut Vec<u8>) {
 /// [`write_vm_json_line`] for labels and samples held apart (a relabeled
 /// copy of the labels with the original samples, say).
 pub fn write_vm_json_parts(labels: &Labels, samples: &[Sample], out: &mut Vec<u8>) {
-    if samples.is_empty() {
+    write_line(
+        labels,
+        samples.iter().map(|s| s.timestamp_ms),
+        samples.iter().map(|s| s.value),
+        put_value,
+        out,
+    );
+}
+
+/// The one layout of a line: `metric`, then the values as `put` prints
+/// them, then the timestamps; nothing for no samples.
+fn write_line<V>(
+    labels: &Labels,
+    timestamps: impl ExactSizeIterator<Item = i64>,
+    values: impl Iterator<Item = V>,
+    mut put: impl FnMut(&mut Vec<u8>, V),
+    out: &mut Vec<u8>,
+) {
+    if timestamps.len() == 0 {
         return;
     }
     out.extend_from_slice(b"{\"metric\":");
     write_vm_json_metric(labels, out);
     out.extend_from_slice(b",\"values\":[");
-    for (i, s) in samples.iter().enumerate() {
+    for (i, v) in values.enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        put_value(out, s.value);
+        put(out, v);
     }
     out.extend_from_slice(b"],\"timestamps\":[");
-    for (i, s) in samples.iter().enumerate() {
+    for (i, t) in timestamps.enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        put_i64(out, s.timestamp_ms);
+        put_i64(out, t);
     }
     out.extend_from_slice(b"]}\n");
 }
@@ -370,28 +388,17 @@ pub fn write_vm_json_decimal_parts(
     scale: i16,
     out: &mut Vec<u8>,
 ) {
-    if timestamps.is_empty() {
-        return;
-    }
-    out.extend_from_slice(b"{\"metric\":");
-    write_vm_json_metric(labels, out);
-    out.extend_from_slice(b",\"values\":[");
-    for (i, (&v, &d)) in values.iter().zip(decimals).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        if !put_decimal(out, d, scale) {
-            put_value(out, v);
-        }
-    }
-    out.extend_from_slice(b"],\"timestamps\":[");
-    for (i, &t) in timestamps.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        put_i64(out, t);
-    }
-    out.extend_from_slice(b"]}\n");
+    write_line(
+        labels,
+        timestamps.iter().copied(),
+        values.iter().zip(decimals),
+        |out, (&v, &d)| {
+            if !put_decimal(out, d, scale) {
+                put_value(out, v);
+            }
+        },
+        out,
+    );
 }
 
 /// Prints `d * 10^scale` when that is the text [`put_value`] prints for

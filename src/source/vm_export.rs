@@ -163,7 +163,7 @@ impl VmExportSource {
     }
 
     /// Whether the next `Export` window is read as native blocks.
-    pub fn reads_native(&self) -> bool {
+    fn reads_native(&self) -> bool {
         self.native
             .as_ref()
             .is_some_and(|f| f.load(Ordering::Relaxed))

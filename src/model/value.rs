@@ -72,7 +72,12 @@ pub fn value_text(v: f64) -> String {
 /// may pick different ones (`...016.2` / `...016.3`), so those values, and
 /// those Ryū prints with an exponent (Go's `'f'` format has none), take
 /// `Display`, which is Go's algorithm. Ryū's `1.0` for 1 loses its `.0`.
+/// Most samples (integers, gauges with a few decimals) take neither: see
+/// [`push_short_decimal`].
 pub(crate) fn push_finite(out: &mut impl TextOut, v: f64) {
+    if push_short_decimal(out, v) {
+        return;
+    }
     let mut buf = ryu::Buffer::new();
     let text = buf.format_finite(v);
     let significant = text
@@ -85,6 +90,94 @@ pub(crate) fn push_finite(out: &mut impl TextOut, v: f64) {
     } else {
         out.push_text(text.strip_suffix(".0").unwrap_or(text));
     }
+}
+
+/// Prints `v` from the first `m * 10^-s` (s = 0, 1, .. 8, |m| < 10^15)
+/// that rounds back to `v`; `false` when there is none (or for -0, which
+/// keeps its sign through the general path).
+///
+/// Why that is the shortest form: `m / 10^s` is one correctly rounded
+/// division of two exact floats, so it equals `v` exactly when the decimal
+/// rounds to `v`, and by [`push_decimal`]'s argument a decimal of at most
+/// 15 digits that does is `v`'s shortest. A shorter one, with fewer
+/// decimals, would have been found at its own `s`: `v * 10^s` lies well
+/// within half a unit of that shorter decimal's digits (at most 15 digits
+/// against a 53-bit float), so rounding finds them.
+fn push_short_decimal(out: &mut impl TextOut, v: f64) -> bool {
+    const POWERS: [f64; 9] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
+    const MAX_DIGITS: f64 = 1e15;
+    if v == 0.0 && v.is_sign_negative() {
+        return false;
+    }
+    for (s, p) in POWERS.iter().enumerate() {
+        let m = (v * p).round();
+        if m.abs() >= MAX_DIGITS {
+            return false;
+        }
+        if m / p == v {
+            return push_decimal(out, m as i64, -(s as i16));
+        }
+    }
+    false
+}
+
+/// Prints `d * 10^scale` when that is the text [`push_finite`] prints for
+/// the float nearest to it (the one VictoriaMetrics computes from a stored
+/// decimal); `false` otherwise, printing nothing.
+///
+/// Why they agree: with |d| < 10^15 the decimal has at most 15 significant
+/// digits; with |scale| <= 22 the power of ten is exact, so one division
+/// or multiplication rounds the decimal correctly. A decimal of at most 15
+/// digits is the only one of its length or shorter that rounds to that
+/// float, so it is the float's shortest form. Integral results must equal
+/// the float exactly (integer printers take them as integers): below 2^53
+/// they do. Zero prints as `0`.
+pub(crate) fn push_decimal(out: &mut impl TextOut, d: i64, scale: i16) -> bool {
+    const MAX_DIGITS: u64 = 1_000_000_000_000_000;
+    const EXACT: u64 = 1 << 53;
+    const ZEROS: &str = "0000000000000000000000";
+    let magnitude = d.unsigned_abs();
+    if magnitude >= MAX_DIGITS || !(-22..=22).contains(&scale) {
+        return false;
+    }
+    let sign = if d < 0 { "-" } else { "" };
+    if scale >= 0 {
+        let Some(m) = 10u64
+            .checked_pow(scale as u32)
+            .and_then(|p| magnitude.checked_mul(p))
+        else {
+            return false;
+        };
+        if m >= EXACT {
+            return false;
+        }
+        out.push_text(sign);
+        out.push_text(itoa::Buffer::new().format(m));
+        return true;
+    }
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(magnitude);
+    let point = digits.len() as i64 + i64::from(scale);
+    // Trailing zeros after the point are not printed (nor is the point).
+    let keep = digits.trim_end_matches('0').len();
+    if keep == 0 {
+        out.push_text("0");
+        return true;
+    }
+    out.push_text(sign);
+    if point >= keep as i64 {
+        // Integral: the digits before the point.
+        out.push_text(&digits[..point as usize]);
+    } else if point > 0 {
+        out.push_text(&digits[..point as usize]);
+        out.push_text(".");
+        out.push_text(&digits[point as usize..keep]);
+    } else {
+        out.push_text("0.");
+        out.push_text(&ZEROS[..(-point) as usize]);
+        out.push_text(&digits[..keep]);
+    }
+    true
 }
 
 #[cfg(test)]
@@ -126,6 +219,34 @@ mod tests {
         ] {
             assert_eq!(value_text(v), v.to_string());
         }
+    }
+
+    /// The short-decimal path prints what `Display` prints: decimals of 1
+    /// to 17 digits with 0 to 10 decimals (past both of its limits), their
+    /// negatives, and neighbours one bit away that have no short form.
+    #[test]
+    fn short_decimals_print_as_display_prints() {
+        let mut x: u64 = 0x0123_4567_89AB_CDEF;
+        let mut short = 0;
+        for _ in 0..400_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = 1 + (x >> 59) as u32 % 17;
+            let m = (x % 10u64.pow(digits)) as f64;
+            let scale = (x >> 40) as i32 % 11;
+            let v = m / 10f64.powi(scale);
+            for v in [v, -v, f64::from_bits(v.to_bits() + 1)] {
+                let mut s = String::new();
+                if push_short_decimal(&mut s, v) {
+                    short += 1;
+                    assert_eq!(s, v.to_string(), "bits {:#x}", v.to_bits());
+                }
+                assert_eq!(value_text(v), v.to_string(), "bits {:#x}", v.to_bits());
+            }
+        }
+        // Most of them took the short path: the check above is not vacuous.
+        assert!(short > 600_000, "{short}");
     }
 
     #[test]

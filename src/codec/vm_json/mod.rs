@@ -393,72 +393,12 @@ pub fn write_vm_json_decimal_parts(
         timestamps.iter().copied(),
         values.iter().zip(decimals),
         |out, (&v, &d)| {
-            if !put_decimal(out, d, scale) {
+            if !crate::model::value::push_decimal(out, d, scale) {
                 put_value(out, v);
             }
         },
         out,
     );
-}
-
-/// Prints `d * 10^scale` when that is the text [`put_value`] prints for
-/// the float VictoriaMetrics computes from it; `false` otherwise.
-///
-/// Why they agree: with |d| < 10^15 the decimal has at most 15 significant
-/// digits; with |scale| <= 22 the power of ten is exact, so the server's
-/// one division or multiplication rounds the decimal correctly. A decimal
-/// of at most 15 digits is the only one of its length or shorter that
-/// rounds to that float, so it is the float's shortest form. Integral
-/// results take the integer path instead, so they must equal the float
-/// exactly: below 2^53 they do.
-fn put_decimal(out: &mut Vec<u8>, d: i64, scale: i16) -> bool {
-    const MAX_DIGITS: u64 = 1_000_000_000_000_000;
-    const EXACT: u64 = 1 << 53;
-    let magnitude = d.unsigned_abs();
-    if magnitude >= MAX_DIGITS || !(-22..=22).contains(&scale) {
-        return false;
-    }
-    if scale >= 0 {
-        let Some(m) = 10u64
-            .checked_pow(scale as u32)
-            .and_then(|p| magnitude.checked_mul(p))
-        else {
-            return false;
-        };
-        if m >= EXACT {
-            return false;
-        }
-        if d < 0 {
-            out.push(b'-');
-        }
-        out.extend_from_slice(itoa::Buffer::new().format(m).as_bytes());
-        return true;
-    }
-    let mut buf = itoa::Buffer::new();
-    let digits = buf.format(magnitude).as_bytes();
-    let point = digits.len() as i64 + i64::from(scale);
-    // Trailing zeros after the point are not printed (nor is the point).
-    let keep = digits.len() - digits.iter().rev().take_while(|&&c| c == b'0').count();
-    if keep == 0 {
-        out.push(b'0');
-        return true;
-    }
-    if d < 0 {
-        out.push(b'-');
-    }
-    if point >= keep as i64 {
-        // Integral: the digits before the point.
-        out.extend_from_slice(&digits[..point as usize]);
-    } else if point > 0 {
-        out.extend_from_slice(&digits[..point as usize]);
-        out.push(b'.');
-        out.extend_from_slice(&digits[point as usize..keep]);
-    } else {
-        out.extend_from_slice(b"0.");
-        out.extend(std::iter::repeat_n(b'0', (-point) as usize));
-        out.extend_from_slice(&digits[..keep]);
-    }
-    true
 }
 
 #[cfg(test)]
@@ -486,7 +426,7 @@ mod tests {
             crate::codec::vm_native::decimal_to_floats(&[d], scale, &mut float);
             let (mut by_decimal, mut by_float) = (Vec::new(), Vec::new());
             put_value(&mut by_float, float[0]);
-            if put_decimal(&mut by_decimal, d, scale) {
+            if crate::model::value::push_decimal(&mut by_decimal, d, scale) {
                 taken += 1;
                 assert_eq!(
                     String::from_utf8_lossy(&by_decimal),

@@ -1,14 +1,16 @@
 //! Throughput of the wire formats, swept over batch sizes (100, 1k, 10k
 //! series × 10 samples): remote write encode (reused encoder) and decode, in
 //! both protocols (Prometheus: snappy, VictoriaMetrics: zstd), and
-//! VictoriaMetrics JSON lines write and read. The last column is wire bytes
-//! per sample.
+//! VictoriaMetrics JSON lines write and read, and the `query_range` JSON
+//! answer read as the client reads it. The last column is wire bytes per
+//! sample.
 //!
 //! A plain `main` timed with `Instant` (`harness = false`), so it needs no
 //! benchmark crate: `cargo bench --bench codec`. Each case repeats for about
 //! a second and prints the mean time per batch, samples per second and bytes
 //! per second of the wire format.
 
+use spillway::client::read_query_answer;
 use spillway::codec::remote_write::RemoteWriteEncoder;
 use spillway::codec::{decode_write_request, write_vm_json_lines, Compression, VmJsonLineReader};
 use spillway::model::{Labels, Sample, Series};
@@ -48,6 +50,33 @@ fn batch(series: usize) -> Vec<Series> {
             Series::new(labels, samples)
         })
         .collect()
+}
+
+/// The answer a server prints for `series`: `/api/v1/query_range` matrix.
+fn query_range_answer(series: &[Series]) -> String {
+    let mut out = String::from(r#"{"status":"success","data":{"resultType":"matrix","result":["#);
+    for (i, s) in series.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let metric: Vec<String> = s
+            .labels
+            .iter()
+            .map(|l| format!("{:?}:{:?}", l.name, l.value))
+            .collect();
+        let values: Vec<String> = s
+            .samples
+            .iter()
+            .map(|p| format!("[{},\"{}\"]", p.timestamp_ms / 1000, p.value))
+            .collect();
+        out.push_str(&format!(
+            r#"{{"metric":{{{}}},"values":[{}]}}"#,
+            metric.join(","),
+            values.join(",")
+        ));
+    }
+    out.push_str("]}}");
+    out
 }
 
 /// Runs `f` until `TARGET` has passed (at least 3 times) and returns the mean.
@@ -122,5 +151,18 @@ fn main() {
             assert_eq!(read, n);
         });
         report("vm_json", "read", n, text.len(), t);
+
+        let answer = query_range_answer(&series);
+        let t = time(|| {
+            let mut read = 0;
+            read_query_answer(black_box(answer.as_bytes()), |series| {
+                black_box(series);
+                read += 1;
+                true
+            })
+            .unwrap();
+            assert_eq!(read, n);
+        });
+        report("query_range", "read", n, answer.len(), t);
     }
 }

@@ -27,8 +27,8 @@ mod vm_api;
 pub use auth::{Auth, Secret};
 pub use endpoint::{display_url, redact as redact_url, Endpoint, Tenant};
 pub use prom_api::{
-    duration_param, seconds as seconds_param, InstantAnswer, InstantResult, QueryForm, QueryParams,
-    SeriesList, SeriesStream,
+    duration_param, read_query_answer, seconds as seconds_param, InstantAnswer, InstantResult,
+    QueryForm, QueryParams, SeriesList, SeriesStream,
 };
 pub use retry::RetryPolicy;
 pub use spec::{BasicAuthSpec, ConnectionSpec, TlsSpec};

@@ -146,103 +146,8 @@ impl Read for ChannelReader {
     }
 }
 
-type Tx<'a> = &'a mpsc::Sender<Result<Series, ClientError>>;
-
-/// Signals that the consumer hung up; surfaces as a serde error and ends parsing.
-const CONSUMER_GONE: &str = "consumer stopped reading";
-
-/// `data` of a query answer: each series of its `result` is sent as soon
-/// as it is parsed.
-pub(super) struct DataSeed<'a> {
-    pub(super) tx: Tx<'a>,
-    /// Zeroed after each series when the cap is per series.
-    pub(super) reset: Option<&'a AtomicU64>,
-}
-
-impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for DataSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a `data` object with resultType and result")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut result_type = String::new();
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "resultType" => result_type = map.next_value()?,
-                "result" => map.next_value_seed(ResultSeed {
-                    tx: self.tx,
-                    reset: self.reset,
-                    scalar: matches!(result_type.as_str(), "scalar" | "string"),
-                })?,
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-struct ResultSeed<'a> {
-    tx: Tx<'a>,
-    reset: Option<&'a AtomicU64>,
-    scalar: bool,
-}
-
-impl<'de> DeserializeSeed<'de> for ResultSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ResultSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a result array")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        if self.scalar {
-            let ts: f64 = seq
-                .next_element()?
-                .ok_or_else(|| serde::de::Error::custom("scalar without timestamp"))?;
-            let v: String = seq
-                .next_element()?
-                .ok_or_else(|| serde::de::Error::custom("scalar without value"))?;
-            let sample = Sample::new(
-                to_ms(ts),
-                parse_value(&v).map_err(serde::de::Error::custom)?,
-            );
-            return self.send(Series::new(Labels::new(), vec![sample]));
-        }
-        while let Some(raw) = seq.next_element::<RawSeries>()? {
-            let series = raw.into_series().map_err(serde::de::Error::custom)?;
-            self.send(series)?;
-        }
-        Ok(())
-    }
-}
-
-impl ResultSeed<'_> {
-    fn send<E: serde::de::Error>(&self, s: Series) -> Result<(), E> {
-        if let Some(counter) = self.reset {
-            counter.store(0, Ordering::Relaxed);
-        }
-        self.tx
-            .blocking_send(Ok(s))
-            .map_err(|_| E::custom(CONSUMER_GONE))
-    }
-}
-
 #[derive(serde::Deserialize)]
-struct RawSeries {
+pub(super) struct RawSeries {
     #[serde(default)]
     metric: Labels,
     #[serde(default)]
@@ -252,7 +157,7 @@ struct RawSeries {
 }
 
 impl RawSeries {
-    fn into_series(self) -> Result<Series, String> {
+    pub(super) fn into_series(self) -> Result<Series, String> {
         let samples = self
             .values
             .iter()
@@ -366,7 +271,7 @@ impl<'de> serde::Deserialize<'de> for Value {
     }
 }
 
-fn to_ms(seconds: f64) -> i64 {
+pub(super) fn to_ms(seconds: f64) -> i64 {
     (seconds * 1000.0).round() as i64
 }
 

@@ -19,12 +19,12 @@ use futures_util::StreamExt;
 use serde::de::DeserializeSeed;
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub(crate) use decode::parse_instant_answer;
-use decode::{Answer, Cap, ChannelReader, DataSeed, Limit, SeriesItems};
+use decode::{Answer, Cap, ChannelReader, Limit, SeriesItems};
 
 /// Series arriving one by one; an `Err` ends the stream.
 pub type SeriesStream = mpsc::Receiver<Result<Series, ClientError>>;
@@ -468,24 +468,39 @@ impl Client {
                 counted: Arc::clone(&counted),
                 limit,
             };
-            let reset = (cap == Cap::PerSeries).then_some(counted.as_ref());
-            let result = {
-                let buffered = std::io::BufReader::with_capacity(64 * 1024, &mut reader);
-                let mut de = serde_json::Deserializer::from_reader(buffered);
-                Answer(DataSeed { tx: &tx, reset })
-                    .deserialize(&mut de)
-                    .and_then(|()| de.end())
-            };
-            if let Err(e) = result {
-                let err = reader.error.take().unwrap_or(ClientError::Decode {
-                    url,
-                    reason: e.to_string(),
-                });
-                // The receiver may be gone (the caller stopped reading): nothing left to tell.
-                let _ = tx.blocking_send(Err(err));
+            let per_series = cap == Cap::PerSeries;
+            let result = stream::read_answer(&mut reader, |series| {
+                if per_series {
+                    counted.store(0, Ordering::Relaxed);
+                }
+                tx.blocking_send(Ok(series)).is_ok()
+            });
+            match result {
+                Ok(()) | Err(stream::ScanError::Stopped) => {}
+                Err(e) => {
+                    let err = reader.error.take().unwrap_or(ClientError::Decode {
+                        url,
+                        reason: e.to_string(),
+                    });
+                    // The receiver may be gone (the caller stopped reading): nothing left to tell.
+                    let _ = tx.blocking_send(Err(err));
+                }
             }
         });
         rx
+    }
+}
+
+/// Reads a query answer (matrix, vector, scalar) from `src` as the client
+/// does, giving each series to `send` until it answers `false`. Public for
+/// the benchmarks; the client streams answers through it.
+pub fn read_query_answer(
+    src: impl std::io::Read,
+    send: impl FnMut(Series) -> bool,
+) -> Result<(), String> {
+    match stream::read_answer(src, send) {
+        Ok(()) | Err(stream::ScanError::Stopped) => Ok(()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -496,5 +511,6 @@ pub(crate) struct ApiEnvelope<T> {
 }
 
 mod decode;
+mod stream;
 #[cfg(test)]
 mod tests;

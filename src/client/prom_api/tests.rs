@@ -47,19 +47,12 @@ fn group_params_replace_defaults() {
 }
 
 fn parse(body: &str) -> Result<Vec<Series>, String> {
-    let (tx, mut rx) = mpsc::channel(1024);
-    let mut de = serde_json::Deserializer::from_str(body);
-    Answer(DataSeed {
-        tx: &tx,
-        reset: None,
-    })
-    .deserialize(&mut de)
-    .map_err(|e| e.to_string())?;
-    drop(tx);
     let mut out = vec![];
-    while let Ok(s) = rx.try_recv() {
-        out.push(s.unwrap());
-    }
+    stream::read_answer(body.as_bytes(), |s| {
+        out.push(s);
+        true
+    })
+    .map_err(|e| e.to_string())?;
     Ok(out)
 }
 

@@ -369,13 +369,22 @@ fn push_json_labels(out: &mut String, labels: &Labels) {
 
 /// Formats RFC 3339 timestamps exactly as [`format_rfc3339_ms`] does, fast:
 /// the date part is cached per day, since a series' samples are mostly on
-/// the same day, and the time of day is plain arithmetic. Row-based formats
-/// print one per row, where chrono's formatter showed in profiles.
-#[derive(Default)]
+/// the same day, and the time of day is plain arithmetic into one buffer,
+/// appended at once. Row-based formats print one per row, where chrono's
+/// formatter, then a push per character, showed in profiles.
 struct TimestampFormatter {
     day: Option<i64>,
-    /// `YYYY-MM-DD` of `day`.
-    date: String,
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, the date part that of `day`.
+    text: [u8; 24],
+}
+
+impl Default for TimestampFormatter {
+    fn default() -> Self {
+        TimestampFormatter {
+            day: None,
+            text: *b"0000-00-00T00:00:00.000Z",
+        }
+    }
 }
 
 impl TimestampFormatter {
@@ -384,41 +393,39 @@ impl TimestampFormatter {
     fn push(&mut self, out: &mut String, ts_ms: i64) {
         let day = ts_ms.div_euclid(Self::DAY_MS);
         if self.day != Some(day) {
-            let full = format_rfc3339_ms(day * Self::DAY_MS);
-            match full.split_once('T') {
-                Some((date, _)) => {
-                    self.date = date.to_string();
-                    self.day = Some(day);
-                }
-                // Outside chrono's range: print as the model does.
-                None => {
-                    out.push_str(&format_rfc3339_ms(ts_ms));
-                    return;
-                }
+            let midnight = format_rfc3339_ms(day * Self::DAY_MS);
+            // Years of four digits only; others (outside chrono's range too)
+            // print as the model does.
+            if midnight.len() != "YYYY-MM-DDT00:00:00Z".len() {
+                out.push_str(&format_rfc3339_ms(ts_ms));
+                return;
             }
+            self.text[..11].copy_from_slice(&midnight.as_bytes()[..11]);
+            self.day = Some(day);
         }
         let in_day = ts_ms.rem_euclid(Self::DAY_MS);
         let (secs, ms) = (in_day / 1000, in_day % 1000);
-        out.push_str(&self.date);
-        out.push('T');
-        push_digits(out, secs / 3600, 2);
-        out.push(':');
-        push_digits(out, secs / 60 % 60, 2);
-        out.push(':');
-        push_digits(out, secs % 60, 2);
-        if ms != 0 {
-            out.push('.');
-            push_digits(out, ms, 3);
+        put_digits(&mut self.text[11..13], secs / 3600);
+        put_digits(&mut self.text[14..16], secs / 60 % 60);
+        put_digits(&mut self.text[17..19], secs % 60);
+        let text = if ms != 0 {
+            put_digits(&mut self.text[20..23], ms);
+            &self.text[..]
+        } else {
+            &self.text[..19]
+        };
+        out.push_str(std::str::from_utf8(text).expect("ASCII digits and separators"));
+        if ms == 0 {
+            out.push('Z');
         }
-        out.push('Z');
     }
 }
 
-/// `n` (`0 <= n < 10^width`) with leading zeros to `width` digits (`07`, `045`).
-fn push_digits(out: &mut String, n: i64, width: u32) {
-    for p in (0..width).rev() {
-        let digit = n / 10_i64.pow(p) % 10;
-        out.push(char::from(b'0' + digit as u8));
+/// `n` (`0 <= n < 10^out.len()`) as decimal digits with leading zeros.
+fn put_digits(out: &mut [u8], mut n: i64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
     }
 }
 

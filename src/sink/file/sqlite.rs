@@ -46,10 +46,12 @@
 //! it fills a fresh database under a temp name with no journal and no sync
 //! (`journal_mode = OFF`, `synchronous = OFF`: a crash loses only the temp
 //! file, which nobody reads), builds the indexes after the rows are in
-//! (one sort instead of a B-tree insert per row), fsyncs and links the file
-//! into place without replacing anything. If another run created the
-//! database meanwhile, the loaded run is copied into it in one ordinary
-//! transaction instead. Later runs append to the existing file in place,
+//! (one sort instead of a B-tree insert per row; but `sample_rows(run)` is
+//! created before the load: with one run in the file, its entries only ever
+//! append at the end of the index, which costs less than the sort), fsyncs
+//! and links the file into place without replacing anything. If another run
+//! created the database meanwhile, the loaded run is copied into it in one
+//! ordinary transaction instead. Later runs append to the existing file in place,
 //! crash-safe: a rollback journal and `synchronous = FULL`.
 //! Inserts reuse prepared statements of 64 rows each (each execution has a
 //! fixed cost: reset, step, cursor setup); the series id is looked up once
@@ -119,6 +121,15 @@ CREATE INDEX IF NOT EXISTS sample_rows_series_time ON sample_rows(series_id, tim
 CREATE INDEX IF NOT EXISTS sample_rows_run ON sample_rows(run);
 CREATE INDEX IF NOT EXISTS sample_rows_alert_time ON sample_rows(timestamp_ms) WHERE alert = 1;
 ";
+
+/// The one index a bulk load keeps up to date while it inserts (the others
+/// come after the load, [`INDEXES`] skipping this one): a fresh file holds a
+/// single run, so every entry is (the same run, a rowid larger than the last)
+/// and lands at the right edge of the B-tree, where SQLite's insert skips
+/// the descent from the root. That is cheaper than sorting the rows again
+/// after the load: measured on the sinks bench (sqlite-fresh), 1.55 M rows/s
+/// instead of 1.44 M.
+const RUN_INDEX: &str = "CREATE INDEX IF NOT EXISTS sample_rows_run ON sample_rows(run);";
 
 /// Copies a bulk-loaded run (database `fresh`) into the main database,
 /// mapping its series ids onto the main database's; `?1` is the run's new key.
@@ -261,9 +272,13 @@ impl SqliteSink {
             });
         }
         if version < SCHEMA_VERSION {
-            // A fresh file gets its indexes after the load.
+            // A fresh file gets most of its indexes after the load.
             upgrade(conn, version, self.fresh.is_none())
                 .map_err(self.err("create the schema in"))?;
+            if self.fresh.is_some() {
+                conn.execute_batch(RUN_INDEX)
+                    .map_err(self.err("create the schema in"))?;
+            }
         }
 
         let queries = serde_json::to_string(&run.queries).expect("strings always serialize");

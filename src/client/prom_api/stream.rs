@@ -294,7 +294,10 @@ impl<R: Read> Input<R> {
                 }
                 Fast::Other => break,
                 Fast::Incomplete => {
-                    let target = 2 * self.unread().len() + READ_SIZE;
+                    // At least one more read, and no more reads than doubling
+                    // needs: the per-series size cap counts what is read ahead.
+                    let have = self.unread().len();
+                    let target = (2 * have).max(have + 1);
                     if !self.fill_to(target)? {
                         break;
                     }

@@ -36,8 +36,10 @@ use crate::model::{Annotations, ExportKind, Label, Labels, Origin, Sample, Serie
 use crate::run::rules::{render_labels_with, RuleType, TemplateData};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
+
+mod exported;
+pub use exported::Exported;
 
 /// Metric name of the series that says an alert fires.
 pub const ALERTS_METRIC: &str = "ALERTS";
@@ -120,15 +122,6 @@ impl AlertState {
     }
 }
 
-/// The label sets a rule exported, for its stale markers: each packed into
-/// one allocation ([`pack`]), shared between the memories of consecutive
-/// evaluations, so a series found again costs a reference count, not a
-/// copy. With tens of thousands of results per rule, a `Labels` per series
-/// (a vector and two strings per label) was most of `run`'s memory. Hashed
-/// with foldhash (SipHash was a tenth of `run`'s CPU); the seed is still
-/// random per process.
-pub type Exported = HashSet<Arc<[u8]>, LabelHasher>;
-
 /// Separates names and values in a packed label set: UTF-8 text never
 /// holds the byte 0xFF, so the packing cannot be ambiguous.
 const PACK_SEPARATOR: u8 = 0xFF;
@@ -156,7 +149,8 @@ pub fn unpack(packed: &[u8]) -> Labels {
     Labels::from_vec(pairs)
 }
 
-/// The hasher of the label-set maps kept between evaluations.
+/// The hasher of the label-set maps kept between evaluations: foldhash
+/// (SipHash was a tenth of `run`'s CPU), its seed still random per process.
 pub type LabelHasher = foldhash::quality::RandomState;
 
 /// What a rule remembers between evaluations.
@@ -304,7 +298,7 @@ fn evaluate_recording(
 struct Remember<'a> {
     before: &'a Exported,
     current: Exported,
-    /// Series of `current` taken from `before`.
+    /// Series of `current` that `before` holds too.
     reused: usize,
     scratch: Vec<u8>,
 }
@@ -313,22 +307,18 @@ impl<'a> Remember<'a> {
     fn new(before: &'a Exported, capacity: usize) -> Self {
         Remember {
             before,
-            current: Exported::with_capacity_and_hasher(capacity, LabelHasher::default()),
+            current: Exported::next_after(before, capacity),
             reused: 0,
             scratch: Vec::new(),
         }
     }
 
-    /// Adds `labels` (the previous evaluation's copy when it exported them
-    /// too); `false` when they were added already.
+    /// Adds `labels`; `false` when they were added already.
     fn add(&mut self, labels: &Labels) -> bool {
         pack(labels, &mut self.scratch);
-        let (kept, known) = match self.before.get(self.scratch.as_slice()) {
-            Some(known) => (Arc::clone(known), true),
-            None => (Arc::from(self.scratch.as_slice()), false),
-        };
-        let added = self.current.insert(kept);
-        if added && known {
+        let hash = self.current.hash(&self.scratch);
+        let added = self.current.insert(hash, &self.scratch);
+        if added && self.before.contains(hash, &self.scratch) {
             self.reused += 1;
         }
         added
@@ -352,7 +342,7 @@ fn finish(
         ..
     } = memo;
     if reused < before.len() {
-        for gone in before.difference(&current) {
+        for gone in before.missing_from(&current) {
             export.push(Series::new(unpack(gone), vec![Sample::stale(ts)]));
         }
     }
@@ -729,10 +719,10 @@ mod tests {
         );
     }
 
-    fn packed(text: &str) -> Arc<[u8]> {
+    fn packed(text: &str) -> Vec<u8> {
         let mut buf = Vec::new();
         pack(&parse_label_set(text).unwrap(), &mut buf);
-        Arc::from(buf)
+        buf
     }
 
     #[test]

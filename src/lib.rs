@@ -6,6 +6,7 @@
 //! `fsutil` (durable files, locks) and `output` (stdout/stderr that never
 //! panic) are leaves every layer may use, the queue included.
 
+pub mod blocking;
 pub mod build_info;
 pub mod bundle;
 pub mod cli;

@@ -136,7 +136,7 @@ impl Pipeline {
         }
         self.routed_samples
             .fetch_add(batch.sample_count() as u64, Ordering::Relaxed);
-        let failed: Vec<DestinationError> = tokio::task::spawn_blocking(move || {
+        let failed: Vec<DestinationError> = crate::blocking::spawn_short(move || {
             targets
                 .iter()
                 .filter_map(|d| d.accept_with(&batch.series, batch.meta()).err())
@@ -216,7 +216,7 @@ impl Pipeline {
         // wait for fsync, and one hand-off per batch costs less than one
         // per destination (the fsyncs are short; concurrent batches overlap).
         let global = Arc::clone(&routing.global);
-        let (batch, dropped, errors) = tokio::task::spawn_blocking(move || {
+        let (batch, dropped, errors) = crate::blocking::spawn_short(move || {
             let (batch, dropped) = global.apply(batch, external_labels);
             if let Some(o) = &observer {
                 o.observe(&batch);

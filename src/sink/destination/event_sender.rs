@@ -205,7 +205,7 @@ async fn deliver(
             .collect();
         let n = owned.len() as u64;
         let dl = dead.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
+        let outcome = crate::blocking::spawn_short(move || {
             let entries: Vec<Refused<'_>> = owned
                 .iter()
                 .map(|(event, status, reason)| Refused {
@@ -276,7 +276,7 @@ fn attempt_status(r: &Result<(), ClientError>) -> Option<u16> {
 async fn ack(shared: &Arc<Shared>, records: &[Record]) {
     let ids: Vec<u64> = records.iter().map(|r| r.id).collect();
     let s = Arc::clone(shared);
-    let acked = tokio::task::spawn_blocking(move || {
+    let acked = crate::blocking::spawn_short(move || {
         for id in ids {
             s.queue.ack(id)?;
         }

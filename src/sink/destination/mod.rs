@@ -644,7 +644,7 @@ impl Destination {
         batch: Arc<Vec<Series>>,
     ) -> Result<Accepted, DestinationError> {
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || {
+        crate::blocking::spawn_short(move || {
             let origin = Origin::received();
             let meta = BatchMeta {
                 origin: &origin,

@@ -108,7 +108,7 @@ pub(super) async fn next_record(
             Some((index, of)) => s.queue.read_next_lane(index, of),
             None => s.queue.read_next(),
         };
-        match tokio::task::spawn_blocking(read).await {
+        match crate::blocking::spawn_short(read).await {
             Ok(Ok(Some(r))) => return Some(r),
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
@@ -300,7 +300,7 @@ async fn settle(shared: &Arc<Shared>, records: Vec<Record>, result: Result<Outco
     }
     let ids: Vec<u64> = records.iter().map(|r| r.id).collect();
     let s = Arc::clone(shared);
-    let acked = tokio::task::spawn_blocking(move || {
+    let acked = crate::blocking::spawn_short(move || {
         for id in ids {
             s.queue.ack(id)?;
         }
@@ -430,7 +430,7 @@ pub(super) async fn sync_cursor(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let s = Arc::clone(&shared);
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.queue.flush()).await {
+        if let Ok(Err(e)) = crate::blocking::spawn_short(move || s.queue.flush()).await {
             tracing::error!(destination = %shared.name, "storing the queue's meta file: {e}");
         }
     }

@@ -1,11 +1,11 @@
 //! Short blocking work on a small pool of its own.
 //!
-//! Relabeling and encoding a batch, pushing it into a queue (an fsync),
-//! reading and acknowledging queued blocks: each holds a thread for
-//! milliseconds, many times a second. On tokio's blocking pool these calls
-//! wake whichever of its idle threads comes next, so a `spillway run` with
-//! three destinations kept 13 of them alive, each with the allocator's own
-//! partly used pages. Here at most one thread per core takes them: in
+//! Decoding a received remote-write body, relabeling and encoding a batch,
+//! pushing it into a queue (an fsync), reading and acknowledging queued
+//! blocks: each holds a thread for milliseconds, many times a second. On
+//! tokio's blocking pool these calls wake whichever of its idle threads
+//! comes next, so a `spillway run` with three destinations kept 13 of them
+//! alive, each with the allocator's own partly used pages. Here at most one thread per core takes them: in
 //! `scripts/bench-run.sh`, `run` peaked 5 MiB lower (of about 40) with 7 %
 //! less CPU, and the router of `scripts/bench-router.sh` 4 MiB lower.
 //!

@@ -241,7 +241,7 @@ async fn remote_write_inner(
     let body = read_body(body, headers, limit, rx.take_bytes()).await?;
     let max_decoded = rx.limits.max_decoded_bytes;
     let mut batch = rx.take_spare();
-    let (decoded, body) = tokio::task::spawn_blocking(move || {
+    let (decoded, body) = crate::blocking::spawn_short(move || {
         let wire = batch.wire.get_or_insert_with(Default::default);
         let r = codec::decode_write_request_into(&body, max_decoded, &mut batch.series, wire);
         (r.map(|()| batch), body)

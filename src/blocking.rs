@@ -5,9 +5,10 @@
 //! blocks: each holds a thread for milliseconds, many times a second. On
 //! tokio's blocking pool these calls wake whichever of its idle threads
 //! comes next, so a `spillway run` with three destinations kept 13 of them
-//! alive, each with the allocator's own partly used pages. Here at most one thread per core takes them: in
-//! `scripts/bench-run.sh`, `run` peaked 5 MiB lower (of about 40) with 7 %
-//! less CPU, and the router of `scripts/bench-router.sh` 4 MiB lower.
+//! alive, each with the allocator's own partly used pages. Here at most
+//! one thread per core takes them: `run` in `scripts/bench-run.sh` peaked
+//! 5 MiB lower (of about 40) with 7 % less CPU, the router in
+//! `scripts/bench-router.sh` 4.6 MiB lower (of about 73).
 //!
 //! Only work that never waits for other blocking work belongs here: a task
 //! that waited on a channel could hold every thread of the pool. Long or

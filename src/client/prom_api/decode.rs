@@ -157,14 +157,14 @@ pub(super) struct RawSeries {
 }
 
 impl RawSeries {
-    pub(super) fn into_series(self) -> Result<Series, String> {
+    pub(super) fn into_series(self) -> Series {
         let samples = self
             .values
             .iter()
             .chain(self.value.iter())
             .map(|(ts, v)| Sample::new(to_ms(*ts), v.0))
             .collect();
-        Ok(Series::new(self.metric, samples))
+        Series::new(self.metric, samples)
     }
 }
 
@@ -336,7 +336,7 @@ pub(crate) fn parse_instant_answer(body: &[u8]) -> Result<InstantAnswer, String>
             _ => {
                 for item in items {
                     match item {
-                        ResultItem::Series(r) => series.push(r.into_series()?),
+                        ResultItem::Series(r) => series.push(r.into_series()),
                         _ => return Err("a vector or matrix result holds series objects".into()),
                     }
                 }

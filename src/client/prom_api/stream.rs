@@ -255,19 +255,17 @@ impl<R: Read> Input<R> {
     fn take_value(&mut self) -> Result<Range<usize>, ScanError> {
         self.skip_ws()?;
         let mut scan = ValueScan::default();
-        loop {
+        let len = loop {
             if let Some(len) = scan.resume(self.unread()) {
-                let start = self.pos;
-                self.pos += len;
-                return Ok(start..start + len);
+                break len;
             }
             if !self.fill()? {
-                let len = scan.at_end();
-                let start = self.pos;
-                self.pos += len;
-                return Ok(start..start + len);
+                break scan.at_end();
             }
-        }
+        };
+        let start = self.pos;
+        self.pos += len;
+        Ok(start..start + len)
     }
 
     fn parse<T: DeserializeOwned>(&mut self) -> Result<T, ScanError> {
@@ -305,7 +303,7 @@ impl<R: Read> Input<R> {
             }
         }
         let raw: RawSeries = self.parse()?;
-        raw.into_series().map_err(json)
+        Ok(raw.into_series())
     }
 
     /// Reads until `target` bytes are unread; `false` if the answer ends first.

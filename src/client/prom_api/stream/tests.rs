@@ -19,7 +19,7 @@ fn reference(body: &[u8]) -> Result<Vec<Series>, String> {
         return Err("status error".into());
     }
     let result = envelope.data.map(|d| d.result).unwrap_or_default();
-    result.into_iter().map(RawSeries::into_series).collect()
+    Ok(result.into_iter().map(RawSeries::into_series).collect())
 }
 
 /// A source handing out `chunk`-byte reads, so windows end anywhere.

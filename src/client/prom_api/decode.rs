@@ -1,95 +1,18 @@
-//! The streaming parser of Prometheus API answers: a [`Read`] over the
-//! body's chunks that counts what it hands on against `max_response_bytes`,
-//! and serde seeds that send each series of a `matrix`/`vector` answer as
-//! soon as it is parsed. Runs on a blocking thread (see [`super`]).
+//! What the streaming reader of answers ([`super::stream`]) stands on: a
+//! [`Read`] over the body's chunks that counts what it hands on against
+//! `max_response_bytes`, and the serde forms of a series and its samples.
+//! Runs on a blocking thread (see [`super`]).
 
-use super::{ClientError, InstantAnswer, SeriesList};
+use super::{ClientError, InstantAnswer};
 use crate::model::{Labels, Sample, Series};
 use bytes::Bytes;
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, Visitor};
 use std::fmt;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// The envelope of every Prometheus API answer, `{"status":...,
-/// "error":..., "data": ...}`: `data` goes to the seed `S` as it is read,
-/// and `"status": "error"` becomes an error naming the server's message.
-pub(super) struct Answer<S>(pub(super) S);
-
-impl<'de, S: DeserializeSeed<'de, Value = ()>> DeserializeSeed<'de> for Answer<S> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de, S: DeserializeSeed<'de, Value = ()>> Visitor<'de> for Answer<S> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a Prometheus API answer object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut data = Some(self.0);
-        let mut status = None::<String>;
-        let mut error = None::<String>;
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "data" => match data.take() {
-                    Some(seed) => map.next_value_seed(seed)?,
-                    None => {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                },
-                "status" => status = Some(map.next_value()?),
-                "error" => error = Some(map.next_value()?),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        match status.as_deref() {
-            Some("error") => Err(serde::de::Error::custom(format!(
-                "the server answered status \"error\": {}",
-                error.unwrap_or_default()
-            ))),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// `data` of a `/api/v1/series` answer, `[{labels}, ...]`, into a
-/// [`SeriesList`], failing on purpose (to stop reading) once it holds more
-/// than `limit`.
-pub(super) struct SeriesItems<'a> {
-    pub(super) limit: usize,
-    pub(super) list: &'a mut SeriesList,
-}
-
-impl<'de> DeserializeSeed<'de> for SeriesItems<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for SeriesItems<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of label sets")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(labels) = seq.next_element::<Labels>()? {
-            if self.list.series.len() == self.limit {
-                self.list.more = true;
-                return Err(serde::de::Error::custom("enough series"));
-            }
-            self.list.series.push(labels);
-        }
-        Ok(())
-    }
-}
 /// What `max_response_bytes` bounds in a streamed answer.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Cap {

@@ -16,7 +16,6 @@ use super::{display_url, Client, ClientError};
 use crate::model::{Labels, Series};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use serde::de::DeserializeSeed;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +23,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub(crate) use decode::parse_instant_answer;
-use decode::{Answer, Cap, ChannelReader, Limit, SeriesItems};
+use decode::{Cap, ChannelReader, Limit};
 
 /// Series arriving one by one; an `Err` ends the stream.
 pub type SeriesStream = mpsc::Receiver<Result<Series, ClientError>>;
@@ -278,19 +277,18 @@ impl Client {
                 limit: answer_cap,
             };
             let mut list = SeriesList::default();
-            let result = {
-                let capped = (&mut reader).take(MAX_SERIES_ANSWER_BYTES);
-                let buffered = std::io::BufReader::with_capacity(64 * 1024, capped);
-                let mut de = serde_json::Deserializer::from_reader(buffered);
-                Answer(SeriesItems {
-                    limit,
-                    list: &mut list,
-                })
-                .deserialize(&mut de)
-            };
+            let capped = (&mut reader).take(MAX_SERIES_ANSWER_BYTES);
+            let result = stream::read_label_sets(capped, |labels| {
+                if list.series.len() == limit {
+                    list.more = true;
+                    return false;
+                }
+                list.series.push(labels);
+                true
+            });
             match result {
                 Ok(()) => Ok(list),
-                Err(_) if list.more => Ok(list),
+                Err(stream::ScanError::Stopped) => Ok(list),
                 Err(e) => Err(reader.error.take().unwrap_or(ClientError::Decode {
                     url,
                     reason: format!("{e} (answers are read up to {MAX_SERIES_ANSWER_BYTES} bytes)"),

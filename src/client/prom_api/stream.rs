@@ -52,6 +52,34 @@ pub(super) fn read_answer<R: Read>(
     src: R,
     mut send: impl FnMut(Series) -> bool,
 ) -> Result<(), ScanError> {
+    read_envelope(src, |input| read_data(input, &mut send))
+}
+
+/// Reads a `/api/v1/series` answer from `src`, giving each label set of
+/// `data` to `send` until it answers `false`.
+pub(super) fn read_label_sets<R: Read>(
+    src: R,
+    mut send: impl FnMut(Labels) -> bool,
+) -> Result<(), ScanError> {
+    read_envelope(src, |input| {
+        input.for_each_element("a label set of `data`", |input| {
+            let labels = input.parse()?;
+            if send(labels) {
+                Ok(())
+            } else {
+                Err(ScanError::Stopped)
+            }
+        })
+    })
+}
+
+/// The envelope of every API answer, `{"status":..,"error":..,"data":..}`
+/// with keys in any order: `read_data` reads the first `data` as it comes,
+/// and `"status":"error"` becomes an error naming the server's message.
+fn read_envelope<R: Read>(
+    src: R,
+    mut read_data: impl FnMut(&mut Input<R>) -> Result<(), ScanError>,
+) -> Result<(), ScanError> {
     let mut input = Input::new(src);
     let mut status = None::<String>;
     let mut error = None::<String>;
@@ -61,7 +89,7 @@ pub(super) fn read_answer<R: Read>(
         match key {
             "data" if !data_read => {
                 data_read = true;
-                read_data(input, &mut send)?;
+                read_data(input)?;
             }
             "status" => status = Some(input.parse()?),
             "error" => error = Some(input.parse()?),
@@ -106,21 +134,11 @@ fn read_result<R: Read>(
     input: &mut Input<R>,
     send: &mut impl FnMut(Series) -> bool,
 ) -> Result<(), ScanError> {
-    input.expect(b'[')?;
-    if input.skip_ws()? == Some(b']') {
-        input.pos += 1;
-        return Ok(());
-    }
     let mut points_hint = 0;
-    loop {
+    input.for_each_element("a series of `result`", |input| {
         let series = input.series(&mut points_hint)?;
-        deliver(send, series)?;
-        match input.next_byte()? {
-            Some(b',') => {}
-            Some(b']') => return Ok(()),
-            _ => return Err(json("expected `,` or `]` after a series of `result`")),
-        }
-    }
+        deliver(send, series)
+    })
 }
 
 fn deliver(send: &mut impl FnMut(Series) -> bool, series: Series) -> Result<(), ScanError> {
@@ -247,6 +265,28 @@ impl<R: Read> Input<R> {
                         "expected `,` or `}}` after the value of {key:?}"
                     )))
                 }
+            }
+        }
+    }
+
+    /// Calls `each` with the input at every element of the array that
+    /// starts here (`what` names an element in errors), then reads its `]`.
+    fn for_each_element(
+        &mut self,
+        what: &str,
+        mut each: impl FnMut(&mut Self) -> Result<(), ScanError>,
+    ) -> Result<(), ScanError> {
+        self.expect(b'[')?;
+        if self.skip_ws()? == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            each(self)?;
+            match self.next_byte()? {
+                Some(b',') => {}
+                Some(b']') => return Ok(()),
+                _ => return Err(json(format!("expected `,` or `]` after {what}"))),
             }
         }
     }

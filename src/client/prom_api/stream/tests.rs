@@ -279,3 +279,55 @@ fn a_series_longer_than_many_windows_is_read_whole() {
         Sample::new(1_702_999_985_000, 199_999.5)
     );
 }
+
+fn label_sets(body: &[u8], chunk: usize) -> Result<Vec<String>, ScanError> {
+    let mut out = vec![];
+    read_label_sets(Chunked { rest: body, chunk }, |labels| {
+        out.push(labels.to_string());
+        true
+    })?;
+    Ok(out)
+}
+
+#[test]
+fn series_answers_give_their_label_sets_in_order() {
+    let body = br#"{"data":[{"__name__":"up","job":"a\"b"},{},{"x":"1"}],"status":"success"}"#;
+    for chunk in [1, 7, 1024] {
+        assert_eq!(
+            label_sets(body, chunk).unwrap(),
+            [r#"up{job="a\"b"}"#, "{}", r#"{x="1"}"#]
+        );
+    }
+    assert!(label_sets(br#"{"status":"success","data":[]}"#, 3)
+        .unwrap()
+        .is_empty());
+    let mut seen = 0;
+    let stopped = read_label_sets(&body[..], |_| {
+        seen += 1;
+        seen < 2
+    });
+    assert!(matches!(stopped, Err(ScanError::Stopped)));
+    assert_eq!(seen, 2);
+}
+
+#[test]
+fn malformed_series_answers_are_errors() {
+    for body in [
+        "",
+        r#"{"status":"success","data":{}}"#,
+        r#"{"status":"success","data":[{"a":1}]}"#,
+        r#"{"status":"success","data":[{"a":"1"}"#,
+        r#"{"status":"success","data":[{"a":"1"} {"b":"2"}]}"#,
+        r#"{"status":"success","data":[]} x"#,
+        r#"{"status":"error","errorType":"bad_data","error":"boom"}"#,
+    ] {
+        assert!(
+            matches!(label_sets(body.as_bytes(), 4), Err(ScanError::Json(_))),
+            "{body}"
+        );
+    }
+    let Err(ScanError::Json(e)) = label_sets(br#"{"status":"error","error":"boom"}"#, 4) else {
+        panic!("a status error was accepted");
+    };
+    assert_eq!(e, r#"the server answered status "error": boom"#);
+}

@@ -650,7 +650,7 @@ fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-pub(super) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
         v >>= 7;
@@ -662,7 +662,7 @@ pub(super) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
 /// `binary.Uvarint`): the value and its length in bytes, or `None` when
 /// `buf` ends inside it or it runs past 64 bits.
 #[inline]
-pub(super) fn read_varint(buf: &[u8]) -> Option<(u64, usize)> {
+pub(crate) fn read_varint(buf: &[u8]) -> Option<(u64, usize)> {
     // Keys, lengths and most deltas fit in one byte.
     match buf.first() {
         Some(&b) if b < 0x80 => return Some((u64::from(b), 1)),

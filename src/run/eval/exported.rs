@@ -13,12 +13,13 @@
 //! in both.
 
 use super::LabelHasher;
+use crate::codec::remote_write::{put_varint, read_varint};
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
 
 #[derive(Clone, Default)]
 pub struct Exported {
-    /// `len (LEB128) packed` for each set, in insertion order.
+    /// `len (varint) packed` for each set, in insertion order.
     arena: Vec<u8>,
     /// Arena offset of each set, by the hash of its packed bytes.
     index: HashTable<usize>,
@@ -28,26 +29,15 @@ pub struct Exported {
 /// The arena entry at `start`: the packed bytes after the length, and
 /// where the next entry starts.
 fn entry_at(arena: &[u8], start: usize) -> (&[u8], usize) {
-    let (mut len, mut shift, mut at) = (0usize, 0, start);
-    loop {
-        let byte = arena[at];
-        at += 1;
-        len |= usize::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            break;
-        }
-        shift += 7;
-    }
-    (&arena[at..at + len], at + len)
+    let (len, len_bytes) =
+        read_varint(&arena[start..]).expect("an arena entry starts with its length");
+    let at = start + len_bytes;
+    let end = at + len as usize;
+    (&arena[at..end], end)
 }
 
 fn push_entry(arena: &mut Vec<u8>, packed: &[u8]) {
-    let mut len = packed.len();
-    while len >= 0x80 {
-        arena.push(len as u8 | 0x80);
-        len >>= 7;
-    }
-    arena.push(len as u8);
+    put_varint(arena, packed.len() as u64);
     arena.extend_from_slice(packed);
 }
 

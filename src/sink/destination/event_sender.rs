@@ -14,7 +14,7 @@
 //! acknowledged when nothing is pending; a stop in the middle leaves them
 //! queued, to be sent again whole by the next start (at-least-once).
 
-use super::sender::{next_batch, stopped};
+use super::sender::{ack, next_batch, stopped};
 use super::{Accepted, DestinationError, DropReason, Phase, Shared};
 use crate::client::ClientError;
 use crate::model::BatchMeta;
@@ -127,7 +127,7 @@ async fn deliver(
             tracing::error!(destination = %shared.name, "{msg}");
             shared.stats.dropped(DropReason::Damaged, samples);
             shared.stats.set_last_error(msg);
-            ack(shared, &records).await;
+            ack(shared, &records, "events").await;
             return;
         }
     };
@@ -253,7 +253,7 @@ async fn deliver(
     }
     shared.stats.sent(b.delivered);
     drop(b);
-    ack(shared, &records).await;
+    ack(shared, &records, "events").await;
 }
 
 /// What of an item goes to the dead-letter file: the document of a bulk item.
@@ -270,24 +270,5 @@ fn attempt_status(r: &Result<(), ClientError>) -> Option<u16> {
     match r {
         Ok(()) => Some(200),
         Err(e) => e.status(),
-    }
-}
-
-async fn ack(shared: &Arc<Shared>, records: &[Record]) {
-    let ids: Vec<u64> = records.iter().map(|r| r.id).collect();
-    let s = Arc::clone(shared);
-    let acked = crate::blocking::spawn_short(move || {
-        for id in ids {
-            s.queue.ack(id)?;
-        }
-        Ok::<(), crate::queue::QueueError>(())
-    })
-    .await;
-    match acked {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::error!(destination = %shared.name, "acknowledging delivered events: {e}; they may be sent again after a restart")
-        }
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }

@@ -298,6 +298,12 @@ async fn settle(shared: &Arc<Shared>, records: Vec<Record>, result: Result<Outco
             shared.stats.set_last_error(msg);
         }
     }
+    ack(shared, &records, "blocks").await;
+}
+
+/// Acknowledges delivered `records` in the queue; a failure is logged (they
+/// may be sent again after a restart), naming them as `what`.
+pub(super) async fn ack(shared: &Arc<Shared>, records: &[Record], what: &str) {
     let ids: Vec<u64> = records.iter().map(|r| r.id).collect();
     let s = Arc::clone(shared);
     let acked = crate::blocking::spawn_short(move || {
@@ -310,7 +316,7 @@ async fn settle(shared: &Arc<Shared>, records: Vec<Record>, result: Result<Outco
     match acked {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            tracing::error!(destination = %shared.name, "acknowledging delivered blocks: {e}; they may be sent again after a restart")
+            tracing::error!(destination = %shared.name, "acknowledging delivered {what}: {e}; they may be sent again after a restart")
         }
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }

@@ -22,6 +22,7 @@ instances differ only in that hash keeps its exact name, so only that instance
 is placed.
 """
 import collections
+import functools
 import os
 import re
 import struct
@@ -51,8 +52,10 @@ def pages(pid, binary, out):
         f.write("\n".join(lines) + "\n")
 
 
+@functools.cache
 def functions(binary):
-    """(address, size, name) of every function, in address order."""
+    """(address, size, name) of every function, in address order (nm is run
+    once per binary: each is read by several steps)."""
     nm = subprocess.run(["nm", "-n", "-S", "--defined-only", binary],
                         check=True, capture_output=True, text=True).stdout
     result = []
@@ -60,7 +63,7 @@ def functions(binary):
         fields = line.split(" ", 3)
         if len(fields) == 4 and fields[2] in "tTwW" and int(fields[1], 16) > 0:
             result.append((int(fields[0], 16), int(fields[1], 16), fields[3]))
-    return result
+    return tuple(result)
 
 
 def touched(pages_file, binary):
@@ -123,7 +126,8 @@ def extend(out, pages_file, binary):
     known = [line.strip()[len("*(.text."):-1] for line in open(out)
              if line.startswith("    *(.text.") and "spillway_code_layout_probe" not in line]
     added, size = patterns_of(outside, binary)
-    added = [p for p in added if p not in set(known)]
+    named = set(known)
+    added = [p for p in added if p not in named]
     write_script(out, known + added, hot[1] - hot[0] + size)
     print(f"{out}: {len(added)} functions added")
 

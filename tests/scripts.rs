@@ -139,12 +139,7 @@ fn layout_py(command: &str, script: &Path, probe: &Path, address: u64) {
 
 /// The address of the first function whose name starts with `prefix`.
 fn symbol_address(binary: &Path, prefix: &str) -> u64 {
-    let out = Command::new("nm")
-        .arg("--defined-only")
-        .arg(binary)
-        .output()
-        .expect("run nm");
-    let out = String::from_utf8(out.stdout).unwrap();
+    let out = tool_output("nm", "--defined-only", binary);
     let line = out
         .lines()
         .find(|l| l.split(' ').nth(2).is_some_and(|n| n.starts_with(prefix)))
@@ -180,17 +175,28 @@ fn build_probe(dir: &Path, linker_script: Option<&str>) -> std::path::PathBuf {
 }
 
 fn section_range(binary: &Path, name: &str) -> Option<std::ops::Range<u64>> {
-    let out = Command::new("readelf")
-        .arg("-SW")
+    tool_output("readelf", "-SW", binary)
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let at = fields.iter().position(|f| *f == name)?;
+            let address = u64::from_str_radix(fields.get(at + 2)?, 16).ok()?;
+            let size = u64::from_str_radix(fields.get(at + 4)?, 16).ok()?;
+            Some(address..address + size)
+        })
+}
+
+/// What `tool flag binary` prints (binutils' nm and readelf).
+fn tool_output(tool: &str, flag: &str, binary: &Path) -> String {
+    let out = Command::new(tool)
+        .arg(flag)
         .arg(binary)
         .output()
-        .expect("run readelf");
-    let out = String::from_utf8(out.stdout).unwrap();
-    out.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let at = fields.iter().position(|f| *f == name)?;
-        let address = u64::from_str_radix(fields.get(at + 2)?, 16).ok()?;
-        let size = u64::from_str_radix(fields.get(at + 4)?, 16).ok()?;
-        Some(address..address + size)
-    })
+        .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} {flag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }

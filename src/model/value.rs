@@ -65,6 +65,96 @@ pub fn value_text(v: f64) -> String {
     s
 }
 
+/// Reads `-?D+(\.D+)?` with at most 15 digits in all, the form servers
+/// print sample values in, as `m / 10^s`; `None` for anything else (signs,
+/// exponents, `1.`, longer numbers, `NaN`), which `str::parse` reads.
+///
+/// Why it equals `str::parse`: below 10^15 the digits `m` are an exact
+/// float, and so is `10^s` for `s <= 15`; IEEE division rounds the exact
+/// quotient correctly, and that quotient is the decimal itself. It saves
+/// the UTF-8 check and the general parser on every sample.
+pub(crate) fn parse_short_decimal(text: &[u8]) -> Option<f64> {
+    const POWERS: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    const MAX_DIGITS: usize = 15;
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let (whole, whole_len) = leading_digits(digits);
+    if whole_len == 0 || whole_len > MAX_DIGITS {
+        return None;
+    }
+    let (mantissa, scale) = match &digits[whole_len..] {
+        [] => (whole, 0),
+        [b'.', fraction @ ..] => {
+            let (part, scale) = leading_digits(fraction);
+            if scale == 0 || scale != fraction.len() || whole_len + scale > MAX_DIGITS {
+                return None;
+            }
+            (whole * 10u64.pow(scale as u32) + part, scale)
+        }
+        _ => return None,
+    };
+    let v = mantissa as f64 / POWERS[scale];
+    Some(if negative { -v } else { v })
+}
+
+/// The value of the digits `b` starts with (wrapped past 19 of them) and
+/// their count, eight at a time where eight bytes are there to load.
+#[inline]
+pub(crate) fn leading_digits(b: &[u8]) -> (u64, usize) {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    const POW10: [u64; 9] = [
+        1,
+        10,
+        100,
+        1_000,
+        10_000,
+        100_000,
+        1_000_000,
+        10_000_000,
+        100_000_000,
+    ];
+    let (mut acc, mut pos) = (0u64, 0usize);
+    while let Some(word) = b.get(pos..pos + 8) {
+        let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        // A high bit per byte that is not an ASCII digit.
+        let not_digit =
+            (x.wrapping_sub(ZEROS) | x.wrapping_add(0x4646_4646_4646_4646)) & 0x8080_8080_8080_8080;
+        let k = (not_digit.trailing_zeros() / 8) as usize;
+        if k == 0 {
+            return (acc, pos);
+        }
+        // The k digits moved to the end of the word, '0's before them.
+        let x = if k == 8 {
+            x
+        } else {
+            (x << (8 * (8 - k))) | (ZEROS >> (8 * k))
+        };
+        acc = acc.wrapping_mul(POW10[k]).wrapping_add(eight_digits(x));
+        pos += k;
+        if k < 8 {
+            return (acc, pos);
+        }
+    }
+    while let Some(d) = b.get(pos).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+        acc = acc.wrapping_mul(10).wrapping_add(u64::from(d));
+        pos += 1;
+    }
+    (acc, pos)
+}
+
+/// The value of eight ASCII digits loaded little-endian (first digit in the low byte).
+#[inline]
+fn eight_digits(x: u64) -> u64 {
+    let x = x.wrapping_sub(0x3030_3030_3030_3030);
+    let x = (x.wrapping_mul(10) + (x >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let x = (x.wrapping_mul(100) + (x >> 16)) & 0x0000_ffff_0000_ffff;
+    (x.wrapping_mul(10_000) + (x >> 32)) & 0xffff_ffff
+}
+
 /// Ryū prints the shortest round-trip digits in a fraction of `Display`'s
 /// time (`Display` was the largest cost of the text formats). Up to 15
 /// significant digits the shortest digits are unique, so both print the
@@ -110,15 +200,27 @@ fn push_short_decimal(out: &mut impl TextOut, v: f64) -> bool {
         return false;
     }
     for (s, p) in POWERS.iter().enumerate() {
-        let m = (v * p).round();
-        if m.abs() >= MAX_DIGITS {
+        let Some(m) = round_below(v * p, MAX_DIGITS) else {
             return false;
-        }
-        if m / p == v {
-            return push_decimal(out, m as i64, -(s as i16));
+        };
+        if m as f64 / p == v {
+            return push_decimal(out, m, -(s as i16));
         }
     }
     false
+}
+
+/// `x.round()` as an integer when its magnitude is below `limit` (at most
+/// 2^52, where `x` minus its integer part is exact). Without SSE4.1
+/// `f64::round` is a libm call, a measurable share of printing a sample.
+fn round_below(x: f64, limit: f64) -> Option<i64> {
+    if x.is_nan() || x.abs() >= limit {
+        return None;
+    }
+    let whole = x as i64;
+    let fraction = x - whole as f64;
+    let m = whole + i64::from(fraction >= 0.5) - i64::from(fraction <= -0.5);
+    (m.unsigned_abs() < limit as u64).then_some(m)
 }
 
 /// Prints `d * 10^scale` when that is the text [`push_finite`] prints for
@@ -183,6 +285,118 @@ pub(crate) fn push_decimal(out: &mut impl TextOut, d: i64, scale: i16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rounding by integers agrees with `f64::round` (half away from zero),
+    /// halves and the limit included.
+    #[test]
+    fn rounding_below_the_limit_is_round() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut cases: Vec<f64> = vec![
+            0.5,
+            -0.5,
+            1.5,
+            -2.5,
+            0.49999999999999994,
+            1e15 - 0.5,
+            1e15 - 1.0,
+            -1e15 + 0.5,
+            1e15,
+            0.0,
+            -0.0,
+        ];
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let scale = [1.0, 1e3, 1e9, 1e15][(x % 4) as usize];
+            cases.push(((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 2.0 * scale);
+        }
+        for v in cases {
+            let want = (v.round().abs() < 1e15).then(|| v.round() as i64);
+            assert_eq!(round_below(v, 1e15), want, "{v}");
+        }
+    }
+
+    /// The short path reads exactly what `str::parse` reads, bit for bit,
+    /// and leaves the rest to it.
+    #[test]
+    fn short_decimals_parse_as_str_parse() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut short = 0;
+        for _ in 0..400_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = (x % 17) as usize;
+            let point = ((x >> 8) % (digits as u64 + 2)) as usize;
+            let sign = if (x >> 16).is_multiple_of(3) { "-" } else { "" };
+            let body: String = format!("{:017}", x >> 20)[..digits].to_string();
+            let text = match point {
+                0 => format!("{sign}{body}"),
+                p if p > digits => format!("{sign}{body}."),
+                p => format!("{sign}{}.{}", &body[..p], &body[p..]),
+            };
+            let parsed = text.parse::<f64>().ok();
+            match parse_short_decimal(text.as_bytes()) {
+                Some(v) => {
+                    short += 1;
+                    assert_eq!(Some(v.to_bits()), parsed.map(f64::to_bits), "{text}");
+                }
+                None => {
+                    let count = text.bytes().filter(u8::is_ascii_digit).count();
+                    let unsigned = text.trim_start_matches('-');
+                    let plain = (1..=15).contains(&count)
+                        && !unsigned.starts_with('.')
+                        && !unsigned.ends_with('.');
+                    assert!(!plain, "{text} is plain but was not read");
+                }
+            }
+        }
+        assert!(short > 200_000, "only {short} took the short path");
+        for (text, want) in [
+            ("-0", Some(-0.0f64)),
+            ("0.10", Some(0.1)),
+            ("007", Some(7.0)),
+        ] {
+            assert_eq!(
+                parse_short_decimal(text.as_bytes()).map(f64::to_bits),
+                want.map(f64::to_bits),
+                "{text}"
+            );
+        }
+        for text in [
+            "",
+            "-",
+            ".5",
+            "1.",
+            "+1",
+            "1e5",
+            "NaN",
+            "+Inf",
+            "1.5 ",
+            "1234567890123456",
+            "12345678.12345678",
+            "--1",
+            "1.2.3",
+        ] {
+            assert_eq!(parse_short_decimal(text.as_bytes()), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn digits_eight_at_a_time() {
+        let mut n = 1u64;
+        for len in 1..=19 {
+            let text = format!("{n},x");
+            assert_eq!(leading_digits(text.as_bytes()), (n, len), "{text}");
+            let tail = format!("{n}");
+            assert_eq!(leading_digits(tail.as_bytes()), (n, len), "{tail}");
+            n = n * 10 + (len as u64 % 10);
+        }
+        assert_eq!(leading_digits(b"x12345678"), (0, 0));
+        assert_eq!(leading_digits(b"1234/6789"), (1234, 4));
+        assert_eq!(leading_digits(b"1234:6789"), (1234, 4));
+    }
 
     /// The Ryū path prints exactly what `Display` prints: random doubles of
     /// every magnitude (the exponent case included), and two-decimal values

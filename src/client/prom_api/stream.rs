@@ -12,6 +12,7 @@
 //! the series' own bytes, which decides exactly as it did before.
 
 use super::decode::{parse_value, to_ms, RawSeries};
+use crate::model::value::{leading_digits, parse_short_decimal};
 use crate::model::{Label, Labels, Sample, Series};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use std::fmt;
@@ -485,6 +486,12 @@ impl<'a> Cursor<'a> {
 
     /// A string without escapes or control characters.
     fn plain_str(&mut self) -> Result<&'a str, Miss> {
+        std::str::from_utf8(self.plain_bytes()?).map_err(|_| Miss::Other)
+    }
+
+    /// The bytes of a string without escapes or control characters, not
+    /// yet checked as UTF-8.
+    fn plain_bytes(&mut self) -> Result<&'a [u8], Miss> {
         self.byte(b'"')?;
         let rest = &self.bytes[self.at..];
         let len = memchr::memchr(b'"', rest).ok_or(Miss::Incomplete)?;
@@ -493,7 +500,7 @@ impl<'a> Cursor<'a> {
             return Err(Miss::Other);
         }
         self.at += len + 1;
-        std::str::from_utf8(text).map_err(|_| Miss::Other)
+        Ok(text)
     }
 
     fn series(&mut self, points_hint: usize) -> Result<Series, Miss> {
@@ -561,7 +568,14 @@ impl<'a> Cursor<'a> {
         self.byte(b'[')?;
         let timestamp_ms = self.timestamp_ms()?;
         self.byte(b',')?;
-        let value = parse_value(self.plain_str()?).map_err(|_| Miss::Other)?;
+        let text = self.plain_bytes()?;
+        let value = match parse_short_decimal(text) {
+            Some(v) => v,
+            None => std::str::from_utf8(text)
+                .ok()
+                .and_then(|t| parse_value(t).ok())
+                .ok_or(Miss::Other)?,
+        };
         self.byte(b']')?;
         Ok(Sample::new(timestamp_ms, value))
     }
@@ -572,6 +586,18 @@ impl<'a> Cursor<'a> {
     fn timestamp_ms(&mut self) -> Result<i64, Miss> {
         self.peek()?;
         let rest = &self.bytes[self.at..];
+        // Whole seconds, what servers print: one pass over the digits.
+        let (seconds, len) = leading_digits(rest);
+        if (1..=12).contains(&len) && (len == 1 || rest[0] != b'0') {
+            match rest.get(len) {
+                None => return Err(Miss::Incomplete),
+                Some(b'.' | b'-') => {}
+                Some(_) => {
+                    self.at += len;
+                    return Ok(seconds as i64 * 1000);
+                }
+            }
+        }
         let len = rest
             .iter()
             .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'.'))

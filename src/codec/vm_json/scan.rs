@@ -19,6 +19,7 @@
 //! so no input decides the stack depth; `metric` goes through serde_json,
 //! whose recursion limit stays on.
 
+use crate::model::value::{leading_digits, parse_short_decimal};
 use crate::model::{Labels, STALE_NAN_BITS};
 use serde::Deserialize;
 
@@ -205,60 +206,6 @@ pub(super) fn for_each_timestamp(b: &[u8], mut each: impl FnMut(i64)) -> Result<
     }
 }
 
-/// The value of the digits `b` starts with (wrapped past 19 of them) and
-/// their count, eight at a time where eight bytes are there to load.
-#[inline]
-fn leading_digits(b: &[u8]) -> (u64, usize) {
-    const ZEROS: u64 = 0x3030_3030_3030_3030;
-    const POW10: [u64; 9] = [
-        1,
-        10,
-        100,
-        1_000,
-        10_000,
-        100_000,
-        1_000_000,
-        10_000_000,
-        100_000_000,
-    ];
-    let (mut acc, mut pos) = (0u64, 0usize);
-    while let Some(word) = b.get(pos..pos + 8) {
-        let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        // A high bit per byte that is not an ASCII digit.
-        let not_digit =
-            (x.wrapping_sub(ZEROS) | x.wrapping_add(0x4646_4646_4646_4646)) & 0x8080_8080_8080_8080;
-        let k = (not_digit.trailing_zeros() / 8) as usize;
-        if k == 0 {
-            return (acc, pos);
-        }
-        // The k digits moved to the end of the word, '0's before them.
-        let x = if k == 8 {
-            x
-        } else {
-            (x << (8 * (8 - k))) | (ZEROS >> (8 * k))
-        };
-        acc = acc.wrapping_mul(POW10[k]).wrapping_add(eight_digits(x));
-        pos += k;
-        if k < 8 {
-            return (acc, pos);
-        }
-    }
-    while let Some(d) = b.get(pos).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9) {
-        acc = acc.wrapping_mul(10).wrapping_add(u64::from(d));
-        pos += 1;
-    }
-    (acc, pos)
-}
-
-/// The value of eight ASCII digits loaded little-endian (first digit in the low byte).
-#[inline]
-fn eight_digits(x: u64) -> u64 {
-    let x = x.wrapping_sub(0x3030_3030_3030_3030);
-    let x = (x.wrapping_mul(10) + (x >> 8)) & 0x00ff_00ff_00ff_00ff;
-    let x = (x.wrapping_mul(100) + (x >> 16)) & 0x0000_ffff_0000_ffff;
-    (x.wrapping_mul(10_000) + (x >> 32)) & 0xffff_ffff
-}
-
 /// The strict reader of [`for_each_timestamp`] from `from` (the start of an
 /// entry) on: signs, whitespace, the full `i64` range, the errors.
 fn timestamps_strict(b: &[u8], from: usize, each: &mut impl FnMut(i64)) -> Result<usize, String> {
@@ -311,7 +258,9 @@ fn timestamps_strict(b: &[u8], from: usize, each: &mut impl FnMut(i64)) -> Resul
 pub(super) fn for_each_value(b: &[u8], mut each: impl FnMut(f64)) -> Result<(), String> {
     for tok in tokens(b) {
         let tok = tok?;
-        let v = if is_number(tok) {
+        let v = if let Some(v) = parse_short_decimal(tok) {
+            v
+        } else if is_number(tok) {
             let v = std::str::from_utf8(tok)
                 .ok()
                 .and_then(|t| t.parse::<f64>().ok())
@@ -758,21 +707,6 @@ mod tests {
                 .map(|()| (count, plain));
             assert_eq!(quick, tokens, "{case}");
         }
-    }
-
-    #[test]
-    fn digits_eight_at_a_time() {
-        let mut n = 1u64;
-        for len in 1..=19 {
-            let text = format!("{n},x");
-            assert_eq!(leading_digits(text.as_bytes()), (n, len), "{text}");
-            let tail = format!("{n}");
-            assert_eq!(leading_digits(tail.as_bytes()), (n, len), "{tail}");
-            n = n * 10 + (len as u64 % 10);
-        }
-        assert_eq!(leading_digits(b"x12345678"), (0, 0));
-        assert_eq!(leading_digits(b"1234/6789"), (1234, 4));
-        assert_eq!(leading_digits(b"1234:6789"), (1234, 4));
     }
 
     #[test]

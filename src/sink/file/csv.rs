@@ -32,7 +32,7 @@ pub(super) struct CsvFile {
     out: AtomicFile,
     timestamps: TimestampFormatter,
     /// One series' rows, built here and written at once: rows allocate nothing.
-    rows: String,
+    rows: Vec<u8>,
 }
 
 impl CsvFile {
@@ -73,7 +73,7 @@ impl Encoder for CsvFile {
         Ok(CsvFile {
             out: file,
             timestamps: TimestampFormatter::default(),
-            rows: String::new(),
+            rows: Vec::new(),
         })
     }
 
@@ -94,21 +94,22 @@ impl Encoder for CsvFile {
         suffix.push('\n');
         self.rows.clear();
         for s in samples {
-            self.rows.push_str(&prefix);
+            self.rows.extend_from_slice(prefix.as_bytes());
             self.timestamps.push(&mut self.rows, s.timestamp_ms);
-            self.rows.push(',');
+            self.rows.push(b',');
             push_int(&mut self.rows, s.timestamp_ms);
-            self.rows.push(',');
+            self.rows.push(b',');
             push_value(&mut self.rows, s.value);
-            self.rows.push(',');
-            self.rows.push_str(bool_text(s.out_of_range));
-            self.rows.push(',');
-            self.rows.push_str(bool_text(s.alert));
-            self.rows.push_str(&suffix);
+            self.rows.push(b',');
+            self.rows
+                .extend_from_slice(bool_text(s.out_of_range).as_bytes());
+            self.rows.push(b',');
+            self.rows.extend_from_slice(bool_text(s.alert).as_bytes());
+            self.rows.extend_from_slice(suffix.as_bytes());
         }
-        let result = self.out.write_all(self.rows.as_bytes());
+        let result = self.out.write_all(&self.rows);
         if self.rows.capacity() > 1 << 20 {
-            self.rows = String::new();
+            self.rows = Vec::new();
         }
         result.map_err(|e| self.error(e))
     }

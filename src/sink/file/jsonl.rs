@@ -23,7 +23,7 @@ pub(super) struct JsonlFile {
     timestamps: TimestampFormatter,
     /// One write call's lines, reused: the per-series parts are built once
     /// per call and the buffer goes to the file in one piece.
-    line: String,
+    line: Vec<u8>,
 }
 
 impl Encoder for JsonlFile {
@@ -31,7 +31,7 @@ impl Encoder for JsonlFile {
         Ok(JsonlFile {
             out: file,
             timestamps: TimestampFormatter::default(),
-            line: String::new(),
+            line: Vec::new(),
         })
     }
 
@@ -54,20 +54,21 @@ impl Encoder for JsonlFile {
         for chunk in samples.chunks(4096) {
             self.line.clear();
             for s in chunk {
-                self.line.push_str(&head);
-                self.timestamps.push(&mut self.line, s.timestamp_ms);
-                self.line.push_str(r#"","timestamp_ms":"#);
-                push_int(&mut self.line, s.timestamp_ms);
-                self.line.push_str(r#","value":"#);
-                push_json_value(&mut self.line, s.value);
-                self.line.push_str(r#","out_of_range":"#);
-                self.line.push_str(bool_text(s.out_of_range));
-                self.line.push_str(r#","alert":"#);
-                self.line.push_str(bool_text(s.alert));
-                self.line.push_str(&tail);
+                let line = &mut self.line;
+                line.extend_from_slice(head.as_bytes());
+                self.timestamps.push(line, s.timestamp_ms);
+                line.extend_from_slice(br#"","timestamp_ms":"#);
+                push_int(line, s.timestamp_ms);
+                line.extend_from_slice(br#","value":"#);
+                push_json_value(line, s.value);
+                line.extend_from_slice(br#","out_of_range":"#);
+                line.extend_from_slice(bool_text(s.out_of_range).as_bytes());
+                line.extend_from_slice(br#","alert":"#);
+                line.extend_from_slice(bool_text(s.alert).as_bytes());
+                line.extend_from_slice(tail.as_bytes());
             }
             self.out
-                .write_all(self.line.as_bytes())
+                .write_all(&self.line)
                 .map_err(write_err(&self.out))?;
         }
         Ok(())

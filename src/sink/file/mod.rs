@@ -33,6 +33,7 @@ pub use partition::{PartitionBy, UnknownPartitioning};
 
 use crate::fsutil::AtomicFile;
 use crate::model::time::format_rfc3339_ms;
+use crate::model::value::TextOut;
 use crate::model::Labels;
 use std::fmt;
 use std::io;
@@ -335,8 +336,8 @@ fn write_err(file: &AtomicFile) -> impl FnOnce(io::Error) -> SinkError + '_ {
 }
 
 /// Appends `n` in decimal without `fmt`'s machinery (one per row and column).
-fn push_int(out: &mut String, n: i64) {
-    out.push_str(itoa::Buffer::new().format(n));
+fn push_int(out: &mut impl TextOut, n: i64) {
+    out.push_text(itoa::Buffer::new().format(n));
 }
 
 fn bool_text(b: bool) -> &'static str {
@@ -390,14 +391,16 @@ impl Default for TimestampFormatter {
 impl TimestampFormatter {
     const DAY_MS: i64 = 86_400_000;
 
-    fn push(&mut self, out: &mut String, ts_ms: i64) {
+    /// Bytes, not a `String`: the text is ASCII by construction, and a
+    /// `str` of it would be checked as UTF-8 on every row.
+    fn push(&mut self, out: &mut Vec<u8>, ts_ms: i64) {
         let day = ts_ms.div_euclid(Self::DAY_MS);
         if self.day != Some(day) {
             let midnight = format_rfc3339_ms(day * Self::DAY_MS);
             // Years of four digits only; others (outside chrono's range too)
             // print as the model does.
             if midnight.len() != "YYYY-MM-DDT00:00:00Z".len() {
-                out.push_str(&format_rfc3339_ms(ts_ms));
+                out.extend_from_slice(format_rfc3339_ms(ts_ms).as_bytes());
                 return;
             }
             self.text[..11].copy_from_slice(&midnight.as_bytes()[..11]);
@@ -408,15 +411,12 @@ impl TimestampFormatter {
         put_digits(&mut self.text[11..13], secs / 3600);
         put_digits(&mut self.text[14..16], secs / 60 % 60);
         put_digits(&mut self.text[17..19], secs % 60);
-        let text = if ms != 0 {
+        if ms != 0 {
             put_digits(&mut self.text[20..23], ms);
-            &self.text[..]
+            out.extend_from_slice(&self.text);
         } else {
-            &self.text[..19]
-        };
-        out.push_str(std::str::from_utf8(text).expect("ASCII digits and separators"));
-        if ms == 0 {
-            out.push('Z');
+            out.extend_from_slice(&self.text[..19]);
+            out.push(b'Z');
         }
     }
 }
@@ -674,16 +674,24 @@ mod tests {
         let mut ts = -86_400_000 * 400 - 1;
         // Steps that cross days, ms fractions and whole seconds, both signs.
         while ts < 1_900_000_000_000 {
-            let mut s = String::new();
+            let mut s = Vec::new();
             f.push(&mut s, ts);
-            assert_eq!(s, format_rfc3339_ms(ts), "ts {ts}");
+            assert_eq!(
+                String::from_utf8(s).unwrap(),
+                format_rfc3339_ms(ts),
+                "ts {ts}"
+            );
             ts += 7_777_777_777;
             ts += ts.rem_euclid(1000) % 2;
         }
         for ts in [0, 999, 1000, 1_704_207_845_000, 1_704_207_845_123, i64::MAX] {
-            let mut s = String::new();
+            let mut s = Vec::new();
             f.push(&mut s, ts);
-            assert_eq!(s, format_rfc3339_ms(ts), "ts {ts}");
+            assert_eq!(
+                String::from_utf8(s).unwrap(),
+                format_rfc3339_ms(ts),
+                "ts {ts}"
+            );
         }
     }
 

@@ -280,7 +280,6 @@ async fn export_query(
                 .iter()
                 .map(|s| {
                     let flags = threshold.map(|t| t.flags(s.value)).unwrap_or_default();
-                    qs.add_sample(s.value, flags.out_of_range, flags.alert);
                     FlaggedSample {
                         timestamp_ms: s.timestamp_ms,
                         value: s.value,
@@ -289,6 +288,7 @@ async fn export_query(
                     }
                 })
                 .collect();
+            qs.add_samples(&samples);
             let chunk = Arc::new(Chunk {
                 query: query_arc.clone(),
                 labels: series.labels,

@@ -3,6 +3,7 @@
 //! `summary_<run>.json`.
 
 use crate::model::Labels;
+use crate::sink::file::FlaggedSample;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 
@@ -46,7 +47,18 @@ impl QuerySummary {
         }
     }
 
-    pub fn add_sample(&mut self, value: f64, out_of_range: bool, alert: bool) {
+    /// Counts one series' samples; the average is divided once per call,
+    /// not per sample.
+    pub fn add_samples(&mut self, samples: &[FlaggedSample]) {
+        for s in samples {
+            self.count(s.value, s.out_of_range, s.alert);
+        }
+        if self.counted > 0 {
+            self.avg = Some(self.sum / self.counted as f64);
+        }
+    }
+
+    fn count(&mut self, value: f64, out_of_range: bool, alert: bool) {
         self.samples += 1;
         self.out_of_range += out_of_range as u64;
         self.alerts += alert as u64;
@@ -57,7 +69,6 @@ impl QuerySummary {
         self.max = Some(self.max.map_or(value, |m| m.max(value)));
         self.sum += value;
         self.counted += 1;
-        self.avg = Some(self.sum / self.counted as f64);
     }
 }
 
@@ -152,13 +163,15 @@ mod tests {
         q.add_series(&a);
         q.add_series(&a);
         q.add_series(&Labels::from_pairs([("a", "2")]));
-        for (v, o, al) in [
-            (1.0, false, false),
-            (3.0, true, true),
-            (f64::NAN, false, false),
-        ] {
-            q.add_sample(v, o, al);
-        }
+        let sample = |value, out_of_range, alert| FlaggedSample {
+            timestamp_ms: 0,
+            value,
+            out_of_range,
+            alert,
+        };
+        q.add_samples(&[sample(1.0, false, false), sample(3.0, true, true)]);
+        q.add_samples(&[]);
+        q.add_samples(&[sample(f64::NAN, false, false)]);
         assert_eq!(
             (q.series, q.samples, q.out_of_range, q.alerts),
             (2, 3, 1, 1)

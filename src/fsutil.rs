@@ -13,7 +13,11 @@
 //! directory, so after a crash either the old state or the complete new file
 //! is visible, never a truncated one. Dropping an `AtomicFile` without
 //! committing removes the temp file: an error or a cancelled run leaves
-//! nothing behind. [`write_atomic`] does all of it for bytes in memory. The
+//! nothing behind. While a file grows, every 8 MiB that reached the kernel
+//! are put under writeback at once (`sync_file_range`, a hint), so the
+//! fsync of the commit waits for the tail, not the whole file; files
+//! made by [`AtomicFile::create_unsynced`] skip that.
+//! [`write_atomic`] does all of it for bytes in memory. The
 //! temp file lives beside the final name because a rename is atomic only
 //! within one filesystem.
 //!
@@ -119,9 +123,10 @@ pub struct AtomicFile {
     /// Set once the temp file became the final file: nothing left to clean up.
     renamed: bool,
     /// Bytes given to the writer so far, and the offset up to which the
-    /// kernel was asked to start writing back (see [`WRITEBACK_BYTES`]).
+    /// kernel was asked to start writing back (see [`WRITEBACK_BYTES`]);
+    /// `None` for a file that will never be fsynced.
     written: u64,
-    writeback_from: u64,
+    writeback_from: Option<u64>,
 }
 
 /// Bytes of written file data after which the kernel is asked to start
@@ -134,6 +139,17 @@ impl AtomicFile {
     /// Creates the temp file for `dir/final_name`. The directory must exist.
     /// An existing file at the final name is untouched until [`commit`](Self::commit).
     pub fn create(dir: &Path, final_name: &str) -> io::Result<AtomicFile> {
+        Self::open(dir, final_name, Some(0))
+    }
+
+    /// [`create`](Self::create) for a file that will be committed with
+    /// [`commit_unsynced`](Self::commit_unsynced): no early writeback, since
+    /// no fsync will wait for it and the page cache may hold the whole file.
+    pub fn create_unsynced(dir: &Path, final_name: &str) -> io::Result<AtomicFile> {
+        Self::open(dir, final_name, None)
+    }
+
+    fn open(dir: &Path, final_name: &str, writeback_from: Option<u64>) -> io::Result<AtomicFile> {
         let temp_path = temp_path_for(dir, final_name);
         let file = create_temp(&temp_path)?;
         Ok(AtomicFile {
@@ -143,7 +159,7 @@ impl AtomicFile {
             writer: Some(BufWriter::with_capacity(BUFFER_BYTES, file)),
             renamed: false,
             written: 0,
-            writeback_from: 0,
+            writeback_from,
         })
     }
 
@@ -212,11 +228,14 @@ impl AtomicFile {
     /// that reached the kernel, starts their writeback.
     fn wrote(&mut self, n: usize) {
         self.written += n as u64;
+        let Some(from) = self.writeback_from else {
+            return;
+        };
         let writer = self.writer.as_ref().expect("AtomicFile used after commit");
         let in_kernel = self.written - writer.buffer().len() as u64;
-        if in_kernel - self.writeback_from >= WRITEBACK_BYTES {
-            start_writeback(writer.get_ref(), self.writeback_from, in_kernel);
-            self.writeback_from = in_kernel;
+        if in_kernel - from >= WRITEBACK_BYTES {
+            start_writeback(writer.get_ref(), from, in_kernel);
+            self.writeback_from = Some(in_kernel);
         }
     }
 }
@@ -570,11 +589,13 @@ mod tests {
     }
 
     /// Writeback is started every `WRITEBACK_BYTES` that reached the kernel,
-    /// never past them, and changes nothing in what the file holds.
+    /// never past them, and changes nothing in what the file holds; a file
+    /// created unsynced never starts it.
     #[test]
     fn writeback_starts_behind_the_written_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let mut f = AtomicFile::create(dir.path(), "big").unwrap();
+        let mut unsynced = AtomicFile::create_unsynced(dir.path(), "big-unsynced").unwrap();
         let mut want = Vec::new();
         let mut i = 0u32;
         while want.len() < 5 * WRITEBACK_BYTES as usize / 2 {
@@ -582,32 +603,35 @@ mod tests {
             let piece: Vec<u8> = (0..(i * 7919) % (BUFFER_BYTES as u32 * 3))
                 .map(|b| (b ^ i) as u8)
                 .collect();
-            if i.is_multiple_of(2) {
-                f.write_all(&piece).unwrap();
-            } else {
-                let mut rest = &piece[..];
-                while !rest.is_empty() {
-                    let n = f.write(rest).unwrap();
-                    rest = &rest[n..];
+            for file in [&mut f, &mut unsynced] {
+                if i.is_multiple_of(2) {
+                    file.write_all(&piece).unwrap();
+                } else {
+                    let mut rest = &piece[..];
+                    while !rest.is_empty() {
+                        let n = file.write(rest).unwrap();
+                        rest = &rest[n..];
+                    }
                 }
             }
             want.extend_from_slice(&piece);
             i += 1;
             let in_kernel = f.written - f.writer().buffer().len() as u64;
-            assert!(f.writeback_from <= in_kernel);
-            assert!(in_kernel - f.writeback_from < WRITEBACK_BYTES);
+            let from = f.writeback_from.unwrap();
+            assert!(from <= in_kernel);
+            assert!(in_kernel - from < WRITEBACK_BYTES);
         }
         assert_eq!(f.written, want.len() as u64);
-        assert!(
-            f.writeback_from >= 2 * WRITEBACK_BYTES,
-            "{}",
-            f.writeback_from
-        );
+        let from = f.writeback_from.unwrap();
+        assert!(from >= 2 * WRITEBACK_BYTES, "{from}");
+        assert_eq!(unsynced.writeback_from, None);
         let path = f.commit().unwrap();
         assert!(
             fs::read(path).unwrap() == want,
             "the file holds what was written"
         );
+        let path = unsynced.commit_unsynced().unwrap();
+        assert!(fs::read(path).unwrap() == want);
     }
 
     #[test]

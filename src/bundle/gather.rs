@@ -1211,7 +1211,7 @@ struct StagedFile {
 impl StagedFile {
     fn create(dir: &Path, name: &str) -> std::io::Result<StagedFile> {
         Ok(StagedFile {
-            file: AtomicFile::create(dir, name)?,
+            file: AtomicFile::create_unsynced(dir, name)?,
             hasher: xxhash_rust::xxh64::Xxh64::new(0),
             bytes: 0,
         })

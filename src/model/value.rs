@@ -286,6 +286,13 @@ pub(crate) fn push_decimal(out: &mut impl TextOut, d: i64, scale: i16) -> bool {
 mod tests {
     use super::*;
 
+    /// Steps a xorshift64 generator: reproducible inputs without a crate.
+    fn xorshift(x: &mut u64) {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+    }
+
     /// Rounding by integers agrees with `f64::round` (half away from zero),
     /// halves and the limit included.
     #[test]
@@ -305,9 +312,7 @@ mod tests {
             -0.0,
         ];
         for _ in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            xorshift(&mut x);
             let scale = [1.0, 1e3, 1e9, 1e15][(x % 4) as usize];
             cases.push(((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 2.0 * scale);
         }
@@ -324,9 +329,7 @@ mod tests {
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         let mut short = 0;
         for _ in 0..400_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            xorshift(&mut x);
             let digits = (x % 17) as usize;
             let point = ((x >> 8) % (digits as u64 + 2)) as usize;
             let sign = if (x >> 16).is_multiple_of(3) { "-" } else { "" };
@@ -405,9 +408,7 @@ mod tests {
     fn fast_values_match_display() {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         for i in 0..300_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            xorshift(&mut x);
             let v = match i % 3 {
                 0 => f64::from_bits(x),
                 // Exponents around 1e-7..1e18: where Ryū prints without `e`, and its edges.
@@ -443,9 +444,7 @@ mod tests {
         let mut x: u64 = 0x0123_4567_89AB_CDEF;
         let mut short = 0;
         for _ in 0..400_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            xorshift(&mut x);
             let digits = 1 + (x >> 59) as u32 % 17;
             let m = (x % 10u64.pow(digits)) as f64;
             let scale = (x >> 40) as i32 % 11;

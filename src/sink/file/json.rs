@@ -158,9 +158,7 @@ mod tests {
     #[test]
     fn writes_every_sample_and_the_alerts_apart() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = open(Format::Json, dir.path(), &testutil::run_info()).unwrap();
-        testutil::feed(sink.as_mut());
-        let paths = sink.finish(&testutil::outcome()).unwrap();
+        let paths = testutil::export(Format::Json, dir.path());
         assert_eq!(
             paths,
             [

@@ -550,6 +550,13 @@ pub(crate) mod testutil {
         }
     }
 
+    /// A whole run of [`writes`] in `format` into `dir`: the files it made.
+    pub fn export(format: Format, dir: &Path) -> Vec<PathBuf> {
+        let mut sink = open(format, dir, &run_info()).unwrap();
+        feed(sink.as_mut());
+        sink.finish(&outcome()).unwrap()
+    }
+
     /// One flat sample as every format can return it.
     #[derive(Debug, Clone)]
     pub struct Row {

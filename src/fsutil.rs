@@ -122,11 +122,12 @@ pub struct AtomicFile {
     writer: Option<BufWriter<File>>,
     /// Set once the temp file became the final file: nothing left to clean up.
     renamed: bool,
+    /// Whether `commit` fsyncs; see [`AtomicFile::create_unsynced`].
+    durable: bool,
     /// Bytes given to the writer so far, and the offset up to which the
-    /// kernel was asked to start writing back (see [`WRITEBACK_BYTES`]);
-    /// `None` for a file that will never be fsynced.
+    /// kernel was asked to start writing back (see [`WRITEBACK_BYTES`]).
     written: u64,
-    writeback_from: Option<u64>,
+    writeback_from: u64,
 }
 
 /// Bytes of written file data after which the kernel is asked to start
@@ -139,17 +140,20 @@ impl AtomicFile {
     /// Creates the temp file for `dir/final_name`. The directory must exist.
     /// An existing file at the final name is untouched until [`commit`](Self::commit).
     pub fn create(dir: &Path, final_name: &str) -> io::Result<AtomicFile> {
-        Self::open(dir, final_name, Some(0))
+        Self::open(dir, final_name, true)
     }
 
-    /// [`create`](Self::create) for a file that will be committed with
-    /// [`commit_unsynced`](Self::commit_unsynced): no early writeback, since
-    /// no fsync will wait for it and the page cache may hold the whole file.
+    /// [`create`](Self::create) for a file whose content is checked by
+    /// other means after a crash (gather's window files, whose size and
+    /// hash are in an fsynced journal): its [`commit`](Self::commit) renames
+    /// into place without any fsync, and it starts no early writeback, since
+    /// no fsync waits for it. A crash may leave the final name empty or
+    /// short, never a reader-visible temp file.
     pub fn create_unsynced(dir: &Path, final_name: &str) -> io::Result<AtomicFile> {
-        Self::open(dir, final_name, None)
+        Self::open(dir, final_name, false)
     }
 
-    fn open(dir: &Path, final_name: &str, writeback_from: Option<u64>) -> io::Result<AtomicFile> {
+    fn open(dir: &Path, final_name: &str, durable: bool) -> io::Result<AtomicFile> {
         let temp_path = temp_path_for(dir, final_name);
         let file = create_temp(&temp_path)?;
         Ok(AtomicFile {
@@ -158,8 +162,9 @@ impl AtomicFile {
             temp_path,
             writer: Some(BufWriter::with_capacity(BUFFER_BYTES, file)),
             renamed: false,
+            durable,
             written: 0,
-            writeback_from,
+            writeback_from: 0,
         })
     }
 
@@ -173,19 +178,25 @@ impl AtomicFile {
         &self.temp_path
     }
 
-    /// Flushes, fsyncs, renames to the final name and fsyncs the directory.
+    /// Flushes, fsyncs, renames to the final name and fsyncs the directory
+    /// (no fsync at all for a file made by [`create_unsynced`](Self::create_unsynced)).
     /// Returns the final path. On error before the rename the temp file is
     /// removed (by `Drop`) and the final name keeps its previous content.
-    pub fn commit(self) -> io::Result<PathBuf> {
-        self.finish(true)
-    }
-
-    /// Renames into place without any fsync: for files whose content is
-    /// checked by other means after a crash (gather's window files, whose
-    /// size and hash are in an fsynced journal). A crash may leave the final
-    /// name empty or short, never a reader-visible temp file.
-    pub fn commit_unsynced(self) -> io::Result<PathBuf> {
-        self.finish(false)
+    pub fn commit(mut self) -> io::Result<PathBuf> {
+        let writer = self.writer.take().expect("writer present until commit");
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        if self.durable {
+            file.sync_all()?;
+        }
+        // The file (and its lock) stays open across the rename, so a sweep
+        // in another process never sees an unlocked temp file of ours.
+        fs::rename(&self.temp_path, &self.final_path)?;
+        self.renamed = true;
+        drop(file);
+        if self.durable {
+            sync_dir(&self.dir)?;
+        }
+        Ok(self.final_path.clone())
     }
 
     /// [`commit`](Self::commit) that never replaces: when the final name
@@ -203,23 +214,6 @@ impl AtomicFile {
         Ok(self.final_path.clone())
     }
 
-    fn finish(mut self, durable: bool) -> io::Result<PathBuf> {
-        let writer = self.writer.take().expect("writer present until commit");
-        let file = writer.into_inner().map_err(|e| e.into_error())?;
-        if durable {
-            file.sync_all()?;
-        }
-        // The file (and its lock) stays open across the rename, so a sweep
-        // in another process never sees an unlocked temp file of ours.
-        fs::rename(&self.temp_path, &self.final_path)?;
-        self.renamed = true;
-        drop(file);
-        if durable {
-            sync_dir(&self.dir)?;
-        }
-        Ok(self.final_path.clone())
-    }
-
     fn writer(&mut self) -> &mut BufWriter<File> {
         self.writer.as_mut().expect("AtomicFile used after commit")
     }
@@ -228,14 +222,14 @@ impl AtomicFile {
     /// that reached the kernel, starts their writeback.
     fn wrote(&mut self, n: usize) {
         self.written += n as u64;
-        let Some(from) = self.writeback_from else {
+        if !self.durable {
             return;
-        };
+        }
         let writer = self.writer.as_ref().expect("AtomicFile used after commit");
         let in_kernel = self.written - writer.buffer().len() as u64;
-        if in_kernel - from >= WRITEBACK_BYTES {
-            start_writeback(writer.get_ref(), from, in_kernel);
-            self.writeback_from = Some(in_kernel);
+        if in_kernel - self.writeback_from >= WRITEBACK_BYTES {
+            start_writeback(writer.get_ref(), self.writeback_from, in_kernel);
+            self.writeback_from = in_kernel;
         }
     }
 }
@@ -617,20 +611,22 @@ mod tests {
             want.extend_from_slice(&piece);
             i += 1;
             let in_kernel = f.written - f.writer().buffer().len() as u64;
-            let from = f.writeback_from.unwrap();
-            assert!(from <= in_kernel);
-            assert!(in_kernel - from < WRITEBACK_BYTES);
+            assert!(f.writeback_from <= in_kernel);
+            assert!(in_kernel - f.writeback_from < WRITEBACK_BYTES);
         }
         assert_eq!(f.written, want.len() as u64);
-        let from = f.writeback_from.unwrap();
-        assert!(from >= 2 * WRITEBACK_BYTES, "{from}");
-        assert_eq!(unsynced.writeback_from, None);
+        assert!(
+            f.writeback_from >= 2 * WRITEBACK_BYTES,
+            "{}",
+            f.writeback_from
+        );
+        assert_eq!(unsynced.writeback_from, 0);
         let path = f.commit().unwrap();
         assert!(
             fs::read(path).unwrap() == want,
             "the file holds what was written"
         );
-        let path = unsynced.commit_unsynced().unwrap();
+        let path = unsynced.commit().unwrap();
         assert!(fs::read(path).unwrap() == want);
     }
 
@@ -642,9 +638,9 @@ mod tests {
         f.write_all(b"new").unwrap();
         f.commit().unwrap();
         assert_eq!(fs::read_to_string(dir.path().join("a")).unwrap(), "new");
-        let mut f = AtomicFile::create(dir.path(), "a").unwrap();
+        let mut f = AtomicFile::create_unsynced(dir.path(), "a").unwrap();
         f.write_all(b"newer").unwrap();
-        f.commit_unsynced().unwrap();
+        f.commit().unwrap();
         assert_eq!(fs::read_to_string(dir.path().join("a")).unwrap(), "newer");
         assert_eq!(entries(dir.path()), ["a"]);
     }

@@ -1229,7 +1229,7 @@ impl StagedFile {
 
     /// Renames into place; returns the size and hex xxh64.
     fn commit(self) -> std::io::Result<(u64, String)> {
-        self.file.commit_unsynced()?;
+        self.file.commit()?;
         Ok((self.bytes, format!("{:016x}", self.hasher.digest())))
     }
 }

@@ -4,6 +4,7 @@
 //! Runs on a blocking thread (see [`super`]).
 
 use super::{ClientError, InstantAnswer};
+use crate::model::value::parse_short_decimal;
 use crate::model::{Labels, Sample, Series};
 use bytes::Bytes;
 use serde::de::{Deserializer, Visitor};
@@ -200,8 +201,20 @@ pub(super) fn to_ms(seconds: f64) -> i64 {
 
 /// Prometheus sends values as strings: `"1.5"`, `"NaN"`, `"+Inf"`, `"-Inf"`.
 pub fn parse_value(v: &str) -> Result<f64, String> {
-    v.parse::<f64>()
-        .map_err(|_| format!("invalid sample value {v:?}"))
+    parse_value_bytes(v.as_bytes())
+}
+
+/// [`parse_value`] of a string's bytes, not yet checked as UTF-8: the
+/// plain decimals servers print are read without that check or the
+/// general float parser ([`parse_short_decimal`]).
+pub(crate) fn parse_value_bytes(v: &[u8]) -> Result<f64, String> {
+    if let Some(value) = parse_short_decimal(v) {
+        return Ok(value);
+    }
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|t| t.parse::<f64>().ok())
+        .ok_or_else(|| format!("invalid sample value {:?}", String::from_utf8_lossy(v)))
 }
 
 /// Parses a whole instant-query answer: vector, scalar, string or matrix

@@ -11,8 +11,8 @@
 //! values, exponents, duplicate keys, an error) goes to `serde_json` over
 //! the series' own bytes, which decides exactly as it did before.
 
-use super::decode::{parse_value, to_ms, RawSeries};
-use crate::model::value::{leading_digits, parse_short_decimal};
+use super::decode::{parse_value, parse_value_bytes, to_ms, RawSeries};
+use crate::model::value::leading_digits;
 use crate::model::{Label, Labels, Sample, Series};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use std::fmt;
@@ -568,14 +568,7 @@ impl<'a> Cursor<'a> {
         self.byte(b'[')?;
         let timestamp_ms = self.timestamp_ms()?;
         self.byte(b',')?;
-        let text = self.plain_bytes()?;
-        let value = match parse_short_decimal(text) {
-            Some(v) => v,
-            None => std::str::from_utf8(text)
-                .ok()
-                .and_then(|t| parse_value(t).ok())
-                .ok_or(Miss::Other)?,
-        };
+        let value = parse_value_bytes(self.plain_bytes()?).map_err(|_| Miss::Other)?;
         self.byte(b']')?;
         Ok(Sample::new(timestamp_ms, value))
     }

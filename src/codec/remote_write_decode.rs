@@ -231,10 +231,20 @@ fn label(buf: &[u8], base: usize, into: &mut Label) -> Result<bool, CodecError> 
         if let Some((name, [0x12, m, value @ ..])) = rest.split_at_checked(n) {
             if n < 0x80 && usize::from(*m) == value.len() && *m < 0x80 && n > 0 && *m > 0 {
                 into.name.clear();
-                into.name.push_str(utf8(name, base + 2, "label name")?);
                 into.value.clear();
-                into.value
-                    .push_str(utf8(value, base + 4 + n, "label value")?);
+                // One check for both strings: the keys and lengths around
+                // them are ASCII too.
+                if buf.is_ascii() {
+                    // SAFETY: ASCII is valid UTF-8.
+                    unsafe {
+                        into.name.push_str(std::str::from_utf8_unchecked(name));
+                        into.value.push_str(std::str::from_utf8_unchecked(value));
+                    }
+                } else {
+                    into.name.push_str(utf8(name, base + 2, "label name")?);
+                    into.value
+                        .push_str(utf8(value, base + 4 + n, "label value")?);
+                }
                 return Ok(true);
             }
         }
@@ -457,6 +467,24 @@ mod tests {
         let bad_utf8 = [0x0a, 0x06, 0x0a, 0x04, 0x0a, 0x02, 0xff, 0xfe];
         let e = decode_series(&bad_utf8).unwrap_err().to_string();
         assert!(e.contains("UTF-8"), "{e}");
+        // The usual two-field label, checked in one piece when ASCII.
+        let request = |name: &[u8], value: &[u8]| {
+            let mut label = vec![0x0a, name.len() as u8];
+            label.extend_from_slice(name);
+            label.extend_from_slice(&[0x12, value.len() as u8]);
+            label.extend_from_slice(value);
+            let mut series = vec![0x0a, label.len() as u8];
+            series.extend_from_slice(&label);
+            let mut message = vec![0x0a, series.len() as u8];
+            message.extend_from_slice(&series);
+            decode_series(&message)
+        };
+        let e = request(b"n", &[0xff, 0xfe]).unwrap_err().to_string();
+        assert!(e.contains("label value is not valid UTF-8"), "{e}");
+        let e = request(&[0xc3], b"v").unwrap_err().to_string();
+        assert!(e.contains("label name is not valid UTF-8"), "{e}");
+        let decoded = request("ré".as_bytes(), "café".as_bytes()).unwrap();
+        assert_eq!(decoded[0].labels.get("ré"), Some("café"));
     }
 
     /// Spans of `message` decoded, as `Some(bytes)` / `None` per series.

@@ -17,8 +17,10 @@
 #   SAMPLES=200000 RUNS=1 TYPES="remote_write file" scripts/bench-events.sh
 #   RELP_WINDOW=1024 TYPES=syslog_relp scripts/bench-events.sh   (relp_window)
 #
+# SPILLWAY, LOADGEN: prebuilt binaries to measure (spillway, and
+# examples/remote_write_load); without them a release build is made here.
 # Needs rsyslog (+ rsyslog-relp), victoria-metrics, python3, curl
-# (scripts/install-deps.sh) and a release build (done here). Everything
+# (scripts/install-deps.sh). Everything
 # listens on loopback and lives in a temp dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,11 +38,16 @@ done
 RSYSLOGD=/usr/sbin/rsyslogd
 [ -x "$RSYSLOGD" ] || { echo "missing rsyslogd: run scripts/install-deps.sh" >&2; exit 2; }
 
-echo "== building (release)"
-cargo build --release --quiet --bin spillway --example remote_write_load
 TARGET=${CARGO_TARGET_DIR:-target}
-SPILLWAY=$TARGET/release/spillway
-LOADGEN=$TARGET/release/examples/remote_write_load
+if [ -z "${SPILLWAY:-}" ] || [ -z "${LOADGEN:-}" ]; then
+  echo "== building (release)"
+  cargo build --release --quiet --bin spillway --example remote_write_load
+fi
+SPILLWAY=${SPILLWAY:-$TARGET/release/spillway}
+LOADGEN=${LOADGEN:-$TARGET/release/examples/remote_write_load}
+for bin in "$SPILLWAY" "$LOADGEN"; do
+  [ -x "$bin" ] || { echo "$bin is not an executable file" >&2; exit 2; }
+done
 
 WORK=$(mktemp -d)
 PIDS=()

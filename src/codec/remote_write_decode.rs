@@ -12,6 +12,7 @@
 
 use super::remote_write::read_varint;
 use super::CodecError;
+use crate::model::labels::name_before;
 use crate::model::wire::NO_SPAN;
 use crate::model::{Label, Labels, Sample, Series};
 
@@ -208,19 +209,6 @@ pub(super) fn time_series(buf: &[u8], base: usize, into: &mut Series) -> Result<
     Ok(plain && clean)
 }
 
-/// `a < b`, byte by byte in line: label names are short and nearly always
-/// differ in their first bytes, and `str`'s `<` calls libc's `memcmp` for
-/// every pair, which was a tenth of the router's CPU in
-/// `scripts/bench-router.sh` (perf, six labels a series).
-#[inline]
-fn name_before(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    match a.iter().zip(b).find(|(x, y)| x != y) {
-        Some((x, y)) => x < y,
-        None => a.len() < b.len(),
-    }
-}
-
 /// Decodes one label into `into`, reusing its strings' buffers. `true`
 /// when it had one non-empty name, one non-empty value and nothing else.
 fn label(buf: &[u8], base: usize, into: &mut Label) -> Result<bool, CodecError> {
@@ -323,34 +311,6 @@ mod tests {
     use super::super::remote_write::{proto, RemoteWriteEncoder};
     use super::*;
     use prost::Message;
-
-    #[test]
-    fn name_before_orders_as_str_does() {
-        let names = [
-            "",
-            "a",
-            "b",
-            "ab",
-            "abc",
-            "abd",
-            "__name__",
-            "_",
-            "job",
-            "jobs",
-            "instance",
-            "region",
-            "route",
-            "kubernetes_pod_name",
-            "kubernetes_pod_namespace",
-            "é",
-            "e\u{7f}",
-        ];
-        for a in names {
-            for b in names {
-                assert_eq!(name_before(a, b), a < b, "{a:?} < {b:?}");
-            }
-        }
-    }
 
     #[test]
     fn agrees_with_prost_on_what_prost_writes() {

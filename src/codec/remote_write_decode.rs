@@ -94,8 +94,16 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn utf8<'a>(bytes: &'a [u8], at: usize, what: &str) -> Result<&'a str, CodecError> {
-    if bytes.is_ascii() {
+/// `bytes` as text; `known_ascii` when the caller already checked a span
+/// holding them (a whole label: one check instead of one per string).
+fn utf8<'a>(
+    bytes: &'a [u8],
+    known_ascii: bool,
+    at: usize,
+    what: &str,
+) -> Result<&'a str, CodecError> {
+    if known_ascii || bytes.is_ascii() {
+        debug_assert!(bytes.is_ascii());
         // SAFETY: ASCII is valid UTF-8. Label names and values are nearly
         // always ASCII, and this check is several times cheaper than full
         // validation on such short strings.
@@ -218,21 +226,14 @@ fn label(buf: &[u8], base: usize, into: &mut Label) -> Result<bool, CodecError> 
         let n = usize::from(*n);
         if let Some((name, [0x12, m, value @ ..])) = rest.split_at_checked(n) {
             if n < 0x80 && usize::from(*m) == value.len() && *m < 0x80 && n > 0 && *m > 0 {
+                // The keys and lengths around the two strings are ASCII too.
+                let ascii = buf.is_ascii();
                 into.name.clear();
+                into.name
+                    .push_str(utf8(name, ascii, base + 2, "label name")?);
                 into.value.clear();
-                // One check for both strings: the keys and lengths around
-                // them are ASCII too.
-                if buf.is_ascii() {
-                    // SAFETY: ASCII is valid UTF-8.
-                    unsafe {
-                        into.name.push_str(std::str::from_utf8_unchecked(name));
-                        into.value.push_str(std::str::from_utf8_unchecked(value));
-                    }
-                } else {
-                    into.name.push_str(utf8(name, base + 2, "label name")?);
-                    into.value
-                        .push_str(utf8(value, base + 4 + n, "label value")?);
-                }
+                into.value
+                    .push_str(utf8(value, ascii, base + 4 + n, "label value")?);
                 return Ok(true);
             }
         }
@@ -251,13 +252,13 @@ fn label_fields(buf: &[u8], base: usize, into: &mut Label) -> Result<bool, Codec
             (1, 2) => {
                 let (b, at) = r.bytes()?;
                 into.name.clear();
-                into.name.push_str(utf8(b, at, "label name")?);
+                into.name.push_str(utf8(b, false, at, "label name")?);
                 names += 1;
             }
             (2, 2) => {
                 let (b, at) = r.bytes()?;
                 into.value.clear();
-                into.value.push_str(utf8(b, at, "label value")?);
+                into.value.push_str(utf8(b, false, at, "label value")?);
                 values += 1;
             }
             (f @ (1 | 2), w) => {

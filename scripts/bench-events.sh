@@ -20,10 +20,11 @@
 # SPILLWAY, LOADGEN: prebuilt binaries to measure (spillway, and
 # examples/remote_write_load); without them a release build is made here.
 # Needs rsyslog (+ rsyslog-relp), victoria-metrics, python3, curl
-# (scripts/install-deps.sh). Everything
-# listens on loopback and lives in a temp dir.
+# (scripts/install-deps.sh). Everything listens on loopback and lives in a
+# temp dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 
 SAMPLES=${SAMPLES:-1000000}
 SERIES=${SERIES:-10000}
@@ -38,16 +39,8 @@ done
 RSYSLOGD=/usr/sbin/rsyslogd
 [ -x "$RSYSLOGD" ] || { echo "missing rsyslogd: run scripts/install-deps.sh" >&2; exit 2; }
 
-TARGET=${CARGO_TARGET_DIR:-target}
-if [ -z "${SPILLWAY:-}" ] || [ -z "${LOADGEN:-}" ]; then
-  echo "== building (release)"
-  cargo build --release --quiet --bin spillway --example remote_write_load
-fi
-SPILLWAY=${SPILLWAY:-$TARGET/release/spillway}
-LOADGEN=${LOADGEN:-$TARGET/release/examples/remote_write_load}
-for bin in "$SPILLWAY" "$LOADGEN"; do
-  [ -x "$bin" ] || { echo "$bin is not an executable file" >&2; exit 2; }
-done
+bench_spillway
+bench_loadgen
 
 WORK=$(mktemp -d)
 PIDS=()

@@ -117,6 +117,16 @@ bench_spillway() {
   SPILLWAY=$(scripts/bin-path.sh release spillway)
 }
 
+# bench_loadgen: LOADGEN (a prebuilt examples/remote_write_load) or a
+# release build of it made here; exits when it is not an executable file.
+bench_loadgen() {
+  if [ -z "${LOADGEN:-}" ]; then
+    cargo build --release --quiet --example remote_write_load
+    LOADGEN=$(dirname "$(scripts/bin-path.sh release spillway)")/examples/remote_write_load
+  fi
+  [ -x "$LOADGEN" ] || { echo "LOADGEN=$LOADGEN is not an executable file" >&2; exit 2; }
+}
+
 # bench_peer VAR NAME: VAR's value (a path) or NAME from PATH, resolved to an
 # absolute path; exits when missing.
 bench_peer() {

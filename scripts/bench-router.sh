@@ -37,11 +37,7 @@ for a in ${VMAGENTS:-${VMAGENT:-vmagent}}; do
   AGENTS+=("$VMAGENT"); LABELS+=("$(bench_label "$VMAGENT")")
 done
 bench_spillway
-if [ -z "${LOADGEN:-}" ]; then
-  cargo build --release --quiet --example remote_write_load
-  LOADGEN=$(dirname "$(scripts/bin-path.sh release spillway)")/examples/remote_write_load
-fi
-[ -x "$LOADGEN" ] || { echo "LOADGEN=$LOADGEN is not an executable file" >&2; exit 2; }
+bench_loadgen
 bench_init
 WORK=$BENCH_WORK
 

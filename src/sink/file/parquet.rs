@@ -259,10 +259,10 @@ fn write_column<T: DataType>(
 /// The values (and, for a map leaf, the levels) of rows that all hold the
 /// same `entries`, kept from one segment to the next: consecutive segments
 /// share the query, the metric and usually the label names, so their
-/// `ByteArray` clones (two atomic operations each) are made once. Even at
-/// [`EXPAND_ROWS`] rows a segment that is measurable: `cargo bench --bench
-/// sinks -- parquet` 7.8 against 7.4 M rows/s flat, 7.1 against 5.9 by
-/// hour, when every segment expands afresh.
+/// `ByteArray` clones (two atomic operations each) are made once. It still
+/// pays at [`EXPAND_ROWS`] rows a segment: `cargo bench --bench sinks --
+/// parquet` 7.8 against 7.4 M rows/s flat, 7.1 against 5.9 by hour, with
+/// every segment expanded afresh.
 #[derive(Default)]
 struct RepeatedRows {
     entries: Vec<ByteArray>,

@@ -299,6 +299,7 @@ impl GroupTask {
         futures_util::stream::iter(self.rules.iter_mut())
             .for_each_concurrent(concurrency, |r| r.catch_up(&ctx, due))
             .await;
+        self.sink.round_done();
         metrics::histogram!(
             "spillway_group_iteration_duration_seconds",
             self.metric_labels.clone()

@@ -19,12 +19,19 @@ use std::time::Duration;
 /// evaluates the same timestamp again later.
 pub trait ResultSink: Send + Sync + 'static {
     fn export(&self, batch: ExportBatch) -> BoxFuture<'_, Result<(), String>>;
+
+    /// A group finished an iteration: no more of its results are coming
+    /// until the next one, so whatever waits to be merged with them can
+    /// leave now.
+    fn round_done(&self) {}
 }
 
 /// A sink that keeps every batch in memory (tests, `rules preview`).
 #[derive(Debug, Default)]
 pub struct MemorySink {
     batches: Mutex<Vec<ExportBatch>>,
+    /// How many batches had arrived at each `round_done`.
+    rounds: Mutex<Vec<usize>>,
     changed: tokio::sync::Notify,
 }
 
@@ -46,6 +53,11 @@ impl MemorySink {
     /// Every series so far, in arrival order.
     pub fn series(&self) -> Vec<Series> {
         self.batches().into_iter().flatten().collect()
+    }
+
+    /// For each `round_done` so far, how many batches had arrived by then.
+    pub fn rounds(&self) -> Vec<usize> {
+        self.rounds.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// Takes every batch so far.
@@ -82,5 +94,12 @@ impl ResultSink for MemorySink {
         }
         self.changed.notify_waiters();
         Box::pin(async { Ok(()) })
+    }
+
+    fn round_done(&self) {
+        let batches = self.batches.lock().map(|b| b.len()).unwrap_or_default();
+        if let Ok(mut r) = self.rounds.lock() {
+            r.push(batches);
+        }
     }
 }

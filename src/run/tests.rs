@@ -197,6 +197,19 @@ async fn exports_carry_their_rule_and_group() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn each_iteration_ends_with_round_done_after_its_results() {
+    let ds = FnDatasource::new(|_, ts| Ok(vec![one("m", ts, 1.0)]));
+    let sink = MemorySink::new();
+    let g = groups("groups:\n- name: g\n  interval: 10s\n  eval_delay: 0s\n  rules:\n  - record: r\n    expr: m\n  - record: q\n    expr: m\n");
+    let engine = start(g, ds.clone(), sink.clone());
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    engine.shutdown().await;
+    // Four iterations of two rules: the destinations hear "done" once
+    // both results of an iteration are in, not before.
+    assert_eq!(sink.rounds(), [2, 4, 6, 8]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn eval_delay_shifts_the_timestamps_back() {
     let ds = FnDatasource::new(|_, ts| Ok(vec![one("m", ts, 1.0)]));
     let sink = MemorySink::new();

@@ -309,6 +309,12 @@ impl crate::run::results::ResultSink for Pipeline {
             }
         })
     }
+
+    fn round_done(&self) {
+        for d in self.current().destinations.iter() {
+            d.producers_idle();
+        }
+    }
 }
 
 /// What the destinations' refusals mean for the caller: nothing, a

@@ -129,7 +129,7 @@ use crate::sink::event::{EventConfig, EventKind};
 use crate::transform::relabel::RelabelRules;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -465,6 +465,11 @@ pub(crate) struct Shared {
     accepting: AtomicBool,
     /// The queue refused a push for room since the last one it took.
     full: AtomicBool,
+    /// Accepts begun, and how many had begun at the last
+    /// [`Destination::producers_idle`]: while the two are equal nothing
+    /// more is on its way, so a sender stops waiting for company.
+    accepts_begun: AtomicU64,
+    accepts_at_idle: AtomicU64,
     /// Set for event destinations.
     event: Option<Arc<EventConfig>>,
     protocol: WriteProtocol,
@@ -550,6 +555,8 @@ impl Destination {
             phase,
             accepting: AtomicBool::new(true),
             full: AtomicBool::new(false),
+            accepts_begun: AtomicU64::new(0),
+            accepts_at_idle: AtomicU64::new(0),
             event,
             protocol: config.protocol,
             vm_proto: AtomicBool::new(
@@ -655,6 +662,16 @@ impl Destination {
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// Says that the producers are done for now (the rule engine ends
+    /// each group iteration with it): senders send what they gathered
+    /// instead of waiting up to `flush_interval` for more. A later accept
+    /// cancels it.
+    pub fn producers_idle(&self) {
+        let begun = self.shared.accepts_begun.load(Ordering::SeqCst);
+        self.shared.accepts_at_idle.store(begun, Ordering::SeqCst);
+        self.shared.wake.notify_waiters();
     }
 
     /// Queue depth and counters, for `/api/v1/destinations`.
@@ -862,6 +879,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// No accept began since the last [`Destination::producers_idle`].
+    pub(super) fn producers_are_idle(&self) -> bool {
+        self.accepts_at_idle.load(Ordering::SeqCst) == self.accepts_begun.load(Ordering::SeqCst)
+    }
+
     fn accept(
         &self,
         batch: &[Series],
@@ -873,6 +895,7 @@ impl Shared {
                 name: self.name.clone(),
             });
         }
+        self.accepts_begun.fetch_add(1, Ordering::SeqCst);
         if let Some(e) = &self.event {
             return self.accept_events(e, batch, meta, relabel);
         }

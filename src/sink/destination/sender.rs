@@ -50,7 +50,8 @@ pub(super) async fn run(shared: Arc<Shared>, worker: usize) {
 
 /// The next request's records for a sender: the oldest record, then more
 /// until `max_batch_samples / 2` or `max_blocks` records are gathered or
-/// `flush_interval` passed; a record that would pass `max_batch_samples` is
+/// `flush_interval` passed or the producers went idle (nothing readable
+/// and no accept since [`super::Destination::producers_idle`]); a record that would pass `max_batch_samples` is
 /// left in `carry` for the next batch. `None` once the queue is closed.
 pub(super) async fn next_batch(
     shared: &Arc<Shared>,
@@ -125,6 +126,12 @@ pub(super) async fn next_record(
             if q.pending_records == q.in_flight_records {
                 return None;
             }
+        }
+        // Waiting for company is pointless once the producers said they
+        // are done (checked after the read: an accept begun since then
+        // wakes `notified`).
+        if deadline.is_some() && shared.producers_are_idle() {
+            return None;
         }
         // A periodic look as well, in case a wake-up is ever missed.
         let until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(5));

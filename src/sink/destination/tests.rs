@@ -294,6 +294,35 @@ async fn small_blocks_are_merged_and_big_batches_split() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_producers_end_the_wait_for_company() {
+    let (fake, url) = fake_server(204).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("rw_idle", DestinationKind::RemoteWrite, &url, dir.path());
+    c.max_batch_samples = 10;
+    // Only the hint can send these small blocks within the test's time.
+    c.flush_interval = Duration::from_secs(3600);
+    let (d, _) = Destination::open(c).unwrap();
+    d.start();
+    for job in ["a", "b", "c"] {
+        d.accept(&[series("m", job, &[(1, 1.0)])]).unwrap();
+    }
+    d.producers_idle();
+    eventually("delivery after the hint", || d.status().samples_sent == 3).await;
+    assert_eq!(fake.received().len(), 1, "the three blocks leave together");
+
+    // An accept after the hint waits for company again, until the next hint.
+    d.accept(&[series("m", "d", &[(2, 2.0)])]).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(d.status().samples_sent, 3, "sent without a hint");
+    d.producers_idle();
+    eventually("delivery after the second hint", || {
+        d.status().samples_sent == 4
+    })
+    .await;
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_destination_keeps_data_queued_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens on port 1.

@@ -106,6 +106,8 @@ fn earlier_sqlite_run(dir: &Path) {
 struct SqliteFloor {
     conn: rusqlite::Connection,
     series: i64,
+    /// The statement for a full batch of rows, built once.
+    batch_sql: String,
     /// `sqlite-floor-indexed`: plus the one index queries by series and
     /// time need, built after the load as the real sink builds it.
     index: bool,
@@ -148,8 +150,31 @@ fn sqlite_floor(dir: &Path, index: bool) -> Box<dyn file::RecordSink> {
     Box::new(SqliteFloor {
         conn,
         series: 0,
+        batch_sql: floor_insert_sql(FLOOR_BATCH),
         index,
     })
+}
+
+impl SqliteFloor {
+    /// One multi-row `INSERT` of `rows` (prepared once per row count).
+    fn insert(&self, rows: &[FlaggedSample]) {
+        let mut stmt = if rows.len() == FLOOR_BATCH {
+            self.conn.prepare_cached(&self.batch_sql)
+        } else {
+            self.conn.prepare_cached(&floor_insert_sql(rows.len()))
+        }
+        .unwrap();
+        stmt.raw_bind_parameter(1, 1).unwrap();
+        stmt.raw_bind_parameter(2, self.series).unwrap();
+        for (i, s) in rows.iter().enumerate() {
+            let p = 3 + 4 * i;
+            stmt.raw_bind_parameter(p, s.timestamp_ms).unwrap();
+            stmt.raw_bind_parameter(p + 1, s.value).unwrap();
+            stmt.raw_bind_parameter(p + 2, s.out_of_range).unwrap();
+            stmt.raw_bind_parameter(p + 3, s.alert).unwrap();
+        }
+        stmt.raw_execute().unwrap();
+    }
 }
 
 impl file::RecordSink for SqliteFloor {
@@ -160,35 +185,8 @@ impl file::RecordSink for SqliteFloor {
         samples: &[FlaggedSample],
     ) -> Result<(), file::SinkError> {
         self.series += 1;
-        let sql = floor_insert_sql(FLOOR_BATCH);
-        let mut stmt = self.conn.prepare_cached(&sql).unwrap();
-        stmt.raw_bind_parameter(1, 1).unwrap();
-        stmt.raw_bind_parameter(2, self.series).unwrap();
-        let mut batches = samples.chunks_exact(FLOOR_BATCH);
-        for batch in &mut batches {
-            for (i, s) in batch.iter().enumerate() {
-                let p = 3 + 4 * i;
-                stmt.raw_bind_parameter(p, s.timestamp_ms).unwrap();
-                stmt.raw_bind_parameter(p + 1, s.value).unwrap();
-                stmt.raw_bind_parameter(p + 2, s.out_of_range).unwrap();
-                stmt.raw_bind_parameter(p + 3, s.alert).unwrap();
-            }
-            stmt.raw_execute().unwrap();
-        }
-        let rest = batches.remainder();
-        if !rest.is_empty() {
-            let sql = floor_insert_sql(rest.len());
-            let mut stmt = self.conn.prepare_cached(&sql).unwrap();
-            stmt.raw_bind_parameter(1, 1).unwrap();
-            stmt.raw_bind_parameter(2, self.series).unwrap();
-            for (i, s) in rest.iter().enumerate() {
-                let p = 3 + 4 * i;
-                stmt.raw_bind_parameter(p, s.timestamp_ms).unwrap();
-                stmt.raw_bind_parameter(p + 1, s.value).unwrap();
-                stmt.raw_bind_parameter(p + 2, s.out_of_range).unwrap();
-                stmt.raw_bind_parameter(p + 3, s.alert).unwrap();
-            }
-            stmt.raw_execute().unwrap();
+        for rows in samples.chunks(FLOOR_BATCH) {
+            self.insert(rows);
         }
         Ok(())
     }

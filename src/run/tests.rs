@@ -166,14 +166,20 @@ async fn evaluates_at_aligned_timestamps() {
     assert_eq!(exported(&sink), want);
 }
 
-#[tokio::test(start_paused = true)]
-async fn exports_carry_their_rule_and_group() {
+/// Runs the rule file `yaml` for `seconds` against a source where `m` is
+/// always 1, and returns what reached the sink.
+async fn run_on_constant_source(yaml: &str, seconds: u64) -> Arc<MemorySink> {
     let ds = FnDatasource::new(|_, ts| Ok(vec![one("m", ts, 1.0)]));
     let sink = MemorySink::new();
-    let g = groups("groups:\n- name: g\n  interval: 10s\n  eval_delay: 0s\n  rules:\n  - record: r\n    expr: m\n  - alert: A\n    expr: m\n");
-    let engine = start(g, ds.clone(), sink.clone());
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let engine = start(groups(yaml), ds, sink.clone());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
     engine.shutdown().await;
+    sink
+}
+
+#[tokio::test(start_paused = true)]
+async fn exports_carry_their_rule_and_group() {
+    let sink = run_on_constant_source("groups:\n- name: g\n  interval: 10s\n  eval_delay: 0s\n  rules:\n  - record: r\n    expr: m\n  - alert: A\n    expr: m\n", 5).await;
     let mut origins: Vec<(String, String, &str)> = sink
         .exports()
         .iter()
@@ -198,12 +204,7 @@ async fn exports_carry_their_rule_and_group() {
 
 #[tokio::test(start_paused = true)]
 async fn each_iteration_ends_with_round_done_after_its_results() {
-    let ds = FnDatasource::new(|_, ts| Ok(vec![one("m", ts, 1.0)]));
-    let sink = MemorySink::new();
-    let g = groups("groups:\n- name: g\n  interval: 10s\n  eval_delay: 0s\n  rules:\n  - record: r\n    expr: m\n  - record: q\n    expr: m\n");
-    let engine = start(g, ds.clone(), sink.clone());
-    tokio::time::sleep(Duration::from_secs(35)).await;
-    engine.shutdown().await;
+    let sink = run_on_constant_source("groups:\n- name: g\n  interval: 10s\n  eval_delay: 0s\n  rules:\n  - record: r\n    expr: m\n  - record: q\n    expr: m\n", 35).await;
     // Four iterations of two rules: the destinations hear "done" once
     // both results of an iteration are in, not before.
     assert_eq!(sink.rounds(), [2, 4, 6, 8]);
@@ -211,12 +212,7 @@ async fn each_iteration_ends_with_round_done_after_its_results() {
 
 #[tokio::test(start_paused = true)]
 async fn eval_delay_shifts_the_timestamps_back() {
-    let ds = FnDatasource::new(|_, ts| Ok(vec![one("m", ts, 1.0)]));
-    let sink = MemorySink::new();
-    let g = groups("groups:\n- name: g\n  interval: 10s\n  eval_delay: 15s\n  rules:\n  - record: r\n    expr: m\n");
-    let engine = start(g, ds.clone(), sink.clone());
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    engine.shutdown().await;
+    let sink = run_on_constant_source("groups:\n- name: g\n  interval: 10s\n  eval_delay: 15s\n  rules:\n  - record: r\n    expr: m\n", 30).await;
     // At +3s the query time is truncate(+3 - 15) = -20; +30 -> +10.
     let ts: Vec<i64> = exported(&sink).iter().map(|e| e.1).collect();
     assert_eq!(ts, [-20, -10, 0, 10]);

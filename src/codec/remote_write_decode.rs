@@ -96,8 +96,9 @@ impl<'a> Reader<'a> {
 
 /// `bytes` as text; `known_ascii` when the caller already checked a span
 /// holding them (a whole label: one check instead of one per string).
-/// In line because the decoder calls it twice per label: out of line it
-/// cost the router about 4 % of its CPU per sample.
+/// In line because the decoder calls it twice per label: out of line,
+/// `scripts/bench-router.sh` measured 0.450 against 0.407 CPU-s per
+/// million samples.
 #[inline]
 fn utf8<'a>(
     bytes: &'a [u8],

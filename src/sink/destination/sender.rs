@@ -49,10 +49,11 @@ pub(super) async fn run(shared: Arc<Shared>, worker: usize) {
 }
 
 /// The next request's records for a sender: the oldest record, then more
-/// until `max_batch_samples / 2` or `max_blocks` records are gathered or
-/// `flush_interval` passed or the producers went idle (nothing readable
-/// and no accept since [`super::Destination::producers_idle`]); a record that would pass `max_batch_samples` is
-/// left in `carry` for the next batch. `None` once the queue is closed.
+/// until `max_batch_samples / 2` or `max_blocks` records are gathered,
+/// `flush_interval` passed, or the producers went idle (nothing readable
+/// and no accept since [`super::Destination::producers_idle`]); a record
+/// that would pass `max_batch_samples` is left in `carry` for the next
+/// batch. `None` once the queue is closed.
 pub(super) async fn next_batch(
     shared: &Arc<Shared>,
     lanes: Option<(usize, usize)>,

@@ -100,7 +100,7 @@ fn earlier_sqlite_run(dir: &Path) {
 /// The least any SQLite layout of these rows can cost: the sample table
 /// alone (no series table, no index, no constraint), loaded the way the
 /// real sink loads a fresh file (journal and sync off, one transaction,
-/// 64 rows per statement). What the real sink spends above this is its
+/// its own 64-row statement). What the real sink spends above this is its
 /// indexes and series rows; this floor against curl's time is why
 /// SQLite export cannot reach the other formats' ratio.
 struct SqliteFloor {
@@ -111,21 +111,6 @@ struct SqliteFloor {
     /// `sqlite-floor-indexed`: plus the one index queries by series and
     /// time need, built after the load as the real sink builds it.
     index: bool,
-}
-
-const FLOOR_BATCH: usize = 64;
-
-fn floor_insert_sql(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|i| {
-            let p = 3 + 4 * i;
-            format!("(?1, ?2, ?{p}, ?{}, ?{}, ?{})", p + 1, p + 2, p + 3)
-        })
-        .collect();
-    format!(
-        "INSERT INTO sample_rows (run, series_id, timestamp_ms, value, out_of_range, alert) VALUES {}",
-        values.join(",")
-    )
 }
 
 fn open_sqlite_floor(dir: &Path, _: &RunInfo) -> Box<dyn file::RecordSink> {
@@ -150,7 +135,7 @@ fn sqlite_floor(dir: &Path, index: bool) -> Box<dyn file::RecordSink> {
     Box::new(SqliteFloor {
         conn,
         series: 0,
-        batch_sql: floor_insert_sql(FLOOR_BATCH),
+        batch_sql: file::sqlite_insert_sql(file::SQLITE_BATCH_ROWS),
         index,
     })
 }
@@ -158,10 +143,11 @@ fn sqlite_floor(dir: &Path, index: bool) -> Box<dyn file::RecordSink> {
 impl SqliteFloor {
     /// One multi-row `INSERT` of `rows` (prepared once per row count).
     fn insert(&self, rows: &[FlaggedSample]) {
-        let mut stmt = if rows.len() == FLOOR_BATCH {
+        let mut stmt = if rows.len() == file::SQLITE_BATCH_ROWS {
             self.conn.prepare_cached(&self.batch_sql)
         } else {
-            self.conn.prepare_cached(&floor_insert_sql(rows.len()))
+            self.conn
+                .prepare_cached(&file::sqlite_insert_sql(rows.len()))
         }
         .unwrap();
         stmt.raw_bind_parameter(1, 1).unwrap();
@@ -185,7 +171,7 @@ impl file::RecordSink for SqliteFloor {
         samples: &[FlaggedSample],
     ) -> Result<(), file::SinkError> {
         self.series += 1;
-        for rows in samples.chunks(FLOOR_BATCH) {
+        for rows in samples.chunks(file::SQLITE_BATCH_ROWS) {
             self.insert(rows);
         }
         Ok(())

@@ -30,6 +30,10 @@ mod partition;
 mod sqlite;
 
 pub use partition::{PartitionBy, UnknownPartitioning};
+/// The SQLite sink's row insert, for the sinks bench's floor cases (the same
+/// statement without the rest of the schema).
+#[doc(hidden)]
+pub use sqlite::{insert_sql as sqlite_insert_sql, BATCH_ROWS as SQLITE_BATCH_ROWS};
 
 use crate::fsutil::AtomicFile;
 use crate::model::time::format_rfc3339_ms;

@@ -149,10 +149,10 @@ const SELECT_SERIES: &str =
 /// Rows per multi-row `INSERT`: one statement execution (reset, step,
 /// cursor setup) carries this many rows instead of one. The run and series
 /// are the same in every row, bound once as `?1` and `?2`.
-const BATCH_ROWS: usize = 64;
+pub const BATCH_ROWS: usize = 64;
 
 /// `INSERT INTO sample_rows (...) VALUES (?1, ?2, ?3, ?4, ?5, ?6), (?1, ?2, ?7, ...)` for `rows` rows.
-fn insert_sql(rows: usize) -> String {
+pub fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO sample_rows (run, series_id, timestamp_ms, value, out_of_range, alert) VALUES ",
     );

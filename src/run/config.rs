@@ -22,7 +22,7 @@
 //!     relabel_configs: [{source_labels: [export_target], regex: incident_storage, action: keep}]
 //!     relabel_dialect: prometheus   # this destination's own
 //! storage: {path: ./spillway-data}
-//! server: {listen: 127.0.0.1:8880}
+//! server: {listen: 127.0.0.1:8880, max_concurrent_inserts: 2}  # receiver requests at once
 //! captures: []           # breach captures, see `run::capture::config`
 //! cluster: {members_count: 3, replication_factor: 1}  # member_num: from --cluster.member-num
 //! ```
@@ -97,6 +97,9 @@ pub struct StorageSpec {
 pub struct ServerSpec {
     /// HTTP listen address (default 127.0.0.1:8880).
     pub listen: Option<String>,
+    /// Receiver requests read, decoded and routed at once (vmagent's
+    /// `-maxConcurrentInserts`; default one per core, at least two).
+    pub max_concurrent_inserts: Option<usize>,
 }
 
 /// One destination; the connection fields are the same as a datasource's.

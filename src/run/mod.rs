@@ -124,6 +124,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         "config checked"
     );
     let default_listen = setup.listen().unwrap_or(DEFAULT_LISTEN).to_string();
+    let receiver_limits = setup.receiver_limits();
     let (listen, policy) = opts
         .http
         .resolve(&default_listen, crate::server::ServerKind::Run)
@@ -231,7 +232,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         reloader: Arc::clone(&reloader),
         captures: Some(captures.clone()),
     };
-    let app = api::app(state, receiver::Limits::default(), Arc::new(policy));
+    let app = api::app(state, receiver_limits, Arc::new(policy));
     let mut server = tokio::spawn(crate::server::serve(listener, app, async move {
         let _ = stop_rx.await;
     }));

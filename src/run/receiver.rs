@@ -28,6 +28,12 @@
 //! that is full makes the answer 429 with `Retry-After` (as vmagent's
 //! `-remoteWrite.dropSamplesOnOverload=false` queue answers): the client
 //! keeps the data and sends it again later.
+//!
+//! At most `server.max_concurrent_inserts` requests (one per core by
+//! default) are read and worked on at once, as vmagent's
+//! `-maxConcurrentInserts`; the others wait with their bodies unread, and
+//! one that waited [`MAX_TURN_WAIT`] is answered 503. Memory then follows
+//! the cores, not the number of clients pushing at once.
 
 use super::route::{Pipeline, RouteError};
 use crate::codec::{self, CodecError};
@@ -75,9 +81,33 @@ struct Receiver {
     spare: Arc<std::sync::Mutex<Vec<ExportBatch>>>,
     /// Body buffers, likewise reused.
     spare_bytes: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    /// Turns to be read, decoded and routed ([`Limits::requests_at_once`]);
+    /// a request waits for one before its body is read.
+    turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl Receiver {
+    /// Waits for a request's turn, at most [`Limits::max_turn_wait`] (then
+    /// 503, as vmagent answers after `-insert.maxQueueDuration`).
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, RxError> {
+        let wait = self.limits.max_turn_wait;
+        match tokio::time::timeout(wait, self.turns.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(RxError::Api(ApiError::Unavailable {
+                message: "the receiver is shutting down".into(),
+                cause: None,
+            })),
+            Err(_elapsed) => Err(RxError::Api(ApiError::Unavailable {
+                message: format!(
+                    "{} requests are being worked on (server.max_concurrent_inserts) and this one \
+                     waited {wait:?} for its turn; retry later",
+                    self.limits.requests_at_once
+                ),
+                cause: None,
+            })),
+        }
+    }
+
     fn take_spare(&self) -> ExportBatch {
         let mut batch = self
             .spare
@@ -121,7 +151,23 @@ pub struct Limits {
     pub max_decoded_bytes: usize,
     pub max_line_bytes: usize,
     pub max_import_decoded_bytes: u64,
+    /// Requests read, decoded and routed at once (`server.max_concurrent_inserts`).
+    pub requests_at_once: usize,
+    /// How long a request waits for its turn before the answer is 503.
+    pub max_turn_wait: Duration,
 }
+
+/// The default of [`Limits::requests_at_once`]: one per core, at least two.
+/// A request's work is CPU (decoding, relabeling, encoding) done on a pool
+/// of that many threads, so taking more at once does not go faster: it only
+/// holds more decoded requests in memory (on the router bench, 2 instead of
+/// 4 at once: peak RSS 49 MiB instead of 65, and more samples per second).
+pub fn default_requests_at_once() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+}
+
+/// vmagent's `-insert.maxQueueDuration` default.
+pub const MAX_TURN_WAIT: Duration = Duration::from_secs(60);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -130,6 +176,8 @@ impl Default for Limits {
             max_decoded_bytes: MAX_DECODED_BYTES,
             max_line_bytes: MAX_LINE_BYTES,
             max_import_decoded_bytes: MAX_IMPORT_DECODED_BYTES,
+            requests_at_once: default_requests_at_once(),
+            max_turn_wait: MAX_TURN_WAIT,
         }
     }
 }
@@ -141,6 +189,7 @@ pub fn router(pipeline: Arc<Pipeline>, limits: Limits) -> Router {
         limits,
         spare: Default::default(),
         spare_bytes: Default::default(),
+        turns: Arc::new(tokio::sync::Semaphore::new(limits.requests_at_once.max(1))),
     };
     Router::new()
         .route("/api/v1/write", post(remote_write))
@@ -237,6 +286,7 @@ async fn remote_write_inner(
             .into())
         }
     }
+    let _turn = rx.turn().await?;
     let limit = rx.limits.max_remote_write_bytes;
     let body = read_body(body, headers, limit, rx.take_bytes()).await?;
     let max_decoded = rx.limits.max_decoded_bytes;
@@ -343,6 +393,7 @@ async fn import_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<usize, (RxError, usize)> {
+    let _turn = rx.turn().await.map_err(|e| (e, 0))?;
     let mut decoder = Decoder::for_encoding(
         header(headers, "content-encoding").as_deref(),
         rx.limits.max_import_decoded_bytes,

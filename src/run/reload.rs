@@ -170,6 +170,14 @@ impl Reloader {
                 "server.listen changed: it applies at the next start; restart spillway to listen there"
             );
         }
+        let inserts = |s: &Setup| s.receiver_limits().requests_at_once;
+        if inserts(&next) != inserts(&current) {
+            tracing::warn!(
+                old = inserts(&current),
+                new = inserts(&next),
+                "server.max_concurrent_inserts changed: it applies at the next start"
+            );
+        }
         let routing = match self.pipeline.reconfigure(next.pipeline.clone()).await {
             Ok(change) => change,
             Err(e) => {

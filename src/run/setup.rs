@@ -24,6 +24,11 @@ use super::rules::{load_files, Group, LoadOptions, RuleType};
 use crate::client::{Client, ConnectionSpec};
 use crate::model::time::parse_duration;
 use std::path::{Path, PathBuf};
+
+/// Highest `server.max_concurrent_inserts`: each request at work may hold a
+/// 32 MiB body and its decoded series, so a value past this is a typo
+/// rather than a plan.
+const MAX_CONCURRENT_INSERTS: usize = 1024;
 use std::sync::Arc;
 
 /// A run config with everything it refers to, checked.
@@ -120,6 +125,13 @@ impl Setup {
                 VlogsWindow::default()
             }),
         };
+        if let Some(n) = config.server.max_concurrent_inserts {
+            if !(1..=MAX_CONCURRENT_INSERTS).contains(&n) {
+                problems.push(format!(
+                    "{source}: server.max_concurrent_inserts: {n} is out of range; expected 1 to {MAX_CONCURRENT_INSERTS}"
+                ));
+            }
+        }
         let load_opts = load_options(config.evaluation.default_rule_type.as_deref())
             .map_err(|e| problems.push(format!("{source}: {e}")))
             .ok();
@@ -236,6 +248,15 @@ impl Setup {
     /// `server.listen` of the config.
     pub fn listen(&self) -> Option<&str> {
         self.loaded.config.server.listen.as_deref()
+    }
+
+    /// The receiver's limits: the defaults, with `server.max_concurrent_inserts`.
+    pub fn receiver_limits(&self) -> super::receiver::Limits {
+        let mut limits = super::receiver::Limits::default();
+        if let Some(n) = self.loaded.config.server.max_concurrent_inserts {
+            limits.requests_at_once = n;
+        }
+        limits
     }
 
     /// Groups whose name is in `names` (all when empty); unknown names are
@@ -363,9 +384,11 @@ mod tests {
             dir.path(),
             "conf/run.yml",
             "datasource: {url: 'http://127.0.0.1:1'}\nrule_files: ['rules/*.yml']\n\
-             destinations: [{name: d, url: 'http://127.0.0.1:2'}]\n",
+             destinations: [{name: d, url: 'http://127.0.0.1:2'}]\n\
+             server: {max_concurrent_inserts: 3}\n",
         );
         let s = Setup::load(&cfg).unwrap();
+        assert_eq!(s.receiver_limits().requests_at_once, 3);
         assert_eq!(s.groups.len(), 1);
         assert_eq!(
             s.groups[0].file,
@@ -414,7 +437,8 @@ mod tests {
             "run.yml",
             "datasource: {url: 'http://127.0.0.1:1', timeout: soon}\nrule_files: ['rules/bad.yml']\n\
              evaluation: {interval: often, default_rule_type: graphite, vlogs_window: loose}\n\
-             destinations: [{name: d, url: 'http://127.0.0.1:2', max_disk_bytes: lots}]\n",
+             destinations: [{name: d, url: 'http://127.0.0.1:2', max_disk_bytes: lots}]\n\
+             server: {max_concurrent_inserts: 0}\n",
         );
         let all = Setup::load(&cfg).unwrap_err().join("\n");
         for needle in [
@@ -423,6 +447,7 @@ mod tests {
             "evaluation.default_rule_type: \"graphite\"",
             "evaluation.vlogs_window: \"loose\" is not a window",
             "datasource.timeout",
+            "server.max_concurrent_inserts: 0 is out of range; expected 1 to 1024",
         ] {
             assert!(all.contains(needle), "{needle} missing in:\n{all}");
         }

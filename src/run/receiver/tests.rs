@@ -46,6 +46,7 @@ fn small_limits() -> Limits {
         max_decoded_bytes: 4 << 10,
         max_line_bytes: 200,
         max_import_decoded_bytes: 64 << 10,
+        ..Limits::default()
     }
 }
 
@@ -365,4 +366,54 @@ async fn a_full_destination_that_blocks_answers_429_with_retry_after() {
         "nothing dropped"
     );
     assert_eq!(st.full_refusals, 1);
+}
+
+#[tokio::test]
+async fn requests_past_max_concurrent_inserts_wait_their_turn_then_get_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "[]");
+    let limits = Limits {
+        requests_at_once: 1,
+        max_turn_wait: Duration::from_millis(300),
+        ..small_limits()
+    };
+    let app = router(Arc::clone(&p), limits);
+
+    // A body that arrives only as the test feeds it: with room for one
+    // chunk, the second send returns once the receiver is reading the body,
+    // that is, once the request holds the one turn.
+    let (tx, body_rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
+    let stream = futures_util::stream::unfold(body_rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    let slow = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let req = Request::post("/api/v1/import")
+                .body(Body::from_stream(stream))
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        })
+    };
+    tx.send(bytes::Bytes::from_static(b"{")).await.unwrap();
+    tx.send(bytes::Bytes::from_static(b"\"metric\""))
+        .await
+        .unwrap();
+
+    let mut body = Vec::new();
+    encode_write_request(&[series("a", 1)], &mut body).unwrap();
+    let (status, text) = call(&app, "/api/v1/write", &[], body.clone()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert!(text.contains("server.max_concurrent_inserts"), "{text}");
+    let (status, text) = call(&app, "/api/v1/import", &[], import_lines(1).into_bytes()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert_eq!(pending(&p), 0, "nothing waiting for a turn was routed");
+
+    // The first request ends (a bad line), and its turn goes to the next.
+    tx.send(bytes::Bytes::from_static(b"}\n")).await.unwrap();
+    drop(tx);
+    assert_eq!(slow.await.unwrap(), StatusCode::BAD_REQUEST);
+    let (status, text) = call(&app, "/api/v1/write", &[], body).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    assert_eq!(pending(&p), 1);
 }

@@ -33,7 +33,9 @@
 //! default) are read and worked on at once, as vmagent's
 //! `-maxConcurrentInserts`; the others wait with their bodies unread, and
 //! one that waited [`MAX_TURN_WAIT`] is answered 503. Memory then follows
-//! the cores, not the number of clients pushing at once.
+//! the cores, not the number of clients pushing at once. A request whose
+//! body pauses for [`BODY_IDLE_TIMEOUT`] is answered 408 and gives its turn
+//! up, so a stalled client cannot keep one.
 
 use super::route::{Pipeline, RouteError};
 use crate::codec::{self, CodecError};
@@ -155,6 +157,9 @@ pub struct Limits {
     pub requests_at_once: usize,
     /// How long a request waits for its turn before the answer is 503.
     pub max_turn_wait: Duration,
+    /// How long a request holding a turn may send no body bytes before the
+    /// answer is 408: a stalled client must not keep one of few turns.
+    pub body_idle_timeout: Duration,
 }
 
 /// The default of [`Limits::requests_at_once`]: one per core, at least two.
@@ -168,6 +173,8 @@ pub fn default_requests_at_once() -> usize {
 
 /// vmagent's `-insert.maxQueueDuration` default.
 pub const MAX_TURN_WAIT: Duration = Duration::from_secs(60);
+/// Default of [`Limits::body_idle_timeout`].
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -178,6 +185,7 @@ impl Default for Limits {
             max_import_decoded_bytes: MAX_IMPORT_DECODED_BYTES,
             requests_at_once: default_requests_at_once(),
             max_turn_wait: MAX_TURN_WAIT,
+            body_idle_timeout: BODY_IDLE_TIMEOUT,
         }
     }
 }
@@ -288,7 +296,8 @@ async fn remote_write_inner(
     }
     let _turn = rx.turn().await?;
     let limit = rx.limits.max_remote_write_bytes;
-    let body = read_body(body, headers, limit, rx.take_bytes()).await?;
+    let idle = rx.limits.body_idle_timeout;
+    let body = read_body(body, headers, limit, idle, rx.take_bytes()).await?;
     let max_decoded = rx.limits.max_decoded_bytes;
     let mut batch = rx.take_spare();
     let (decoded, body) = crate::blocking::spawn_short(move || {
@@ -316,6 +325,7 @@ async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
+    idle: Duration,
     mut out: Vec<u8>,
 ) -> Result<Vec<u8>, ApiError> {
     let too_large = |size: String| {
@@ -331,7 +341,7 @@ async fn read_body(
     out.clear();
     out.reserve(declared.unwrap_or(0));
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    while let Some(chunk) = next_chunk(&mut stream, idle, 0).await? {
         let chunk = chunk
             .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
         if out.len() + chunk.len() > limit {
@@ -340,6 +350,27 @@ async fn read_body(
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// The next piece of a body; 408 when none came for `idle` (`after_line`
+/// says how far an import got).
+async fn next_chunk<S: futures_util::Stream + Unpin>(
+    stream: &mut S,
+    idle: Duration,
+    after_line: u64,
+) -> Result<Option<S::Item>, ApiError> {
+    tokio::time::timeout(idle, stream.next())
+        .await
+        .map_err(|_| {
+            let at = match after_line {
+                0 => String::new(),
+                n => format!(" after line {n}"),
+            };
+            ApiError::RequestTimeout(format!(
+                "no body bytes came for {idle:?}{at}; the request is dropped so that its turn \
+             goes to the next (send bodies without pausing)"
+            ))
+        })
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -406,7 +437,8 @@ async fn import_inner(
     let mut bad = BadLines::default();
     let mut stream = body.into_data_stream();
     loop {
-        let chunk = match stream.next().await {
+        let next = next_chunk(&mut stream, rx.limits.body_idle_timeout, lines.line_number);
+        let chunk = match next.await.map_err(|e| (e.into(), routed))? {
             Some(Ok(c)) => Some(c),
             Some(Err(e)) => {
                 let e = ApiError::BadRequest(format!(

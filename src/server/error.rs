@@ -28,6 +28,9 @@ pub enum ApiError {
     /// A bounded resource is full (job queue, uploads); try again later.
     #[error("{0}")]
     TooManyRequests(String),
+    /// The client stopped sending its body.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// We cannot take the request now, the client should retry later
     /// (shutting down, a queue cannot write). `message` goes to the client,
     /// `cause` to the log.
@@ -53,6 +56,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

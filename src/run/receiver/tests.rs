@@ -382,19 +382,7 @@ async fn requests_past_max_concurrent_inserts_wait_their_turn_then_get_503() {
     // A body that arrives only as the test feeds it: with room for one
     // chunk, the second send returns once the receiver is reading the body,
     // that is, once the request holds the one turn.
-    let (tx, body_rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
-    let stream = futures_util::stream::unfold(body_rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
-    });
-    let slow = {
-        let app = app.clone();
-        tokio::spawn(async move {
-            let req = Request::post("/api/v1/import")
-                .body(Body::from_stream(stream))
-                .unwrap();
-            app.oneshot(req).await.unwrap().status()
-        })
-    };
+    let (tx, slow) = fed_by_hand(&app, "/api/v1/import");
     tx.send(bytes::Bytes::from_static(b"{")).await.unwrap();
     tx.send(bytes::Bytes::from_static(b"\"metric\""))
         .await
@@ -412,8 +400,75 @@ async fn requests_past_max_concurrent_inserts_wait_their_turn_then_get_503() {
     // The first request ends (a bad line), and its turn goes to the next.
     tx.send(bytes::Bytes::from_static(b"}\n")).await.unwrap();
     drop(tx);
-    assert_eq!(slow.await.unwrap(), StatusCode::BAD_REQUEST);
+    assert_eq!(slow.await.unwrap().0, StatusCode::BAD_REQUEST);
     let (status, text) = call(&app, "/api/v1/write", &[], body).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
     assert_eq!(pending(&p), 1);
+}
+
+/// A request whose body arrives only as the test sends it: the channel has
+/// room for one piece, so a second send returns once the receiver is
+/// reading the body (it holds a turn).
+fn fed_by_hand(
+    app: &Router,
+    path: &'static str,
+) -> (
+    tokio::sync::mpsc::Sender<bytes::Bytes>,
+    tokio::task::JoinHandle<(StatusCode, String)>,
+) {
+    let (tx, body_rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
+    let stream = futures_util::stream::unfold(body_rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    let app = app.clone();
+    let answer = tokio::spawn(async move {
+        let req = Request::post(path).body(Body::from_stream(stream)).unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    });
+    (tx, answer)
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_is_dropped_with_408_and_frees_its_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "[]");
+    let limits = Limits {
+        requests_at_once: 1,
+        body_idle_timeout: Duration::from_millis(200),
+        ..small_limits()
+    };
+    let app = router(Arc::clone(&p), limits);
+    let mut body = Vec::new();
+    encode_write_request(&[series("a", 1)], &mut body).unwrap();
+    for (path, first, where_) in [
+        ("/api/v1/write", body[..2].to_vec(), ""),
+        (
+            "/api/v1/import",
+            import_lines(2).into_bytes(),
+            " after line 2",
+        ),
+    ] {
+        let (tx, stalled) = fed_by_hand(&app, path);
+        tx.send(first.into()).await.unwrap();
+        tx.send(bytes::Bytes::new()).await.unwrap();
+        let (status, text) = stalled.await.unwrap();
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{path}: {text}");
+        assert!(
+            text.contains(&format!("no body bytes came for 200ms{where_}")),
+            "{text}"
+        );
+        drop(tx);
+        let (status, text) = call(&app, "/api/v1/write", &[], body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::NO_CONTENT,
+            "{path}: the turn is free: {text}"
+        );
+    }
+    assert_eq!(pending(&p), 2, "only the complete requests were routed");
 }

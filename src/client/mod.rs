@@ -116,6 +116,11 @@ pub enum ClientError {
     },
     #[error("cannot read the answer of {url}: {reason}")]
     Decode { url: String, reason: String },
+    /// The answer stopped before its end (the connection broke, or a proxy
+    /// such as vmauth ended it cleanly when its backend went away): the
+    /// same request may well succeed again.
+    #[error("the answer of {url} ended early ({reason})")]
+    CutShort { url: String, reason: String },
     #[error("{url} answered more than {} ({limit} bytes), the max_response_bytes limit{}; narrow the query (a shorter range, fewer series) or raise max_response_bytes (--max-response-bytes)", crate::model::size::format_size(*.limit), if *.per_series { " for one series" } else { "" })]
     TooLarge {
         url: String,
@@ -129,7 +134,9 @@ impl ClientError {
     /// Connection errors, timeouts, 5xx and 429 may succeed later; other 4xx will not.
     pub fn is_retriable(&self) -> bool {
         match self {
-            ClientError::Connect { .. } | ClientError::Timeout { .. } => true,
+            ClientError::Connect { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::CutShort { .. } => true,
             ClientError::Status { status, .. } => *status >= 500 || *status == 429,
             ClientError::Config(_) | ClientError::Decode { .. } | ClientError::TooLarge { .. } => {
                 false
@@ -428,6 +435,12 @@ impl Client {
         }
         if e.is_connect() || e.is_request() {
             return ClientError::Connect {
+                url,
+                reason: error_chain(&e),
+            };
+        }
+        if e.is_body() {
+            return ClientError::CutShort {
                 url,
                 reason: error_chain(&e),
             };

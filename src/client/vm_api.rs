@@ -29,22 +29,20 @@ pub struct NameCount {
 impl Client {
     /// `/api/v1/status/buildinfo`; VictoriaMetrics answers it since v1.80, Prometheus always.
     pub async fn build_info(&self) -> Result<BuildInfo, ClientError> {
-        let resp = self
-            .send("buildinfo", || {
+        let env: ApiEnvelope<BuildInfo> = self
+            .fetch_json("buildinfo", || {
                 self.request(reqwest::Method::GET, "/api/v1/status/buildinfo")
             })
             .await?;
-        let env: ApiEnvelope<BuildInfo> = self.json(resp).await?;
         Ok(env.data)
     }
 
     pub async fn tsdb_status(&self) -> Result<TsdbStatus, ClientError> {
-        let resp = self
-            .send("status/tsdb", || {
+        let env: ApiEnvelope<TsdbStatus> = self
+            .fetch_json("status/tsdb", || {
                 self.request(reqwest::Method::GET, "/api/v1/status/tsdb")
             })
             .await?;
-        let env: ApiEnvelope<TsdbStatus> = self.json(resp).await?;
         Ok(env.data)
     }
 

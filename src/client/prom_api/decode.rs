@@ -37,6 +37,36 @@ pub(super) struct ChannelReader {
     /// Bytes handed to the parser since the start (or the last series).
     pub(super) counted: Arc<AtomicU64>,
     pub(super) limit: Limit,
+    /// The body ended (cleanly) and the parser asked for more.
+    pub(super) ended: bool,
+}
+
+impl ChannelReader {
+    pub(super) fn new(
+        rx: mpsc::Receiver<Result<Bytes, ClientError>>,
+        counted: Arc<AtomicU64>,
+        limit: Limit,
+    ) -> Self {
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+            error: None,
+            counted,
+            limit,
+            ended: false,
+        }
+    }
+
+    /// Why a scan of this body failed: the body's own error, the body
+    /// ending before the JSON did (cut short: worth asking again), or an
+    /// answer that is not the JSON the API documents.
+    pub(super) fn scan_error(&mut self, url: String, reason: String) -> ClientError {
+        match self.error.take() {
+            Some(e) => e,
+            None if self.ended => ClientError::CutShort { url, reason },
+            None => ClientError::Decode { url, reason },
+        }
+    }
 }
 
 impl Read for ChannelReader {
@@ -59,7 +89,10 @@ impl Read for ChannelReader {
                     self.error = Some(e);
                     return Err(std::io::Error::other(msg));
                 }
-                None => return Ok(0),
+                None => {
+                    self.ended = true;
+                    return Ok(0);
+                }
             }
         }
         let n = buf.len().min(self.current.len());

@@ -226,15 +226,14 @@ impl Client {
             &series_pairs(matches, start_ms, end_ms),
             &QueryParams::default(),
         );
-        let resp = self
-            .send("series", || {
+        let parsed: ApiEnvelope<Vec<BTreeMap<String, String>>> = self
+            .fetch_json("series", || {
                 Ok(self
                     .request(reqwest::Method::POST, "/api/v1/series")?
                     .header("Content-Type", "application/x-www-form-urlencoded")
                     .body(body.clone()))
             })
             .await?;
-        let parsed: ApiEnvelope<Vec<BTreeMap<String, String>>> = self.json(resp).await?;
         Ok(parsed.data.into_iter().map(Labels::from_pairs).collect())
     }
 
@@ -269,13 +268,7 @@ impl Client {
         let rx = self.body_channel(resp);
         let url = self.endpoint().display();
         tokio::task::spawn_blocking(move || {
-            let mut reader = ChannelReader {
-                rx,
-                current: Bytes::new(),
-                error: None,
-                counted: Arc::new(AtomicU64::new(0)),
-                limit: answer_cap,
-            };
+            let mut reader = ChannelReader::new(rx, Arc::new(AtomicU64::new(0)), answer_cap);
             let mut list = SeriesList::default();
             let capped = (&mut reader).take(MAX_SERIES_ANSWER_BYTES);
             let result = stream::read_label_sets(capped, |labels| {
@@ -289,10 +282,10 @@ impl Client {
             match result {
                 Ok(()) => Ok(list),
                 Err(stream::ScanError::Stopped) => Ok(list),
-                Err(e) => Err(reader.error.take().unwrap_or(ClientError::Decode {
+                Err(e) => Err(reader.scan_error(
                     url,
-                    reason: format!("{e} (answers are read up to {MAX_SERIES_ANSWER_BYTES} bytes)"),
-                })),
+                    format!("{e} (answers are read up to {MAX_SERIES_ANSWER_BYTES} bytes)"),
+                )),
             }
         })
         .await
@@ -407,10 +400,29 @@ impl Client {
         resp: reqwest::Response,
     ) -> Result<T, ClientError> {
         let bytes = self.read_body(resp).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-            url: self.endpoint().display(),
-            reason: format!("{e}"),
+        serde_json::from_slice(&bytes).map_err(|e| {
+            let url = self.endpoint().display();
+            let reason = e.to_string();
+            if e.is_eof() {
+                ClientError::CutShort { url, reason }
+            } else {
+                ClientError::Decode { url, reason }
+            }
         })
+    }
+
+    /// Sends with the retry policy and reads the JSON answer, both inside
+    /// each attempt, so an answer cut short is asked for again.
+    pub(crate) async fn fetch_json<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        make: impl Fn() -> Result<reqwest::RequestBuilder, ClientError>,
+    ) -> Result<T, ClientError> {
+        self.retry_policy()
+            .run(what, || async {
+                self.json(self.send_once(make()?).await?).await
+            })
+            .await
     }
 
     async fn post_form_stream(
@@ -459,13 +471,7 @@ impl Client {
         let url = self.endpoint().display();
         let counted = Arc::new(AtomicU64::new(0));
         tokio::task::spawn_blocking(move || {
-            let mut reader = ChannelReader {
-                rx: bytes_rx,
-                current: Bytes::new(),
-                error: None,
-                counted: Arc::clone(&counted),
-                limit,
-            };
+            let mut reader = ChannelReader::new(bytes_rx, Arc::clone(&counted), limit);
             let per_series = cap == Cap::PerSeries;
             let result = stream::read_answer(&mut reader, |series| {
                 if per_series {
@@ -476,10 +482,7 @@ impl Client {
             match result {
                 Ok(()) | Err(stream::ScanError::Stopped) => {}
                 Err(e) => {
-                    let err = reader.error.take().unwrap_or(ClientError::Decode {
-                        url,
-                        reason: e.to_string(),
-                    });
+                    let err = reader.scan_error(url, e.to_string());
                     // The receiver may be gone (the caller stopped reading): nothing left to tell.
                     let _ = tx.blocking_send(Err(err));
                 }

@@ -1,5 +1,7 @@
 use super::*;
+use crate::client::ClientConfig;
 use crate::model::Sample;
+use std::time::Duration;
 
 #[test]
 fn instant_answer_with_stats() {
@@ -80,4 +82,108 @@ fn error_status_is_an_error() {
 fn seconds_format() {
     assert_eq!(seconds(1_700_000_000_000), "1700000000");
     assert_eq!(seconds(1_700_000_000_500), "1700000000.500");
+}
+
+/// A server whose first answers to every path stop halfway through the JSON
+/// (a clean end of the body, as vmauth gives when its backend goes away),
+/// then whole.
+async fn cutting_server(cut_first: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    const SERIES: &str = r#"{"status":"success","data":[{"__name__":"up","job":"a"}]}"#;
+    const BUILD: &str = r#"{"status":"success","data":{"version":"2.53.0"}}"#;
+    const RANGE: &str = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up"},"values":[[1,"1"],[2,"1"]]},{"metric":{"__name__":"up","job":"b"},"values":[[1,"0"]]}]}}"#;
+    // Malformed well before its end: not a cut.
+    const BAD: &str = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up"},"values":[[1,"1"]]}, x, {"metric":{}}]}}"#;
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let whole = match uri.path() {
+                p if p.ends_with("/series") => SERIES,
+                p if p.ends_with("/query_range") => RANGE,
+                p if p.ends_with("/bad_range") => return BAD.to_string(),
+                _ => BUILD,
+            };
+            let cut = if n < cut_first {
+                &whole[..whole.len() / 2]
+            } else {
+                whole
+            };
+            cut.to_string()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, calls)
+}
+
+fn quick_retries(url: &str) -> Client {
+    Client::new(ClientConfig {
+        url: url.to_string(),
+        retry: crate::client::RetryPolicy {
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_answer_cut_short_is_asked_for_again() {
+    let (url, calls) = cutting_server(2).await;
+    let client = quick_retries(&url);
+    let series = client.series(&["up".to_string()], 0, 1000).await.unwrap();
+    assert_eq!(
+        series,
+        vec![Labels::from_pairs([("__name__", "up"), ("job", "a")])]
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let info = client.build_info().await.unwrap();
+    assert_eq!(info.version, "2.53.0");
+
+    // Past the retries, the error says what happened.
+    let (url, _) = cutting_server(usize::MAX).await;
+    let e = quick_retries(&url).build_info().await.unwrap_err();
+    assert!(matches!(e, ClientError::CutShort { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("ended early (EOF while parsing"),
+        "{e}"
+    );
+}
+
+async fn drain(mut stream: SeriesStream) -> (usize, Option<ClientError>) {
+    let mut series = 0;
+    while let Some(item) = stream.recv().await {
+        match item {
+            Ok(_) => series += 1,
+            Err(e) => return (series, Some(e)),
+        }
+    }
+    (series, None)
+}
+
+#[tokio::test]
+async fn a_streamed_answer_cut_short_is_worth_asking_again_and_bad_json_is_not() {
+    let (url, _) = cutting_server(1).await;
+    let client = quick_retries(&url);
+    let params = QueryParams::default();
+    let range = |path: &'static str| client.query_range_at(path, "up", 0, 2000, 1000, &params);
+
+    let (series, e) = drain(range("/api/v1/query_range").await.unwrap()).await;
+    let e = e.expect("the cut answer fails");
+    assert!(matches!(e, ClientError::CutShort { .. }), "{e:?}");
+    assert!(e.is_retriable(), "{e}");
+    assert_eq!(series, 0, "the cut is inside the first series");
+
+    let (series, e) = drain(range("/api/v1/query_range").await.unwrap()).await;
+    assert!(e.is_none(), "{e:?}");
+    assert_eq!(series, 2);
+
+    let (_, e) = drain(range("/api/v1/bad_range").await.unwrap()).await;
+    let e = e.expect("bad JSON fails");
+    assert!(matches!(e, ClientError::Decode { .. }), "{e:?}");
+    assert!(!e.is_retriable(), "{e}");
 }

@@ -90,24 +90,35 @@ struct Receiver {
 
 impl Receiver {
     /// Waits for a request's turn, at most [`Limits::max_turn_wait`] (then
-    /// 503, as vmagent answers after `-insert.maxQueueDuration`).
-    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, RxError> {
-        let wait = self.limits.max_turn_wait;
-        match tokio::time::timeout(wait, self.turns.acquire()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_closed)) => Err(RxError::Api(ApiError::Unavailable {
-                message: "the receiver is shutting down".into(),
-                cause: None,
-            })),
-            Err(_elapsed) => Err(RxError::Api(ApiError::Unavailable {
-                message: format!(
-                    "{} requests are being worked on (server.max_concurrent_inserts) and this one \
-                     waited {wait:?} for its turn; retry later",
-                    self.limits.requests_at_once
-                ),
-                cause: None,
-            })),
-        }
+    /// 503, as vmagent answers after `-insert.maxQueueDuration`). Counted
+    /// under vmagent's names, `spillway_`-prefixed: how often the limit
+    /// was reached and how often the wait ran out.
+    async fn turn(&self) -> Result<Turn<'_>, RxError> {
+        let permit = match self.turns.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                metrics::counter!("spillway_receiver_concurrent_inserts_limit_reached_total")
+                    .increment(1);
+                let wait = self.limits.max_turn_wait;
+                match tokio::time::timeout(wait, self.turns.acquire()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_closed)) => return Err(unavailable("the receiver is shutting down")),
+                    Err(_elapsed) => {
+                        metrics::counter!(
+                            "spillway_receiver_concurrent_inserts_limit_timeout_total"
+                        )
+                        .increment(1);
+                        return Err(unavailable(&format!(
+                            "{} requests are being worked on (server.max_concurrent_inserts) and \
+                             this one waited {wait:?} for its turn; retry later",
+                            self.limits.requests_at_once
+                        )));
+                    }
+                }
+            }
+        };
+        metrics::gauge!(CURRENT_INSERTS).increment(1.0);
+        Ok(Turn { _permit: permit })
     }
 
     fn take_spare(&self) -> ExportBatch {
@@ -144,6 +155,26 @@ impl Receiver {
             }
         }
     }
+}
+
+const CURRENT_INSERTS: &str = "spillway_receiver_concurrent_inserts_current";
+
+/// A request's turn; the gauge of requests at work follows it.
+struct Turn<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        metrics::gauge!(CURRENT_INSERTS).decrement(1.0);
+    }
+}
+
+fn unavailable(message: &str) -> RxError {
+    RxError::Api(ApiError::Unavailable {
+        message: message.to_string(),
+        cause: None,
+    })
 }
 
 /// Size limits, changeable for tests.
@@ -199,6 +230,8 @@ pub fn router(pipeline: Arc<Pipeline>, limits: Limits) -> Router {
         spare_bytes: Default::default(),
         turns: Arc::new(tokio::sync::Semaphore::new(limits.requests_at_once.max(1))),
     };
+    metrics::gauge!("spillway_receiver_concurrent_inserts_capacity")
+        .set(limits.requests_at_once.max(1) as f64);
     Router::new()
         .route("/api/v1/write", post(remote_write))
         .route("/prometheus/api/v1/write", post(remote_write))

@@ -401,7 +401,7 @@ async fn next_chunk<S: futures_util::Stream + Unpin>(
             };
             ApiError::RequestTimeout(format!(
                 "no body bytes came for {idle:?}{at}; the request is dropped so that its turn \
-             goes to the next (send bodies without pausing)"
+                 goes to the next (send bodies without pausing)"
             ))
         })
 }

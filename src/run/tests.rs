@@ -713,64 +713,35 @@ async fn api_json_after_evaluations() {
 
 #[test]
 fn self_metrics() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    metrics::with_local_recorder(&recorder, || {
-        rt.block_on(async {
-            // Queries at +10 take 25s, so +20 starts late.
-            let ds = FnDatasource::with_delay(
-                |expr, ts| match expr {
-                    "bad" => Err(QueryError::new("422: bad query", false)),
-                    _ => Ok(vec![one("m", ts, 1.0)]),
-                },
-                |ts| {
-                    if ts == BASE + 10_000 {
-                        Duration::from_secs(25)
-                    } else {
-                        Duration::ZERO
-                    }
-                },
-            );
-            let yaml = "groups:\n- name: g\n  interval: 10s\n  eval_delay: 0s\n  rules:\n  - record: ok\n    expr: slow\n- name: h\n  interval: 10s\n  eval_delay: 0s\n  rules:\n  - record: err\n    expr: bad\n";
-            let engine = start(groups(yaml), ds, MemorySink::new());
-            tokio::time::sleep(Duration::from_secs(45)).await;
-            engine.shutdown().await;
-        })
+    let recorded = crate::server::metrics::testutil::recorded(true, || async {
+        // Queries at +10 take 25s, so +20 starts late.
+        let ds = FnDatasource::with_delay(
+            |expr, ts| match expr {
+                "bad" => Err(QueryError::new("422: bad query", false)),
+                _ => Ok(vec![one("m", ts, 1.0)]),
+            },
+            |ts| {
+                if ts == BASE + 10_000 {
+                    Duration::from_secs(25)
+                } else {
+                    Duration::ZERO
+                }
+            },
+        );
+        let yaml = "groups:\n- name: g\n  interval: 10s\n  eval_delay: 0s\n  rules:\n  - record: ok\n    expr: slow\n- name: h\n  interval: 10s\n  eval_delay: 0s\n  rules:\n  - record: err\n    expr: bad\n";
+        let engine = start(groups(yaml), ds, MemorySink::new());
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        engine.shutdown().await;
     });
-    let mut counters = std::collections::BTreeMap::new();
-    let mut histograms = 0;
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-        let key = key.key();
-        let mut labels: Vec<String> = key
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        labels.sort();
-        let name = format!("{}{{{}}}", key.name(), labels.join(","));
-        match value {
-            DebugValue::Counter(n) => {
-                counters.insert(name, n as f64);
-            }
-            DebugValue::Gauge(g) => {
-                counters.insert(name, g.into_inner());
-            }
-            DebugValue::Histogram(h) => {
-                assert_eq!(key.name(), "spillway_group_iteration_duration_seconds");
-                assert!(
-                    labels == ["file=rules.yml", "group=g"]
-                        || labels == ["file=rules.yml", "group=h"],
-                    "{labels:?}"
-                );
-                histograms += h.len();
-            }
-        }
+    let counters = recorded.values;
+    for key in recorded.histograms.keys() {
+        assert!(
+            key == "spillway_group_iteration_duration_seconds{file=rules.yml,group=g}"
+                || key == "spillway_group_iteration_duration_seconds{file=rules.yml,group=h}",
+            "{key}"
+        );
     }
+    let histograms: usize = recorded.histograms.values().sum();
     // +0 .. +40 for both rules; `err` fails each time.
     assert_eq!(
         counters["spillway_rule_evaluations_total{file=rules.yml,group=g,rule=ok}"],

@@ -288,3 +288,58 @@ mod tests {
         );
     }
 }
+
+/// What tests of self-metrics share: a run under a recorder of its own.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use std::collections::BTreeMap;
+
+    /// What a test left in its recorder, each keyed `name{k=v,...}` with
+    /// the labels sorted.
+    #[derive(Debug, Default)]
+    pub(crate) struct Recorded {
+        /// Counters and gauges.
+        pub values: BTreeMap<String, f64>,
+        /// How many observations each histogram holds.
+        pub histograms: BTreeMap<String, usize>,
+    }
+
+    /// Runs `test` on a current-thread runtime (its clock paused when
+    /// `paused`), with a recorder that only this run writes to.
+    pub(crate) fn recorded<F: std::future::Future<Output = ()>>(
+        paused: bool,
+        test: impl FnOnce() -> F,
+    ) -> Recorded {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(paused)
+            .build()
+            .expect("a test runtime");
+        metrics::with_local_recorder(&recorder, || rt.block_on(test()));
+        let mut out = Recorded::default();
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            match value {
+                DebugValue::Counter(n) => {
+                    out.values.insert(name, n as f64);
+                }
+                DebugValue::Gauge(g) => {
+                    out.values.insert(name, g.into_inner());
+                }
+                DebugValue::Histogram(h) => {
+                    out.histograms.insert(name, h.len());
+                }
+            }
+        }
+        out
+    }
+}

@@ -370,61 +370,42 @@ async fn a_full_destination_that_blocks_answers_429_with_retry_after() {
 
 #[test]
 fn requests_past_max_concurrent_inserts_wait_their_turn_then_get_503() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    metrics::with_local_recorder(&recorder, || {
-        rt.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let p = pipeline(dir.path(), "[]");
-            let limits = Limits {
-                requests_at_once: 1,
-                max_turn_wait: Duration::from_millis(300),
-                ..small_limits()
-            };
-            let app = router(Arc::clone(&p), limits);
-
-            // A body that arrives only as the test feeds it: with room for one
-            // chunk, the second send returns once the receiver is reading the body,
-            // that is, once the request holds the one turn.
-            let (tx, slow) = fed_by_hand(&app, "/api/v1/import");
-            tx.send(bytes::Bytes::from_static(b"{")).await.unwrap();
-            tx.send(bytes::Bytes::from_static(b"\"metric\""))
-                .await
-                .unwrap();
-
-            let mut body = Vec::new();
-            encode_write_request(&[series("a", 1)], &mut body).unwrap();
-            let (status, text) = call(&app, "/api/v1/write", &[], body.clone()).await;
-            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
-            assert!(text.contains("server.max_concurrent_inserts"), "{text}");
-            let (status, text) =
-                call(&app, "/api/v1/import", &[], import_lines(1).into_bytes()).await;
-            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
-            assert_eq!(pending(&p), 0, "nothing waiting for a turn was routed");
-
-            // The first request ends (a bad line), and its turn goes to the next.
-            tx.send(bytes::Bytes::from_static(b"}\n")).await.unwrap();
-            drop(tx);
-            assert_eq!(slow.await.unwrap().0, StatusCode::BAD_REQUEST);
-            let (status, text) = call(&app, "/api/v1/write", &[], body).await;
-            assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
-            assert_eq!(pending(&p), 1);
-        })
-    });
-    let mut seen = std::collections::BTreeMap::new();
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-        let v = match value {
-            DebugValue::Counter(n) => n as f64,
-            DebugValue::Gauge(g) => g.into_inner(),
-            DebugValue::Histogram(_) => continue,
+    let recorded = crate::server::metrics::testutil::recorded(false, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path(), "[]");
+        let limits = Limits {
+            requests_at_once: 1,
+            max_turn_wait: Duration::from_millis(300),
+            ..small_limits()
         };
-        seen.insert(key.key().name().to_string(), v);
-    }
+        let app = router(Arc::clone(&p), limits);
+
+        // A body that arrives only as the test feeds it: with room for one
+        // chunk, the second send returns once the receiver is reading the body,
+        // that is, once the request holds the one turn.
+        let (tx, slow) = fed_by_hand(&app, "/api/v1/import");
+        tx.send(bytes::Bytes::from_static(b"{")).await.unwrap();
+        tx.send(bytes::Bytes::from_static(b"\"metric\""))
+            .await
+            .unwrap();
+
+        let mut body = Vec::new();
+        encode_write_request(&[series("a", 1)], &mut body).unwrap();
+        let (status, text) = call(&app, "/api/v1/write", &[], body.clone()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+        assert!(text.contains("server.max_concurrent_inserts"), "{text}");
+        let (status, text) = call(&app, "/api/v1/import", &[], import_lines(1).into_bytes()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+        assert_eq!(pending(&p), 0, "nothing waiting for a turn was routed");
+
+        // The first request ends (a bad line), and its turn goes to the next.
+        tx.send(bytes::Bytes::from_static(b"}\n")).await.unwrap();
+        drop(tx);
+        assert_eq!(slow.await.unwrap().0, StatusCode::BAD_REQUEST);
+        let (status, text) = call(&app, "/api/v1/write", &[], body).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+        assert_eq!(pending(&p), 1);
+    });
     for (name, expected) in [
         ("spillway_receiver_concurrent_inserts_capacity", 1.0),
         ("spillway_receiver_concurrent_inserts_current", 0.0),
@@ -437,7 +418,12 @@ fn requests_past_max_concurrent_inserts_wait_their_turn_then_get_503() {
             2.0,
         ),
     ] {
-        assert_eq!(seen.get(name), Some(&expected), "{name} in {seen:?}");
+        let key = format!("{name}{{}}");
+        assert_eq!(
+            recorded.values.get(&key),
+            Some(&expected),
+            "{key} in {recorded:?}"
+        );
     }
 }
 

@@ -417,9 +417,26 @@ impl Client {
         what: &str,
         make: impl Fn() -> Result<reqwest::RequestBuilder, ClientError>,
     ) -> Result<reqwest::Response, ClientError> {
+        self.fetch(what, make, |resp| async { Ok(resp) }).await
+    }
+
+    /// [`send`](Self::send), with the answer read by `read` inside each
+    /// attempt: an answer cut short ([`ClientError::CutShort`]) is asked
+    /// for again like a refused connection.
+    pub async fn fetch<T, Fut>(
+        &self,
+        what: &str,
+        make: impl Fn() -> Result<reqwest::RequestBuilder, ClientError>,
+        read: impl Fn(reqwest::Response) -> Fut,
+    ) -> Result<T, ClientError>
+    where
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
         self.inner
             .retry
-            .run(what, || async { self.send_once(make()?).await })
+            .run(what, || async {
+                read(self.send_once(make()?).await?).await
+            })
             .await
     }
 

@@ -30,18 +30,22 @@ impl Client {
     /// `/api/v1/status/buildinfo`; VictoriaMetrics answers it since v1.80, Prometheus always.
     pub async fn build_info(&self) -> Result<BuildInfo, ClientError> {
         let env: ApiEnvelope<BuildInfo> = self
-            .fetch_json("buildinfo", || {
-                self.request(reqwest::Method::GET, "/api/v1/status/buildinfo")
-            })
+            .fetch(
+                "buildinfo",
+                || self.request(reqwest::Method::GET, "/api/v1/status/buildinfo"),
+                |resp| self.json(resp),
+            )
             .await?;
         Ok(env.data)
     }
 
     pub async fn tsdb_status(&self) -> Result<TsdbStatus, ClientError> {
         let env: ApiEnvelope<TsdbStatus> = self
-            .fetch_json("status/tsdb", || {
-                self.request(reqwest::Method::GET, "/api/v1/status/tsdb")
-            })
+            .fetch(
+                "status/tsdb",
+                || self.request(reqwest::Method::GET, "/api/v1/status/tsdb"),
+                |resp| self.json(resp),
+            )
             .await?;
         Ok(env.data)
     }

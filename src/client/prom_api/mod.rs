@@ -227,12 +227,16 @@ impl Client {
             &QueryParams::default(),
         );
         let parsed: ApiEnvelope<Vec<BTreeMap<String, String>>> = self
-            .fetch_json("series", || {
-                Ok(self
-                    .request(reqwest::Method::POST, "/api/v1/series")?
-                    .header("Content-Type", "application/x-www-form-urlencoded")
-                    .body(body.clone()))
-            })
+            .fetch(
+                "series",
+                || {
+                    Ok(self
+                        .request(reqwest::Method::POST, "/api/v1/series")?
+                        .header("Content-Type", "application/x-www-form-urlencoded")
+                        .body(body.clone()))
+                },
+                |resp| self.json(resp),
+            )
             .await?;
         Ok(parsed.data.into_iter().map(Labels::from_pairs).collect())
     }
@@ -409,20 +413,6 @@ impl Client {
                 ClientError::Decode { url, reason }
             }
         })
-    }
-
-    /// Sends with the retry policy and reads the JSON answer, both inside
-    /// each attempt, so an answer cut short is asked for again.
-    pub(crate) async fn fetch_json<T: serde::de::DeserializeOwned>(
-        &self,
-        what: &str,
-        make: impl Fn() -> Result<reqwest::RequestBuilder, ClientError>,
-    ) -> Result<T, ClientError> {
-        self.retry_policy()
-            .run(what, || async {
-                self.json(self.send_once(make()?).await?).await
-            })
-            .await
     }
 
     async fn post_form_stream(

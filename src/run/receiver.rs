@@ -223,15 +223,15 @@ impl Default for Limits {
 
 /// The receiver's routes.
 pub fn router(pipeline: Arc<Pipeline>, limits: Limits) -> Router {
+    let at_once = limits.requests_at_once.max(1);
     let state = Receiver {
         pipeline,
         limits,
         spare: Default::default(),
         spare_bytes: Default::default(),
-        turns: Arc::new(tokio::sync::Semaphore::new(limits.requests_at_once.max(1))),
+        turns: Arc::new(tokio::sync::Semaphore::new(at_once)),
     };
-    metrics::gauge!("spillway_receiver_concurrent_inserts_capacity")
-        .set(limits.requests_at_once.max(1) as f64);
+    metrics::gauge!("spillway_receiver_concurrent_inserts_capacity").set(at_once as f64);
     Router::new()
         .route("/api/v1/write", post(remote_write))
         .route("/prometheus/api/v1/write", post(remote_write))

@@ -24,12 +24,12 @@ use super::rules::{load_files, Group, LoadOptions, RuleType};
 use crate::client::{Client, ConnectionSpec};
 use crate::model::time::parse_duration;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Highest `server.max_concurrent_inserts`: each request at work may hold a
 /// 32 MiB body and its decoded series, so a value past this is a typo
 /// rather than a plan.
 const MAX_CONCURRENT_INSERTS: usize = 1024;
-use std::sync::Arc;
 
 /// A run config with everything it refers to, checked.
 pub struct Setup {

@@ -250,79 +250,88 @@ pub(crate) fn parse_value_bytes(v: &[u8]) -> Result<f64, String> {
         .ok_or_else(|| format!("invalid sample value {:?}", String::from_utf8_lossy(v)))
 }
 
-/// Parses a whole instant-query answer: vector, scalar, string or matrix
-/// (VictoriaLogs answers matrices to some stats queries), plus `stats`.
-pub(crate) fn parse_instant_answer(body: &[u8]) -> Result<InstantAnswer, String> {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        #[serde(default)]
-        status: Option<String>,
-        #[serde(default, rename = "errorType")]
-        error_type: Option<String>,
-        #[serde(default)]
-        error: Option<String>,
-        #[serde(default)]
-        data: Option<Data>,
-        #[serde(default)]
-        stats: Option<Stats>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Data {
-        #[serde(default, rename = "resultType")]
-        result_type: String,
-        #[serde(default)]
-        result: ResultItems,
-    }
-    #[derive(serde::Deserialize)]
-    struct Stats {
-        #[serde(default, rename = "seriesFetched")]
-        series_fetched: Option<serde_json::Value>,
-    }
-    let env: Envelope = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    if env.status.as_deref() == Some("error") {
-        return Err(format!(
-            "the server answered status \"error\" ({}): {}",
-            env.error_type.unwrap_or_default(),
-            env.error.unwrap_or_default()
-        ));
-    }
-    let mut series = Vec::new();
-    if let Some(data) = env.data {
-        let items = data.result.0;
-        match data.result_type.as_str() {
-            "scalar" | "string" => match items.as_slice() {
-                [ResultItem::Number(ts), ResultItem::Text(v)] => series.push(Series::new(
-                    Labels::new(),
-                    vec![Sample::new(to_ms(*ts), parse_value(v)?)],
-                )),
+/// An instant-query answer as JSON gives it (vector, scalar, string or
+/// matrix: VictoriaLogs answers matrices to some stats queries, plus
+/// `stats`); [`InstantEnvelope::into_answer`] checks it. Apart so the
+/// client reads the JSON inside its retry (a body cut short is asked for
+/// again) and checks what it read once.
+#[derive(serde::Deserialize)]
+pub(crate) struct InstantEnvelope {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    data: Option<InstantData>,
+    #[serde(default)]
+    stats: Option<InstantStats>,
+}
+
+#[derive(serde::Deserialize)]
+struct InstantData {
+    #[serde(default, rename = "resultType")]
+    result_type: String,
+    #[serde(default)]
+    result: ResultItems,
+}
+
+#[derive(serde::Deserialize)]
+struct InstantStats {
+    #[serde(default, rename = "seriesFetched")]
+    series_fetched: Option<serde_json::Value>,
+}
+
+impl InstantEnvelope {
+    pub(crate) fn into_answer(self) -> Result<InstantAnswer, String> {
+        if self.status.as_deref() == Some("error") {
+            return Err(format!(
+                "the server answered status \"error\" ({}): {}",
+                self.error_type.unwrap_or_default(),
+                self.error.unwrap_or_default()
+            ));
+        }
+        let mut series = Vec::new();
+        if let Some(data) = self.data {
+            let items = data.result.0;
+            match data.result_type.as_str() {
+                "scalar" | "string" => match items.as_slice() {
+                    [ResultItem::Number(ts), ResultItem::Text(v)] => series.push(Series::new(
+                        Labels::new(),
+                        vec![Sample::new(to_ms(*ts), parse_value(v)?)],
+                    )),
+                    _ => {
+                        return Err(format!(
+                            "a {} result is [time, \"value\"]",
+                            data.result_type
+                        ))
+                    }
+                },
                 _ => {
-                    return Err(format!(
-                        "a {} result is [time, \"value\"]",
-                        data.result_type
-                    ))
-                }
-            },
-            _ => {
-                for item in items {
-                    match item {
-                        ResultItem::Series(r) => series.push(r.into_series()),
-                        _ => return Err("a vector or matrix result holds series objects".into()),
+                    for item in items {
+                        match item {
+                            ResultItem::Series(r) => series.push(r.into_series()),
+                            _ => {
+                                return Err("a vector or matrix result holds series objects".into())
+                            }
+                        }
                     }
                 }
             }
         }
+        // VictoriaMetrics sends the count as a string ("12"); accept a number too.
+        let series_fetched = self
+            .stats
+            .and_then(|s| s.series_fetched)
+            .and_then(|v| match v {
+                serde_json::Value::String(s) => s.parse().ok(),
+                serde_json::Value::Number(n) => n.as_u64(),
+                _ => None,
+            });
+        Ok(InstantAnswer {
+            series,
+            series_fetched,
+        })
     }
-    // VictoriaMetrics sends the count as a string ("12"); accept a number too.
-    let series_fetched = env
-        .stats
-        .and_then(|s| s.series_fetched)
-        .and_then(|v| match v {
-            serde_json::Value::String(s) => s.parse().ok(),
-            serde_json::Value::Number(n) => n.as_u64(),
-            _ => None,
-        });
-    Ok(InstantAnswer {
-        series,
-        series_fetched,
-    })
 }

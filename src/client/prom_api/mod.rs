@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-pub(crate) use decode::parse_instant_answer;
+pub(crate) use decode::InstantEnvelope;
 use decode::{Cap, ChannelReader, Limit};
 
 /// Series arriving one by one; an `Err` ends the stream.
@@ -349,18 +349,22 @@ impl Client {
 
     /// Instant query with every parameter given by `form`, answered in full
     /// (instant answers are bounded by the number of series, and the
-    /// statistics come after the data).
+    /// statistics come after the data). The answer is read inside the
+    /// retry: one cut short is asked for again.
     pub async fn query_instant_form(
         &self,
         path: &str,
         form: &QueryForm,
     ) -> Result<InstantAnswer, ClientError> {
-        let resp = self.post_query_form(path, form).await?;
-        let bytes = self.read_body(resp).await?;
-        parse_instant_answer(&bytes).map_err(|reason| ClientError::Decode {
-            url: self.endpoint().display(),
-            reason,
-        })
+        let envelope: InstantEnvelope = self
+            .post_query_form(path, form, |resp| self.json(resp))
+            .await?;
+        envelope
+            .into_answer()
+            .map_err(|reason| ClientError::Decode {
+                url: self.endpoint().display(),
+                reason,
+            })
     }
 
     /// Range query with every parameter given by `form`; series stream in as
@@ -370,15 +374,22 @@ impl Client {
         path: &str,
         form: &QueryForm,
     ) -> Result<SeriesStream, ClientError> {
-        let resp = self.post_query_form(path, form).await?;
+        let resp = self
+            .post_query_form(path, form, |resp| async { Ok(resp) })
+            .await?;
         Ok(self.stream_series(resp, Cap::PerSeries))
     }
 
-    async fn post_query_form(
+    /// POSTs `form` with the retry policy, the answer read by `read` inside each attempt.
+    async fn post_query_form<T, Fut>(
         &self,
         path: &str,
         form: &QueryForm,
-    ) -> Result<reqwest::Response, ClientError> {
+        read: impl Fn(reqwest::Response) -> Fut,
+    ) -> Result<T, ClientError>
+    where
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
         let body = form.encode();
         let mut headers = reqwest::header::HeaderMap::new();
         for (k, v) in &form.headers {
@@ -388,15 +399,15 @@ impl Client {
                 .map_err(|_| ClientError::Config(format!("invalid value for header {k:?}")))?;
             headers.insert(name, value);
         }
-        self.send(path, || {
+        let make = || {
             // `headers()` replaces headers of the same name set by the client.
             Ok(self
                 .request(reqwest::Method::POST, path)?
                 .header("Content-Type", "application/x-www-form-urlencoded")
                 .headers(headers.clone())
                 .body(body.clone()))
-        })
-        .await
+        };
+        self.fetch(path, make, read).await
     }
 
     pub(crate) async fn json<T: serde::de::DeserializeOwned>(

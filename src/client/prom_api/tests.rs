@@ -3,6 +3,12 @@ use crate::client::ClientConfig;
 use crate::model::Sample;
 use std::time::Duration;
 
+fn parse_instant_answer(body: &[u8]) -> Result<InstantAnswer, String> {
+    serde_json::from_slice::<InstantEnvelope>(body)
+        .map_err(|e| e.to_string())?
+        .into_answer()
+}
+
 #[test]
 fn instant_answer_with_stats() {
     let a = parse_instant_answer(br#"{"status":"success","isPartial":false,"data":{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"a"},"value":[1700000000,"1"]}]},"stats":{"seriesFetched": "3","executionTimeMsec":1}}"#).unwrap();
@@ -90,6 +96,7 @@ fn seconds_format() {
 async fn cutting_server(cut_first: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     const SERIES: &str = r#"{"status":"success","data":[{"__name__":"up","job":"a"}]}"#;
     const BUILD: &str = r#"{"status":"success","data":{"version":"2.53.0"}}"#;
+    const INSTANT: &str = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"up"},"value":[1,"1"]}]}}"#;
     const RANGE: &str = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up"},"values":[[1,"1"],[2,"1"]]},{"metric":{"__name__":"up","job":"b"},"values":[[1,"0"]]}]}}"#;
     // Malformed well before its end: not a cut.
     const BAD: &str = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up"},"values":[[1,"1"]]}, x, {"metric":{}}]}}"#;
@@ -101,6 +108,7 @@ async fn cutting_server(cut_first: usize) -> (String, Arc<std::sync::atomic::Ato
             let whole = match uri.path() {
                 p if p.ends_with("/series") => SERIES,
                 p if p.ends_with("/query_range") => RANGE,
+                p if p.ends_with("/query") => INSTANT,
                 p if p.ends_with("/bad_range") => return BAD.to_string(),
                 _ => BUILD,
             };
@@ -143,6 +151,16 @@ async fn an_answer_cut_short_is_asked_for_again() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
     let info = client.build_info().await.unwrap();
     assert_eq!(info.version, "2.53.0");
+
+    // Instant queries (what `run` evaluates) too.
+    let (url, calls) = cutting_server(2).await;
+    let form = QueryForm::with_overrides(vec![("query".into(), "up".into())], &[]);
+    let answer = quick_retries(&url)
+        .query_instant_form("/api/v1/query", &form)
+        .await
+        .unwrap();
+    assert_eq!(answer.series.len(), 1);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
 
     // Past the retries, the error says what happened.
     let (url, _) = cutting_server(usize::MAX).await;

@@ -26,7 +26,9 @@
 //! `sample_rows(series_id, timestamp_ms)`, `sample_rows(run)` and
 //! `sample_rows(timestamp_ms) WHERE alert = 1` (partial: only the alert rows),
 //! so `WHERE metric = .. AND timestamp_ms > ..` on the views uses indexes, and
-//! deleting a run (from `sample_rows`) is cheap.
+//! deleting a run (from `sample_rows`) is cheap. `sample_rows(run)` is
+//! created by the second run into a file: while the file holds one run,
+//! every row has the same `run`, and the index would serve no query.
 //!
 //! Version 1 kept a second copy of the alert rows in an `alert_rows` table.
 //! A version 1 database is upgraded in the first run that appends to it, in
@@ -46,9 +48,7 @@
 //! it fills a fresh database under a temp name with no journal and no sync
 //! (`journal_mode = OFF`, `synchronous = OFF`: a crash loses only the temp
 //! file, which nobody reads), builds the indexes after the rows are in
-//! (one sort instead of a B-tree insert per row; but `sample_rows(run)` is
-//! created before the load: with one run in the file, its entries only ever
-//! append at the end of the index, which costs less than the sort), fsyncs
+//! (one sort instead of a B-tree insert per row), fsyncs
 //! and links the file into place without replacing anything. If another run
 //! created the database meanwhile, the loaded run is copied into it in one
 //! ordinary transaction instead. Later runs append to the existing file in place,
@@ -115,21 +115,20 @@ DROP VIEW IF EXISTS alerts;
 DROP TABLE IF EXISTS alert_rows;
 ";
 
-/// Built after a bulk load, or with the schema when appending.
+/// Built after a bulk load (the file then holds one run: no index by run).
+const LOADED_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS sample_rows_series_time ON sample_rows(series_id, timestamp_ms);
+CREATE INDEX IF NOT EXISTS sample_rows_alert_time ON sample_rows(timestamp_ms) WHERE alert = 1;
+";
+
+/// Made sure of by every run that appends: the first append to a
+/// bulk-loaded file builds the index by run (one sort of the first run's
+/// rows) before its own rows go in.
 const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS sample_rows_series_time ON sample_rows(series_id, timestamp_ms);
 CREATE INDEX IF NOT EXISTS sample_rows_run ON sample_rows(run);
 CREATE INDEX IF NOT EXISTS sample_rows_alert_time ON sample_rows(timestamp_ms) WHERE alert = 1;
 ";
-
-/// The one index a bulk load keeps up to date while it inserts (the others
-/// come after the load, [`INDEXES`] skipping this one): a fresh file holds a
-/// single run, so every entry is (the same run, a rowid larger than the last)
-/// and lands at the right edge of the B-tree, where SQLite's insert skips
-/// the descent from the root. That is cheaper than sorting the rows again
-/// after the load: measured on the sinks bench (sqlite-fresh), 1.55 M rows/s
-/// instead of 1.44 M.
-const RUN_INDEX: &str = "CREATE INDEX IF NOT EXISTS sample_rows_run ON sample_rows(run);";
 
 /// Copies a bulk-loaded run (database `fresh`) into the main database,
 /// mapping its series ids onto the main database's; `?1` is the run's new key.
@@ -141,6 +140,11 @@ INSERT INTO sample_rows (run, series_id, timestamp_ms, value, out_of_range, aler
     FROM fresh.sample_rows r JOIN fresh.series f ON f.id = r.series_id
     JOIN series m ON m.metric = f.metric AND m.labels = f.labels AND m.query = f.query;
 ";
+
+/// Page cache sizes (`PRAGMA cache_size`, negative: KiB) of a bulk load
+/// and of an append; see [`SqliteSink::begin`].
+const LOAD_CACHE: i64 = -16 * 1024;
+const APPEND_CACHE: i64 = -64 * 1024;
 
 const INSERT_SERIES: &str =
     "INSERT INTO series (query, metric, labels) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
@@ -248,16 +252,21 @@ impl SqliteSink {
         // on the sinks bench, about 15% less CPU than 4 KiB, and less than 64 KiB.
         let pragmas = if self.fresh.is_some() {
             // Nobody else sees the temp file; it is fsynced before it is linked in.
-            "PRAGMA page_size = 16384;
-             PRAGMA journal_mode = OFF;
-             PRAGMA synchronous = OFF;
-             PRAGMA cache_size = -16384;"
+            format!(
+                "PRAGMA page_size = 16384;
+                 PRAGMA journal_mode = OFF;
+                 PRAGMA synchronous = OFF;
+                 PRAGMA cache_size = {LOAD_CACHE};"
+            )
         } else {
-            "PRAGMA journal_mode = DELETE;
-             PRAGMA synchronous = FULL;
-             PRAGMA cache_size = -65536;"
+            format!(
+                "PRAGMA journal_mode = DELETE;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA cache_size = {APPEND_CACHE};"
+            )
         };
-        conn.execute_batch(pragmas).map_err(self.err("configure"))?;
+        conn.execute_batch(&pragmas)
+            .map_err(self.err("configure"))?;
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(self.err("lock"))?;
 
@@ -272,13 +281,17 @@ impl SqliteSink {
             });
         }
         if version < SCHEMA_VERSION {
-            // A fresh file gets most of its indexes after the load.
-            upgrade(conn, version, self.fresh.is_none())
-                .map_err(self.err("create the schema in"))?;
-            if self.fresh.is_some() {
-                conn.execute_batch(RUN_INDEX)
-                    .map_err(self.err("create the schema in"))?;
-            }
+            upgrade(conn, version).map_err(self.err("create the schema in"))?;
+        }
+        // A fresh file gets its indexes after the load.
+        if self.fresh.is_none() {
+            // The first append to a bulk-loaded file sorts its rows by run.
+            // SQLite's sorter keeps as much in memory as the page cache may
+            // hold: the load's 16 MiB keep that sort within the load's memory.
+            conn.execute_batch(&format!(
+                "PRAGMA cache_size = {LOAD_CACHE}; {INDEXES} PRAGMA cache_size = {APPEND_CACHE};"
+            ))
+            .map_err(self.err("index"))?;
         }
 
         let queries = serde_json::to_string(&run.queries).expect("strings always serialize");
@@ -408,7 +421,7 @@ impl RecordSink for SqliteSink {
             .map_err(self.err("record the run in"))?;
         if self.fresh.is_some() {
             self.conn
-                .execute_batch(INDEXES)
+                .execute_batch(LOADED_INDEXES)
                 .map_err(self.err("index"))?;
         }
         self.conn
@@ -435,14 +448,11 @@ impl RecordSink for SqliteSink {
 
 /// Brings the schema of the main database from `version` to [`SCHEMA_VERSION`]
 /// (0: an empty file; 1: alert rows stored twice), inside the caller's transaction.
-fn upgrade(conn: &Connection, version: i64, indexes: bool) -> rusqlite::Result<()> {
+fn upgrade(conn: &Connection, version: i64) -> rusqlite::Result<()> {
     if version == 1 {
         conn.execute_batch(UPGRADE_FROM_1)?;
     }
     conn.execute_batch(SCHEMA)?;
-    if indexes {
-        conn.execute_batch(INDEXES)?;
-    }
     conn.pragma_update(Some("main"), "user_version", SCHEMA_VERSION)
 }
 
@@ -468,8 +478,9 @@ fn merge(path: &Path, fresh: &Path) -> rusqlite::Result<()> {
         ));
     }
     if version < SCHEMA_VERSION {
-        upgrade(&tx, version, true)?;
+        upgrade(&tx, version)?;
     }
+    tx.execute_batch(INDEXES)?;
     tx.execute("INSERT INTO main.runs SELECT * FROM fresh.runs", [])?;
     let run = tx.last_insert_rowid();
     for statement in MERGE.split(';').filter(|s| !s.trim().is_empty()) {
@@ -704,19 +715,10 @@ mod tests {
             plan.contains("USING INDEX sample_rows_series_time (series_id=? AND timestamp_ms>?)"),
             "{plan}"
         );
-        let mut names = texts(
-            &db,
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL",
-            0,
-        );
-        names.sort();
+        // One run in the file: no index by run yet.
         assert_eq!(
-            names,
-            [
-                "sample_rows_alert_time",
-                "sample_rows_run",
-                "sample_rows_series_time"
-            ]
+            index_names(&db),
+            ["sample_rows_alert_time", "sample_rows_series_time"]
         );
         // A bulk-loaded file keeps the page size chosen for the load.
         assert_eq!(count(&db, "PRAGMA page_size"), 16_384);
@@ -726,6 +728,35 @@ mod tests {
             plan.contains("USING INDEX sample_rows_alert_time (timestamp_ms>?)"),
             "{plan}"
         );
+        drop(db);
+
+        // The second run builds the index by run, so deleting a run does not scan.
+        let sink = open(Format::Sqlite, dir.path(), &second_run()).unwrap();
+        sink.finish(&RunOutcome::default()).unwrap();
+        let db = Connection::open(dir.path().join(DB_NAME)).unwrap();
+        assert_eq!(
+            index_names(&db),
+            [
+                "sample_rows_alert_time",
+                "sample_rows_run",
+                "sample_rows_series_time"
+            ]
+        );
+        let plan = query_plan(&db, "DELETE FROM sample_rows WHERE run = 1");
+        assert!(
+            plan.contains("USING COVERING INDEX sample_rows_run (run=?)"),
+            "{plan}"
+        );
+    }
+
+    fn index_names(db: &Connection) -> Vec<String> {
+        let mut names = texts(
+            db,
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL",
+            0,
+        );
+        names.sort();
+        names
     }
 
     /// The version 1 schema, as earlier builds created it: alert rows stored

@@ -109,7 +109,7 @@ CREATE VIEW IF NOT EXISTS alerts AS
 ";
 
 /// Version 1 → 2: the copy of the alert rows goes, the `alerts` view reads
-/// `sample_rows` (followed by [`SCHEMA`] and [`INDEXES`] for the new view and index).
+/// `sample_rows` (followed by [`SCHEMA`] and [`ensure_indexes`] for the new view and index).
 const UPGRADE_FROM_1: &str = "
 DROP VIEW IF EXISTS alerts;
 DROP TABLE IF EXISTS alert_rows;
@@ -121,14 +121,8 @@ CREATE INDEX IF NOT EXISTS sample_rows_series_time ON sample_rows(series_id, tim
 CREATE INDEX IF NOT EXISTS sample_rows_alert_time ON sample_rows(timestamp_ms) WHERE alert = 1;
 ";
 
-/// Made sure of by every run that appends: the first append to a
-/// bulk-loaded file builds the index by run (one sort of the first run's
-/// rows) before its own rows go in.
-const INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS sample_rows_series_time ON sample_rows(series_id, timestamp_ms);
-CREATE INDEX IF NOT EXISTS sample_rows_run ON sample_rows(run);
-CREATE INDEX IF NOT EXISTS sample_rows_alert_time ON sample_rows(timestamp_ms) WHERE alert = 1;
-";
+/// Built by the second run into a file ([`ensure_indexes`]).
+const RUN_INDEX: &str = "CREATE INDEX IF NOT EXISTS sample_rows_run ON sample_rows(run);";
 
 /// Copies a bulk-loaded run (database `fresh`) into the main database,
 /// mapping its series ids onto the main database's; `?1` is the run's new key.
@@ -285,13 +279,7 @@ impl SqliteSink {
         }
         // A fresh file gets its indexes after the load.
         if self.fresh.is_none() {
-            // The first append to a bulk-loaded file sorts its rows by run.
-            // SQLite's sorter keeps as much in memory as the page cache may
-            // hold: the load's 16 MiB keep that sort within the load's memory.
-            conn.execute_batch(&format!(
-                "PRAGMA cache_size = {LOAD_CACHE}; {INDEXES} PRAGMA cache_size = {APPEND_CACHE};"
-            ))
-            .map_err(self.err("index"))?;
+            ensure_indexes(conn).map_err(self.err("index"))?;
         }
 
         let queries = serde_json::to_string(&run.queries).expect("strings always serialize");
@@ -456,6 +444,18 @@ fn upgrade(conn: &Connection, version: i64) -> rusqlite::Result<()> {
     conn.pragma_update(Some("main"), "user_version", SCHEMA_VERSION)
 }
 
+/// Makes sure a database has every index before a run appends to it: the
+/// first append to a bulk-loaded file builds the index by run (one sort of
+/// the first run's rows). SQLite's sorter keeps as much in memory as the
+/// page cache may hold, so the sort runs with the load's cache, and the
+/// connection gets its own back after.
+fn ensure_indexes(conn: &Connection) -> rusqlite::Result<()> {
+    let cache: i64 = conn.pragma_query_value(None, "cache_size", |row| row.get(0))?;
+    conn.execute_batch(&format!(
+        "PRAGMA cache_size = {LOAD_CACHE}; {LOADED_INDEXES} {RUN_INDEX} PRAGMA cache_size = {cache};"
+    ))
+}
+
 /// Another run created `path` while this one bulk-loaded `fresh`: append the
 /// loaded run to it in one crash-safe transaction, as a later run would.
 fn merge(path: &Path, fresh: &Path) -> rusqlite::Result<()> {
@@ -480,7 +480,7 @@ fn merge(path: &Path, fresh: &Path) -> rusqlite::Result<()> {
     if version < SCHEMA_VERSION {
         upgrade(&tx, version)?;
     }
-    tx.execute_batch(INDEXES)?;
+    ensure_indexes(&tx)?;
     tx.execute("INSERT INTO main.runs SELECT * FROM fresh.runs", [])?;
     let run = tx.last_insert_rowid();
     for statement in MERGE.split(';').filter(|s| !s.trim().is_empty()) {

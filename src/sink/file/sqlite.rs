@@ -718,10 +718,7 @@ mod tests {
         let sink = open(Format::Sqlite, dir.path(), &testutil::run_info()).unwrap();
         sink.finish(&RunOutcome::default()).unwrap();
         let db = Connection::open(dir.path().join(DB_NAME)).unwrap();
-        let plan = query_plan(
-            &db,
-            "SELECT * FROM samples WHERE metric = 'x' AND timestamp_ms > 5",
-        );
+        let plan = query_plan(&db, BY_METRIC_AND_TIME);
         // The view's filter reaches the series by metric, then the rows by
         // the table's own key: no index by series and time is needed.
         assert!(
@@ -758,6 +755,10 @@ mod tests {
             "{plan}"
         );
     }
+
+    /// What users ask most: one metric's samples from a time on.
+    const BY_METRIC_AND_TIME: &str =
+        "SELECT * FROM samples WHERE metric = 'x' AND timestamp_ms > 5";
 
     fn index_names(db: &Connection) -> Vec<String> {
         let mut names = texts(
@@ -855,10 +856,7 @@ mod tests {
                 "sample_rows_series_time"
             ]
         );
-        let plan = query_plan(
-            &db,
-            "SELECT * FROM samples WHERE metric = 'x' AND timestamp_ms > 5",
-        );
+        let plan = query_plan(&db, BY_METRIC_AND_TIME);
         assert!(
             plan.contains("USING INDEX sample_rows_series_time (series_id=? AND timestamp_ms>?)"),
             "{plan}"

@@ -803,6 +803,69 @@ fn interrupted_gather_resumes_without_fetching_a_window_twice() {
     spillway(&["gather", "--verify", bundle.to_str().unwrap()]).assert_code(0);
 }
 
+/// A window whose answer breaks off is fetched again, and lands in the
+/// bundle once: the lines the broken answer had already given (a small
+/// window is all in the writer's buffer) are dropped with it, not packed.
+#[test]
+fn a_window_fetched_again_after_a_cut_answer_is_in_the_bundle_once() {
+    let a = Vm::start();
+    let end = recent_minute();
+    let start = end - 30 * 60_000;
+    a.import(&lines_for(&fleet(), start, end, 15_000));
+    let raw = export_map(&a.url(), r#"{__name__!=""}"#);
+    for reader in [&[][..], &["--json-export"][..]] {
+        // Request 1 is the validation's export probe, so request 3 is window 1.
+        let proxy = Proxy::start(
+            &a.url(),
+            ProxyRules {
+                break_export: Some(3),
+                ..Default::default()
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let (url, from, to) = (proxy.url(), secs(start), secs(end));
+        let mut args = vec![
+            "-v",
+            "gather",
+            "--url",
+            &url,
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--batch-window",
+            "10m",
+            "--retries",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(reader);
+        let run = spillway(&args);
+        run.assert_code(0);
+        assert!(
+            run.stderr().contains("fetching it again"),
+            "{reader:?}: the cut answer was retried: {}",
+            run.describe()
+        );
+        let requests = proxy
+            .export_requests
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            requests as u64,
+            windows_of(&run) + 2,
+            "{reader:?}: probe, windows, one retry"
+        );
+        let bundle = find_bundle(&out);
+        let got = bundle_series(&bundle);
+        assert_no_duplicates(&got);
+        assert_eq!(got, raw, "{reader:?}");
+        assert_eq!(metadata(&bundle)["samples_count"], total_samples(&raw));
+        spillway(&["gather", "--verify", bundle.to_str().unwrap()]).assert_code(0);
+    }
+}
+
 /// The windows line of a finished gather's output (`... in N windows ...`).
 fn windows_of(run: &Run) -> u64 {
     let out = run.stdout();
@@ -1358,6 +1421,26 @@ fn malformed_bundles_are_rejected_and_nothing_is_imported() {
         &[],
     );
     cases.push((p("metadata-sum.zip"), "checksum mismatch"));
+    // A window packed twice keeps the digest true (it covers what was
+    // packed) but not the counts of the gather that wrote it.
+    write_zip(
+        &p("counts.zip"),
+        &[
+            (
+                "metrics.jsonl",
+                [good_line.clone(), good_line.clone()].concat(),
+            ),
+            (
+                "metadata.json",
+                br#"{"spillway_version":"0.1.0","metrics_count":1,"samples_count":1}"#.to_vec(),
+            ),
+        ],
+        &[],
+    );
+    cases.push((
+        p("counts.zip"),
+        "count mismatch: metrics.jsonl holds 2 lines and 2 samples, metadata.json says 1 lines and 1 samples",
+    ));
     write_zip(
         &p("file-sum.zip"),
         &[("metrics.jsonl", good_line.clone())],

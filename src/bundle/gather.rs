@@ -776,8 +776,7 @@ impl Gather<'_> {
                 .fetch_window(start, end, writer, self.cancel.cancelled())
                 .await;
             tracing::debug!(window = index, took = ?t0.elapsed(), "window fetched");
-            let teed = writer.teed;
-            let (out, obf, stats, jobs) = writer.into_parts();
+            let (out, obf, stats, jobs, teed) = writer.into_parts(result.is_ok());
             self.obf = Some(obf);
             if result.is_err() && teed {
                 // Part of a failed window reached the archive: it cannot be
@@ -1109,11 +1108,11 @@ impl WindowWriter {
 
     /// Counts what the last write added from `start` and flushes when full.
     fn written(&mut self, start: usize, samples: usize) -> Result<(), String> {
-        if samples > 0 {
-            self.stats.lines += 1;
-            self.stats.samples += samples as u64;
-            self.stats.bytes += (self.buf.len() - start) as u64;
-        }
+        // Every line counts, an empty one too: `metrics_count` is checked
+        // against the lines of `metrics.jsonl` on import.
+        self.stats.lines += 1;
+        self.stats.samples += samples as u64;
+        self.stats.bytes += (self.buf.len() - start) as u64;
         if self.buf.len() >= FLUSH_BYTES {
             self.flush()?;
         }
@@ -1156,25 +1155,33 @@ impl LineSink for WindowWriter {
     }
 }
 
+/// What a window's writer hands back: its staged file, the obfuscator,
+/// the counts, the jobs seen, and whether any data went to the packer.
+type WindowParts = (
+    Result<StagedFile, String>,
+    Obfuscator,
+    WindowStats,
+    BTreeSet<String>,
+    bool,
+);
+
 impl WindowWriter {
-    /// Writes the buffered tail (on success) and hands the parts back; an
-    /// uncommitted file removes its temp file when dropped.
-    fn into_parts(
-        mut self,
-    ) -> (
-        Result<StagedFile, String>,
-        Obfuscator,
-        WindowStats,
-        BTreeSet<String>,
-    ) {
-        let out = match self.flush() {
-            Ok(()) => self
-                .out
-                .take()
-                .ok_or_else(|| "the window file is gone".to_string()),
-            Err(e) => Err(e),
+    /// Hands the parts back, after writing the buffered tail if the fetch
+    /// `succeeded`. A failed attempt's tail is dropped, never teed: the
+    /// retry sends the whole window again, and a small window lives wholly
+    /// in that tail, so teeing it would put the window in the archive twice.
+    /// An uncommitted file removes its temp file when dropped.
+    fn into_parts(mut self, succeeded: bool) -> WindowParts {
+        let out = if succeeded {
+            self.flush().and_then(|()| {
+                self.out
+                    .take()
+                    .ok_or_else(|| "the window file is gone".to_string())
+            })
+        } else {
+            Err("the window's fetch failed".to_string())
         };
-        (out, self.obf, self.stats, self.jobs)
+        (out, self.obf, self.stats, self.jobs, self.teed)
     }
 }
 
@@ -1664,7 +1671,7 @@ mod tests {
         w.line(br#"{"metric":{"__name__":"up","job":"node","instance":"10.1.2.3:9100","pod":"p"},"values":[1,2.5],"timestamps":[1000,2000]}"#).unwrap();
         w.line(br#"{"metric":{"__name__":"up","job":"node"},"timestamps":[3000],"values":[null]}"#)
             .unwrap();
-        let (out, _, stats, jobs) = w.into_parts();
+        let (out, _, stats, jobs, _) = w.into_parts(true);
         let out = out.unwrap();
         let path = out.path().to_path_buf();
         out.commit().unwrap();

@@ -14,7 +14,8 @@
 //!    `metrics.jsonl` taken apart by [`line::scan_line`] (the error names
 //!    the line number), with its SHA-256 compared to `metrics_sha256` of
 //!    `metadata.json` (bundles of vmgather have none: then this check is
-//!    reported as skipped).
+//!    reported as skipped), and the lines and samples it holds compared to
+//!    `metrics_count` and `samples_count` of a spillway bundle.
 //!
 //! A plain `.jsonl` bundle gets steps 1 and 3. The scan also yields what the
 //! import needs: lines, samples, distinct series, time range, metric names.
@@ -808,7 +809,32 @@ pub fn scan(
     if r.lines == 0 {
         return Err(reject(&bundle.path, "metrics.jsonl holds no series"));
     }
+    if let Some(reason) = r.metadata.as_ref().and_then(|m| count_mismatch(m, &r)) {
+        return Err(reject(&bundle.path, reason));
+    }
     Ok(r)
+}
+
+/// What a spillway bundle's `metadata.json` counts against what
+/// `metrics.jsonl` holds: the digest covers the bytes the packer wrote, so
+/// a window written twice would pass it, not these. Bundles of vmgather
+/// (no `spillway_version`) are not held to counts they never defined.
+fn count_mismatch(metadata: &BundleMetadata, r: &VerifyReport) -> Option<String> {
+    metadata.spillway_version.as_ref()?;
+    let lines_differ = metadata.metrics_count != r.lines;
+    let samples_differ = metadata.samples_count.is_some_and(|s| s != r.samples);
+    (lines_differ || samples_differ).then(|| {
+        format!(
+            "count mismatch: metrics.jsonl holds {} lines and {} samples, metadata.json says \
+             {} lines and {} samples; the bundle is damaged or was changed",
+            r.lines,
+            r.samples,
+            metadata.metrics_count,
+            metadata
+                .samples_count
+                .map_or_else(|| "no count of".to_string(), |s| s.to_string())
+        )
+    })
 }
 
 /// `spillway gather --verify`: all checks, nothing sent.

@@ -830,16 +830,19 @@ async fn proxy_forward(
     if is_export(&path) {
         let n = st.exports.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         if st.rules.break_export == Some(n) {
+            use futures_util::StreamExt;
             let half = bytes.slice(..bytes.len() / 2);
-            let parts: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
-                Ok(half),
-                Err(std::io::Error::other("injected fault: connection cut")),
-            ];
+            // The cut comes after the half has left: a fault ready at once
+            // would let the server drop the answer before its head.
+            let cut = futures_util::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(std::io::Error::other("injected fault: connection cut"))
+            });
+            let parts =
+                futures_util::stream::once(async { Ok::<_, std::io::Error>(half) }).chain(cut);
             return axum::response::Response::builder()
                 .status(200)
-                .body(axum::body::Body::from_stream(futures_util::stream::iter(
-                    parts,
-                )))
+                .body(axum::body::Body::from_stream(parts))
                 .unwrap();
         }
     }

@@ -121,9 +121,7 @@ export_run() {
 # disk's writeback pace once dirty pages pile up; a big text export is bound
 # by it).
 write_floor() {
-  sync
-  measure "write-$1" dd if=/dev/zero of="$work/floor" bs=1M count="$2" status=none
-  sed -i "\$s/\$/ 0/" "$results"
+  run "write-$1" dd if=/dev/zero of="$work/floor" bs=1M count="$2" status=none
   rm -f "$work/floor"
 }
 

@@ -147,6 +147,12 @@ INSERT INTO sample_rows (run, series_id, timestamp_ms, value, out_of_range, aler
     JOIN series m ON m.metric = f.metric AND m.labels = f.labels AND m.query = f.query;
 ";
 
+/// Opens a database this sink writes (the run's file, or the one a loaded
+/// run is merged into), set up alike for both.
+///
+/// Another run appending to the same database holds the write lock for its
+/// whole duration: wait for it rather than fail.
+///
 /// The SQLite we link enforces foreign keys by default. Every row's
 /// `series_id` is one this connection just read or inserted in the same
 /// transaction, so the check finds nothing, yet it costs a lookup in
@@ -155,7 +161,12 @@ INSERT INTO sample_rows (run, series_id, timestamp_ms, value, out_of_range, aler
 /// insert: in an append, a copy of each page the insert touches (measured:
 /// CHANGELOG, Performance). `OR IGNORE` in [`insert_sql`] keeps the other
 /// constraints from doing the same.
-const NO_FOREIGN_KEY_CHECKS: &str = "PRAGMA foreign_keys = OFF;";
+fn open_for_writing(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(600))?;
+    conn.execute_batch("PRAGMA foreign_keys = OFF;")?;
+    Ok(conn)
+}
 
 /// Page cache sizes (`PRAGMA cache_size`, negative: KiB) of a bulk load
 /// and of an append; see [`SqliteSink::begin`].
@@ -224,7 +235,7 @@ impl SqliteSink {
             )
         };
         let target = fresh.as_ref().map_or(path.as_path(), |f| f.temp_path());
-        let conn = Connection::open(target).map_err(|error| SinkError::Sqlite {
+        let conn = open_for_writing(target).map_err(|error| SinkError::Sqlite {
             path: path.clone(),
             action: "open",
             error,
@@ -254,10 +265,6 @@ impl SqliteSink {
     /// creates the schema and records the run.
     fn begin(&mut self, run: &RunInfo) -> Result<(), SinkError> {
         let conn = &self.conn;
-        // Another run appending to the same database holds the write lock
-        // for its whole duration; wait for it rather than fail.
-        conn.busy_timeout(Duration::from_secs(600))
-            .map_err(self.err("open"))?;
         // A rollback journal, not WAL: a run only appends, and appended pages
         // need no journal entry, while WAL would write every page twice (log,
         // then checkpoint). DELETE, not TRUNCATE: a run is one transaction,
@@ -276,15 +283,13 @@ impl SqliteSink {
                 "PRAGMA page_size = 16384;
                  PRAGMA journal_mode = OFF;
                  PRAGMA synchronous = OFF;
-                 PRAGMA cache_size = {LOAD_CACHE};
-                 {NO_FOREIGN_KEY_CHECKS}"
+                 PRAGMA cache_size = {LOAD_CACHE};"
             )
         } else {
             format!(
                 "PRAGMA journal_mode = DELETE;
                  PRAGMA synchronous = FULL;
-                 PRAGMA cache_size = {APPEND_CACHE};
-                 {NO_FOREIGN_KEY_CHECKS}"
+                 PRAGMA cache_size = {APPEND_CACHE};"
             )
         };
         conn.execute_batch(&pragmas)
@@ -487,11 +492,8 @@ fn ensure_indexes(conn: &Connection) -> rusqlite::Result<()> {
 /// Another run created `path` while this one bulk-loaded `fresh`: append the
 /// loaded run to it in one crash-safe transaction, as a later run would.
 fn merge(path: &Path, fresh: &Path) -> rusqlite::Result<()> {
-    let mut conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(600))?;
-    conn.execute_batch(&format!(
-        "PRAGMA journal_mode = DELETE; PRAGMA synchronous = FULL; {NO_FOREIGN_KEY_CHECKS}"
-    ))?;
+    let mut conn = open_for_writing(path)?;
+    conn.execute_batch("PRAGMA journal_mode = DELETE; PRAGMA synchronous = FULL;")?;
     conn.execute(
         "ATTACH DATABASE ?1 AS fresh",
         [fresh.to_string_lossy().into_owned()],

@@ -16,7 +16,9 @@
 //! nothing behind. While a file grows, every 8 MiB that reached the kernel
 //! are put under writeback at once (`sync_file_range`, a hint), so the
 //! fsync of the commit waits for the tail, not the whole file; files
-//! made by [`AtomicFile::create_unsynced`] skip that.
+//! made by [`AtomicFile::create_unsynced`] skip that. A file made by
+//! [`AtomicFile::create_bulk`] (an export, up to gigabytes, never read back
+//! here) is written past the page cache after its first 16 MiB (`direct.rs`).
 //! [`write_atomic`] does all of it for bytes in memory. The
 //! temp file lives beside the final name because a rename is atomic only
 //! within one filesystem.
@@ -42,16 +44,15 @@
 //! the path no longer names it and opens afresh, so two processes never
 //! hold "the" lock on two inodes of one name.
 
+mod direct;
+
+use direct::FileWriter;
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// Buffer size of an [`AtomicFile`]: large enough that formats writing many
-/// small records (CSV, JSON lines) make few syscalls.
-const BUFFER_BYTES: usize = 256 * 1024;
 
 /// The infix of every temp file name: `.<final>` + `TEMP_INFIX` + `<pid>.<n>`.
 const TEMP_INFIX: &str = ".tmp.";
@@ -119,14 +120,13 @@ pub struct AtomicFile {
     final_path: PathBuf,
     temp_path: PathBuf,
     /// Taken by `commit`.
-    writer: Option<BufWriter<File>>,
+    writer: Option<FileWriter>,
     /// Set once the temp file became the final file: nothing left to clean up.
     renamed: bool,
     /// Whether `commit` fsyncs; see [`AtomicFile::create_unsynced`].
     durable: bool,
-    /// Bytes given to the writer so far, and the offset up to which the
-    /// kernel was asked to start writing back (see [`WRITEBACK_BYTES`]).
-    written: u64,
+    /// The offset up to which the kernel was asked to start writing back
+    /// (see [`WRITEBACK_BYTES`]).
     writeback_from: u64,
 }
 
@@ -140,7 +140,15 @@ impl AtomicFile {
     /// Creates the temp file for `dir/final_name`. The directory must exist.
     /// An existing file at the final name is untouched until [`commit`](Self::commit).
     pub fn create(dir: &Path, final_name: &str) -> io::Result<AtomicFile> {
-        Self::open(dir, final_name, true)
+        Self::open(dir, final_name, true, FileWriter::buffered)
+    }
+
+    /// [`create`](Self::create) for a file that may grow to gigabytes and
+    /// that this process does not read back (an export): past its first
+    /// 16 MiB it is written past the page cache (`O_DIRECT`, see
+    /// `fsutil/direct.rs` for why and how), where the file system allows.
+    pub fn create_bulk(dir: &Path, final_name: &str) -> io::Result<AtomicFile> {
+        Self::open(dir, final_name, true, FileWriter::bulk)
     }
 
     /// [`create`](Self::create) for a file whose content is checked by
@@ -150,20 +158,24 @@ impl AtomicFile {
     /// no fsync waits for it. A crash may leave the final name empty or
     /// short, never a reader-visible temp file.
     pub fn create_unsynced(dir: &Path, final_name: &str) -> io::Result<AtomicFile> {
-        Self::open(dir, final_name, false)
+        Self::open(dir, final_name, false, FileWriter::buffered)
     }
 
-    fn open(dir: &Path, final_name: &str, durable: bool) -> io::Result<AtomicFile> {
+    fn open(
+        dir: &Path,
+        final_name: &str,
+        durable: bool,
+        writer: fn(File) -> FileWriter,
+    ) -> io::Result<AtomicFile> {
         let temp_path = temp_path_for(dir, final_name);
         let file = create_temp(&temp_path)?;
         Ok(AtomicFile {
             dir: dir.to_path_buf(),
             final_path: dir.join(final_name),
             temp_path,
-            writer: Some(BufWriter::with_capacity(BUFFER_BYTES, file)),
+            writer: Some(writer(file)),
             renamed: false,
             durable,
-            written: 0,
             writeback_from: 0,
         })
     }
@@ -183,8 +195,9 @@ impl AtomicFile {
     /// Returns the final path. On error before the rename the temp file is
     /// removed (by `Drop`) and the final name keeps its previous content.
     pub fn commit(mut self) -> io::Result<PathBuf> {
-        let writer = self.writer.take().expect("writer present until commit");
-        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        let mut writer = self.writer.take().expect("writer present until commit");
+        writer.finish()?;
+        let file = writer.into_file()?;
         if self.durable {
             file.sync_all()?;
         }
@@ -204,8 +217,8 @@ impl AtomicFile {
     /// `AlreadyExists` and the temp file stays, for the caller to use or drop.
     pub fn commit_new(&mut self) -> io::Result<PathBuf> {
         let writer = self.writer.as_mut().expect("writer present until commit");
-        writer.flush()?;
-        writer.get_ref().sync_all()?;
+        writer.finish()?;
+        writer.file().sync_all()?;
         // A hard link fails atomically when the name is taken; rename would replace it.
         fs::hard_link(&self.temp_path, &self.final_path)?;
         self.renamed = true;
@@ -214,21 +227,22 @@ impl AtomicFile {
         Ok(self.final_path.clone())
     }
 
-    fn writer(&mut self) -> &mut BufWriter<File> {
+    fn writer(&mut self) -> &mut FileWriter {
         self.writer.as_mut().expect("AtomicFile used after commit")
     }
 
-    /// Counts `n` more bytes written and, every [`WRITEBACK_BYTES`] of them
-    /// that reached the kernel, starts their writeback.
-    fn wrote(&mut self, n: usize) {
-        self.written += n as u64;
+    /// Every [`WRITEBACK_BYTES`] that reached the page cache, starts their
+    /// writeback (direct writes skip the page cache: nothing to start).
+    fn wrote(&mut self) {
         if !self.durable {
             return;
         }
         let writer = self.writer.as_ref().expect("AtomicFile used after commit");
-        let in_kernel = self.written - writer.buffer().len() as u64;
+        let Some(in_kernel) = writer.in_page_cache() else {
+            return;
+        };
         if in_kernel - self.writeback_from >= WRITEBACK_BYTES {
-            start_writeback(writer.get_ref(), self.writeback_from, in_kernel);
+            start_writeback(writer.file(), self.writeback_from, in_kernel);
             self.writeback_from = in_kernel;
         }
     }
@@ -259,13 +273,13 @@ fn start_writeback(_file: &File, _from: u64, _to: u64) {}
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.writer().write(buf)?;
-        self.wrote(n);
+        self.wrote();
         Ok(n)
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         self.writer().write_all(buf)?;
-        self.wrote(buf.len());
+        self.wrote();
         Ok(())
     }
 
@@ -278,7 +292,7 @@ impl Write for AtomicFile {
 impl Drop for AtomicFile {
     fn drop(&mut self) {
         // Discard buffered bytes without writing them: they are going away.
-        let file = self.writer.take().map(|w| w.into_parts().0);
+        let file = self.writer.take().map(FileWriter::discard);
         if !self.renamed {
             fs::remove_file(&self.temp_path).ok();
         }
@@ -542,6 +556,7 @@ fn same_file(_file: &File, path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::direct::BUFFER_BYTES;
     use super::*;
 
     fn entries(dir: &Path) -> Vec<String> {
@@ -610,11 +625,11 @@ mod tests {
             }
             want.extend_from_slice(&piece);
             i += 1;
-            let in_kernel = f.written - f.writer().buffer().len() as u64;
+            let in_kernel = f.writer().in_page_cache().unwrap();
             assert!(f.writeback_from <= in_kernel);
             assert!(in_kernel - f.writeback_from < WRITEBACK_BYTES);
         }
-        assert_eq!(f.written, want.len() as u64);
+        assert_eq!(f.writer().written(), want.len() as u64);
         assert!(
             f.writeback_from >= 2 * WRITEBACK_BYTES,
             "{}",
@@ -657,6 +672,29 @@ mod tests {
         }
         assert_eq!(entries(dir.path()), ["a"]);
         assert_eq!(fs::read_to_string(dir.path().join("a")).unwrap(), "old");
+    }
+
+    /// A bulk file past the size where it goes direct: committed whole and
+    /// in place, or, dropped uncommitted, gone with nothing else left.
+    #[test]
+    fn a_bulk_file_commits_whole_and_a_dropped_one_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = direct::DIRECT_FROM as usize + 5 * BUFFER_BYTES + 123;
+        let want: Vec<u8> = (0..len as u32).map(|i| (i % 251) as u8).collect();
+        let mut f = AtomicFile::create_bulk(dir.path(), "big.jsonl").unwrap();
+        for piece in want.chunks(BUFFER_BYTES + 17) {
+            f.write_all(piece).unwrap();
+        }
+        f.flush().unwrap();
+        let path = f.commit().unwrap();
+        assert!(fs::read(&path).unwrap() == want);
+        assert_eq!(entries(dir.path()), ["big.jsonl"]);
+
+        let mut dropped = AtomicFile::create_bulk(dir.path(), "dropped.jsonl").unwrap();
+        dropped.write_all(&want).unwrap();
+        assert_eq!(entries(dir.path()).len(), 2);
+        drop(dropped);
+        assert_eq!(entries(dir.path()), ["big.jsonl"]);
     }
 
     #[test]

@@ -322,7 +322,7 @@ fn create(dir: &Path, name: &str) -> Result<AtomicFile, SinkError> {
             ),
         });
     }
-    AtomicFile::create(dir, name).map_err(|error| SinkError::Create { path, error })
+    AtomicFile::create_bulk(dir, name).map_err(|error| SinkError::Create { path, error })
 }
 
 fn commit(file: AtomicFile) -> Result<PathBuf, SinkError> {

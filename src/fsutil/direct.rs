@@ -21,8 +21,8 @@
 //! makes the whole file durable as before (`O_DIRECT` skips the page cache,
 //! not the disk's own cache).
 //!
-//! A file system that refuses `O_DIRECT` (when it is turned on, or on the
-//! first write) keeps the file buffered, with the same bytes written.
+//! A file system that refuses `O_DIRECT` (when it is turned on, or on a
+//! write) keeps the file buffered, with the same bytes written.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -402,15 +402,15 @@ fn write_pieces(mut file: File, pieces: Receiver<Piece>, done: SyncSender<io::Re
     }
 }
 
-/// Writes all of `data`; a file system refusing the direct write (EINVAL)
-/// gets it, and every later write to the file, buffered.
+/// Writes all of `data`; a file system refusing the direct write (EINVAL,
+/// EOPNOTSUPP) gets it, and every later write to the file, buffered.
 fn write_through(file: &mut File, mut data: &[u8], direct: &mut bool) -> io::Result<()> {
     while !data.is_empty() {
         match file.write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if *direct && e.raw_os_error() == Some(libc::EINVAL) => {
+            Err(e) if *direct && refuses_direct(&e) => {
                 set_direct(file, false)?;
                 *direct = false;
             }
@@ -418,6 +418,12 @@ fn write_through(file: &mut File, mut data: &[u8], direct: &mut bool) -> io::Res
         }
     }
     Ok(())
+}
+
+/// Whether a write failed because the file system takes no direct writes
+/// (of this alignment), rather than for a reason a buffered write would share.
+fn refuses_direct(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
 }
 
 /// Turns `O_DIRECT` on or off for `file`'s open file description.

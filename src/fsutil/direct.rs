@@ -484,6 +484,17 @@ mod tests {
         set_direct(&file, true).is_ok()
     }
 
+    /// A temp directory on a file system that takes direct writes; the
+    /// tests of the direct path fail (never skip) without one.
+    fn dir_taking_direct_writes() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            takes_direct_writes(dir.path()),
+            "the test needs a temp directory on a file system that takes O_DIRECT (ext4, xfs, btrfs, tmpfs)"
+        );
+        dir
+    }
+
     fn write_in_pieces(writer: &mut FileWriter, data: &[u8], sizes: &[usize]) {
         let mut rest = data;
         let mut i = 0;
@@ -553,10 +564,7 @@ mod tests {
     /// aligned) is written buffered, and so is every later one.
     #[test]
     fn a_refused_direct_write_is_written_buffered() {
-        let dir = tempfile::tempdir().unwrap();
-        if !takes_direct_writes(dir.path()) {
-            panic!("the test needs a file system that takes O_DIRECT (ext4, xfs, btrfs, tmpfs)");
-        }
+        let dir = dir_taking_direct_writes();
         let path = dir.path().join("refused");
         let mut file = File::create(&path).unwrap();
         set_direct(&file, true).unwrap();
@@ -611,10 +619,7 @@ mod tests {
     /// file, nothing else holds the file open.
     #[test]
     fn discarding_a_direct_writer_ends_its_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        if !takes_direct_writes(dir.path()) {
-            panic!("the test needs a file system that takes O_DIRECT (ext4, xfs, btrfs, tmpfs)");
-        }
+        let dir = dir_taking_direct_writes();
         let path = dir.path().join("dropped");
         let mut writer = FileWriter::bulk(File::create(&path).unwrap());
         write_in_pieces(

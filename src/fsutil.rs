@@ -197,7 +197,7 @@ impl AtomicFile {
     pub fn commit(mut self) -> io::Result<PathBuf> {
         let mut writer = self.writer.take().expect("writer present until commit");
         writer.finish()?;
-        let file = writer.into_file()?;
+        let file = writer.into_file();
         if self.durable {
             file.sync_all()?;
         }
@@ -292,7 +292,7 @@ impl Write for AtomicFile {
 impl Drop for AtomicFile {
     fn drop(&mut self) {
         // Discard buffered bytes without writing them: they are going away.
-        let file = self.writer.take().map(FileWriter::discard);
+        let file = self.writer.take().map(FileWriter::into_file);
         if !self.renamed {
             fs::remove_file(&self.temp_path).ok();
         }

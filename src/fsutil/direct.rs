@@ -87,8 +87,8 @@ impl FileWriter {
         }
     }
 
-    /// Bytes that reached the kernel's page cache and are not yet asked to
-    /// be written back; `None` once the file writes past the page cache.
+    /// Bytes handed to the kernel's page cache so far; `None` once the file
+    /// writes past the page cache.
     pub(super) fn in_page_cache(&self) -> Option<u64> {
         match &self.stage {
             Stage::Buffered(w) => Some(self.written - w.buffer().len() as u64),
@@ -109,17 +109,10 @@ impl FileWriter {
         }
     }
 
-    /// The file, after [`finish`](Self::finish).
-    pub(super) fn into_file(self) -> io::Result<File> {
-        match self.stage {
-            Stage::Buffered(w) => w.into_inner().map_err(|e| e.into_error()),
-            Stage::Direct(d) => Ok(d.file),
-        }
-    }
-
-    /// Drops what was not written yet (the file is going away) and returns
-    /// the file, once no thread writes to it.
-    pub(super) fn discard(self) -> File {
+    /// The file, once no thread writes to it. Bytes that no
+    /// [`finish`](Self::finish) wrote are dropped: after a finish there are
+    /// none, and a file dropped without one is going away.
+    pub(super) fn into_file(self) -> File {
         match self.stage {
             Stage::Buffered(w) => w.into_parts().0,
             Stage::Direct(d) => d.file,
@@ -237,21 +230,18 @@ struct DirectWriter {
 }
 
 impl DirectWriter {
-    /// Turns `file` (whose offset is a multiple of [`ALIGN`]) direct.
+    /// Turns `file` (whose offset is a multiple of [`ALIGN`]) direct. The
+    /// thread starts first: if the file system refuses `O_DIRECT`, it ends
+    /// (dropped) having written nothing, and the file was never changed.
     fn start(file: File) -> io::Result<DirectWriter> {
+        let io = Io::spawn(&file)?;
         set_direct(&file, true)?;
-        match Io::spawn(&file) {
-            Ok(io) => Ok(DirectWriter {
-                file,
-                filling: Piece::new(),
-                io: Some(io),
-                failed: false,
-            }),
-            Err(e) => {
-                set_direct(&file, false)?;
-                Err(e)
-            }
-        }
+        Ok(DirectWriter {
+            file,
+            filling: Piece::new(),
+            io: Some(io),
+            failed: false,
+        })
     }
 
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -539,7 +529,7 @@ mod tests {
                 assert!(direct_flag(writer.file()));
             }
             writer.finish().unwrap();
-            let file = writer.into_file().unwrap();
+            let file = writer.into_file();
             assert!(!direct_flag(&file), "O_DIRECT is off after the finish");
             file.sync_all().unwrap();
             assert!(fs::read(&path).unwrap() == data, "length {len}");
@@ -556,7 +546,7 @@ mod tests {
         assert!(!writer.is_direct());
         assert_eq!(writer.in_page_cache(), Some(data.len() as u64));
         writer.finish().unwrap();
-        drop(writer.into_file().unwrap());
+        drop(writer.into_file());
         assert!(fs::read(&path).unwrap() == data);
     }
 
@@ -633,7 +623,7 @@ mod tests {
             2,
             "the writer's descriptor and its thread's"
         );
-        let file = writer.discard();
+        let file = writer.into_file();
         assert_eq!(open_on(&path), 1);
         drop(file);
         assert_eq!(open_on(&path), 0);

@@ -18,6 +18,8 @@
 #        SPILLWAY=path     measure a prebuilt binary instead of building one
 #        FORMATS="..."     the single-format list (default "csv parquet sqlite json jsonl")
 #        RANGES="6h 24h"   which ranges to measure
+#        WINDOW=720        points per query_range call, spillway's and curl's alike
+#                          (spillway's --window; its default is 720)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -93,10 +95,10 @@ run() {
   sed -i "\$s/\$/ $(awk -v a="$after" -v b="$before" 'BEGIN{printf "%.2f", a-b}')/" "$results"
 }
 
-window_points=720
+window_points=${WINDOW:-720}
 write_curl() {
   local label=$1 from=$2 to=$3
-  # The same windows spillway uses: the 15 s grid inside [from, to], 720 points per call.
+  # The same windows spillway uses: the 15 s grid inside [from, to], WINDOW points per call.
   local first=$(( (from + step - 1) / step * step )) last=$(( to / step * step ))
   : >"$work/curl-$label.sh"
   for (( s = first; s <= last; s += window_points * step )); do
@@ -109,7 +111,7 @@ write_curl() {
 export_run() {
   local label=$1 from=$2 to=$3 fmt=$4
   run "spillway-$label-$fmt" "$bin" --quiet export --url "$vm" --query bench_metric --from "$from" --to "$to" \
-    --step ${step}s --thresholds "$work/thresholds.yml" --format "$fmt" --out "$work/out"
+    --step ${step}s --window "$window_points" --thresholds "$work/thresholds.yml" --format "$fmt" --out "$work/out"
   local mib
   mib=$(( $(du -sb "$work/out" | cut -f1) / 1048576 ))
   rm -rf "$work/out"
@@ -174,4 +176,7 @@ for r in $ranges; do
            r, f, aw/bw, t, (ac+as)/(bc+bs), ar/1024, dw/bw, ow/bw }' "$work/medians.txt"
   done
 done
+# The server's peak over the whole run: what its windows (WINDOW points of
+# every series per call) cost it; a window longer than the default costs more.
+echo "server peak RSS over the whole run: $(awk '/VmHWM/ { printf "%.0f MB", $2 / 1024 }' "/proc/$vm_pid/status") with windows of $window_points points"
 echo "RSS 24h / 6h (all three): $(awk '$1=="spillway-24h-csv,parquet,sqlite"{a=$4} $1=="spillway-6h-csv,parquet,sqlite"{b=$4} END{ if (a > 0 && b > 0) printf "%.2f", a/b; else printf "n/a" }' "$work/medians.txt")x (flat memory: about 1)"

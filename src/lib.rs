@@ -7,6 +7,7 @@
 //! panic) are leaves every layer may use, the queue included.
 
 pub mod blocking;
+pub mod budget;
 pub mod build_info;
 pub mod bundle;
 pub mod cli;

@@ -28,7 +28,6 @@
 use super::prom_api::{seconds, InstantAnswer, QueryForm, SeriesStream};
 use super::{duration_param, Client, ClientError};
 use crate::model::{Labels, Series};
-use tokio::sync::mpsc;
 
 pub const STATS_QUERY_PATH: &str = "/select/logsql/stats_query";
 pub const STATS_QUERY_RANGE_PATH: &str = "/select/logsql/stats_query_range";
@@ -73,20 +72,11 @@ impl Client {
     ) -> Result<SeriesStream, ClientError> {
         let form =
             stats_query_range_form(expr, start_ms, end_ms, step_ms, offset_ms, extra, headers);
-        let mut inner = self.query_range_form(STATS_QUERY_RANGE_PATH, &form).await?;
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            while let Some(item) = inner.recv().await {
-                let item = item.map(|mut s: Series| {
-                    rename_stats_result(&mut s.labels);
-                    s
-                });
-                if tx.send(item).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(rx)
+        let stream = self.query_range_form(STATS_QUERY_RANGE_PATH, &form).await?;
+        Ok(stream.map(|mut s: Series| {
+            rename_stats_result(&mut s.labels);
+            Ok(s)
+        }))
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! Pipeline: windowed `query_range` (source) → threshold flags (transform)
 //! → a writer thread owning the file sinks. Network parsing and file
-//! writing overlap, and memory is bounded by the channel between them.
+//! writing overlap, and memory is bounded by the channel between them, in
+//! series and in samples ([`crate::budget`]), whatever the `--window`.
 //! A failing query is reported and the others still run; files appear only
 //! complete (temp name + rename); the incremental state moves only for
 //! queries that succeeded, after the files are in place.
@@ -13,6 +14,7 @@ pub mod config;
 pub mod state;
 pub mod summary;
 
+use crate::budget::{Held, SampleBudget, QUEUED_SAMPLES};
 use crate::client::{Client, ClientError, QueryParams};
 use crate::fsutil::AtomicFile;
 use crate::model::time::{format_rfc3339_ms, now_ms};
@@ -45,6 +47,9 @@ struct Chunk {
     query: Arc<str>,
     labels: Labels,
     samples: Vec<FlaggedSample>,
+    /// The chunk's share of what may wait for the writers, given back
+    /// when the last of them is done with it.
+    _held: Held,
 }
 
 /// Runs one export; `Err` means nothing usable was written (bad output dir, sink failure).
@@ -289,10 +294,12 @@ async fn export_query(
                 })
                 .collect();
             qs.add_samples(&samples);
+            let held = tx.budget.hold(samples.len()).await;
             let chunk = Arc::new(Chunk {
                 query: query_arc.clone(),
                 labels: series.labels,
                 samples,
+                _held: held,
             });
             if tx.send(chunk).await.is_err() {
                 // The writer stopped on an error; its message is reported when it is joined.
@@ -306,18 +313,25 @@ async fn export_query(
 
 /// One thread per output format, so CSV, Parquet and SQLite encode in
 /// parallel: the run takes as long as the slowest format, not their sum.
+/// What waits for them is bounded by 256 chunks per format and, all
+/// formats together, by [`QUEUED_SAMPLES`]: the slowest format's queue
+/// holds the same memory whatever the `--window`.
 struct SinkWriters {
     senders: Vec<tokio::sync::mpsc::Sender<Arc<Chunk>>>,
+    budget: SampleBudget,
     threads: Vec<std::thread::JoinHandle<Result<Box<dyn RecordSink>, String>>>,
 }
 
 /// Hands each chunk to every format's thread; fails once any of them stopped.
 #[derive(Clone)]
-struct ChunkSender(Vec<tokio::sync::mpsc::Sender<Arc<Chunk>>>);
+struct ChunkSender {
+    senders: Vec<tokio::sync::mpsc::Sender<Arc<Chunk>>>,
+    budget: SampleBudget,
+}
 
 impl ChunkSender {
     async fn send(&self, chunk: Arc<Chunk>) -> Result<(), ()> {
-        for s in &self.0 {
+        for s in &self.senders {
             s.send(chunk.clone()).await.map_err(|_| ())?;
         }
         Ok(())
@@ -339,11 +353,18 @@ impl SinkWriters {
                 Ok(sink)
             }));
         }
-        SinkWriters { senders, threads }
+        SinkWriters {
+            senders,
+            budget: SampleBudget::new(QUEUED_SAMPLES),
+            threads,
+        }
     }
 
     fn sender(&self) -> ChunkSender {
-        ChunkSender(self.senders.clone())
+        ChunkSender {
+            senders: self.senders.clone(),
+            budget: self.budget.clone(),
+        }
     }
 
     /// Waits for every writer; the first error wins (its sinks are dropped, removing temp files).
@@ -394,4 +415,89 @@ fn run_stamp(ms: i64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
         .map(|t| t.format("%Y%m%dT%H%M%S%.3fZ").to_string())
         .unwrap_or_else(|| ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::file::SinkError;
+    use std::sync::mpsc as std_mpsc;
+    use std::time::Duration;
+
+    /// A format that writes nothing until told to, then counts what it got.
+    struct Stalled {
+        go: std_mpsc::Receiver<()>,
+        samples: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl RecordSink for Stalled {
+        fn write(
+            &mut self,
+            _: &str,
+            _: &Labels,
+            samples: &[FlaggedSample],
+        ) -> Result<(), SinkError> {
+            self.go.recv().ok();
+            self.samples
+                .fetch_add(samples.len(), std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+
+        fn finish(self: Box<Self>, _: &RunOutcome) -> Result<Vec<PathBuf>, SinkError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writers_queue_holds_samples_not_series() {
+        let (go_tx, go) = std_mpsc::channel();
+        let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stalled = Stalled {
+            go,
+            samples: Arc::clone(&written),
+        };
+        let writers = SinkWriters::spawn(vec![Box::new(stalled)]);
+        let tx = writers.sender();
+        // 100 series of 20,000 points: far fewer chunks than the queue's 256.
+        const SERIES: usize = 100;
+        const POINTS: usize = 20_000;
+        let sending = tokio::spawn(async move {
+            for n in 0..SERIES {
+                let sample = FlaggedSample {
+                    timestamp_ms: 0,
+                    value: 1.0,
+                    out_of_range: false,
+                    alert: false,
+                };
+                let samples = vec![sample; POINTS];
+                let chunk = Arc::new(Chunk {
+                    query: Arc::from("q"),
+                    labels: Labels::from_pairs([("n", n.to_string())]),
+                    _held: tx.budget.hold(samples.len()).await,
+                    samples,
+                });
+                tx.send(chunk).await.unwrap();
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let held = writers.budget.held();
+        assert!(!sending.is_finished(), "the sender waits for the writer");
+        assert!(
+            (QUEUED_SAMPLES - POINTS..=QUEUED_SAMPLES).contains(&held),
+            "{held} samples held"
+        );
+        for _ in 0..SERIES {
+            go_tx.send(()).unwrap();
+        }
+        sending.await.unwrap();
+        let sinks = tokio::task::spawn_blocking(move || writers.join())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sinks.len(), 1);
+        assert_eq!(
+            written.load(std::sync::atomic::Ordering::SeqCst),
+            SERIES * POINTS
+        );
+    }
 }

@@ -369,7 +369,7 @@ async fn vlogs_buckets(
 ) -> Result<SeriesStream, QueryError> {
     let step = q.interval_ms.max(1);
     let start = first_ms - step;
-    let mut inner = client
+    let inner = client
         .stats_query_range(
             &q.expr,
             start,
@@ -381,16 +381,7 @@ async fn vlogs_buckets(
         )
         .await?;
     let url = client.endpoint().join(STATS_QUERY_RANGE_PATH).to_string();
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        while let Some(item) = inner.recv().await {
-            let item = item.and_then(|s| to_bucket_ends(s, start, step, &url));
-            if tx.send(item).await.is_err() {
-                break;
-            }
-        }
-    });
-    Ok(rx)
+    Ok(inner.map(move |s| to_bucket_ends(s, start, step, &url)))
 }
 
 /// Moves each point of a range answer from its bucket's start to its end.

@@ -467,7 +467,6 @@ mod tests {
             e: i64,
         ) -> BoxFuture<'a, Result<SeriesStream, QueryError>> {
             self.requests.lock().unwrap().push((s, e));
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
             let out: Vec<Series> = self
                 .labels
                 .iter()
@@ -484,12 +483,7 @@ mod tests {
                     (!samples.is_empty()).then(|| Series::new(l.clone(), samples))
                 })
                 .collect();
-            Box::pin(async move {
-                for s in out {
-                    tx.send(Ok(s)).await.unwrap();
-                }
-                Ok(rx)
-            })
+            Box::pin(async move { Ok(crate::client::SeriesStream::from_series(out)) })
         }
     }
 

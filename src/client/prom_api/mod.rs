@@ -13,6 +13,7 @@
 //! and its tests feed it answers without a server).
 
 use super::{display_url, Client, ClientError};
+use crate::budget::{Held, SampleBudget, QUEUED_SAMPLES};
 use crate::model::{Labels, Series};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -26,7 +27,65 @@ pub(crate) use decode::InstantEnvelope;
 use decode::{Cap, ChannelReader, Limit};
 
 /// Series arriving one by one; an `Err` ends the stream.
-pub type SeriesStream = mpsc::Receiver<Result<Series, ClientError>>;
+///
+/// What waits in it is bounded twice: 256 series, and
+/// [`QUEUED_SAMPLES`](crate::budget::QUEUED_SAMPLES) samples (each queued
+/// series holds its share of the budget until it is received), so a long
+/// window or a server's long series cannot make it hold more memory.
+pub struct SeriesStream {
+    rx: mpsc::Receiver<(Result<Series, ClientError>, Held)>,
+    then: Option<SeriesMap>,
+    budget: SampleBudget,
+}
+
+type SeriesMap = Box<dyn FnMut(Series) -> Result<Series, ClientError> + Send>;
+
+impl SeriesStream {
+    /// The next series (or the error that ends the stream); `None` after the last.
+    pub async fn recv(&mut self) -> Option<Result<Series, ClientError>> {
+        let (item, _held) = self.rx.recv().await?;
+        Some(match (item, &mut self.then) {
+            (Ok(series), Some(then)) => then(series),
+            (item, _) => item,
+        })
+    }
+
+    /// The same stream with `f` applied to each series as it is received
+    /// (after any earlier one): no task and no second queue in between.
+    pub fn map(
+        mut self,
+        mut f: impl FnMut(Series) -> Result<Series, ClientError> + Send + 'static,
+    ) -> SeriesStream {
+        self.then = Some(match self.then.take() {
+            None => Box::new(f),
+            Some(mut first) => Box::new(move |s| first(s).and_then(&mut f)),
+        });
+        self
+    }
+
+    /// A stream of series already at hand (for fakes of a datasource).
+    #[cfg(test)]
+    pub(crate) fn from_series(series: Vec<Series>) -> SeriesStream {
+        let (tx, rx) = mpsc::channel(series.len().max(1));
+        let budget = SampleBudget::new(series.iter().map(|s| s.samples.len().max(1)).sum());
+        for s in series {
+            let held = budget
+                .try_hold(s.samples.len())
+                .expect("room for every series");
+            tx.try_send((Ok(s), held)).expect("room for every series");
+        }
+        SeriesStream {
+            rx,
+            then: None,
+            budget,
+        }
+    }
+
+    /// Samples of the series read from the answer and not yet received.
+    pub fn queued_samples(&self) -> usize {
+        self.budget.held()
+    }
+}
 
 /// Label sets of `/api/v1/series`, cut at a limit.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -468,6 +527,12 @@ impl Client {
             url: display_url(resp.url()),
         };
         let (tx, rx) = mpsc::channel(256);
+        let budget = SampleBudget::new(QUEUED_SAMPLES);
+        let stream = SeriesStream {
+            rx,
+            then: None,
+            budget: budget.clone(),
+        };
         let bytes_rx = self.body_channel(resp);
         let url = self.endpoint().display();
         let counted = Arc::new(AtomicU64::new(0));
@@ -478,18 +543,20 @@ impl Client {
                 if per_series {
                     counted.store(0, Ordering::Relaxed);
                 }
-                tx.blocking_send(Ok(series)).is_ok()
+                // A receiver gone meanwhile dropped what it held: the wait ends.
+                let held = budget.hold_blocking(series.samples.len());
+                tx.blocking_send((Ok(series), held)).is_ok()
             });
             match result {
                 Ok(()) | Err(stream::ScanError::Stopped) => {}
                 Err(e) => {
                     let err = reader.scan_error(url, e.to_string());
                     // The receiver may be gone (the caller stopped reading): nothing left to tell.
-                    let _ = tx.blocking_send(Err(err));
+                    let _ = tx.blocking_send((Err(err), budget.hold_blocking(0)));
                 }
             }
         });
-        rx
+        stream
     }
 }
 

@@ -172,6 +172,85 @@ async fn an_answer_cut_short_is_asked_for_again() {
     );
 }
 
+/// A server answering every range query with `series` series of `points` points each.
+async fn long_answer_server(series: usize, points: usize) -> String {
+    let mut body = String::from(r#"{"status":"success","data":{"resultType":"matrix","result":["#);
+    for s in 0..series {
+        let sep = if s == 0 { "" } else { "," };
+        body.push_str(&format!(
+            r#"{sep}{{"metric":{{"__name__":"up","n":"{s}"}},"values":["#
+        ));
+        for p in 0..points {
+            let sep = if p == 0 { "" } else { "," };
+            body.push_str(&format!(r#"{sep}[{p},"{s}"]"#));
+        }
+        body.push_str("]}");
+    }
+    body.push_str("]}}");
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move { body }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// Waits until the decoder of `stream` stops queueing (it waits for the
+/// budget or has read everything), at most 10 s.
+async fn settled(stream: &SeriesStream) -> usize {
+    let mut last = usize::MAX;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = stream.queued_samples();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the queue kept changing for 10 s: {last} samples");
+}
+
+#[tokio::test]
+async fn long_series_wait_in_the_stream_by_samples_not_by_series() {
+    // 40 series of 20,000 points: 800,000 samples, far fewer than 256 series.
+    let url = long_answer_server(40, 20_000).await;
+    let client = quick_retries(&url);
+    let mut stream = client
+        .query_range("up", 0, 20_000_000, 1000, &QueryParams::default())
+        .await
+        .unwrap();
+    let queued = settled(&stream).await;
+    assert!(
+        queued > 0 && queued <= crate::budget::QUEUED_SAMPLES,
+        "{queued} samples queued"
+    );
+    let mut n = 0;
+    while let Some(series) = stream.recv().await {
+        let series = series.unwrap();
+        assert_eq!(series.samples.len(), 20_000);
+        assert_eq!(series.samples[7].value, n as f64);
+        n += 1;
+    }
+    assert_eq!(n, 40);
+    assert_eq!(stream.queued_samples(), 0);
+
+    // A series longer than the whole budget passes, alone.
+    let long = crate::budget::QUEUED_SAMPLES + 1000;
+    let url = long_answer_server(2, long).await;
+    let mut stream = quick_retries(&url)
+        .query_range("up", 0, 1_000_000_000, 1000, &QueryParams::default())
+        .await
+        .unwrap();
+    assert_eq!(settled(&stream).await, crate::budget::QUEUED_SAMPLES);
+    let first = stream.recv().await.unwrap().unwrap();
+    assert_eq!(first.samples.len(), long);
+    let second = stream.recv().await.unwrap().unwrap();
+    assert_eq!(second.samples.len(), long);
+    assert!(stream.recv().await.is_none());
+}
+
 async fn drain(mut stream: SeriesStream) -> (usize, Option<ClientError>) {
     let mut series = 0;
     while let Some(item) = stream.recv().await {

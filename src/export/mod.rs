@@ -294,14 +294,11 @@ async fn export_query(
                 })
                 .collect();
             qs.add_samples(&samples);
-            let held = tx.budget.hold(samples.len()).await;
-            let chunk = Arc::new(Chunk {
-                query: query_arc.clone(),
-                labels: series.labels,
-                samples,
-                _held: held,
-            });
-            if tx.send(chunk).await.is_err() {
+            if tx
+                .send(query_arc.clone(), series.labels, samples)
+                .await
+                .is_err()
+            {
                 // The writer stopped on an error; its message is reported when it is joined.
                 return Ok(());
             }
@@ -330,7 +327,21 @@ struct ChunkSender {
 }
 
 impl ChunkSender {
-    async fn send(&self, chunk: Arc<Chunk>) -> Result<(), ()> {
+    /// Waits until the samples fit in what may wait for the writers, then
+    /// hands them to each.
+    async fn send(
+        &self,
+        query: Arc<str>,
+        labels: Labels,
+        samples: Vec<FlaggedSample>,
+    ) -> Result<(), ()> {
+        let held = self.budget.hold(samples.len()).await;
+        let chunk = Arc::new(Chunk {
+            query,
+            labels,
+            samples,
+            _held: held,
+        });
         for s in &self.senders {
             s.send(chunk.clone()).await.map_err(|_| ())?;
         }
@@ -424,7 +435,8 @@ mod tests {
     use std::sync::mpsc as std_mpsc;
     use std::time::Duration;
 
-    /// A format that writes nothing until told to, then counts what it got.
+    /// A format that writes nothing until told to (or until nobody can
+    /// tell it any more), then counts what it got.
     struct Stalled {
         go: std_mpsc::Receiver<()>,
         samples: Arc<std::sync::atomic::AtomicUsize>,
@@ -457,6 +469,9 @@ mod tests {
             samples: Arc::clone(&written),
         };
         let writers = SinkWriters::spawn(vec![Box::new(stalled)]);
+        // Declared after the writers, so a failing assertion drops it
+        // first: the format stops waiting and the writers can be joined.
+        let go_tx = go_tx;
         let tx = writers.sender();
         // 100 series of 20,000 points: far fewer chunks than the queue's 256.
         const SERIES: usize = 100;
@@ -469,14 +484,10 @@ mod tests {
                     out_of_range: false,
                     alert: false,
                 };
-                let samples = vec![sample; POINTS];
-                let chunk = Arc::new(Chunk {
-                    query: Arc::from("q"),
-                    labels: Labels::from_pairs([("n", n.to_string())]),
-                    _held: tx.budget.hold(samples.len()).await,
-                    samples,
-                });
-                tx.send(chunk).await.unwrap();
+                let labels = Labels::from_pairs([("n", n.to_string())]);
+                tx.send(Arc::from("q"), labels, vec![sample; POINTS])
+                    .await
+                    .unwrap();
             }
         });
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -65,9 +65,12 @@ impl SampleBudget {
     }
 
     /// [`SampleBudget::hold`] for a thread outside the runtime's workers
-    /// (`spawn_blocking`), such as a stream's decoder.
+    /// (`spawn_blocking`), such as a stream's decoder. A share that fits
+    /// now is taken without entering the runtime: a decoder takes one per
+    /// series, and only a full queue has to wait.
     pub fn hold_blocking(&self, samples: usize) -> Held {
-        tokio::runtime::Handle::current().block_on(self.hold(samples))
+        self.try_hold(samples)
+            .unwrap_or_else(|| tokio::runtime::Handle::current().block_on(self.hold(samples)))
     }
 
     /// Samples held now.

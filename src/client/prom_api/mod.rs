@@ -35,6 +35,7 @@ use decode::{Cap, ChannelReader, Limit};
 pub struct SeriesStream {
     rx: mpsc::Receiver<(Result<Series, ClientError>, Held)>,
     then: Option<SeriesMap>,
+    #[cfg(test)]
     budget: SampleBudget,
 }
 
@@ -82,7 +83,8 @@ impl SeriesStream {
     }
 
     /// Samples of the series read from the answer and not yet received.
-    pub fn queued_samples(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn queued_samples(&self) -> usize {
         self.budget.held()
     }
 }
@@ -531,6 +533,7 @@ impl Client {
         let stream = SeriesStream {
             rx,
             then: None,
+            #[cfg(test)]
             budget: budget.clone(),
         };
         let bytes_rx = self.body_channel(resp);

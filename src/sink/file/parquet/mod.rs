@@ -21,17 +21,16 @@
 //! JSON (`spillway.run`, `spillway.outcome`), the same objects the JSON
 //! format writes.
 //!
-//! Written with parquet's low-level column writers (no arrow): rows are
-//! buffered column-wise and flushed as a row group every [`ROW_GROUP_ROWS`]
-//! rows, or earlier once the buffered strings pass [`SEGMENT_BYTES`], so
-//! memory is bounded by one row group. Strings of one write call are stored
-//! once per call (a `Segment`, extended by consecutive calls for the same
-//! series) and repeated per row only while a row group is being written. Compression is Snappy; `timestamp` uses
-//! delta encoding (regular steps compress to almost nothing) and, like
-//! `value`, no dictionary, while the string columns keep the default
-//! dictionary encoding since they repeat for every sample of a series.
-//! Every column but the map's leaves carries min/max statistics (see
-//! [`label_leaf`]).
+//! Written without arrow: rows are buffered column-wise and flushed as a
+//! row group every [`ROW_GROUP_ROWS`] rows, or earlier once the buffered
+//! strings pass [`SEGMENT_BYTES`], so memory is bounded by one row group.
+//! Strings of one write call are stored once per call (a `Segment`,
+//! extended by consecutive calls for the same series); [`strings`] encodes
+//! the string columns from the segments, dictionary-encoded since they
+//! repeat for every sample of a series, and parquet's column writers the
+//! rest. Compression is Snappy; `timestamp` uses delta encoding (regular
+//! steps compress to almost nothing) and, like `value`, no dictionary.
+//! Every column but the map's leaves carries min/max statistics.
 //!
 //! The `labels` leaves `key` and `value` both have max repetition level 1
 //! (`key_value` is repeated) and max definition level 1: a row with labels
@@ -43,17 +42,20 @@ use super::{outcome_json, run_json, Encoder, FlaggedSample, RunInfo, RunOutcome,
 use crate::fsutil::AtomicFile;
 use crate::model::Labels;
 use ::parquet::basic::{Compression, Encoding};
-use ::parquet::data_type::{BoolType, ByteArray, ByteArrayType, DataType, DoubleType, Int64Type};
+use ::parquet::data_type::{BoolType, ByteArray, DataType, DoubleType, Int64Type};
 use ::parquet::errors::ParquetError;
 use ::parquet::file::metadata::KeyValue;
-use ::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use ::parquet::file::properties::WriterProperties;
 use ::parquet::file::writer::{
     SerializedColumnWriter, SerializedFileWriter, SerializedRowGroupWriter,
 };
 use ::parquet::schema::parser::parse_message_type;
-use ::parquet::schema::types::ColumnPath;
 use std::path::PathBuf;
 use std::sync::Arc;
+use strings::StringColumn;
+
+mod hybrid;
+mod strings;
 
 /// Rows per row group: bounds memory (a few MB) while keeping row groups
 /// large enough for readers to skip efficiently.
@@ -75,28 +77,10 @@ message spillway_sample {
   required boolean alert;
 }";
 
-/// The path of one of the map's leaf columns, which are written without
-/// min/max statistics: readers do not prune row groups on a map entry, and
-/// comparing every key and value with the running minimum and maximum cost
-/// 16% of the instructions of the Parquet cases of `cargo bench --bench sinks`.
-fn label_leaf(leaf: &str) -> ColumnPath {
-    ColumnPath::new(vec!["labels".into(), "key_value".into(), leaf.into()])
-}
-
 /// Cap on the strings buffered with a row group. Series written one or two
 /// samples at a time (sparse alerts) make a segment per row; this flushes
 /// such row groups early instead of holding 64k copies of label sets.
 pub(super) const SEGMENT_BYTES: usize = 16 * 1024 * 1024;
-
-/// Rows a segment's strings are repeated for at a time while writing: its
-/// rows go to the column writer as that many rows, the same slice again
-/// and again. Each repeated string is a reference-counted clone, made once
-/// per segment up to this many rows, so a small figure saves clones (two
-/// atomic operations each) on the label values, which change with every
-/// series; smaller than this, the column writer's per-call cost wins.
-/// Measured with `cargo bench --bench sinks -- parquet` (720-row series,
-/// flat file): 4096 rows 6.0 M rows/s, 1024 5.9, 256 7.3, 64 7.8, 16 7.5.
-const EXPAND_ROWS: usize = 64;
 
 /// Consecutive rows of one series in the buffer: its strings, once.
 struct Segment {
@@ -182,36 +166,26 @@ impl ParquetFile {
         }
     }
 
-    /// Writes the buffered rows as one row group, leaf columns in schema order.
+    /// Writes the buffered rows as one row group, leaf columns in schema
+    /// order: the string columns as chunks encoded by [`strings`], the
+    /// others through parquet's column writers.
     fn flush(&mut self) -> Result<(), ParquetError> {
         if self.timestamps.is_empty() {
             return Ok(());
         }
-        let mut group = self.writer.next_row_group()?;
+        let mut strings = vec![StringColumn::Query];
+        if self.layout.with_metric {
+            strings.push(StringColumn::Metric);
+        }
+        strings.extend([StringColumn::LabelKeys, StringColumn::LabelValues]);
+        let schema = self.writer.schema_descr();
+        let descrs: Vec<_> = (0..strings.len()).map(|i| schema.column(i)).collect();
         let segments = &self.segments;
-        let strings: [fn(&Segment) -> &[ByteArray]; 2] = [
-            |s| std::slice::from_ref(&s.query),
-            |s| std::slice::from_ref(&s.metric),
-        ];
-        let strings = &strings[..if self.layout.with_metric { 2 } else { 1 }];
-        let leaves: [fn(&Segment) -> &[ByteArray]; 2] = [|s| &s.keys, |s| &s.values];
-        for (column, map_leaf) in strings
-            .iter()
-            .map(|c| (c, false))
-            .chain(leaves.iter().map(|c| (c, true)))
-        {
-            let mut rows = RepeatedRows::default();
-            write_column::<ByteArrayType>(&mut group, |w| {
-                for s in segments {
-                    let entries = column(s);
-                    rows.repeat(entries, s.rows.min(EXPAND_ROWS), map_leaf);
-                    for n in chunks(s.rows, EXPAND_ROWS) {
-                        let (values, def, rep) = rows.first(n);
-                        w.write_batch(values, def, rep)?;
-                    }
-                }
-                Ok(())
-            })?;
+        let mut group = self.writer.next_row_group()?;
+        // One chunk at a time: each is held in memory until it is appended.
+        for (column, descr) in strings.into_iter().zip(descrs) {
+            let chunk = strings::encode(descr, column, segments, self.layout.compression)?;
+            group.append_column(&chunk.bytes, chunk.close)?;
         }
         write_column::<Int64Type>(&mut group, |w| {
             w.write_batch(&self.timestamps, None, None).map(drop)
@@ -236,12 +210,6 @@ impl ParquetFile {
     }
 }
 
-/// Sizes of the pieces `rows` splits into, none larger than `max`.
-fn chunks(rows: usize, max: usize) -> impl Iterator<Item = usize> {
-    let max = max.max(1);
-    (0..rows.div_ceil(max)).map(move |i| max.min(rows - i * max))
-}
-
 /// Opens the next leaf column of `group`, lets `write` fill it, closes it.
 fn write_column<T: DataType>(
     group: &mut SerializedRowGroupWriter<'_, AtomicFile>,
@@ -254,71 +222,6 @@ fn write_column<T: DataType>(
         .ok_or_else(|| ParquetError::General("more columns written than the schema has".into()))?;
     write(column.typed::<T>())?;
     column.close()
-}
-
-/// The values (and, for a map leaf, the levels) of rows that all hold the
-/// same `entries`, kept from one segment to the next: consecutive segments
-/// share the query, the metric and usually the label names, so their
-/// `ByteArray` clones (two atomic operations each) are made once. It still
-/// pays at [`EXPAND_ROWS`] rows a segment: `cargo bench --bench sinks --
-/// parquet` 7.8 against 7.4 M rows/s flat, 7.1 against 5.9 by hour, with
-/// every segment expanded afresh.
-#[derive(Default)]
-struct RepeatedRows {
-    entries: Vec<ByteArray>,
-    map_leaf: bool,
-    values: Vec<ByteArray>,
-    def: Vec<i16>,
-    rep: Vec<i16>,
-}
-
-impl RepeatedRows {
-    /// Holds at least `rows` rows of `entries` afterwards. A map leaf row
-    /// is one value and level pair per entry (repetition 0 for the first,
-    /// 1 for the rest, definition 1), or a (0, 0) level pair and no value
-    /// when there are none; a plain column row is its one value.
-    fn repeat(&mut self, entries: &[ByteArray], rows: usize, map_leaf: bool) {
-        let same = self.map_leaf == map_leaf
-            && self.entries.len() == entries.len()
-            && self
-                .entries
-                .iter()
-                .zip(entries)
-                .all(|(a, b)| a.data() == b.data());
-        if !same {
-            self.entries = entries.to_vec();
-            self.map_leaf = map_leaf;
-            self.values.clear();
-            self.def.clear();
-            self.rep.clear();
-        }
-        let levels_per_row = self.entries.len().max(1);
-        while self.values.len() < rows * self.entries.len()
-            || (map_leaf && self.def.len() < rows * levels_per_row)
-        {
-            self.values.extend(self.entries.iter().cloned());
-            if map_leaf {
-                if self.entries.is_empty() {
-                    self.def.push(0);
-                    self.rep.push(0);
-                }
-                for i in 0..self.entries.len() {
-                    self.def.push(1);
-                    self.rep.push(i16::from(i != 0));
-                }
-            }
-        }
-    }
-
-    /// The values and levels of the first `rows` rows.
-    fn first(&self, rows: usize) -> (&[ByteArray], Option<&[i16]>, Option<&[i16]>) {
-        let values = &self.values[..rows * self.entries.len()];
-        if !self.map_leaf {
-            return (values, None, None);
-        }
-        let levels = rows * self.entries.len().max(1);
-        (values, Some(&self.def[..levels]), Some(&self.rep[..levels]))
-    }
 }
 
 impl ParquetFile {
@@ -346,8 +249,6 @@ impl ParquetFile {
             .set_column_dictionary_enabled("timestamp".into(), false)
             .set_column_encoding("timestamp".into(), Encoding::DELTA_BINARY_PACKED)
             .set_column_dictionary_enabled("value".into(), false)
-            .set_column_statistics_enabled(label_leaf("key"), EnabledStatistics::None)
-            .set_column_statistics_enabled(label_leaf("value"), EnabledStatistics::None)
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 "spillway.run".into(),
                 run_json(run).to_string(),
@@ -576,7 +477,7 @@ mod tests {
     }
 
     /// Readers prune row groups on the plain columns' minimum and maximum;
-    /// the map's leaves carry none (see [`label_leaf`]).
+    /// the map's leaves carry none (see [`strings`]).
     #[test]
     fn statistics_cover_every_column_but_the_labels() {
         let dir = tempfile::tempdir().unwrap();
@@ -600,7 +501,6 @@ mod tests {
                 "alert"
             ]
         );
-        assert_eq!(label_leaf("value").string(), "labels.key_value.value");
     }
 
     #[test]
@@ -653,70 +553,6 @@ mod tests {
             read(&paths[1]).len(),
             rows.iter().filter(|r| r.alert).count()
         );
-    }
-
-    /// Reused rows are what a fresh expansion gives, whatever came before:
-    /// patterns that repeat, change, shrink, grow and are empty, as plain
-    /// columns and as map leaves.
-    #[test]
-    fn repeated_rows_equal_a_fresh_expansion() {
-        let b = |s: &str| ByteArray::from(s.as_bytes().to_vec());
-        let patterns: Vec<Vec<ByteArray>> = vec![
-            vec![b("job"), b("instance")],
-            vec![b("job"), b("instance")],
-            vec![b("job")],
-            vec![],
-            vec![],
-            vec![b("job"), b("zone"), b("instance")],
-            vec![b("job"), b("instance")],
-        ];
-        let mut rows = RepeatedRows::default();
-        for map_leaf in [true, false, true] {
-            for (i, entries) in patterns.iter().enumerate() {
-                let entries = if map_leaf {
-                    &entries[..]
-                } else {
-                    &entries[..entries.len().min(1)]
-                };
-                let want_rows = [5, 3, 4096, 1, 7, 2, 6][i];
-                rows.repeat(entries, want_rows, map_leaf);
-                for n in [1, want_rows / 2 + 1, want_rows] {
-                    let (values, def, rep) = rows.first(n);
-                    let mut want_values = Vec::new();
-                    let (mut want_def, mut want_rep) = (Vec::new(), Vec::new());
-                    for _ in 0..n {
-                        want_values.extend(entries.iter().map(|e| e.data().to_vec()));
-                        if entries.is_empty() {
-                            want_def.push(0);
-                            want_rep.push(0);
-                        }
-                        for k in 0..entries.len() {
-                            want_def.push(1);
-                            want_rep.push(i16::from(k != 0));
-                        }
-                    }
-                    let got: Vec<Vec<u8>> = values.iter().map(|v| v.data().to_vec()).collect();
-                    assert_eq!(
-                        got, want_values,
-                        "pattern {i}, {n} rows, map leaf {map_leaf}"
-                    );
-                    if map_leaf {
-                        assert_eq!(def.unwrap(), want_def, "pattern {i}, {n} rows");
-                        assert_eq!(rep.unwrap(), want_rep, "pattern {i}, {n} rows");
-                    } else {
-                        assert!(def.is_none() && rep.is_none());
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn chunks_cover_the_rows() {
-        assert_eq!(chunks(10, 4).collect::<Vec<_>>(), [4, 4, 2]);
-        assert_eq!(chunks(8, 4).collect::<Vec<_>>(), [4, 4]);
-        assert_eq!(chunks(3, 4).collect::<Vec<_>>(), [3]);
-        assert_eq!(chunks(0, 4).count(), 0);
     }
 
     #[test]

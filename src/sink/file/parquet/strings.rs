@@ -14,7 +14,8 @@
 //! PLAIN dictionary page, format v1 data pages of at most [`PAGE_ROWS`]
 //! rows or about [`PAGE_BYTES`] bytes, cut between rows, their indices in
 //! the RLE / bit-packing hybrid, their levels RLE; a chunk whose
-//! dictionary would pass [`DICTIONARY_BYTES`] is written PLAIN instead.
+//! dictionary would pass [`DICTIONARY_BYTES`] is written PLAIN from its
+//! first page (that writer switched to PLAIN partway through it).
 //! `query` and `metric` carry min/max statistics and a column index,
 //! truncated to [`TRUNCATE_BYTES`] as that writer truncates them; the
 //! map's leaves carry neither (readers do not prune row groups on a map

@@ -1,6 +1,8 @@
 //! Parquet's RLE / bit-packing hybrid encoding, as the string columns'
 //! dictionary indices and levels use it ([`super::strings`]).
 
+use crate::codec::remote_write::put_varint;
+
 /// Parquet's RLE / bit-packing hybrid encoding of `width`-bit unsigned
 /// integers: runs of one value as (count, value), everything else packed
 /// eight values at a time, least significant bit first.
@@ -30,6 +32,10 @@ impl Hybrid {
             run_value: 0,
             run_len: 0,
         }
+    }
+
+    pub(super) fn width(&self) -> u8 {
+        self.width
     }
 
     /// Bytes written so far, roughly.
@@ -63,25 +69,30 @@ impl Hybrid {
         let total = values.len() * times;
         let value = |i: usize| values[i % values.len()];
         let mut i = 0;
-        // From a group boundary on, the packed bytes repeat with the
-        // pattern: pack one block of them, then copy it.
         while i < total && !self.packed_values.is_multiple_of(8) {
             self.pack(value(i));
             i += 1;
         }
-        let block = block_values(values.len(), self.width);
-        if total - i >= 2 * block {
+        // From a group boundary on, a unit of the pattern packs into whole
+        // bytes that repeat: pack one unit, then copy what is packed,
+        // doubling it, so a series' rows cost a few copies.
+        let unit = unit_values(values.len());
+        let units = (total - i) / unit;
+        if units > 1 {
             let start = self.packed.len();
-            for k in i..i + block {
+            for k in i..i + unit {
                 self.pack(value(k));
             }
-            i += block;
-            let bytes = start..self.packed.len();
-            while total - i >= block {
-                self.packed.extend_from_within(bytes.clone());
-                self.packed_values += block;
-                i += block;
+            let unit_bytes = self.packed.len() - start;
+            let mut copied = 1;
+            while copied < units {
+                let more = copied.min(units - copied);
+                self.packed
+                    .extend_from_within(start..start + more * unit_bytes);
+                copied += more;
             }
+            self.packed_values += (units - 1) * unit;
+            i += units * unit;
         }
         while i < total {
             self.pack(value(i));
@@ -105,7 +116,7 @@ impl Hybrid {
         }
         n -= fill;
         self.flush_packed();
-        push_uleb128(&mut self.out, (n as u64) << 1);
+        put_varint(&mut self.out, (n as u64) << 1);
         let bytes = usize::from(self.width).div_ceil(8);
         self.out.extend_from_slice(&value.to_le_bytes()[..bytes]);
     }
@@ -130,7 +141,7 @@ impl Hybrid {
         while !self.packed_values.is_multiple_of(8) {
             self.pack(0);
         }
-        push_uleb128(&mut self.out, ((self.packed_values / 8) as u64) << 1 | 1);
+        put_varint(&mut self.out, ((self.packed_values / 8) as u64) << 1 | 1);
         self.out.append(&mut self.packed);
         self.packed_values = 0;
     }
@@ -142,27 +153,16 @@ impl Hybrid {
     }
 }
 
-/// Values in a block of a pattern of `period` values that packs into
-/// whole bytes (a multiple of eight values and of the period), made at
-/// least 64 bytes long so that copying it is one short copy per block.
-fn block_values(period: usize, width: u8) -> usize {
+/// Values of a pattern of `period` values that pack into whole bytes
+/// whatever the width: a multiple of eight values and of the period.
+fn unit_values(period: usize) -> usize {
     let gcd = |mut a: usize, mut b: usize| {
         while b != 0 {
             (a, b) = (b, a % b);
         }
         a
     };
-    let unit = period / gcd(period, 8) * 8;
-    let unit_bits = unit * usize::from(width.max(1));
-    unit * (512usize.div_ceil(unit_bits)).max(1)
-}
-
-fn push_uleb128(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push(n as u8 | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
+    period / gcd(period, 8) * 8
 }
 
 #[cfg(test)]
@@ -173,16 +173,8 @@ mod tests {
     fn decode(width: u8, mut bytes: &[u8], count: usize) -> Vec<u32> {
         let mut out = Vec::new();
         while out.len() < count {
-            let (mut header, mut shift) = (0u64, 0);
-            loop {
-                let b = bytes[0];
-                bytes = &bytes[1..];
-                header |= u64::from(b & 0x7f) << shift;
-                shift += 7;
-                if b < 0x80 {
-                    break;
-                }
-            }
+            let (header, len) = crate::codec::remote_write::read_varint(bytes).unwrap();
+            bytes = &bytes[len..];
             if header & 1 == 0 {
                 let n = (header >> 1) as usize;
                 let len = usize::from(width).div_ceil(8);
@@ -317,8 +309,8 @@ mod tests {
                 }
             }
         }
-        assert_eq!(block_values(2, 1), 512);
-        assert_eq!(block_values(3, 7), 24 * 4);
-        assert_eq!(block_values(8, 32), 16);
+        assert_eq!(unit_values(2), 8);
+        assert_eq!(unit_values(3), 24);
+        assert_eq!(unit_values(8), 8);
     }
 }

@@ -173,17 +173,17 @@ impl ParquetFile {
         if self.timestamps.is_empty() {
             return Ok(());
         }
-        let mut strings = vec![StringColumn::Query];
+        let mut columns = vec![StringColumn::Query];
         if self.layout.with_metric {
-            strings.push(StringColumn::Metric);
+            columns.push(StringColumn::Metric);
         }
-        strings.extend([StringColumn::LabelKeys, StringColumn::LabelValues]);
+        columns.extend([StringColumn::LabelKeys, StringColumn::LabelValues]);
         let schema = self.writer.schema_descr();
-        let descrs: Vec<_> = (0..strings.len()).map(|i| schema.column(i)).collect();
+        let descrs: Vec<_> = (0..columns.len()).map(|i| schema.column(i)).collect();
         let segments = &self.segments;
         let mut group = self.writer.next_row_group()?;
         // One chunk at a time: each is held in memory until it is appended.
-        for (column, descr) in strings.into_iter().zip(descrs) {
+        for (column, descr) in columns.into_iter().zip(descrs) {
             let chunk = strings::encode(descr, column, segments, self.layout.compression)?;
             group.append_column(&chunk.bytes, chunk.close)?;
         }

@@ -29,6 +29,7 @@ use ::parquet::column::writer::ColumnCloseResult;
 use ::parquet::data_type::ByteArray;
 use ::parquet::errors::ParquetError;
 use ::parquet::file::metadata::{ColumnChunkMetaData, ColumnIndexBuilder, OffsetIndexBuilder};
+use ::parquet::file::page_index::column_index::ColumnIndexMetaData;
 use ::parquet::file::statistics::{Statistics, ValueStatistics};
 use ::parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use ::parquet::schema::types::ColumnDescPtr;
@@ -102,16 +103,13 @@ pub(super) fn encode(
         while rows > 0 {
             let take = page.room_for(entries, rows);
             page.push(entries, indices, take);
-            if chunk.bounds.is_some() {
-                page.widen_bounds(entries);
-            }
             rows -= take;
             if page.full() {
                 chunk.data_page(&mut writer, page.take())?;
             }
         }
     }
-    if page.rows > 0 || chunk.data_pages == 0 {
+    if page.rows > 0 || chunk.first_data_page.is_none() {
         chunk.data_page(&mut writer, page.take())?;
     }
     writer.close()?;
@@ -192,8 +190,8 @@ impl SegmentIndices {
 
 /// How a page stores its values.
 enum Values {
-    /// Dictionary indices of this many bits.
-    Indices(u8, Hybrid),
+    /// Dictionary indices.
+    Indices(Hybrid),
     Plain(Vec<u8>),
 }
 
@@ -210,7 +208,7 @@ struct PageBuilder<'a> {
     levels: usize,
     /// Bytes of the strings the page's values hold (size statistics).
     string_bytes: usize,
-    /// Smallest and largest value of the page (`query` and `metric`).
+    /// Smallest and largest value of the page (plain columns only).
     bounds: Option<(&'a [u8], &'a [u8])>,
 }
 
@@ -231,7 +229,7 @@ impl<'a> PageBuilder<'a> {
             map_leaf,
             width,
             values: match width {
-                Some(w) => Values::Indices(w, Hybrid::new(w)),
+                Some(w) => Values::Indices(Hybrid::new(w)),
                 None => Values::Plain(Vec::new()),
             },
             repetition: Hybrid::new(1),
@@ -247,7 +245,7 @@ impl<'a> PageBuilder<'a> {
     /// Encoded size so far: what decides when the page is full.
     fn bytes(&self) -> usize {
         let values = match &self.values {
-            Values::Indices(_, h) => h.len(),
+            Values::Indices(h) => h.len(),
             Values::Plain(p) => p.len(),
         };
         values + self.repetition.len() + self.definition.len()
@@ -268,11 +266,15 @@ impl<'a> PageBuilder<'a> {
         rows.min(PAGE_ROWS - self.rows).min(by_bytes.max(1))
     }
 
-    /// Adds `rows` rows holding `entries`, whose dictionary indices are `indices`.
-    fn push(&mut self, entries: &[ByteArray], indices: &[u32], rows: usize) {
+    /// Adds `rows` rows holding `entries`, whose dictionary indices are
+    /// `indices`; a plain column's page keeps its bounds.
+    fn push(&mut self, entries: &'a [ByteArray], indices: &[u32], rows: usize) {
         self.push_levels(entries.len(), rows);
+        if !self.map_leaf {
+            self.widen_bounds(entries);
+        }
         match &mut self.values {
-            Values::Indices(_, hybrid) => hybrid.pattern(indices, rows),
+            Values::Indices(hybrid) => hybrid.pattern(indices, rows),
             Values::Plain(plain) => {
                 let start = plain.len();
                 for entry in entries {
@@ -331,8 +333,8 @@ impl<'a> PageBuilder<'a> {
             push_levels(&mut buf, page.definition.finish());
         }
         let encoding = match page.values {
-            Values::Indices(width, hybrid) => {
-                buf.push(width);
+            Values::Indices(hybrid) => {
+                buf.push(hybrid.width());
                 buf.extend_from_slice(&hybrid.finish());
                 Encoding::RLE_DICTIONARY
             }
@@ -359,7 +361,6 @@ struct ChunkBuilder<'a> {
     compressed: usize,
     uncompressed: usize,
     first_data_page: Option<u64>,
-    data_pages: usize,
     levels: usize,
     rows: usize,
     string_bytes: usize,
@@ -370,22 +371,22 @@ struct ChunkBuilder<'a> {
     bounds: Option<Bounds<'a>>,
 }
 
-#[derive(Default)]
 struct Bounds<'a> {
     chunk: Option<(&'a [u8], &'a [u8])>,
     last_page: Option<(&'a [u8], &'a [u8])>,
     ascending: bool,
     descending: bool,
-    index: Option<ColumnIndexBuilder>,
+    index: ColumnIndexBuilder,
 }
 
 impl<'a> ChunkBuilder<'a> {
     fn new(column: StringColumn, compression: Compression, dictionary: bool) -> Self {
         let bounds = (!column.map_leaf()).then(|| Bounds {
+            chunk: None,
+            last_page: None,
             ascending: true,
             descending: true,
-            index: Some(ColumnIndexBuilder::new(Type::BYTE_ARRAY)),
-            ..Bounds::default()
+            index: ColumnIndexBuilder::new(Type::BYTE_ARRAY),
         });
         ChunkBuilder {
             compression,
@@ -393,7 +394,6 @@ impl<'a> ChunkBuilder<'a> {
             compressed: 0,
             uncompressed: 0,
             first_data_page: None,
-            data_pages: 0,
             levels: 0,
             rows: 0,
             string_bytes: 0,
@@ -425,7 +425,6 @@ impl<'a> ChunkBuilder<'a> {
         let spec = writer.write_page(CompressedPage::new(data, uncompressed))?;
         self.add_size(spec.compressed_size, spec.uncompressed_size);
         self.first_data_page.get_or_insert(spec.offset);
-        self.data_pages += 1;
         self.levels += page.levels;
         self.rows += page.rows;
         self.string_bytes += page.string_bytes;
@@ -460,7 +459,7 @@ impl<'a> ChunkBuilder<'a> {
             if let Some(statistics) = bounds.statistics() {
                 metadata = metadata.set_statistics(statistics);
             }
-            column_index = bounds.column_index()?;
+            column_index = Some(bounds.column_index()?);
         }
         Ok(ColumnCloseResult {
             bytes_written: bytes,
@@ -486,11 +485,9 @@ impl<'a> Bounds<'a> {
             None => (min, max),
             Some((a, b)) => (a.min(min), b.max(max)),
         });
-        if let Some(index) = &mut self.index {
-            let (min, _) = truncate_min(min);
-            let (max, _) = truncate_max(max);
-            index.append(false, min, max, 0, None);
-        }
+        let (min, _) = truncate_min(min);
+        let (max, _) = truncate_max(max);
+        self.index.append(false, min, max, 0, None);
     }
 
     fn statistics(&self) -> Option<Statistics> {
@@ -509,19 +506,14 @@ impl<'a> Bounds<'a> {
         Some(Statistics::ByteArray(stats))
     }
 
-    fn column_index(
-        self,
-    ) -> Result<Option<::parquet::file::page_index::column_index::ColumnIndexMetaData>, ParquetError>
-    {
-        let Some(mut index) = self.index else {
-            return Ok(None);
-        };
-        index.set_boundary_order(match (self.ascending, self.descending) {
-            (true, _) => BoundaryOrder::ASCENDING,
-            (false, true) => BoundaryOrder::DESCENDING,
-            (false, false) => BoundaryOrder::UNORDERED,
-        });
-        index.build().map(Some)
+    fn column_index(mut self) -> Result<ColumnIndexMetaData, ParquetError> {
+        self.index
+            .set_boundary_order(match (self.ascending, self.descending) {
+                (true, _) => BoundaryOrder::ASCENDING,
+                (false, true) => BoundaryOrder::DESCENDING,
+                (false, false) => BoundaryOrder::UNORDERED,
+            });
+        self.index.build()
     }
 }
 

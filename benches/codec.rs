@@ -8,14 +8,18 @@
 //! A plain `main` timed with `Instant` (`harness = false`), so it needs no
 //! benchmark crate: `cargo bench --bench codec`. Each case repeats for about
 //! a second and prints the mean time per batch, samples per second and bytes
-//! per second of the wire format.
+//! per second of the wire format. `BENCH_SAVE=name` / `BENCH_BASELINE=name`:
+//! see `support` (the figure kept is samples per second).
+
+mod support;
 
 use spillway::client::read_query_answer;
 use spillway::codec::remote_write::RemoteWriteEncoder;
 use spillway::codec::{decode_write_request, write_vm_json_lines, Compression, VmJsonLineReader};
 use spillway::model::{Labels, Sample, Series};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::{time_mean, Baseline};
 
 const SAMPLES_PER_SERIES: usize = 10;
 const BATCHES: [usize; 3] = [100, 1_000, 10_000];
@@ -79,31 +83,33 @@ fn query_range_answer(series: &[Series]) -> String {
     out
 }
 
-/// Runs `f` until `TARGET` has passed (at least 3 times) and returns the mean.
-fn time(mut f: impl FnMut()) -> Duration {
-    f(); // warm up caches and buffers
-    let start = Instant::now();
-    let mut runs = 0u32;
-    while runs < 3 || start.elapsed() < TARGET {
-        f();
-        runs += 1;
-    }
-    start.elapsed() / runs
+fn time(f: impl FnMut()) -> Duration {
+    time_mean(TARGET, f)
 }
 
-fn report(format: &str, op: &str, series: usize, bytes: usize, per_batch: Duration) {
+fn report(
+    baseline: &mut Baseline,
+    format: &str,
+    op: &str,
+    series: usize,
+    bytes: usize,
+    per_batch: Duration,
+) {
     let samples = series * SAMPLES_PER_SERIES;
     let secs = per_batch.as_secs_f64();
+    let rate = samples as f64 / secs;
+    let change = baseline.record(&format!("{format} {op} {series}"), rate);
     println!(
-        "{format:<14} {op:<8} {series:>7} {samples:>8} {bytes:>12} {:>12.3} {:>12.2} {:>10.1} {:>8.2}",
+        "{format:<14} {op:<8} {series:>7} {samples:>8} {bytes:>12} {:>12.3} {:>12.2} {:>10.1} {:>8.2}{change}",
         secs * 1e3,
-        samples as f64 / secs / 1e6,
+        rate / 1e6,
         bytes as f64 / secs / (1 << 20) as f64,
         bytes as f64 / samples as f64,
     );
 }
 
 fn main() {
+    let mut baseline = Baseline::from_env("codec");
     println!(
         "{:<14} {:<8} {:>7} {:>8} {:>12} {:>12} {:>12} {:>10} {:>8}",
         "format",
@@ -127,12 +133,12 @@ fn main() {
             encoder.set_compression(compression);
             let mut body = Vec::new();
             let t = time(|| encoder.encode(black_box(&series), &mut body).unwrap());
-            report(format, "encode", n, body.len(), t);
+            report(&mut baseline, format, "encode", n, body.len(), t);
 
             let t = time(|| {
                 black_box(decode_write_request(black_box(&body)).unwrap());
             });
-            report(format, "decode", n, body.len(), t);
+            report(&mut baseline, format, "decode", n, body.len(), t);
         }
 
         let mut text = Vec::new();
@@ -140,7 +146,7 @@ fn main() {
             text.clear();
             write_vm_json_lines(black_box(&series), &mut text);
         });
-        report("vm_json", "write", n, text.len(), t);
+        report(&mut baseline, "vm_json", "write", n, text.len(), t);
 
         let t = time(|| {
             let mut read = 0;
@@ -150,7 +156,7 @@ fn main() {
             }
             assert_eq!(read, n);
         });
-        report("vm_json", "read", n, text.len(), t);
+        report(&mut baseline, "vm_json", "read", n, text.len(), t);
 
         let answer = query_range_answer(&series);
         let t = time(|| {
@@ -163,6 +169,7 @@ fn main() {
             .unwrap();
             assert_eq!(read, n);
         });
-        report("query_range", "read", n, answer.len(), t);
+        report(&mut baseline, "query_range", "read", n, answer.len(), t);
     }
+    baseline.finish();
 }

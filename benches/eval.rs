@@ -8,14 +8,18 @@
 //!
 //! A plain `main` timed with `Instant` (`harness = false`), like the other
 //! benches: `cargo bench --bench eval`. Prints the mean time per
-//! evaluation and per series.
+//! evaluation and per series. `BENCH_SAVE=name` / `BENCH_BASELINE=name`:
+//! see `support` (the figure kept is series per second).
+
+mod support;
 
 use spillway::model::{Labels, Sample, Series};
 use spillway::run::eval::{evaluate, RuleMemory, RuleSpec};
 use spillway::run::rules::RuleType;
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::{time_mean, Baseline};
 
 const SIZES: [usize; 3] = [100, 2_000, 20_000];
 const TARGET: Duration = Duration::from_secs(1);
@@ -54,6 +58,7 @@ fn spec() -> RuleSpec {
 }
 
 fn main() {
+    let mut baseline = Baseline::from_env("eval");
     println!(
         "{:<22} {:>8} {:>12} {:>12}",
         "case", "series", "ms/eval", "ns/series"
@@ -73,30 +78,22 @@ fn main() {
             memory = out.memory.unwrap();
             black_box(out.export);
         };
-        step();
         // Cloning the answer is part of every round; time it alone too.
-        let clone = {
-            let start = Instant::now();
-            let mut runs = 0u32;
-            while runs < 3 || start.elapsed() < TARGET / 4 {
-                black_box(answers[0].clone());
-                runs += 1;
-            }
-            start.elapsed() / runs
-        };
-        let start = Instant::now();
-        let mut runs = 0u32;
-        while runs < 3 || start.elapsed() < TARGET {
-            step();
-            runs += 1;
-        }
-        let per = (start.elapsed() / runs).saturating_sub(clone);
+        let clone = time_mean(TARGET / 4, || {
+            black_box(answers[0].clone());
+        });
+        let per = time_mean(TARGET, &mut step).saturating_sub(clone);
+        let change = baseline.record(
+            &format!("recording (steady) {n}"),
+            n as f64 / per.as_secs_f64(),
+        );
         println!(
-            "{:<22} {:>8} {:>12.3} {:>12.0}",
+            "{:<22} {:>8} {:>12.3} {:>12.0}{change}",
             "recording (steady)",
             n,
             per.as_secs_f64() * 1e3,
             per.as_secs_f64() * 1e9 / n as f64
         );
     }
+    baseline.finish();
 }

@@ -11,19 +11,24 @@
 //! every push and ack: exact loss counting, nothing acknowledged sent
 //! twice); "meta <= 1/s" is what destinations use.
 //!
-//! `cargo bench --bench queue`
+//! `cargo bench --bench queue`; `BENCH_SAVE=name` / `BENCH_BASELINE=name`:
+//! see `support` (the figure kept is records per second).
+
+mod support;
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use spillway::queue::{Queue, QueueOptions};
+use support::Baseline;
 
 const PHASE_BYTES: usize = 64 << 20;
 const PHASE_TIME: Duration = Duration::from_secs(3);
 const WINDOW: usize = 16;
 
 fn main() {
+    let mut baseline = Baseline::from_env("queue");
     let base =
         std::env::var_os("SPILLWAY_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let root = base.join(format!("spillway-queue-bench-{}", std::process::id()));
@@ -40,12 +45,13 @@ fn main() {
         } else {
             format!("{} KiB", size >> 10)
         };
-        let row = |phase: &str, (records, secs): (usize, f64)| {
+        let mut row = |phase: &str, (records, secs): (usize, f64)| {
             let mb = (records * size) as f64 / 1e6;
+            let rate = records as f64 / secs;
+            let change = baseline.record(&format!("{label} {phase}"), rate);
             println!(
-                "{label:>8}  {phase:<52} {records:>8} {:>10.1} {:>10.0}",
+                "{label:>8}  {phase:<52} {records:>8} {:>10.1} {rate:>10.0}{change}",
                 mb / secs,
-                records as f64 / secs
             );
         };
 
@@ -124,6 +130,7 @@ fn main() {
         drop(q);
         let _ = std::fs::remove_dir_all(&root);
     }
+    baseline.finish();
 }
 
 fn open(dir: &Path, cursor_sync_interval: Duration, fresh: bool) -> Queue {

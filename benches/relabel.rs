@@ -6,14 +6,18 @@
 //! `cargo bench --bench relabel`. Each case repeats for about a second and
 //! prints the mean time per series and series per second. "clone only" is
 //! the baseline: a destination relabels a copy of each series' labels, so
-//! that copy is part of every other case.
+//! that copy is part of every other case. `BENCH_SAVE=name` /
+//! `BENCH_BASELINE=name`: see `support` (the figure kept is series per second).
+
+mod support;
 
 use spillway::client::ClientConfig;
 use spillway::model::{Labels, Sample, Series};
 use spillway::sink::destination::{Destination, DestinationConfig, DestinationKind};
 use spillway::transform::relabel::{Dialect, RelabelRules};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::{time_mean, Baseline};
 
 const BATCHES: [usize; 2] = [1_000, 10_000];
 const TARGET: Duration = Duration::from_secs(1);
@@ -58,27 +62,23 @@ fn batch(series: usize) -> Vec<Series> {
         .collect()
 }
 
-fn time(mut f: impl FnMut()) -> Duration {
-    f();
-    let start = Instant::now();
-    let mut runs = 0u32;
-    while runs < 3 || start.elapsed() < TARGET {
-        f();
-        runs += 1;
-    }
-    start.elapsed() / runs
+fn time(f: impl FnMut()) -> Duration {
+    time_mean(TARGET, f)
 }
 
-fn report(case: &str, series: usize, per_batch: Duration) {
+fn report(baseline: &mut Baseline, case: &str, series: usize, per_batch: Duration) {
     let secs = per_batch.as_secs_f64();
+    let rate = series as f64 / secs;
+    let change = baseline.record(&format!("{case} {series}"), rate);
     println!(
-        "{case:<40} {series:>7} {:>12.1} {:>14.2}",
+        "{case:<40} {series:>7} {:>12.1} {:>14.2}{change}",
         secs * 1e9 / series as f64,
-        series as f64 / secs / 1e6
+        rate / 1e6
     );
 }
 
 fn main() {
+    let mut baseline = Baseline::from_env("relabel");
     println!(
         "{:<40} {:>7} {:>12} {:>14}",
         "case", "series", "ns/series", "Mseries/s"
@@ -98,7 +98,7 @@ fn main() {
                 }
                 black_box(kept);
             });
-            report(name, n, per);
+            report(&mut baseline, name, n, per);
         }
     }
 
@@ -114,7 +114,7 @@ fn main() {
                 .count();
             black_box(kept);
         });
-        report("keep by label, no copy (keeps)", n, per);
+        report(&mut baseline, "keep by label, no copy (keeps)", n, per);
     }
 
     // The whole accept path of one destination: relabel, encode blocks,
@@ -154,7 +154,8 @@ fn main() {
             let per = time(|| {
                 black_box(dest.accept(&series).unwrap());
             });
-            report(name, n, per);
+            report(&mut baseline, name, n, per);
         }
     }
+    baseline.finish();
 }

@@ -14,14 +14,15 @@
 //! A plain `main` timed with `Instant` (`harness = false`), like the other
 //! benches: `cargo bench --bench sinks` (`-- sqlite csv`: only the cases
 //! whose name contains one of the words). Prints rows per second per sink.
-//! `BENCH_SAVE=name` stores the figures in `$CARGO_TARGET_DIR/bench-baselines/sinks-name.txt`;
-//! `BENCH_BASELINE=name` prints the change against such a saved run.
+//! `BENCH_SAVE=name` / `BENCH_BASELINE=name`: see `support`.
+
+mod support;
 
 use spillway::model::Labels;
 use spillway::sink::file::{self, FlaggedSample, Format, PartitionBy, RunInfo, RunOutcome};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use support::Baseline;
 
 const SERIES: usize = 2_000;
 const SAMPLES: usize = 720;
@@ -220,13 +221,6 @@ impl file::RecordSink for SqliteFloor {
     }
 }
 
-fn baseline_path(name: &str) -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    Path::new(&target)
-        .join("bench-baselines")
-        .join(format!("sinks-{name}.txt"))
-}
-
 fn main() {
     let input = input();
     let dir = tempfile::tempdir().unwrap();
@@ -279,17 +273,7 @@ fn main() {
             nothing,
         ),
     ];
-    let baseline: BTreeMap<String, f64> = std::env::var("BENCH_BASELINE")
-        .ok()
-        .and_then(|b| std::fs::read_to_string(baseline_path(&b)).ok())
-        .map(|t| {
-            t.lines()
-                .filter_map(|l| l.split_once(' '))
-                .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut saved = String::new();
+    let mut baseline = Baseline::from_env("sinks");
     println!("{SERIES} series x {SAMPLES} samples in {WINDOWS} windows, best of {RUNS}");
     // `cargo bench --bench sinks -- sqlite parquet`: only the cases whose name contains a word.
     let only: Vec<String> = std::env::args()
@@ -301,17 +285,8 @@ fn main() {
             continue;
         }
         let rate = measure(dir.path(), &input, open, prepare);
-        saved.push_str(&format!("{name} {rate:.0}\n"));
-        let change = baseline
-            .get(name)
-            .map(|b| format!("  ({:+.1}% against the baseline)", (rate / b - 1.0) * 100.0))
-            .unwrap_or_default();
+        let change = baseline.record(name, rate);
         println!("{name:24} {:8.2} M rows/s{change}", rate / 1e6);
     }
-    if let Ok(name) = std::env::var("BENCH_SAVE") {
-        let path = baseline_path(&name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, saved).unwrap();
-        println!("saved as {}", path.display());
-    }
+    baseline.finish();
 }

@@ -23,7 +23,6 @@ use support::{time_mean, Baseline};
 
 const SAMPLES_PER_SERIES: usize = 10;
 const BATCHES: [usize; 3] = [100, 1_000, 10_000];
-const TARGET: Duration = Duration::from_secs(1);
 
 /// Series shaped like a scrape: six labels, half counters (integral values,
 /// the common case), half gauges (fractional values), 15 s apart.
@@ -83,10 +82,6 @@ fn query_range_answer(series: &[Series]) -> String {
     out
 }
 
-fn time(f: impl FnMut()) -> Duration {
-    time_mean(TARGET, f)
-}
-
 fn report(
     baseline: &mut Baseline,
     format: &str,
@@ -132,23 +127,23 @@ fn main() {
             let mut encoder = RemoteWriteEncoder::new();
             encoder.set_compression(compression);
             let mut body = Vec::new();
-            let t = time(|| encoder.encode(black_box(&series), &mut body).unwrap());
+            let t = time_mean(|| encoder.encode(black_box(&series), &mut body).unwrap());
             report(&mut baseline, format, "encode", n, body.len(), t);
 
-            let t = time(|| {
+            let t = time_mean(|| {
                 black_box(decode_write_request(black_box(&body)).unwrap());
             });
             report(&mut baseline, format, "decode", n, body.len(), t);
         }
 
         let mut text = Vec::new();
-        let t = time(|| {
+        let t = time_mean(|| {
             text.clear();
             write_vm_json_lines(black_box(&series), &mut text);
         });
         report(&mut baseline, "vm_json", "write", n, text.len(), t);
 
-        let t = time(|| {
+        let t = time_mean(|| {
             let mut read = 0;
             for series in VmJsonLineReader::new(black_box(text.as_slice())) {
                 black_box(series.unwrap());
@@ -159,7 +154,7 @@ fn main() {
         report(&mut baseline, "vm_json", "read", n, text.len(), t);
 
         let answer = query_range_answer(&series);
-        let t = time(|| {
+        let t = time_mean(|| {
             let mut read = 0;
             read_query_answer(black_box(answer.as_bytes()), |series| {
                 black_box(series);

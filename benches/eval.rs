@@ -18,11 +18,9 @@ use spillway::run::eval::{evaluate, RuleMemory, RuleSpec};
 use spillway::run::rules::RuleType;
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::time::Duration;
-use support::{time_mean, Baseline};
+use support::{time_for, time_mean, Baseline, CASE_TIME};
 
 const SIZES: [usize; 3] = [100, 2_000, 20_000];
-const TARGET: Duration = Duration::from_secs(1);
 
 /// A query answer shaped like scripts/bench-run.sh's: `bench_value` series
 /// with `series` and `rule` labels; `shift` renames a tenth of them.
@@ -79,10 +77,10 @@ fn main() {
             black_box(out.export);
         };
         // Cloning the answer is part of every round; time it alone too.
-        let clone = time_mean(TARGET / 4, || {
+        let clone = time_for(CASE_TIME / 4, || {
             black_box(answers[0].clone());
         });
-        let per = time_mean(TARGET, &mut step).saturating_sub(clone);
+        let per = time_mean(&mut step).saturating_sub(clone);
         let change = baseline.record(
             &format!("recording (steady) {n}"),
             n as f64 / per.as_secs_f64(),

@@ -20,7 +20,6 @@ use std::time::Duration;
 use support::{time_mean, Baseline};
 
 const BATCHES: [usize; 2] = [1_000, 10_000];
-const TARGET: Duration = Duration::from_secs(1);
 
 const RULE_SETS: &[(&str, &str)] = &[
     ("clone only", "[]"),
@@ -62,10 +61,6 @@ fn batch(series: usize) -> Vec<Series> {
         .collect()
 }
 
-fn time(f: impl FnMut()) -> Duration {
-    time_mean(TARGET, f)
-}
-
 fn report(baseline: &mut Baseline, case: &str, series: usize, per_batch: Duration) {
     let secs = per_batch.as_secs_f64();
     let rate = series as f64 / secs;
@@ -87,7 +82,7 @@ fn main() {
         let rules = RelabelRules::from_yaml(yaml, name, Dialect::VictoriaMetrics).unwrap();
         for &n in &BATCHES {
             let series = batch(n);
-            let per = time(|| {
+            let per = time_mean(|| {
                 let mut kept = 0usize;
                 for s in &series {
                     let mut labels = s.labels.clone();
@@ -107,7 +102,7 @@ fn main() {
     let rules = RelabelRules::from_yaml(RULE_SETS[1].1, "keep", Dialect::VictoriaMetrics).unwrap();
     for &n in &BATCHES {
         let series = batch(n);
-        let per = time(|| {
+        let per = time_mean(|| {
             let kept = series
                 .iter()
                 .filter(|s| rules.keeps(&s.labels) == Some(true))
@@ -151,7 +146,7 @@ fn main() {
             config.max_disk_bytes = 16 << 30;
             let (dest, _) = Destination::open(config).unwrap();
             let series = batch(n);
-            let per = time(|| {
+            let per = time_mean(|| {
                 black_box(dest.accept(&series).unwrap());
             });
             report(&mut baseline, name, n, per);

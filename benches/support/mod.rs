@@ -17,10 +17,20 @@ use std::time::{Duration, Instant};
 /// machine move by a few percent between themselves; this is past that.
 const REGRESSION_PERCENT: f64 = 10.0;
 
+/// How long a case repeats (at least three times) for its mean.
+#[allow(dead_code)] // the queue and sinks benches time whole phases instead
+pub const CASE_TIME: Duration = Duration::from_secs(1);
+
+/// The mean time of one run of `f` over [`CASE_TIME`]; see [`time_for`].
+#[allow(dead_code)] // the queue and sinks benches time whole phases instead
+pub fn time_mean(f: impl FnMut()) -> Duration {
+    time_for(CASE_TIME, f)
+}
+
 /// Runs `f` once to warm caches and buffers, then until `target` has
 /// passed (at least 3 times); returns the mean time of one run.
 #[allow(dead_code)] // the queue and sinks benches time whole phases instead
-pub fn time_mean(target: Duration, mut f: impl FnMut()) -> Duration {
+pub fn time_for(target: Duration, mut f: impl FnMut()) -> Duration {
     f();
     let start = Instant::now();
     let mut runs = 0u32;

@@ -1,9 +1,11 @@
 //! Throughput of the wire formats, swept over batch sizes (100, 1k, 10k
-//! series × 10 samples): remote write encode (reused encoder) and decode, in
-//! both protocols (Prometheus: snappy, VictoriaMetrics: zstd), and
-//! VictoriaMetrics JSON lines write and read, and the `query_range` JSON
-//! answer read as the client reads it. The last column is wire bytes per
-//! sample.
+//! series × 10 samples): remote write encode (reused encoder) and decode
+//! (into fresh series, and `reuse`: into the last request's, as the
+//! receiver does), in both protocols (Prometheus: snappy, VictoriaMetrics:
+//! zstd), and VictoriaMetrics JSON lines write and read, and the
+//! `query_range` JSON answer read as the client reads it; last, `reuse/1`:
+//! a router's usual request, 10k series of one sample each. The last column
+//! is wire bytes per sample.
 //!
 //! A plain `main` timed with `Instant` (`harness = false`), so it needs no
 //! benchmark crate: `cargo bench --bench codec`. Each case repeats for about
@@ -15,8 +17,11 @@ mod support;
 
 use spillway::client::read_query_answer;
 use spillway::codec::remote_write::RemoteWriteEncoder;
-use spillway::codec::{decode_write_request, write_vm_json_lines, Compression, VmJsonLineReader};
-use spillway::model::{Labels, Sample, Series};
+use spillway::codec::{
+    decode_write_request, decode_write_request_into, write_vm_json_lines, Compression,
+    VmJsonLineReader,
+};
+use spillway::model::{Labels, Sample, Series, WireForm};
 use std::hint::black_box;
 use std::time::Duration;
 use support::{time_mean, Baseline};
@@ -26,7 +31,7 @@ const BATCHES: [usize; 3] = [100, 1_000, 10_000];
 
 /// Series shaped like a scrape: six labels, half counters (integral values,
 /// the common case), half gauges (fractional values), 15 s apart.
-fn batch(series: usize) -> Vec<Series> {
+fn batch(series: usize, samples_per_series: usize) -> Vec<Series> {
     (0..series)
         .map(|i| {
             let labels = Labels::from_pairs([
@@ -40,7 +45,7 @@ fn batch(series: usize) -> Vec<Series> {
                 ("code", ["200", "404", "500", "503"][i % 4].to_string()),
                 ("path", format!("/api/v1/items/{}", i % 97)),
             ]);
-            let samples = (0..SAMPLES_PER_SERIES)
+            let samples = (0..samples_per_series)
                 .map(|j| {
                     let value = if i % 2 == 0 {
                         (i * 1000 + j * 7) as f64
@@ -103,6 +108,33 @@ fn report(
     );
 }
 
+/// Decoding as the receiver does, for requests shaped like those a router
+/// gets from Prometheus or vmagent: one sample per series.
+fn router_shaped(baseline: &mut Baseline) {
+    let n = 10_000;
+    let mut body = Vec::new();
+    RemoteWriteEncoder::new()
+        .encode(&batch(n, 1), &mut body)
+        .unwrap();
+    let (mut into, mut wire) = (Vec::new(), WireForm::default());
+    let t = time_mean(|| {
+        decode_write_request_into(black_box(&body), usize::MAX, &mut into, &mut wire).unwrap();
+        black_box(&into);
+    });
+    let rate = n as f64 / t.as_secs_f64();
+    let change = baseline.record("remote_write reuse 10000x1", rate);
+    println!(
+        "{:<14} {:<8} {n:>7} {n:>8} {:>12} {:>12.3} {:>12.2} {:>10.1} {:>8.2}{change}",
+        "remote_write",
+        "reuse/1",
+        body.len(),
+        t.as_secs_f64() * 1e3,
+        rate / 1e6,
+        body.len() as f64 / t.as_secs_f64() / (1 << 20) as f64,
+        body.len() as f64 / n as f64,
+    );
+}
+
 fn main() {
     let mut baseline = Baseline::from_env("codec");
     println!(
@@ -118,7 +150,7 @@ fn main() {
         "B/sample"
     );
     for &n in &BATCHES {
-        let series = batch(n);
+        let series = batch(n, SAMPLES_PER_SERIES);
 
         for (format, compression) in [
             ("remote_write", Compression::Snappy),
@@ -134,6 +166,16 @@ fn main() {
                 black_box(decode_write_request(black_box(&body)).unwrap());
             });
             report(&mut baseline, format, "decode", n, body.len(), t);
+
+            // As the receiver decodes: into the batch and wire form of the
+            // previous request, so nothing is allocated per label.
+            let (mut into, mut wire) = (Vec::new(), WireForm::default());
+            let t = time_mean(|| {
+                decode_write_request_into(black_box(&body), usize::MAX, &mut into, &mut wire)
+                    .unwrap();
+                black_box(&into);
+            });
+            report(&mut baseline, format, "reuse", n, body.len(), t);
         }
 
         let mut text = Vec::new();
@@ -166,5 +208,6 @@ fn main() {
         });
         report(&mut baseline, "query_range", "read", n, answer.len(), t);
     }
+    router_shaped(&mut baseline);
     baseline.finish();
 }

@@ -71,6 +71,24 @@ impl<'a> Reader<'a> {
         Ok((&self.buf[start..end], self.base + start))
     }
 
+    /// A length-delimited field whose key and length take one byte each,
+    /// which is how every encoder writes labels and samples: `(field
+    /// number, bytes, offset)`, read without decoding varints. `None`, with
+    /// nothing read, for any other field (or one that runs past the end),
+    /// which the general path then reads or reports.
+    #[inline]
+    fn short_field(&mut self) -> Option<(u64, &'a [u8], usize)> {
+        let (&key, &len) = (self.buf.get(self.pos)?, self.buf.get(self.pos + 1)?);
+        // One-byte key (no continuation bit) of wire type 2, length < 128.
+        if key & 0x87 != 0x02 || len >= 0x80 {
+            return None;
+        }
+        let start = self.pos + 2;
+        let bytes = self.buf.get(start..start + usize::from(len))?;
+        self.pos = start + bytes.len();
+        Some((u64::from(key >> 3), bytes, self.base + start))
+    }
+
     /// `(field number, wire type)`.
     pub(super) fn key(&mut self) -> Result<(u64, u8), CodecError> {
         let k = self.varint()?;
@@ -189,34 +207,44 @@ pub(super) fn time_series(buf: &[u8], base: usize, into: &mut Series) -> Result<
     let mut clean = true;
     into.samples.clear();
     while !r.done() {
-        match r.key()? {
-            (1, 2) => {
-                let (l, at) = r.bytes()?;
+        let (field, bytes, at) = match r.short_field() {
+            Some(f) => f,
+            None => match r.key()? {
+                (f @ (1 | 2), 2) => {
+                    let (b, at) = r.bytes()?;
+                    (f, b, at)
+                }
+                (f @ (1 | 2), w) => {
+                    return Err(bad(
+                        r.at(),
+                        &format!("field {f} of TimeSeries has wire type {w}, not 2"),
+                    ))
+                }
+                (_, w) => {
+                    plain = false;
+                    r.skip(w)?;
+                    continue;
+                }
+            },
+        };
+        match field {
+            1 => {
                 if used == labels.len() {
                     labels.push(Label::default());
                 }
                 let this = &mut labels[used];
-                plain &= label(l, at, this)?;
+                plain &= label(bytes, at, this)?;
                 clean &= !this.value.is_empty();
                 clean &= used == 0 || name_before(&labels[used - 1].name, &labels[used].name);
                 used += 1;
             }
-            (2, 2) => {
-                let (s, at) = r.bytes()?;
-                let (s, plain_sample) = sample(s, at)?;
+            2 => {
+                let (s, plain_sample) = sample(bytes, at)?;
                 plain &= plain_sample;
                 into.samples.push(s);
             }
-            (f @ (1 | 2), w) => {
-                return Err(bad(
-                    r.at(),
-                    &format!("field {f} of TimeSeries has wire type {w}, not 2"),
-                ))
-            }
-            (_, w) => {
-                plain = false;
-                r.skip(w)?
-            }
+            // Another length-delimited field (exemplars, histograms, ...).
+            _ => plain = false,
         }
     }
     labels.truncate(used);
@@ -290,6 +318,22 @@ fn label_fields(buf: &[u8], base: usize, into: &mut Label) -> Result<bool, Codec
 /// One sample, and whether it had at most one value, at most one timestamp
 /// and nothing else.
 fn sample(buf: &[u8], base: usize) -> Result<(Sample, bool), CodecError> {
+    // What every encoder writes for a non-zero value at a non-zero time:
+    // value (key 0x09, 8 bytes), timestamp (key 0x10, varint), nothing else.
+    if buf.len() > 10 && buf[0] == 0x09 && buf[9] == 0x10 {
+        let ts = &buf[10..];
+        if let Some((t, len)) = read_varint(ts) {
+            if len == ts.len() {
+                let bits = u64::from_le_bytes(buf[1..9].try_into().expect("8 bytes"));
+                return Ok((Sample::new(t as i64, f64::from_bits(bits)), true));
+            }
+        }
+    }
+    sample_fields(buf, base)
+}
+
+/// [`sample`] for any encoding of a `Sample`, field by field.
+fn sample_fields(buf: &[u8], base: usize) -> Result<(Sample, bool), CodecError> {
     let mut r = Reader::new(buf, base);
     let mut s = Sample::new(0, 0.0);
     let (mut values, mut timestamps, mut other) = (0u32, 0u32, false);
@@ -576,6 +620,120 @@ mod tests {
         }
         .encode_to_vec();
         assert!(spans_of(&plain)[0].is_some(), "the control case has a span");
+    }
+
+    #[test]
+    fn the_sample_fast_path_agrees_with_the_field_reader() {
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for (value, timestamp) in [
+            (1.5, 1_700_000_000_000),
+            (-2.0, 1),
+            (0.0, 5),
+            (3.0, 0),
+            (0.0, 0),
+            (f64::NAN, -1),
+            (7.0, i64::MIN),
+        ] {
+            cases.push(proto::Sample { value, timestamp }.encode_to_vec());
+        }
+        let value = 1.5f64.to_bits().to_le_bytes();
+        let with = |pre: &[u8], post: &[u8]| [pre, &value[..], post].concat();
+        // Timestamp first, a repeated value, a trailing unknown field,
+        // truncated and over-long timestamps, a non-minimal varint.
+        cases.push([&[0x10, 0x05, 0x09][..], &value[..]].concat());
+        cases.push(with(&[0x09], &[0x09, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x05]));
+        cases.push(with(&[0x09], &[0x10, 0x05, 0x18, 0x01]));
+        cases.push(with(&[0x09], &[0x10, 0x85]));
+        cases.push(with(&[0x09], &[0x10]));
+        cases.push(with(
+            &[0x09],
+            &[
+                0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+            ],
+        ));
+        cases.push(with(&[0x09], &[0x10, 0x85, 0x00]));
+        cases.push(value[..5].to_vec());
+        for bytes in &cases {
+            let a = super::sample(bytes, 7).map_err(|e| e.to_string());
+            let b = sample_fields(bytes, 7).map_err(|e| e.to_string());
+            // Compared bit for bit: NaN is a value here, not "unequal".
+            let bits = |r: &Result<(Sample, bool), String>| {
+                r.clone()
+                    .map(|(s, plain)| (s.timestamp_ms, s.value.to_bits(), plain))
+            };
+            assert_eq!(bits(&a), bits(&b), "{bytes:?}");
+        }
+    }
+
+    /// The series of `reference` written with every key and length as a
+    /// two-byte varint (valid protobuf, which no encoder writes): the
+    /// decoder reads those field by field, without its fast paths.
+    fn with_long_varints(reference: &proto::TimeSeries) -> Vec<u8> {
+        let long = |out: &mut Vec<u8>, v: u8| out.extend_from_slice(&[v | 0x80, 0x00]);
+        let field = |out: &mut Vec<u8>, key: u8, body: &[u8]| {
+            long(out, key);
+            long(out, body.len() as u8);
+            out.extend_from_slice(body);
+        };
+        let mut ts = Vec::new();
+        for l in &reference.labels {
+            let mut body = Vec::new();
+            field(&mut body, 0x0a, l.name.as_bytes());
+            field(&mut body, 0x12, l.value.as_bytes());
+            field(&mut ts, 0x0a, &body);
+        }
+        for s in &reference.samples {
+            field(&mut ts, 0x12, &s.encode_to_vec());
+        }
+        ts
+    }
+
+    #[test]
+    fn the_field_fast_path_agrees_with_the_field_reader() {
+        let reference = proto::TimeSeries {
+            labels: vec![
+                label("__name__", "up"),
+                label("job", "a"),
+                label("zone", "z"),
+            ],
+            samples: vec![
+                proto::Sample {
+                    value: 1.0,
+                    timestamp: 5,
+                },
+                proto::Sample {
+                    value: 0.0,
+                    timestamp: 6,
+                },
+            ],
+        };
+        let fast = reference.encode_to_vec();
+        let slow = with_long_varints(&reference);
+        assert_ne!(fast, slow);
+        let (mut a, mut b) = (Series::default(), Series::default());
+        let plain_fast = time_series(&fast, 0, &mut a).unwrap();
+        let plain_slow = time_series(&slow, 0, &mut b).unwrap();
+        assert_eq!((&a, plain_fast), (&b, plain_slow));
+        assert!(plain_fast);
+        assert_eq!(a.labels.get("zone"), Some("z"));
+        assert_eq!(a.samples, vec![Sample::new(5, 1.0), Sample::new(6, 0.0)]);
+        // Fields it does not know, either way, make the series not plain.
+        for extra in [&[0x1a, 0x00][..], &[0x9a, 0x00, 0x00]] {
+            let mut m = fast.clone();
+            m.extend_from_slice(extra);
+            let mut c = Series::default();
+            assert!(!time_series(&m, 0, &mut c).unwrap(), "{extra:?}");
+            assert_eq!(c, a);
+        }
+        // A field running past the end is an error on both paths.
+        for body in [&fast, &slow] {
+            let cut = &body[..body.len() - 1];
+            let e = time_series(cut, 0, &mut Series::default()).unwrap_err();
+            assert!(
+                e.to_string().contains("past the end") || e.to_string().contains("truncated"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

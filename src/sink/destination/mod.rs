@@ -461,7 +461,8 @@ pub(crate) struct Shared {
     client: Client,
     retry: RetryPolicy,
     stats: stats::Stats,
-    encoders: Mutex<Vec<encode::BlockEncoder>>,
+    /// Per-accept buffers, handed back after each accept (see [`Scratch`]).
+    scratch: Mutex<Vec<Scratch>>,
     /// Woken by the queue whenever a record may have become readable.
     wake: Arc<Notify>,
     phase: watch::Sender<Phase>,
@@ -553,7 +554,7 @@ impl Destination {
             queue,
             client,
             retry: retry_policy(),
-            encoders: Mutex::new(Vec::new()),
+            scratch: Mutex::new(Vec::new()),
             wake,
             phase,
             accepting: AtomicBool::new(true),
@@ -792,6 +793,18 @@ async fn join_all(handles: &mut Vec<JoinHandle<()>>) {
     }
 }
 
+/// Buffers one accept works with, pooled per destination and handed back
+/// after each: a batch of 10,000 series otherwise allocated its list of
+/// kept series afresh, and the kernel faulted in and zeroed its pages every
+/// time (`scripts/bench-router.sh` under `perf`).
+struct Scratch {
+    enc: encode::BlockEncoder,
+    /// The series kept, in batch order: lane, index in the batch, and the
+    /// labels relabeling made when it changed them.
+    kept: Vec<(u8, usize, Option<Labels>)>,
+    lane_key: Vec<u8>,
+}
+
 /// Relabels as vmagent's remote-write path does: the rules, then labels
 /// starting with `__` (but `__name__`) are removed, the usual home of
 /// temporary labels; a series left without labels is dropped. `false`
@@ -902,13 +915,16 @@ impl Shared {
         if let Some(e) = &self.event {
             return self.accept_events(e, batch, meta, relabel);
         }
-        let mut enc = lock(&self.encoders)
-            .pop()
-            .unwrap_or_else(|| encode::BlockEncoder::new(self.kind, self.max_batch_samples));
-        enc.set_compression(self.compression());
-        let result = self.encode_and_push(batch, meta, relabel, &mut enc);
-        enc.reset();
-        lock(&self.encoders).push(enc);
+        let mut scratch = lock(&self.scratch).pop().unwrap_or_else(|| Scratch {
+            enc: encode::BlockEncoder::new(self.kind, self.max_batch_samples),
+            kept: Vec::new(),
+            lane_key: Vec::new(),
+        });
+        scratch.enc.set_compression(self.compression());
+        let result = self.encode_and_push(batch, meta, relabel, &mut scratch);
+        scratch.enc.reset();
+        scratch.kept.clear();
+        lock(&self.scratch).push(scratch);
         result
     }
 
@@ -919,15 +935,18 @@ impl Shared {
         // received encoding when they send it unchanged.
         meta: BatchMeta<'_>,
         relabel: bool,
-        enc: &mut encode::BlockEncoder,
+        scratch: &mut Scratch,
     ) -> Result<Accepted, DestinationError> {
         let encode_err = |source| DestinationError::Encode {
             name: self.name.clone(),
             source,
         };
         let mut out = Accepted::default();
-        let mut kept = Vec::with_capacity(batch.len());
-        let mut lane_key = Vec::new();
+        let Scratch {
+            enc,
+            kept,
+            lane_key,
+        } = scratch;
         for (i, s) in batch.iter().enumerate() {
             if s.samples.is_empty() {
                 continue;
@@ -941,22 +960,25 @@ impl Shared {
                 out.relabel_dropped += s.samples.len() as u64;
                 continue;
             };
-            let wire = match (&labels, meta.wire) {
-                (Cow::Borrowed(_), Some(w)) => w.series_bytes(i),
-                _ => None,
+            let lane = lane_of(&labels, self.concurrency, lane_key);
+            let changed = match labels {
+                Cow::Borrowed(_) => None,
+                Cow::Owned(l) => Some(l),
             };
-            kept.push((
-                lane_of(&labels, self.concurrency, &mut lane_key),
-                labels,
-                &s.samples,
-                wire,
-            ));
+            kept.push((lane, i, changed));
         }
         self.stats.relabel_dropped(out.relabel_dropped);
-        for i in lane_order(kept.iter().map(|k| k.0), self.concurrency) {
-            let (lane, labels, samples, wire) = &kept[i];
+        for k in lane_order(kept.iter().map(|k| k.0), self.concurrency) {
+            let (lane, i, changed) = &kept[k];
+            let s = &batch[*i];
+            // Only a series sent as it came may reuse its received encoding.
+            let wire = match (changed, meta.wire) {
+                (None, Some(w)) => w.series_bytes(*i),
+                _ => None,
+            };
             enc.set_lane(*lane).map_err(encode_err)?;
-            enc.add_wire(*wire, labels, samples).map_err(encode_err)?;
+            enc.add_wire(wire, changed.as_ref().unwrap_or(&s.labels), &s.samples)
+                .map_err(encode_err)?;
         }
         let blocks = enc.finish().map_err(encode_err)?;
         if blocks.is_empty() {

@@ -294,9 +294,20 @@ pub fn finalize(labels: &mut Labels) {
     labels.retain(|l| !is_temporary(&l.name));
 }
 
-/// Whether [`finalize`] would remove something.
+/// Whether [`finalize`] would remove something. Labels are sorted by name,
+/// so the names starting with `__` sit together: the first name past them
+/// ends the search, which spares reading the other names (the router asks
+/// this of every series it keeps, per destination).
 pub fn has_temporary(labels: &Labels) -> bool {
-    labels.iter().any(|l| is_temporary(&l.name))
+    for l in labels.iter() {
+        if is_temporary(&l.name) {
+            return true;
+        }
+        if l.name.as_bytes() > b"__".as_slice() && !l.name.starts_with("__") {
+            return false;
+        }
+    }
+    false
 }
 
 fn is_temporary(name: &str) -> bool {

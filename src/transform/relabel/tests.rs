@@ -248,6 +248,33 @@ fn finalize_drops_double_underscore_labels() {
     assert_eq!(l.to_string(), r#"m{a="b"}"#);
 }
 
+#[test]
+fn has_temporary_says_whether_finalize_removes_something() {
+    // Names sorting before, among and after the `__` ones.
+    let cases = [
+        (r#"{__name__="m", a="b"}"#, false),
+        (r#"{__name__="m", __tmp="x", a="b"}"#, true),
+        (r#"{A="1", Z="2", _a="3", __name__="m"}"#, false),
+        (r#"{A="1", _="2", __z="3", a="b"}"#, true),
+        (r#"{A="1", ___="2"}"#, true),
+        (r#"{_="1", _a="2", a="3"}"#, false),
+        (r#"{__name__="m"}"#, false),
+        (r#"{__="x"}"#, true),
+        ("{}", false),
+    ];
+    for (text, want) in cases {
+        let l = series(text);
+        assert_eq!(has_temporary(&l), want, "{text}");
+        let mut finalized = l.clone();
+        finalize(&mut finalized);
+        assert_eq!(
+            finalized != l,
+            want,
+            "{text}: has_temporary agrees with finalize"
+        );
+    }
+}
+
 // --- errors -------------------------------------------------------------
 
 #[test]

@@ -11,8 +11,12 @@
 #   SAMPLES=5000000 SERIES=50000 RUNS=5 scripts/bench-router.sh
 #   SPILLWAY=/path/to/spillway VMAGENT=/opt/vmagent scripts/bench-router.sh
 #   VMAGENTS="vmagent /opt/vmagent-1.150" scripts/bench-router.sh
+#   SPILLWAYS="/tmp/before /tmp/after" RUNS=5 scripts/bench-router.sh
 #
-# SPILLWAY: binary to measure (default: release build made here). VMAGENT:
+# SPILLWAY: binary to measure (default: release build made here);
+# SPILLWAYS: several, space separated, each measured in every run (for a
+# change's before and after: the machine's drift between runs then falls
+# on both alike), with their CPU per sample against the first. VMAGENT:
 # the vmagent to compare (default: from PATH); VMAGENTS: several, space
 # separated, each measured in every run. LOADGEN: a prebuilt
 # examples/remote_write_load (default: built here). Needs victoria-metrics,
@@ -36,7 +40,16 @@ for a in ${VMAGENTS:-${VMAGENT:-vmagent}}; do
   VMAGENT=$a; bench_peer VMAGENT vmagent
   AGENTS+=("$VMAGENT"); LABELS+=("$(bench_label "$VMAGENT")")
 done
-bench_spillway
+SPILLWAY_BINS=(); SPILLWAY_NAMES=()
+if [ -n "${SPILLWAYS:-}" ]; then
+  for b in $SPILLWAYS; do
+    [ -x "$b" ] || { echo "SPILLWAYS: $b is not an executable file" >&2; exit 2; }
+    SPILLWAY_NAMES+=("spillway${#SPILLWAY_BINS[@]}"); SPILLWAY_BINS+=("$b")
+  done
+else
+  bench_spillway
+  SPILLWAY_BINS=("$SPILLWAY"); SPILLWAY_NAMES=(spillway)
+fi
 bench_loadgen
 bench_init
 WORK=$BENCH_WORK
@@ -91,10 +104,12 @@ for ((run = 1; run <= RUNS; run++)); do
     bench_stop "$AGENT_PID" "$VA_PID" "$VB_PID"
   done
 
-  bench_start_vm SA "r$run-spillway-dest-a"; bench_start_vm SB "r$run-spillway-dest-b"
-  bench_free_port SP_PORT
-  cat >"$WORK/spillway.yml" <<YAML
-storage: {path: "$WORK/r$run-spillway-data"}
+  for k in "${!SPILLWAY_BINS[@]}"; do
+    name=${SPILLWAY_NAMES[$k]}
+    bench_start_vm SA "r$run-$name-dest-a"; bench_start_vm SB "r$run-$name-dest-b"
+    bench_free_port SP_PORT
+    cat >"$WORK/spillway.yml" <<YAML
+storage: {path: "$WORK/r$run-$name-data"}
 destinations:
   - name: route_a
     url: http://127.0.0.1:$SA/api/v1/write
@@ -103,31 +118,40 @@ destinations:
     url: http://127.0.0.1:$SB/api/v1/write
     relabel_configs: [{action: keep, source_labels: [route], regex: b}]
 YAML
-  # shellcheck disable=SC2086 # SPILLWAY_WRAPPER is a command prefix (e.g. perf record)
-  bench_spawn SP_PID "$WORK/r$run-spillway.log" ${SPILLWAY_WRAPPER:-} "$SPILLWAY" -q run \
-    -c "$WORK/spillway.yml" --http.listen 127.0.0.1:$SP_PORT
-  bench_wait_http "http://127.0.0.1:$SP_PORT/health" "$SP_PID"
-  read -r rate cpu rss secs cpus < <(measure "r$run-spillway" "$SP_PID" \
-    "http://127.0.0.1:$SP_PORT/api/v1/write" "$SA" "$SB")
-  echo "$run spillway $rate $cpu $rss $secs $cpus" >>"$RESULTS"
-  bench_stop "$SP_PID" "$SA_PID" "$SB_PID"
+    # shellcheck disable=SC2086 # SPILLWAY_WRAPPER is a command prefix (e.g. perf record)
+    bench_spawn SP_PID "$WORK/r$run-$name.log" ${SPILLWAY_WRAPPER:-} "${SPILLWAY_BINS[$k]}" -q run \
+      -c "$WORK/spillway.yml" --http.listen 127.0.0.1:$SP_PORT
+    bench_wait_http "http://127.0.0.1:$SP_PORT/health" "$SP_PID"
+    read -r rate cpu rss secs cpus < <(measure "r$run-$name" "$SP_PID" \
+      "http://127.0.0.1:$SP_PORT/api/v1/write" "$SA" "$SB")
+    echo "$run $name $rate $cpu $rss $secs $cpus" >>"$RESULTS"
+    bench_stop "$SP_PID" "$SA_PID" "$SB_PID"
+  done
 
   python3 - "$run" "$RESULTS" <<'PY'
 import sys
 run, results = sys.argv[1:]
 rows = {f[1]: list(map(float, f[2:])) for f in (l.split() for l in open(results)) if f[0] == run}
-sp = rows["spillway"]
+spillways = [n for n in rows if n.startswith("spillway")]
 with open(results, "a") as out:
-    for name, r in list(rows.items()):
-        if name.startswith("vmagent"):
-            out.write(f"{run} spillway/{name} {sp[0]/r[0]:.3f} {sp[1]/r[1]:.3f} {sp[2]/r[2]:.3f}\n")
+    for sp in spillways:
+        for name, r in list(rows.items()):
+            if name.startswith("vmagent"):
+                s = rows[sp]
+                out.write(f"{run} {sp}/{name} {s[0]/r[0]:.3f} {s[1]/r[1]:.3f} {s[2]/r[2]:.3f}\n")
+    first = rows[spillways[0]]
+    for sp in spillways[1:]:
+        s = rows[sp]
+        out.write(f"{run} {sp}/{spillways[0]} {s[0]/first[0]:.3f} {s[1]/first[1]:.3f} {s[2]/first[2]:.3f}\n")
 PY
   awk -v r="$run" '$1 == r' "$RESULTS" | sed 's/^/   /'
 done
 
 echo
 for i in "${!AGENTS[@]}"; do echo "vmagent$i = ${LABELS[$i]}"; done
-echo "spillway = $SPILLWAY $("$SPILLWAY" --version | awk '{print $2}')"
+for k in "${!SPILLWAY_BINS[@]}"; do
+  echo "${SPILLWAY_NAMES[$k]} = ${SPILLWAY_BINS[$k]} $("${SPILLWAY_BINS[$k]}" --version | awk '{print $2}')"
+done
 echo "columns: median [min-max] of samples/s | CPU s per 1M samples | peak RSS MiB | wall s | CPU s"
 echo "ratio rows: samples/s | CPU per sample | peak RSS (targets: CPU per sample <= 0.5, RSS <= 0.3)"
 bench_summary "$RESULTS"

@@ -87,15 +87,16 @@ fn query_range_answer(series: &[Series]) -> String {
     out
 }
 
+/// Prints and records one case; `samples` is `series` times the samples
+/// of each.
 fn report(
     baseline: &mut Baseline,
     format: &str,
     op: &str,
-    series: usize,
+    (series, samples): (usize, usize),
     bytes: usize,
     per_batch: Duration,
 ) {
-    let samples = series * SAMPLES_PER_SERIES;
     let secs = per_batch.as_secs_f64();
     let rate = samples as f64 / secs;
     let change = baseline.record(&format!("{format} {op} {series}"), rate);
@@ -108,31 +109,26 @@ fn report(
     );
 }
 
-/// Decoding as the receiver does, for requests shaped like those a router
-/// gets from Prometheus or vmagent: one sample per series.
+/// Decoding as the receiver does: into the series and wire form of the
+/// previous request, so nothing is allocated per label.
+fn decode_reused(body: &[u8]) -> Duration {
+    let (mut into, mut wire) = (Vec::new(), WireForm::default());
+    time_mean(|| {
+        decode_write_request_into(black_box(body), usize::MAX, &mut into, &mut wire).unwrap();
+        black_box(&into);
+    })
+}
+
+/// [`decode_reused`] for a request shaped like those a router gets from
+/// Prometheus or vmagent: one sample per series.
 fn router_shaped(baseline: &mut Baseline) {
     let n = 10_000;
     let mut body = Vec::new();
     RemoteWriteEncoder::new()
         .encode(&batch(n, 1), &mut body)
         .unwrap();
-    let (mut into, mut wire) = (Vec::new(), WireForm::default());
-    let t = time_mean(|| {
-        decode_write_request_into(black_box(&body), usize::MAX, &mut into, &mut wire).unwrap();
-        black_box(&into);
-    });
-    let rate = n as f64 / t.as_secs_f64();
-    let change = baseline.record("remote_write reuse 10000x1", rate);
-    println!(
-        "{:<14} {:<8} {n:>7} {n:>8} {:>12} {:>12.3} {:>12.2} {:>10.1} {:>8.2}{change}",
-        "remote_write",
-        "reuse/1",
-        body.len(),
-        t.as_secs_f64() * 1e3,
-        rate / 1e6,
-        body.len() as f64 / t.as_secs_f64() / (1 << 20) as f64,
-        body.len() as f64 / n as f64,
-    );
+    let t = decode_reused(&body);
+    report(baseline, "remote_write", "reuse/1", (n, n), body.len(), t);
 }
 
 fn main() {
@@ -151,6 +147,7 @@ fn main() {
     );
     for &n in &BATCHES {
         let series = batch(n, SAMPLES_PER_SERIES);
+        let size = (n, n * SAMPLES_PER_SERIES);
 
         for (format, compression) in [
             ("remote_write", Compression::Snappy),
@@ -160,22 +157,15 @@ fn main() {
             encoder.set_compression(compression);
             let mut body = Vec::new();
             let t = time_mean(|| encoder.encode(black_box(&series), &mut body).unwrap());
-            report(&mut baseline, format, "encode", n, body.len(), t);
+            report(&mut baseline, format, "encode", size, body.len(), t);
 
             let t = time_mean(|| {
                 black_box(decode_write_request(black_box(&body)).unwrap());
             });
-            report(&mut baseline, format, "decode", n, body.len(), t);
+            report(&mut baseline, format, "decode", size, body.len(), t);
 
-            // As the receiver decodes: into the batch and wire form of the
-            // previous request, so nothing is allocated per label.
-            let (mut into, mut wire) = (Vec::new(), WireForm::default());
-            let t = time_mean(|| {
-                decode_write_request_into(black_box(&body), usize::MAX, &mut into, &mut wire)
-                    .unwrap();
-                black_box(&into);
-            });
-            report(&mut baseline, format, "reuse", n, body.len(), t);
+            let t = decode_reused(&body);
+            report(&mut baseline, format, "reuse", size, body.len(), t);
         }
 
         let mut text = Vec::new();
@@ -183,7 +173,7 @@ fn main() {
             text.clear();
             write_vm_json_lines(black_box(&series), &mut text);
         });
-        report(&mut baseline, "vm_json", "write", n, text.len(), t);
+        report(&mut baseline, "vm_json", "write", size, text.len(), t);
 
         let t = time_mean(|| {
             let mut read = 0;
@@ -193,7 +183,7 @@ fn main() {
             }
             assert_eq!(read, n);
         });
-        report(&mut baseline, "vm_json", "read", n, text.len(), t);
+        report(&mut baseline, "vm_json", "read", size, text.len(), t);
 
         let answer = query_range_answer(&series);
         let t = time_mean(|| {
@@ -206,7 +196,7 @@ fn main() {
             .unwrap();
             assert_eq!(read, n);
         });
-        report(&mut baseline, "query_range", "read", n, answer.len(), t);
+        report(&mut baseline, "query_range", "read", size, answer.len(), t);
     }
     router_shaped(&mut baseline);
     baseline.finish();

@@ -23,6 +23,15 @@ pub(super) struct Reader<'a> {
     base: usize,
 }
 
+/// One field of a message, as [`Reader::field`] reads it.
+pub(super) enum Field<'a> {
+    /// A length-delimited field: its number, its bytes and their offset.
+    Bytes(u64, &'a [u8], usize),
+    /// Any other: its number and wire type, its value still to read (or
+    /// [`Reader::skip`]).
+    Other(u64, u8),
+}
+
 pub(super) fn bad(at: usize, what: &str) -> CodecError {
     CodecError::Protobuf(format!("{what} at byte {at}"))
 }
@@ -71,22 +80,28 @@ impl<'a> Reader<'a> {
         Ok((&self.buf[start..end], self.base + start))
     }
 
-    /// A length-delimited field whose key and length take one byte each,
-    /// which is how every encoder writes labels and samples: `(field
-    /// number, bytes, offset)`, read without decoding varints. `None`, with
-    /// nothing read, for any other field (or one that runs past the end),
-    /// which the general path then reads or reports.
+    /// The next field. A length-delimited one whose key and length take a
+    /// byte each, which is how every encoder writes labels and samples, is
+    /// read without decoding varints.
     #[inline]
-    fn short_field(&mut self) -> Option<(u64, &'a [u8], usize)> {
-        let (&key, &len) = (self.buf.get(self.pos)?, self.buf.get(self.pos + 1)?);
-        // One-byte key (no continuation bit) of wire type 2, length < 128.
-        if key & 0x87 != 0x02 || len >= 0x80 {
-            return None;
+    pub(super) fn field(&mut self) -> Result<Field<'a>, CodecError> {
+        if let (Some(&key), Some(&len)) = (self.buf.get(self.pos), self.buf.get(self.pos + 1)) {
+            // One-byte key (no continuation bit) of wire type 2, length < 128.
+            let start = self.pos + 2;
+            if key & 0x87 == 0x02 && len < 0x80 {
+                if let Some(bytes) = self.buf.get(start..start + usize::from(len)) {
+                    self.pos = start + bytes.len();
+                    return Ok(Field::Bytes(u64::from(key >> 3), bytes, self.base + start));
+                }
+            }
         }
-        let start = self.pos + 2;
-        let bytes = self.buf.get(start..start + usize::from(len))?;
-        self.pos = start + bytes.len();
-        Some((u64::from(key >> 3), bytes, self.base + start))
+        match self.key()? {
+            (f, 2) => {
+                let (bytes, at) = self.bytes()?;
+                Ok(Field::Bytes(f, bytes, at))
+            }
+            (f, w) => Ok(Field::Other(f, w)),
+        }
     }
 
     /// `(field number, wire type)`.
@@ -207,28 +222,8 @@ pub(super) fn time_series(buf: &[u8], base: usize, into: &mut Series) -> Result<
     let mut clean = true;
     into.samples.clear();
     while !r.done() {
-        let (field, bytes, at) = match r.short_field() {
-            Some(f) => f,
-            None => match r.key()? {
-                (f @ (1 | 2), 2) => {
-                    let (b, at) = r.bytes()?;
-                    (f, b, at)
-                }
-                (f @ (1 | 2), w) => {
-                    return Err(bad(
-                        r.at(),
-                        &format!("field {f} of TimeSeries has wire type {w}, not 2"),
-                    ))
-                }
-                (_, w) => {
-                    plain = false;
-                    r.skip(w)?;
-                    continue;
-                }
-            },
-        };
-        match field {
-            1 => {
+        match r.field()? {
+            Field::Bytes(1, bytes, at) => {
                 if used == labels.len() {
                     labels.push(Label::default());
                 }
@@ -238,13 +233,23 @@ pub(super) fn time_series(buf: &[u8], base: usize, into: &mut Series) -> Result<
                 clean &= used == 0 || name_before(&labels[used - 1].name, &labels[used].name);
                 used += 1;
             }
-            2 => {
+            Field::Bytes(2, bytes, at) => {
                 let (s, plain_sample) = sample(bytes, at)?;
                 plain &= plain_sample;
                 into.samples.push(s);
             }
-            // Another length-delimited field (exemplars, histograms, ...).
-            _ => plain = false,
+            Field::Other(f @ (1 | 2), w) => {
+                return Err(bad(
+                    r.at(),
+                    &format!("field {f} of TimeSeries has wire type {w}, not 2"),
+                ))
+            }
+            // Exemplars, histograms, fields spillway does not know.
+            Field::Bytes(..) => plain = false,
+            Field::Other(_, w) => {
+                plain = false;
+                r.skip(w)?
+            }
         }
     }
     labels.truncate(used);

@@ -300,10 +300,11 @@ pub fn finalize(labels: &mut Labels) {
 /// this of every series it keeps, per destination).
 pub fn has_temporary(labels: &Labels) -> bool {
     for l in labels.iter() {
-        if is_temporary(&l.name) {
-            return true;
-        }
-        if l.name.as_bytes() > b"__".as_slice() && !l.name.starts_with("__") {
+        if l.name.starts_with("__") {
+            if l.name != crate::model::labels::METRIC_NAME {
+                return true;
+            }
+        } else if l.name.as_str() > "__" {
             return false;
         }
     }

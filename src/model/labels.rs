@@ -78,6 +78,7 @@ impl Labels {
         self.0
     }
 
+    #[inline]
     pub fn get(&self, name: &str) -> Option<&str> {
         // Series rarely have many labels: a scan that compares lengths
         // (stored inline) before bytes (behind a pointer) touches less
@@ -93,6 +94,7 @@ impl Labels {
     }
 
     /// Value or `""` when absent, the way relabeling and selectors read labels.
+    #[inline]
     pub fn value(&self, name: &str) -> &str {
         self.get(name).unwrap_or("")
     }

@@ -308,7 +308,16 @@ async fn idle_producers_end_the_wait_for_company() {
     }
     d.producers_idle();
     eventually("delivery after the hint", || d.status().samples_sent == 3).await;
-    assert_eq!(fake.received().len(), 1, "the three blocks leave together");
+    let shapes: Vec<usize> = fake
+        .received()
+        .iter()
+        .map(|r| decode_write_request(&r.body).unwrap().len())
+        .collect();
+    assert_eq!(
+        fake.received().len(),
+        1,
+        "the three blocks leave together: {shapes:?}"
+    );
 
     // An accept after the hint waits for company again, until the next hint.
     d.accept(&[series("m", "d", &[(2, 2.0)])]).unwrap();

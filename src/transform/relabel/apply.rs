@@ -78,6 +78,7 @@ impl Rule {
     /// series survives, read from borrowed labels. `None` for rules that
     /// may edit. The vmagent dialect's empty-valued labels need no care
     /// here: filtering reads an absent label and an empty one alike.
+    #[inline]
     pub(crate) fn decide(&self, labels: &Labels) -> Option<bool> {
         if !self.is_filter() {
             return None;
@@ -104,12 +105,11 @@ impl Rule {
     }
 
     /// The verdict of a filtering op; `None` for ops that edit.
+    #[inline]
     fn filter_op(&self, labels: &Labels) -> Option<bool> {
         Some(match &self.op {
-            Op::Keep { sources, regex } => regex.is_any() || regex.is_match(&sources.join(labels)),
-            Op::Drop { sources, regex } => {
-                !(regex.is_any() || regex.is_match(&sources.join(labels)))
-            }
+            Op::Keep { sources, regex } => regex.is_any() || sources.match_joined(labels, regex),
+            Op::Drop { sources, regex } => !(regex.is_any() || sources.match_joined(labels, regex)),
             Op::KeepEqual { sources, target } => sources.join(labels) == labels.value(target),
             Op::DropEqual { sources, target } => sources.join(labels) != labels.value(target),
             Op::KeepIfEqual { names } => all_equal(labels, names),

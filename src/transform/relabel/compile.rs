@@ -71,6 +71,18 @@ pub(crate) struct Sources {
 }
 
 impl Sources {
+    /// `regex` on [`Sources::join`]: the value of a single source is
+    /// matched where it is, without building the `Cow` (routing's
+    /// `keep` / `drop` rules ask this of every series, per destination).
+    #[inline]
+    pub fn match_joined(&self, labels: &Labels, regex: &AnchoredRegex) -> bool {
+        match self.names.as_slice() {
+            [one] => regex.is_match(labels.value(one)),
+            _ => regex.is_match(&self.join(labels)),
+        }
+    }
+
+    #[inline]
     pub fn join<'a>(&self, labels: &'a Labels) -> Cow<'a, str> {
         match self.names.as_slice() {
             [] => Cow::Borrowed(""),

@@ -95,6 +95,9 @@ impl fmt::Display for Dialect {
 pub struct RelabelRules {
     rules: Vec<Rule>,
     dialect: Dialect,
+    /// [`RelabelRules::is_filter_only`], known once: a router asks it of
+    /// every series, per destination.
+    filter_only: bool,
 }
 
 /// One rule's effect, for `spillway relabel` and vmagent-style debug pages.
@@ -127,9 +130,15 @@ impl fmt::Display for DebugStep {
 impl RelabelRules {
     /// Rules that leave every series as it is.
     pub fn empty(dialect: Dialect) -> Self {
+        Self::of(Vec::new(), dialect)
+    }
+
+    fn of(rules: Vec<Rule>, dialect: Dialect) -> Self {
+        let filter_only = rules.iter().all(|r| r.is_filter());
         RelabelRules {
-            rules: Vec::new(),
+            rules,
             dialect,
+            filter_only,
         }
     }
 
@@ -142,7 +151,7 @@ impl RelabelRules {
     ) -> Result<Self, RelabelError> {
         let (configs, locations) = config::parse_yaml(text, source_name)?;
         let rules = compile::compile(&configs, dialect, &locations)?;
-        Ok(RelabelRules { rules, dialect })
+        Ok(Self::of(rules, dialect))
     }
 
     /// Compiles configs that came from elsewhere (another config file, code).
@@ -154,7 +163,7 @@ impl RelabelRules {
     ) -> Result<Self, RelabelError> {
         let locations = config::Locations::unknown("relabel_configs");
         let rules = compile::compile(&configs, dialect, &locations)?;
-        Ok(RelabelRules { rules, dialect })
+        Ok(Self::of(rules, dialect))
     }
 
     /// Compiles configs embedded in a larger YAML file as
@@ -174,7 +183,7 @@ impl RelabelRules {
         );
         let configs: Vec<RelabelConfig> = configs.into_iter().map(|c| c.value).collect();
         let rules = compile::compile(&configs, dialect, &locations)?;
-        Ok(RelabelRules { rules, dialect })
+        Ok(Self::of(rules, dialect))
     }
 
     /// Compiles configs embedded in a larger file whose positions the caller
@@ -197,7 +206,7 @@ impl RelabelRules {
                 .collect(),
         };
         let rules = compile::compile(&configs, dialect, &locations)?;
-        Ok(RelabelRules { rules, dialect })
+        Ok(Self::of(rules, dialect))
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -233,14 +242,15 @@ impl RelabelRules {
     /// `keep_if_equal`, ...): then [`RelabelRules::keeps`] decides without
     /// copying or editing the labels.
     pub fn is_filter_only(&self) -> bool {
-        self.rules.iter().all(|r| r.is_filter())
+        self.filter_only
     }
 
     /// For filter-only rules, whether `labels` survive them, without
     /// touching the labels; `None` when some rule may edit labels (use
     /// [`RelabelRules::apply`] on a copy then). Same verdict as `apply`.
+    #[inline]
     pub fn keeps(&self, labels: &Labels) -> Option<bool> {
-        if !self.is_filter_only() {
+        if !self.filter_only {
             return None;
         }
         for rule in &self.rules {

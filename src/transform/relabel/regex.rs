@@ -101,6 +101,7 @@ impl AnchoredRegex {
         matches!(self.fast, Fast::Any)
     }
 
+    #[inline]
     pub fn is_match(&self, s: &str) -> bool {
         match &self.fast {
             Fast::Any => true,

@@ -19,7 +19,14 @@
 # on both alike), with their CPU per sample against the first. VMAGENT:
 # the vmagent to compare (default: from PATH); VMAGENTS: several, space
 # separated, each measured in every run. LOADGEN: a prebuilt
-# examples/remote_write_load (default: built here). Needs victoria-metrics,
+# examples/remote_write_load (default: built here). SPILLWAY_WRAPPER: a
+# command put before spillway, a profiler (the figures printed for spillway
+# are then the wrapper's), e.g. to count instructions, which unlike CPU
+# time on a shared machine come out the same run after run:
+#   SAMPLES=1000000 RUNS=1 SPILLWAY_WRAPPER="valgrind --tool=callgrind \
+#     --callgrind-out-file=/tmp/cg.out" scripts/bench-router.sh
+#   callgrind_annotate --inclusive=yes /tmp/cg.out
+# Needs victoria-metrics,
 # curl and python3. Everything listens on loopback and lives in a temp dir,
 # removed after every server started here has stopped.
 set -euo pipefail

@@ -198,18 +198,22 @@ async fn long_answer_server(series: usize, points: usize) -> String {
 }
 
 /// Waits until the decoder of `stream` stops queueing (it waits for the
-/// budget or has read everything), at most 10 s.
+/// budget or has read everything), at most 10 s: the count has to be
+/// non-zero and stay put for three looks 100 ms apart. One unchanged look
+/// was not enough on a loaded CI machine: the decoder had not finished its
+/// first long series yet and the count read 0.
 async fn settled(stream: &SeriesStream) -> usize {
-    let mut last = usize::MAX;
+    let (mut last, mut same) = (usize::MAX, 0);
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = stream.queued_samples();
-        if now == last {
+        same = if now == last { same + 1 } else { 0 };
+        if now > 0 && same >= 2 {
             return now;
         }
         last = now;
     }
-    panic!("the queue kept changing for 10 s: {last} samples");
+    panic!("the queue kept changing, or stayed empty, for 10 s: {last} samples");
 }
 
 #[tokio::test]

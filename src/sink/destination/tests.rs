@@ -308,13 +308,13 @@ async fn idle_producers_end_the_wait_for_company() {
     }
     d.producers_idle();
     eventually("delivery after the hint", || d.status().samples_sent == 3).await;
-    let shapes: Vec<usize> = fake
-        .received()
+    let received = fake.received();
+    let shapes: Vec<usize> = received
         .iter()
         .map(|r| decode_write_request(&r.body).unwrap().len())
         .collect();
     assert_eq!(
-        fake.received().len(),
+        received.len(),
         1,
         "the three blocks leave together: {shapes:?}"
     );

@@ -74,19 +74,18 @@ impl<'a> Work<'a> {
 }
 
 impl Rule {
-    /// For rules that only keep or drop (never edit labels): whether the
-    /// series survives, read from borrowed labels. `None` for rules that
-    /// may edit. The vmagent dialect's empty-valued labels need no care
-    /// here: filtering reads an absent label and an empty one alike.
+    /// For a rule that only keeps or drops (never edits labels; the
+    /// caller checked [`Rule::is_filter`] once for the whole list): whether
+    /// the series survives, read from borrowed labels. The vmagent
+    /// dialect's empty-valued labels need no care here: filtering reads an
+    /// absent label and an empty one alike.
     #[inline]
-    pub(crate) fn decide(&self, labels: &Labels) -> Option<bool> {
-        if !self.is_filter() {
-            return None;
-        }
+    pub(crate) fn decide(&self, labels: &Labels) -> bool {
         if !self.filter.is_empty() && !self.filter.iter().any(|s| s.matches(labels)) {
-            return Some(!self.drop_on_filter_miss);
+            return !self.drop_on_filter_miss;
         }
-        Some(self.filter_op(labels).expect("is_filter checked the op"))
+        self.filter_op(labels)
+            .expect("only rules that pass is_filter are decided")
     }
 
     /// Whether this rule only keeps or drops series.

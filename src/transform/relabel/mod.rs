@@ -254,7 +254,7 @@ impl RelabelRules {
             return None;
         }
         for rule in &self.rules {
-            if !rule.decide(labels)? {
+            if !rule.decide(labels) {
                 return Some(false);
             }
         }

@@ -474,6 +474,10 @@ pub(crate) struct Shared {
     /// more is on its way, so a sender stops waiting for company.
     accepts_begun: AtomicU64,
     accepts_at_idle: AtomicU64,
+    /// Accepts finished (pushed, refused or failed): a sender that read
+    /// nothing knows its read saw every block of the accepts the hint
+    /// counted only if they had all finished before it read.
+    accepts_done: AtomicU64,
     /// Set for event destinations.
     event: Option<Arc<EventConfig>>,
     protocol: WriteProtocol,
@@ -561,6 +565,7 @@ impl Destination {
             full: AtomicBool::new(false),
             accepts_begun: AtomicU64::new(0),
             accepts_at_idle: AtomicU64::new(0),
+            accepts_done: AtomicU64::new(0),
             event,
             protocol: config.protocol,
             vm_proto: AtomicBool::new(
@@ -840,6 +845,15 @@ pub fn relabel_like_vmagent_marking(rules: &RelabelRules, labels: &mut Labels) -
 /// The labels are laid out in `key` (reused) and hashed in one call: the
 /// same xxh64 as feeding them piece by piece, without the streaming
 /// hasher's cost per piece.
+/// Counts an accept as finished on every way out of it, panics included.
+struct AcceptDone<'a>(&'a AtomicU64);
+
+impl Drop for AcceptDone<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 fn lane_of(labels: &Labels, lanes: usize, key: &mut Vec<u8>) -> u8 {
     if lanes <= 1 {
         return 0;
@@ -895,9 +909,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// No accept began since the last [`Destination::producers_idle`].
-    pub(super) fn producers_are_idle(&self) -> bool {
-        self.accepts_at_idle.load(Ordering::SeqCst) == self.accepts_begun.load(Ordering::SeqCst)
+    /// How many accepts had finished: take it before reading the queue,
+    /// for [`Shared::producers_are_idle`].
+    pub(super) fn accepts_done(&self) -> u64 {
+        self.accepts_done.load(Ordering::SeqCst)
+    }
+
+    /// No accept began since the last [`Destination::producers_idle`], and
+    /// every accept it counted had finished by `done_before_read` (else an
+    /// accept racing the read may have pushed blocks after it, and the
+    /// hint that followed would send the batch without them).
+    pub(super) fn producers_are_idle(&self, done_before_read: u64) -> bool {
+        let at_idle = self.accepts_at_idle.load(Ordering::SeqCst);
+        at_idle == self.accepts_begun.load(Ordering::SeqCst) && done_before_read >= at_idle
     }
 
     fn accept(
@@ -912,6 +936,7 @@ impl Shared {
             });
         }
         self.accepts_begun.fetch_add(1, Ordering::SeqCst);
+        let _done = AcceptDone(&self.accepts_done);
         if let Some(e) = &self.event {
             return self.accept_events(e, batch, meta, relabel);
         }

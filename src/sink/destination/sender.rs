@@ -105,6 +105,7 @@ pub(super) async fn next_record(
         if now_phase == Phase::Stopped {
             return None;
         }
+        let done_before_read = shared.accepts_done();
         let s = Arc::clone(shared);
         let read = move || match lanes {
             Some((index, of)) => s.queue.read_next_lane(index, of),
@@ -129,9 +130,9 @@ pub(super) async fn next_record(
             }
         }
         // Waiting for company is pointless once the producers said they
-        // are done (checked after the read: an accept begun since then
-        // wakes `notified`).
-        if deadline.is_some() && shared.producers_are_idle() {
+        // are done and the read saw all they pushed (an accept that
+        // finishes later wakes `notified`).
+        if deadline.is_some() && shared.producers_are_idle(done_before_read) {
             return None;
         }
         // A periodic look as well, in case a wake-up is ever missed.

@@ -331,6 +331,30 @@ async fn idle_producers_end_the_wait_for_company() {
     d.shutdown(Duration::from_secs(1)).await;
 }
 
+/// The interleaving behind a batch split in two by the idle hint: the
+/// sender reads the queue empty, an accept then pushes a block and the hint
+/// follows it, and only then does the sender ask whether the producers are
+/// idle. They are, but its read missed that block, so it must read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_hint_waits_for_accepts_that_raced_the_read() {
+    let (_fake, url) = fake_server(204).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = config("rw_race", DestinationKind::RemoteWrite, &url, dir.path());
+    let (d, _) = Destination::open(c).unwrap();
+    d.accept(&[series("m", "a", &[(1, 1.0)])]).unwrap();
+    let done_before_read = d.shared.accepts_done();
+    d.accept(&[series("m", "b", &[(1, 1.0)])]).unwrap();
+    d.producers_idle();
+    assert!(!d.shared.producers_are_idle(done_before_read));
+    assert!(d.shared.producers_are_idle(d.shared.accepts_done()));
+    // An accept with nothing to push counts as finished too, or the hint
+    // would never end a wait again.
+    d.accept(&[]).unwrap();
+    d.producers_idle();
+    assert!(d.shared.producers_are_idle(d.shared.accepts_done()));
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_destination_keeps_data_queued_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();

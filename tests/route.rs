@@ -108,7 +108,9 @@ fn destination_down_for_30s_under_load_gets_every_sample() {
     }
     assert!(requests > 100, "steady load: {requests} requests");
     sp.wait_delivered(Duration::from_secs(30));
-    let got = distinct_points(&vm.export_lines("{__name__=\"load\"}"));
+    let got = distinct_points(
+        &vm.export_lines_until("{__name__=\"load\"}", |l| distinct_points(l) == expected),
+    );
     assert_eq!(got.len(), expected.len(), "distinct series x timestamps");
     assert_eq!(got, expected);
     assert!(sp.metric("spillway_retries_total", &[("destination", "vm")]) > 0.0);
@@ -209,7 +211,9 @@ fn sigkill_mid_stream_loses_nothing_accepted() {
         }
     }
     sp.wait_delivered(Duration::from_secs(30));
-    let got = distinct_points(&vm.export_lines("{__name__=\"kill\"}"));
+    let got = distinct_points(&vm.export_lines_until("{__name__=\"kill\"}", |l| {
+        distinct_points(l).is_superset(&accepted)
+    }));
     let lost: Vec<_> = accepted.difference(&got).take(5).collect();
     assert!(
         lost.is_empty(),
@@ -279,7 +283,9 @@ storage: {{path: \"{{dir}}/data\"}}
         sp.metric("spillway_samples_sent_total", &[("destination", "vm")]),
         100.0
     );
-    let got = distinct_points(&vm.export_lines("{__name__=\"refused\"}"));
+    let got = distinct_points(
+        &vm.export_lines_until("{__name__=\"refused\"}", |l| distinct_points(l) == expected),
+    );
     assert_eq!(got, expected, "the other destination got everything");
     let log = sp.server.log();
     assert!(
@@ -337,7 +343,9 @@ storage: {{path: \"{{dir}}/data\"}}
     let sent = sp.metric("spillway_samples_sent_total", &[("destination", "vm")]);
     let dropped = sp.metric("spillway_samples_dropped_total", &labels);
     assert_eq!(sent + dropped, pushed);
-    let got = distinct_points(&vm.export_lines("{__name__=\"cap\"}"));
+    let got = distinct_points(&vm.export_lines_until("{__name__=\"cap\"}", |l| {
+        distinct_points(l).len() as f64 == sent
+    }));
     assert_eq!(
         got.len() as f64,
         sent,
@@ -385,7 +393,9 @@ storage: {{path: \"{{dir}}/data\"}}
         Duration::from_secs(20),
         || sp.destinations()["vm"]["pending_samples"] == 0,
     );
-    let got = distinct_points(&vm.export_lines("{__name__=\"slow\"}"));
+    let got = distinct_points(
+        &vm.export_lines_until("{__name__=\"slow\"}", |l| distinct_points(l) == expected),
+    );
     assert_eq!(got, expected);
     let slow_status = &sp.destinations()["slow"];
     assert!(slow.requests() >= 1, "the slow one is being tried");
@@ -443,7 +453,9 @@ storage: {{path: \"{{dir}}/data\"}}
     assert_eq!(code, Some(0), "{}", sp.server.log());
     let log = sp.server.log();
     assert!(log.contains("spillway run stopped"), "{log}");
-    let got = distinct_points(&vm.export_lines("{__name__=\"through\"}"));
+    let got = distinct_points(
+        &vm.export_lines_until("{__name__=\"through\"}", |l| distinct_points(l) == expected),
+    );
     assert_eq!(got, expected);
 }
 
@@ -474,6 +486,78 @@ fn count_points(lines: &[String]) -> (usize, usize) {
         })
         .sum();
     (total, distinct_points(lines).len())
+}
+
+/// `spillway_samples_dropped_total` of destination `vm` for each reason
+/// that means data was not delivered.
+fn dropped_samples(sp: &SpillwayRun) -> Vec<(&'static str, f64)> {
+    ["disk_full", "rejected_4xx", "damaged", "too_large"]
+        .into_iter()
+        .map(|reason| {
+            let labels = [("destination", "vm"), ("reason", reason)];
+            (reason, sp.metric("spillway_samples_dropped_total", &labels))
+        })
+        .collect()
+}
+
+/// For a failure message: which series of `dense_body`'s requests (100 s
+/// apart from `base`, 100 points a series) lack points, and in how many of
+/// the requests.
+fn missing_points(lines: &[String], base: i64) -> String {
+    let mut points: std::collections::BTreeMap<(String, i64), usize> = Default::default();
+    for (series, ts) in distinct_points(lines) {
+        *points.entry((series, (ts - base) / 100_000)).or_default() += 1;
+    }
+    let mut short = Vec::new();
+    for s in 0..100 {
+        let key = format!(
+            "{:?}",
+            std::collections::BTreeMap::from([("__name__", "resend"), ("s", &s.to_string())])
+        );
+        let requests = (0..100)
+            .filter(|&r| points.get(&(key.clone(), r)) != Some(&100))
+            .count();
+        if requests > 0 {
+            short.push(format!("s={s} in {requests} requests"));
+        }
+    }
+    short.join(", ")
+}
+
+/// For a failure message: what VictoriaMetrics says it took in.
+fn vm_ingest_counters(vm: &Vm) -> String {
+    http_get(&format!("{}/metrics", vm.url()))
+        .lines()
+        .filter(|l| {
+            [
+                "vm_rows_inserted_total",
+                "vm_rows_added_to_storage_total",
+                "vm_new_timeseries_created_total",
+                "vm_rows_ignored_total",
+                "vm_missing",
+            ]
+            .iter()
+            .any(|m| l.starts_with(m))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The log lines that say something went wrong or was recovered (retries
+/// left out: the outage logs dozens).
+fn notable_lines(log: &str) -> String {
+    log.lines()
+        .filter(|l| !l.contains("retrying"))
+        .filter(|l| {
+            [
+                "WARN", "ERROR", "dropped", "lost", "corrupt", "recover", "refused",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        })
+        .take(200)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -533,19 +617,37 @@ fn a_crash_after_an_outage_resends_at_most_about_a_second_of_delivered_data() {
     }
     let before_kill = sent(&sp);
     let window = old_enough(&seen);
+    // The kill resets the counters: what was dropped before it is read now.
+    let dropped_before_kill = dropped_samples(&sp);
     sp.server.stop(); // SIGKILL
     sp.restart();
     sp.wait_delivered(Duration::from_secs(120));
 
-    for reason in ["disk_full", "rejected_4xx", "damaged", "too_large"] {
-        let dropped = sp.metric(
-            "spillway_samples_dropped_total",
-            &[("destination", "vm"), ("reason", reason)],
+    for (counted, dropped) in [
+        ("before the kill", dropped_before_kill),
+        ("after", dropped_samples(&sp)),
+    ] {
+        assert!(
+            dropped.iter().all(|(_, n)| *n == 0.0),
+            "dropped {counted}: {dropped:?}\nlog:\n{}",
+            notable_lines(&sp.server.log())
         );
-        assert_eq!(dropped, 0.0, "{reason}");
     }
-    let (points, distinct) = count_points(&vm.export_lines("{__name__=\"resend\"}"));
-    assert_eq!(distinct as u64, total, "nothing lost");
+    let lines = vm.export_lines_until("{__name__=\"resend\"}", |l| {
+        count_points(l).1 == total as usize
+    });
+    let (points, distinct) = count_points(&lines);
+    assert_eq!(
+        distinct as u64,
+        total,
+        "nothing lost; missing: {}\nspillway sent {} before the kill, {} after\n\
+         VictoriaMetrics:\n{}\nspillway's log:\n{}",
+        missing_points(&lines, base),
+        before_kill,
+        sent(&sp),
+        vm_ingest_counters(&vm),
+        notable_lines(&sp.server.log())
+    );
     let duplicates = (points - distinct) as f64;
     // What was delivered in the last 3 s before the kill (the queue stores
     // what was acknowledged once a second; 3 s leaves room for a loaded
@@ -701,6 +803,8 @@ fn a_queue_cut_back_after_kill_9_has_its_loss_counted_and_logged() {
     vm.server.restart();
     vm.server.wait_ready("/health");
     sp.wait_delivered(Duration::from_secs(30));
-    let got = distinct_points(&vm.export_lines("{__name__=\"cut\"}"));
+    let got = distinct_points(
+        &vm.export_lines_until("{__name__=\"cut\"}", |l| distinct_points(l).len() == 700),
+    );
     assert_eq!(got.len(), 700);
 }

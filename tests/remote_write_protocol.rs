@@ -95,9 +95,7 @@ fn victoriametrics_1_79_refuses_zstd_once_and_gets_everything_as_snappy() {
     let sp = SpillwayRun::start(&config(&vm.url(), None));
     let sent = push_all(&sp);
     sp.wait_delivered(Duration::from_secs(30));
-    let got = distinct_points(
-        &vm.export_lines_until("{__name__=\"proto:bench\"}", |l| distinct_points(l) == sent),
-    );
+    let got = vm.distinct_points_until("{__name__=\"proto:bench\"}", |got| *got == sent);
     assert_eq!(got, sent, "every sample arrived");
     assert_eq!(fallbacks(&sp), 1.0, "one refusal, then remembered");
     assert_eq!(

@@ -108,9 +108,7 @@ fn destination_down_for_30s_under_load_gets_every_sample() {
     }
     assert!(requests > 100, "steady load: {requests} requests");
     sp.wait_delivered(Duration::from_secs(30));
-    let got = distinct_points(
-        &vm.export_lines_until("{__name__=\"load\"}", |l| distinct_points(l) == expected),
-    );
+    let got = vm.distinct_points_until("{__name__=\"load\"}", |got| *got == expected);
     assert_eq!(got.len(), expected.len(), "distinct series x timestamps");
     assert_eq!(got, expected);
     assert!(sp.metric("spillway_retries_total", &[("destination", "vm")]) > 0.0);
@@ -211,9 +209,7 @@ fn sigkill_mid_stream_loses_nothing_accepted() {
         }
     }
     sp.wait_delivered(Duration::from_secs(30));
-    let got = distinct_points(&vm.export_lines_until("{__name__=\"kill\"}", |l| {
-        distinct_points(l).is_superset(&accepted)
-    }));
+    let got = vm.distinct_points_until("{__name__=\"kill\"}", |got| got.is_superset(&accepted));
     let lost: Vec<_> = accepted.difference(&got).take(5).collect();
     assert!(
         lost.is_empty(),
@@ -283,9 +279,7 @@ storage: {{path: \"{{dir}}/data\"}}
         sp.metric("spillway_samples_sent_total", &[("destination", "vm")]),
         100.0
     );
-    let got = distinct_points(
-        &vm.export_lines_until("{__name__=\"refused\"}", |l| distinct_points(l) == expected),
-    );
+    let got = vm.distinct_points_until("{__name__=\"refused\"}", |got| *got == expected);
     assert_eq!(got, expected, "the other destination got everything");
     let log = sp.server.log();
     assert!(
@@ -343,9 +337,7 @@ storage: {{path: \"{{dir}}/data\"}}
     let sent = sp.metric("spillway_samples_sent_total", &[("destination", "vm")]);
     let dropped = sp.metric("spillway_samples_dropped_total", &labels);
     assert_eq!(sent + dropped, pushed);
-    let got = distinct_points(&vm.export_lines_until("{__name__=\"cap\"}", |l| {
-        distinct_points(l).len() as f64 == sent
-    }));
+    let got = vm.distinct_points_until("{__name__=\"cap\"}", |got| got.len() as f64 == sent);
     assert_eq!(
         got.len() as f64,
         sent,
@@ -393,9 +385,7 @@ storage: {{path: \"{{dir}}/data\"}}
         Duration::from_secs(20),
         || sp.destinations()["vm"]["pending_samples"] == 0,
     );
-    let got = distinct_points(
-        &vm.export_lines_until("{__name__=\"slow\"}", |l| distinct_points(l) == expected),
-    );
+    let got = vm.distinct_points_until("{__name__=\"slow\"}", |got| *got == expected);
     assert_eq!(got, expected);
     let slow_status = &sp.destinations()["slow"];
     assert!(slow.requests() >= 1, "the slow one is being tried");
@@ -453,9 +443,7 @@ storage: {{path: \"{{dir}}/data\"}}
     assert_eq!(code, Some(0), "{}", sp.server.log());
     let log = sp.server.log();
     assert!(log.contains("spillway run stopped"), "{log}");
-    let got = distinct_points(
-        &vm.export_lines_until("{__name__=\"through\"}", |l| distinct_points(l) == expected),
-    );
+    let got = vm.distinct_points_until("{__name__=\"through\"}", |got| *got == expected);
     assert_eq!(got, expected);
 }
 
@@ -633,10 +621,11 @@ fn a_crash_after_an_outage_resends_at_most_about_a_second_of_delivered_data() {
             notable_lines(&sp.server.log())
         );
     }
-    let lines = vm.export_lines_until("{__name__=\"resend\"}", |l| {
-        count_points(l).1 == total as usize
-    });
-    let (points, distinct) = count_points(&lines);
+    let (lines, (points, distinct)) = vm.export_until(
+        "{__name__=\"resend\"}",
+        |l| (l.to_vec(), count_points(l)),
+        |(_, (_, distinct))| *distinct == total as usize,
+    );
     assert_eq!(
         distinct as u64,
         total,
@@ -803,8 +792,6 @@ fn a_queue_cut_back_after_kill_9_has_its_loss_counted_and_logged() {
     vm.server.restart();
     vm.server.wait_ready("/health");
     sp.wait_delivered(Duration::from_secs(30));
-    let got = distinct_points(
-        &vm.export_lines_until("{__name__=\"cut\"}", |l| distinct_points(l).len() == 700),
-    );
+    let got = vm.distinct_points_until("{__name__=\"cut\"}", |got| got.len() == 700);
     assert_eq!(got.len(), 700);
 }

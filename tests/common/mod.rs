@@ -285,25 +285,35 @@ impl Vm {
         lines
     }
 
-    /// [`Vm::export_lines`], looked at again every 500 ms (for up to 10 s)
-    /// until `complete` accepts them; the last look either way. For checks
-    /// right after a burst: VictoriaMetrics 1.79 has answered an export
-    /// just after `/internal/force_flush` without whole series (34 of 100)
-    /// that its own counters said were created and stored, and with all of
-    /// them 500 ms later.
-    pub fn export_lines_until(
+    /// What `read` makes of [`Vm::export_lines`], looked at again every
+    /// 500 ms (for up to 10 s) until `complete` accepts it; the last look
+    /// either way. For checks right after a burst: VictoriaMetrics 1.79 has
+    /// answered an export just after `/internal/force_flush` without whole
+    /// series (34 of 100) that its own counters said were created and
+    /// stored, and with all of them 500 ms later.
+    pub fn export_until<T>(
         &self,
         selector: &str,
-        complete: impl Fn(&[String]) -> bool,
-    ) -> Vec<String> {
+        read: impl Fn(&[String]) -> T,
+        complete: impl Fn(&T) -> bool,
+    ) -> T {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let lines = self.export_lines(selector);
-            if complete(&lines) || Instant::now() > deadline {
-                return lines;
+            let got = read(&self.export_lines(selector));
+            if complete(&got) || Instant::now() > deadline {
+                return got;
             }
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+
+    /// [`distinct_points`] of the export, by [`Vm::export_until`].
+    pub fn distinct_points_until(
+        &self,
+        selector: &str,
+        complete: impl Fn(&std::collections::BTreeSet<(String, i64)>) -> bool,
+    ) -> std::collections::BTreeSet<(String, i64)> {
+        self.export_until(selector, distinct_points, complete)
     }
 
     pub fn series_count(&self, selector: &str) -> usize {

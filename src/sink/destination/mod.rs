@@ -845,15 +845,6 @@ pub fn relabel_like_vmagent_marking(rules: &RelabelRules, labels: &mut Labels) -
 /// The labels are laid out in `key` (reused) and hashed in one call: the
 /// same xxh64 as feeding them piece by piece, without the streaming
 /// hasher's cost per piece.
-/// Counts an accept as finished on every way out of it, panics included.
-struct AcceptDone<'a>(&'a AtomicU64);
-
-impl Drop for AcceptDone<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 fn lane_of(labels: &Labels, lanes: usize, key: &mut Vec<u8>) -> u8 {
     if lanes <= 1 {
         return 0;
@@ -906,6 +897,15 @@ fn log_damage(name: &str, report: &RecoveryReport) {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts an accept as finished on every way out of it, panics included.
+struct AcceptDone<'a>(&'a AtomicU64);
+
+impl Drop for AcceptDone<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {

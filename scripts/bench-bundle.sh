@@ -9,7 +9,9 @@
 #     reading the native export, and with one window and --json-export
 #     (what gather read before it decoded native blocks);
 #   - curl --data-binary of the bundle's metrics.jsonl to /api/v1/import of a
-#     fresh VictoriaMetrics (B) vs `spillway import` of the bundle;
+#     fresh VictoriaMetrics (B) vs `spillway import` of the bundle (its
+#     default: native blocks where B reads them) and, where the build has
+#     the flag, `spillway import --wire-format json`;
 #   - vmctl vm-native from A to a fresh B, the migration peer;
 #   - `spillway gather --verify` of the bundle: the check an import makes
 #     before sending anything, alone (its CPU is all client).
@@ -23,6 +25,9 @@
 # Usage: scripts/bench-bundle.sh            (SERIES=20000 HOURS=6 STEP=15 RUNS=3)
 #        SPILLWAY=/path/to/spillway scripts/bench-bundle.sh   (a prebuilt binary;
 #        otherwise a release build into $CARGO_TARGET_DIR, default target/)
+#        PIN=1 scripts/bench-bundle.sh   (imports only: the target B on CPU 0,
+#        every client and the source A on CPU 1, as when the target is
+#        another machine: its CPU, not the client's, sets the pace)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +35,7 @@ SERIES=${SERIES:-20000}
 HOURS=${HOURS:-6}
 STEP=${STEP:-15}
 RUNS=${RUNS:-3}
+PIN=${PIN:-}
 PORT_A=${PORT_A:-18701}
 PORT_B=${PORT_B:-18702}
 
@@ -44,6 +50,7 @@ else
   BIN=$(realpath "${CARGO_TARGET_DIR:-target}")/release/spillway
 fi
 [ -x "$BIN" ] || { echo "no spillway binary at $BIN" >&2; exit 1; }
+[ -z "$PIN" ] || command -v taskset >/dev/null || { echo "PIN=1 needs taskset (util-linux)" >&2; exit 1; }
 echo "== spillway: $BIN ($("$BIN" --version 2>/dev/null || echo unknown version))"
 
 work=$(mktemp -d)
@@ -55,11 +62,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# With PIN, from the imports on: the target (b) on CPU 0, everything else on CPU 1.
+pinning=
+server_cpu() { [ -z "$PIN" ] || [ "$1" != b ] || echo "taskset -c 0"; }
+client_cpu() { [ -z "$pinning" ] || echo "taskset -c 1"; }
 # start_vm NAME PORT: a fresh single node; sets VM_PID.
 start_vm() {
   local name=$1 port=$2
   rm -rf "$work/$name"
-  victoria-metrics -httpListenAddr=127.0.0.1:$port -storageDataPath="$work/$name" \
+  $(server_cpu "$name") victoria-metrics -httpListenAddr=127.0.0.1:$port -storageDataPath="$work/$name" \
     -retentionPeriod=100y -search.latencyOffset=0s -loggerLevel=WARN >"$work/$name.log" 2>&1 &
   VM_PID=$!
   pids+=("$VM_PID")
@@ -114,7 +125,7 @@ run() {
   local label=$1 spid=$2; shift 2
   local c0 c1
   c0=$(cpu_ticks "$spid")
-  /usr/bin/time -v -o "$work/time.txt" "$@" >"$work/$label.out" 2>"$work/$label.err" || {
+  /usr/bin/time -v -o "$work/time.txt" $(client_cpu) "$@" >"$work/$label.out" 2>"$work/$label.err" || {
     echo "$label failed:" >&2; cat "$work/$label.err" >&2; exit 1; }
   c1=$(cpu_ticks "$spid")
   awk -v s="$(( c1 - c0 ))" -v hz="$hz" '
@@ -148,7 +159,14 @@ bundle_mb=$(( $(stat -c %s "$bundle") / 1048576 ))
 jsonl_mb=$(( $(stat -c %s "$work/bundle.jsonl") / 1048576 ))
 
 echo "== import"
+if [ -n "$PIN" ]; then
+  pinning=1
+  taskset -apc 1 "$A_PID" >/dev/null
+fi
 c1=$("$BIN" import --help | grep -o -- --concurrency | head -1 || true)
+# Builds with native blocks (the default where the target reads them) can
+# still send JSON lines: measured too, side by side.
+wf=$("$BIN" import --help | grep -o -- --wire-format | head -1 || true)
 for i in $(seq 1 "$RUNS"); do
   # The check an import makes before it sends anything, alone (no server).
   run check_only "$A_PID" "$BIN" -q gather --verify "$bundle"
@@ -160,6 +178,12 @@ for i in $(seq 1 "$RUNS"); do
   # Check + upload, without the wait for the target to show the new series.
   awk '/^checked in/ { gsub("s,", ""); gsub("s$", ""); print $3 + $6 }' "$work/spill_import.out" >>"$work/spill_import_cu"
   stop_vm "$VM_PID"
+  if [ -n "$wf" ]; then
+    start_vm b "$PORT_B"
+    run spill_import_json "$VM_PID" "$BIN" -q import "$bundle" --url "$B" --wire-format json
+    awk '/^checked in/ { gsub("s,", ""); gsub("s$", ""); print $3 + $6 }' "$work/spill_import_json.out" >>"$work/spill_import_json_cu"
+    stop_vm "$VM_PID"
+  fi
   # One request at a time, as vmctl vm-native sends one stream (older builds lack the flag).
   if [ -n "$c1" ]; then
     start_vm b "$PORT_B"
@@ -185,7 +209,7 @@ row() {
   printf "%-44s %8s %10s %8.2f %8d %9s\n" "$name" "$w" "$(rate "$w")" "$(awk -v a="$u" -v b="$sy" 'BEGIN{print a+b}')" $(( r / 1024 )) "$s"
 }
 echo
-echo "samples: $samples; bundle: ${bundle_mb} MiB zip, ${jsonl_mb} MiB metrics.jsonl; runs: $RUNS (median); load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "samples: $samples; bundle: ${bundle_mb} MiB zip, ${jsonl_mb} MiB metrics.jsonl; runs: $RUNS (median)${PIN:+; imports pinned: target on CPU 0, clients on CPU 1}; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf "%-44s %8s %10s %8s %8s %9s\n" "step" "wall s" "samples/s" "cpu s" "rss MiB" "server s"
 row curl_export "curl /api/v1/export > /dev/null"
 row gather_1w "spillway gather (1 window, obfuscated, zip)"
@@ -195,6 +219,8 @@ row curl_import "curl --data-binary metrics.jsonl > import"
 row check_only "spillway gather --verify (import's check)"
 row spill_import "spillway import (check+upload+verify)"
 printf "%-44s %8s %10s\n" "spillway import (check+upload)" "$(median spill_import_cu 1)" "$(rate "$(median spill_import_cu 1)")"
+[ -z "$wf" ] || row spill_import_json "spillway import --wire-format json (c+u+v)"
+[ -z "$wf" ] || printf "%-44s %8s %10s\n" "spillway import --wire-format json (c+u)" "$(median spill_import_json_cu 1)" "$(rate "$(median spill_import_json_cu 1)")"
 [ -z "$c1" ] || printf "%-44s %8s %10s\n" "spillway import --concurrency 1 (chk+upl)" "$(median spill_import_c1_cu 1)" "$(rate "$(median spill_import_c1_cu 1)")"
 row vmctl "vmctl vm-native A -> B"
 echo
@@ -213,5 +239,6 @@ echo "import (check+upload) / raw curl import:      $(ratios curl_import spill_i
 echo "import (with verification) / raw curl import: $(ratios curl_import spill_import)   (target >= 0.8)"
 echo "vmctl vm-native / import (check+upload):      $(ratios vmctl spill_import_cu1)   (target >= 1)"
 [ -z "$c1" ] || echo "vmctl vm-native / import --concurrency 1:     $(ratios vmctl spill_import_c1_cu)   (one stream each)"
+[ -z "$wf" ] || echo "import JSON lines / default (check+upload):   $(ratios spill_import_json_cu spill_import_cu1)   (above 1: the default is faster)"
 echo "gather+import / vmctl vm-native:              $(ratios vmctl gather_import)"
 echo "peak RSS: gather $(( $(median gather_1w 4) / 1024 )) MiB, import $(( $(median spill_import 4) / 1024 )) MiB   (target <= 100 MiB)"

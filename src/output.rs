@@ -91,3 +91,8 @@ macro_rules! err {
         $crate::output::write_stderr(format_args!($($arg)*))
     };
 }
+
+/// `1 chunk`, `2 chunks`.
+pub fn plural(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}

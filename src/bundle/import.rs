@@ -40,6 +40,8 @@ use super::line;
 use super::verify::{open_bundle, scan, OpenedBundle, SafetyLimits, VerifyReport};
 use super::{emit, emit_last, eta, io_err, BundleError, CancelToken, JobHandle, ProgressTx};
 use crate::client::{Client, ClientConfig, ClientError};
+use crate::codec::vm_native::Layout;
+use crate::codec::vm_native_write::{native_header, NativeWriter};
 use crate::codec::{parse_vm_json_line, write_vm_json_line};
 use crate::fsutil::AtomicFile;
 use crate::model::time::{format_rfc3339_ms, now_ms, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
@@ -67,6 +69,22 @@ pub struct ImportParams {
     pub state_path: Option<PathBuf>,
     /// How long to wait for the imported series to become visible.
     pub verify_timeout: Duration,
+    /// What the chunks travel as.
+    pub wire: WireFormat,
+}
+
+/// What chunks are sent as (`--wire-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireFormat {
+    /// Native blocks where the target reads them, else JSON lines.
+    #[default]
+    Auto,
+    /// Native blocks (`/api/v1/import/native`); fails if the target does
+    /// not read them.
+    Native,
+    /// JSON lines (`/api/v1/import`).
+    Json,
 }
 
 impl ImportParams {
@@ -82,6 +100,7 @@ impl ImportParams {
             limits: SafetyLimits::default(),
             state_path: None,
             verify_timeout: Duration::from_secs(30),
+            wire: WireFormat::Auto,
         }
     }
 
@@ -133,6 +152,11 @@ pub struct ImportOutcome {
     pub retention_cutoff_ms: Option<i64>,
     pub retention_source: Option<String>,
     pub shift_ms: i64,
+    /// What the chunks were sent as: `native blocks (...)` or `JSON lines`.
+    pub wire: String,
+    /// Chunks sent as JSON lines although the target reads native blocks:
+    /// they held a NaN or a value native blocks cannot carry exactly.
+    pub json_chunks: u64,
     /// Series of the bundle expected on the target (all but wholly skipped ones).
     pub series_expected: u64,
     pub series_found: Option<u64>,
@@ -176,6 +200,8 @@ struct ImportState {
     skipped_samples: u64,
     skipped_lines: u64,
     chunks: u64,
+    #[serde(default)]
+    json_chunks: u64,
     shift_ms: i64,
     retention_cutoff_ms: Option<i64>,
     /// Acknowledged byte ranges past `committed_offset` (requests run in
@@ -194,6 +220,7 @@ impl ImportState {
         self.skipped_samples += c.skipped_samples;
         self.skipped_lines += c.skipped_lines;
         self.chunks += 1;
+        self.json_chunks += u64::from(c.json_fallback);
         self.acked.push([c.start_offset, c.end_offset]);
         self.acked.sort_unstable();
         let mut rest = Vec::new();
@@ -280,13 +307,31 @@ pub const IN_FLIGHT: usize = 4;
 
 /// One request's worth of whole lines: bytes `[start, end)` of `metrics.jsonl`.
 struct Chunk {
+    /// JSON lines: what is sent unless `native` is there (then emptied
+    /// once the chunk is cut).
     body: Vec<u8>,
+    /// The same lines as native blocks, when the target reads them and
+    /// every series of the chunk could be written.
+    native: Option<Vec<u8>>,
+    /// Native blocks were wanted but a series could not be written.
+    json_fallback: bool,
     start_offset: u64,
     end_offset: u64,
     lines: u64,
     samples: u64,
     skipped_samples: u64,
     skipped_lines: u64,
+}
+
+impl Chunk {
+    /// Ready to send: the JSON lines are dropped when the native blocks
+    /// will go, so a chunk waiting in the queue holds one body, not two.
+    fn sealed(mut self) -> Chunk {
+        if self.native.is_some() {
+            self.body = Vec::new();
+        }
+        self
+    }
 }
 
 /// The largest `--chunk-size`: a request body is held in memory, `--concurrency` at a time.
@@ -341,9 +386,15 @@ async fn run(
     let resumed_from = state.committed_offset;
 
     // 3. Upload.
+    let layout = if params.dry_run {
+        None
+    } else {
+        wire_layout(&client, params.wire, &target).await?
+    };
     let upload_started = Instant::now();
     let done = Upload {
         params: &params,
+        layout,
         client: &client,
         target: &target,
         state_path: &state_path,
@@ -399,6 +450,8 @@ async fn run(
         retention_cutoff_ms: cutoff,
         retention_source,
         shift_ms,
+        wire: describe_wire(layout),
+        json_chunks: done.json_chunks,
         series_expected,
         series_found,
         verified,
@@ -565,6 +618,8 @@ async fn plan(
 /// time, the committed offset saved as acknowledgements arrive.
 struct Upload<'a> {
     params: &'a ImportParams,
+    /// Native blocks in this layout, or JSON lines.
+    layout: Option<Layout>,
     client: &'a Client,
     target: &'a str,
     state_path: &'a Path,
@@ -608,7 +663,8 @@ impl Upload<'_> {
             .is_none_or(|c| check.min_ts.is_some_and(|min| min >= c))
             && guard.state.shift_ms == 0
             && check.special_lines == 0
-            && guard.state.acked.is_empty();
+            && guard.state.acked.is_empty()
+            && self.layout.is_none();
         let in_flight = self.params.concurrency;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk, BundleError>>(in_flight);
         let producer = self.spawn_producer(opened, &guard.state, raw, tx);
@@ -701,6 +757,7 @@ impl Upload<'_> {
         let acked = state.acked.clone();
         let (chunk_bytes, skip) = (self.params.chunk_bytes, state.committed_offset);
         let (shift_ms, cutoff) = (state.shift_ms, state.retention_cutoff_ms);
+        let layout = self.layout;
         tokio::task::spawn_blocking(move || {
             let r = if raw {
                 produce_raw(&opened, skip, chunk_bytes, &tx, &cancel)
@@ -712,6 +769,7 @@ impl Upload<'_> {
                     chunk_bytes,
                     shift_ms,
                     cutoff,
+                    layout,
                     &tx,
                     &cancel,
                 )
@@ -731,8 +789,16 @@ impl Upload<'_> {
         let dry = self.params.dry_run;
         async move {
             let mut chunk = chunk;
-            let sent = if dry || chunk.body.is_empty() {
+            // A native chunk's JSON lines are gone; its line count says
+            // whether it carries a series (raw bodies may end without '\n').
+            let empty = match chunk.native {
+                Some(_) => chunk.lines == 0,
+                None => chunk.body.is_empty(),
+            };
+            let sent = if dry || empty {
                 Ok(())
+            } else if let Some(native) = chunk.native.take() {
+                importer.import_native(Bytes::from(native)).await
             } else {
                 // The body moves into the request; only the offsets are needed after.
                 importer
@@ -794,6 +860,8 @@ fn produce_raw(
         let chunk = Chunk {
             lines: memchr::memchr_iter(b'\n', &body).count() as u64,
             body,
+            native: None,
+            json_fallback: false,
             start_offset: start,
             end_offset: reader.offset,
             samples: 0,
@@ -807,7 +875,8 @@ fn produce_raw(
 }
 
 /// The blocking half: reads lines from `skip` (leaving out acknowledged
-/// ranges), drops or shifts points where needed, cuts chunks.
+/// ranges), drops or shifts points where needed, cuts chunks, and with a
+/// `layout` writes each chunk's lines as native blocks too.
 #[allow(clippy::too_many_arguments)]
 fn produce(
     bundle: &OpenedBundle,
@@ -816,13 +885,21 @@ fn produce(
     chunk_bytes: usize,
     shift_ms: i64,
     cutoff: Option<i64>,
+    layout: Option<Layout>,
     tx: &tokio::sync::mpsc::Sender<Result<Chunk, BundleError>>,
     cancel: &CancelToken,
 ) -> Result<(), BundleError> {
     // In the bundle's own time: points before this are older than the retention.
     let min_keep = cutoff.map(|c| c - shift_ms);
+    let mut writer = layout.map(NativeWriter::new);
     let new_chunk = |start: u64| Chunk {
         body: Vec::with_capacity(chunk_bytes + 64 * 1024),
+        native: layout.map(|_| {
+            let mut native = Vec::with_capacity(chunk_bytes);
+            native_header(&mut native);
+            native
+        }),
+        json_fallback: false,
         start_offset: start,
         end_offset: start,
         lines: 0,
@@ -843,7 +920,7 @@ fn produce(
             // Sent by the interrupted run: close the chunk around the gap.
             if chunk.end_offset > chunk.start_offset {
                 let full = std::mem::replace(&mut chunk, new_chunk(line_end));
-                if tx.blocking_send(Ok(full)).is_err() || cancel.is_cancelled() {
+                if tx.blocking_send(Ok(full.sealed())).is_err() || cancel.is_cancelled() {
                     return Ok(());
                 }
             } else {
@@ -858,6 +935,13 @@ fn produce(
         let keep_all = min_keep.is_none_or(|k| scanned.min_ts >= k);
         let drop_all = min_keep.is_some_and(|k| scanned.max_ts < k);
         scratch.clear();
+        let parse = || {
+            parse_vm_json_line(l).map_err(|e| BundleError::Rejected {
+                path: path.clone(),
+                reason: format!("metrics.jsonl line {n}: {e}"),
+            })
+        };
+        let mut series = None;
         let (samples, skipped) = if drop_all {
             (0, scanned.samples as u64)
         } else if keep_all && shift_ms == 0 && scanned.plain_values {
@@ -865,30 +949,42 @@ fn produce(
             scratch.push(b'\n');
             (scanned.samples as u64, 0)
         } else {
-            let mut series = parse_vm_json_line(l).map_err(|e| BundleError::Rejected {
-                path: path.clone(),
-                reason: format!("metrics.jsonl line {n}: {e}"),
-            })?;
-            let before = series.samples.len();
+            let parsed = series.insert(parse()?);
+            let before = parsed.samples.len();
             if let Some(k) = min_keep {
-                series.samples.retain(|s| s.timestamp_ms >= k);
+                parsed.samples.retain(|s| s.timestamp_ms >= k);
             }
-            for s in &mut series.samples {
+            for s in &mut parsed.samples {
                 s.timestamp_ms += shift_ms;
             }
-            write_vm_json_line(&series, &mut scratch);
+            write_vm_json_line(parsed, &mut scratch);
             (
-                series.samples.len() as u64,
-                (before - series.samples.len()) as u64,
+                parsed.samples.len() as u64,
+                (before - parsed.samples.len()) as u64,
             )
         };
         if !chunk.body.is_empty() && chunk.body.len() + scratch.len() > chunk_bytes {
             let full = std::mem::replace(&mut chunk, new_chunk(this_start));
-            if tx.blocking_send(Ok(full)).is_err() || cancel.is_cancelled() {
+            if tx.blocking_send(Ok(full.sealed())).is_err() || cancel.is_cancelled() {
                 return Ok(());
             }
         }
         chunk.body.extend_from_slice(&scratch);
+        if let (Some(writer), Some(native), true) =
+            (writer.as_mut(), chunk.native.as_mut(), samples > 0)
+        {
+            let series = match series {
+                Some(s) => s,
+                None => parse()?,
+            };
+            if writer
+                .series(&series.labels, &series.samples, native)
+                .is_err()
+            {
+                chunk.native = None;
+                chunk.json_fallback = true;
+            }
+        }
         chunk.end_offset = line_end;
         chunk.samples += samples;
         chunk.skipped_samples += skipped;
@@ -901,10 +997,46 @@ fn produce(
     // Blank lines at the end still move the offset.
     chunk.end_offset = reader.offset;
     if chunk.end_offset > chunk.start_offset {
-        let _ = tx.blocking_send(Ok(chunk));
+        let _ = tx.blocking_send(Ok(chunk.sealed()));
     }
     reader.finish()?;
     Ok(())
+}
+
+/// The native layout to send in, or `None` for JSON lines. `auto` asks the
+/// target (`Client::native_import_layout`) and sends JSON lines when it
+/// cannot tell; `native` insists.
+async fn wire_layout(
+    client: &Client,
+    wire: WireFormat,
+    target: &str,
+) -> Result<Option<Layout>, BundleError> {
+    if wire == WireFormat::Json {
+        return Ok(None);
+    }
+    let asked = client.native_import_layout().await;
+    match (wire, asked) {
+        (_, Ok(Some(layout))) => Ok(Some(layout)),
+        (WireFormat::Native, Ok(None)) => Err(BundleError::Params(format!(
+            "--wire-format native: {target} refused native blocks at /api/v1/import/native \
+             in both layouts (VictoriaMetrics before and since 1.82); \
+             use --wire-format json or auto"
+        ))),
+        (WireFormat::Native, Err(e)) => Err(BundleError::Params(format!(
+            "--wire-format native: could not ask {target} which native layout it reads: {e}"
+        ))),
+        _ => Ok(None),
+    }
+}
+
+fn describe_wire(layout: Option<Layout>) -> String {
+    match layout {
+        None => "JSON lines (/api/v1/import)".into(),
+        Some(Layout::Before182) => {
+            "native blocks (/api/v1/import/native, layout before 1.82)".into()
+        }
+        Some(Layout::Since182) => "native blocks (/api/v1/import/native, layout since 1.82)".into(),
+    }
 }
 
 /// `(cutoff, where the retention came from)`; `(None, None)` when unknown.

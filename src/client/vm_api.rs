@@ -1,8 +1,11 @@
 //! VictoriaMetrics extras and server introspection: `/api/v1/export`,
-//! `/api/v1/import`, `status/buildinfo`, `status/tsdb`.
+//! `/api/v1/import` (JSON lines and native blocks), `status/buildinfo`,
+//! `status/tsdb`.
 
 use super::prom_api::ApiEnvelope;
 use super::{Client, ClientError};
+use crate::codec::vm_native::Layout;
+use crate::codec::vm_native_write::native_probe;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
@@ -117,9 +120,50 @@ impl Client {
 
     /// Sends one body of JSON lines to `/api/v1/import`, with the retry policy.
     pub async fn import(&self, body: bytes::Bytes) -> Result<(), ClientError> {
-        self.send("import", || {
+        self.post_import("import", "/api/v1/import", body).await
+    }
+
+    /// Sends one body of native blocks (`codec::vm_native_write`) to
+    /// `/api/v1/import/native`, with the retry policy.
+    pub async fn import_native(&self, body: bytes::Bytes) -> Result<(), ClientError> {
+        self.post_import("import/native", "/api/v1/import/native", body)
+            .await
+    }
+
+    /// The native layout the server reads at `/api/v1/import/native`,
+    /// asked with bodies that write nothing (`codec::vm_native_write::native_probe`,
+    /// the newer layout first); `None` when it reads neither or has no such
+    /// route. Sent once each, without retries: a refusal is the answer.
+    pub async fn native_import_layout(&self) -> Result<Option<Layout>, ClientError> {
+        for layout in [Layout::Since182, Layout::Before182] {
+            let probe = bytes::Bytes::from(native_probe(layout));
+            let req = self
+                .request(reqwest::Method::POST, "/api/v1/import/native")?
+                .body(probe);
+            match self.send_once(req).await {
+                Ok(resp) => {
+                    self.discard_body(resp).await;
+                    return Ok(Some(layout));
+                }
+                Err(ClientError::Status {
+                    status: 400 | 404 | 405 | 415 | 422,
+                    ..
+                }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    async fn post_import(
+        &self,
+        what: &str,
+        path: &str,
+        body: bytes::Bytes,
+    ) -> Result<(), ClientError> {
+        self.send(what, || {
             Ok(self
-                .request(reqwest::Method::POST, "/api/v1/import")?
+                .request(reqwest::Method::POST, path)?
                 .body(body.clone()))
         })
         .await

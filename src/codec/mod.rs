@@ -40,6 +40,7 @@ pub mod remote_write;
 mod remote_write_decode;
 pub mod vm_json;
 pub mod vm_native;
+pub mod vm_native_write;
 
 pub use remote_write::{
     decode_write_request, decode_write_request_into, decode_write_request_with_limit,

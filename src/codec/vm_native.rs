@@ -229,9 +229,9 @@ fn frame(src: &[u8]) -> Result<Option<(&[u8], usize)>, String> {
     Ok(src.get(4..4 + len).map(|b| (b, 4 + len)))
 }
 
-const ESCAPE: u8 = 0;
-const TAG_END: u8 = 1;
-const KV_SEPARATOR: u8 = 2;
+pub(crate) const ESCAPE: u8 = 0;
+pub(crate) const TAG_END: u8 = 1;
+pub(crate) const KV_SEPARATOR: u8 = 2;
 
 /// A single-node `MetricName`: the metric name, then tag keys and values.
 pub fn decode_metric_name(mut src: &[u8]) -> Result<Labels, String> {
@@ -491,12 +491,12 @@ fn ensure_non_decreasing(a: &mut [i64], min: i64, max: i64) {
     }
 }
 
-const CONST_TYPE: u8 = 3;
-const DELTA_CONST_TYPE: u8 = 2;
+pub(crate) const CONST_TYPE: u8 = 3;
+pub(crate) const DELTA_CONST_TYPE: u8 = 2;
 const ZSTD_NEAREST_DELTA2: u8 = 1;
 const ZSTD_NEAREST_DELTA: u8 = 4;
 const NEAREST_DELTA2: u8 = 5;
-const NEAREST_DELTA: u8 = 6;
+pub(crate) const NEAREST_DELTA: u8 = 6;
 
 /// `encoding.unmarshalInt64Array`; arithmetic wraps as Go's does.
 fn decode_ints(
@@ -575,12 +575,14 @@ fn deltas(
     Ok(())
 }
 
-const INF_POS: i64 = i64::MAX;
-const INF_NEG: i64 = i64::MIN;
-const V_MAX: i64 = i64::MAX - 2;
-const V_MIN: i64 = i64::MIN + 1;
+pub(crate) const INF_POS: i64 = i64::MAX;
+pub(crate) const INF_NEG: i64 = i64::MIN;
+pub(crate) const V_MAX: i64 = i64::MAX - 2;
+pub(crate) const V_MIN: i64 = i64::MIN + 1;
 /// Prometheus' staleness marker.
-const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
+pub(crate) const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
+/// `vStaleNaN`: the integer that stands for the staleness marker.
+pub(crate) const STALE_NAN_INT: i64 = i64::MAX - 1;
 
 /// `decimal.AppendDecimalToFloat`: the same float for each `v * 10^scale`.
 pub(crate) fn decimal_to_floats(ints: &[i64], scale: i16, out: &mut Vec<f64>) {
@@ -605,7 +607,7 @@ pub(crate) fn decimal_to_floats(ints: &[i64], scale: i16, out: &mut Vec<f64>) {
 
 /// Go's `math.Pow10`, table for table: a correctly rounded 10^n would
 /// differ from it in the last bit for some n, and with it the value.
-fn go_pow10(n: i32) -> f64 {
+pub(crate) fn go_pow10(n: i32) -> f64 {
     const TAB: [f64; 32] = [
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
         1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25, 1e26, 1e27, 1e28, 1e29, 1e30, 1e31,

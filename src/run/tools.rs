@@ -23,6 +23,7 @@ use crate::client::{Client, ClientConfig};
 use crate::model::range::{resolve_ends, FLAGS};
 use crate::model::time::{format_rfc3339_ms, now_ms, TimeArg};
 use crate::model::Series;
+use crate::output::plural;
 use crate::sink::destination::{queue_dir_name, DestinationStatus};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -262,10 +263,6 @@ pub async fn replay_command(
 fn resolve_range(from: &TimeArg, to: &TimeArg) -> Result<(i64, i64), Vec<String>> {
     let r = resolve_ends(from, to, &FLAGS, now_ms()).map_err(|e| vec![e.to_string()])?;
     Ok((r.from_ms, r.to_ms))
-}
-
-fn plural(n: u64, what: &str) -> String {
-    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 /// `spillway rules check`.

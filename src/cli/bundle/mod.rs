@@ -121,8 +121,30 @@ pub struct ImportArgs {
     /// Check the bundle and show what would be imported; send nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// What chunks travel as: `native` blocks (/api/v1/import/native, what
+    /// vmctl's vm-native mode sends; less CPU for the target), `json` lines
+    /// (/api/v1/import), or `auto`: native where the target reads it.
+    #[arg(long, value_enum, default_value_t = WireFormatArg::Auto)]
+    pub wire_format: WireFormatArg,
     #[command(flatten)]
     pub connection: ConnectionArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireFormatArg {
+    Auto,
+    Native,
+    Json,
+}
+
+impl From<WireFormatArg> for crate::bundle::import::WireFormat {
+    fn from(w: WireFormatArg) -> Self {
+        match w {
+            WireFormatArg::Auto => Self::Auto,
+            WireFormatArg::Native => Self::Native,
+            WireFormatArg::Json => Self::Json,
+        }
+    }
 }
 
 pub(crate) fn client_config(conn: &ConnectionArgs) -> Result<ClientConfig, String> {

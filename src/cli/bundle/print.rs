@@ -6,6 +6,7 @@ use crate::bundle::{
 };
 use crate::model::size::format_size_short;
 use crate::model::time::{format_duration, format_rfc3339_ms};
+use crate::output::plural;
 use std::time::Duration;
 
 pub(super) fn print_validate(r: &ValidateReport) {
@@ -236,6 +237,17 @@ pub(super) fn print_import_outcome(o: &ImportOutcome) {
             String::new()
         }
     );
+    if !o.dry_run {
+        let fallback = if o.json_chunks > 0 {
+            format!(
+                "; {} as JSON lines (a NaN, or a value native blocks cannot carry exactly)",
+                plural(o.json_chunks, "chunk")
+            )
+        } else {
+            String::new()
+        };
+        crate::outln!("sent as {}{fallback}", o.wire);
+    }
     let secs = |d: Duration| format!("{:.2}s", d.as_secs_f64());
     crate::outln!(
         "checked in {}, {} in {}, verified in {}",

@@ -2,7 +2,9 @@
 //! series × 10 samples): remote write encode (reused encoder) and decode
 //! (into fresh series, and `reuse`: into the last request's, as the
 //! receiver does), in both protocols (Prometheus: snappy, VictoriaMetrics:
-//! zstd), and VictoriaMetrics JSON lines write and read, and the
+//! zstd), VictoriaMetrics JSON lines write and read, VictoriaMetrics native
+//! blocks write (what `spillway import` sends, with its per-value check of
+//! the server's decimal conversion) and read (what `gather` reads), and the
 //! `query_range` JSON answer read as the client reads it; last, `reuse/1`:
 //! a router's usual request, 10k series of one sample each. The last column
 //! is wire bytes per sample.
@@ -17,6 +19,8 @@ mod support;
 
 use spillway::client::read_query_answer;
 use spillway::codec::remote_write::RemoteWriteEncoder;
+use spillway::codec::vm_native::{Layout, NativeReader};
+use spillway::codec::vm_native_write::{native_header, NativeWriter};
 use spillway::codec::{
     decode_write_request, decode_write_request_into, write_vm_json_lines, Compression,
     VmJsonLineReader,
@@ -184,6 +188,31 @@ fn main() {
             assert_eq!(read, n);
         });
         report(&mut baseline, "vm_json", "read", size, text.len(), t);
+
+        let mut native = Vec::new();
+        let mut writer = NativeWriter::new(Layout::Since182);
+        let t = time_mean(|| {
+            native.clear();
+            native_header(&mut native);
+            for s in black_box(&series) {
+                writer.series(&s.labels, &s.samples, &mut native).unwrap();
+            }
+        });
+        report(&mut baseline, "vm_native", "write", size, native.len(), t);
+
+        let t = time_mean(|| {
+            let mut reader = NativeReader::new();
+            let mut read = 0;
+            reader
+                .feed(black_box(&native), |labels, block| {
+                    black_box((labels, block.values.len()));
+                    read += 1;
+                    Ok(true)
+                })
+                .unwrap();
+            assert_eq!(read, n);
+        });
+        report(&mut baseline, "vm_native", "read", size, native.len(), t);
 
         let answer = query_range_answer(&series);
         let t = time_mean(|| {

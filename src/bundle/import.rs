@@ -41,7 +41,7 @@ use super::verify::{open_bundle, scan, OpenedBundle, SafetyLimits, VerifyReport}
 use super::{emit, emit_last, eta, io_err, BundleError, CancelToken, JobHandle, ProgressTx};
 use crate::client::{Client, ClientConfig, ClientError};
 use crate::codec::vm_native::Layout;
-use crate::codec::vm_native_write::{native_header, NativeWriter};
+use crate::codec::vm_native_write::{native_header, NativeWriter, NotNative};
 use crate::codec::{parse_vm_json_line, write_vm_json_line};
 use crate::fsutil::AtomicFile;
 use crate::model::time::{format_rfc3339_ms, now_ms, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
@@ -74,8 +74,7 @@ pub struct ImportParams {
 }
 
 /// What chunks are sent as (`--wire-format`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WireFormat {
     /// Native blocks where the target reads them, else JSON lines.
     #[default]
@@ -85,6 +84,21 @@ pub enum WireFormat {
     Native,
     /// JSON lines (`/api/v1/import`).
     Json,
+}
+
+impl WireFormat {
+    /// `--wire-format`'s value.
+    pub fn parse(s: &str) -> Result<WireFormat, String> {
+        match s {
+            "auto" => Ok(WireFormat::Auto),
+            "native" => Ok(WireFormat::Native),
+            "json" => Ok(WireFormat::Json),
+            other => Err(format!(
+                "{other:?} is not a wire format; want `auto` (native blocks where the target \
+                 reads them), `native` or `json`"
+            )),
+        }
+    }
 }
 
 impl ImportParams {
@@ -154,9 +168,10 @@ pub struct ImportOutcome {
     pub shift_ms: i64,
     /// What the chunks were sent as: `native blocks (...)` or `JSON lines`.
     pub wire: String,
-    /// Chunks sent as JSON lines although the target reads native blocks:
-    /// they held a NaN or a value native blocks cannot carry exactly.
+    /// Chunks sent as JSON lines although the target reads native blocks.
     pub json_chunks: u64,
+    /// Why the first of them could not go native.
+    pub json_reason: Option<String>,
     /// Series of the bundle expected on the target (all but wholly skipped ones).
     pub series_expected: u64,
     pub series_found: Option<u64>,
@@ -202,6 +217,8 @@ struct ImportState {
     chunks: u64,
     #[serde(default)]
     json_chunks: u64,
+    #[serde(default)]
+    json_reason: Option<String>,
     shift_ms: i64,
     retention_cutoff_ms: Option<i64>,
     /// Acknowledged byte ranges past `committed_offset` (requests run in
@@ -220,7 +237,10 @@ impl ImportState {
         self.skipped_samples += c.skipped_samples;
         self.skipped_lines += c.skipped_lines;
         self.chunks += 1;
-        self.json_chunks += u64::from(c.json_fallback);
+        if let Some(why) = &c.json_fallback {
+            self.json_chunks += 1;
+            self.json_reason.get_or_insert_with(|| why.to_string());
+        }
         self.acked.push([c.start_offset, c.end_offset]);
         self.acked.sort_unstable();
         let mut rest = Vec::new();
@@ -313,8 +333,8 @@ struct Chunk {
     /// The same lines as native blocks, when the target reads them and
     /// every series of the chunk could be written.
     native: Option<Vec<u8>>,
-    /// Native blocks were wanted but a series could not be written.
-    json_fallback: bool,
+    /// Native blocks were wanted, and why a series could not be written.
+    json_fallback: Option<NotNative>,
     start_offset: u64,
     end_offset: u64,
     lines: u64,
@@ -452,6 +472,7 @@ async fn run(
         shift_ms,
         wire: describe_wire(layout),
         json_chunks: done.json_chunks,
+        json_reason: done.json_reason.clone(),
         series_expected,
         series_found,
         verified,
@@ -861,7 +882,7 @@ fn produce_raw(
             lines: memchr::memchr_iter(b'\n', &body).count() as u64,
             body,
             native: None,
-            json_fallback: false,
+            json_fallback: None,
             start_offset: start,
             end_offset: reader.offset,
             samples: 0,
@@ -899,7 +920,7 @@ fn produce(
             native_header(&mut native);
             native
         }),
-        json_fallback: false,
+        json_fallback: None,
         start_offset: start,
         end_offset: start,
         lines: 0,
@@ -977,12 +998,9 @@ fn produce(
                 Some(s) => s,
                 None => parse()?,
             };
-            if writer
-                .series(&series.labels, &series.samples, native)
-                .is_err()
-            {
+            if let Err(why) = writer.series(&series.labels, &series.samples, native) {
                 chunk.native = None;
-                chunk.json_fallback = true;
+                chunk.json_fallback = Some(why);
             }
         }
         chunk.end_offset = line_end;

@@ -38,11 +38,11 @@ const MAX_FRAME_BYTES: usize = 1 << 20;
 /// Why a series cannot be written natively; the caller sends it as JSON.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum NotNative {
-    #[error("a NaN value (only a JSON line keeps what the server makes of it)")]
+    #[error("a NaN value: only a JSON line keeps what the server makes of it")]
     NaN,
     #[error("value {0} does not survive the server's decimal conversion unchanged")]
     Inexact(f64),
-    #[error("a series name of {0} bytes (the server takes at most 1 MiB)")]
+    #[error("a series name of {0} bytes, over the server's 1 MiB for native blocks")]
     NameTooLong(usize),
 }
 
@@ -87,7 +87,8 @@ pub struct NativeWriter {
     scaled: Vec<i64>,
     floats: Vec<f64>,
     name: Vec<u8>,
-    block: Vec<u8>,
+    timestamp_data: Vec<u8>,
+    value_data: Vec<u8>,
 }
 
 impl NativeWriter {
@@ -102,7 +103,8 @@ impl NativeWriter {
             scaled: Vec::new(),
             floats: Vec::new(),
             name: Vec::new(),
-            block: Vec::new(),
+            timestamp_data: Vec::new(),
+            value_data: Vec::new(),
         }
     }
 
@@ -156,10 +158,11 @@ impl NativeWriter {
     }
 
     fn push(&mut self, s: &Sample) -> Result<(), NotNative> {
-        if s.value.is_nan() {
-            return Err(NotNative::NaN);
-        }
-        let (m, e) = from_float(s.value).ok_or(NotNative::NaN)?;
+        // `from_float` takes the staleness marker; a line's NaN is not one.
+        let (m, e) = match from_float(s.value) {
+            Some(decimal) if !s.value.is_nan() => decimal,
+            _ => return Err(NotNative::NaN),
+        };
         self.timestamps.push(s.timestamp_ms);
         self.values.push(s.value);
         self.decimals.push(m);
@@ -198,33 +201,36 @@ impl NativeWriter {
         })
     }
 
+    /// The series name and the block, framed, straight into `out` (the
+    /// block's length is filled in once it is written).
     fn write_block(&mut self, start: usize, end: usize, scale: i16, out: &mut Vec<u8>) {
         let timestamps = &self.timestamps[start..end];
-        let block = &mut self.block;
-        block.clear();
-        put_signed(block, timestamps[0]);
-        if self.layout == Layout::Since182 {
-            put_signed(block, timestamps[timestamps.len() - 1]);
-        }
-        put_signed(block, self.scaled[0]);
-        put_varint(block, timestamps.len() as u64);
-        put_signed(block, i64::from(scale));
-        let (ts_type, ts_data) = encode_ints(timestamps);
-        let (value_type, value_data) = encode_ints(&self.scaled);
-        block.push(ts_type);
-        block.push(value_type);
-        if self.layout == Layout::Since182 {
-            block.push(64);
-        }
-        put_bytes(block, &ts_data);
-        put_bytes(block, &value_data);
+        let ts_type = encode_ints(timestamps, &mut self.timestamp_data);
+        let value_type = encode_ints(&self.scaled, &mut self.value_data);
         put_frame(out, &self.name);
-        put_frame(out, block);
+        let length_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        put_signed(out, timestamps[0]);
+        if self.layout == Layout::Since182 {
+            put_signed(out, timestamps[timestamps.len() - 1]);
+        }
+        put_signed(out, self.scaled[0]);
+        put_varint(out, timestamps.len() as u64);
+        put_signed(out, i64::from(scale));
+        out.push(ts_type);
+        out.push(value_type);
+        if self.layout == Layout::Since182 {
+            out.push(64);
+        }
+        put_bytes(out, &self.timestamp_data);
+        put_bytes(out, &self.value_data);
+        // At most about 160 KiB for 8,192 rows: far under the server's 1 MiB.
+        let length = (out.len() - length_at - 4) as u32;
+        out[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
     }
 }
 
-/// `u32` big-endian length + bytes. Callers keep frames under 1 MiB (a
-/// block of 8,192 rows is at most about 160 KiB).
+/// `u32` big-endian length + bytes.
 fn put_frame(out: &mut Vec<u8>, frame: &[u8]) {
     out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
     out.extend_from_slice(frame);
@@ -244,22 +250,22 @@ fn put_signed(out: &mut Vec<u8>, v: i64) {
 }
 
 /// `encoding.marshalInt64Array` at full precision, without zstd: the
-/// encoding type and its data (the first value travels in the header).
-fn encode_ints(a: &[i64]) -> (u8, Vec<u8>) {
-    let mut data = Vec::new();
+/// encoding type, its data written into `data` (the first value travels in
+/// the header).
+fn encode_ints(a: &[i64], data: &mut Vec<u8>) -> u8 {
+    data.clear();
     if a.iter().all(|&v| v == a[0]) {
-        return (CONST_TYPE, data);
+        return CONST_TYPE;
     }
     let step = a[1].wrapping_sub(a[0]);
     if a.windows(2).all(|w| w[1].wrapping_sub(w[0]) == step) {
-        put_signed(&mut data, step);
-        return (DELTA_CONST_TYPE, data);
+        put_signed(data, step);
+        return DELTA_CONST_TYPE;
     }
-    data.reserve(a.len() * 2);
     for w in a.windows(2) {
-        put_signed(&mut data, w[1].wrapping_sub(w[0]));
+        put_signed(data, w[1].wrapping_sub(w[0]));
     }
-    (NEAREST_DELTA, data)
+    NEAREST_DELTA
 }
 
 /// `MetricName.Marshal`: the metric name, then each other label's name and

@@ -325,7 +325,7 @@ pub async fn import(args: ImportArgs, quiet: bool) -> ExitCode {
     params.resume = args.resume;
     params.shift_to_now = args.shift_to_now;
     params.dry_run = args.dry_run;
-    params.wire = args.wire_format.into();
+    params.wire = args.wire_format;
     let state_path = params.state_path();
     let mut view = View::new(quiet, "bytes", true);
     let result = drive(

@@ -10,6 +10,7 @@ mod print;
 pub use drive::{gather, import};
 
 use super::ConnectionArgs;
+use crate::bundle::import::WireFormat;
 use crate::client::ClientConfig;
 use crate::model::range::{self, RangeDefaults, RangeInput};
 use crate::model::size::size_usize_arg;
@@ -124,27 +125,10 @@ pub struct ImportArgs {
     /// What chunks travel as: `native` blocks (/api/v1/import/native, what
     /// vmctl's vm-native mode sends; less CPU for the target), `json` lines
     /// (/api/v1/import), or `auto`: native where the target reads it.
-    #[arg(long, value_enum, default_value_t = WireFormatArg::Auto)]
-    pub wire_format: WireFormatArg,
+    #[arg(long, value_name = "FORMAT", default_value = "auto", value_parser = WireFormat::parse)]
+    pub wire_format: WireFormat,
     #[command(flatten)]
     pub connection: ConnectionArgs,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WireFormatArg {
-    Auto,
-    Native,
-    Json,
-}
-
-impl From<WireFormatArg> for crate::bundle::import::WireFormat {
-    fn from(w: WireFormatArg) -> Self {
-        match w {
-            WireFormatArg::Auto => Self::Auto,
-            WireFormatArg::Native => Self::Native,
-            WireFormatArg::Json => Self::Json,
-        }
-    }
 }
 
 pub(crate) fn client_config(conn: &ConnectionArgs) -> Result<ClientConfig, String> {

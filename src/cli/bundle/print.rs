@@ -240,8 +240,9 @@ pub(super) fn print_import_outcome(o: &ImportOutcome) {
     if !o.dry_run {
         let fallback = if o.json_chunks > 0 {
             format!(
-                "; {} as JSON lines (a NaN, or a value native blocks cannot carry exactly)",
-                plural(o.json_chunks, "chunk")
+                "; {} as JSON lines (the first: {})",
+                plural(o.json_chunks, "chunk"),
+                o.json_reason.as_deref().unwrap_or("reason not recorded")
             )
         } else {
             String::new()

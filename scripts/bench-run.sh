@@ -324,6 +324,12 @@ with open(results, "a") as out:
             out.write(f"{run} spillway/{side} {sp[0] / row[0]:.3f} {sp[1] / row[1]:.3f}\n")
 PY
   awk -v r="$run" '$1 == r' "$RESULTS" | sed 's/^/   /'
+  # spillway's resident code: the executable pages of its binary. A stale
+  # link/hot-code.ld lets code that runs spread over more of them
+  # (scripts/code-layout.sh remakes it).
+  awk -v bin="$(readlink -f "$SPILLWAY")" '/^[0-9a-f]+-/ { x = ($2 ~ /x/ && $6 == bin) } /^Rss:/ && x { k += $2 }
+    END { printf "%.1f\n", k / 1024 }' "/proc/$SP_PID/smaps" >>"$WORK/code-mib"
+  echo "   spillway's resident code: $(tail -1 "$WORK/code-mib") MiB"
   # Stop this run's processes (and their destinations) before the next.
   bench_stop "${BENCH_PIDS[@]:$RUN_PIDS_START}"
   BENCH_PIDS=("${BENCH_PIDS[@]:0:$RUN_PIDS_START}")
@@ -341,3 +347,4 @@ echo "source = $(bench_label "$SOURCE_VM") with -search.latencyOffset=0s"
 echo "columns: median [min-max] of CPU s | peak RSS MiB | iteration avg s | delay from timestamp p50 s | p99 s | delay from firing p50 s | p99 s | probe points"
 echo "ratio rows: CPU | peak RSS"
 bench_summary "$RESULTS"
+echo "spillway's resident code (executable pages of its binary), per run: $(tr '\n' ' ' <"$WORK/code-mib")MiB"

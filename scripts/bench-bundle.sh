@@ -249,5 +249,5 @@ cores=$(nproc)
 awk -v cores="$cores" -v pin="$PIN" '{ c = $2 + $3; print (pin ? (c > $5 ? c : $5) : (c + $5) / cores) }' \
   "$work/spill_import" >"$work/import_cpu_floor"
 over="$cores cores"; [ -z "$PIN" ] || over="the two pinned CPUs"
-echo "vmctl vm-native / import's CPU over $over: $(ratios vmctl import_cpu_floor)"
+echo "vmctl vm-native / import's CPU (with verification) over $over: $(ratios vmctl import_cpu_floor)"
 echo "peak RSS: gather $(( $(median gather_1w 4) / 1024 )) MiB, import $(( $(median spill_import 4) / 1024 )) MiB   (target <= 100 MiB)"

@@ -326,9 +326,10 @@ PY
   awk -v r="$run" '$1 == r' "$RESULTS" | sed 's/^/   /'
   # spillway's resident code: the executable pages of its binary. A stale
   # link/hot-code.ld lets code that runs spread over more of them
-  # (scripts/code-layout.sh remakes it).
-  awk -v bin="$(readlink -f "$SPILLWAY")" '/^[0-9a-f]+-/ { x = ($2 ~ /x/ && $6 == bin) } /^Rss:/ && x { k += $2 }
-    END { printf "%.1f\n", k / 1024 }' "/proc/$SP_PID/smaps" >>"$WORK/code-mib"
+  # (scripts/code-layout.sh remakes it). Under a SPILLWAY_WRAPPER that forks
+  # (perf record) the process is the wrapper's, and there is no figure.
+  awk -v bin="$(readlink -f "$SPILLWAY")" '/^[0-9a-f]+-/ { x = ($2 ~ /x/ && $6 == bin); m = m || x } /^Rss:/ && x { k += $2 }
+    END { if (m) printf "%.1f\n", k / 1024; else print "n/a" }' "/proc/$SP_PID/smaps" >>"$WORK/code-mib"
   echo "   spillway's resident code: $(tail -1 "$WORK/code-mib") MiB"
   # Stop this run's processes (and their destinations) before the next.
   bench_stop "${BENCH_PIDS[@]:$RUN_PIDS_START}"

@@ -105,7 +105,7 @@ function render(st) {
     const text = o.verified == null ? "not verified" : `${num(o.series_found)} of ${num(o.series_expected)} series visible on the target`;
     $("#verify-result").innerHTML = `<div class="msg ${ok ? "ok" : "warn"}" id="verify-msg">Verification: ${esc(text)}${o.verify_note ? " · " + esc(o.verify_note) : ""}` +
       `\n${num(o.samples_sent)} samples sent in ${num(o.chunks)} chunks as ${esc(o.wire)}` +
-      (o.json_chunks ? ` (${num(o.json_chunks)} as JSON lines; the first: ${esc(o.json_reason || "")})` : "") + (o.resumed_from ? `, resumed at byte ${num(o.resumed_from)}` : "") +
+      (o.json_chunks ? ` (${num(o.json_chunks)} as JSON lines; the first: ${esc(o.json_reason || "reason not recorded")})` : "") + (o.resumed_from ? `, resumed at byte ${num(o.resumed_from)}` : "") +
       (o.skipped_samples ? `; ${num(o.skipped_samples)} samples older than the retention skipped` : "") + `</div>`;
   }
 }
